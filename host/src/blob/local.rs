@@ -1,0 +1,183 @@
+//! The local-directory blob store: the embedded default.
+//!
+//! Each bucket is a directory under the root; a key is a relative path inside it. Puts go to a
+//! temporary file in `<root>/.tmp` (same filesystem) that is synced and then renamed into place, so a
+//! reader never sees a partial object and a failed upload leaves nothing behind. There is no Object
+//! Lock here: the host alone enforces raw immutability, and says so.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+
+use super::{BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement, ObjectInfo, check_key};
+
+/// A blob store in a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// Opens (and creates) a store rooted at `root`.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self, BlobError> {
+        let root = root.into();
+        tokio::fs::create_dir_all(root.join(".tmp")).await.map_err(|e| io_err(&root, e))?;
+        Ok(Self { root })
+    }
+
+    fn path(&self, bucket: &str, key: &str) -> Result<PathBuf, BlobError> {
+        crate::config::check_bucket_name(bucket)
+            .map_err(|_| BlobError::InvalidKey { key: bucket.to_owned(), reason: "invalid bucket name" })?;
+        check_key(key)?;
+        Ok(self.root.join(bucket).join(key))
+    }
+}
+
+fn io_err(path: &Path, e: io::Error) -> BlobError {
+    BlobError::Unavailable(format!("{}: {e}", path.display()))
+}
+
+fn not_found(bucket: &str, key: &str) -> BlobError {
+    BlobError::NotFound { bucket: bucket.to_owned(), key: key.to_owned() }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for LocalStore {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn prepare_bucket(&self, bucket: &str, policy: &BucketPolicy) -> Result<BucketReport, BlobError> {
+        crate::config::check_bucket_name(bucket)
+            .map_err(|_| BlobError::InvalidKey { key: bucket.to_owned(), reason: "invalid bucket name" })?;
+        let dir = self.root.join(bucket);
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| io_err(&dir, e))?;
+        let unsupported = |what: &str| Enforcement::Unsupported { reason: format!("a local directory has no {what}") };
+        Ok(BucketReport {
+            object_lock: match policy.object_lock {
+                Some(_) => unsupported("Object Lock"),
+                None => Enforcement::NotRequested,
+            },
+            lifecycle: match policy.expire_after_days {
+                Some(_) => unsupported("lifecycle rules"),
+                None => Enforcement::NotRequested,
+            },
+        })
+    }
+
+    async fn put(&self, bucket: &str, key: &str, mut body: ByteStream) -> Result<u64, BlobError> {
+        let dest = self.path(bucket, key)?;
+        let tmp = self.root.join(".tmp").join(uuid::Uuid::new_v4().to_string());
+        let result: Result<u64, BlobError> = async {
+            let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| io_err(&tmp, e))?;
+            let mut n = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(BlobError::Body)?;
+                file.write_all(&chunk).await.map_err(|e| io_err(&tmp, e))?;
+                n += chunk.len() as u64;
+            }
+            file.sync_all().await.map_err(|e| io_err(&tmp, e))?;
+            drop(file);
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent).await.map_err(|e| io_err(parent, e))?;
+            }
+            tokio::fs::rename(&tmp, &dest).await.map_err(|e| io_err(&dest, e))?;
+            Ok(n)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<ByteStream, BlobError> {
+        let path = self.path(bucket, key)?;
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => Ok(Box::pin(ReaderStream::with_capacity(f, 64 << 10))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(bucket, key)),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, BlobError> {
+        let path = self.path(bucket, key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.is_file() => Ok(ObjectInfo { key: key.to_owned(), size: m.len() }),
+            Ok(_) => Err(not_found(bucket, key)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(bucket, key)),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, BlobError> {
+        crate::config::check_bucket_name(bucket)
+            .map_err(|_| BlobError::InvalidKey { key: bucket.to_owned(), reason: "invalid bucket name" })?;
+        let bucket_dir = self.root.join(bucket);
+        // Walk only the directory the prefix names, not the whole bucket.
+        let dir_part = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        if !dir_part.is_empty() {
+            check_key(dir_part)?;
+        }
+        let mut out = Vec::new();
+        let mut stack = vec![(bucket_dir.join(dir_part), dir_part.to_owned())];
+        while let Some((dir, rel)) = stack.pop() {
+            let mut entries = match tokio::fs::read_dir(&dir).await {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&dir, e)),
+            };
+            while let Some(entry) = entries.next_entry().await.map_err(|e| io_err(&dir, e))? {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                let ft = entry.file_type().await.map_err(|e| io_err(&dir, e))?;
+                if ft.is_dir() {
+                    if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) || prefix.starts_with(&key) {
+                        stack.push((entry.path(), key));
+                    }
+                } else if ft.is_file() && key.starts_with(prefix) {
+                    let size = entry.metadata().await.map_err(|e| io_err(&dir, e))?.len();
+                    out.push(ObjectInfo { key, size });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn copy(&self, src_bucket: &str, src_key: &str, dst_bucket: &str, dst_key: &str) -> Result<(), BlobError> {
+        let src = self.path(src_bucket, src_key)?;
+        let dst = self.path(dst_bucket, dst_key)?;
+        let tmp = self.root.join(".tmp").join(uuid::Uuid::new_v4().to_string());
+        match tokio::fs::copy(&src, &tmp).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found(src_bucket, src_key)),
+            Err(e) => return Err(io_err(&src, e)),
+        }
+        if let Some(parent) = dst.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| io_err(parent, e))?;
+        }
+        tokio::fs::rename(&tmp, &dst).await.map_err(|e| io_err(&dst, e))
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError> {
+        let path = self.path(bucket, key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
+
+    async fn presign_get(&self, bucket: &str, key: &str, _ttl: Duration) -> Result<Option<String>, BlobError> {
+        self.path(bucket, key)?;
+        Ok(None)
+    }
+}

@@ -1,0 +1,345 @@
+//! The catalog: datasets, their files and the provenance record, behind one contract.
+//!
+//! # Contract (checked by the conformance suite in `tests/all/catalog_conformance.rs`, run against
+//! SQLite and PostgreSQL)
+//!
+//! * A dataset is inserted with its files and (optionally) a provenance entry in one transaction:
+//!   all or nothing.
+//! * [`Catalog::commit`] adds files, sets a status and appends provenance in one transaction. A file
+//!   name already present in the dataset is [`CatalogError::Conflict`] and nothing is written.
+//! * Only one promotion target may exist per (source dataset, layer): a second insert is a `Conflict`.
+//! * Searches and stats see only `ready` datasets unless asked for another status; pages are ordered
+//!   newest first and continue from an opaque cursor.
+//! * Unknown ids are [`CatalogError::NotFound`]. Driver errors never leave the adapter.
+//! * Provenance is append-only; lineage walks are bounded by a depth.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::layers::Layer;
+use crate::provenance::{Direction, LineageGraph, NewProvenance, ProvenanceEntry};
+
+/// A dataset's identity: a UUIDv7, so ids sort by creation time.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatasetId(pub uuid::Uuid);
+
+impl DatasetId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+}
+
+impl Default for DatasetId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for DatasetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatasetId({})", self.0)
+    }
+}
+
+impl fmt::Display for DatasetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for DatasetId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s.trim()).map(DatasetId).map_err(|_| format!("{s:?} is not a dataset id (a UUID)"))
+    }
+}
+
+/// Where a dataset is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetStatus {
+    /// Being written (a promotion in progress); invisible to searches.
+    Pending,
+    /// Complete and visible.
+    Ready,
+    /// A write failed part-way; invisible, resumable.
+    Failed,
+    /// Removed through the API; the row stays for lineage.
+    Deleted,
+}
+
+impl DatasetStatus {
+    /// The lowercase name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatasetStatus::Pending => "pending",
+            DatasetStatus::Ready => "ready",
+            DatasetStatus::Failed => "failed",
+            DatasetStatus::Deleted => "deleted",
+        }
+    }
+}
+
+impl FromStr for DatasetStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "pending" => DatasetStatus::Pending,
+            "ready" => DatasetStatus::Ready,
+            "failed" => DatasetStatus::Failed,
+            "deleted" => DatasetStatus::Deleted,
+            other => return Err(format!("unknown dataset status {other:?}")),
+        })
+    }
+}
+
+/// A cataloged dataset.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Dataset {
+    /// Dataset id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: DatasetId,
+    /// Human name.
+    pub name: String,
+    /// Where it came from: `geo`, `uniprot`, `pubmed`, `upload`, a lab name...
+    pub source: String,
+    /// The upstream accession or identifier, if any.
+    pub external_id: Option<String>,
+    /// Its layer.
+    pub layer: Layer,
+    /// Bucket (S3) or directory (local) of its layer.
+    pub bucket: String,
+    /// Key prefix of its objects inside the bucket, ending in `/`.
+    pub prefix: String,
+    /// `bucket/prefix`, the seed's `location`.
+    pub location: String,
+    /// Number of files.
+    pub file_count: i64,
+    /// Total bytes of its files.
+    pub total_size: i64,
+    /// Free-form metadata; always has `source`, `date` and `version`.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Life-cycle status.
+    pub status: DatasetStatus,
+    /// The dataset this one was promoted from.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub promoted_from: Option<DatasetId>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change (status or files).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A dataset to insert.
+#[derive(Debug, Clone)]
+pub struct NewDataset {
+    /// Its id (callers choose it so object keys can include it).
+    pub id: DatasetId,
+    /// Human name.
+    pub name: String,
+    /// Source.
+    pub source: String,
+    /// Upstream identifier.
+    pub external_id: Option<String>,
+    /// Layer.
+    pub layer: Layer,
+    /// Bucket of the layer.
+    pub bucket: String,
+    /// Key prefix, ending in `/`.
+    pub prefix: String,
+    /// Metadata (a JSON object).
+    pub metadata: serde_json::Value,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Initial status.
+    pub status: DatasetStatus,
+    /// Promotion source.
+    pub promoted_from: Option<DatasetId>,
+}
+
+/// A file in a dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FileRecord {
+    /// File name inside the dataset (no `/`).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    /// MIME type.
+    pub content_type: String,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A catalog search.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    /// Only this layer.
+    pub layer: Option<Layer>,
+    /// Only this source.
+    pub source: Option<String>,
+    /// Free text over name, external id and metadata (case-insensitive substring).
+    pub q: Option<String>,
+    /// Datasets carrying all of these tags.
+    pub tags: Vec<String>,
+    /// Status to list (default `ready`).
+    pub status: DatasetStatus,
+    /// Page size.
+    pub limit: u32,
+    /// Continue after this dataset id (from the previous page's `next_cursor`).
+    pub after: Option<DatasetId>,
+    /// Skip this many results (seed-style paging; the cursor is cheaper for deep pages).
+    pub offset: u64,
+}
+
+impl Default for SearchQuery {
+    fn default() -> Self {
+        Self {
+            layer: None,
+            source: None,
+            q: None,
+            tags: Vec::new(),
+            status: DatasetStatus::Ready,
+            limit: 50,
+            after: None,
+            offset: 0,
+        }
+    }
+}
+
+/// One page of results.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    /// The results.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Counts and bytes for one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct GroupStats {
+    /// The layer or source name.
+    pub key: String,
+    /// Ready datasets.
+    pub datasets: i64,
+    /// Bytes of their files.
+    pub bytes: i64,
+}
+
+/// Catalog-wide statistics over ready datasets.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    /// All ready datasets.
+    pub total_datasets: i64,
+    /// All their bytes.
+    pub total_bytes: i64,
+    /// Per layer (all four, zeros included).
+    pub by_layer: Vec<GroupStats>,
+    /// Per source.
+    pub by_source: Vec<GroupStats>,
+}
+
+/// Catalog failures; each variant is a decision for the caller.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// No such dataset or file.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A uniqueness rule was hit (file name taken, promotion target exists).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The request cannot be satisfied as asked.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The database could not be reached or failed; retrying later may work.
+    #[error("catalog unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The catalog contract. See the module documentation.
+#[async_trait::async_trait]
+pub trait Catalog: Send + Sync + fmt::Debug {
+    /// `sqlite` or `postgres`, for reports.
+    fn kind(&self) -> &'static str;
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), CatalogError>;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), CatalogError>;
+    /// Inserts a dataset with its files and an optional provenance entry, atomically.
+    async fn insert_dataset(
+        &self,
+        new: &NewDataset,
+        files: &[FileRecord],
+        provenance: Option<&NewProvenance>,
+    ) -> Result<Dataset, CatalogError>;
+    /// One dataset, whatever its status.
+    async fn get_dataset(&self, id: DatasetId) -> Result<Dataset, CatalogError>;
+    /// A page of datasets.
+    async fn search(&self, query: &SearchQuery) -> Result<Page<Dataset>, CatalogError>;
+    /// Counts and bytes of ready datasets.
+    async fn stats(&self) -> Result<Stats, CatalogError>;
+    /// A dataset's files, by name.
+    async fn list_files(&self, id: DatasetId) -> Result<Vec<FileRecord>, CatalogError>;
+    /// Adds files, sets the status and appends provenance in one transaction.
+    async fn commit(
+        &self,
+        id: DatasetId,
+        files: &[FileRecord],
+        status: DatasetStatus,
+        provenance: Option<&NewProvenance>,
+    ) -> Result<Dataset, CatalogError>;
+    /// Removes a file row and updates the dataset's counts; undoes a claim whose object failed.
+    async fn remove_file(&self, id: DatasetId, name: &str) -> Result<(), CatalogError>;
+    /// Sets a dataset's status (used to mark failures; successes go through `commit`).
+    async fn set_status(&self, id: DatasetId, status: DatasetStatus) -> Result<(), CatalogError>;
+    /// The promotion target of a dataset in a layer, if one was started.
+    async fn find_promotion(&self, source: DatasetId, layer: Layer) -> Result<Option<Dataset>, CatalogError>;
+    /// Appends a provenance entry on its own.
+    async fn append_provenance(&self, entry: &NewProvenance) -> Result<ProvenanceEntry, CatalogError>;
+    /// Entries that name any of these datasets as input or output, oldest first.
+    async fn provenance_of(&self, ids: &[DatasetId]) -> Result<Vec<ProvenanceEntry>, CatalogError>;
+    /// Ancestors and/or descendants of a dataset up to `depth` steps.
+    async fn lineage(&self, id: DatasetId, depth: u32, direction: Direction) -> Result<LineageGraph, CatalogError>;
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern and wraps it for substring search.
+pub(crate) fn like_pattern(q: &str) -> String {
+    let mut out = String::with_capacity(q.len() + 2);
+    out.push('%');
+    for c in q.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// Turns a flat list of (parent, child, entry, action) edges and node rows into a graph; shared by
+/// both adapters so their answers are shaped identically.
+pub(crate) fn assemble_graph(
+    root: DatasetId,
+    depth: u32,
+    mut nodes: Vec<crate::provenance::LineageNode>,
+    mut edges: Vec<crate::provenance::LineageEdge>,
+) -> LineageGraph {
+    nodes.sort_by(|a, b| a.distance.cmp(&b.distance).then(a.id.cmp(&b.id)));
+    edges.sort();
+    edges.dedup();
+    LineageGraph { root, depth, nodes, edges }
+}

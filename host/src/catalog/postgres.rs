@@ -1,0 +1,535 @@
+//! The PostgreSQL catalog: production.
+//!
+//! Several `lake serve` replicas share one database; everything that must happen once is decided by
+//! the database (unique indexes, transactions), never by process memory. Free-text search uses a
+//! trigram index over a generated `search_text` column, tag filters a GIN index over `tags`.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use uuid::Uuid;
+
+use super::{
+    Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, GroupStats, NewDataset, Page, SearchQuery,
+    Stats, assemble_graph, like_pattern,
+};
+use crate::layers::Layer;
+use crate::provenance::{Action, Direction, LineageEdge, LineageGraph, LineageNode, NewProvenance, ProvenanceEntry};
+
+const COLS: &str = "id, name, source, external_id, layer, bucket, prefix, file_count, total_size, metadata, tags, \
+                    status, promoted_from, created_at, updated_at";
+
+/// The PostgreSQL catalog.
+#[derive(Debug, Clone)]
+pub struct PostgresCatalog {
+    pool: PgPool,
+}
+
+fn db_err(e: sqlx::Error) -> CatalogError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => CatalogError::Conflict(d.message().to_owned()),
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => CatalogError::Invalid(d.message().to_owned()),
+        _ => CatalogError::Unavailable(e.to_string()),
+    }
+}
+
+fn bad_row(e: impl std::fmt::Display) -> CatalogError {
+    CatalogError::Unavailable(format!("unreadable catalog row: {e}"))
+}
+
+fn uuids(ids: impl IntoIterator<Item = DatasetId>) -> Vec<Uuid> {
+    ids.into_iter().map(|i| i.0).collect()
+}
+
+impl PostgresCatalog {
+    /// Connects to the database named by a `postgres://` URL.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, CatalogError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(db_err)?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for tests and benchmarks that seed data in bulk.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn row_to_dataset(row: &PgRow) -> Result<Dataset, CatalogError> {
+        let layer: String = row.try_get("layer").map_err(bad_row)?;
+        let status: String = row.try_get("status").map_err(bad_row)?;
+        let metadata: Json<serde_json::Value> = row.try_get("metadata").map_err(bad_row)?;
+        let bucket: String = row.try_get("bucket").map_err(bad_row)?;
+        let prefix: String = row.try_get("prefix").map_err(bad_row)?;
+        let promoted_from: Option<Uuid> = row.try_get("promoted_from").map_err(bad_row)?;
+        Ok(Dataset {
+            id: DatasetId(row.try_get("id").map_err(bad_row)?),
+            name: row.try_get("name").map_err(bad_row)?,
+            source: row.try_get("source").map_err(bad_row)?,
+            external_id: row.try_get("external_id").map_err(bad_row)?,
+            layer: layer.parse::<Layer>().map_err(bad_row)?,
+            location: format!("{bucket}/{prefix}"),
+            bucket,
+            prefix,
+            file_count: row.try_get("file_count").map_err(bad_row)?,
+            total_size: row.try_get("total_size").map_err(bad_row)?,
+            metadata: metadata.0,
+            tags: row.try_get("tags").map_err(bad_row)?,
+            status: status.parse().map_err(bad_row)?,
+            promoted_from: promoted_from.map(DatasetId),
+            created_at: row.try_get("created_at").map_err(bad_row)?,
+            updated_at: row.try_get("updated_at").map_err(bad_row)?,
+        })
+    }
+
+    async fn fetch_dataset(tx: &mut Transaction<'_, Postgres>, id: DatasetId) -> Result<Dataset, CatalogError> {
+        let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE id = $1"))
+            .bind(id.0)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| CatalogError::NotFound(format!("dataset {id}")))?;
+        Self::row_to_dataset(&row)
+    }
+
+    async fn insert_files(
+        tx: &mut Transaction<'_, Postgres>,
+        id: DatasetId,
+        files: &[FileRecord],
+    ) -> Result<(), CatalogError> {
+        if !files.is_empty() {
+            let mut b: QueryBuilder<Postgres> =
+                QueryBuilder::new("INSERT INTO files (dataset_id, name, size, sha256, content_type, created_at) ");
+            b.push_values(files, |mut row, f| {
+                row.push_bind(id.0)
+                    .push_bind(&f.name)
+                    .push_bind(f.size as i64)
+                    .push_bind(&f.sha256)
+                    .push_bind(&f.content_type)
+                    .push_bind(f.created_at);
+            });
+            b.build().execute(&mut **tx).await.map_err(|e| match db_err(e) {
+                CatalogError::Conflict(_) => {
+                    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+                    CatalogError::Conflict(format!("a file named {names:?} already exists in dataset {id}"))
+                }
+                other => other,
+            })?;
+        }
+        sqlx::query(
+            "UPDATE datasets SET file_count = (SELECT count(*) FROM files WHERE dataset_id = $1), \
+             total_size = (SELECT coalesce(sum(size), 0) FROM files WHERE dataset_id = $1) WHERE id = $1",
+        )
+        .bind(id.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn insert_provenance(
+        tx: &mut Transaction<'_, Postgres>,
+        p: &NewProvenance,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<ProvenanceEntry, CatalogError> {
+        let id = Uuid::now_v7();
+        sqlx::query("INSERT INTO provenance (id, action, parameters, notes, actor, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(id)
+            .bind(p.action.as_str())
+            .bind(Json(&p.parameters))
+            .bind(&p.notes)
+            .bind(&p.actor)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        let mut links: Vec<(Uuid, &str, i32)> = Vec::new();
+        for (role, list) in [("input", &p.inputs), ("output", &p.outputs)] {
+            for (pos, ds) in list.iter().enumerate() {
+                links.push((ds.0, role, pos as i32));
+            }
+        }
+        if !links.is_empty() {
+            let mut b: QueryBuilder<Postgres> =
+                QueryBuilder::new("INSERT INTO provenance_datasets (entry_id, dataset_id, role, position) ");
+            b.push_values(&links, |mut row, (ds, role, pos)| {
+                row.push_bind(id).push_bind(*ds).push_bind(*role).push_bind(*pos);
+            });
+            b.push(" ON CONFLICT DO NOTHING");
+            b.build().execute(&mut **tx).await.map_err(db_err)?;
+        }
+        let pairs: Vec<(Uuid, Uuid)> =
+            p.inputs.iter().flat_map(|i| p.outputs.iter().map(move |o| (i.0, o.0))).collect();
+        if !pairs.is_empty() {
+            let mut b: QueryBuilder<Postgres> =
+                QueryBuilder::new("INSERT INTO lineage_edges (parent_id, child_id, entry_id, action) ");
+            b.push_values(&pairs, |mut row, (parent, child)| {
+                row.push_bind(*parent).push_bind(*child).push_bind(id).push_bind(p.action.as_str());
+            });
+            b.push(" ON CONFLICT DO NOTHING");
+            b.build().execute(&mut **tx).await.map_err(db_err)?;
+        }
+        Ok(ProvenanceEntry {
+            id,
+            action: p.action,
+            inputs: p.inputs.clone(),
+            outputs: p.outputs.clone(),
+            parameters: p.parameters.clone(),
+            notes: p.notes.clone(),
+            actor: p.actor.clone(),
+            created_at: now,
+        })
+    }
+
+    async fn group_stats(&self, column: &str) -> Result<Vec<GroupStats>, CatalogError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {column} AS k, count(*) AS n, coalesce(sum(total_size), 0)::bigint AS b FROM datasets \
+             WHERE status = 'ready' GROUP BY {column} ORDER BY n DESC, k"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(GroupStats {
+                    key: r.try_get("k").map_err(bad_row)?,
+                    datasets: r.try_get("n").map_err(bad_row)?,
+                    bytes: r.try_get("b").map_err(bad_row)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Catalog for PostgresCatalog {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<(), CatalogError> {
+        // sqlx takes an advisory lock, so replicas starting together migrate once.
+        sqlx::migrate!("../migrations/postgres")
+            .run(&self.pool)
+            .await
+            .map_err(|e| CatalogError::Unavailable(format!("migrating the PostgreSQL catalog: {e}")))
+    }
+
+    async fn ping(&self) -> Result<(), CatalogError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err).map(|_| ())
+    }
+
+    async fn insert_dataset(
+        &self,
+        new: &NewDataset,
+        files: &[FileRecord],
+        provenance: Option<&NewProvenance>,
+    ) -> Result<Dataset, CatalogError> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO datasets (id, name, source, external_id, layer, bucket, prefix, metadata, tags, status, \
+             promoted_from, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+        )
+        .bind(new.id.0)
+        .bind(&new.name)
+        .bind(&new.source)
+        .bind(&new.external_id)
+        .bind(new.layer.as_str())
+        .bind(&new.bucket)
+        .bind(&new.prefix)
+        .bind(Json(&new.metadata))
+        .bind(&new.tags)
+        .bind(new.status.as_str())
+        .bind(new.promoted_from.map(|p| p.0))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        Self::insert_files(&mut tx, new.id, files).await?;
+        if let Some(p) = provenance {
+            Self::insert_provenance(&mut tx, p, now).await?;
+        }
+        let d = Self::fetch_dataset(&mut tx, new.id).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(d)
+    }
+
+    async fn get_dataset(&self, id: DatasetId) -> Result<Dataset, CatalogError> {
+        let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| CatalogError::NotFound(format!("dataset {id}")))?;
+        Self::row_to_dataset(&row)
+    }
+
+    async fn search(&self, q: &SearchQuery) -> Result<Page<Dataset>, CatalogError> {
+        // Built per request with only the filters in use, so every query gets a plan that can use
+        // its index (a generic "$n IS NULL OR ..." plan could not).
+        let mut b: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {COLS} FROM datasets WHERE status = "));
+        b.push_bind(q.status.as_str());
+        if let Some(l) = q.layer {
+            b.push(" AND layer = ").push_bind(l.as_str());
+        }
+        if let Some(s) = &q.source {
+            b.push(" AND source = ").push_bind(s.clone());
+        }
+        if let Some(text) = q.q.as_deref().filter(|t| !t.trim().is_empty()) {
+            b.push(" AND search_text LIKE ").push_bind(like_pattern(text.trim())).push(" ESCAPE '\\'");
+        }
+        if !q.tags.is_empty() {
+            b.push(" AND tags @> ").push_bind(q.tags.clone());
+        }
+        if let Some(after) = q.after {
+            b.push(" AND id < ").push_bind(after.0);
+        }
+        b.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(q.limit) + 1);
+        b.push(" OFFSET ").push_bind(q.offset as i64);
+        let rows = b.build().fetch_all(&self.pool).await.map_err(db_err)?;
+        let mut items = rows.iter().map(Self::row_to_dataset).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > q.limit as usize {
+            items.truncate(q.limit as usize);
+            items.last().map(|d| d.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn stats(&self) -> Result<Stats, CatalogError> {
+        let layers = self.group_stats("layer").await?;
+        let by_layer = Layer::ALL
+            .iter()
+            .map(|l| {
+                layers.iter().find(|g| g.key == l.as_str()).cloned().unwrap_or(GroupStats {
+                    key: l.as_str().to_owned(),
+                    datasets: 0,
+                    bytes: 0,
+                })
+            })
+            .collect::<Vec<_>>();
+        Ok(Stats {
+            total_datasets: by_layer.iter().map(|g| g.datasets).sum(),
+            total_bytes: by_layer.iter().map(|g| g.bytes).sum(),
+            by_layer,
+            by_source: self.group_stats("source").await?,
+        })
+    }
+
+    async fn list_files(&self, id: DatasetId) -> Result<Vec<FileRecord>, CatalogError> {
+        self.get_dataset(id).await?;
+        let rows = sqlx::query(
+            "SELECT name, size, sha256, content_type, created_at FROM files WHERE dataset_id = $1 ORDER BY name",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(FileRecord {
+                    name: r.try_get("name").map_err(bad_row)?,
+                    size: r.try_get::<i64, _>("size").map_err(bad_row)?.max(0) as u64,
+                    sha256: r.try_get("sha256").map_err(bad_row)?,
+                    content_type: r.try_get("content_type").map_err(bad_row)?,
+                    created_at: r.try_get("created_at").map_err(bad_row)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn commit(
+        &self,
+        id: DatasetId,
+        files: &[FileRecord],
+        status: DatasetStatus,
+        provenance: Option<&NewProvenance>,
+    ) -> Result<Dataset, CatalogError> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let updated = sqlx::query("UPDATE datasets SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status.as_str())
+            .bind(now)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if updated.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(format!("dataset {id}")));
+        }
+        Self::insert_files(&mut tx, id, files).await?;
+        if let Some(p) = provenance {
+            Self::insert_provenance(&mut tx, p, now).await?;
+        }
+        let d = Self::fetch_dataset(&mut tx, id).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(d)
+    }
+
+    async fn remove_file(&self, id: DatasetId, name: &str) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query("DELETE FROM files WHERE dataset_id = $1 AND name = $2")
+            .bind(id.0)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        Self::insert_files(&mut tx, id, &[]).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn set_status(&self, id: DatasetId, status: DatasetStatus) -> Result<(), CatalogError> {
+        let r = sqlx::query("UPDATE datasets SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status.as_str())
+            .bind(Utc::now())
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if r.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(format!("dataset {id}")));
+        }
+        Ok(())
+    }
+
+    async fn find_promotion(&self, source: DatasetId, layer: Layer) -> Result<Option<Dataset>, CatalogError> {
+        let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE promoted_from = $1 AND layer = $2"))
+            .bind(source.0)
+            .bind(layer.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(Self::row_to_dataset).transpose()
+    }
+
+    async fn append_provenance(&self, entry: &NewProvenance) -> Result<ProvenanceEntry, CatalogError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let e = Self::insert_provenance(&mut tx, entry, Utc::now()).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(e)
+    }
+
+    async fn provenance_of(&self, ids: &[DatasetId]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
+        let ids = uuids(ids.iter().copied());
+        let rows = sqlx::query(
+            "SELECT id, action, parameters, notes, actor, created_at FROM provenance WHERE id IN \
+             (SELECT entry_id FROM provenance_datasets WHERE dataset_id = ANY($1)) ORDER BY seq",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let entry_ids: Vec<Uuid> = rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>().map_err(bad_row)?;
+        let links = sqlx::query(
+            "SELECT entry_id, dataset_id, role FROM provenance_datasets WHERE entry_id = ANY($1) ORDER BY position",
+        )
+        .bind(&entry_ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let mut io: HashMap<Uuid, (Vec<DatasetId>, Vec<DatasetId>)> = HashMap::new();
+        for l in &links {
+            let entry: Uuid = l.try_get("entry_id").map_err(bad_row)?;
+            let ds: Uuid = l.try_get("dataset_id").map_err(bad_row)?;
+            let role: String = l.try_get("role").map_err(bad_row)?;
+            let slot = io.entry(entry).or_default();
+            if role == "input" { slot.0.push(DatasetId(ds)) } else { slot.1.push(DatasetId(ds)) }
+        }
+        rows.iter()
+            .map(|r| {
+                let id: Uuid = r.try_get("id").map_err(bad_row)?;
+                let action: String = r.try_get("action").map_err(bad_row)?;
+                let params: Json<serde_json::Value> = r.try_get("parameters").map_err(bad_row)?;
+                let (inputs, outputs) = io.remove(&id).unwrap_or_default();
+                Ok(ProvenanceEntry {
+                    id,
+                    action: action.parse::<Action>().map_err(bad_row)?,
+                    inputs,
+                    outputs,
+                    parameters: params.0,
+                    notes: r.try_get("notes").map_err(bad_row)?,
+                    actor: r.try_get("actor").map_err(bad_row)?,
+                    created_at: r.try_get("created_at").map_err(bad_row)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn lineage(&self, id: DatasetId, depth: u32, direction: Direction) -> Result<LineageGraph, CatalogError> {
+        self.get_dataset(id).await?;
+        let mut distances: HashMap<Uuid, i64> = HashMap::new();
+        distances.insert(id.0, 0);
+        let walks: &[(&str, &str, i64)] = match direction {
+            Direction::Ancestors => &[("parent_id", "child_id", -1)],
+            Direction::Descendants => &[("child_id", "parent_id", 1)],
+            Direction::Both => &[("parent_id", "child_id", -1), ("child_id", "parent_id", 1)],
+        };
+        let mut edges = Vec::new();
+        for (next, here, sign) in walks {
+            let rows = sqlx::query(&format!(
+                "WITH RECURSIVE walk(id, dist) AS (SELECT $1::uuid, 0 UNION \
+                 SELECT e.{next}, w.dist + 1 FROM lineage_edges e JOIN walk w ON e.{here} = w.id WHERE w.dist < $2) \
+                 SELECT id, min(dist)::bigint AS dist FROM walk GROUP BY id"
+            ))
+            .bind(id.0)
+            .bind(i64::from(depth) as i32)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+            let mut reached = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let nid: Uuid = r.try_get("id").map_err(bad_row)?;
+                let dist: i64 = r.try_get("dist").map_err(bad_row)?;
+                if dist > 0 {
+                    distances.entry(nid).or_insert(dist * sign);
+                }
+                reached.push(nid);
+            }
+            let erows = sqlx::query(&format!(
+                "SELECT parent_id, child_id, entry_id, action FROM lineage_edges \
+                 WHERE {here} = ANY($1) AND {next} = ANY($1)"
+            ))
+            .bind(&reached)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+            for r in &erows {
+                edges.push(LineageEdge {
+                    from: DatasetId(r.try_get("parent_id").map_err(bad_row)?),
+                    to: DatasetId(r.try_get("child_id").map_err(bad_row)?),
+                    entry_id: r.try_get("entry_id").map_err(bad_row)?,
+                    action: r.try_get("action").map_err(bad_row)?,
+                });
+            }
+        }
+        let all: Vec<Uuid> = distances.keys().copied().collect();
+        let nrows = sqlx::query("SELECT id, name, source, layer, status FROM datasets WHERE id = ANY($1)")
+            .bind(&all)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let mut nodes = Vec::with_capacity(nrows.len());
+        for r in &nrows {
+            let nid: Uuid = r.try_get("id").map_err(bad_row)?;
+            let layer: String = r.try_get("layer").map_err(bad_row)?;
+            nodes.push(LineageNode {
+                distance: distances.get(&nid).copied().unwrap_or(0),
+                id: DatasetId(nid),
+                name: r.try_get("name").map_err(bad_row)?,
+                source: r.try_get("source").map_err(bad_row)?,
+                layer: layer.parse().map_err(bad_row)?,
+                status: r.try_get("status").map_err(bad_row)?,
+            });
+        }
+        Ok(assemble_graph(id, depth, nodes, edges))
+    }
+}

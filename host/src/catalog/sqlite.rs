@@ -1,0 +1,553 @@
+//! The SQLite catalog: the embedded default.
+//!
+//! Ids are stored as hyphenated UUID text (UUIDv7 text sorts by time), JSON as text, timestamps as
+//! RFC 3339 text. Write transactions start with a write so that SQLite takes its write lock up front
+//! and waits on `busy_timeout` instead of failing a read-to-write upgrade.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+
+use super::{
+    Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, GroupStats, NewDataset, Page, SearchQuery,
+    Stats, assemble_graph, like_pattern,
+};
+use crate::layers::Layer;
+use crate::provenance::{Action, Direction, LineageEdge, LineageGraph, LineageNode, NewProvenance, ProvenanceEntry};
+
+const COLS: &str = "id, name, source, external_id, layer, bucket, prefix, file_count, total_size, metadata, tags, \
+                    status, promoted_from, created_at, updated_at";
+
+/// The SQLite catalog.
+#[derive(Debug, Clone)]
+pub struct SqliteCatalog {
+    pool: SqlitePool,
+}
+
+fn db_err(e: sqlx::Error) -> CatalogError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => CatalogError::Conflict(d.message().to_owned()),
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => CatalogError::Invalid(d.message().to_owned()),
+        _ => CatalogError::Unavailable(e.to_string()),
+    }
+}
+
+fn bad_row(e: impl std::fmt::Display) -> CatalogError {
+    CatalogError::Unavailable(format!("unreadable catalog row: {e}"))
+}
+
+impl SqliteCatalog {
+    /// Opens (creating if needed) the database named by a `sqlite:` URL.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, CatalogError> {
+        let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+        let opts = if path == ":memory:" || path.is_empty() {
+            SqliteConnectOptions::from_str("sqlite::memory:").map_err(db_err)?
+        } else {
+            if let Some(parent) = Path::new(path).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| CatalogError::Unavailable(format!("creating {}: {e}", parent.display())))?;
+            }
+            SqliteConnectOptions::new().filename(path).create_if_missing(true)
+        };
+        let opts = opts
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        // An in-memory database exists per connection; keep exactly one.
+        let max = if path == ":memory:" || path.is_empty() { 1 } else { max_connections.max(1) };
+        let pool = SqlitePoolOptions::new().max_connections(max).connect_with(opts).await.map_err(db_err)?;
+        Ok(Self { pool })
+    }
+
+    fn row_to_dataset(row: &SqliteRow) -> Result<Dataset, CatalogError> {
+        let id: String = row.try_get("id").map_err(bad_row)?;
+        let layer: String = row.try_get("layer").map_err(bad_row)?;
+        let status: String = row.try_get("status").map_err(bad_row)?;
+        let metadata: String = row.try_get("metadata").map_err(bad_row)?;
+        let tags: String = row.try_get("tags").map_err(bad_row)?;
+        let promoted_from: Option<String> = row.try_get("promoted_from").map_err(bad_row)?;
+        let bucket: String = row.try_get("bucket").map_err(bad_row)?;
+        let prefix: String = row.try_get("prefix").map_err(bad_row)?;
+        Ok(Dataset {
+            id: id.parse().map_err(bad_row)?,
+            name: row.try_get("name").map_err(bad_row)?,
+            source: row.try_get("source").map_err(bad_row)?,
+            external_id: row.try_get("external_id").map_err(bad_row)?,
+            layer: layer.parse::<Layer>().map_err(bad_row)?,
+            location: format!("{bucket}/{prefix}"),
+            bucket,
+            prefix,
+            file_count: row.try_get("file_count").map_err(bad_row)?,
+            total_size: row.try_get("total_size").map_err(bad_row)?,
+            metadata: serde_json::from_str(&metadata).map_err(bad_row)?,
+            tags: serde_json::from_str(&tags).map_err(bad_row)?,
+            status: status.parse().map_err(bad_row)?,
+            promoted_from: promoted_from.map(|p| p.parse()).transpose().map_err(bad_row)?,
+            created_at: row.try_get("created_at").map_err(bad_row)?,
+            updated_at: row.try_get("updated_at").map_err(bad_row)?,
+        })
+    }
+
+    async fn fetch_dataset(tx: &mut Transaction<'_, Sqlite>, id: DatasetId) -> Result<Dataset, CatalogError> {
+        let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| CatalogError::NotFound(format!("dataset {id}")))?;
+        Self::row_to_dataset(&row)
+    }
+
+    async fn insert_files(
+        tx: &mut Transaction<'_, Sqlite>,
+        id: DatasetId,
+        files: &[FileRecord],
+    ) -> Result<(), CatalogError> {
+        for f in files {
+            sqlx::query(
+                "INSERT INTO files (dataset_id, name, size, sha256, content_type, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id.to_string())
+            .bind(&f.name)
+            .bind(f.size as i64)
+            .bind(&f.sha256)
+            .bind(&f.content_type)
+            .bind(f.created_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| match db_err(e) {
+                CatalogError::Conflict(_) => CatalogError::Conflict(format!("file {:?} already exists in dataset {id}", f.name)),
+                other => other,
+            })?;
+        }
+        sqlx::query(
+            "UPDATE datasets SET file_count = (SELECT count(*) FROM files WHERE dataset_id = ?1), \
+             total_size = (SELECT coalesce(sum(size), 0) FROM files WHERE dataset_id = ?1) WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn insert_provenance(
+        tx: &mut Transaction<'_, Sqlite>,
+        p: &NewProvenance,
+        now: DateTime<Utc>,
+    ) -> Result<ProvenanceEntry, CatalogError> {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query("INSERT INTO provenance (id, action, parameters, notes, actor, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(id.to_string())
+            .bind(p.action.as_str())
+            .bind(p.parameters.to_string())
+            .bind(&p.notes)
+            .bind(&p.actor)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        for (role, list) in [("input", &p.inputs), ("output", &p.outputs)] {
+            for (pos, ds) in list.iter().enumerate() {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO provenance_datasets (entry_id, dataset_id, role, position) VALUES (?, ?, ?, ?)",
+                )
+                .bind(id.to_string())
+                .bind(ds.to_string())
+                .bind(role)
+                .bind(pos as i64)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_err)?;
+            }
+        }
+        for input in &p.inputs {
+            for output in &p.outputs {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO lineage_edges (parent_id, child_id, entry_id, action) VALUES (?, ?, ?, ?)",
+                )
+                .bind(input.to_string())
+                .bind(output.to_string())
+                .bind(id.to_string())
+                .bind(p.action.as_str())
+                .execute(&mut **tx)
+                .await
+                .map_err(db_err)?;
+            }
+        }
+        Ok(ProvenanceEntry {
+            id,
+            action: p.action,
+            inputs: p.inputs.clone(),
+            outputs: p.outputs.clone(),
+            parameters: p.parameters.clone(),
+            notes: p.notes.clone(),
+            actor: p.actor.clone(),
+            created_at: now,
+        })
+    }
+
+    async fn group_stats(&self, column: &str) -> Result<Vec<GroupStats>, CatalogError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {column} AS k, count(*) AS n, coalesce(sum(total_size), 0) AS b FROM datasets \
+             WHERE status = 'ready' GROUP BY {column} ORDER BY n DESC, k"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(GroupStats {
+                    key: r.try_get("k").map_err(bad_row)?,
+                    datasets: r.try_get("n").map_err(bad_row)?,
+                    bytes: r.try_get("b").map_err(bad_row)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn json_ids(ids: impl IntoIterator<Item = DatasetId>) -> String {
+    serde_json::Value::Array(ids.into_iter().map(|i| serde_json::Value::String(i.to_string())).collect()).to_string()
+}
+
+#[async_trait::async_trait]
+impl Catalog for SqliteCatalog {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<(), CatalogError> {
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .map_err(|e| CatalogError::Unavailable(format!("migrating the SQLite catalog: {e}")))
+    }
+
+    async fn ping(&self) -> Result<(), CatalogError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err).map(|_| ())
+    }
+
+    async fn insert_dataset(
+        &self,
+        new: &NewDataset,
+        files: &[FileRecord],
+        provenance: Option<&NewProvenance>,
+    ) -> Result<Dataset, CatalogError> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO datasets (id, name, source, external_id, layer, bucket, prefix, metadata, tags, status, \
+             promoted_from, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(new.id.to_string())
+        .bind(&new.name)
+        .bind(&new.source)
+        .bind(&new.external_id)
+        .bind(new.layer.as_str())
+        .bind(&new.bucket)
+        .bind(&new.prefix)
+        .bind(new.metadata.to_string())
+        .bind(serde_json::to_string(&new.tags).unwrap_or_else(|_| "[]".into()))
+        .bind(new.status.as_str())
+        .bind(new.promoted_from.map(|p| p.to_string()))
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        Self::insert_files(&mut tx, new.id, files).await?;
+        if let Some(p) = provenance {
+            Self::insert_provenance(&mut tx, p, now).await?;
+        }
+        let d = Self::fetch_dataset(&mut tx, new.id).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(d)
+    }
+
+    async fn get_dataset(&self, id: DatasetId) -> Result<Dataset, CatalogError> {
+        let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| CatalogError::NotFound(format!("dataset {id}")))?;
+        Self::row_to_dataset(&row)
+    }
+
+    async fn search(&self, q: &SearchQuery) -> Result<Page<Dataset>, CatalogError> {
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {COLS} FROM datasets WHERE status = "));
+        b.push_bind(q.status.as_str());
+        if let Some(l) = q.layer {
+            b.push(" AND layer = ").push_bind(l.as_str());
+        }
+        if let Some(s) = &q.source {
+            b.push(" AND source = ").push_bind(s.clone());
+        }
+        if let Some(text) = q.q.as_deref().filter(|t| !t.trim().is_empty()) {
+            b.push(" AND search_text LIKE ").push_bind(like_pattern(text.trim())).push(" ESCAPE '\\'");
+        }
+        for t in &q.tags {
+            b.push(" AND EXISTS (SELECT 1 FROM json_each(datasets.tags) WHERE value = ").push_bind(t.clone()).push(")");
+        }
+        if let Some(after) = q.after {
+            b.push(" AND id < ").push_bind(after.to_string());
+        }
+        b.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(q.limit) + 1);
+        b.push(" OFFSET ").push_bind(q.offset as i64);
+        let rows = b.build().fetch_all(&self.pool).await.map_err(db_err)?;
+        let mut items = rows.iter().map(Self::row_to_dataset).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > q.limit as usize {
+            items.truncate(q.limit as usize);
+            items.last().map(|d| d.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn stats(&self) -> Result<Stats, CatalogError> {
+        let layers = self.group_stats("layer").await?;
+        let by_layer = Layer::ALL
+            .iter()
+            .map(|l| {
+                layers.iter().find(|g| g.key == l.as_str()).cloned().unwrap_or(GroupStats {
+                    key: l.as_str().to_owned(),
+                    datasets: 0,
+                    bytes: 0,
+                })
+            })
+            .collect::<Vec<_>>();
+        Ok(Stats {
+            total_datasets: by_layer.iter().map(|g| g.datasets).sum(),
+            total_bytes: by_layer.iter().map(|g| g.bytes).sum(),
+            by_layer,
+            by_source: self.group_stats("source").await?,
+        })
+    }
+
+    async fn list_files(&self, id: DatasetId) -> Result<Vec<FileRecord>, CatalogError> {
+        self.get_dataset(id).await?;
+        let rows = sqlx::query(
+            "SELECT name, size, sha256, content_type, created_at FROM files WHERE dataset_id = ? ORDER BY name",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(FileRecord {
+                    name: r.try_get("name").map_err(bad_row)?,
+                    size: r.try_get::<i64, _>("size").map_err(bad_row)?.max(0) as u64,
+                    sha256: r.try_get("sha256").map_err(bad_row)?,
+                    content_type: r.try_get("content_type").map_err(bad_row)?,
+                    created_at: r.try_get("created_at").map_err(bad_row)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn commit(
+        &self,
+        id: DatasetId,
+        files: &[FileRecord],
+        status: DatasetStatus,
+        provenance: Option<&NewProvenance>,
+    ) -> Result<Dataset, CatalogError> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let updated = sqlx::query("UPDATE datasets SET status = ?, updated_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(now)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if updated.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(format!("dataset {id}")));
+        }
+        Self::insert_files(&mut tx, id, files).await?;
+        if let Some(p) = provenance {
+            Self::insert_provenance(&mut tx, p, now).await?;
+        }
+        let d = Self::fetch_dataset(&mut tx, id).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(d)
+    }
+
+    async fn remove_file(&self, id: DatasetId, name: &str) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query("DELETE FROM files WHERE dataset_id = ?1 AND name = ?2")
+            .bind(id.to_string())
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        Self::insert_files(&mut tx, id, &[]).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn set_status(&self, id: DatasetId, status: DatasetStatus) -> Result<(), CatalogError> {
+        let r = sqlx::query("UPDATE datasets SET status = ?, updated_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(Utc::now())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if r.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(format!("dataset {id}")));
+        }
+        Ok(())
+    }
+
+    async fn find_promotion(&self, source: DatasetId, layer: Layer) -> Result<Option<Dataset>, CatalogError> {
+        let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE promoted_from = ? AND layer = ?"))
+            .bind(source.to_string())
+            .bind(layer.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(Self::row_to_dataset).transpose()
+    }
+
+    async fn append_provenance(&self, entry: &NewProvenance) -> Result<ProvenanceEntry, CatalogError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let e = Self::insert_provenance(&mut tx, entry, Utc::now()).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(e)
+    }
+
+    async fn provenance_of(&self, ids: &[DatasetId]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
+        let ids_json = json_ids(ids.iter().copied());
+        let rows = sqlx::query(
+            "SELECT id, action, parameters, notes, actor, created_at FROM provenance WHERE id IN \
+             (SELECT entry_id FROM provenance_datasets WHERE dataset_id IN (SELECT value FROM json_each(?))) ORDER BY seq",
+        )
+        .bind(&ids_json)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let links = sqlx::query(
+            "SELECT entry_id, dataset_id, role FROM provenance_datasets WHERE entry_id IN \
+             (SELECT entry_id FROM provenance_datasets WHERE dataset_id IN (SELECT value FROM json_each(?))) \
+             ORDER BY position",
+        )
+        .bind(&ids_json)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let mut io: HashMap<String, (Vec<DatasetId>, Vec<DatasetId>)> = HashMap::new();
+        for l in &links {
+            let entry: String = l.try_get("entry_id").map_err(bad_row)?;
+            let ds: String = l.try_get("dataset_id").map_err(bad_row)?;
+            let role: String = l.try_get("role").map_err(bad_row)?;
+            let slot = io.entry(entry).or_default();
+            let ds = ds.parse().map_err(bad_row)?;
+            if role == "input" { slot.0.push(ds) } else { slot.1.push(ds) }
+        }
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id").map_err(bad_row)?;
+                let action: String = r.try_get("action").map_err(bad_row)?;
+                let params: String = r.try_get("parameters").map_err(bad_row)?;
+                let (inputs, outputs) = io.remove(&id).unwrap_or_default();
+                Ok(ProvenanceEntry {
+                    id: id.parse().map_err(bad_row)?,
+                    action: action.parse::<Action>().map_err(bad_row)?,
+                    inputs,
+                    outputs,
+                    parameters: serde_json::from_str(&params).map_err(bad_row)?,
+                    notes: r.try_get("notes").map_err(bad_row)?,
+                    actor: r.try_get("actor").map_err(bad_row)?,
+                    created_at: r.try_get("created_at").map_err(bad_row)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn lineage(&self, id: DatasetId, depth: u32, direction: Direction) -> Result<LineageGraph, CatalogError> {
+        self.get_dataset(id).await?;
+        let mut distances: HashMap<String, i64> = HashMap::new();
+        distances.insert(id.to_string(), 0);
+        let walks: &[(&str, &str, i64)] = match direction {
+            Direction::Ancestors => &[("parent_id", "child_id", -1)],
+            Direction::Descendants => &[("child_id", "parent_id", 1)],
+            Direction::Both => &[("parent_id", "child_id", -1), ("child_id", "parent_id", 1)],
+        };
+        let mut edges = Vec::new();
+        for (next, here, sign) in walks {
+            let rows = sqlx::query(&format!(
+                "WITH RECURSIVE walk(id, dist) AS (SELECT ?1, 0 UNION \
+                 SELECT e.{next}, w.dist + 1 FROM lineage_edges e JOIN walk w ON e.{here} = w.id WHERE w.dist < ?2) \
+                 SELECT id, min(dist) AS dist FROM walk GROUP BY id"
+            ))
+            .bind(id.to_string())
+            .bind(i64::from(depth))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+            let mut reached = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let nid: String = r.try_get("id").map_err(bad_row)?;
+                let dist: i64 = r.try_get("dist").map_err(bad_row)?;
+                if dist > 0 {
+                    distances.entry(nid.clone()).or_insert(dist * sign);
+                }
+                reached.push(nid);
+            }
+            let reached_json = serde_json::to_string(&reached).unwrap_or_else(|_| "[]".into());
+            let erows = sqlx::query(&format!(
+                "SELECT parent_id, child_id, entry_id, action FROM lineage_edges \
+                 WHERE {here} IN (SELECT value FROM json_each(?1)) AND {next} IN (SELECT value FROM json_each(?1))"
+            ))
+            .bind(&reached_json)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+            for r in &erows {
+                let p: String = r.try_get("parent_id").map_err(bad_row)?;
+                let c: String = r.try_get("child_id").map_err(bad_row)?;
+                let e: String = r.try_get("entry_id").map_err(bad_row)?;
+                edges.push(LineageEdge {
+                    from: p.parse().map_err(bad_row)?,
+                    to: c.parse().map_err(bad_row)?,
+                    entry_id: e.parse().map_err(bad_row)?,
+                    action: r.try_get("action").map_err(bad_row)?,
+                });
+            }
+        }
+        let all = serde_json::to_string(&distances.keys().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into());
+        let nrows = sqlx::query(
+            "SELECT id, name, source, layer, status FROM datasets WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&all)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let mut nodes = Vec::with_capacity(nrows.len());
+        for r in &nrows {
+            let nid: String = r.try_get("id").map_err(bad_row)?;
+            let layer: String = r.try_get("layer").map_err(bad_row)?;
+            nodes.push(LineageNode {
+                distance: distances.get(&nid).copied().unwrap_or(0),
+                id: nid.parse().map_err(bad_row)?,
+                name: r.try_get("name").map_err(bad_row)?,
+                source: r.try_get("source").map_err(bad_row)?,
+                layer: layer.parse().map_err(bad_row)?,
+                status: r.try_get("status").map_err(bad_row)?,
+            });
+        }
+        Ok(assemble_graph(id, depth, nodes, edges))
+    }
+}

@@ -1,0 +1,308 @@
+//! The `lake` command line: `serve`, `migrate`, `config check`, and catalog, promotion and lineage
+//! commands that call the same [`Lake`] service the HTTP API uses.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::catalog::{DatasetId, SearchQuery};
+use crate::config::{self, CliOverrides, Config};
+use crate::lake::{Lake, LakeError, RegisterRequest};
+use crate::layers::{Layer, PromoteRequest};
+use crate::provenance::Direction;
+
+/// The lake: a governed data lake for biomedical research labs.
+#[derive(Debug, Parser)]
+#[command(name = "lake", version, about)]
+struct Cli {
+    /// Configuration file (default: $LAKE_CONFIG, else ./lake.toml if present, else built-in defaults).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API.
+    Serve {
+        /// Address to listen on (overrides server.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Apply pending catalog migrations.
+    Migrate,
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Catalog commands.
+    #[command(subcommand)]
+    Catalog(CatalogCmd),
+    /// Promote a dataset to the adjacent layer.
+    Promote {
+        /// Dataset id.
+        id: String,
+        /// Target layer.
+        #[arg(long = "to")]
+        to: Layer,
+        /// Notes kept on the promotion edge.
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// Show a dataset's lineage.
+    Lineage {
+        /// Dataset id.
+        id: String,
+        /// Show the graph (ancestors and descendants) instead of the linear history.
+        #[arg(long)]
+        graph: bool,
+        /// Print W3C PROV-JSON.
+        #[arg(long, conflicts_with = "graph")]
+        prov: bool,
+        /// Steps to walk.
+        #[arg(long, default_value_t = 50)]
+        depth: u32,
+    },
+    /// Per-layer counts and immutability.
+    Layers,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Print every configuration problem at once, or the effective configuration (secrets redacted).
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogCmd {
+    /// Search datasets.
+    List {
+        #[arg(long)]
+        layer: Option<Layer>,
+        #[arg(long)]
+        source: Option<String>,
+        /// Free text.
+        #[arg(long)]
+        q: Option<String>,
+        /// Comma-separated tags.
+        #[arg(long)]
+        tags: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one dataset.
+    Show { id: String },
+    /// List a dataset's files.
+    Files { id: String },
+    /// Datasets and bytes per layer and source.
+    Stats,
+    /// Register a dataset (and objects already at --object-path).
+    Register {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        source: String,
+        #[arg(long, default_value = "raw")]
+        layer: Layer,
+        #[arg(long)]
+        external_id: Option<String>,
+        #[arg(long)]
+        object_path: Option<String>,
+        /// Metadata as a JSON object.
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Comma-separated tags.
+        #[arg(long)]
+        tags: Option<String>,
+    },
+    /// Upload a local file into a dataset.
+    Upload {
+        id: String,
+        file: PathBuf,
+        /// Name in the dataset (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Delete a non-raw dataset.
+    Delete { id: String },
+}
+
+/// Entry point of the `lake` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli, overrides: &CliOverrides) -> std::result::Result<Config, config::ConfigErrors> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let path = config::resolve_path(cli.config.as_deref(), &env);
+    config::load(path.as_deref(), &env, overrides)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn id_arg(s: &str) -> Result<DatasetId> {
+    s.parse().map_err(|e: String| anyhow::anyhow!(e))
+}
+
+fn lake_err(e: LakeError) -> anyhow::Error {
+    anyhow::anyhow!(e)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let overrides = match &cli.command {
+        Command::Serve { listen } => CliOverrides { listen: listen.clone() },
+        _ => CliOverrides::default(),
+    };
+    let cfg = match load_config(&cli, &overrides) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprint!("{problems}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    crate::telemetry::init_logging(&cfg.log);
+
+    match cli.command {
+        Command::Config(ConfigCmd::Check) => {
+            print!("{}", cfg.to_redacted_toml());
+            eprintln!("configuration OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { .. } => serve(cfg).await.map(|()| ExitCode::SUCCESS),
+        Command::Migrate => {
+            let mut cfg = cfg;
+            cfg.catalog.auto_migrate = true;
+            Lake::open(&cfg).await?;
+            eprintln!("catalog migrated");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Catalog(cmd) => {
+            let lake = Lake::open(&cfg).await?;
+            catalog_cmd(&lake, cmd).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Promote { id, to, notes } => {
+            let lake = Lake::open(&cfg).await?;
+            let p = lake.promote(PromoteRequest { dataset_id: id_arg(&id)?, target_layer: to, notes }).await.map_err(lake_err)?;
+            print_json(&p.target)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lineage { id, graph, prov, depth } => {
+            let lake = Lake::open(&cfg).await?;
+            let id = id_arg(&id)?;
+            if graph {
+                print_json(&lake.graph(id, depth, Direction::Both).await.map_err(lake_err)?)?;
+            } else if prov {
+                print_json(&lake.prov_json(id, depth).await.map_err(lake_err)?)?;
+            } else {
+                print_json(&lake.lineage(id).await.map_err(lake_err)?)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Layers => {
+            let lake = Lake::open(&cfg).await?;
+            print_json(&lake.layers().await.map_err(lake_err)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn catalog_cmd(lake: &Lake, cmd: CatalogCmd) -> Result<()> {
+    match cmd {
+        CatalogCmd::List { layer, source, q, tags, limit } => {
+            let query = SearchQuery {
+                layer,
+                source,
+                q,
+                tags: tags.map(|t| t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
+                limit: limit.clamp(1, 500),
+                ..SearchQuery::default()
+            };
+            print_json(&lake.search(&query).await.map_err(lake_err)?)
+        }
+        CatalogCmd::Show { id } => print_json(&lake.get_dataset(id_arg(&id)?).await.map_err(lake_err)?),
+        CatalogCmd::Files { id } => print_json(&lake.files(id_arg(&id)?).await.map_err(lake_err)?),
+        CatalogCmd::Stats => print_json(&lake.stats().await.map_err(lake_err)?),
+        CatalogCmd::Register { name, source, layer, external_id, object_path, metadata, tags } => {
+            let metadata = match metadata {
+                Some(m) => serde_json::from_str(&m).context("--metadata is not valid JSON")?,
+                None => serde_json::Value::Null,
+            };
+            let req = RegisterRequest {
+                name,
+                source,
+                external_id,
+                layer,
+                bucket: None,
+                object_path,
+                metadata,
+                tags: tags.map(|t| t.split(',').map(str::to_owned).collect()).unwrap_or_default(),
+                action: None,
+            };
+            print_json(&lake.register(req).await.map_err(lake_err)?)
+        }
+        CatalogCmd::Upload { id, file, name } => {
+            let name = match name {
+                Some(n) => n,
+                None => file.file_name().and_then(|n| n.to_str()).context("the file has no usable name; pass --name")?.to_owned(),
+            };
+            let f = tokio::fs::File::open(&file).await.with_context(|| format!("opening {}", file.display()))?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 << 10);
+            print_json(&lake.put_file(id_arg(&id)?, &name, None, Box::pin(stream)).await.map_err(lake_err)?)
+        }
+        CatalogCmd::Delete { id } => {
+            lake.delete(id_arg(&id)?, Some("cli".into())).await.map_err(lake_err)?;
+            eprintln!("deleted");
+            Ok(())
+        }
+    }
+}
+
+/// Runs the HTTP server until Ctrl-C or SIGTERM.
+pub async fn serve(cfg: Config) -> Result<()> {
+    let metrics = crate::telemetry::init_metrics();
+    let lake = Lake::open(&cfg).await?;
+    let app = crate::http::router(crate::http::AppState { lake, metrics });
+    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, catalog = %if cfg.catalog.url.expose().starts_with("sqlite:") { "sqlite" } else { "postgres" }, storage = ?cfg.storage.backend, "Lake listening");
+    eprintln!("lake listening on http://{addr} (API docs: http://{addr}/docs)");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.context("serving HTTP")?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("Shutting down");
+}

@@ -1,0 +1,659 @@
+//! Configuration: `lake.toml`, `LAKE_*` environment overrides and CLI flags, in that order.
+//!
+//! Precedence, lowest to highest: built-in defaults < `lake.toml` < `LAKE_*` environment variables <
+//! command-line flags. With no file at all the defaults describe the embedded lake: a SQLite catalog
+//! and a local blob directory under `./lake-data/`, so a newcomer is one command from a working lake.
+//!
+//! Environment variables name a setting by its path, sections joined by a double underscore:
+//! `LAKE_CATALOG__URL`, `LAKE_STORAGE__S3__ENDPOINT`. `LAKE_CONFIG` (the file to read) and
+//! `LAKE_TEST_*` (the test harness's own variables) are not settings. Any other `LAKE_*` variable that
+//! names no setting is an error, so a typo never silently does nothing.
+//!
+//! Loading never stops at the first problem: [`load`] returns every problem it found, so
+//! `lake config check` can print them all at once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one lake host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP server.
+    pub server: ServerConfig,
+    /// The catalog database (datasets, files, provenance).
+    pub catalog: CatalogConfig,
+    /// Where object bytes live.
+    pub storage: StorageConfig,
+    /// Immutability and promotion rules per layer.
+    pub layers: LayersConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Loopback by default: exposing the lake is a deliberate choice.
+    pub listen: String,
+    /// Largest single upload accepted (bytes, or a string such as "10GiB"); larger ones get 413.
+    pub max_upload_bytes: ByteSize,
+    /// How long a presigned download URL stays valid, in seconds (S3 backend only).
+    pub presign_ttl_secs: u64,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+fn default_max_upload() -> ByteSize {
+    ByteSize(10 << 30)
+}
+fn default_presign_ttl() -> u64 {
+    900
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_upload_bytes: default_max_upload(),
+            presign_ttl_secs: default_presign_ttl(),
+        }
+    }
+}
+
+/// The catalog database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// `sqlite:<path>` (embedded default) or `postgres://user@host:port/db`.
+    pub url: Secret,
+    /// Upper bound of pooled database connections.
+    pub max_connections: u32,
+    /// Apply pending migrations when the server starts (`lake migrate` does it explicitly).
+    pub auto_migrate: bool,
+}
+
+fn default_catalog_url() -> Secret {
+    Secret("sqlite:lake-data/catalog.db".to_owned())
+}
+fn default_max_connections() -> u32 {
+    16
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self { url: default_catalog_url(), max_connections: default_max_connections(), auto_migrate: true }
+    }
+}
+
+/// Which blob store backs the layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// A local directory (embedded default).
+    #[default]
+    Local,
+    /// Any S3-compatible store: AWS, MinIO, Garage.
+    S3,
+}
+
+/// Where object bytes live.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `local` (default) or `s3`.
+    pub backend: StorageBackend,
+    /// Settings of the local-directory backend.
+    pub local: LocalStorageConfig,
+    /// Settings of the S3 backend.
+    pub s3: S3Config,
+    /// One bucket (S3) or directory (local) per layer.
+    pub buckets: BucketsConfig,
+}
+
+/// The local-directory backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalStorageConfig {
+    /// Root directory; each layer's bucket is a directory below it.
+    pub root: PathBuf,
+}
+
+impl Default for LocalStorageConfig {
+    fn default() -> Self {
+        Self { root: PathBuf::from("lake-data/objects") }
+    }
+}
+
+/// The S3 backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL, e.g. `http://127.0.0.1:3900` for Garage; empty means AWS.
+    pub endpoint: Option<String>,
+    /// Region name (`garage` for Garage, `us-east-1` for MinIO and most others).
+    pub region: String,
+    /// Address buckets as `endpoint/bucket/key` (MinIO, Garage) instead of `bucket.endpoint/key`.
+    pub force_path_style: bool,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key, by value. Prefer `secret_access_key_file`.
+    pub secret_access_key: Option<Secret>,
+    /// File holding the secret access key (trailing newline ignored).
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Objects larger than this are uploaded in parts of this size (at least 5 MiB).
+    pub multipart_part_size: ByteSize,
+    /// Parts uploaded at once for one large object; bounds memory at part size times this.
+    pub multipart_concurrency: usize,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+fn default_part_size() -> ByteSize {
+    ByteSize(16 << 20)
+}
+fn default_multipart_concurrency() -> usize {
+    4
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: default_region(),
+            force_path_style: true,
+            access_key_id: None,
+            secret_access_key: None,
+            secret_access_key_file: None,
+            multipart_part_size: default_part_size(),
+            multipart_concurrency: default_multipart_concurrency(),
+        }
+    }
+}
+
+/// Bucket (S3) or directory (local) name of each layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BucketsConfig {
+    /// Raw: upstream bytes exactly as collected or uploaded.
+    pub raw: String,
+    /// Processed: parsed and normalised tables.
+    pub processed: String,
+    /// Curated: reviewed datasets ready for analysis.
+    pub curated: String,
+    /// Archive: long-term copies and backups.
+    pub archive: String,
+}
+
+impl Default for BucketsConfig {
+    fn default() -> Self {
+        Self {
+            raw: "lake-raw".to_owned(),
+            processed: "lake-processed".to_owned(),
+            curated: "lake-curated".to_owned(),
+            archive: "lake-archive".to_owned(),
+        }
+    }
+}
+
+/// Object Lock retention mode applied to raw objects where the store supports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Privileged users may shorten retention; the lake itself never does.
+    #[default]
+    Governance,
+    /// No one, not even the account root, can delete before retention ends.
+    Compliance,
+}
+
+/// Immutability and promotion rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LayersConfig {
+    /// Days of Object Lock retention on raw objects (0 disables the storage lock; the host still
+    /// refuses every raw delete).
+    pub raw_retention_days: u32,
+    /// Object Lock mode for raw.
+    pub raw_lock_mode: LockMode,
+    /// Days after which the archive bucket's lifecycle rule expires objects (0 disables the rule).
+    pub archive_expiration_days: u32,
+    /// Objects copied at once during one promotion.
+    pub promotion_parallelism: usize,
+}
+
+fn default_raw_retention() -> u32 {
+    90
+}
+fn default_archive_expiration() -> u32 {
+    180
+}
+fn default_promotion_parallelism() -> usize {
+    8
+}
+
+impl Default for LayersConfig {
+    fn default() -> Self {
+        Self {
+            raw_retention_days: default_raw_retention(),
+            raw_lock_mode: LockMode::default(),
+            archive_expiration_days: default_archive_expiration(),
+            promotion_parallelism: default_promotion_parallelism(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `lake_host=debug,tower_http=info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".to_owned(), format: LogFormat::Text }
+    }
+}
+
+/// A string that never appears in logs or `Debug` output: passwords, keys, URLs with credentials.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for the one place that hands it to a driver.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// A number of bytes, written in TOML as an integer or a string such as `"512MiB"` or `"10GB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `123`, `64KiB`, `16MiB`, `10GiB`, `1TB` (case-insensitive, optional space).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size such as 512MiB"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            "t" | "tb" => 1_000_000_000_000,
+            "tib" => 1 << 40,
+            other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+        };
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Every problem found while loading a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} configuration problem(s):", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Flags given on the command line; they override everything else.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+}
+
+/// Which file to read: `--config`, else `LAKE_CONFIG`, else `./lake.toml` when it exists, else none.
+pub fn resolve_path(flag: Option<&Path>, env: &[(String, String)]) -> Option<PathBuf> {
+    if let Some(p) = flag {
+        return Some(p.to_path_buf());
+    }
+    if let Some((_, v)) = env.iter().find(|(k, _)| k == "LAKE_CONFIG") {
+        return Some(PathBuf::from(v));
+    }
+    let local = PathBuf::from("lake.toml");
+    local.exists().then_some(local)
+}
+
+/// Loads the configuration from an optional file, the environment and CLI flags; returns every
+/// problem at once.
+pub fn load(path: Option<&Path>, env: &[(String, String)], cli: &CliOverrides) -> Result<Config, ConfigErrors> {
+    let text = match path {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => Some(t),
+            Err(e) => return Err(ConfigErrors(vec![format!("{}: cannot read: {e}", p.display())])),
+        },
+        None => None,
+    };
+    from_parts(text.as_deref(), env, cli)
+}
+
+/// The pure core of [`load`]: a file's text (if any), the environment as a list, and CLI flags.
+pub fn from_parts(text: Option<&str>, env: &[(String, String)], cli: &CliOverrides) -> Result<Config, ConfigErrors> {
+    let mut problems = Vec::new();
+    let mut root = match text.map(|t| t.parse::<toml::Table>()) {
+        None => toml::Table::new(),
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return Err(ConfigErrors(vec![format!("lake.toml is not valid TOML: {e}")])),
+    };
+    problems.extend(apply_env(&mut root, env));
+    if let Some(listen) = &cli.listen {
+        set_path(&mut root, &["server", "listen"], toml::Value::String(listen.clone()));
+    }
+
+    // Deserialize section by section so that one bad section does not hide the others' problems.
+    let mut cfg = Config::default();
+    for (section, value) in &root {
+        let value = value.clone();
+        let result = match section.as_str() {
+            "server" => section_from(section, value, &mut problems).map(|v| cfg.server = v),
+            "catalog" => section_from(section, value, &mut problems).map(|v| cfg.catalog = v),
+            "storage" => section_from(section, value, &mut problems).map(|v| cfg.storage = v),
+            "layers" => section_from(section, value, &mut problems).map(|v| cfg.layers = v),
+            "log" => section_from(section, value, &mut problems).map(|v| cfg.log = v),
+            other => {
+                problems.push(format!("unknown section or key `{other}`"));
+                None
+            }
+        };
+        let _ = result;
+    }
+    problems.extend(validate(&cfg));
+    if problems.is_empty() { Ok(cfg) } else { Err(ConfigErrors(problems)) }
+}
+
+fn section_from<T: serde::de::DeserializeOwned>(
+    section: &str,
+    value: toml::Value,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    let mut unknown = Vec::new();
+    let result: Result<T, _> = serde_ignored::deserialize(value, |path| unknown.push(path.to_string()));
+    for u in &unknown {
+        problems.push(format!("unknown key `{section}.{u}`"));
+    }
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            // deny_unknown_fields reports the first unknown key as an error too; skip the duplicate.
+            let msg = e.to_string();
+            if !(msg.contains("unknown field") && !unknown.is_empty()) {
+                problems.push(format!("[{section}]: {}", msg.trim()));
+            }
+            None
+        }
+    }
+}
+
+/// Applies `LAKE_*` variables to a parsed TOML table; returns the variables that name no setting.
+pub fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let known = known_paths();
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("LAKE_") else { continue };
+        if name == "LAKE_CONFIG" || rest.starts_with("TEST_") {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        let joined = path.join(".");
+        if !known.contains_key(&joined) {
+            let hint = known
+                .keys()
+                .find(|k| k.replace('.', "_") == rest.to_ascii_lowercase())
+                .map(|k| format!(" (did you mean LAKE_{}?)", k.replace('.', "__").to_ascii_uppercase()))
+                .unwrap_or_default();
+            problems.push(format!("{name}: names no setting{hint}"));
+            continue;
+        }
+        let value = env_value(raw, known[&joined]);
+        let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+        set_path(root, &refs, value);
+    }
+    problems
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    Bool,
+    Size,
+}
+
+/// Every settable path and its kind, derived from the defaults so the list never drifts from the
+/// structs. Optional settings that default to nothing are listed by hand.
+fn known_paths() -> BTreeMap<String, Kind> {
+    let mut out = BTreeMap::new();
+    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+    fn walk(prefix: &str, t: &toml::Table, out: &mut BTreeMap<String, Kind>) {
+        for (k, v) in t {
+            let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            match v {
+                toml::Value::Table(inner) => walk(&p, inner, out),
+                toml::Value::Integer(_) => {
+                    let kind = if k.ends_with("_bytes") || k.ends_with("_size") { Kind::Size } else { Kind::Int };
+                    out.insert(p, kind);
+                }
+                toml::Value::Boolean(_) => {
+                    out.insert(p, Kind::Bool);
+                }
+                _ => {
+                    out.insert(p, Kind::Str);
+                }
+            }
+        }
+    }
+    walk("", &defaults, &mut out);
+    for p in ["storage.s3.endpoint", "storage.s3.access_key_id", "storage.s3.secret_access_key", "storage.s3.secret_access_key_file"] {
+        out.insert(p.to_owned(), Kind::Str);
+    }
+    out
+}
+
+fn env_value(raw: &str, kind: Kind) -> toml::Value {
+    match kind {
+        Kind::Int => raw.trim().parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
+        Kind::Size => raw.trim().parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
+        Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
+            "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
+            _ => toml::Value::String(raw.to_owned()),
+        },
+        Kind::Str => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(root: &mut toml::Table, path: &[&str], value: toml::Value) {
+    let (last, parents) = match path.split_last() {
+        Some(x) => x,
+        None => return,
+    };
+    let mut table = root;
+    for p in parents {
+        let entry = table.entry((*p).to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        table = match entry.as_table_mut() {
+            Some(t) => t,
+            None => return,
+        };
+    }
+    table.insert((*last).to_owned(), value);
+}
+
+/// Checks the meaning of a well-formed configuration; returns every problem.
+pub fn validate(cfg: &Config) -> Vec<String> {
+    let mut p = Vec::new();
+    if cfg.server.listen.parse::<SocketAddr>().is_err() {
+        p.push(format!("server.listen: {:?} is not an address such as 127.0.0.1:8080", cfg.server.listen));
+    }
+    if cfg.server.max_upload_bytes.0 == 0 {
+        p.push("server.max_upload_bytes: must be greater than 0".to_owned());
+    }
+    if cfg.server.presign_ttl_secs == 0 || cfg.server.presign_ttl_secs > 7 * 24 * 3600 {
+        p.push("server.presign_ttl_secs: must be between 1 and 604800 (7 days, the S3 maximum)".to_owned());
+    }
+    let url = cfg.catalog.url.expose();
+    if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        p.push("catalog.url: must start with sqlite:, postgres:// or postgresql://".to_owned());
+    }
+    if cfg.catalog.max_connections == 0 {
+        p.push("catalog.max_connections: must be at least 1".to_owned());
+    }
+    let b = &cfg.storage.buckets;
+    let names = [("raw", &b.raw), ("processed", &b.processed), ("curated", &b.curated), ("archive", &b.archive)];
+    for (layer, name) in names {
+        if let Err(e) = check_bucket_name(name) {
+            p.push(format!("storage.buckets.{layer}: {e}"));
+        }
+    }
+    for (i, (l1, n1)) in names.iter().enumerate() {
+        for (l2, n2) in &names[i + 1..] {
+            if n1 == n2 {
+                p.push(format!("storage.buckets: {l1} and {l2} share the bucket {n1:?}; each layer needs its own"));
+            }
+        }
+    }
+    if cfg.storage.backend == StorageBackend::S3 {
+        let s3 = &cfg.storage.s3;
+        if s3.region.trim().is_empty() {
+            p.push("storage.s3.region: must not be empty".to_owned());
+        }
+        if let Some(ep) = &s3.endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            p.push(format!("storage.s3.endpoint: {ep:?} must start with http:// or https://"));
+        }
+        if s3.access_key_id.as_deref().is_none_or(str::is_empty) {
+            p.push("storage.s3.access_key_id: required with storage.backend = \"s3\"".to_owned());
+        }
+        match (&s3.secret_access_key, &s3.secret_access_key_file) {
+            (Some(_), Some(_)) => {
+                p.push("storage.s3: set secret_access_key or secret_access_key_file, not both".to_owned())
+            }
+            (None, None) => p.push(
+                "storage.s3.secret_access_key (or secret_access_key_file): required with storage.backend = \"s3\""
+                    .to_owned(),
+            ),
+            (None, Some(f)) => {
+                if let Err(e) = std::fs::read_to_string(f) {
+                    p.push(format!("storage.s3.secret_access_key_file: cannot read {}: {e}", f.display()));
+                }
+            }
+            (Some(_), None) => {}
+        }
+        if s3.multipart_part_size.0 < 5 << 20 {
+            p.push("storage.s3.multipart_part_size: S3 requires at least 5MiB".to_owned());
+        }
+        if s3.multipart_concurrency == 0 || s3.multipart_concurrency > 64 {
+            p.push("storage.s3.multipart_concurrency: must be between 1 and 64".to_owned());
+        }
+    }
+    if cfg.layers.promotion_parallelism == 0 || cfg.layers.promotion_parallelism > 256 {
+        p.push("layers.promotion_parallelism: must be between 1 and 256".to_owned());
+    }
+    if tracing_subscriber::EnvFilter::try_new(&cfg.log.level).is_err() {
+        p.push(format!("log.level: {:?} is not a valid filter such as info or lake_host=debug", cfg.log.level));
+    }
+    p
+}
+
+/// S3's bucket naming rules, which the local backend follows too so a lake can move between them.
+pub fn check_bucket_name(name: &str) -> Result<(), String> {
+    let ok_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let ok_ends = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !(3..=63).contains(&name.len()) || !ok_chars || !ok_ends || name.contains("..") {
+        return Err(format!(
+            "{name:?} is not a valid bucket name (3-63 lowercase letters, digits, '-' or '.', starting and ending alphanumeric)"
+        ));
+    }
+    Ok(())
+}
+
+impl S3Config {
+    /// The secret access key, read from the file when given that way.
+    pub fn secret(&self) -> Option<Secret> {
+        if let Some(s) = &self.secret_access_key {
+            return Some(s.clone());
+        }
+        let f = self.secret_access_key_file.as_ref()?;
+        std::fs::read_to_string(f).ok().map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_owned()))
+    }
+}
+
+impl Config {
+    /// The configuration as TOML with secrets redacted: what `lake config check` prints.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}

@@ -1,0 +1,474 @@
+//! The HTTP API (axum).
+//!
+//! Handlers parse and validate the request, call one [`Lake`] operation and shape the answer; they
+//! never touch a database driver or a blob client. Every failure leaves as one JSON shape,
+//! `{"error": {"code", "message"}}`, with the status chosen in one table ([`ApiError`]). Internal
+//! errors are logged once with their detail and answered with a generic message.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures::TryStreamExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_scalar::{Scalar, Servable};
+
+use crate::catalog::{Dataset, DatasetId, DatasetStatus, FileRecord, Page, SearchQuery, Stats};
+use crate::lake::{Download, Lake, LakeError, LayerSummary, Lineage, RegisterRequest};
+use crate::layers::{Layer, PromoteRequest};
+use crate::provenance::{Direction, LineageGraph};
+
+/// Shared state of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The lake service.
+    pub lake: Lake,
+    /// Renders `/metrics`; `None` when no recorder is installed (tests).
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The JSON error every route answers with.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid_request`.
+    code: String,
+    /// What went wrong, for people.
+    message: String,
+}
+
+impl ApiError {
+    /// An error with an explicit status and code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    }
+}
+
+impl From<LakeError> for ApiError {
+    fn from(e: LakeError) -> Self {
+        match e {
+            LakeError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            LakeError::Invalid(m) => ApiError::invalid(m),
+            LakeError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            LakeError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            LakeError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
+            LakeError::BadBody(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_body", m),
+            LakeError::Unavailable(detail) => {
+                // Logged once here with its detail; the client learns only that it may retry.
+                tracing::error!(error = %detail, "Backing service failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "a storage or catalog service is unavailable; retry later",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// `Json` whose rejections use the API's error shape.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        use axum::extract::rejection::JsonRejection as J;
+        match r {
+            J::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ),
+            J::BytesRejection(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", r.body_text()),
+            _ => ApiError::invalid(r.body_text()),
+        }
+    }
+}
+
+fn parse_id(s: &str) -> Result<DatasetId, ApiError> {
+    s.parse().map_err(|e: String| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no dataset {s:?}: {e}")))
+}
+
+/// Builds the router over a lake.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json))
+        .route("/catalog", get(list_catalog).post(create_dataset))
+        .route("/catalog/stats", get(catalog_stats))
+        .route("/catalog/{id}", get(get_dataset).delete(delete_dataset))
+        .route("/catalog/{id}/files", get(list_files))
+        .route("/catalog/{id}/files/{filename}", put(upload_file))
+        .route("/catalog/{id}/download/{filename}", get(download))
+        .route("/layers", get(layers))
+        .route("/layers/promote", post(promote))
+        .route("/provenance/{id}", get(provenance))
+        .route("/provenance/{id}/graph", get(graph))
+        .route("/provenance/{id}/prov", get(prov))
+        .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /docs") })
+        .layer(middleware::from_fn(track_metrics))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn track_metrics(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("lake_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("lake_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    status: &'static str,
+    catalog: &'static str,
+    storage: &'static str,
+}
+
+/// Liveness and catalog reachability.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+async fn health(State(s): State<AppState>) -> Result<Json<Health>, ApiError> {
+    s.lake.ready().await?;
+    Ok(Json(Health { status: "ok", catalog: s.lake.catalog().kind(), storage: s.lake.blobs().kind() }))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    let body = s.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Query of `GET /catalog`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct CatalogQuery {
+    /// Only this layer.
+    layer: Option<String>,
+    /// Only this source.
+    source: Option<String>,
+    /// Free text over name, external id and metadata.
+    q: Option<String>,
+    /// Comma-separated tags; datasets must carry all of them.
+    tags: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Results to skip (seed-style; prefer `cursor`).
+    offset: Option<u64>,
+    /// Seed alias of `offset`.
+    skip: Option<u64>,
+    /// `ready` (default), `deleted`, `pending` or `failed`.
+    status: Option<String>,
+}
+
+/// Search the catalog.
+#[utoipa::path(get, path = "/catalog", params(CatalogQuery),
+    responses((status = 200, body = inline(Page<Dataset>)), (status = 422, body = ErrorBody)))]
+async fn list_catalog(State(s): State<AppState>, q: Result<Query<CatalogQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Page<Dataset>>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let layer = q.layer.as_deref().filter(|l| !l.is_empty()).map(str::parse::<Layer>).transpose().map_err(|e| ApiError::invalid(e.to_string()))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit: must be between 1 and 500"));
+    }
+    let after = q
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(|c| c.parse::<DatasetId>().map_err(|_| ApiError::invalid(format!("cursor {c:?} is not a cursor from a previous page"))))
+        .transpose()?;
+    let status = match q.status.as_deref() {
+        None | Some("") => DatasetStatus::Ready,
+        Some(s) => s.parse().map_err(ApiError::invalid)?,
+    };
+    let query = SearchQuery {
+        layer,
+        source: q.source.filter(|s| !s.is_empty()),
+        q: q.q,
+        tags: q.tags.map(|t| t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
+        status,
+        limit,
+        after,
+        offset: q.offset.or(q.skip).unwrap_or(0),
+    };
+    Ok(Json(s.lake.search(&query).await?))
+}
+
+/// Body of `POST /catalog`: the seed's and the collector's shapes both fit.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateDataset {
+    /// Human name.
+    name: String,
+    /// Source (`geo`, `uniprot`, `upload`, ...).
+    source: String,
+    /// Upstream identifier.
+    external_id: Option<String>,
+    /// Layer (default `raw`).
+    layer: Option<String>,
+    /// Seed field: the bucket holding the objects; must be the layer's bucket.
+    minio_bucket: Option<String>,
+    /// Seed field: a prefix of existing objects to register.
+    minio_prefix: Option<String>,
+    /// Collector field: an existing object or prefix to register.
+    object_path: Option<String>,
+    /// Free-form metadata (a JSON object); `metadata_` is the seed's spelling.
+    #[serde(alias = "metadata_")]
+    #[schema(value_type = Object)]
+    metadata: Option<serde_json::Value>,
+    /// Tags.
+    tags: Option<Vec<String>>,
+}
+
+/// Register a dataset (and any objects already at its path).
+#[utoipa::path(post, path = "/catalog", request_body = CreateDataset,
+    responses((status = 201, body = Dataset), (status = 422, body = ErrorBody)))]
+async fn create_dataset(State(s): State<AppState>, ApiJson(body): ApiJson<CreateDataset>) -> Result<(StatusCode, Json<Dataset>), ApiError> {
+    let layer = match body.layer.as_deref() {
+        None | Some("") => Layer::Raw,
+        Some(l) => l.parse().map_err(|e: crate::layers::UnknownLayer| ApiError::invalid(e.to_string()))?,
+    };
+    if body.object_path.is_some() && body.minio_prefix.is_some() {
+        return Err(ApiError::invalid("give object_path or minio_prefix, not both"));
+    }
+    let req = RegisterRequest {
+        name: body.name,
+        source: body.source,
+        external_id: body.external_id,
+        layer,
+        bucket: body.minio_bucket,
+        object_path: body.object_path.or(body.minio_prefix),
+        metadata: body.metadata.unwrap_or(serde_json::Value::Null),
+        tags: body.tags.unwrap_or_default(),
+        action: None,
+    };
+    let d = s.lake.register(req).await?;
+    Ok((StatusCode::CREATED, Json(d)))
+}
+
+/// Datasets and bytes per layer and per source.
+#[utoipa::path(get, path = "/catalog/stats", responses((status = 200, body = Stats)))]
+async fn catalog_stats(State(s): State<AppState>) -> Result<Json<Stats>, ApiError> {
+    Ok(Json(s.lake.stats().await?))
+}
+
+/// One dataset.
+#[utoipa::path(get, path = "/catalog/{id}", params(("id" = String, Path, description = "Dataset id")),
+    responses((status = 200, body = Dataset), (status = 404, body = ErrorBody)))]
+async fn get_dataset(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Dataset>, ApiError> {
+    Ok(Json(s.lake.get_dataset(parse_id(&id)?).await?))
+}
+
+#[derive(Serialize, ToSchema)]
+struct Deleted {
+    #[schema(value_type = String, format = Uuid)]
+    id: DatasetId,
+    deleted: bool,
+}
+
+/// Delete a dataset (refused for raw, for everyone).
+#[utoipa::path(delete, path = "/catalog/{id}", params(("id" = String, Path, description = "Dataset id")),
+    responses((status = 200, body = Deleted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_dataset(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Deleted>, ApiError> {
+    let id = parse_id(&id)?;
+    s.lake.delete(id, None).await?;
+    Ok(Json(Deleted { id, deleted: true }))
+}
+
+/// A dataset's files with size and SHA-256.
+#[utoipa::path(get, path = "/catalog/{id}/files", params(("id" = String, Path, description = "Dataset id")),
+    responses((status = 200, body = Vec<FileRecord>), (status = 404, body = ErrorBody)))]
+async fn list_files(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<FileRecord>>, ApiError> {
+    Ok(Json(s.lake.files(parse_id(&id)?).await?))
+}
+
+/// Stream a new file into a dataset (the body is the file's bytes).
+#[utoipa::path(put, path = "/catalog/{id}/files/{filename}",
+    params(("id" = String, Path, description = "Dataset id"), ("filename" = String, Path, description = "File name")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = Dataset), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn upload_file(
+    State(s): State<AppState>,
+    Path((id, filename)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Dataset>), ApiError> {
+    let id = parse_id(&id)?;
+    let limit = s.lake.settings().max_upload_bytes;
+    // Refuse a declared oversize body before reading any of it.
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        && len > limit
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the upload is {len} bytes; this lake accepts at most {limit}"),
+        ));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|c| *c != "application/x-www-form-urlencoded");
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let d = s.lake.put_file(id, &filename, content_type, Box::pin(stream)).await?;
+    Ok((StatusCode::CREATED, Json(d)))
+}
+
+/// Download a file: a redirect to a presigned URL on S3, the bytes on the local store.
+#[utoipa::path(get, path = "/catalog/{id}/download/{filename}",
+    params(("id" = String, Path, description = "Dataset id"), ("filename" = String, Path, description = "File name")),
+    responses((status = 200, description = "The file's bytes"), (status = 307, description = "Redirect to a presigned URL"), (status = 404, body = ErrorBody)))]
+async fn download(State(s): State<AppState>, Path((id, filename)): Path<(String, String)>) -> Result<Response, ApiError> {
+    match s.lake.download(parse_id(&id)?, &filename).await? {
+        Download::Redirect(url) => Ok(Redirect::temporary(&url).into_response()),
+        Download::Stream { body, size, content_type } => {
+            let disposition = format!("attachment; filename=\"{}\"", filename.replace(['"', '\\'], "_"));
+            let mut resp = Body::from_stream(body).into_response();
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            if let Ok(v) = HeaderValue::from_str(&content_type) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&disposition) {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            Ok(resp)
+        }
+    }
+}
+
+/// Per-layer counts, bytes and whether immutability is enforced by storage or by the host.
+#[utoipa::path(get, path = "/layers", responses((status = 200, body = Vec<LayerSummary>)))]
+async fn layers(State(s): State<AppState>) -> Result<Json<Vec<LayerSummary>>, ApiError> {
+    Ok(Json(s.lake.layers().await?))
+}
+
+/// Body of `POST /layers/promote`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    /// The dataset to promote.
+    dataset_id: String,
+    /// The next layer after the dataset's own.
+    target_layer: String,
+    /// Kept on the promotion's provenance edge.
+    notes: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct PromoteResponse {
+    /// The new dataset in the target layer.
+    dataset: Dataset,
+    /// The promoted dataset, untouched.
+    #[schema(value_type = String, format = Uuid)]
+    source_id: DatasetId,
+    /// False when an earlier identical promotion is returned.
+    created: bool,
+}
+
+/// Promote a dataset to the adjacent layer (a server-side copy; the source stays).
+#[utoipa::path(post, path = "/layers/promote", request_body = PromoteBody,
+    responses((status = 201, body = PromoteResponse), (status = 200, body = PromoteResponse, description = "Already promoted"),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn promote(State(s): State<AppState>, ApiJson(body): ApiJson<PromoteBody>) -> Result<(StatusCode, Json<PromoteResponse>), ApiError> {
+    let dataset_id = parse_id(&body.dataset_id)?;
+    let target_layer: Layer = body.target_layer.parse().map_err(|e: crate::layers::UnknownLayer| ApiError::invalid(e.to_string()))?;
+    let p = s.lake.promote(PromoteRequest { dataset_id, target_layer, notes: body.notes }).await?;
+    let status = if p.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(PromoteResponse { dataset: p.target, source_id: dataset_id, created: p.created })))
+}
+
+/// Linear lineage: the dataset's ancestors and every provenance entry on the way.
+#[utoipa::path(get, path = "/provenance/{id}", params(("id" = String, Path, description = "Dataset id")),
+    responses((status = 200, body = Lineage), (status = 404, body = ErrorBody)))]
+async fn provenance(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Lineage>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(s.lake.lineage(id).await?))
+}
+
+/// Query of the graph routes.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct GraphQuery {
+    /// Steps to walk each way, 1 to 100000 (default 50).
+    depth: Option<u32>,
+    /// `ancestors`, `descendants` or `both` (default).
+    direction: Option<Direction>,
+}
+
+fn depth_of(q: &GraphQuery) -> Result<u32, ApiError> {
+    let d = q.depth.unwrap_or(50);
+    if !(1..=100_000).contains(&d) {
+        return Err(ApiError::invalid("depth: must be between 1 and 100000"));
+    }
+    Ok(d)
+}
+
+/// Lineage graph: ancestors and descendants up to a depth.
+#[utoipa::path(get, path = "/provenance/{id}/graph", params(("id" = String, Path, description = "Dataset id"), GraphQuery),
+    responses((status = 200, body = LineageGraph), (status = 404, body = ErrorBody)))]
+async fn graph(State(s): State<AppState>, Path(id): Path<String>, q: Result<Query<GraphQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<LineageGraph>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let id = parse_id(&id)?;
+    Ok(Json(s.lake.graph(id, depth_of(&q)?, q.direction.unwrap_or_default()).await?))
+}
+
+/// Lineage as W3C PROV-JSON.
+#[utoipa::path(get, path = "/provenance/{id}/prov", params(("id" = String, Path, description = "Dataset id"), GraphQuery),
+    responses((status = 200, description = "PROV-JSON document"), (status = 404, body = ErrorBody)))]
+async fn prov(State(s): State<AppState>, Path(id): Path<String>, q: Result<Query<GraphQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let id = parse_id(&id)?;
+    let doc = s.lake.prov_json(id, depth_of(&q)?).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], Json(doc)).into_response())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "The lake", description = "A governed data lake for biomedical research labs."),
+    paths(health, metrics_text, list_catalog, create_dataset, catalog_stats, get_dataset, delete_dataset, list_files,
+          upload_file, download, layers, promote, provenance, graph, prov),
+    components(schemas(ErrorBody, ErrorDetail, Dataset, FileRecord, Stats, LayerSummary, Lineage, LineageGraph,
+                        CreateDataset, PromoteBody, PromoteResponse, Deleted, Health))
+)]
+struct ApiDoc;

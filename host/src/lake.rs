@@ -1,0 +1,645 @@
+//! The lake service: the operations the HTTP API and the CLI share.
+//!
+//! A [`Lake`] owns one catalog and one blob store (both behind their contracts) and applies the
+//! lake's rules on top: layer buckets, filled metadata, immutability, and the write order that keeps
+//! the catalog and the store consistent. Objects are written before the rows that name them, and a
+//! row is only committed after its object is complete; when the commit fails the object is removed,
+//! so a reported failure leaves neither a row without its object nor an object without its row.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::blob::{self, BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement};
+use crate::catalog::{
+    Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, NewDataset, Page, SearchQuery, Stats,
+};
+use crate::config::{Config, LockMode, StorageBackend};
+use crate::layers::Layer;
+use crate::provenance::{Action, Direction, LineageGraph, NewProvenance, ProvenanceEntry};
+
+/// Errors of lake operations; the HTTP layer maps each to one status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LakeError {
+    /// Unknown dataset, file or object.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed or breaks a rule (wrong layer, bad name).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request clashes with existing state (file exists, promotion running).
+    #[error("{0}")]
+    Conflict(String),
+    /// The lake never allows this (deleting raw).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The upload is larger than the configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The client's upload stream broke.
+    #[error("{0}")]
+    BadBody(String),
+    /// A backing service failed; the detail is logged, not shown.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<CatalogError> for LakeError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::NotFound(m) => LakeError::NotFound(format!("{m} not found")),
+            CatalogError::Conflict(m) => LakeError::Conflict(m),
+            CatalogError::Invalid(m) => LakeError::Invalid(m),
+            CatalogError::Unavailable(m) => LakeError::Unavailable(m),
+        }
+    }
+}
+
+impl From<BlobError> for LakeError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::NotFound { bucket, key } => LakeError::NotFound(format!("object {bucket}/{key} not found")),
+            BlobError::InvalidKey { key, reason } => LakeError::Invalid(format!("invalid object path {key:?}: {reason}")),
+            BlobError::Body(io) if io.kind() == std::io::ErrorKind::FileTooLarge => LakeError::TooLarge(io.to_string()),
+            BlobError::Body(io) => LakeError::BadBody(format!("the upload stream failed: {io}")),
+            other => LakeError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Settings the service needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bucket per layer, in [`Layer::ALL`] order.
+    pub buckets: [String; 4],
+    /// Copies in flight during one promotion.
+    pub promotion_parallelism: usize,
+    /// Presigned URL lifetime.
+    pub presign_ttl: Duration,
+    /// Largest upload.
+    pub max_upload_bytes: u64,
+    /// Object Lock asked for raw, if any.
+    pub raw_lock: Option<(u32, &'static str)>,
+    /// Expiration asked for archive, if any.
+    pub archive_expiration_days: Option<u32>,
+}
+
+impl Settings {
+    /// Derives the service settings from a configuration.
+    pub fn from_config(cfg: &Config) -> Self {
+        let b = &cfg.storage.buckets;
+        let mode = match cfg.layers.raw_lock_mode {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        };
+        Self {
+            buckets: [b.raw.clone(), b.processed.clone(), b.curated.clone(), b.archive.clone()],
+            promotion_parallelism: cfg.layers.promotion_parallelism,
+            presign_ttl: Duration::from_secs(cfg.server.presign_ttl_secs),
+            max_upload_bytes: cfg.server.max_upload_bytes.0,
+            raw_lock: (cfg.layers.raw_retention_days > 0).then_some((cfg.layers.raw_retention_days, mode)),
+            archive_expiration_days: (cfg.layers.archive_expiration_days > 0)
+                .then_some(cfg.layers.archive_expiration_days),
+        }
+    }
+}
+
+/// What a layer enforces and holds.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LayerSummary {
+    /// The layer.
+    pub layer: Layer,
+    /// Its bucket or directory.
+    pub bucket: String,
+    /// Ready datasets.
+    pub datasets: i64,
+    /// Their bytes.
+    pub bytes: i64,
+    /// `storage` when the store itself refuses changes (Object Lock), `host` when only the lake does.
+    pub immutability: &'static str,
+    /// Whether the lake refuses deletes of this layer's datasets.
+    pub deletes_refused: bool,
+    /// The store's answer for Object Lock and lifecycle.
+    pub storage: BucketReport,
+}
+
+/// A dataset to register (the seed's and the collector's `POST /catalog` bodies, unified).
+#[derive(Debug, Clone, Default)]
+pub struct RegisterRequest {
+    /// Human name.
+    pub name: String,
+    /// Source.
+    pub source: String,
+    /// Upstream identifier.
+    pub external_id: Option<String>,
+    /// Layer (default raw).
+    pub layer: Layer,
+    /// The bucket the caller believes the objects are in; must be the layer's bucket.
+    pub bucket: Option<String>,
+    /// An existing object or prefix to register, inside the layer's bucket.
+    pub object_path: Option<String>,
+    /// Metadata (a JSON object or null).
+    pub metadata: serde_json::Value,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// `registration` by default; connectors use `collection`.
+    pub action: Option<Action>,
+}
+
+impl Default for Layer {
+    fn default() -> Self {
+        Layer::Raw
+    }
+}
+
+/// How a download is served.
+pub enum Download {
+    /// Redirect the client to a presigned URL.
+    Redirect(String),
+    /// Stream the bytes through the host.
+    Stream {
+        /// The bytes.
+        body: ByteStream,
+        /// Size.
+        size: u64,
+        /// MIME type.
+        content_type: String,
+    },
+}
+
+impl std::fmt::Debug for Download {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Download::Redirect(url) => f.debug_tuple("Redirect").field(url).finish(),
+            Download::Stream { size, content_type, .. } => {
+                f.debug_struct("Stream").field("size", size).field("content_type", content_type).finish_non_exhaustive()
+            }
+        }
+    }
+}
+
+/// The linear lineage of a dataset: its ancestors' entries and its own, oldest first.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Lineage {
+    /// The dataset asked about.
+    #[schema(value_type = String, format = Uuid)]
+    pub dataset_id: DatasetId,
+    /// Datasets it derives from, nearest first.
+    #[schema(value_type = Vec<String>)]
+    pub ancestors: Vec<DatasetId>,
+    /// Provenance entries naming it or an ancestor, oldest first.
+    pub entries: Vec<ProvenanceEntry>,
+}
+
+/// The lake service.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    pub(crate) catalog: Arc<dyn Catalog>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) settings: Arc<Settings>,
+    reports: Arc<std::sync::RwLock<Vec<(Layer, BucketReport)>>>,
+}
+
+/// The filename rules: one path segment a person would type, never a path.
+pub fn check_file_name(name: &str) -> Result<(), LakeError> {
+    let bad = |why: &str| Err(LakeError::Invalid(format!("invalid file name {name:?}: {why}")));
+    if name.is_empty() || name.len() > 255 {
+        return bad("must be 1 to 255 bytes");
+    }
+    if name == "." || name == ".." || name.contains('/') || name.contains('\\') {
+        return bad("must be a plain name, not a path");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("must not contain control characters");
+    }
+    Ok(())
+}
+
+/// Guesses a MIME type from a file name; uploads may say otherwise.
+pub fn content_type_for(name: &str) -> &'static str {
+    let lower = name.to_ascii_lowercase();
+    let ext = lower.rsplit('.').next().unwrap_or("");
+    match ext {
+        "csv" => "text/csv",
+        "tsv" | "tab" => "text/tab-separated-values",
+        "txt" | "soft" => "text/plain",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "parquet" => "application/vnd.apache.parquet",
+        "arrow" | "feather" => "application/vnd.apache.arrow.file",
+        "gz" => "application/gzip",
+        "fasta" | "fa" => "text/x-fasta",
+        _ => "application/octet-stream",
+    }
+}
+
+impl Lake {
+    /// Builds a lake from configuration: connects the catalog (migrating if configured) and prepares
+    /// one bucket per layer, recording what the store enforces.
+    pub async fn open(cfg: &Config) -> anyhow::Result<Lake> {
+        use anyhow::Context;
+        let url = cfg.catalog.url.expose();
+        let catalog: Arc<dyn Catalog> = if url.starts_with("sqlite:") {
+            Arc::new(crate::catalog::sqlite::SqliteCatalog::connect(url, cfg.catalog.max_connections).await.context("opening the SQLite catalog")?)
+        } else {
+            Arc::new(crate::catalog::postgres::PostgresCatalog::connect(url, cfg.catalog.max_connections).await.context("connecting to PostgreSQL")?)
+        };
+        if cfg.catalog.auto_migrate {
+            catalog.migrate().await.context("migrating the catalog")?;
+        }
+        let blobs: Arc<dyn BlobStore> = match cfg.storage.backend {
+            StorageBackend::Local => Arc::new(blob::local::LocalStore::open(&cfg.storage.local.root).await.context("opening the local blob store")?),
+            StorageBackend::S3 => Arc::new(blob::s3::S3Store::new(&cfg.storage.s3).context("configuring S3")?),
+        };
+        let lake = Lake::new(catalog, blobs, Settings::from_config(cfg));
+        lake.prepare_buckets().await.context("preparing the layer buckets")?;
+        Ok(lake)
+    }
+
+    /// Assembles a lake from parts (tests use this with their own adapters).
+    pub fn new(catalog: Arc<dyn Catalog>, blobs: Arc<dyn BlobStore>, settings: Settings) -> Lake {
+        Lake { catalog, blobs, settings: Arc::new(settings), reports: Arc::default() }
+    }
+
+    /// Creates the layer buckets if needed and applies raw's lock and archive's lifecycle.
+    pub async fn prepare_buckets(&self) -> Result<(), LakeError> {
+        let mut reports = Vec::new();
+        for layer in Layer::ALL {
+            let policy = BucketPolicy {
+                object_lock: if layer == Layer::Raw { self.settings.raw_lock } else { None },
+                expire_after_days: if layer == Layer::Archive { self.settings.archive_expiration_days } else { None },
+            };
+            let report = self.blobs.prepare_bucket(self.bucket(layer), &policy).await?;
+            tracing::info!(layer = %layer, bucket = self.bucket(layer), object_lock = ?report.object_lock, lifecycle = ?report.lifecycle, "Layer bucket ready");
+            reports.push((layer, report));
+        }
+        *self.reports.write().unwrap_or_else(|p| p.into_inner()) = reports;
+        Ok(())
+    }
+
+    /// The catalog, for callers that need a read the service does not wrap.
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    /// The service settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The bucket of a layer.
+    pub fn bucket(&self, layer: Layer) -> &str {
+        let i = Layer::ALL.iter().position(|l| *l == layer).unwrap_or(0);
+        &self.settings.buckets[i]
+    }
+
+    /// Registers a dataset, cataloging any objects already at `object_path` with their size and
+    /// SHA-256 (read once, streamed).
+    pub async fn register(&self, req: RegisterRequest) -> Result<Dataset, LakeError> {
+        let name = req.name.trim();
+        if name.is_empty() || name.len() > 512 {
+            return Err(LakeError::Invalid("name: must be 1 to 512 characters".into()));
+        }
+        let source = req.source.trim();
+        if source.is_empty() || source.len() > 128 || source.contains('/') {
+            return Err(LakeError::Invalid("source: must be 1 to 128 characters without '/'".into()));
+        }
+        let bucket = self.bucket(req.layer).to_owned();
+        if let Some(b) = req.bucket.as_deref().filter(|b| !b.is_empty())
+            && b != bucket
+        {
+            return Err(LakeError::Invalid(format!(
+                "bucket {b:?} is not the {} layer's bucket; this lake keeps {} data in {bucket:?}",
+                req.layer, req.layer
+            )));
+        }
+        let tags = normalise_tags(&req.tags)?;
+        let id = DatasetId::new();
+        let metadata = fill_metadata(req.metadata, source)?;
+
+        // Find the objects to register: one object, or everything under a prefix.
+        let (prefix, objects) = match req.object_path.as_deref().map(|p| p.trim().trim_start_matches('/')) {
+            None | Some("") => (format!("{source}/{id}/"), Vec::new()),
+            Some(path) => {
+                blob::check_key(path.trim_end_matches('/'))?;
+                let exact = if path.ends_with('/') { None } else { self.blobs.head(&bucket, path).await.ok() };
+                match exact {
+                    Some(obj) => {
+                        let (dir, _) = path.rsplit_once('/').map(|(d, f)| (format!("{d}/"), f)).unwrap_or((String::new(), path));
+                        (dir, vec![obj])
+                    }
+                    None => {
+                        let prefix = format!("{}/", path.trim_end_matches('/'));
+                        let objs = self.blobs.list(&bucket, &prefix).await?;
+                        (prefix, objs)
+                    }
+                }
+            }
+        };
+        let mut files = Vec::with_capacity(objects.len());
+        for obj in &objects {
+            let rel = obj.key.strip_prefix(&prefix).unwrap_or(&obj.key);
+            // Objects in nested "directories" keep their relative path in the name only when it is
+            // a plain name; the lake's datasets are flat.
+            if rel.contains('/') {
+                continue;
+            }
+            let (sha, size) = blob::sha256_of(self.blobs.as_ref(), &bucket, &obj.key).await?;
+            files.push(FileRecord {
+                name: rel.to_owned(),
+                size,
+                sha256: sha.to_hex(),
+                content_type: content_type_for(rel).to_owned(),
+                created_at: Utc::now(),
+            });
+        }
+        if prefix.is_empty() {
+            return Err(LakeError::Invalid("object_path: objects must be inside a prefix such as source/id/".into()));
+        }
+        let action = req.action.unwrap_or(Action::Registration);
+        let new = NewDataset {
+            id,
+            name: name.to_owned(),
+            source: source.to_owned(),
+            external_id: req.external_id.filter(|e| !e.trim().is_empty()),
+            layer: req.layer,
+            bucket,
+            prefix: prefix.clone(),
+            metadata,
+            tags,
+            status: DatasetStatus::Ready,
+            promoted_from: None,
+        };
+        let prov = NewProvenance {
+            action,
+            inputs: vec![],
+            outputs: vec![id],
+            parameters: serde_json::json!({
+                "object_path": req.object_path,
+                "files": files.iter().map(|f| serde_json::json!({"name": f.name, "sha256": f.sha256, "size": f.size})).collect::<Vec<_>>(),
+            }),
+            notes: None,
+            actor: None,
+        };
+        let d = self.catalog.insert_dataset(&new, &files, Some(&prov)).await?;
+        metrics::counter!("lake_datasets_registered_total", "layer" => req.layer.as_str()).increment(1);
+        Ok(d)
+    }
+
+    /// One dataset that is visible (not pending, failed or deleted).
+    pub async fn get_dataset(&self, id: DatasetId) -> Result<Dataset, LakeError> {
+        let d = self.catalog.get_dataset(id).await?;
+        match d.status {
+            DatasetStatus::Ready => Ok(d),
+            DatasetStatus::Deleted => Err(LakeError::NotFound(format!("dataset {id} was deleted"))),
+            DatasetStatus::Pending | DatasetStatus::Failed => {
+                Err(LakeError::NotFound(format!("dataset {id} is not ready (status {})", d.status.as_str())))
+            }
+        }
+    }
+
+    /// A page of datasets.
+    pub async fn search(&self, q: &SearchQuery) -> Result<Page<Dataset>, LakeError> {
+        Ok(self.catalog.search(q).await?)
+    }
+
+    /// Catalog statistics.
+    pub async fn stats(&self) -> Result<Stats, LakeError> {
+        Ok(self.catalog.stats().await?)
+    }
+
+    /// A visible dataset's files.
+    pub async fn files(&self, id: DatasetId) -> Result<Vec<FileRecord>, LakeError> {
+        self.get_dataset(id).await?;
+        Ok(self.catalog.list_files(id).await?)
+    }
+
+    /// Streams one new file into a dataset, hashing it on the way; a name already taken is a conflict.
+    ///
+    /// The object is written first and its row committed after; if the commit fails (a concurrent
+    /// upload took the name, the database is down) the object is removed again, unless the name was
+    /// taken by a committed file whose object must stay.
+    pub async fn put_file(
+        &self,
+        id: DatasetId,
+        name: &str,
+        content_type: Option<&str>,
+        body: ByteStream,
+    ) -> Result<Dataset, LakeError> {
+        check_file_name(name)?;
+        let d = self.get_dataset(id).await?;
+        if self.catalog.list_files(id).await?.iter().any(|f| f.name == name) {
+            return Err(LakeError::Conflict(format!(
+                "dataset {id} already has a file named {name:?}; datasets are immutable, so upload under a new name or into a new dataset"
+            )));
+        }
+        let key = format!("{}{}", d.prefix, name);
+        // Upload to a unique staging key and copy into place only once the row is ours, so two
+        // uploads racing for one name never overwrite each other's bytes.
+        let staging = format!("{}.staging/{}", d.prefix, uuid::Uuid::new_v4());
+        let (stream, hash) = blob::hashing(body, Some(self.settings.max_upload_bytes));
+        let put = self.blobs.put(&d.bucket, &staging, stream).await;
+        if let Err(e) = put {
+            let _ = self.blobs.delete(&d.bucket, &staging).await;
+            return Err(e.into());
+        }
+        let (sha, size) = hash.finish();
+        let file = FileRecord {
+            name: name.to_owned(),
+            size,
+            sha256: sha.to_hex(),
+            content_type: content_type.filter(|c| !c.is_empty()).unwrap_or(content_type_for(name)).to_owned(),
+            created_at: Utc::now(),
+        };
+        // Claim the name in the catalog first: the unique (dataset, name) key decides a race, and
+        // only the winner moves bytes into place.
+        if let Err(e) = self.catalog.commit(id, std::slice::from_ref(&file), DatasetStatus::Ready, None).await {
+            let _ = self.blobs.delete(&d.bucket, &staging).await;
+            return Err(e.into());
+        }
+        let copied = self.blobs.copy(&d.bucket, &staging, &d.bucket, &key).await;
+        let _ = self.blobs.delete(&d.bucket, &staging).await;
+        if let Err(e) = copied {
+            // Take the claim back so no row outlives its missing object.
+            if let Err(e2) = self.catalog.remove_file(id, name).await {
+                tracing::error!(dataset = %id, file = name, error = %e2, "File row left without its object");
+            }
+            return Err(e.into());
+        }
+        let prov = NewProvenance {
+            action: Action::Registration,
+            inputs: vec![],
+            outputs: vec![id],
+            parameters: serde_json::json!({"file": name, "sha256": file.sha256, "size": size}),
+            notes: None,
+            actor: None,
+        };
+        self.catalog.append_provenance(&prov).await?;
+        metrics::counter!("lake_upload_bytes_total").increment(size);
+        self.get_dataset(id).await
+    }
+
+    /// Opens a file for download: a presigned redirect where the store has them, else a stream.
+    pub async fn download(&self, id: DatasetId, name: &str) -> Result<Download, LakeError> {
+        check_file_name(name)?;
+        let d = self.get_dataset(id).await?;
+        let file = self
+            .catalog
+            .list_files(id)
+            .await?
+            .into_iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| LakeError::NotFound(format!("dataset {id} has no file named {name:?}")))?;
+        let key = format!("{}{}", d.prefix, name);
+        if let Some(url) = self.blobs.presign_get(&d.bucket, &key, self.settings.presign_ttl).await? {
+            return Ok(Download::Redirect(url));
+        }
+        let body = self.blobs.get(&d.bucket, &key).await?;
+        Ok(Download::Stream { body, size: file.size, content_type: file.content_type })
+    }
+
+    /// Deletes a non-raw dataset: the row stays, marked deleted, for lineage; the objects go.
+    pub async fn delete(&self, id: DatasetId, actor: Option<String>) -> Result<(), LakeError> {
+        let d = self.catalog.get_dataset(id).await?;
+        if d.layer == Layer::Raw {
+            return Err(LakeError::Forbidden(format!(
+                "dataset {id} is in the raw layer; raw data is immutable and is never deleted"
+            )));
+        }
+        if d.status == DatasetStatus::Deleted {
+            return Err(LakeError::NotFound(format!("dataset {id} was already deleted")));
+        }
+        let files = self.catalog.list_files(id).await?;
+        let prov = NewProvenance {
+            action: Action::Deletion,
+            inputs: vec![id],
+            outputs: vec![],
+            parameters: serde_json::json!({"layer": d.layer, "files": files.len()}),
+            notes: None,
+            actor,
+        };
+        // Mark deleted first: a failure while removing objects leaves orphans, never a visible row
+        // whose objects are gone.
+        self.catalog.commit(id, &[], DatasetStatus::Deleted, Some(&prov)).await?;
+        for f in files {
+            if let Err(e) = self.blobs.delete(&d.bucket, &format!("{}{}", d.prefix, f.name)).await {
+                tracing::warn!(dataset = %id, file = %f.name, error = %e, "Object left behind after delete");
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a manual provenance entry.
+    pub async fn record_manual(&self, inputs: Vec<DatasetId>, outputs: Vec<DatasetId>, notes: String) -> Result<ProvenanceEntry, LakeError> {
+        for id in inputs.iter().chain(&outputs) {
+            self.catalog.get_dataset(*id).await?;
+        }
+        let entry = NewProvenance { action: Action::Manual, inputs, outputs, parameters: serde_json::json!({}), notes: Some(notes), actor: None };
+        Ok(self.catalog.append_provenance(&entry).await?)
+    }
+
+    /// The linear lineage of a dataset.
+    pub async fn lineage(&self, id: DatasetId) -> Result<Lineage, LakeError> {
+        let graph = self.catalog.lineage(id, 10_000, Direction::Ancestors).await?;
+        let mut ancestors: Vec<_> = graph.nodes.iter().filter(|n| n.distance < 0).collect();
+        ancestors.sort_by_key(|n| -n.distance);
+        let ancestors: Vec<DatasetId> = ancestors.into_iter().map(|n| n.id).collect();
+        let mut ids = vec![id];
+        ids.extend(&ancestors);
+        let entries = self.catalog.provenance_of(&ids).await?;
+        Ok(Lineage { dataset_id: id, ancestors, entries })
+    }
+
+    /// Ancestors and descendants up to `depth` steps.
+    pub async fn graph(&self, id: DatasetId, depth: u32, direction: Direction) -> Result<LineageGraph, LakeError> {
+        Ok(self.catalog.lineage(id, depth, direction).await?)
+    }
+
+    /// The lineage graph and its entries as W3C PROV-JSON.
+    pub async fn prov_json(&self, id: DatasetId, depth: u32) -> Result<serde_json::Value, LakeError> {
+        let graph = self.catalog.lineage(id, depth, Direction::Both).await?;
+        let ids: Vec<DatasetId> = graph.nodes.iter().map(|n| n.id).collect();
+        let entries = self.catalog.provenance_of(&ids).await?;
+        Ok(crate::provenance::to_prov_json(&graph, &entries))
+    }
+
+    /// Per-layer counts, bytes and immutability.
+    pub async fn layers(&self) -> Result<Vec<LayerSummary>, LakeError> {
+        let stats = self.catalog.stats().await?;
+        let reports = self.reports.read().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(Layer::ALL
+            .iter()
+            .map(|&layer| {
+                let g = stats.by_layer.iter().find(|g| g.key == layer.as_str());
+                let report = reports.iter().find(|(l, _)| *l == layer).map(|(_, r)| r.clone()).unwrap_or(BucketReport {
+                    object_lock: Enforcement::NotRequested,
+                    lifecycle: Enforcement::NotRequested,
+                });
+                let by_storage = matches!(report.object_lock, Enforcement::Applied { .. });
+                LayerSummary {
+                    layer,
+                    bucket: self.bucket(layer).to_owned(),
+                    datasets: g.map_or(0, |g| g.datasets),
+                    bytes: g.map_or(0, |g| g.bytes),
+                    immutability: if by_storage { "storage" } else { "host" },
+                    deletes_refused: layer == Layer::Raw,
+                    storage: report,
+                }
+            })
+            .collect())
+    }
+
+    /// Whether the catalog answers.
+    pub async fn ready(&self) -> Result<(), LakeError> {
+        Ok(self.catalog.ping().await?)
+    }
+}
+
+fn normalise_tags(tags: &[String]) -> Result<Vec<String>, LakeError> {
+    let mut out: Vec<String> = Vec::new();
+    for t in tags {
+        let t = t.trim();
+        if t.is_empty() {
+            continue;
+        }
+        if t.len() > 64 || t.contains(',') {
+            return Err(LakeError::Invalid(format!("tag {t:?}: must be at most 64 characters without commas")));
+        }
+        if !out.iter().any(|o| o == t) {
+            out.push(t.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Ensures metadata is an object carrying `source`, `date` and `version`.
+fn fill_metadata(meta: serde_json::Value, source: &str) -> Result<serde_json::Value, LakeError> {
+    let mut obj = match meta {
+        serde_json::Value::Null => serde_json::Map::new(),
+        serde_json::Value::Object(m) => m,
+        other => {
+            return Err(LakeError::Invalid(format!(
+                "metadata: must be a JSON object, not {}",
+                match other {
+                    serde_json::Value::Array(_) => "an array",
+                    serde_json::Value::String(_) => "a string",
+                    serde_json::Value::Number(_) => "a number",
+                    _ => "a boolean",
+                }
+            )));
+        }
+    };
+    obj.entry("source").or_insert_with(|| serde_json::json!(source));
+    obj.entry("date").or_insert_with(|| serde_json::json!(Utc::now().format("%Y-%m-%d").to_string()));
+    obj.entry("version").or_insert_with(|| serde_json::json!("1"));
+    Ok(serde_json::Value::Object(obj))
+}

@@ -1,0 +1,16 @@
+//! The lake host: the `lake` server and CLI, the catalog and blob-store adapters, layers and
+//! provenance.
+//!
+//! Start at [`lake::Lake`], the service every entry point calls; [`http`] and [`cli`] are thin
+//! shells over it. [`catalog`] and [`blob`] each define one contract with two adapters, and nothing
+//! outside an adapter names its driver. See `ARCHITECTURE.md` at the repository root for the map.
+
+pub mod blob;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod lake;
+pub mod layers;
+pub mod provenance;
+pub mod telemetry;
