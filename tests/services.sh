@@ -51,6 +51,10 @@ _lake_fail() {
 _lake_show_log() {
   local file=$1
   [ -f "$file" ] || return 0
+  if ! [ -s "$file" ]; then
+    _lake_log "$file is empty"
+    return 0
+  fi
   _lake_log "last lines of $file:"
   tail -n 40 "$file" | sed 's/^/    | /' >&2
 }
@@ -179,21 +183,24 @@ _lake_ensure_postgres() {
   local installed_now=0 timeout=${LAKE_SERVICES_TIMEOUT:-60}
   export LAKE_TEST_PG_URL=postgres://postgres@127.0.0.1:5432/postgres
 
-  if ! command -v pg_isready >/dev/null 2>&1 || ! command -v pg_ctlcluster >/dev/null 2>&1; then
-    _lake_log "PostgreSQL is not installed; installing it with apt-get"
-    _lake_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 &&
-      _lake_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 ||
-      _lake_fail "apt-get install postgresql failed" || return 1
-    installed_now=1
-  fi
-
-  if ! _lake_pg_ready; then
-    _lake_pg_start_clusters || _lake_fail "could not start any PostgreSQL cluster (ls /etc/postgresql)" || return 1
-    if ! _lake_wait_for "$timeout" "" _lake_pg_ready; then
-      _lake_fail "PostgreSQL did not answer on 127.0.0.1:5432 within ${timeout}s"
-      local log
-      for log in /var/log/postgresql/*.log; do _lake_show_log "$log"; done
-      return 1
+  # A server that already answers (this machine's, or a CI service container) is used as it is.
+  if ! { command -v pg_isready >/dev/null 2>&1 && _lake_pg_ready; }; then
+    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+      _lake_log "PostgreSQL is not installed; installing it with apt-get"
+      _lake_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 &&
+        _lake_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 ||
+        _lake_fail "apt-get install postgresql failed" || return 1
+      installed_now=1
+    fi
+    # The package's own start-up may already have brought it up (outside containers).
+    if ! _lake_pg_ready; then
+      _lake_pg_start_clusters || _lake_fail "could not start any PostgreSQL cluster (ls /etc/postgresql)" || return 1
+      if ! _lake_wait_for "$timeout" "" _lake_pg_ready; then
+        _lake_fail "PostgreSQL did not answer on 127.0.0.1:5432 within ${timeout}s"
+        local log
+        for log in /var/log/postgresql/*.log; do _lake_show_log "$log"; done
+        return 1
+      fi
     fi
   fi
 
@@ -229,7 +236,7 @@ _lake_other_garage_installs() {
 }
 
 _lake_ensure_garage() {
-  local bin pids waited=0 limit=${LAKE_GARAGE_INSTALL_TIMEOUT:-2400}
+  local bin pids limit=${LAKE_GARAGE_INSTALL_TIMEOUT:-2400}
   bin=$(_lake_find_garage)
 
   # A second `cargo install` would compile everything again in its own temp dir, so wait for one
@@ -237,17 +244,18 @@ _lake_ensure_garage() {
   if [ -z "$bin" ]; then
     pids=$(_lake_other_garage_installs)
     if [ -n "$pids" ]; then
-      _lake_log "waiting for the running 'cargo install garage' (pid $(echo $pids)) to finish"
+      local start=$SECONDS next_note=$((SECONDS + 60))
+      _lake_log "waiting for the running 'cargo install garage' (pid ${pids//$'\n'/ }) to finish"
       while [ -n "$(_lake_other_garage_installs)" ]; do
-        if [ "$waited" -ge "$limit" ]; then
+        if [ $((SECONDS - start)) -ge "$limit" ]; then
           _lake_fail "gave up after ${limit}s waiting for 'cargo install garage'"
           return 1
         fi
-        if [ $((waited % 60)) -eq 0 ] && [ "$waited" -gt 0 ]; then
-          _lake_log "still waiting for 'cargo install garage' (${waited}s)"
+        if [ "$SECONDS" -ge "$next_note" ]; then
+          _lake_log "still waiting for 'cargo install garage' ($((SECONDS - start))s)"
+          next_note=$((SECONDS + 60))
         fi
-        sleep 5
-        waited=$((waited + 5))
+        sleep 2
       done
       bin=$(_lake_find_garage)
     fi
@@ -275,7 +283,7 @@ _lake_ensure_garage() {
 
   [ -n "$bin" ] || _lake_fail "no garage binary after install" || return 1
   local version
-  version=$("$bin" --version 2>/dev/null || true)
+  version=$("$bin" --version 2>/dev/null | head -n 1 || true)
   case "$version" in
     *"$_LAKE_GARAGE_VERSION"*) ;;
     *) _lake_log "warning: $bin reports '$version', tests were written against $_LAKE_GARAGE_VERSION" ;;
@@ -315,13 +323,18 @@ EOF
 
   "$_LAKE_GARAGE_BIN" -c "$dir/garage.toml" server </dev/null >"$log" 2>&1 &
   _LAKE_GARAGE_PID=$!
+  _lake_disown "$_LAKE_GARAGE_PID"
 
   # The CLI talks to the node over RPC, so `node id` succeeding means the node is up.
   local node_id
   rc=0
   _lake_wait_for "$timeout" "$_LAKE_GARAGE_PID" _lake_garage node id -q || rc=$?
-  if [ "$rc" -ne 0 ]; then
-    _lake_fail "garage did not start (rpc 127.0.0.1:$rpc_port)"
+  if [ "$rc" -eq 2 ]; then
+    _lake_fail "garage exited during start-up (rpc 127.0.0.1:$rpc_port)"
+    _lake_show_log "$log"
+    return 2
+  elif [ "$rc" -ne 0 ]; then
+    _lake_fail "garage did not answer on rpc 127.0.0.1:$rpc_port within ${timeout}s"
     _lake_show_log "$log"
     return "$rc"
   fi
@@ -422,10 +435,15 @@ _lake_start_moto_once() {
   port=$(_lake_free_ports 1) || return 1
   "$_LAKE_MOTO_BIN" -H 127.0.0.1 -p "$port" </dev/null >"$log" 2>&1 &
   _LAKE_MOTO_PID=$!
+  _lake_disown "$_LAKE_MOTO_PID"
   rc=0
   _lake_wait_for "$timeout" "$_LAKE_MOTO_PID" _lake_http_ok "http://127.0.0.1:$port/moto-api/" any || rc=$?
   if [ "$rc" -ne 0 ]; then
-    _lake_fail "moto_server did not answer on 127.0.0.1:$port within ${timeout}s"
+    if [ "$rc" -eq 2 ]; then
+      _lake_fail "moto_server exited during start-up (port $port)"
+    else
+      _lake_fail "moto_server did not answer on 127.0.0.1:$port within ${timeout}s"
+    fi
     _lake_show_log "$log"
     return "$rc"
   fi
@@ -448,23 +466,25 @@ _lake_start_with_retry() {
   return 1
 }
 
+# Takes a service out of this shell's job table, so that a caller's bare `wait` (for its own
+# background jobs) does not block on it. Bash still reaps it when it exits.
+_lake_disown() { disown "$1" 2>/dev/null || true; }
+
 # --- cleanup ---------------------------------------------------------------------------------------
 
 # Stops one process we started: TERM, a few seconds' grace, then KILL.
 _lake_kill_pid() {
-  local pid=$1 i
+  local pid=$1
   [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  kill -0 "$pid" 2>/dev/null || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 50); do
+  for _ in $(seq 1 50); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   if kill -0 "$pid" 2>/dev/null; then
     kill -KILL "$pid" 2>/dev/null || true
   fi
-  # Reap it so that it does not linger as a zombie in this shell's job table.
-  wait "$pid" 2>/dev/null || true
 }
 
 lake_services_down() {
@@ -494,6 +514,7 @@ _lake_on_exit() {
   fi
 }
 
+# shellcheck disable=SC2120 # the positional parameters come from re-parsing `trap -p`, not callers
 _lake_install_exit_trap() {
   [ "${_LAKE_TRAP_INSTALLED-}" = 1 ] && return 0
   # `trap -p EXIT` prints `trap -- '<command>' EXIT`; re-parsing it with `set --` unquotes the command.

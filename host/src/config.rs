@@ -6,8 +6,11 @@
 //!
 //! Environment variables name a setting by its path, sections joined by a double underscore:
 //! `LAKE_CATALOG__URL`, `LAKE_STORAGE__S3__ENDPOINT`. `LAKE_CONFIG` (the file to read) and
-//! `LAKE_TEST_*` (the test harness's own variables) are not settings. Any other `LAKE_*` variable that
+//! `LAKE_LOG` (a log filter), `LAKE_TEST_*` (the test harness's own variables) are not settings. Any other `LAKE_*` variable that
 //! names no setting is an error, so a typo never silently does nothing.
+//!
+//! Unknown keys are errors. They are collected with `serde_ignored` rather than refused by
+//! `deny_unknown_fields`, which would stop at the first one and hide every later problem.
 //!
 //! Loading never stops at the first problem: [`load`] returns every problem it found, so
 //! `lake config check` can print them all at once.
@@ -21,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 /// The whole configuration of one lake host.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
     /// The HTTP server.
     pub server: ServerConfig,
@@ -37,7 +40,7 @@ pub struct Config {
 
 /// The HTTP server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct ServerConfig {
     /// Address to listen on. Loopback by default: exposing the lake is a deliberate choice.
     pub listen: String,
@@ -69,7 +72,7 @@ impl Default for ServerConfig {
 
 /// The catalog database.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CatalogConfig {
     /// `sqlite:<path>` (embedded default) or `postgres://user@host:port/db`.
     pub url: Secret,
@@ -105,7 +108,7 @@ pub enum StorageBackend {
 
 /// Where object bytes live.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct StorageConfig {
     /// `local` (default) or `s3`.
     pub backend: StorageBackend,
@@ -119,7 +122,7 @@ pub struct StorageConfig {
 
 /// The local-directory backend.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct LocalStorageConfig {
     /// Root directory; each layer's bucket is a directory below it.
     pub root: PathBuf,
@@ -133,7 +136,7 @@ impl Default for LocalStorageConfig {
 
 /// The S3 backend.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct S3Config {
     /// Endpoint URL, e.g. `http://127.0.0.1:3900` for Garage; empty means AWS.
     pub endpoint: Option<String>,
@@ -180,7 +183,7 @@ impl Default for S3Config {
 
 /// Bucket (S3) or directory (local) name of each layer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct BucketsConfig {
     /// Raw: upstream bytes exactly as collected or uploaded.
     pub raw: String,
@@ -216,7 +219,7 @@ pub enum LockMode {
 
 /// Immutability and promotion rules.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct LayersConfig {
     /// Days of Object Lock retention on raw objects (0 disables the storage lock; the host still
     /// refuses every raw delete).
@@ -263,7 +266,7 @@ pub enum LogFormat {
 
 /// Logging.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct LogConfig {
     /// A `tracing` filter such as `info` or `lake_host=debug,tower_http=info`.
     pub level: String,
@@ -443,11 +446,7 @@ fn section_from<T: serde::de::DeserializeOwned>(
     match result {
         Ok(v) => Some(v),
         Err(e) => {
-            // deny_unknown_fields reports the first unknown key as an error too; skip the duplicate.
-            let msg = e.to_string();
-            if !(msg.contains("unknown field") && !unknown.is_empty()) {
-                problems.push(format!("[{section}]: {}", msg.trim()));
-            }
+            problems.push(format!("[{section}]: {}", e.to_string().trim()));
             None
         }
     }
@@ -459,7 +458,7 @@ pub fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Vec<String
     let known = known_paths();
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix("LAKE_") else { continue };
-        if name == "LAKE_CONFIG" || rest.starts_with("TEST_") {
+        if name == "LAKE_CONFIG" || name == "LAKE_LOG" || rest.starts_with("TEST_") {
             continue;
         }
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();

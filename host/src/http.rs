@@ -108,6 +108,7 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "send the body as JSON with Content-Type: application/json",
             ),
+            J::JsonSyntaxError(_) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", r.body_text()),
             J::BytesRejection(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", r.body_text()),
             _ => ApiError::invalid(r.body_text()),
         }

@@ -314,9 +314,22 @@ impl BlobStore for S3Store {
                             .build(),
                     )
                     .build();
+                // Read before writing: a lock already in place is reported as is (some stores refuse
+                // to set it again on a bucket that holds objects, as after a restart).
+                let existing = self.client.get_object_lock_configuration().bucket(bucket).send().await.ok();
+                let current = existing
+                    .as_ref()
+                    .and_then(|o| o.object_lock_configuration())
+                    .and_then(|c| c.rule())
+                    .and_then(|r| r.default_retention())
+                    .map(|d| (d.days(), d.mode().map(|m| m.as_str().to_owned())));
+                if current == Some((Some(days as i32), Some(mode.to_owned()))) {
+                    Enforcement::Applied { detail: format!("{mode} retention, {days} days") }
+                } else {
                 match self.client.put_object_lock_configuration().bucket(bucket).object_lock_configuration(conf).send().await {
                     Ok(_) => Enforcement::Applied { detail: format!("{mode} retention, {days} days") },
                     Err(e) => Enforcement::Unsupported { reason: code_of(&e) },
+                }
                 }
             }
         };

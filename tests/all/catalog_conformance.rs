@@ -1,0 +1,287 @@
+//! The catalog contract (see `host/src/catalog.rs`), run against SQLite and a real PostgreSQL.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use lake_host::catalog::{Catalog, CatalogError, DatasetId, DatasetStatus, FileRecord, NewDataset, SearchQuery};
+use lake_host::layers::Layer;
+use lake_host::provenance::{Action, Direction, NewProvenance};
+use serde_json::json;
+
+fn new_ds(name: &str, source: &str, layer: Layer) -> NewDataset {
+    let id = DatasetId::new();
+    NewDataset {
+        id,
+        name: name.to_owned(),
+        source: source.to_owned(),
+        external_id: None,
+        layer,
+        bucket: format!("lake-{layer}"),
+        prefix: format!("{source}/{id}/"),
+        metadata: json!({"source": source, "date": "2026-11-22", "version": "1"}),
+        tags: vec![],
+        status: DatasetStatus::Ready,
+        promoted_from: None,
+    }
+}
+
+fn file(name: &str, size: u64) -> FileRecord {
+    FileRecord {
+        name: name.to_owned(),
+        size,
+        sha256: lake_host::blob::Sha256::of(name.as_bytes()).to_hex(),
+        content_type: "text/csv".into(),
+        created_at: Utc::now(),
+    }
+}
+
+fn prov(action: Action, inputs: Vec<DatasetId>, outputs: Vec<DatasetId>) -> NewProvenance {
+    NewProvenance { action, inputs, outputs, parameters: json!({"k": 1}), notes: Some("n".into()), actor: None }
+}
+
+pub async fn insert_and_get(c: Arc<dyn Catalog>) {
+    let mut n = new_ds("GSE16 series", "geo", Layer::Raw);
+    n.external_id = Some("GSE16".into());
+    n.tags = vec!["geo".into(), "human".into()];
+    n.metadata = json!({"organism": "Homo sapiens", "source": "geo", "date": "2026-01-01", "version": "2"});
+    let files = [file("a.csv", 10), file("b.csv", 32)];
+    let d = c.insert_dataset(&n, &files, Some(&prov(Action::Registration, vec![], vec![n.id]))).await.expect("insert");
+    assert_eq!(d.id, n.id);
+    assert_eq!((d.file_count, d.total_size), (2, 42));
+    let got = c.get_dataset(n.id).await.expect("get");
+    assert_eq!(got.name, "GSE16 series");
+    assert_eq!(got.external_id.as_deref(), Some("GSE16"));
+    assert_eq!(got.tags, ["geo", "human"]);
+    assert_eq!(got.metadata["organism"], "Homo sapiens");
+    assert_eq!(got.layer, Layer::Raw);
+    assert_eq!(got.location, format!("lake-raw/geo/{}/", n.id));
+    let listed = c.list_files(n.id).await.expect("files");
+    assert_eq!(listed.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["a.csv", "b.csv"]);
+    assert_eq!(listed[1].sha256, files[1].sha256);
+    let entries = c.provenance_of(&[n.id]).await.expect("provenance");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].action, Action::Registration);
+    assert_eq!(entries[0].outputs, [n.id]);
+}
+
+pub async fn unknown_is_not_found(c: Arc<dyn Catalog>) {
+    let id = DatasetId::new();
+    assert!(matches!(c.get_dataset(id).await, Err(CatalogError::NotFound(_))));
+    assert!(matches!(c.list_files(id).await, Err(CatalogError::NotFound(_))));
+    assert!(matches!(c.commit(id, &[], DatasetStatus::Ready, None).await, Err(CatalogError::NotFound(_))));
+    assert!(matches!(c.lineage(id, 5, Direction::Both).await, Err(CatalogError::NotFound(_))));
+}
+
+pub async fn search_filters_and_pages(c: Arc<dyn Catalog>) {
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let layer = if i % 3 == 0 { Layer::Processed } else { Layer::Raw };
+        let source = if i % 2 == 0 { "geo" } else { "uniprot" };
+        let mut n = new_ds(&format!("dataset {i}"), source, layer);
+        n.tags = if i % 4 == 0 { vec!["x".into(), "y".into()] } else { vec!["x".into()] };
+        if i == 5 {
+            n.metadata = json!({"organism": "Mus MUSCULUS", "note": "100% done"});
+            n.external_id = Some("P12345".into());
+        }
+        ids.push(c.insert_dataset(&n, &[], None).await.expect("insert").id);
+    }
+    let mut pending = new_ds("hidden pending", "geo", Layer::Raw);
+    pending.status = DatasetStatus::Pending;
+    c.insert_dataset(&pending, &[], None).await.expect("insert pending");
+
+    let all = |q: SearchQuery| {
+        let c = c.clone();
+        async move { c.search(&q).await.expect("search").items.into_iter().map(|d| d.id).collect::<Vec<_>>() }
+    };
+    // Newest first, pending hidden.
+    let everything = all(SearchQuery { limit: 100, ..Default::default() }).await;
+    assert_eq!(everything, ids.iter().rev().copied().collect::<Vec<_>>());
+    assert_eq!(all(SearchQuery { layer: Some(Layer::Processed), limit: 100, ..Default::default() }).await.len(), 4);
+    assert_eq!(all(SearchQuery { source: Some("uniprot".into()), limit: 100, ..Default::default() }).await.len(), 6);
+    assert_eq!(all(SearchQuery { tags: vec!["x".into(), "y".into()], limit: 100, ..Default::default() }).await.len(), 3);
+    assert_eq!(all(SearchQuery { tags: vec!["nope".into()], limit: 100, ..Default::default() }).await.len(), 0);
+    // Free text: case-insensitive, over metadata and external id; LIKE wildcards are literal.
+    assert_eq!(all(SearchQuery { q: Some("mus musculus".into()), ..Default::default() }).await, [ids[5]]);
+    assert_eq!(all(SearchQuery { q: Some("p12345".into()), ..Default::default() }).await, [ids[5]]);
+    assert_eq!(all(SearchQuery { q: Some("100%".into()), ..Default::default() }).await, [ids[5]]);
+    assert_eq!(all(SearchQuery { q: Some("%".into()), ..Default::default() }).await, [ids[5]]);
+    assert_eq!(all(SearchQuery { q: Some("dataset 1".into()), limit: 100, ..Default::default() }).await.len(), 3);
+    let pend = all(SearchQuery { status: DatasetStatus::Pending, ..Default::default() }).await;
+    assert_eq!(pend, [pending.id]);
+
+    // Cursor pages cover everything exactly once.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = c.search(&SearchQuery { limit: 5, after, ..Default::default() }).await.expect("page");
+        seen.extend(page.items.iter().map(|d| d.id));
+        match page.next_cursor {
+            Some(cur) => after = Some(cur.parse().expect("cursor is an id")),
+            None => break,
+        }
+    }
+    assert_eq!(seen, everything);
+    let offset = all(SearchQuery { limit: 3, offset: 10, ..Default::default() }).await;
+    assert_eq!(offset, everything[10..12]);
+}
+
+pub async fn stats_per_layer_and_source(c: Arc<dyn Catalog>) {
+    c.insert_dataset(&new_ds("a", "geo", Layer::Raw), &[file("x", 100)], None).await.expect("insert");
+    c.insert_dataset(&new_ds("b", "geo", Layer::Processed), &[file("x", 50), file("y", 1)], None).await.expect("insert");
+    c.insert_dataset(&new_ds("c", "pubmed", Layer::Raw), &[], None).await.expect("insert");
+    let mut gone = new_ds("d", "pubmed", Layer::Curated);
+    gone.status = DatasetStatus::Deleted;
+    c.insert_dataset(&gone, &[file("z", 999)], None).await.expect("insert");
+    let s = c.stats().await.expect("stats");
+    assert_eq!((s.total_datasets, s.total_bytes), (3, 151));
+    let layer = |k: &str| s.by_layer.iter().find(|g| g.key == k).map(|g| (g.datasets, g.bytes));
+    assert_eq!(layer("raw"), Some((2, 100)));
+    assert_eq!(layer("processed"), Some((1, 51)));
+    assert_eq!(layer("curated"), Some((0, 0)));
+    assert_eq!(layer("archive"), Some((0, 0)));
+    let src = |k: &str| s.by_source.iter().find(|g| g.key == k).map(|g| (g.datasets, g.bytes));
+    assert_eq!(src("geo"), Some((2, 151)));
+    assert_eq!(src("pubmed"), Some((1, 0)));
+}
+
+pub async fn commit_is_atomic(c: Arc<dyn Catalog>) {
+    let n = new_ds("d", "geo", Layer::Raw);
+    c.insert_dataset(&n, &[file("a.csv", 5)], None).await.expect("insert");
+    // A clash with an existing name writes nothing: no new file, no provenance, no status change.
+    let r = c
+        .commit(n.id, &[file("b.csv", 7), file("a.csv", 9)], DatasetStatus::Failed, Some(&prov(Action::Manual, vec![], vec![n.id])))
+        .await;
+    assert!(matches!(r, Err(CatalogError::Conflict(_))), "{r:?}");
+    let d = c.get_dataset(n.id).await.expect("get");
+    assert_eq!((d.file_count, d.total_size, d.status), (1, 5, DatasetStatus::Ready));
+    assert!(c.provenance_of(&[n.id]).await.expect("provenance").is_empty());
+    // A good commit lands whole.
+    let d = c.commit(n.id, &[file("b.csv", 7)], DatasetStatus::Ready, Some(&prov(Action::Manual, vec![], vec![n.id]))).await.expect("commit");
+    assert_eq!((d.file_count, d.total_size), (2, 12));
+    assert_eq!(c.provenance_of(&[n.id]).await.expect("provenance").len(), 1);
+    c.remove_file(n.id, "b.csv").await.expect("remove");
+    let d = c.get_dataset(n.id).await.expect("get");
+    assert_eq!((d.file_count, d.total_size), (1, 5));
+}
+
+pub async fn insert_is_atomic(c: Arc<dyn Catalog>) {
+    let n = new_ds("dup files", "geo", Layer::Raw);
+    let r = c.insert_dataset(&n, &[file("same", 1), file("same", 2)], Some(&prov(Action::Registration, vec![], vec![n.id]))).await;
+    assert!(matches!(r, Err(CatalogError::Conflict(_))), "{r:?}");
+    assert!(matches!(c.get_dataset(n.id).await, Err(CatalogError::NotFound(_))));
+    assert!(c.provenance_of(&[n.id]).await.expect("provenance").is_empty());
+}
+
+pub async fn one_promotion_target_per_layer(c: Arc<dyn Catalog>) {
+    let src = c.insert_dataset(&new_ds("src", "geo", Layer::Raw), &[], None).await.expect("insert");
+    let mut t1 = new_ds("src", "geo", Layer::Processed);
+    t1.promoted_from = Some(src.id);
+    t1.status = DatasetStatus::Pending;
+    c.insert_dataset(&t1, &[], None).await.expect("first target");
+    let mut t2 = new_ds("src", "geo", Layer::Processed);
+    t2.promoted_from = Some(src.id);
+    assert!(matches!(c.insert_dataset(&t2, &[], None).await, Err(CatalogError::Conflict(_))));
+    let found = c.find_promotion(src.id, Layer::Processed).await.expect("find").expect("a target");
+    assert_eq!((found.id, found.status), (t1.id, DatasetStatus::Pending));
+    assert!(c.find_promotion(src.id, Layer::Curated).await.expect("find").is_none());
+}
+
+pub async fn lineage_walks_both_ways(c: Arc<dyn Catalog>) {
+    // a -> b -> c -> d, and b -> e (a branch), f merges c and e.
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c", "d", "e", "f"] {
+        ids.push(c.insert_dataset(&new_ds(name, "geo", Layer::Raw), &[], None).await.expect("insert").id);
+    }
+    let [a, b, cc, d, e, f] = ids[..] else { unreachable!() };
+    for (i, o) in [(a, b), (b, cc), (cc, d), (b, e)] {
+        c.append_provenance(&prov(Action::Pipeline, vec![i], vec![o])).await.expect("append");
+    }
+    let merge = c.append_provenance(&prov(Action::Pipeline, vec![cc, e], vec![f])).await.expect("append");
+    assert_eq!(merge.inputs, [cc, e]);
+
+    let g = c.lineage(cc, 10, Direction::Both).await.expect("graph");
+    let dist = |id| g.nodes.iter().find(|n| n.id == id).map(|n| n.distance);
+    assert_eq!((dist(a), dist(b), dist(cc), dist(d), dist(f)), (Some(-2), Some(-1), Some(0), Some(1), Some(1)));
+    assert_eq!(dist(e), None, "a sibling branch is neither ancestor nor descendant");
+    assert!(g.edges.iter().any(|x| x.from == a && x.to == b && x.action == "pipeline"));
+    assert!(g.edges.iter().any(|x| x.from == cc && x.to == f));
+
+    let up1 = c.lineage(cc, 1, Direction::Ancestors).await.expect("graph");
+    assert_eq!(up1.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), [b, cc]);
+    let down = c.lineage(a, 10, Direction::Descendants).await.expect("graph");
+    assert_eq!(down.nodes.len(), 6);
+    let fx = c.lineage(f, 10, Direction::Ancestors).await.expect("graph");
+    assert_eq!(fx.nodes.len(), 5, "f descends from a, b, c and e");
+    let entries = c.provenance_of(&[f]).await.expect("entries");
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0].inputs.clone(), entries[0].outputs.clone()), (vec![cc, e], vec![f]));
+}
+
+macro_rules! conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            conformance!(@one $make, insert_and_get);
+            conformance!(@one $make, unknown_is_not_found);
+            conformance!(@one $make, search_filters_and_pages);
+            conformance!(@one $make, stats_per_layer_and_source);
+            conformance!(@one $make, commit_is_atomic);
+            conformance!(@one $make, insert_is_atomic);
+            conformance!(@one $make, one_promotion_target_per_layer);
+            conformance!(@one $make, lineage_walks_both_ways);
+        }
+    };
+    (@one $make:expr, $name:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            let Some((catalog, _guard)) = $make.await else { return };
+            super::$name(catalog).await;
+        }
+    };
+}
+
+async fn make_sqlite() -> Option<(Arc<dyn Catalog>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite:{}", dir.path().join("catalog.db").display());
+    let c = lake_host::catalog::sqlite::SqliteCatalog::connect(&url, 4).await.expect("open");
+    c.migrate().await.expect("migrate");
+    Some((Arc::new(c), dir))
+}
+
+async fn make_postgres() -> Option<(Arc<dyn Catalog>, ())> {
+    let c = crate::pg_catalog().await?;
+    Some((c, ()))
+}
+
+conformance!(sqlite, make_sqlite());
+conformance!(postgres, make_postgres());
+
+/// The append-only rule is enforced by the database itself, not only by the code that writes it.
+#[tokio::test]
+async fn postgres_refuses_provenance_rewrites_and_raw_deletes() {
+    let Some(c) = crate::pg_catalog().await else { return };
+    let raw = c.insert_dataset(&new_ds("r", "geo", Layer::Raw), &[], None).await.expect("insert");
+    let out = c.insert_dataset(&new_ds("o", "geo", Layer::Processed), &[], None).await.expect("insert");
+    c.append_provenance(&prov(Action::Manual, vec![raw.id], vec![out.id])).await.expect("append");
+    for sql in ["UPDATE provenance SET notes = 'rewritten'", "DELETE FROM provenance", "DELETE FROM lineage_edges", "DELETE FROM datasets"] {
+        let r = sqlx::query(sql).execute(c.pool()).await;
+        assert!(r.is_err(), "{sql} was allowed");
+    }
+    assert_eq!(c.provenance_of(&[raw.id]).await.expect("entries").len(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_refuses_provenance_rewrites_and_raw_deletes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.db");
+    let c = lake_host::catalog::sqlite::SqliteCatalog::connect(&format!("sqlite:{}", path.display()), 2).await.expect("open");
+    c.migrate().await.expect("migrate");
+    let raw = c.insert_dataset(&new_ds("r", "geo", Layer::Raw), &[], None).await.expect("insert");
+    let out = c.insert_dataset(&new_ds("o", "geo", Layer::Processed), &[], None).await.expect("insert");
+    c.append_provenance(&prov(Action::Manual, vec![raw.id], vec![out.id])).await.expect("append");
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display())).await.expect("raw connection");
+    for sql in ["UPDATE provenance SET notes = 'rewritten'", "DELETE FROM provenance", "DELETE FROM lineage_edges", "DELETE FROM datasets"] {
+        assert!(sqlx::query(sql).execute(&mut conn).await.is_err(), "{sql} was allowed");
+    }
+}

@@ -1,0 +1,120 @@
+//! Runs the README's curl walkthrough, unchanged, against the real `lake` binary: once on the
+//! embedded default and once with `LAKE_*` variables pointing at PostgreSQL and Garage.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Only the process this test started, by its handle.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The shell blocks between the walkthrough markers of README.md.
+fn walkthrough_script() -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let start = readme.find("<!-- walkthrough:start -->").expect("walkthrough start marker");
+    let end = readme.find("<!-- walkthrough:end -->").expect("walkthrough end marker");
+    let mut script = String::from("set -euo pipefail\n");
+    let mut in_block = false;
+    for line in readme[start..end].lines() {
+        if line.starts_with("```") {
+            in_block = !in_block && line.trim() == "```sh";
+            continue;
+        }
+        if in_block {
+            script.push_str(line);
+            script.push('\n');
+        }
+    }
+    assert!(script.lines().count() > 10, "the walkthrough has no shell blocks");
+    script
+}
+
+fn start(envs: &[(String, String)]) -> (Server, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lake"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("LAKE_CONFIG")
+        .env("LAKE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn lake serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let server = Server(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    let url = loop {
+        let line = lines.next().unwrap_or_else(|| panic!("lake serve exited before listening: {seen:?}")).expect("read stderr");
+        if let Some(rest) = line.strip_prefix("lake listening on ") {
+            break rest.split_whitespace().next().expect("url").to_owned();
+        }
+        seen.push(line);
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (server, url, dir)
+}
+
+fn run_walkthrough(url: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(walkthrough_script())
+        .current_dir(repo_root())
+        .env("LAKE", url)
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "walkthrough failed:\nstdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+fn check_output(out: &str) {
+    let sha = lake_host::blob::Sha256::of(&std::fs::read(repo_root().join("tests/fixtures/GSE16.txt")).expect("fixture")).to_hex();
+    assert!(out.matches(&sha).count() >= 3, "the raw file, its listing and the promoted download must all hash to {sha}:\n{out}");
+    assert!(out.contains("\"promotion\""), "{out}");
+    assert!(out.contains("\"forbidden\""), "the raw delete must be refused:\n{out}");
+    assert!(out.contains("GSE16 sample page"), "{out}");
+}
+
+#[test]
+fn readme_walkthrough_on_the_embedded_default() {
+    let (_server, url, _dir) = start(&[]);
+    check_output(&run_walkthrough(&url));
+}
+
+#[test]
+fn readme_walkthrough_on_postgres_and_garage() {
+    let Some(s3) = crate::garage_config() else { return };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(pg) = rt.block_on(crate::scratch_pg()) else { return };
+    let tag = crate::unique("w");
+    let mut envs: Vec<(String, String)> = vec![
+        ("LAKE_CATALOG__URL".into(), pg),
+        ("LAKE_STORAGE__BACKEND".into(), "s3".into()),
+        ("LAKE_STORAGE__S3__ENDPOINT".into(), s3.endpoint.clone().expect("endpoint")),
+        ("LAKE_STORAGE__S3__REGION".into(), s3.region.clone()),
+        ("LAKE_STORAGE__S3__ACCESS_KEY_ID".into(), s3.access_key_id.clone().expect("key")),
+        ("LAKE_STORAGE__S3__SECRET_ACCESS_KEY".into(), s3.secret().expect("secret").expose().to_owned()),
+    ];
+    for layer in ["raw", "processed", "curated", "archive"] {
+        envs.push((format!("LAKE_STORAGE__BUCKETS__{}", layer.to_uppercase()), format!("{tag}-{layer}")));
+    }
+    let (_server, url, _dir) = start(&envs);
+    let out = run_walkthrough(&url);
+    check_output(&out);
+    // On S3 the download answered with a redirect to a presigned URL.
+    assert!(out.contains("postgres"), "health must report the PostgreSQL catalog:\n{out}");
+}

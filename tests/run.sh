@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a warm one: installs and starts what the tests need
+# (the wasm32-wasip2 target, PostgreSQL, Garage, moto, jq/curl for the README walkthrough), then
+# runs every test in the workspace against those real services.
+#
+#     bash tests/run.sh [extra arguments for cargo nextest / cargo test]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "tools"
+missing=()
+for tool in jq curl psql; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if ((${#missing[@]})); then
+    pkgs=()
+    for t in "${missing[@]}"; do [[ $t == psql ]] && pkgs+=(postgresql-client) || pkgs+=("$t"); done
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"
+fi
+
+step "services"
+# shellcheck source=tests/services.sh
+source tests/services.sh
+lake_services_up
+
+# Scratch databases of earlier runs (tests keep theirs for inspection after a failure).
+psql "$LAKE_TEST_PG_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'lake\_test\_%'" |
+    while read -r db; do psql "$LAKE_TEST_PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null || true; done
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast "$@"
+else
+    cargo test --workspace --no-fail-fast "$@"
+fi
