@@ -8,6 +8,7 @@
 mod architecture;
 mod blob_conformance;
 mod catalog_conformance;
+mod cli;
 mod config;
 mod http_api;
 mod object_lock;

@@ -56,7 +56,8 @@ impl PostgresCatalog {
         Ok(Self { pool })
     }
 
-    /// The pool, for tests and benchmarks that seed data in bulk.
+    /// The pool, for tests and benchmarks that seed data in bulk or check the schema's own rules.
+    #[doc(hidden)]
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -465,9 +466,16 @@ impl Catalog for PostgresCatalog {
     }
 
     async fn lineage(&self, id: DatasetId, depth: u32, direction: Direction) -> Result<LineageGraph, CatalogError> {
-        self.get_dataset(id).await?;
-        let mut distances: HashMap<Uuid, i64> = HashMap::new();
-        distances.insert(id.0, 0);
+        let root = self.get_dataset(id).await?;
+        let mut nodes: HashMap<DatasetId, LineageNode> = HashMap::new();
+        nodes.insert(id, LineageNode {
+            id,
+            name: root.name,
+            source: root.source,
+            layer: root.layer,
+            status: root.status.as_str().to_owned(),
+            distance: 0,
+        });
         let walks: &[(&str, &str, i64)] = match direction {
             Direction::Ancestors => &[("parent_id", "child_id", -1)],
             Direction::Descendants => &[("child_id", "parent_id", 1)],
@@ -475,61 +483,47 @@ impl Catalog for PostgresCatalog {
         };
         let mut edges = Vec::new();
         for (next, here, sign) in walks {
+            // One statement per direction: each walk row remembers the edge it arrived by, and the
+            // dataset columns are joined in, so a deep lineage costs one round trip, not one per node.
+            // UNION (not UNION ALL) keeps diamonds from multiplying rows.
             let rows = sqlx::query(&format!(
-                "WITH RECURSIVE walk(id, dist) AS (SELECT $1::uuid, 0 UNION \
-                 SELECT e.{next}, w.dist + 1 FROM lineage_edges e JOIN walk w ON e.{here} = w.id WHERE w.dist < $2) \
-                 SELECT id, min(dist)::bigint AS dist FROM walk GROUP BY id"
+                "WITH RECURSIVE walk(id, dist, other, entry_id, action) AS (SELECT $1::uuid, 0, NULL::uuid, NULL::uuid, NULL::text UNION \
+                 SELECT e.{next}, w.dist + 1, e.{here}, e.entry_id, e.action FROM lineage_edges e \
+                 JOIN walk w ON e.{here} = w.id WHERE w.dist < $2) \
+                 SELECT w.id, w.dist, w.other, w.entry_id, w.action, d.name, d.source, d.layer, d.status \
+                 FROM walk w JOIN datasets d ON d.id = w.id WHERE w.dist > 0"
             ))
             .bind(id.0)
-            .bind(i64::from(depth) as i32)
+            .bind(depth as i32)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-            let mut reached = Vec::with_capacity(rows.len());
             for r in &rows {
                 let nid: Uuid = r.try_get("id").map_err(bad_row)?;
-                let dist: i64 = r.try_get("dist").map_err(bad_row)?;
-                if dist > 0 {
-                    distances.entry(nid).or_insert(dist * sign);
-                }
-                reached.push(nid);
-            }
-            let erows = sqlx::query(&format!(
-                "SELECT parent_id, child_id, entry_id, action FROM lineage_edges \
-                 WHERE {here} = ANY($1) AND {next} = ANY($1)"
-            ))
-            .bind(&reached)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-            for r in &erows {
-                edges.push(LineageEdge {
-                    from: DatasetId(r.try_get("parent_id").map_err(bad_row)?),
-                    to: DatasetId(r.try_get("child_id").map_err(bad_row)?),
-                    entry_id: r.try_get("entry_id").map_err(bad_row)?,
-                    action: r.try_get("action").map_err(bad_row)?,
+                let nid = DatasetId(nid);
+                let dist: i32 = r.try_get("dist").map_err(bad_row)?;
+                let distance = i64::from(dist) * sign;
+                let other: Option<Uuid> = r.try_get("other").map_err(bad_row)?;
+                let entry: Option<Uuid> = r.try_get("entry_id").map_err(bad_row)?;
+                let other = other.map(DatasetId);
+                let layer: String = r.try_get("layer").map_err(bad_row)?;
+                let node = nodes.entry(nid).or_insert(LineageNode {
+                    id: nid,
+                    name: r.try_get("name").map_err(bad_row)?,
+                    source: r.try_get("source").map_err(bad_row)?,
+                    layer: layer.parse().map_err(bad_row)?,
+                    status: r.try_get("status").map_err(bad_row)?,
+                    distance,
                 });
+                if distance.abs() < node.distance.abs() {
+                    node.distance = distance;
+                }
+                if let (Some(other), Some(entry_id)) = (other, entry) {
+                    let (from, to) = if *sign < 0 { (nid, other) } else { (other, nid) };
+                    edges.push(LineageEdge { from, to, entry_id, action: r.try_get("action").map_err(bad_row)? });
+                }
             }
         }
-        let all: Vec<Uuid> = distances.keys().copied().collect();
-        let nrows = sqlx::query("SELECT id, name, source, layer, status FROM datasets WHERE id = ANY($1)")
-            .bind(&all)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        let mut nodes = Vec::with_capacity(nrows.len());
-        for r in &nrows {
-            let nid: Uuid = r.try_get("id").map_err(bad_row)?;
-            let layer: String = r.try_get("layer").map_err(bad_row)?;
-            nodes.push(LineageNode {
-                distance: distances.get(&nid).copied().unwrap_or(0),
-                id: DatasetId(nid),
-                name: r.try_get("name").map_err(bad_row)?,
-                source: r.try_get("source").map_err(bad_row)?,
-                layer: layer.parse().map_err(bad_row)?,
-                status: r.try_get("status").map_err(bad_row)?,
-            });
-        }
-        Ok(assemble_graph(id, depth, nodes, edges))
+        Ok(assemble_graph(id, depth, nodes.into_values().collect(), edges))
     }
 }
