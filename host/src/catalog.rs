@@ -7,6 +7,7 @@
 //!   all or nothing.
 //! * [`Catalog::commit`] adds files, sets a status and appends provenance in one transaction. A file
 //!   name already present in the dataset is [`CatalogError::Conflict`] and nothing is written.
+//! * A file name can be claimed by one upload at a time; committing the file releases the claim.
 //! * Only one promotion target may exist per (source dataset, layer): a second insert is a `Conflict`.
 //! * Searches and stats see only `ready` datasets unless asked for another status; pages are ordered
 //!   newest first and continue from an opaque cursor.
@@ -302,8 +303,12 @@ pub trait Catalog: Send + Sync + fmt::Debug {
         status: DatasetStatus,
         provenance: Option<&NewProvenance>,
     ) -> Result<Dataset, CatalogError>;
-    /// Removes a file row and updates the dataset's counts; undoes a claim whose object failed.
-    async fn remove_file(&self, id: DatasetId, name: &str) -> Result<(), CatalogError>;
+    /// Claims a file name for an upload in progress: [`CatalogError::Conflict`] when the dataset
+    /// already has that file or another live upload holds the name. Claims older than `stale_after`
+    /// (left by a crashed server) are taken over. [`Catalog::commit`] of the file removes the claim.
+    async fn claim_file(&self, id: DatasetId, name: &str, stale_after: std::time::Duration) -> Result<(), CatalogError>;
+    /// Drops a claim after a failed upload.
+    async fn release_claim(&self, id: DatasetId, name: &str) -> Result<(), CatalogError>;
     /// Sets a dataset's status (used to mark failures; successes go through `commit`).
     async fn set_status(&self, id: DatasetId, status: DatasetStatus) -> Result<(), CatalogError>;
     /// The promotion target of a dataset in a layer, if one was started.

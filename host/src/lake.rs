@@ -203,6 +203,9 @@ pub struct Lake {
     reports: Arc<std::sync::RwLock<Vec<(Layer, BucketReport)>>>,
 }
 
+/// How long an upload's claim on a file name lasts when its server died mid-upload.
+const CLAIM_STALE_AFTER: Duration = Duration::from_secs(3600);
+
 /// The filename rules: one path segment a person would type, never a path.
 pub fn check_file_name(name: &str) -> Result<(), LakeError> {
     let bad = |why: &str| Err(LakeError::Invalid(format!("invalid file name {name:?}: {why}")));
@@ -425,9 +428,9 @@ impl Lake {
 
     /// Streams one new file into a dataset, hashing it on the way; a name already taken is a conflict.
     ///
-    /// The object is written first and its row committed after; if the commit fails (a concurrent
-    /// upload took the name, the database is down) the object is removed again, unless the name was
-    /// taken by a committed file whose object must stay.
+    /// The name is claimed in the catalog first; then the object is written and its row committed
+    /// (which releases the claim). If the commit fails the object is removed again, so a reported
+    /// failure leaves neither a row without its object nor an object without its row.
     pub async fn put_file(
         &self,
         id: DatasetId,
@@ -437,55 +440,55 @@ impl Lake {
     ) -> Result<Dataset, LakeError> {
         check_file_name(name)?;
         let d = self.get_dataset(id).await?;
-        if self.catalog.list_files(id).await?.iter().any(|f| f.name == name) {
-            return Err(LakeError::Conflict(format!(
-                "dataset {id} already has a file named {name:?}; datasets are immutable, so upload under a new name or into a new dataset"
-            )));
-        }
+        // The claim decides races for the name before any byte moves, so the upload can go straight
+        // to its final key: no staging copy, and nothing extra retained on a locked raw bucket.
+        self.catalog.claim_file(id, name, CLAIM_STALE_AFTER).await?;
         let key = format!("{}{}", d.prefix, name);
-        // Upload to a unique staging key and copy into place only once the row is ours, so two
-        // uploads racing for one name never overwrite each other's bytes.
-        let staging = format!("{}.staging/{}", d.prefix, uuid::Uuid::new_v4());
         let (stream, hash) = blob::hashing(body, Some(self.settings.max_upload_bytes));
-        let put = self.blobs.put(&d.bucket, &staging, stream).await;
-        if let Err(e) = put {
-            let _ = self.blobs.delete(&d.bucket, &staging).await;
-            return Err(e.into());
-        }
-        let (sha, size) = hash.finish();
-        let file = FileRecord {
-            name: name.to_owned(),
-            size,
-            sha256: sha.to_hex(),
-            content_type: content_type.filter(|c| !c.is_empty()).unwrap_or(content_type_for(name)).to_owned(),
-            created_at: Utc::now(),
-        };
-        // Claim the name in the catalog first: the unique (dataset, name) key decides a race, and
-        // only the winner moves bytes into place.
-        if let Err(e) = self.catalog.commit(id, std::slice::from_ref(&file), DatasetStatus::Ready, None).await {
-            let _ = self.blobs.delete(&d.bucket, &staging).await;
-            return Err(e.into());
-        }
-        let copied = self.blobs.copy(&d.bucket, &staging, &d.bucket, &key).await;
-        let _ = self.blobs.delete(&d.bucket, &staging).await;
-        if let Err(e) = copied {
-            // Take the claim back so no row outlives its missing object.
-            if let Err(e2) = self.catalog.remove_file(id, name).await {
-                tracing::error!(dataset = %id, file = name, error = %e2, "File row left without its object");
+        let result = async {
+            // A failed put leaves nothing (the store's contract), so only the claim needs undoing.
+            let size = self.blobs.put(&d.bucket, &key, stream).await?;
+            let (sha, hashed) = hash.finish();
+            debug_assert_eq!(size, hashed);
+            let file = FileRecord {
+                name: name.to_owned(),
+                size,
+                sha256: sha.to_hex(),
+                content_type: content_type.filter(|c| !c.is_empty()).unwrap_or(content_type_for(name)).to_owned(),
+                created_at: Utc::now(),
+            };
+            let prov = NewProvenance {
+                action: Action::Registration,
+                inputs: vec![],
+                outputs: vec![id],
+                parameters: serde_json::json!({"file": name, "sha256": file.sha256, "size": size}),
+                notes: None,
+                actor: None,
+            };
+            match self.catalog.commit(id, std::slice::from_ref(&file), DatasetStatus::Ready, Some(&prov)).await {
+                Ok(d) => Ok((d, size)),
+                Err(e) => {
+                    // The claim made this key ours alone, so removing it cannot touch anyone else's bytes.
+                    if let Err(e2) = self.blobs.delete(&d.bucket, &key).await {
+                        tracing::error!(dataset = %id, file = name, error = %e2, "Object left without its row");
+                    }
+                    Err(LakeError::from(e))
+                }
             }
-            return Err(e.into());
         }
-        let prov = NewProvenance {
-            action: Action::Registration,
-            inputs: vec![],
-            outputs: vec![id],
-            parameters: serde_json::json!({"file": name, "sha256": file.sha256, "size": size}),
-            notes: None,
-            actor: None,
-        };
-        self.catalog.append_provenance(&prov).await?;
-        metrics::counter!("lake_upload_bytes_total").increment(size);
-        self.get_dataset(id).await
+        .await;
+        match result {
+            Ok((d, size)) => {
+                metrics::counter!("lake_upload_bytes_total").increment(size);
+                Ok(d)
+            }
+            Err(e) => {
+                if let Err(e2) = self.catalog.release_claim(id, name).await {
+                    tracing::warn!(dataset = %id, file = name, error = %e2, "Upload claim not released; it goes stale");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Opens a file for download: a presigned redirect where the store has them, else a stream.

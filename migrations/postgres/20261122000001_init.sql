@@ -37,6 +37,16 @@ CREATE TABLE files (
     PRIMARY KEY (dataset_id, name)
 );
 
+-- An upload in progress holds a claim on its file name, so two uploads of one name never write the
+-- same object; the row that records the file removes the claim in the same transaction. A claim
+-- left by a crashed server goes stale and can be taken over.
+CREATE TABLE file_claims (
+    dataset_id UUID NOT NULL REFERENCES datasets (id),
+    name       TEXT NOT NULL,
+    claimed_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (dataset_id, name)
+);
+
 -- Provenance is append-only: the triggers below refuse UPDATE and DELETE.
 CREATE TABLE provenance (
     seq        BIGSERIAL PRIMARY KEY,

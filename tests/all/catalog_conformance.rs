@@ -159,9 +159,25 @@ pub async fn commit_is_atomic(c: Arc<dyn Catalog>) {
     let d = c.commit(n.id, &[file("b.csv", 7)], DatasetStatus::Ready, Some(&prov(Action::Manual, vec![], vec![n.id]))).await.expect("commit");
     assert_eq!((d.file_count, d.total_size), (2, 12));
     assert_eq!(c.provenance_of(&[n.id]).await.expect("provenance").len(), 1);
-    c.remove_file(n.id, "b.csv").await.expect("remove");
-    let d = c.get_dataset(n.id).await.expect("get");
-    assert_eq!((d.file_count, d.total_size), (1, 5));
+}
+
+pub async fn upload_claims_are_exclusive(c: Arc<dyn Catalog>) {
+    use std::time::Duration;
+    let hour = Duration::from_secs(3600);
+    let n = new_ds("d", "geo", Layer::Raw);
+    c.insert_dataset(&n, &[file("done.csv", 1)], None).await.expect("insert");
+    c.claim_file(n.id, "new.csv", hour).await.expect("first claim");
+    assert!(matches!(c.claim_file(n.id, "new.csv", hour).await, Err(CatalogError::Conflict(_))), "a live claim is exclusive");
+    assert!(matches!(c.claim_file(n.id, "done.csv", hour).await, Err(CatalogError::Conflict(_))), "a committed name cannot be claimed");
+    // Committing the file releases the claim; the name is then taken for good.
+    c.commit(n.id, &[file("new.csv", 2)], DatasetStatus::Ready, None).await.expect("commit");
+    assert!(matches!(c.claim_file(n.id, "new.csv", hour).await, Err(CatalogError::Conflict(_))));
+    // A released claim can be taken again; a stale one is taken over.
+    c.claim_file(n.id, "other.csv", hour).await.expect("claim");
+    c.release_claim(n.id, "other.csv").await.expect("release");
+    c.claim_file(n.id, "other.csv", hour).await.expect("claim after release");
+    c.claim_file(n.id, "other.csv", Duration::ZERO).await.expect("a stale claim is taken over");
+    assert!(matches!(c.claim_file(DatasetId::new(), "x", hour).await, Err(CatalogError::NotFound(_) | CatalogError::Invalid(_))));
 }
 
 pub async fn insert_is_atomic(c: Arc<dyn Catalog>) {
@@ -227,6 +243,7 @@ macro_rules! conformance {
             conformance!(@one $make, stats_per_layer_and_source);
             conformance!(@one $make, commit_is_atomic);
             conformance!(@one $make, insert_is_atomic);
+            conformance!(@one $make, upload_claims_are_exclusive);
             conformance!(@one $make, one_promotion_target_per_layer);
             conformance!(@one $make, lineage_walks_both_ways);
         }

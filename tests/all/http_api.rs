@@ -361,3 +361,31 @@ async fn docs_metrics_and_health() {
     assert_eq!(s, StatusCode::OK);
     assert!(text.as_str().is_some_and(|t| t.contains("lake_http_requests_total")), "{text}");
 }
+
+/// Racing uploads of one name: exactly one wins, and the stored bytes are the winner's.
+async fn racing_uploads_of_one_name(t: TestLake) {
+    let id = t.create(json!({"name": "race", "source": "lab"})).await;
+    let bodies: Vec<Vec<u8>> = (0..6u8).map(|i| vec![b'a' + i; 200_000 + usize::from(i) * 1000]).collect();
+    let results = futures::future::join_all(bodies.iter().map(|b| t.upload(&id, "same.bin", b))).await;
+    let created = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    let conflicts = results.iter().filter(|(s, _)| *s == StatusCode::CONFLICT).count();
+    assert_eq!((created, conflicts), (1, 5), "{results:?}");
+    let (_, files) = t.call(Method::GET, &format!("/catalog/{id}/files"), None).await;
+    let sha = files[0]["sha256"].as_str().expect("sha").to_owned();
+    let ds = t.lake.catalog().get_dataset(id.parse().expect("id")).await.expect("row");
+    let (stored, size) = lake_host::blob::sha256_of(t.lake.blobs().as_ref(), &ds.bucket, &format!("{}same.bin", ds.prefix)).await.expect("hash");
+    assert_eq!(stored.to_hex(), sha, "the object must be the one its row describes");
+    assert_eq!(files[0]["size"].as_u64(), Some(size));
+    assert!(bodies.iter().any(|b| lake_host::blob::Sha256::of(b).to_hex() == sha));
+}
+
+#[tokio::test]
+async fn racing_uploads_of_one_name_embedded() {
+    racing_uploads_of_one_name(embedded(1 << 30).await).await;
+}
+
+#[tokio::test]
+async fn racing_uploads_of_one_name_postgres_garage() {
+    let Some(t) = production().await else { return };
+    racing_uploads_of_one_name(t).await;
+}

@@ -130,6 +130,14 @@ impl SqliteCatalog {
                 other => other,
             })?;
         }
+        for f in files {
+            sqlx::query("DELETE FROM file_claims WHERE dataset_id = ?1 AND name = ?2")
+                .bind(id.to_string())
+                .bind(&f.name)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_err)?;
+        }
         sqlx::query(
             "UPDATE datasets SET file_count = (SELECT count(*) FROM files WHERE dataset_id = ?1), \
              total_size = (SELECT coalesce(sum(size), 0) FROM files WHERE dataset_id = ?1) WHERE id = ?1",
@@ -386,16 +394,54 @@ impl Catalog for SqliteCatalog {
         Ok(d)
     }
 
-    async fn remove_file(&self, id: DatasetId, name: &str) -> Result<(), CatalogError> {
+    async fn claim_file(&self, id: DatasetId, name: &str, stale_after: std::time::Duration) -> Result<(), CatalogError> {
+        let now = Utc::now();
+        let stale = now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::hours(1));
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        sqlx::query("DELETE FROM files WHERE dataset_id = ?1 AND name = ?2")
+        sqlx::query("DELETE FROM file_claims WHERE dataset_id = ?1 AND name = ?2 AND claimed_at < ?3")
             .bind(id.to_string())
             .bind(name)
+            .bind(stale)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        Self::insert_files(&mut tx, id, &[]).await?;
+        // Claim first, then look for a committed file: a claim can only be won after the previous
+        // holder committed (or gave up), so this check always sees its file.
+        sqlx::query("INSERT INTO file_claims (dataset_id, name, claimed_at) VALUES (?1, ?2, ?3)")
+            .bind(id.to_string())
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match db_err(e) {
+                CatalogError::Conflict(_) => CatalogError::Conflict(format!("another upload of {name:?} into dataset {id} is in progress")),
+                CatalogError::Invalid(_) => CatalogError::NotFound(format!("dataset {id}")),
+                other => other,
+            })?;
         tx.commit().await.map_err(db_err)?;
+        let exists = sqlx::query("SELECT 1 FROM files WHERE dataset_id = ?1 AND name = ?2")
+            .bind(id.to_string())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if exists {
+            self.release_claim(id, name).await?;
+            return Err(CatalogError::Conflict(format!(
+                "dataset {id} already has a file named {name:?}; datasets are immutable, so upload under a new name or into a new dataset"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn release_claim(&self, id: DatasetId, name: &str) -> Result<(), CatalogError> {
+        sqlx::query("DELETE FROM file_claims WHERE dataset_id = ?1 AND name = ?2")
+            .bind(id.to_string())
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
