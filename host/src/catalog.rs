@@ -335,16 +335,93 @@ pub(crate) fn like_pattern(q: &str) -> String {
     out
 }
 
-/// Turns a flat list of (parent, child, entry, action) edges and node rows into a graph; shared by
-/// both adapters so their answers are shaped identically.
-pub(crate) fn assemble_graph(
+/// Trims a page fetched with one extra row and derives its cursor from the last item kept.
+pub(crate) fn page_of(mut items: Vec<Dataset>, limit: u32) -> Page<Dataset> {
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|d| d.id.to_string())
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+/// Builds [`Stats`] from per-layer and per-source groups, listing all four layers (zeros included).
+pub(crate) fn stats_of(layers: &[GroupStats], by_source: Vec<GroupStats>) -> Stats {
+    let by_layer: Vec<GroupStats> = Layer::ALL
+        .iter()
+        .map(|l| {
+            layers.iter().find(|g| g.key == l.as_str()).cloned().unwrap_or(GroupStats {
+                key: l.as_str().to_owned(),
+                datasets: 0,
+                bytes: 0,
+            })
+        })
+        .collect();
+    Stats {
+        total_datasets: by_layer.iter().map(|g| g.datasets).sum(),
+        total_bytes: by_layer.iter().map(|g| g.bytes).sum(),
+        by_layer,
+        by_source,
+    }
+}
+
+/// Collects the rows of the adapters' lineage walks into a graph, so both answer identically.
+#[derive(Debug)]
+pub(crate) struct GraphBuilder {
     root: DatasetId,
     depth: u32,
-    mut nodes: Vec<crate::provenance::LineageNode>,
-    mut edges: Vec<crate::provenance::LineageEdge>,
-) -> LineageGraph {
-    nodes.sort_by(|a, b| a.distance.cmp(&b.distance).then(a.id.cmp(&b.id)));
-    edges.sort();
-    edges.dedup();
-    LineageGraph { root, depth, nodes, edges }
+    nodes: std::collections::HashMap<DatasetId, crate::provenance::LineageNode>,
+    edges: Vec<crate::provenance::LineageEdge>,
+}
+
+/// One row of a lineage walk: a dataset reached `distance` steps away (negative: ancestor), and the
+/// edge it was reached by.
+#[derive(Debug)]
+pub(crate) struct WalkRow {
+    pub node: crate::provenance::LineageNode,
+    pub via: Option<(DatasetId, uuid::Uuid, String)>,
+}
+
+impl GraphBuilder {
+    /// Starts from the root dataset.
+    pub(crate) fn new(root: &Dataset, depth: u32) -> Self {
+        let mut nodes = std::collections::HashMap::new();
+        nodes.insert(
+            root.id,
+            crate::provenance::LineageNode {
+                id: root.id,
+                name: root.name.clone(),
+                source: root.source.clone(),
+                layer: root.layer,
+                status: root.status.as_str().to_owned(),
+                distance: 0,
+            },
+        );
+        Self { root: root.id, depth, nodes, edges: Vec::new() }
+    }
+
+    /// Adds one walk row; a node reached twice keeps its shortest distance.
+    pub(crate) fn add(&mut self, row: WalkRow) {
+        let id = row.node.id;
+        let distance = row.node.distance;
+        if let Some((other, entry_id, action)) = row.via {
+            let (from, to) = if distance < 0 { (id, other) } else { (other, id) };
+            self.edges.push(crate::provenance::LineageEdge { from, to, entry_id, action });
+        }
+        let node = self.nodes.entry(id).or_insert(row.node);
+        if distance.abs() < node.distance.abs() {
+            node.distance = distance;
+        }
+    }
+
+    /// The graph, nodes ordered by distance then id, edges sorted and unique.
+    pub(crate) fn finish(self) -> LineageGraph {
+        let mut nodes: Vec<_> = self.nodes.into_values().collect();
+        nodes.sort_by(|a, b| a.distance.cmp(&b.distance).then(a.id.cmp(&b.id)));
+        let mut edges = self.edges;
+        edges.sort();
+        edges.dedup();
+        LineageGraph { root: self.root, depth: self.depth, nodes, edges }
+    }
 }

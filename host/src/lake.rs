@@ -149,12 +149,6 @@ pub struct RegisterRequest {
     pub action: Option<Action>,
 }
 
-impl Default for Layer {
-    fn default() -> Self {
-        Layer::Raw
-    }
-}
-
 /// How a download is served.
 pub enum Download {
     /// Redirect the client to a presigned URL.
@@ -348,14 +342,17 @@ impl Lake {
                 }
             }
         };
+        // A dataset is flat: nested objects would need names with '/', so say so instead of
+        // silently cataloging only part of what is there.
+        if let Some(nested) = objects.iter().find(|o| o.key.strip_prefix(&prefix).is_some_and(|r| r.contains('/'))) {
+            return Err(LakeError::Invalid(format!(
+                "object_path {prefix:?} holds nested objects such as {:?}; a dataset is one flat prefix, so register each sub-prefix as its own dataset",
+                nested.key
+            )));
+        }
         let mut files = Vec::with_capacity(objects.len());
         for obj in &objects {
             let rel = obj.key.strip_prefix(&prefix).unwrap_or(&obj.key);
-            // Objects in nested "directories" keep their relative path in the name only when it is
-            // a plain name; the lake's datasets are flat.
-            if rel.contains('/') {
-                continue;
-            }
             let (sha, size) = blob::sha256_of(self.blobs.as_ref(), &bucket, &obj.key).await?;
             files.push(FileRecord {
                 name: rel.to_owned(),

@@ -16,10 +16,11 @@ use crate::lake::{Lake, LakeError};
 use crate::provenance::{Action, NewProvenance};
 
 /// One of the four storage layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Layer {
     /// Upstream bytes exactly as collected or uploaded; immutable and never deleted.
+    #[default]
     Raw,
     /// Parsed and normalised data.
     Processed,

@@ -85,6 +85,22 @@ pub struct NewProvenance {
     pub actor: Option<String>,
 }
 
+impl NewProvenance {
+    /// The entry as recorded under `id` at `at`.
+    pub fn recorded(&self, id: uuid::Uuid, at: DateTime<Utc>) -> ProvenanceEntry {
+        ProvenanceEntry {
+            id,
+            action: self.action,
+            inputs: self.inputs.clone(),
+            outputs: self.outputs.clone(),
+            parameters: self.parameters.clone(),
+            notes: self.notes.clone(),
+            actor: self.actor.clone(),
+            created_at: at,
+        }
+    }
+}
+
 /// A recorded entry.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProvenanceEntry {

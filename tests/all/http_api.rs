@@ -389,3 +389,19 @@ async fn racing_uploads_of_one_name_postgres_garage() {
     let Some(t) = production().await else { return };
     racing_uploads_of_one_name(t).await;
 }
+
+#[tokio::test]
+async fn nested_objects_are_refused_not_half_registered() {
+    let t = embedded(1 << 20).await;
+    for k in ["geo/GSE9/a.soft", "geo/GSE9/suppl/b.gz"] {
+        let s: lake_host::blob::ByteStream = Box::pin(futures::stream::once(async { Ok(bytes::Bytes::from_static(b"x")) }));
+        t.lake.blobs().put("lake-raw", k, s).await.expect("put");
+    }
+    let (s, v) = t.call(Method::POST, "/catalog", Some(json!({"name": "GSE9", "source": "geo", "object_path": "geo/GSE9/"}))).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("geo/GSE9/suppl/b.gz")), "{v}");
+    let (_, page) = t.call(Method::GET, "/catalog", None).await;
+    assert_eq!(page["items"], json!([]), "nothing is cataloged after the refusal");
+    let (s, v) = t.call(Method::POST, "/catalog", Some(json!({"name": "GSE9 suppl", "source": "geo", "object_path": "geo/GSE9/suppl"}))).await;
+    assert_eq!((s, v["file_count"].as_i64()), (StatusCode::CREATED, Some(1)), "{v}");
+}

@@ -161,10 +161,17 @@ impl BlobStore for LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found(src_bucket, src_key)),
             Err(e) => return Err(io_err(&src, e)),
         }
-        if let Some(parent) = dst.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| io_err(parent, e))?;
+        let placed = async {
+            if let Some(parent) = dst.parent() {
+                tokio::fs::create_dir_all(parent).await.map_err(|e| io_err(parent, e))?;
+            }
+            tokio::fs::rename(&tmp, &dst).await.map_err(|e| io_err(&dst, e))
         }
-        tokio::fs::rename(&tmp, &dst).await.map_err(|e| io_err(&dst, e))
+        .await;
+        if placed.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        placed
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError> {

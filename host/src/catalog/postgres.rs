@@ -14,10 +14,10 @@ use uuid::Uuid;
 
 use super::{
     Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, GroupStats, NewDataset, Page, SearchQuery,
-    Stats, assemble_graph, like_pattern,
+    Stats, like_pattern, page_of, stats_of, GraphBuilder, WalkRow,
 };
 use crate::layers::Layer;
-use crate::provenance::{Action, Direction, LineageEdge, LineageGraph, LineageNode, NewProvenance, ProvenanceEntry};
+use crate::provenance::{Action, Direction, LineageGraph, LineageNode, NewProvenance, ProvenanceEntry};
 
 const COLS: &str = "id, name, source, external_id, layer, bucket, prefix, file_count, total_size, metadata, tags, \
                     status, promoted_from, created_at, updated_at";
@@ -184,16 +184,7 @@ impl PostgresCatalog {
             b.push(" ON CONFLICT DO NOTHING");
             b.build().execute(&mut **tx).await.map_err(db_err)?;
         }
-        Ok(ProvenanceEntry {
-            id,
-            action: p.action,
-            inputs: p.inputs.clone(),
-            outputs: p.outputs.clone(),
-            parameters: p.parameters.clone(),
-            notes: p.notes.clone(),
-            actor: p.actor.clone(),
-            created_at: now,
-        })
+        Ok(p.recorded(id, now))
     }
 
     async fn group_stats(&self, column: &str) -> Result<Vec<GroupStats>, CatalogError> {
@@ -303,34 +294,13 @@ impl Catalog for PostgresCatalog {
         b.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(q.limit) + 1);
         b.push(" OFFSET ").push_bind(q.offset as i64);
         let rows = b.build().fetch_all(&self.pool).await.map_err(db_err)?;
-        let mut items = rows.iter().map(Self::row_to_dataset).collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > q.limit as usize {
-            items.truncate(q.limit as usize);
-            items.last().map(|d| d.id.to_string())
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        let items = rows.iter().map(Self::row_to_dataset).collect::<Result<Vec<_>, _>>()?;
+        Ok(page_of(items, q.limit))
     }
 
     async fn stats(&self) -> Result<Stats, CatalogError> {
         let layers = self.group_stats("layer").await?;
-        let by_layer = Layer::ALL
-            .iter()
-            .map(|l| {
-                layers.iter().find(|g| g.key == l.as_str()).cloned().unwrap_or(GroupStats {
-                    key: l.as_str().to_owned(),
-                    datasets: 0,
-                    bytes: 0,
-                })
-            })
-            .collect::<Vec<_>>();
-        Ok(Stats {
-            total_datasets: by_layer.iter().map(|g| g.datasets).sum(),
-            total_bytes: by_layer.iter().map(|g| g.bytes).sum(),
-            by_layer,
-            by_source: self.group_stats("source").await?,
-        })
+        Ok(stats_of(&layers, self.group_stats("source").await?))
     }
 
     async fn list_files(&self, id: DatasetId) -> Result<Vec<FileRecord>, CatalogError> {
@@ -513,21 +483,12 @@ impl Catalog for PostgresCatalog {
 
     async fn lineage(&self, id: DatasetId, depth: u32, direction: Direction) -> Result<LineageGraph, CatalogError> {
         let root = self.get_dataset(id).await?;
-        let mut nodes: HashMap<DatasetId, LineageNode> = HashMap::new();
-        nodes.insert(id, LineageNode {
-            id,
-            name: root.name,
-            source: root.source,
-            layer: root.layer,
-            status: root.status.as_str().to_owned(),
-            distance: 0,
-        });
+        let mut graph = GraphBuilder::new(&root, depth);
         let walks: &[(&str, &str, i64)] = match direction {
             Direction::Ancestors => &[("parent_id", "child_id", -1)],
             Direction::Descendants => &[("child_id", "parent_id", 1)],
             Direction::Both => &[("parent_id", "child_id", -1), ("child_id", "parent_id", 1)],
         };
-        let mut edges = Vec::new();
         for (next, here, sign) in walks {
             // One statement per direction: each walk row remembers the edge it arrived by, and the
             // dataset columns are joined in, so a deep lineage costs one round trip, not one per node.
@@ -553,23 +514,23 @@ impl Catalog for PostgresCatalog {
                 let entry: Option<Uuid> = r.try_get("entry_id").map_err(bad_row)?;
                 let other = other.map(DatasetId);
                 let layer: String = r.try_get("layer").map_err(bad_row)?;
-                let node = nodes.entry(nid).or_insert(LineageNode {
-                    id: nid,
-                    name: r.try_get("name").map_err(bad_row)?,
-                    source: r.try_get("source").map_err(bad_row)?,
-                    layer: layer.parse().map_err(bad_row)?,
-                    status: r.try_get("status").map_err(bad_row)?,
-                    distance,
+                let action: Option<String> = r.try_get("action").map_err(bad_row)?;
+                graph.add(WalkRow {
+                    node: LineageNode {
+                        id: nid,
+                        name: r.try_get("name").map_err(bad_row)?,
+                        source: r.try_get("source").map_err(bad_row)?,
+                        layer: layer.parse().map_err(bad_row)?,
+                        status: r.try_get("status").map_err(bad_row)?,
+                        distance,
+                    },
+                    via: match (other, entry, action) {
+                        (Some(o), Some(e), Some(a)) => Some((o, e, a)),
+                        _ => None,
+                    },
                 });
-                if distance.abs() < node.distance.abs() {
-                    node.distance = distance;
-                }
-                if let (Some(other), Some(entry_id)) = (other, entry) {
-                    let (from, to) = if *sign < 0 { (nid, other) } else { (other, nid) };
-                    edges.push(LineageEdge { from, to, entry_id, action: r.try_get("action").map_err(bad_row)? });
-                }
             }
         }
-        Ok(assemble_graph(id, depth, nodes.into_values().collect(), edges))
+        Ok(graph.finish())
     }
 }
