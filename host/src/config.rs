@@ -36,6 +36,56 @@ pub struct Config {
     pub layers: LayersConfig,
     /// Logging.
     pub log: LogConfig,
+    /// WebAssembly plugins: where they are, their limits and grants.
+    pub plugins: PluginsConfig,
+}
+
+/// WebAssembly plugins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PluginsConfig {
+    /// Directory of third-party `.wasm` components, loaded at start.
+    pub dir: PathBuf,
+    /// Compiled components, keyed by component SHA-256 and engine version.
+    pub cache_dir: PathBuf,
+    /// Default memory limit of one invocation.
+    pub memory: ByteSize,
+    /// Default wall-clock limit of one invocation, in seconds.
+    pub timeout_secs: f64,
+    /// Fuel per invocation; unset turns metering off (it costs about 20% of speed).
+    pub fuel: Option<u64>,
+    /// Bytes of a plugin's stderr kept (panic messages come from there).
+    pub stderr_bytes: ByteSize,
+    /// Per-plugin limits and capability grants, keyed by plugin name.
+    pub overrides: BTreeMap<String, PluginOverride>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("lake-data/plugins"),
+            cache_dir: PathBuf::from("lake-data/plugin-cache"),
+            memory: ByteSize(1 << 30),
+            timeout_secs: 300.0,
+            fuel: None,
+            stderr_bytes: ByteSize(64 << 10),
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+/// Limits and grants of one plugin.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PluginOverride {
+    /// Memory limit.
+    pub memory: Option<ByteSize>,
+    /// Wall-clock limit, seconds.
+    pub timeout_secs: Option<f64>,
+    /// Fuel per invocation.
+    pub fuel: Option<u64>,
+    /// Interfaces it may import beyond the defaults, by prefix (e.g. `wasi:http/`).
+    pub grants: Vec<String>,
 }
 
 /// The HTTP server.
@@ -422,6 +472,7 @@ pub fn from_parts(text: Option<&str>, env: &[(String, String)], cli: &CliOverrid
             "storage" => section_from(section, value, &mut problems).map(|v| cfg.storage = v),
             "layers" => section_from(section, value, &mut problems).map(|v| cfg.layers = v),
             "log" => section_from(section, value, &mut problems).map(|v| cfg.log = v),
+            "plugins" => section_from(section, value, &mut problems).map(|v| cfg.plugins = v),
             other => {
                 problems.push(format!("unknown section or key `{other}`"));
                 None
@@ -483,6 +534,7 @@ pub fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Vec<String
 enum Kind {
     Str,
     Int,
+    Float,
     Bool,
     Size,
 }
@@ -501,6 +553,9 @@ fn known_paths() -> BTreeMap<String, Kind> {
                     let kind = if k.ends_with("_bytes") || k.ends_with("_size") { Kind::Size } else { Kind::Int };
                     out.insert(p, kind);
                 }
+                toml::Value::Float(_) => {
+                    out.insert(p, Kind::Float);
+                }
                 toml::Value::Boolean(_) => {
                     out.insert(p, Kind::Bool);
                 }
@@ -514,12 +569,15 @@ fn known_paths() -> BTreeMap<String, Kind> {
     for p in ["storage.s3.endpoint", "storage.s3.access_key_id", "storage.s3.secret_access_key", "storage.s3.secret_access_key_file"] {
         out.insert(p.to_owned(), Kind::Str);
     }
+    out.insert("plugins.fuel".to_owned(), Kind::Int);
+    out.insert("plugins.timeout_secs".to_owned(), Kind::Float);
     out
 }
 
 fn env_value(raw: &str, kind: Kind) -> toml::Value {
     match kind {
         Kind::Int => raw.trim().parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
+        Kind::Float => raw.trim().parse::<f64>().map(toml::Value::Float).unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
         Kind::Size => raw.trim().parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
         Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
@@ -619,6 +677,20 @@ pub fn validate(cfg: &Config) -> Vec<String> {
     }
     if cfg.layers.promotion_parallelism == 0 || cfg.layers.promotion_parallelism > 256 {
         p.push("layers.promotion_parallelism: must be between 1 and 256".to_owned());
+    }
+    if !(cfg.plugins.timeout_secs > 0.0 && cfg.plugins.timeout_secs <= 86_400.0) {
+        p.push("plugins.timeout_secs: must be between 0 and 86400".to_owned());
+    }
+    if cfg.plugins.memory.0 < (16 << 20) || cfg.plugins.memory.0 > (4 << 30) {
+        p.push("plugins.memory: must be between 16MiB and 4GiB (a component's memory is 32-bit)".to_owned());
+    }
+    for (name, o) in &cfg.plugins.overrides {
+        if o.memory.is_some_and(|m| m.0 < (16 << 20) || m.0 > (4 << 30)) {
+            p.push(format!("plugins.overrides.{name}.memory: must be between 16MiB and 4GiB"));
+        }
+        if o.timeout_secs.is_some_and(|t| !(t > 0.0 && t <= 86_400.0)) {
+            p.push(format!("plugins.overrides.{name}.timeout_secs: must be between 0 and 86400"));
+        }
     }
     if tracing_subscriber::EnvFilter::try_new(&cfg.log.level).is_err() {
         p.push(format!("log.level: {:?} is not a valid filter such as info or lake_host=debug", cfg.log.level));

@@ -1,4 +1,133 @@
-//! The plugin author's crate for the lake.
+//! Write plugins for the lake.
 //!
-//! Placeholder: issue 3 fills this with one trait per plugin kind, an export macro, Arrow helpers and
-//! typed errors. It exists now so the workspace has its fixed shape from the first commit.
+//! A plugin is plain Rust: implement [`Parser`] (bytes in, table out) or [`Step`] (tables in,
+//! table out), describe it with [`Info`], and export it with [`export_parser!`] or
+//! [`export_step!`]. The trait methods take and return Arrow [`RecordBatch`]es and return
+//! [`PluginError`] on bad input, so the logic unit-tests natively with `cargo test`; the export macro
+//! wires it to the `lake:plugin@0.1.0` component interface when built for `wasm32-wasip2`. The raw
+//! bindings stay hidden. See `sdk/README.md` for a complete walk-through.
+
+// Lets generated code name this crate `lake_sdk` from inside it, as it must from plugin crates.
+extern crate self as lake_sdk;
+
+mod params;
+pub mod table;
+
+#[cfg(any(feature = "parser", feature = "step"))]
+#[doc(hidden)]
+pub mod glue;
+
+pub use arrow_array;
+pub use arrow_schema;
+pub use arrow_array::RecordBatch;
+pub use arrow_schema::{DataType, Field, Schema, SchemaRef};
+pub use params::Params;
+
+/// The interface version this SDK builds against.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// What a plugin says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// Unique lowercase name, e.g. `csv`.
+    pub name: &'static str,
+    /// The plugin's own version, usually `env!("CARGO_PKG_VERSION")`.
+    pub version: &'static str,
+    /// One line for people.
+    pub description: &'static str,
+    /// Capabilities it asks for; the host grants or refuses them (none for parsers and steps).
+    pub capabilities: &'static [&'static str],
+}
+
+/// Why a plugin call failed. The host shows the message to the user and records it in provenance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginError {
+    /// The input is malformed; say where ("line 17: ...").
+    InvalidInput(String),
+    /// A parameter is missing, unknown or wrong.
+    InvalidParams(String),
+    /// The plugin does not support what was asked.
+    Unsupported(String),
+    /// An input is larger than the plugin accepts.
+    TooLarge(String),
+    /// An unexpected state: a bug in the plugin.
+    Internal(String),
+}
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginError::InvalidInput(m) => write!(f, "invalid input: {m}"),
+            PluginError::InvalidParams(m) => write!(f, "invalid parameters: {m}"),
+            PluginError::Unsupported(m) => write!(f, "unsupported: {m}"),
+            PluginError::TooLarge(m) => write!(f, "too large: {m}"),
+            PluginError::Internal(m) => write!(f, "internal error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+impl From<arrow_schema::ArrowError> for PluginError {
+    fn from(e: arrow_schema::ArrowError) -> Self {
+        PluginError::InvalidInput(e.to_string())
+    }
+}
+
+/// A result with a [`PluginError`].
+pub type Result<T, E = PluginError> = std::result::Result<T, E>;
+
+/// Bytes in, table out. The host feeds the input in chunks, so a parser keeps only what it needs.
+pub trait Parser: Sized + 'static {
+    /// Name, version, description.
+    fn info() -> Info;
+    /// Starts a parse; refuse bad parameters here.
+    fn start(params: Params) -> Result<Self>;
+    /// Takes the next chunk of input; returns the batches that are complete so far.
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>>;
+    /// The input ended: returns the table's schema and the remaining batches.
+    fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)>;
+}
+
+/// Tables in, table out.
+pub trait Step: Sized + 'static {
+    /// Name, version, description.
+    fn info() -> Info;
+    /// Starts a run over inputs with these schemas; refuse bad parameters and missing columns here.
+    fn start(params: Params, inputs: Vec<SchemaRef>) -> Result<Self>;
+    /// Takes one batch of input number `input`; returns output batches that are ready.
+    fn push(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>>;
+    /// All inputs ended: returns the output schema and the remaining batches.
+    fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)>;
+}
+
+/// Log severity for [`log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Very detailed.
+    Trace,
+    /// For developers.
+    Debug,
+    /// Normal progress.
+    Info,
+    /// Something odd but handled.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// Writes to the host's structured log (to stderr when running natively, as in unit tests).
+pub fn log(level: Level, message: &str) {
+    #[cfg(all(target_arch = "wasm32", any(feature = "parser", feature = "step")))]
+    glue::log(level, message);
+    #[cfg(not(all(target_arch = "wasm32", any(feature = "parser", feature = "step"))))]
+    eprintln!("[{level:?}] {message}");
+}
+
+/// Reports progress to the host: `done` units of `total`, when known.
+pub fn progress(done: u64, total: Option<u64>) {
+    #[cfg(all(target_arch = "wasm32", any(feature = "parser", feature = "step")))]
+    glue::progress(done, total);
+    #[cfg(not(all(target_arch = "wasm32", any(feature = "parser", feature = "step"))))]
+    let _ = (done, total);
+}

@@ -44,6 +44,7 @@ fn code_lines(p: &Path) -> Vec<(usize, String)> {
 const INVARIANTS: &[&str] = &[
     "Architecture Invariant: only `catalog/sqlite.rs` and `catalog/postgres.rs` name `sqlx`.",
     "Architecture Invariant: only `blob/s3.rs` names `aws_sdk_s3`.",
+    "Architecture Invariant: only `plugins/runtime.rs` names `wasmtime`.",
     "Architecture Invariant: `http.rs` and `cli.rs` never name a driver (`sqlx`, `aws_sdk_s3`) or touch the filesystem for objects; they call `Lake`.",
     "Architecture Invariant: no code issues `UPDATE` or `DELETE` against provenance tables; the schemas reject both with triggers.",
     "Architecture Invariant: no `.unwrap()` or `.expect(` in `host/src`: request and plugin paths return errors, never panic.",
@@ -70,13 +71,14 @@ fn files_naming(word: &str) -> Vec<String> {
 fn drivers_stay_in_their_adapters() {
     assert_eq!(files_naming("sqlx"), ["catalog/postgres.rs", "catalog/sqlite.rs"]);
     assert_eq!(files_naming("aws_sdk_s3"), ["blob/s3.rs"]);
+    assert_eq!(files_naming("wasmtime"), ["plugins/runtime.rs"]);
 }
 
 #[test]
 fn http_and_cli_go_through_the_lake() {
     for f in ["http.rs", "cli.rs"] {
         for (n, l) in code_lines(&root().join("host/src").join(f)) {
-            for banned in ["sqlx", "aws_sdk_s3", "tokio::fs::remove", "tokio::fs::write", "std::fs::"] {
+            for banned in ["sqlx", "aws_sdk_s3", "wasmtime", "tokio::fs::remove", "tokio::fs::write", "std::fs::"] {
                 assert!(!l.contains(banned), "{f}:{n} names {banned}: {l}");
             }
         }

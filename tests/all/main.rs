@@ -12,6 +12,7 @@ mod cli;
 mod config;
 mod http_api;
 mod object_lock;
+mod plugins;
 mod walkthrough;
 
 use std::sync::Arc;

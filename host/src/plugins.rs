@@ -1,0 +1,386 @@
+//! Plugins: the registry of components (bundled ones and a directory of third-party `.wasm` files),
+//! their manifests, limits and grants, and invocation.
+//!
+//! Components run in [`runtime`], the only module that names wasmtime. Invocations run on blocking
+//! threads (guest code is CPU-bound), each in a fresh store, so a plugin that traps, panics, runs
+//! out of time or memory, or asks for something it was not granted fails only its own invocation.
+
+mod runtime;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::blob::ByteStream;
+use crate::config::PluginsConfig;
+
+/// The components built from `plugins/` by `host/build.rs`, embedded in the binary.
+mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/bundled_plugins.rs"));
+}
+
+/// The kind of a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Fetches from an upstream source.
+    Connector,
+    /// Bytes to table.
+    Parser,
+    /// Tables to table.
+    Step,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Connector => "connector",
+            Kind::Parser => "parser",
+            Kind::Step => "step",
+        })
+    }
+}
+
+/// What the registry knows of a plugin.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Manifest {
+    /// Unique name.
+    pub name: String,
+    /// The plugin's version.
+    pub version: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// The interface version it was built against.
+    pub wit_version: String,
+    /// One line for people.
+    pub description: String,
+    /// SHA-256 of the component bytes.
+    pub sha256: String,
+    /// Capabilities it declares.
+    pub capabilities: Vec<String>,
+    /// The interfaces it imports (checked against grants at load).
+    pub imports: Vec<String>,
+    /// `bundled` or the path it was loaded from.
+    pub source: String,
+}
+
+/// A component that could not be loaded, and why.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Rejected {
+    /// Where it came from.
+    pub source: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// Limits of one invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Limits {
+    /// Largest linear memory, bytes.
+    pub memory_bytes: u64,
+    /// Wall-clock limit.
+    #[serde(serialize_with = "secs")]
+    #[schema(value_type = f64)]
+    pub timeout: Duration,
+    /// Fuel, when metering is on.
+    pub fuel: Option<u64>,
+    /// Captured stderr cap, bytes.
+    pub stderr_bytes: usize,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// What an invocation used.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    /// Wall-clock time.
+    #[serde(serialize_with = "secs")]
+    #[schema(value_type = f64)]
+    pub wall: Duration,
+    /// Peak linear memory, bytes.
+    pub peak_memory_bytes: u64,
+    /// Fuel consumed, when metering is on.
+    pub fuel_used: Option<u64>,
+}
+
+/// A table: a schema and its batches.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// The schema.
+    pub schema: SchemaRef,
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Table {
+    /// Total rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Why an invocation failed; each variant has its own clear message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvokeError {
+    /// No such plugin.
+    #[error("no plugin named {0:?}")]
+    Unknown(String),
+    /// The component imports something it was not granted.
+    #[error("capability denied: {0}")]
+    Denied(String),
+    /// The component could not be compiled or linked.
+    #[error("plugin failed to load: {0}")]
+    Load(String),
+    /// The wall-clock limit passed.
+    #[error("plugin timed out after {0:?}")]
+    Timeout(Duration),
+    /// The memory limit was hit.
+    #[error("plugin ran out of memory: {0}")]
+    MemoryLimit(String),
+    /// The fuel limit was hit.
+    #[error("plugin ran out of fuel")]
+    FuelExhausted,
+    /// The guest panicked.
+    #[error("plugin panicked: {0}")]
+    Panic(String),
+    /// Another trap.
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The plugin refused the input or parameters (its own `plugin-error`).
+    #[error("{kind}: {message}")]
+    Plugin {
+        /// `invalid_input`, `invalid_params`, `unsupported`, `too_large` or `internal`.
+        kind: &'static str,
+        /// The plugin's message.
+        message: String,
+    },
+    /// Reading the input failed.
+    #[error("reading the input failed: {0}")]
+    Input(String),
+    /// The plugin's output was not a valid table.
+    #[error("invalid plugin output: {0}")]
+    Output(String),
+}
+
+impl InvokeError {
+    /// A short code for APIs and provenance.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InvokeError::Unknown(_) => "unknown_plugin",
+            InvokeError::Denied(_) => "capability_denied",
+            InvokeError::Load(_) => "load_failed",
+            InvokeError::Timeout(_) => "timeout",
+            InvokeError::MemoryLimit(_) => "memory_limit",
+            InvokeError::FuelExhausted => "fuel_exhausted",
+            InvokeError::Panic(_) => "panic",
+            InvokeError::Trap(_) => "trap",
+            InvokeError::Plugin { kind, .. } => kind,
+            InvokeError::Input(_) => "input_failed",
+            InvokeError::Output(_) => "invalid_output",
+        }
+    }
+
+    /// Whether the caller's input or parameters are at fault (a 4xx), rather than the plugin.
+    pub fn is_caller_fault(&self) -> bool {
+        matches!(self, InvokeError::Unknown(_) | InvokeError::Plugin { kind: "invalid_input" | "invalid_params" | "unsupported" | "too_large", .. })
+    }
+}
+
+struct Entry {
+    manifest: Manifest,
+    pre: runtime::Pre,
+}
+
+/// The plugin registry and runner.
+#[derive(Clone)]
+pub struct Plugins {
+    runtime: Arc<runtime::Runtime>,
+    entries: Arc<RwLock<BTreeMap<String, Arc<Entry>>>>,
+    rejected: Arc<RwLock<Vec<Rejected>>>,
+    cfg: Arc<PluginsConfig>,
+}
+
+impl fmt::Debug for Plugins {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugins").field("runtime", &self.runtime).finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one invocation, for provenance.
+#[derive(Debug)]
+pub struct Invocation {
+    /// The plugin's manifest (absent when the name was unknown).
+    pub manifest: Option<Manifest>,
+    /// Limits granted.
+    pub limits: Limits,
+    /// What was used.
+    pub usage: Usage,
+    /// The table, or why there is none.
+    pub result: Result<Table, InvokeError>,
+}
+
+impl Plugins {
+    /// Starts the engine and loads the bundled plugins and every `.wasm` in the plugin directory.
+    /// A component that fails to load is listed as rejected, with its reason; it never stops the lake.
+    pub fn open(cfg: &PluginsConfig) -> Result<Self, InvokeError> {
+        let runtime = Arc::new(runtime::Runtime::new(&cfg.cache_dir, cfg.fuel.is_some())?);
+        let plugins = Plugins {
+            runtime,
+            entries: Arc::default(),
+            rejected: Arc::default(),
+            cfg: Arc::new(cfg.clone()),
+        };
+        for (name, bytes) in bundled::BUNDLED {
+            plugins.add(bytes, "bundled", name);
+        }
+        if let Ok(dir) = std::fs::read_dir(&cfg.dir) {
+            let mut paths: Vec<_> = dir.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "wasm")).collect();
+            paths.sort();
+            for p in paths {
+                match std::fs::read(&p) {
+                    Ok(bytes) => {
+                        plugins.add(&bytes, &p.display().to_string(), "");
+                    }
+                    Err(e) => plugins.reject(p.display().to_string(), format!("cannot read: {e}")),
+                }
+            }
+        }
+        Ok(plugins)
+    }
+
+    fn reject(&self, source: String, reason: String) {
+        tracing::warn!(source = %source, reason = %reason, "Plugin rejected");
+        self.rejected.write().unwrap_or_else(|p| p.into_inner()).push(Rejected { source, reason });
+    }
+
+    /// Loads one component; returns its manifest, or records why it was rejected.
+    pub fn add(&self, bytes: &[u8], source: &str, expected_name: &str) -> Option<Manifest> {
+        let sha = crate::blob::Sha256::of(bytes).to_hex();
+        // Grants are looked up by the name the component declares, so load once to learn it.
+        let granted_for = |name: &str| self.cfg.overrides.get(name).map(|o| o.grants.clone()).unwrap_or_default();
+        let all_grants: Vec<String> = self.cfg.overrides.values().flat_map(|o| o.grants.clone()).collect();
+        let loaded = self.runtime.load(bytes, &sha, &all_grants).and_then(|(m, pre)| {
+            let own = granted_for(&m.name);
+            if let Some(bad) = m.imports.iter().find(|i| {
+                !runtime_allowed(i) && !own.iter().any(|g| i.starts_with(g.as_str()))
+            }) {
+                return Err(InvokeError::Denied(format!("the component imports {bad}, a capability lake.toml does not grant {}", m.name)));
+            }
+            Ok((m, pre))
+        });
+        match loaded {
+            Ok((mut manifest, pre)) => {
+                if !expected_name.is_empty() && manifest.name != expected_name {
+                    self.reject(source.to_owned(), format!("built as {expected_name} but calls itself {}", manifest.name));
+                    return None;
+                }
+                if manifest.wit_version != crate::plugins::WIT_VERSION {
+                    self.reject(source.to_owned(), format!("built against lake:plugin@{}, this lake speaks {}", manifest.wit_version, WIT_VERSION));
+                    return None;
+                }
+                manifest.source = source.to_owned();
+                let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+                if entries.get(&manifest.name).is_some_and(|e| e.manifest.source == "bundled") && source != "bundled" {
+                    drop(entries);
+                    self.reject(source.to_owned(), format!("the name {} belongs to a bundled plugin", manifest.name));
+                    return None;
+                }
+                entries.insert(manifest.name.clone(), Arc::new(Entry { manifest: manifest.clone(), pre }));
+                Some(manifest)
+            }
+            Err(e) => {
+                self.reject(source.to_owned(), e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Every loaded plugin, by name.
+    pub fn list(&self) -> Vec<Manifest> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.manifest.clone()).collect()
+    }
+
+    /// Components that could not be loaded.
+    pub fn rejected(&self) -> Vec<Rejected> {
+        self.rejected.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// One plugin's manifest.
+    pub fn get(&self, name: &str) -> Option<Manifest> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).get(name).map(|e| e.manifest.clone())
+    }
+
+    /// The limits a plugin runs with: defaults, then its overrides from lake.toml.
+    pub fn limits_for(&self, name: &str) -> Limits {
+        let o = self.cfg.overrides.get(name);
+        Limits {
+            memory_bytes: o.and_then(|o| o.memory).unwrap_or(self.cfg.memory).0,
+            timeout: Duration::from_secs_f64(o.and_then(|o| o.timeout_secs).unwrap_or(self.cfg.timeout_secs)),
+            fuel: o.and_then(|o| o.fuel).or(self.cfg.fuel),
+            stderr_bytes: self.cfg.stderr_bytes.0 as usize,
+        }
+    }
+
+    fn entry(&self, name: &str) -> Option<Arc<Entry>> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Runs a parser over a byte stream.
+    pub async fn parse(&self, name: &str, params: Vec<(String, String)>, mut input: ByteStream) -> Invocation {
+        let limits = self.limits_for(name);
+        let Some(entry) = self.entry(name) else {
+            return Invocation { manifest: None, limits, usage: Usage::default(), result: Err(InvokeError::Unknown(name.to_owned())) };
+        };
+        let runtime = self.runtime.clone();
+        let handle = tokio::runtime::Handle::current();
+        let l = limits.clone();
+        let e = entry.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            // The guest runs on this blocking thread; input chunks are pulled from the async stream.
+            let mut next = || handle.block_on(input.next()).map(|r| r.map_err(std::io::Error::other));
+            runtime.parse(&e.pre, &e.manifest.name, &params, &mut next, &l)
+        })
+        .await;
+        let (result, usage) = joined.unwrap_or_else(|e| (Err(InvokeError::Trap(format!("invocation thread failed: {e}"))), Usage::default()));
+        Invocation { manifest: Some(entry.manifest.clone()), limits, usage, result }
+    }
+
+    /// Runs a step over tables.
+    pub async fn step(&self, name: &str, params: Vec<(String, String)>, inputs: Vec<Table>) -> Invocation {
+        let limits = self.limits_for(name);
+        let Some(entry) = self.entry(name) else {
+            return Invocation { manifest: None, limits, usage: Usage::default(), result: Err(InvokeError::Unknown(name.to_owned())) };
+        };
+        let runtime = self.runtime.clone();
+        let l = limits.clone();
+        let e = entry.clone();
+        let joined = tokio::task::spawn_blocking(move || runtime.step(&e.pre, &e.manifest.name, &params, &inputs, &l)).await;
+        let (result, usage) = joined.unwrap_or_else(|e| (Err(InvokeError::Trap(format!("invocation thread failed: {e}"))), Usage::default()));
+        Invocation { manifest: Some(entry.manifest.clone()), limits, usage, result }
+    }
+}
+
+fn runtime_allowed(import: &str) -> bool {
+    runtime::always_allowed(import)
+}
+
+/// The interface version this host speaks.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// Turns a JSON object of parameters into the name/value pairs the interface carries.
+pub fn params_from_json(v: &serde_json::Value) -> Result<Vec<(String, String)>, String> {
+    match v {
+        serde_json::Value::Null => Ok(Vec::new()),
+        serde_json::Value::Object(o) => Ok(o.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()),
+        _ => Err("params must be a JSON object".into()),
+    }
+}
