@@ -269,11 +269,9 @@ impl Plugins {
         let granted_for = |name: &str| self.cfg.overrides.get(name).map(|o| o.grants.clone()).unwrap_or_default();
         let all_grants: Vec<String> = self.cfg.overrides.values().flat_map(|o| o.grants.clone()).collect();
         let loaded = self.runtime.load(bytes, &sha, &all_grants).and_then(|(m, pre)| {
-            let own = granted_for(&m.name);
-            if let Some(bad) = m.imports.iter().find(|i| {
-                !runtime_allowed(i) && !own.iter().any(|g| i.starts_with(g.as_str()))
-            }) {
-                return Err(InvokeError::Denied(format!("the component imports {bad}, a capability lake.toml does not grant {}", m.name)));
+            // The load above allowed every grant in the file; hold this plugin to its own.
+            if let Some(denied) = runtime::denied_imports(&m.imports, &granted_for(&m.name)) {
+                return Err(InvokeError::Denied(format!("{}: {denied}", m.name)));
             }
             Ok((m, pre))
         });
@@ -367,10 +365,6 @@ impl Plugins {
         let (result, usage) = joined.unwrap_or_else(|e| (Err(InvokeError::Trap(format!("invocation thread failed: {e}"))), Usage::default()));
         Invocation { manifest: Some(entry.manifest.clone()), limits, usage, result }
     }
-}
-
-fn runtime_allowed(import: &str) -> bool {
-    runtime::always_allowed(import)
 }
 
 /// The interface version this host speaks.

@@ -64,6 +64,16 @@ pub(super) fn always_allowed(import: &str) -> bool {
     ALWAYS_ALLOWED.iter().any(|p| import.starts_with(p))
 }
 
+/// Every import outside the defaults and the grants, as one message; `None` when all are allowed.
+pub(super) fn denied_imports(imports: &[String], granted: &[String]) -> Option<String> {
+    let denied: Vec<&str> = imports
+        .iter()
+        .filter(|i| !always_allowed(i) && !granted.iter().any(|g| i.starts_with(g.as_str())))
+        .map(String::as_str)
+        .collect();
+    (!denied.is_empty()).then(|| format!("the component imports {}, which lake.toml does not grant it", denied.join(", ")))
+}
+
 /// Per-invocation state of a store.
 pub(super) struct HostState {
     wasi: WasiCtx,
@@ -216,14 +226,8 @@ impl Runtime {
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
         let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
-        for import in &imports {
-            let allowed = always_allowed(import)
-                || granted.iter().any(|g| import.starts_with(g.as_str()));
-            if !allowed {
-                return Err(InvokeError::Denied(format!(
-                    "the component imports {import}, a capability lake.toml does not grant it"
-                )));
-            }
+        if let Some(denied) = denied_imports(&imports, granted) {
+            return Err(InvokeError::Denied(denied));
         }
         let pre = if exports.iter().any(|e| e.starts_with("lake:plugin/parser@")) {
             let p = self.parser_linker.instantiate_pre(&component).map_err(engine_error)?;

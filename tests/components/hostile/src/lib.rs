@@ -1,0 +1,80 @@
+//! A parser that misbehaves on its first chunk, in the way its cargo feature selects: spin forever,
+//! allocate without bound, panic, read a host file, or open a socket. The sandbox must stop each one
+//! with its own clear error and keep the host serving.
+
+use lake_sdk::{Info, Params, Parser, PluginError, RecordBatch, Result, SchemaRef};
+
+pub struct Hostile;
+
+impl Parser for Hostile {
+    fn info() -> Info {
+        Info { name: NAME, version: "0.0.1", description: "misbehaves on purpose (tests only)", capabilities: &[] }
+    }
+
+    fn start(_params: Params) -> Result<Self> {
+        Ok(Hostile)
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
+        misbehave(chunk)?;
+        Ok(Vec::new())
+    }
+
+    fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        Ok((lake_sdk::table::empty_schema(), Vec::new()))
+    }
+}
+
+#[cfg(feature = "spin")]
+const NAME: &str = "hostile-spin";
+#[cfg(feature = "spin")]
+fn misbehave(chunk: &[u8]) -> Result<()> {
+    // A loop the optimiser cannot remove.
+    let mut x = chunk.len() as u64;
+    loop {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+#[cfg(feature = "membomb")]
+const NAME: &str = "hostile-membomb";
+#[cfg(feature = "membomb")]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![7u8; 16 << 20]);
+        std::hint::black_box(&hoard);
+    }
+}
+
+#[cfg(feature = "panic")]
+const NAME: &str = "hostile-panic";
+#[cfg(feature = "panic")]
+fn misbehave(chunk: &[u8]) -> Result<()> {
+    panic!("hostile plugin gave up on a chunk of {} bytes", chunk.len());
+}
+
+#[cfg(feature = "readfile")]
+const NAME: &str = "hostile-readfile";
+#[cfg(feature = "readfile")]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    match std::fs::read("/etc/passwd") {
+        Ok(bytes) => Err(PluginError::Internal(format!("read {} bytes of the host's /etc/passwd", bytes.len()))),
+        Err(e) => Err(PluginError::Internal(format!("reading /etc/passwd failed: {e}"))),
+    }
+}
+
+#[cfg(feature = "socket")]
+const NAME: &str = "hostile-socket";
+#[cfg(feature = "socket")]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    match std::net::TcpStream::connect("127.0.0.1:5432") {
+        Ok(_) => Err(PluginError::Internal("connected to 127.0.0.1:5432".into())),
+        Err(e) => Err(PluginError::Internal(format!("connecting to 127.0.0.1:5432 failed: {e}"))),
+    }
+}
+
+#[allow(unused_imports)]
+use PluginError as _;
+
+lake_sdk::export_parser!(crate::Hostile);
