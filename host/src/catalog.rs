@@ -317,6 +317,10 @@ pub trait Catalog: Send + Sync + fmt::Debug {
     async fn append_provenance(&self, entry: &NewProvenance) -> Result<ProvenanceEntry, CatalogError>;
     /// Entries that name any of these datasets as input or output, oldest first.
     async fn provenance_of(&self, ids: &[DatasetId]) -> Result<Vec<ProvenanceEntry>, CatalogError>;
+    /// The newest entries of one action.
+    async fn entries_by_action(&self, action: crate::provenance::Action, limit: u32) -> Result<Vec<ProvenanceEntry>, CatalogError>;
+    /// One entry.
+    async fn entry(&self, id: uuid::Uuid) -> Result<ProvenanceEntry, CatalogError>;
     /// Ancestors and/or descendants of a dataset up to `depth` steps.
     async fn lineage(&self, id: DatasetId, depth: u32, direction: Direction) -> Result<LineageGraph, CatalogError>;
 }

@@ -67,6 +67,34 @@ enum Command {
     },
     /// Per-layer counts and immutability.
     Layers,
+    /// Plugin commands.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+    /// Run a plugin over datasets (the same as POST /pipelines/run).
+    Run {
+        /// Plugin name.
+        plugin: String,
+        /// Input dataset ids.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<String>,
+        /// Parameters as a JSON object.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Layer of the output dataset.
+        #[arg(long, default_value = "processed")]
+        target_layer: Layer,
+        /// For a parser: the file of the input dataset to read.
+        #[arg(long)]
+        file: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCmd {
+    /// Loaded plugins and refused components.
+    List,
+    /// One plugin's manifest and limits.
+    Inspect { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +244,38 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 print_json(&lake.lineage(id).await.map_err(lake_err)?)?;
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin(cmd) => {
+            let plugins = crate::plugins::Plugins::open(&cfg.plugins).map_err(|e| anyhow::anyhow!(e))?;
+            match cmd {
+                PluginCmd::List => print_json(&serde_json::json!({"plugins": plugins.list(), "rejected": plugins.rejected()}))?,
+                PluginCmd::Inspect { name } => {
+                    let m = plugins.get(&name).ok_or_else(|| anyhow::anyhow!("no plugin named {name:?}"))?;
+                    print_json(&serde_json::json!({"manifest": m, "limits": plugins.limits_for(&name)}))?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { plugin, inputs, params, target_layer, file } => {
+            let lake = Lake::open(&cfg).await?;
+            let req = crate::pipeline::RunRequest {
+                plugin,
+                inputs: inputs.iter().map(|i| id_arg(i)).collect::<Result<_>>()?,
+                params: serde_json::from_str(&params).context("--params is not valid JSON")?,
+                target_layer: Some(target_layer),
+                file,
+                name: None,
+            };
+            match lake.run_pipeline(req).await.map_err(lake_err)? {
+                crate::pipeline::RunOutcome::Succeeded(run) => {
+                    print_json(&run)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                crate::pipeline::RunOutcome::Failed(f) => {
+                    eprintln!("error: {} (recorded as run {})", f.error, f.run_id);
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Layers => {
             let lake = Lake::open(&cfg).await?;

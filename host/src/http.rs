@@ -23,6 +23,8 @@ use utoipa_scalar::{Scalar, Servable};
 use crate::catalog::{Dataset, DatasetId, DatasetStatus, FileRecord, Page, SearchQuery, Stats};
 use crate::lake::{Download, Lake, LakeError, LayerSummary, Lineage, RegisterRequest};
 use crate::layers::{Layer, PromoteRequest};
+use crate::pipeline::{Run, RunOutcome, RunRequest};
+use crate::plugins::{Limits, Manifest, Plugins, Rejected};
 use crate::provenance::{Direction, LineageGraph};
 
 /// Shared state of the HTTP server.
@@ -40,6 +42,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    run_id: Option<uuid::Uuid>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -53,12 +56,16 @@ struct ErrorDetail {
     code: String,
     /// What went wrong, for people.
     message: String,
+    /// For a failed pipeline run: the recorded run (`GET /pipelines/runs/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    run_id: Option<uuid::Uuid>,
 }
 
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), run_id: None }
     }
     fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
@@ -89,7 +96,7 @@ impl From<LakeError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message, run_id: self.run_id } };
         (self.status, Json(body)).into_response()
     }
 }
@@ -136,6 +143,11 @@ pub fn router(state: AppState) -> Router {
         .route("/provenance/{id}", get(provenance))
         .route("/provenance/{id}/graph", get(graph))
         .route("/provenance/{id}/prov", get(prov))
+        .route("/plugins", get(list_plugins))
+        .route("/plugins/{name}", get(get_plugin))
+        .route("/pipelines/run", post(run_pipeline))
+        .route("/pipelines/runs", get(list_runs))
+        .route("/pipelines/runs/{id}", get(get_run))
         .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /docs") })
         .layer(middleware::from_fn(track_metrics))
@@ -464,12 +476,91 @@ async fn prov(State(s): State<AppState>, Path(id): Path<String>, q: Result<Query
     Ok(([(header::CONTENT_TYPE, "application/json")], Json(doc)).into_response())
 }
 
+#[derive(Serialize, ToSchema)]
+struct PluginList {
+    /// Loaded plugins.
+    plugins: Vec<Manifest>,
+    /// Components that were refused at load, and why.
+    rejected: Vec<Rejected>,
+}
+
+fn plugins_of(s: &AppState) -> Result<&Plugins, ApiError> {
+    s.lake.plugins().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the plugin runtime is not running"))
+}
+
+/// Loaded plugins with their manifests, and components refused at load.
+#[utoipa::path(get, path = "/plugins", responses((status = 200, body = PluginList)))]
+async fn list_plugins(State(s): State<AppState>) -> Result<Json<PluginList>, ApiError> {
+    let p = plugins_of(&s)?;
+    Ok(Json(PluginList { plugins: p.list(), rejected: p.rejected() }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct PluginDetail {
+    #[serde(flatten)]
+    manifest: Manifest,
+    /// Limits its invocations get.
+    limits: Limits,
+}
+
+/// One plugin's manifest and limits.
+#[utoipa::path(get, path = "/plugins/{name}", params(("name" = String, Path, description = "Plugin name")),
+    responses((status = 200, body = PluginDetail), (status = 404, body = ErrorBody)))]
+async fn get_plugin(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<PluginDetail>, ApiError> {
+    let p = plugins_of(&s)?;
+    let manifest = p.get(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no plugin named {name:?}")))?;
+    Ok(Json(PluginDetail { limits: p.limits_for(&name), manifest }))
+}
+
+/// Run a plugin over datasets; the table lands as Parquet in a new dataset, and every invocation
+/// is recorded in provenance.
+#[utoipa::path(post, path = "/pipelines/run", request_body = RunRequest,
+    responses((status = 201, body = Run), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody, description = "Invalid request, or the plugin failed (the failure is recorded; see run_id)")))]
+async fn run_pipeline(State(s): State<AppState>, ApiJson(req): ApiJson<RunRequest>) -> Result<(StatusCode, Json<Run>), ApiError> {
+    match s.lake.run_pipeline(req).await? {
+        RunOutcome::Succeeded(run) => Ok((StatusCode::CREATED, Json(run))),
+        RunOutcome::Failed(f) => {
+            let mut e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, f.error.code(), f.error.to_string());
+            e.run_id = Some(f.run_id);
+            Err(e)
+        }
+    }
+}
+
+/// Query of `GET /pipelines/runs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct RunsQuery {
+    /// How many, newest first (1 to 500, default 50).
+    limit: Option<u32>,
+}
+
+/// Recorded pipeline runs, newest first.
+#[utoipa::path(get, path = "/pipelines/runs", params(RunsQuery), responses((status = 200, body = Vec<Run>)))]
+async fn list_runs(State(s): State<AppState>, q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Vec<Run>>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit: must be between 1 and 500"));
+    }
+    Ok(Json(s.lake.runs(limit).await?))
+}
+
+/// One recorded run.
+#[utoipa::path(get, path = "/pipelines/runs/{id}", params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
+async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Run>, ApiError> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no run {id:?}")))?;
+    Ok(Json(s.lake.run(id).await?))
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "The lake", description = "A governed data lake for biomedical research labs."),
     paths(health, metrics_text, list_catalog, create_dataset, catalog_stats, get_dataset, delete_dataset, list_files,
-          upload_file, download, layers, promote, provenance, graph, prov),
+          upload_file, download, layers, promote, provenance, graph, prov, list_plugins, get_plugin, run_pipeline,
+          list_runs, get_run),
     components(schemas(ErrorBody, ErrorDetail, Dataset, FileRecord, Stats, LayerSummary, Lineage, LineageGraph,
-                        CreateDataset, PromoteBody, PromoteResponse, Deleted, Health))
+                        CreateDataset, PromoteBody, PromoteResponse, Deleted, Health, PluginList, PluginDetail, Manifest,
+                        Rejected, Limits, RunRequest, Run))
 )]
 struct ApiDoc;

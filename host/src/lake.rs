@@ -195,6 +195,7 @@ pub struct Lake {
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) settings: Arc<Settings>,
     reports: Arc<std::sync::RwLock<Vec<(Layer, BucketReport)>>>,
+    plugins: Option<crate::plugins::Plugins>,
 }
 
 /// How long an upload's claim on a file name lasts when its server died mid-upload.
@@ -252,14 +253,26 @@ impl Lake {
             StorageBackend::Local => Arc::new(blob::local::LocalStore::open(&cfg.storage.local.root).await.context("opening the local blob store")?),
             StorageBackend::S3 => Arc::new(blob::s3::S3Store::new(&cfg.storage.s3).context("configuring S3")?),
         };
-        let lake = Lake::new(catalog, blobs, Settings::from_config(cfg));
+        let plugins = crate::plugins::Plugins::open(&cfg.plugins).context("starting the plugin runtime")?;
+        let lake = Lake::new(catalog, blobs, Settings::from_config(cfg)).with_plugins(plugins);
         lake.prepare_buckets().await.context("preparing the layer buckets")?;
         Ok(lake)
     }
 
     /// Assembles a lake from parts (tests use this with their own adapters).
     pub fn new(catalog: Arc<dyn Catalog>, blobs: Arc<dyn BlobStore>, settings: Settings) -> Lake {
-        Lake { catalog, blobs, settings: Arc::new(settings), reports: Arc::default() }
+        Lake { catalog, blobs, settings: Arc::new(settings), reports: Arc::default(), plugins: None }
+    }
+
+    /// Attaches the plugin runtime.
+    pub fn with_plugins(mut self, plugins: crate::plugins::Plugins) -> Lake {
+        self.plugins = Some(plugins);
+        self
+    }
+
+    /// The plugin registry, when the runtime is running.
+    pub fn plugins(&self) -> Option<&crate::plugins::Plugins> {
+        self.plugins.as_ref()
     }
 
     /// Creates the layer buckets if needed and applies raw's lock and archive's lifecycle.

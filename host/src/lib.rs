@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod lake;
+pub mod pipeline;
 pub mod plugins;
 pub mod layers;
 pub mod provenance;

@@ -40,12 +40,22 @@ async fn assemble(catalog: Arc<dyn Catalog>, blobs: Arc<dyn BlobStore>, mut s: S
 }
 
 pub async fn embedded(max_upload: u64) -> TestLake {
+    embedded_with(max_upload, None).await
+}
+
+/// An embedded lake, with a plugin registry when given.
+pub async fn embedded_with(max_upload: u64, plugins: Option<lake_host::plugins::Plugins>) -> TestLake {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite:{}", dir.path().join("catalog.db").display());
     let catalog = lake_host::catalog::sqlite::SqliteCatalog::connect(&url, 4).await.expect("sqlite");
     catalog.migrate().await.expect("migrate");
     let blobs = lake_host::blob::local::LocalStore::open(dir.path().join("objects")).await.expect("local store");
-    assemble(Arc::new(catalog), Arc::new(blobs), settings(max_upload), Some(dir)).await
+    let mut t = assemble(Arc::new(catalog), Arc::new(blobs), settings(max_upload), Some(dir)).await;
+    if let Some(p) = plugins {
+        t.lake = t.lake.clone().with_plugins(p);
+        t.app = router(AppState { lake: t.lake.clone(), metrics: lake_host::telemetry::init_metrics() });
+    }
+    t
 }
 
 pub async fn production() -> Option<TestLake> {

@@ -13,6 +13,7 @@ mod config;
 mod hostile;
 mod http_api;
 mod object_lock;
+mod pipelines;
 mod plugins;
 mod walkthrough;
 

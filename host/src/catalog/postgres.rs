@@ -187,6 +187,50 @@ impl PostgresCatalog {
         Ok(p.recorded(id, now))
     }
 
+    /// Entries by id, oldest first, with their inputs and outputs.
+    async fn entries_by_ids(&self, entry_ids: &[Uuid]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT id, action, parameters, notes, actor, created_at FROM provenance WHERE id = ANY($1) ORDER BY seq",
+        )
+        .bind(entry_ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let links = sqlx::query(
+            "SELECT entry_id, dataset_id, role FROM provenance_datasets WHERE entry_id = ANY($1) ORDER BY position",
+        )
+        .bind(entry_ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let mut io: HashMap<Uuid, (Vec<DatasetId>, Vec<DatasetId>)> = HashMap::new();
+        for l in &links {
+            let entry: Uuid = l.try_get("entry_id").map_err(bad_row)?;
+            let ds: Uuid = l.try_get("dataset_id").map_err(bad_row)?;
+            let role: String = l.try_get("role").map_err(bad_row)?;
+            let slot = io.entry(entry).or_default();
+            if role == "input" { slot.0.push(DatasetId(ds)) } else { slot.1.push(DatasetId(ds)) }
+        }
+        rows.iter()
+            .map(|r| {
+                let id: Uuid = r.try_get("id").map_err(bad_row)?;
+                let action: String = r.try_get("action").map_err(bad_row)?;
+                let params: Json<serde_json::Value> = r.try_get("parameters").map_err(bad_row)?;
+                let (inputs, outputs) = io.remove(&id).unwrap_or_default();
+                Ok(ProvenanceEntry {
+                    id,
+                    action: action.parse::<Action>().map_err(bad_row)?,
+                    inputs,
+                    outputs,
+                    parameters: params.0,
+                    notes: r.try_get("notes").map_err(bad_row)?,
+                    actor: r.try_get("actor").map_err(bad_row)?,
+                    created_at: r.try_get("created_at").map_err(bad_row)?,
+                })
+            })
+            .collect()
+    }
+
     async fn group_stats(&self, column: &str) -> Result<Vec<GroupStats>, CatalogError> {
         let rows = sqlx::query(&format!(
             "SELECT {column} AS k, count(*) AS n, coalesce(sum(total_size), 0)::bigint AS b FROM datasets \
@@ -437,48 +481,30 @@ impl Catalog for PostgresCatalog {
 
     async fn provenance_of(&self, ids: &[DatasetId]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
         let ids = uuids(ids.iter().copied());
-        let rows = sqlx::query(
-            "SELECT id, action, parameters, notes, actor, created_at FROM provenance WHERE id IN \
-             (SELECT entry_id FROM provenance_datasets WHERE dataset_id = ANY($1)) ORDER BY seq",
-        )
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let entry_ids: Vec<Uuid> = rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>().map_err(bad_row)?;
-        let links = sqlx::query(
-            "SELECT entry_id, dataset_id, role FROM provenance_datasets WHERE entry_id = ANY($1) ORDER BY position",
-        )
-        .bind(&entry_ids)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let mut io: HashMap<Uuid, (Vec<DatasetId>, Vec<DatasetId>)> = HashMap::new();
-        for l in &links {
-            let entry: Uuid = l.try_get("entry_id").map_err(bad_row)?;
-            let ds: Uuid = l.try_get("dataset_id").map_err(bad_row)?;
-            let role: String = l.try_get("role").map_err(bad_row)?;
-            let slot = io.entry(entry).or_default();
-            if role == "input" { slot.0.push(DatasetId(ds)) } else { slot.1.push(DatasetId(ds)) }
-        }
-        rows.iter()
-            .map(|r| {
-                let id: Uuid = r.try_get("id").map_err(bad_row)?;
-                let action: String = r.try_get("action").map_err(bad_row)?;
-                let params: Json<serde_json::Value> = r.try_get("parameters").map_err(bad_row)?;
-                let (inputs, outputs) = io.remove(&id).unwrap_or_default();
-                Ok(ProvenanceEntry {
-                    id,
-                    action: action.parse::<Action>().map_err(bad_row)?,
-                    inputs,
-                    outputs,
-                    parameters: params.0,
-                    notes: r.try_get("notes").map_err(bad_row)?,
-                    actor: r.try_get("actor").map_err(bad_row)?,
-                    created_at: r.try_get("created_at").map_err(bad_row)?,
-                })
-            })
-            .collect()
+        let rows = sqlx::query("SELECT DISTINCT entry_id FROM provenance_datasets WHERE dataset_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let entry_ids = rows.iter().map(|r| r.try_get::<Uuid, _>("entry_id")).collect::<Result<Vec<_>, _>>().map_err(bad_row)?;
+        self.entries_by_ids(&entry_ids).await
+    }
+
+    async fn entries_by_action(&self, action: Action, limit: u32) -> Result<Vec<ProvenanceEntry>, CatalogError> {
+        let rows = sqlx::query("SELECT id FROM provenance WHERE action = $1 ORDER BY seq DESC LIMIT $2")
+            .bind(action.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let ids = rows.iter().map(|r| r.try_get::<Uuid, _>("id")).collect::<Result<Vec<_>, _>>().map_err(bad_row)?;
+        let mut entries = self.entries_by_ids(&ids).await?;
+        entries.reverse();
+        Ok(entries)
+    }
+
+    async fn entry(&self, id: Uuid) -> Result<ProvenanceEntry, CatalogError> {
+        self.entries_by_ids(&[id]).await?.pop().ok_or_else(|| CatalogError::NotFound(format!("provenance entry {id}")))
     }
 
     async fn lineage(&self, id: DatasetId, depth: u32, direction: Direction) -> Result<LineageGraph, CatalogError> {

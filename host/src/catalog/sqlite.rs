@@ -196,6 +196,52 @@ impl SqliteCatalog {
         Ok(p.recorded(id, now))
     }
 
+    /// Entries by id, oldest first, with their inputs and outputs.
+    async fn entries_by_ids(&self, ids: &[String]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
+        let ids_json = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        let rows = sqlx::query(
+            "SELECT id, action, parameters, notes, actor, created_at FROM provenance WHERE id IN (SELECT value FROM json_each(?)) ORDER BY seq",
+        )
+        .bind(&ids_json)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let links = sqlx::query(
+            "SELECT entry_id, dataset_id, role FROM provenance_datasets WHERE entry_id IN (SELECT value FROM json_each(?)) ORDER BY position",
+        )
+        .bind(&ids_json)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let mut io: HashMap<String, (Vec<DatasetId>, Vec<DatasetId>)> = HashMap::new();
+        for l in &links {
+            let entry: String = l.try_get("entry_id").map_err(bad_row)?;
+            let ds: String = l.try_get("dataset_id").map_err(bad_row)?;
+            let role: String = l.try_get("role").map_err(bad_row)?;
+            let slot = io.entry(entry).or_default();
+            let ds = ds.parse().map_err(bad_row)?;
+            if role == "input" { slot.0.push(ds) } else { slot.1.push(ds) }
+        }
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id").map_err(bad_row)?;
+                let action: String = r.try_get("action").map_err(bad_row)?;
+                let params: String = r.try_get("parameters").map_err(bad_row)?;
+                let (inputs, outputs) = io.remove(&id).unwrap_or_default();
+                Ok(ProvenanceEntry {
+                    id: id.parse().map_err(bad_row)?,
+                    action: action.parse::<Action>().map_err(bad_row)?,
+                    inputs,
+                    outputs,
+                    parameters: serde_json::from_str(&params).map_err(bad_row)?,
+                    notes: r.try_get("notes").map_err(bad_row)?,
+                    actor: r.try_get("actor").map_err(bad_row)?,
+                    created_at: r.try_get("created_at").map_err(bad_row)?,
+                })
+            })
+            .collect()
+    }
+
     async fn group_stats(&self, column: &str) -> Result<Vec<GroupStats>, CatalogError> {
         let rows = sqlx::query(&format!(
             "SELECT {column} AS k, count(*) AS n, coalesce(sum(total_size), 0) AS b FROM datasets \
@@ -449,49 +495,31 @@ impl Catalog for SqliteCatalog {
     async fn provenance_of(&self, ids: &[DatasetId]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
         let ids_json = json_ids(ids.iter().copied());
         let rows = sqlx::query(
-            "SELECT id, action, parameters, notes, actor, created_at FROM provenance WHERE id IN \
-             (SELECT entry_id FROM provenance_datasets WHERE dataset_id IN (SELECT value FROM json_each(?))) ORDER BY seq",
+            "SELECT DISTINCT entry_id FROM provenance_datasets WHERE dataset_id IN (SELECT value FROM json_each(?))",
         )
         .bind(&ids_json)
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let links = sqlx::query(
-            "SELECT entry_id, dataset_id, role FROM provenance_datasets WHERE entry_id IN \
-             (SELECT entry_id FROM provenance_datasets WHERE dataset_id IN (SELECT value FROM json_each(?))) \
-             ORDER BY position",
-        )
-        .bind(&ids_json)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let mut io: HashMap<String, (Vec<DatasetId>, Vec<DatasetId>)> = HashMap::new();
-        for l in &links {
-            let entry: String = l.try_get("entry_id").map_err(bad_row)?;
-            let ds: String = l.try_get("dataset_id").map_err(bad_row)?;
-            let role: String = l.try_get("role").map_err(bad_row)?;
-            let slot = io.entry(entry).or_default();
-            let ds = ds.parse().map_err(bad_row)?;
-            if role == "input" { slot.0.push(ds) } else { slot.1.push(ds) }
-        }
-        rows.iter()
-            .map(|r| {
-                let id: String = r.try_get("id").map_err(bad_row)?;
-                let action: String = r.try_get("action").map_err(bad_row)?;
-                let params: String = r.try_get("parameters").map_err(bad_row)?;
-                let (inputs, outputs) = io.remove(&id).unwrap_or_default();
-                Ok(ProvenanceEntry {
-                    id: id.parse().map_err(bad_row)?,
-                    action: action.parse::<Action>().map_err(bad_row)?,
-                    inputs,
-                    outputs,
-                    parameters: serde_json::from_str(&params).map_err(bad_row)?,
-                    notes: r.try_get("notes").map_err(bad_row)?,
-                    actor: r.try_get("actor").map_err(bad_row)?,
-                    created_at: r.try_get("created_at").map_err(bad_row)?,
-                })
-            })
-            .collect()
+        let entry_ids = rows.iter().map(|r| r.try_get::<String, _>("entry_id")).collect::<Result<Vec<_>, _>>().map_err(bad_row)?;
+        self.entries_by_ids(&entry_ids).await
+    }
+
+    async fn entries_by_action(&self, action: Action, limit: u32) -> Result<Vec<ProvenanceEntry>, CatalogError> {
+        let rows = sqlx::query("SELECT id FROM provenance WHERE action = ? ORDER BY seq DESC LIMIT ?")
+            .bind(action.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let ids = rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<Vec<_>, _>>().map_err(bad_row)?;
+        let mut entries = self.entries_by_ids(&ids).await?;
+        entries.reverse();
+        Ok(entries)
+    }
+
+    async fn entry(&self, id: Uuid) -> Result<ProvenanceEntry, CatalogError> {
+        self.entries_by_ids(&[id.to_string()]).await?.pop().ok_or_else(|| CatalogError::NotFound(format!("provenance entry {id}")))
     }
 
     async fn lineage(&self, id: DatasetId, depth: u32, direction: Direction) -> Result<LineageGraph, CatalogError> {
