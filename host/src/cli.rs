@@ -95,6 +95,20 @@ enum PluginCmd {
     List,
     /// One plugin's manifest and limits.
     Inspect { name: String },
+    /// Scaffold a new plugin crate that builds as-is.
+    New {
+        /// Plugin name: lowercase letters, digits and '-'.
+        name: String,
+        /// `parser` or `step`.
+        #[arg(long, value_parser = ["parser", "step"])]
+        kind: String,
+        /// Where to create it (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The lake-sdk crate to depend on (default: the one this lake was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,10 +259,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin(PluginCmd::New { name, kind, dir, sdk }) => {
+            let kind = if kind == "parser" { crate::plugins::Kind::Parser } else { crate::plugins::Kind::Step };
+            let sdk = match sdk {
+                Some(s) => s,
+                None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk")),
+            };
+            let sdk = sdk.canonicalize().with_context(|| format!("the SDK is not at {}; pass --sdk", sdk.display()))?;
+            let root = crate::scaffold::new_plugin(&name, kind, &dir, &sdk)?;
+            eprintln!("created {}\n  cd {} && cargo test && cargo build --release --target wasm32-wasip2", root.display(), root.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugin(cmd) => {
             let plugins = crate::plugins::Plugins::open(&cfg.plugins).map_err(|e| anyhow::anyhow!(e))?;
             match cmd {
                 PluginCmd::List => print_json(&serde_json::json!({"plugins": plugins.list(), "rejected": plugins.rejected()}))?,
+                PluginCmd::New { .. } => anyhow::bail!("plugin new is handled before the registry starts"),
                 PluginCmd::Inspect { name } => {
                     let m = plugins.get(&name).ok_or_else(|| anyhow::anyhow!("no plugin named {name:?}"))?;
                     print_json(&serde_json::json!({"manifest": m, "limits": plugins.limits_for(&name)}))?;

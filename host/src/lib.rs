@@ -15,4 +15,5 @@ pub mod pipeline;
 pub mod plugins;
 pub mod layers;
 pub mod provenance;
+pub mod scaffold;
 pub mod telemetry;

@@ -15,6 +15,7 @@ mod http_api;
 mod object_lock;
 mod pipelines;
 mod plugins;
+mod scaffold;
 mod walkthrough;
 
 use std::sync::Arc;
