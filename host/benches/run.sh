@@ -1,11 +1,33 @@
 #!/usr/bin/env bash
-# The API benchmark (not a test): PostgreSQL with 100,000 datasets and a 10,000-node lineage,
-# GET /catalog at a fixed 500 req/s, and the lineage-graph time. Figures go to BENCHMARKS.md.
+# Benchmarks (not tests). Figures go to BENCHMARKS.md.
 #
-#     bash host/benches/run.sh            # knobs: see host/benches/api.rs
+#     bash host/benches/run.sh api        # catalog API on PostgreSQL (100k datasets, 10k-node lineage)
+#     bash host/benches/run.sh plugins    # plugin runtime: overhead, CSV and XLSX parse, restart
+#     bash host/benches/run.sh            # both
+#
+# Knobs: see host/benches/api.rs and host/benches/plugins.rs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-if ! pg_isready -q -h 127.0.0.1 -p 5432; then
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
-fi
-cargo bench -p lake-host --bench api
+suites=("${@:-api plugins}")
+for suite in ${suites[*]}; do
+    case "$suite" in
+        api)
+            if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+                pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+            fi
+            cargo bench -p lake-host --bench api
+            ;;
+        plugins)
+            # The shared generator's data (deterministic; reused when present).
+            data="${LAKE_BENCH_DATA:-/tmp/benchdata}"
+            if [[ ! -f "$data/left_1M.csv" || ! -f "$data/samples_100k.xlsx" ]]; then
+                venv="${BENCH_VENV:-/tmp/benchvenv}"
+                [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+                "$venv/bin/pip" install -q numpy==2.4.6 pyarrow==26.0.1 openpyxl==3.1.5
+                "$venv/bin/python" ../shared/bench/gen_tables.py --sizes 1000000
+            fi
+            LAKE_BENCH_DATA="$data" cargo bench -p lake-host --bench plugins
+            ;;
+        *) echo "unknown suite $suite (api, plugins)" >&2; exit 2 ;;
+    esac
+done

@@ -20,9 +20,14 @@ fn repo_root() -> std::path::PathBuf {
 
 /// The shell blocks between the walkthrough markers of README.md.
 fn walkthrough_script() -> String {
+    readme_block("walkthrough")
+}
+
+/// The shell blocks between `<!-- NAME:start -->` and `<!-- NAME:end -->` in README.md.
+fn readme_block(name: &str) -> String {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
-    let start = readme.find("<!-- walkthrough:start -->").expect("walkthrough start marker");
-    let end = readme.find("<!-- walkthrough:end -->").expect("walkthrough end marker");
+    let start = readme.find(&format!("<!-- {name}:start -->")).expect("start marker");
+    let end = readme.find(&format!("<!-- {name}:end -->")).expect("end marker");
     let mut script = String::from("set -euo pipefail\n");
     let mut in_block = false;
     for line in readme[start..end].lines() {
@@ -35,7 +40,7 @@ fn walkthrough_script() -> String {
             script.push('\n');
         }
     }
-    assert!(script.lines().count() > 10, "the walkthrough has no shell blocks");
+    assert!(script.lines().count() > 5, "the {name} block has no shell code");
     script
 }
 
@@ -46,6 +51,8 @@ fn start(envs: &[(String, String)]) -> (Server, String, tempfile::TempDir) {
         .current_dir(dir.path())
         .env_remove("LAKE_CONFIG")
         .env("LAKE_LOG", "warn")
+        // Share the suite's compiled-component cache so each server start skips compiling.
+        .env("LAKE_PLUGINS__CACHE_DIR", crate::plugins::shared_cache())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in envs {
@@ -69,9 +76,13 @@ fn start(envs: &[(String, String)]) -> (Server, String, tempfile::TempDir) {
 }
 
 fn run_walkthrough(url: &str) -> String {
+    run_script(url, &walkthrough_script())
+}
+
+fn run_script(url: &str, script: &str) -> String {
     let out = Command::new("bash")
         .arg("-c")
-        .arg(walkthrough_script())
+        .arg(script)
         .current_dir(repo_root())
         .env("LAKE", url)
         .output()
@@ -117,4 +128,13 @@ fn readme_walkthrough_on_postgres_and_garage() {
     check_output(&out);
     // On S3 the download answered with a redirect to a presigned URL.
     assert!(out.contains("postgres"), "health must report the PostgreSQL catalog:\n{out}");
+}
+
+#[test]
+fn readme_plugin_example_runs() {
+    let (_server, url, _dir) = start(&[]);
+    let out = run_script(&url, &readme_block("plugins"));
+    assert!(out.contains("\"succeeded\""), "{out}");
+    assert!(out.contains("\"rows\": 150"), "{out}");
+    assert!(out.trim_end().ends_with('1'), "select kept one column: {out}");
 }
