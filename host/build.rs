@@ -10,7 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bundled plugins: (plugin name, package name).
-const PLUGINS: &[(&str, &str)] = &[("csv", "plugin-csv"), ("select", "plugin-select")];
+const PLUGINS: &[(&str, &str)] = &[
+    ("csv", "plugin-csv"),
+    ("select", "plugin-select"),
+    ("xlsx", "plugin-xlsx"),
+    ("filter", "plugin-filter"),
+    ("rename", "plugin-rename"),
+    ("cast", "plugin-cast"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

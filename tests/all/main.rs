@@ -15,6 +15,7 @@ mod http_api;
 mod object_lock;
 mod pipelines;
 mod plugins;
+mod plugins_more;
 mod scaffold;
 mod walkthrough;
 
