@@ -6,7 +6,8 @@
 //!
 //! Environment variables name a setting by its path, sections joined by a double underscore:
 //! `LAKE_CATALOG__URL`, `LAKE_STORAGE__S3__ENDPOINT`. `LAKE_CONFIG` (the file to read) and
-//! `LAKE_LOG` (a log filter), `LAKE_TEST_*` (the test harness's own variables) are not settings. Any other `LAKE_*` variable that
+//! `LAKE_LOG` (a log filter), `LAKE_TEST_*` and `LAKE_BENCH_*` (the test and benchmark harnesses'
+//! own variables) are not settings. Any other `LAKE_*` variable that
 //! names no setting is an error, so a typo never silently does nothing.
 //!
 //! Unknown keys are errors. They are collected with `serde_ignored` rather than refused by
@@ -509,7 +510,7 @@ pub fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Vec<String
     let known = known_paths();
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix("LAKE_") else { continue };
-        if name == "LAKE_CONFIG" || name == "LAKE_LOG" || rest.starts_with("TEST_") {
+        if name == "LAKE_CONFIG" || name == "LAKE_LOG" || rest.starts_with("TEST_") || rest.starts_with("BENCH_") {
             continue;
         }
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();

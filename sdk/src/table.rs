@@ -36,3 +36,22 @@ pub fn from_ipc(bytes: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), PluginE
 pub fn empty_schema() -> SchemaRef {
     Arc::new(Schema::empty())
 }
+
+/// The column type names plugins accept in parameters, for error messages.
+pub const TYPE_NAMES: &str = "utf8, int64, float64, boolean, date32, timestamp";
+
+/// The Arrow type a parameter names: `utf8` (`string`, `text`), `int64` (`integer`, `int`),
+/// `float64` (`float`, `double`), `boolean` (`bool`), `date32` (`date`), `timestamp`
+/// (microseconds, no zone). Case-insensitive; `None` for anything else.
+pub fn type_named(name: &str) -> Option<arrow_schema::DataType> {
+    use arrow_schema::{DataType, TimeUnit};
+    Some(match name.to_ascii_lowercase().as_str() {
+        "utf8" | "string" | "text" => DataType::Utf8,
+        "int64" | "integer" | "int" => DataType::Int64,
+        "float64" | "float" | "double" => DataType::Float64,
+        "boolean" | "bool" => DataType::Boolean,
+        "date32" | "date" => DataType::Date32,
+        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        _ => return None,
+    })
+}

@@ -57,6 +57,7 @@ fn env_selects_postgres_and_s3() {
         ("LAKE_STORAGE__S3__SECRET_ACCESS_KEY", "s3cr3t-value"),
         ("LAKE_STORAGE__S3__FORCE_PATH_STYLE", "true"),
         ("LAKE_TEST_PG_URL", "ignored: test harness variables are not settings"),
+        ("LAKE_BENCH_DATA", "ignored: benchmark harness variables are not settings"),
     ]);
     let cfg = config::from_parts(None, &e, &CliOverrides::default()).expect("valid");
     assert_eq!(cfg.storage.backend, StorageBackend::S3);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_cast::{CastOptions, can_cast_types, cast_with_options};
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use lake_sdk::{Info, Params, PluginError, RecordBatch, Result, Step};
 use serde::Deserialize;
 
@@ -25,18 +25,10 @@ struct Options {
 }
 
 /// The type names accepted, for error messages.
-const TYPES: &str = "int64, float64, utf8, boolean, date32, timestamp";
+const TYPES: &str = lake_sdk::table::TYPE_NAMES;
 
 fn data_type(name: &str) -> Option<DataType> {
-    Some(match name.to_ascii_lowercase().as_str() {
-        "utf8" | "string" | "text" => DataType::Utf8,
-        "int64" | "integer" | "int" => DataType::Int64,
-        "float64" | "float" | "double" => DataType::Float64,
-        "boolean" | "bool" => DataType::Boolean,
-        "date32" | "date" => DataType::Date32,
-        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
-        _ => return None,
-    })
+    lake_sdk::table::type_named(name)
 }
 
 /// One column to convert.

@@ -65,15 +65,8 @@ fn one_byte(name: &str, s: &str) -> Result<u8> {
 }
 
 fn data_type(name: &str) -> Result<DataType> {
-    Ok(match name.to_ascii_lowercase().as_str() {
-        "utf8" | "string" | "text" => DataType::Utf8,
-        "int64" | "integer" | "int" => DataType::Int64,
-        "float64" | "float" | "double" => DataType::Float64,
-        "boolean" | "bool" => DataType::Boolean,
-        "date32" | "date" => DataType::Date32,
-        "timestamp" => DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, None),
-        other => return Err(PluginError::InvalidParams(format!("unknown column type {other:?}"))),
-    })
+    lake_sdk::table::type_named(name)
+        .ok_or_else(|| PluginError::InvalidParams(format!("unknown column type {name:?}; use one of {}", lake_sdk::table::TYPE_NAMES)))
 }
 
 /// Bytes of input kept before the schema is inferred.
