@@ -342,14 +342,31 @@ EOF
   node_id=${node_id%%@*}
   [ -n "$node_id" ] || _lake_fail "garage node id printed nothing" || return 1
 
-  local step
+  # A node that answers `node id` may still be settling (seen once in CI: `layout assign` hung
+  # until its 20 s timeout), so each layout step gets a few tries. Assigning the same role again
+  # and re-applying version 1 are harmless; a step that keeps failing restarts the whole node
+  # with fresh ports (return 2).
+  local step try ok
   for step in "layout assign -z dc1 -c 1G $node_id" "layout apply --version 1"; do
-    # shellcheck disable=SC2086 # the steps are word lists on purpose
-    if ! _lake_garage $step >>"$dir/setup.log" 2>&1; then
+    ok=0
+    for try in 1 2 3 4; do
+      # shellcheck disable=SC2086 # the steps are word lists on purpose
+      if _lake_garage $step >>"$dir/setup.log" 2>&1; then
+        ok=1
+        break
+      fi
+      if [ "$step" != "${step#layout apply}" ] && _lake_garage layout show 2>/dev/null | grep -q "Current cluster layout version: 1"; then
+        ok=1
+        break
+      fi
+      echo "(attempt $try of garage $step failed; retrying)" >>"$dir/setup.log"
+      sleep 2
+    done
+    if [ "$ok" -ne 1 ]; then
       _lake_fail "garage $step failed"
       _lake_show_log "$dir/setup.log"
       _lake_show_log "$log"
-      return 1
+      return 2
     fi
   done
 
