@@ -20,8 +20,12 @@ const PLUGINS: &[(&str, &str)] = &[
 ];
 
 fn main() {
-    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("host/ has a parent").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     for dir in ["plugins", "sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
@@ -31,17 +35,31 @@ fn main() {
     let mut entries = Vec::new();
     if std::env::var_os("LAKE_SKIP_PLUGIN_BUILD").is_none() {
         // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
-        let target_dir = out.ancestors().nth(4).map_or_else(|| out.join("wasm-plugins"), |t| t.join("wasm-plugins"));
+        let target_dir = out
+            .ancestors()
+            .nth(4)
+            .map_or_else(|| out.join("wasm-plugins"), |t| t.join("wasm-plugins"));
         for (name, package) in PLUGINS {
             build_plugin(&root, &target_dir, package);
-            let wasm = target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", package.replace('-', "_")));
-            assert!(wasm.exists(), "plugin {name} built but {} is missing", wasm.display());
+            let wasm = target_dir
+                .join("wasm32-wasip2/release")
+                .join(format!("{}.wasm", package.replace('-', "_")));
+            assert!(
+                wasm.exists(),
+                "plugin {name} built but {} is missing",
+                wasm.display()
+            );
             entries.push((name.to_string(), wasm));
         }
     }
-    let mut code = String::from("/// Bundled components: (name, bytes).\npub static BUNDLED: &[(&str, &[u8])] = &[\n");
+    let mut code = String::from(
+        "/// Bundled components: (name, bytes).\npub static BUNDLED: &[(&str, &[u8])] = &[\n",
+    );
     for (name, path) in &entries {
-        code.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", path.display().to_string()));
+        code.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        ));
     }
     code.push_str("];\n");
     std::fs::write(out.join("bundled_plugins.rs"), code).expect("write bundled_plugins.rs");
@@ -50,11 +68,18 @@ fn main() {
 fn build_plugin(root: &Path, target_dir: &Path, name: &str) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--target", "wasm32-wasip2", "-p", name])
-        .arg("--manifest-path")
-        .arg(root.join("plugins/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "-p",
+        name,
+    ])
+    .arg("--manifest-path")
+    .arg(root.join("plugins/Cargo.toml"))
+    .arg("--target-dir")
+    .arg(target_dir);
     // The outer build's settings are for the host, not for wasm guests.
     for var in [
         "RUSTFLAGS",
@@ -69,7 +94,9 @@ fn build_plugin(root: &Path, target_dir: &Path, name: &str) {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("running cargo for plugin {name}: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo for plugin {name}: {e}"));
     assert!(
         status.success(),
         "building plugin {name} for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Server(Child);
@@ -37,7 +40,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 const SOURCES: [&str; 5] = ["geo", "uniprot", "pubmed", "upload", "ncbi-gene"];
 const LAYERS: [&str; 4] = ["raw", "processed", "curated", "archive"];
-const ORGANISMS: [&str; 4] = ["Homo sapiens", "Mus musculus", "Danio rerio", "Saccharomyces cerevisiae"];
+const ORGANISMS: [&str; 4] = [
+    "Homo sapiens",
+    "Mus musculus",
+    "Danio rerio",
+    "Saccharomyces cerevisiae",
+];
 
 async fn seed(url: &str, n: usize, lineage: usize) -> anyhow::Result<Vec<uuid::Uuid>> {
     let mut conn = sqlx::PgConnection::connect(url).await?;
@@ -47,8 +55,27 @@ async fn seed(url: &str, n: usize, lineage: usize) -> anyhow::Result<Vec<uuid::U
     while done < n {
         let m = batch.min(n - done);
         let mut ids = Vec::with_capacity(m);
-        let (mut names, mut sources, mut ext, mut layers, mut buckets, mut prefixes, mut metas, mut tags, mut sizes) =
-            (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (
+            mut names,
+            mut sources,
+            mut ext,
+            mut layers,
+            mut buckets,
+            mut prefixes,
+            mut metas,
+            mut tags,
+            mut sizes,
+        ) = (
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+        );
         for j in 0..m {
             let i = done + j;
             let id = uuid::Uuid::now_v7();
@@ -61,9 +88,18 @@ async fn seed(url: &str, n: usize, lineage: usize) -> anyhow::Result<Vec<uuid::U
             layers.push(layer.to_owned());
             buckets.push(format!("lake-{layer}"));
             prefixes.push(format!("{source}/{id}/"));
-            metas.push(serde_json::json!({"source": source, "date": "2026-11-22", "version": "1",
-                "organism": ORGANISMS[i % ORGANISMS.len()], "platform": format!("GPL{}", i % 300)}).to_string());
-            tags.push(if i % 10 == 0 { "{kinase,human}".to_owned() } else if i % 3 == 0 { "{human}".to_owned() } else { "{}".to_owned() });
+            metas.push(
+                serde_json::json!({"source": source, "date": "2026-11-22", "version": "1",
+                "organism": ORGANISMS[i % ORGANISMS.len()], "platform": format!("GPL{}", i % 300)})
+                .to_string(),
+            );
+            tags.push(if i % 10 == 0 {
+                "{kinase,human}".to_owned()
+            } else if i % 3 == 0 {
+                "{human}".to_owned()
+            } else {
+                "{}".to_owned()
+            });
             sizes.push((i as i64 % 1000) * 1024);
         }
         sqlx::query(
@@ -130,13 +166,22 @@ fn start_server(db_url: &str, dir: &std::path::Path) -> anyhow::Result<(Server, 
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    let stderr = child.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
     let server = Server(child);
     let mut lines = BufReader::new(stderr).lines();
     let url = loop {
-        let line = lines.next().ok_or_else(|| anyhow::anyhow!("lake serve exited"))??;
+        let line = lines
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("lake serve exited"))??;
         if let Some(rest) = line.strip_prefix("lake listening on ") {
-            break rest.split_whitespace().next().unwrap_or_default().to_owned();
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
         }
         eprintln!("server: {line}");
     };
@@ -154,9 +199,14 @@ async fn main() -> anyhow::Result<()> {
     let rate: f64 = env_or("LAKE_BENCH_RATE", 500.0);
     let seconds: f64 = env_or("LAKE_BENCH_SECONDS", 20.0);
 
-    let db = format!("lake_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let db = format!(
+        "lake_bench_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     let mut admin_conn = sqlx::PgConnection::connect(&admin).await?;
-    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut admin_conn).await?;
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin_conn)
+        .await?;
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
     let url = format!("{base}/{db}");
 
@@ -169,7 +219,9 @@ async fn main() -> anyhow::Result<()> {
     let seed_s = t.elapsed().as_secs_f64();
     let (server, base_url) = start_server(&url, dir.path())?;
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
     let queries = [
         "/catalog",
         "/catalog?layer=processed",
@@ -182,7 +234,13 @@ async fn main() -> anyhow::Result<()> {
     // Warm up connections and caches.
     for _ in 0..3 {
         for q in &queries {
-            client.get(format!("{base_url}{q}")).send().await?.error_for_status()?.bytes().await?;
+            client
+                .get(format!("{base_url}{q}"))
+                .send()
+                .await?
+                .error_for_status()?
+                .bytes()
+                .await?;
         }
     }
 
@@ -246,7 +304,9 @@ async fn main() -> anyhow::Result<()> {
 
     println!("# lake API benchmark (PostgreSQL, {n} datasets + {lineage}-node lineage)");
     println!();
-    println!("seeded in {seed_s:.1} s; {total} requests at {rate} req/s over {elapsed:.1} s; errors: {errors}");
+    println!(
+        "seeded in {seed_s:.1} s; {total} requests at {rate} req/s over {elapsed:.1} s; errors: {errors}"
+    );
     println!("achieved rate: {:.0} req/s", total as f64 / elapsed);
     println!();
     println!("| GET /catalog query | n | p50 ms | p90 ms | p99 ms | max ms |");
@@ -284,6 +344,8 @@ async fn main() -> anyhow::Result<()> {
     });
     println!();
     println!("{json}");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut admin_conn).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&mut admin_conn)
+        .await?;
     Ok(())
 }

@@ -39,8 +39,13 @@ fn chunks(bytes: &Arc<Vec<u8>>, size: usize) -> lake_host::blob::ByteStream {
 
 /// Native arrow-csv on the same bytes, with the same inference (first 1000 records).
 fn native_csv(bytes: &[u8]) -> anyhow::Result<usize> {
-    let (schema, _) = arrow_csv::reader::Format::default().with_header(true).infer_schema(std::io::Cursor::new(bytes), Some(1000))?;
-    let reader = arrow_csv::ReaderBuilder::new(Arc::new(schema)).with_header(true).with_batch_size(64 * 1024).build(std::io::Cursor::new(bytes))?;
+    let (schema, _) = arrow_csv::reader::Format::default()
+        .with_header(true)
+        .infer_schema(std::io::Cursor::new(bytes), Some(1000))?;
+    let reader = arrow_csv::ReaderBuilder::new(Arc::new(schema))
+        .with_header(true)
+        .with_batch_size(64 * 1024)
+        .build(std::io::Cursor::new(bytes))?;
     let mut rows = 0;
     for b in reader {
         rows += b?.num_rows();
@@ -58,7 +63,10 @@ fn start_time(dir: &Path) -> anyhow::Result<Duration> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    let stderr = child.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
     let mut listening = None;
     for line in BufReader::new(stderr).lines() {
         if line?.starts_with("lake listening on ") {
@@ -73,9 +81,14 @@ fn start_time(dir: &Path) -> anyhow::Result<Duration> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let data = PathBuf::from(std::env::var("LAKE_BENCH_DATA").unwrap_or_else(|_| "/tmp/benchdata".into()));
+    let data =
+        PathBuf::from(std::env::var("LAKE_BENCH_DATA").unwrap_or_else(|_| "/tmp/benchdata".into()));
     let cache = tempfile::tempdir()?;
-    let cfg = PluginsConfig { cache_dir: cache.path().to_path_buf(), dir: cache.path().join("none"), ..PluginsConfig::default() };
+    let cfg = PluginsConfig {
+        cache_dir: cache.path().to_path_buf(),
+        dir: cache.path().join("none"),
+        ..PluginsConfig::default()
+    };
     let t = Instant::now();
     let plugins = Plugins::open(&cfg).map_err(|e| anyhow::anyhow!(e))?;
     let cold_open = t.elapsed();
@@ -86,15 +99,27 @@ async fn main() -> anyhow::Result<()> {
     // 1. Warm invocation overhead: `select` over a one-row table, end to end through the registry
     //    (blocking-thread hop, fresh store, instantiate, IPC both ways, validation).
     let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-    let tiny = Table { schema: schema.clone(), batches: vec![RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1]))])?] };
+    let tiny = Table {
+        schema: schema.clone(),
+        batches: vec![RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(vec![1]))],
+        )?],
+    };
     let params = vec![("columns".to_owned(), "[\"x\"]".to_owned())];
     for _ in 0..200 {
-        plugins.step("select", params.clone(), vec![tiny.clone()]).await.result.map_err(|e| anyhow::anyhow!(e))?;
+        plugins
+            .step("select", params.clone(), vec![tiny.clone()])
+            .await
+            .result
+            .map_err(|e| anyhow::anyhow!(e))?;
     }
     let mut overhead = Vec::with_capacity(3000);
     for _ in 0..3000 {
         let t = Instant::now();
-        let inv = plugins.step("select", params.clone(), vec![tiny.clone()]).await;
+        let inv = plugins
+            .step("select", params.clone(), vec![tiny.clone()])
+            .await;
         overhead.push(t.elapsed().as_secs_f64() * 1e6);
         inv.result.map_err(|e| anyhow::anyhow!(e))?;
     }
@@ -102,14 +127,19 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. CSV: the same in-memory bytes through the sandboxed csv plugin and through native arrow-csv.
     let csv_path = data.join("left_1M.csv");
-    let csv = Arc::new(std::fs::read(&csv_path).map_err(|e| anyhow::anyhow!("{}: {e} (generate the data first)", csv_path.display()))?);
+    let csv =
+        Arc::new(std::fs::read(&csv_path).map_err(|e| {
+            anyhow::anyhow!("{}: {e} (generate the data first)", csv_path.display())
+        })?);
     let mb = csv.len() as f64 / 1e6;
     let mut sandbox = Vec::new();
     let mut rows = 0;
     let mut peak = 0;
     for _ in 0..5 {
         let t = Instant::now();
-        let inv = plugins.parse("csv", Vec::new(), chunks(&csv, 1 << 20)).await;
+        let inv = plugins
+            .parse("csv", Vec::new(), chunks(&csv, 1 << 20))
+            .await;
         sandbox.push(t.elapsed().as_secs_f64());
         let table = inv.result.map_err(|e| anyhow::anyhow!(e))?;
         rows = table.num_rows();
@@ -134,7 +164,9 @@ async fn main() -> anyhow::Result<()> {
             let mut n = 0;
             for _ in 0..3 {
                 let t = Instant::now();
-                let inv = plugins.parse("xlsx", Vec::new(), chunks(&bytes, 1 << 20)).await;
+                let inv = plugins
+                    .parse("xlsx", Vec::new(), chunks(&bytes, 1 << 20))
+                    .await;
                 times.push(t.elapsed().as_secs_f64());
                 n = inv.result.map_err(|e| anyhow::anyhow!(e))?.num_rows();
             }
@@ -156,21 +188,46 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("| measure | result | reference |");
     println!("|---|---|---|");
-    println!("| warm invocation overhead (select, 1 row, end to end), n=3000 | p50 {:.0} µs, p99 {:.0} µs | target p50 <= 100 µs |", pct(&overhead, 50.0), pct(&overhead, 99.0));
+    println!(
+        "| warm invocation overhead (select, 1 row, end to end), n=3000 | p50 {:.0} µs, p99 {:.0} µs | target p50 <= 100 µs |",
+        pct(&overhead, 50.0),
+        pct(&overhead, 99.0)
+    );
     println!(
         "| CSV parse in the sandbox, left_1M.csv ({mb:.1} MB, {rows} rows), median of 5 | {:.3} s = {:.0} MB/s (peak guest memory {} MiB) | target >= 200 MB/s |",
         sandbox_s,
         mb / sandbox_s,
         peak >> 20
     );
-    println!("| native arrow-csv, same bytes, same inference, median of 5 | {:.3} s = {:.0} MB/s | sandbox/native = {:.2}x |", native_s, mb / native_s, sandbox_s / native_s);
+    println!(
+        "| native arrow-csv, same bytes, same inference, median of 5 | {:.3} s = {:.0} MB/s | sandbox/native = {:.2}x |",
+        native_s,
+        mb / native_s,
+        sandbox_s / native_s
+    );
     match xlsx {
-        Some((s, n)) => println!("| XLSX samples_100k.xlsx in the sandbox, median of 3 | {s:.3} s, {n} rows = {:.0}k rows/s | fastexcel 0.354 s (baselines.md): {:.2}x, target <= 1.5x |", n as f64 / s / 1e3, s / 0.354),
-        None => println!("| XLSX in the sandbox | not measured (no xlsx plugin or no samples_100k.xlsx) | |"),
+        Some((s, n)) => println!(
+            "| XLSX samples_100k.xlsx in the sandbox, median of 3 | {s:.3} s, {n} rows = {:.0}k rows/s | fastexcel 0.354 s (baselines.md): {:.2}x, target <= 1.5x |",
+            n as f64 / s / 1e3,
+            s / 0.354
+        ),
+        None => println!(
+            "| XLSX in the sandbox | not measured (no xlsx plugin or no samples_100k.xlsx) | |"
+        ),
     }
-    println!("| registry open, cold cache (compiles bundled components) | {:.2} s | |", cold_open.as_secs_f64());
-    println!("| registry open, warm cache | {:.1} ms | |", warm_open.as_secs_f64() * 1e3);
-    println!("| `lake serve` start to listening: first start / warm cache (median of 3) | {:.2} s / {:.0} ms | |", first.as_secs_f64(), warm_start * 1e3);
+    println!(
+        "| registry open, cold cache (compiles bundled components) | {:.2} s | |",
+        cold_open.as_secs_f64()
+    );
+    println!(
+        "| registry open, warm cache | {:.1} ms | |",
+        warm_open.as_secs_f64() * 1e3
+    );
+    println!(
+        "| `lake serve` start to listening: first start / warm cache (median of 3) | {:.2} s / {:.0} ms | |",
+        first.as_secs_f64(),
+        warm_start * 1e3
+    );
     println!();
     println!(
         "{}",

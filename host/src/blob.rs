@@ -114,7 +114,11 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// `local` or `s3`, for reports.
     fn kind(&self) -> &'static str;
     /// Creates the bucket if it does not exist and applies what it can of the policy.
-    async fn prepare_bucket(&self, bucket: &str, policy: &BucketPolicy) -> Result<BucketReport, BlobError>;
+    async fn prepare_bucket(
+        &self,
+        bucket: &str,
+        policy: &BucketPolicy,
+    ) -> Result<BucketReport, BlobError>;
     /// Streams `body` into `bucket/key`, atomically; returns the number of bytes stored.
     async fn put(&self, bucket: &str, key: &str, body: ByteStream) -> Result<u64, BlobError>;
     /// Streams an object's bytes.
@@ -124,16 +128,32 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// Every object under a prefix, sorted by key.
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, BlobError>;
     /// Copies an object within the store.
-    async fn copy(&self, src_bucket: &str, src_key: &str, dst_bucket: &str, dst_key: &str) -> Result<(), BlobError>;
+    async fn copy(
+        &self,
+        src_bucket: &str,
+        src_key: &str,
+        dst_bucket: &str,
+        dst_key: &str,
+    ) -> Result<(), BlobError>;
     /// Deletes an object; a missing object is not an error.
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError>;
     /// A time-limited download URL, where the store has them.
-    async fn presign_get(&self, bucket: &str, key: &str, ttl: Duration) -> Result<Option<String>, BlobError>;
+    async fn presign_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, BlobError>;
 }
 
 /// Checks a key against the contract's rules.
 pub fn check_key(key: &str) -> Result<(), BlobError> {
-    let bad = |reason| Err(BlobError::InvalidKey { key: key.to_owned(), reason });
+    let bad = |reason| {
+        Err(BlobError::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        })
+    };
     if key.is_empty() {
         return bad("empty");
     }
@@ -149,7 +169,10 @@ pub fn check_key(key: &str) -> Result<(), BlobError> {
     if key.chars().any(char::is_control) {
         return bad("contains a control character");
     }
-    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return bad("has an empty, . or .. segment");
     }
     Ok(())
@@ -193,7 +216,14 @@ impl fmt::Display for Sha256 {
 pub fn hashing(inner: ByteStream, limit: Option<u64>) -> (ByteStream, HashHandle) {
     let state = Arc::new(Mutex::new((sha2::Sha256::new(), 0u64)));
     let handle = HashHandle(state.clone());
-    (Box::pin(Hashing { inner, state, limit }), handle)
+    (
+        Box::pin(Hashing {
+            inner,
+            state,
+            limit,
+        }),
+        handle,
+    )
 }
 
 /// Reads the digest and length of what passed through a [`hashing`] stream.
@@ -228,7 +258,10 @@ impl Stream for Hashing {
             if let Some(limit) = self.limit
                 && guard.1 > limit
             {
-                return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::FileTooLarge, LIMIT_EXCEEDED_MESSAGE))));
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::FileTooLarge,
+                    LIMIT_EXCEEDED_MESSAGE,
+                ))));
             }
         }
         polled
@@ -236,13 +269,18 @@ impl Stream for Hashing {
 }
 
 /// Hashes an object already in the store by streaming it once.
-pub async fn sha256_of(store: &dyn BlobStore, bucket: &str, key: &str) -> Result<(Sha256, u64), BlobError> {
+pub async fn sha256_of(
+    store: &dyn BlobStore,
+    bucket: &str,
+    key: &str,
+) -> Result<(Sha256, u64), BlobError> {
     use futures::StreamExt;
     let mut stream = store.get(bucket, key).await?;
     let mut h = sha2::Sha256::new();
     let mut n = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| BlobError::Unavailable(format!("reading {bucket}/{key}: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| BlobError::Unavailable(format!("reading {bucket}/{key}: {e}")))?;
         h.update(&chunk);
         n += chunk.len() as u64;
     }

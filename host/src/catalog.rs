@@ -59,7 +59,9 @@ impl fmt::Display for DatasetId {
 impl FromStr for DatasetId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s.trim()).map(DatasetId).map_err(|_| format!("{s:?} is not a dataset id (a UUID)"))
+        uuid::Uuid::parse_str(s.trim())
+            .map(DatasetId)
+            .map_err(|_| format!("{s:?} is not a dataset id (a UUID)"))
     }
 }
 
@@ -306,23 +308,44 @@ pub trait Catalog: Send + Sync + fmt::Debug {
     /// Claims a file name for an upload in progress: [`CatalogError::Conflict`] when the dataset
     /// already has that file or another live upload holds the name. Claims older than `stale_after`
     /// (left by a crashed server) are taken over. [`Catalog::commit`] of the file removes the claim.
-    async fn claim_file(&self, id: DatasetId, name: &str, stale_after: std::time::Duration) -> Result<(), CatalogError>;
+    async fn claim_file(
+        &self,
+        id: DatasetId,
+        name: &str,
+        stale_after: std::time::Duration,
+    ) -> Result<(), CatalogError>;
     /// Drops a claim after a failed upload.
     async fn release_claim(&self, id: DatasetId, name: &str) -> Result<(), CatalogError>;
     /// Sets a dataset's status (used to mark failures; successes go through `commit`).
     async fn set_status(&self, id: DatasetId, status: DatasetStatus) -> Result<(), CatalogError>;
     /// The promotion target of a dataset in a layer, if one was started.
-    async fn find_promotion(&self, source: DatasetId, layer: Layer) -> Result<Option<Dataset>, CatalogError>;
+    async fn find_promotion(
+        &self,
+        source: DatasetId,
+        layer: Layer,
+    ) -> Result<Option<Dataset>, CatalogError>;
     /// Appends a provenance entry on its own.
-    async fn append_provenance(&self, entry: &NewProvenance) -> Result<ProvenanceEntry, CatalogError>;
+    async fn append_provenance(
+        &self,
+        entry: &NewProvenance,
+    ) -> Result<ProvenanceEntry, CatalogError>;
     /// Entries that name any of these datasets as input or output, oldest first.
     async fn provenance_of(&self, ids: &[DatasetId]) -> Result<Vec<ProvenanceEntry>, CatalogError>;
     /// The newest entries of one action.
-    async fn entries_by_action(&self, action: crate::provenance::Action, limit: u32) -> Result<Vec<ProvenanceEntry>, CatalogError>;
+    async fn entries_by_action(
+        &self,
+        action: crate::provenance::Action,
+        limit: u32,
+    ) -> Result<Vec<ProvenanceEntry>, CatalogError>;
     /// One entry.
     async fn entry(&self, id: uuid::Uuid) -> Result<ProvenanceEntry, CatalogError>;
     /// Ancestors and/or descendants of a dataset up to `depth` steps.
-    async fn lineage(&self, id: DatasetId, depth: u32, direction: Direction) -> Result<LineageGraph, CatalogError>;
+    async fn lineage(
+        &self,
+        id: DatasetId,
+        depth: u32,
+        direction: Direction,
+    ) -> Result<LineageGraph, CatalogError>;
 }
 
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern and wraps it for substring search.
@@ -355,11 +378,15 @@ pub(crate) fn stats_of(layers: &[GroupStats], by_source: Vec<GroupStats>) -> Sta
     let by_layer: Vec<GroupStats> = Layer::ALL
         .iter()
         .map(|l| {
-            layers.iter().find(|g| g.key == l.as_str()).cloned().unwrap_or(GroupStats {
-                key: l.as_str().to_owned(),
-                datasets: 0,
-                bytes: 0,
-            })
+            layers
+                .iter()
+                .find(|g| g.key == l.as_str())
+                .cloned()
+                .unwrap_or(GroupStats {
+                    key: l.as_str().to_owned(),
+                    datasets: 0,
+                    bytes: 0,
+                })
         })
         .collect();
     Stats {
@@ -402,7 +429,12 @@ impl GraphBuilder {
                 distance: 0,
             },
         );
-        Self { root: root.id, depth, nodes, edges: Vec::new() }
+        Self {
+            root: root.id,
+            depth,
+            nodes,
+            edges: Vec::new(),
+        }
     }
 
     /// Adds one walk row; a node reached twice keeps its shortest distance.
@@ -410,8 +442,17 @@ impl GraphBuilder {
         let id = row.node.id;
         let distance = row.node.distance;
         if let Some((other, entry_id, action)) = row.via {
-            let (from, to) = if distance < 0 { (id, other) } else { (other, id) };
-            self.edges.push(crate::provenance::LineageEdge { from, to, entry_id, action });
+            let (from, to) = if distance < 0 {
+                (id, other)
+            } else {
+                (other, id)
+            };
+            self.edges.push(crate::provenance::LineageEdge {
+                from,
+                to,
+                entry_id,
+                action,
+            });
         }
         let node = self.nodes.entry(id).or_insert(row.node);
         if distance.abs() < node.distance.abs() {
@@ -426,6 +467,11 @@ impl GraphBuilder {
         let mut edges = self.edges;
         edges.sort();
         edges.dedup();
-        LineageGraph { root: self.root, depth: self.depth, nodes, edges }
+        LineageGraph {
+            root: self.root,
+            depth: self.depth,
+            nodes,
+            edges,
+        }
     }
 }

@@ -174,7 +174,10 @@ enum CatalogCmd {
 /// Entry point of the `lake` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -190,7 +193,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load_config(cli: &Cli, overrides: &CliOverrides) -> std::result::Result<Config, config::ConfigErrors> {
+fn load_config(
+    cli: &Cli,
+    overrides: &CliOverrides,
+) -> std::result::Result<Config, config::ConfigErrors> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let path = config::resolve_path(cli.config.as_deref(), &env);
     config::load(path.as_deref(), &env, overrides)
@@ -211,7 +217,9 @@ fn lake_err(e: LakeError) -> anyhow::Error {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let overrides = match &cli.command {
-        Command::Serve { listen } => CliOverrides { listen: listen.clone() },
+        Command::Serve { listen } => CliOverrides {
+            listen: listen.clone(),
+        },
         _ => CliOverrides::default(),
     };
     let cfg = match load_config(&cli, &overrides) {
@@ -243,15 +251,32 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Promote { id, to, notes } => {
             let lake = Lake::open(&cfg).await?;
-            let p = lake.promote(PromoteRequest { dataset_id: id_arg(&id)?, target_layer: to, notes }).await.map_err(lake_err)?;
+            let p = lake
+                .promote(PromoteRequest {
+                    dataset_id: id_arg(&id)?,
+                    target_layer: to,
+                    notes,
+                })
+                .await
+                .map_err(lake_err)?;
             print_json(&p.target)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Lineage { id, graph, prov, depth } => {
+        Command::Lineage {
+            id,
+            graph,
+            prov,
+            depth,
+        } => {
             let lake = Lake::open(&cfg).await?;
             let id = id_arg(&id)?;
             if graph {
-                print_json(&lake.graph(id, depth, Direction::Both).await.map_err(lake_err)?)?;
+                print_json(
+                    &lake
+                        .graph(id, depth, Direction::Both)
+                        .await
+                        .map_err(lake_err)?,
+                )?;
             } else if prov {
                 print_json(&lake.prov_json(id, depth).await.map_err(lake_err)?)?;
             } else {
@@ -259,30 +284,60 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugin(PluginCmd::New { name, kind, dir, sdk }) => {
-            let kind = if kind == "parser" { crate::plugins::Kind::Parser } else { crate::plugins::Kind::Step };
+        Command::Plugin(PluginCmd::New {
+            name,
+            kind,
+            dir,
+            sdk,
+        }) => {
+            let kind = if kind == "parser" {
+                crate::plugins::Kind::Parser
+            } else {
+                crate::plugins::Kind::Step
+            };
             let sdk = match sdk {
                 Some(s) => s,
                 None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk")),
             };
-            let sdk = sdk.canonicalize().with_context(|| format!("the SDK is not at {}; pass --sdk", sdk.display()))?;
+            let sdk = sdk
+                .canonicalize()
+                .with_context(|| format!("the SDK is not at {}; pass --sdk", sdk.display()))?;
             let root = crate::scaffold::new_plugin(&name, kind, &dir, &sdk)?;
-            eprintln!("created {}\n  cd {} && cargo test && cargo build --release --target wasm32-wasip2", root.display(), root.display());
+            eprintln!(
+                "created {}\n  cd {} && cargo test && cargo build --release --target wasm32-wasip2",
+                root.display(),
+                root.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin(cmd) => {
-            let plugins = crate::plugins::Plugins::open(&cfg.plugins).map_err(|e| anyhow::anyhow!(e))?;
+            let plugins =
+                crate::plugins::Plugins::open(&cfg.plugins).map_err(|e| anyhow::anyhow!(e))?;
             match cmd {
-                PluginCmd::List => print_json(&serde_json::json!({"plugins": plugins.list(), "rejected": plugins.rejected()}))?,
-                PluginCmd::New { .. } => anyhow::bail!("plugin new is handled before the registry starts"),
+                PluginCmd::List => print_json(
+                    &serde_json::json!({"plugins": plugins.list(), "rejected": plugins.rejected()}),
+                )?,
+                PluginCmd::New { .. } => {
+                    anyhow::bail!("plugin new is handled before the registry starts")
+                }
                 PluginCmd::Inspect { name } => {
-                    let m = plugins.get(&name).ok_or_else(|| anyhow::anyhow!("no plugin named {name:?}"))?;
-                    print_json(&serde_json::json!({"manifest": m, "limits": plugins.limits_for(&name)}))?;
+                    let m = plugins
+                        .get(&name)
+                        .ok_or_else(|| anyhow::anyhow!("no plugin named {name:?}"))?;
+                    print_json(
+                        &serde_json::json!({"manifest": m, "limits": plugins.limits_for(&name)}),
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { plugin, inputs, params, target_layer, file } => {
+        Command::Run {
+            plugin,
+            inputs,
+            params,
+            target_layer,
+            file,
+        } => {
             let lake = Lake::open(&cfg).await?;
             let req = crate::pipeline::RunRequest {
                 plugin,
@@ -313,21 +368,44 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn catalog_cmd(lake: &Lake, cmd: CatalogCmd) -> Result<()> {
     match cmd {
-        CatalogCmd::List { layer, source, q, tags, limit } => {
+        CatalogCmd::List {
+            layer,
+            source,
+            q,
+            tags,
+            limit,
+        } => {
             let query = SearchQuery {
                 layer,
                 source,
                 q,
-                tags: tags.map(|t| t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
+                tags: tags
+                    .map(|t| {
+                        t.split(',')
+                            .map(|s| s.trim().to_owned())
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 limit: limit.clamp(1, 500),
                 ..SearchQuery::default()
             };
             print_json(&lake.search(&query).await.map_err(lake_err)?)
         }
-        CatalogCmd::Show { id } => print_json(&lake.get_dataset(id_arg(&id)?).await.map_err(lake_err)?),
+        CatalogCmd::Show { id } => {
+            print_json(&lake.get_dataset(id_arg(&id)?).await.map_err(lake_err)?)
+        }
         CatalogCmd::Files { id } => print_json(&lake.files(id_arg(&id)?).await.map_err(lake_err)?),
         CatalogCmd::Stats => print_json(&lake.stats().await.map_err(lake_err)?),
-        CatalogCmd::Register { name, source, layer, external_id, object_path, metadata, tags } => {
+        CatalogCmd::Register {
+            name,
+            source,
+            layer,
+            external_id,
+            object_path,
+            metadata,
+            tags,
+        } => {
             let metadata = match metadata {
                 Some(m) => serde_json::from_str(&m).context("--metadata is not valid JSON")?,
                 None => serde_json::Value::Null,
@@ -340,7 +418,9 @@ async fn catalog_cmd(lake: &Lake, cmd: CatalogCmd) -> Result<()> {
                 bucket: None,
                 object_path,
                 metadata,
-                tags: tags.map(|t| t.split(',').map(str::to_owned).collect()).unwrap_or_default(),
+                tags: tags
+                    .map(|t| t.split(',').map(str::to_owned).collect())
+                    .unwrap_or_default(),
                 action: None,
             };
             print_json(&lake.register(req).await.map_err(lake_err)?)
@@ -348,14 +428,27 @@ async fn catalog_cmd(lake: &Lake, cmd: CatalogCmd) -> Result<()> {
         CatalogCmd::Upload { id, file, name } => {
             let name = match name {
                 Some(n) => n,
-                None => file.file_name().and_then(|n| n.to_str()).context("the file has no usable name; pass --name")?.to_owned(),
+                None => file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("the file has no usable name; pass --name")?
+                    .to_owned(),
             };
-            let f = tokio::fs::File::open(&file).await.with_context(|| format!("opening {}", file.display()))?;
+            let f = tokio::fs::File::open(&file)
+                .await
+                .with_context(|| format!("opening {}", file.display()))?;
             let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 << 10);
-            print_json(&lake.put_file(id_arg(&id)?, &name, None, Box::pin(stream)).await.map_err(lake_err)?)
+            print_json(
+                &lake
+                    .put_file(id_arg(&id)?, &name, None, Box::pin(stream))
+                    .await
+                    .map_err(lake_err)?,
+            )
         }
         CatalogCmd::Delete { id } => {
-            lake.delete(id_arg(&id)?, Some("cli".into())).await.map_err(lake_err)?;
+            lake.delete(id_arg(&id)?, Some("cli".into()))
+                .await
+                .map_err(lake_err)?;
             eprintln!("deleted");
             Ok(())
         }
@@ -373,7 +466,10 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, catalog = %if cfg.catalog.url.expose().starts_with("sqlite:") { "sqlite" } else { "postgres" }, storage = ?cfg.storage.backend, "Lake listening");
     eprintln!("lake listening on http://{addr} (API docs: http://{addr}/docs)");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.context("serving HTTP")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving HTTP")?;
     Ok(())
 }
 
@@ -383,7 +479,8 @@ async fn shutdown() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

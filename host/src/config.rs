@@ -142,7 +142,11 @@ fn default_max_connections() -> u32 {
 
 impl Default for CatalogConfig {
     fn default() -> Self {
-        Self { url: default_catalog_url(), max_connections: default_max_connections(), auto_migrate: true }
+        Self {
+            url: default_catalog_url(),
+            max_connections: default_max_connections(),
+            auto_migrate: true,
+        }
     }
 }
 
@@ -181,7 +185,9 @@ pub struct LocalStorageConfig {
 
 impl Default for LocalStorageConfig {
     fn default() -> Self {
-        Self { root: PathBuf::from("lake-data/objects") }
+        Self {
+            root: PathBuf::from("lake-data/objects"),
+        }
     }
 }
 
@@ -327,7 +333,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".to_owned(), format: LogFormat::Text }
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -370,7 +379,9 @@ impl ByteSize {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size such as 512MiB"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size such as 512MiB"))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1_000,
@@ -383,7 +394,9 @@ impl ByteSize {
             "tib" => 1 << 40,
             other => return Err(format!("unknown size unit {other:?} in {s:?}")),
         };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("{s:?} is too large"))
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
     }
 }
 
@@ -439,11 +452,20 @@ pub fn resolve_path(flag: Option<&Path>, env: &[(String, String)]) -> Option<Pat
 
 /// Loads the configuration from an optional file, the environment and CLI flags; returns every
 /// problem at once.
-pub fn load(path: Option<&Path>, env: &[(String, String)], cli: &CliOverrides) -> Result<Config, ConfigErrors> {
+pub fn load(
+    path: Option<&Path>,
+    env: &[(String, String)],
+    cli: &CliOverrides,
+) -> Result<Config, ConfigErrors> {
     let text = match path {
         Some(p) => match std::fs::read_to_string(p) {
             Ok(t) => Some(t),
-            Err(e) => return Err(ConfigErrors(vec![format!("{}: cannot read: {e}", p.display())])),
+            Err(e) => {
+                return Err(ConfigErrors(vec![format!(
+                    "{}: cannot read: {e}",
+                    p.display()
+                )]));
+            }
         },
         None => None,
     };
@@ -451,16 +473,28 @@ pub fn load(path: Option<&Path>, env: &[(String, String)], cli: &CliOverrides) -
 }
 
 /// The pure core of [`load`]: a file's text (if any), the environment as a list, and CLI flags.
-pub fn from_parts(text: Option<&str>, env: &[(String, String)], cli: &CliOverrides) -> Result<Config, ConfigErrors> {
+pub fn from_parts(
+    text: Option<&str>,
+    env: &[(String, String)],
+    cli: &CliOverrides,
+) -> Result<Config, ConfigErrors> {
     let mut problems = Vec::new();
     let mut root = match text.map(|t| t.parse::<toml::Table>()) {
         None => toml::Table::new(),
         Some(Ok(t)) => t,
-        Some(Err(e)) => return Err(ConfigErrors(vec![format!("lake.toml is not valid TOML: {e}")])),
+        Some(Err(e)) => {
+            return Err(ConfigErrors(vec![format!(
+                "lake.toml is not valid TOML: {e}"
+            )]));
+        }
     };
     problems.extend(apply_env(&mut root, env));
     if let Some(listen) = &cli.listen {
-        set_path(&mut root, &["server", "listen"], toml::Value::String(listen.clone()));
+        set_path(
+            &mut root,
+            &["server", "listen"],
+            toml::Value::String(listen.clone()),
+        );
     }
 
     // Deserialize section by section so that one bad section does not hide the others' problems.
@@ -482,7 +516,11 @@ pub fn from_parts(text: Option<&str>, env: &[(String, String)], cli: &CliOverrid
         let _ = result;
     }
     problems.extend(validate(&cfg));
-    if problems.is_empty() { Ok(cfg) } else { Err(ConfigErrors(problems)) }
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigErrors(problems))
+    }
 }
 
 fn section_from<T: serde::de::DeserializeOwned>(
@@ -491,7 +529,8 @@ fn section_from<T: serde::de::DeserializeOwned>(
     problems: &mut Vec<String>,
 ) -> Option<T> {
     let mut unknown = Vec::new();
-    let result: Result<T, _> = serde_ignored::deserialize(value, |path| unknown.push(path.to_string()));
+    let result: Result<T, _> =
+        serde_ignored::deserialize(value, |path| unknown.push(path.to_string()));
     for u in &unknown {
         problems.push(format!("unknown key `{section}.{u}`"));
     }
@@ -509,8 +548,14 @@ pub fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Vec<String
     let mut problems = Vec::new();
     let known = known_paths();
     for (name, raw) in env {
-        let Some(rest) = name.strip_prefix("LAKE_") else { continue };
-        if name == "LAKE_CONFIG" || name == "LAKE_LOG" || rest.starts_with("TEST_") || rest.starts_with("BENCH_") {
+        let Some(rest) = name.strip_prefix("LAKE_") else {
+            continue;
+        };
+        if name == "LAKE_CONFIG"
+            || name == "LAKE_LOG"
+            || rest.starts_with("TEST_")
+            || rest.starts_with("BENCH_")
+        {
             continue;
         }
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
@@ -519,7 +564,12 @@ pub fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Vec<String
             let hint = known
                 .keys()
                 .find(|k| k.replace('.', "_") == rest.to_ascii_lowercase())
-                .map(|k| format!(" (did you mean LAKE_{}?)", k.replace('.', "__").to_ascii_uppercase()))
+                .map(|k| {
+                    format!(
+                        " (did you mean LAKE_{}?)",
+                        k.replace('.', "__").to_ascii_uppercase()
+                    )
+                })
                 .unwrap_or_default();
             problems.push(format!("{name}: names no setting{hint}"));
             continue;
@@ -547,11 +597,19 @@ fn known_paths() -> BTreeMap<String, Kind> {
     let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
     fn walk(prefix: &str, t: &toml::Table, out: &mut BTreeMap<String, Kind>) {
         for (k, v) in t {
-            let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let p = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             match v {
                 toml::Value::Table(inner) => walk(&p, inner, out),
                 toml::Value::Integer(_) => {
-                    let kind = if k.ends_with("_bytes") || k.ends_with("_size") { Kind::Size } else { Kind::Int };
+                    let kind = if k.ends_with("_bytes") || k.ends_with("_size") {
+                        Kind::Size
+                    } else {
+                        Kind::Int
+                    };
                     out.insert(p, kind);
                 }
                 toml::Value::Float(_) => {
@@ -567,7 +625,12 @@ fn known_paths() -> BTreeMap<String, Kind> {
         }
     }
     walk("", &defaults, &mut out);
-    for p in ["storage.s3.endpoint", "storage.s3.access_key_id", "storage.s3.secret_access_key", "storage.s3.secret_access_key_file"] {
+    for p in [
+        "storage.s3.endpoint",
+        "storage.s3.access_key_id",
+        "storage.s3.secret_access_key",
+        "storage.s3.secret_access_key_file",
+    ] {
         out.insert(p.to_owned(), Kind::Str);
     }
     out.insert("plugins.fuel".to_owned(), Kind::Int);
@@ -577,9 +640,21 @@ fn known_paths() -> BTreeMap<String, Kind> {
 
 fn env_value(raw: &str, kind: Kind) -> toml::Value {
     match kind {
-        Kind::Int => raw.trim().parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
-        Kind::Float => raw.trim().parse::<f64>().map(toml::Value::Float).unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
-        Kind::Size => raw.trim().parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
+        Kind::Int => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
+        Kind::Float => raw
+            .trim()
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
+        Kind::Size => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
         Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
             "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
@@ -596,7 +671,9 @@ fn set_path(root: &mut toml::Table, path: &[&str], value: toml::Value) {
     };
     let mut table = root;
     for p in parents {
-        let entry = table.entry((*p).to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = table
+            .entry((*p).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if !entry.is_table() {
             *entry = toml::Value::Table(toml::Table::new());
         }
@@ -612,23 +689,37 @@ fn set_path(root: &mut toml::Table, path: &[&str], value: toml::Value) {
 pub fn validate(cfg: &Config) -> Vec<String> {
     let mut p = Vec::new();
     if cfg.server.listen.parse::<SocketAddr>().is_err() {
-        p.push(format!("server.listen: {:?} is not an address such as 127.0.0.1:8080", cfg.server.listen));
+        p.push(format!(
+            "server.listen: {:?} is not an address such as 127.0.0.1:8080",
+            cfg.server.listen
+        ));
     }
     if cfg.server.max_upload_bytes.0 == 0 {
         p.push("server.max_upload_bytes: must be greater than 0".to_owned());
     }
     if cfg.server.presign_ttl_secs == 0 || cfg.server.presign_ttl_secs > 7 * 24 * 3600 {
-        p.push("server.presign_ttl_secs: must be between 1 and 604800 (7 days, the S3 maximum)".to_owned());
+        p.push(
+            "server.presign_ttl_secs: must be between 1 and 604800 (7 days, the S3 maximum)"
+                .to_owned(),
+        );
     }
     let url = cfg.catalog.url.expose();
-    if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    if !(url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://"))
+    {
         p.push("catalog.url: must start with sqlite:, postgres:// or postgresql://".to_owned());
     }
     if cfg.catalog.max_connections == 0 {
         p.push("catalog.max_connections: must be at least 1".to_owned());
     }
     let b = &cfg.storage.buckets;
-    let names = [("raw", &b.raw), ("processed", &b.processed), ("curated", &b.curated), ("archive", &b.archive)];
+    let names = [
+        ("raw", &b.raw),
+        ("processed", &b.processed),
+        ("curated", &b.curated),
+        ("archive", &b.archive),
+    ];
     for (layer, name) in names {
         if let Err(e) = check_bucket_name(name) {
             p.push(format!("storage.buckets.{layer}: {e}"));
@@ -649,7 +740,9 @@ pub fn validate(cfg: &Config) -> Vec<String> {
         if let Some(ep) = &s3.endpoint
             && !(ep.starts_with("http://") || ep.starts_with("https://"))
         {
-            p.push(format!("storage.s3.endpoint: {ep:?} must start with http:// or https://"));
+            p.push(format!(
+                "storage.s3.endpoint: {ep:?} must start with http:// or https://"
+            ));
         }
         if s3.access_key_id.as_deref().is_none_or(str::is_empty) {
             p.push("storage.s3.access_key_id: required with storage.backend = \"s3\"".to_owned());
@@ -683,27 +776,47 @@ pub fn validate(cfg: &Config) -> Vec<String> {
         p.push("plugins.timeout_secs: must be between 0 and 86400".to_owned());
     }
     if cfg.plugins.memory.0 < (16 << 20) || cfg.plugins.memory.0 > (4 << 30) {
-        p.push("plugins.memory: must be between 16MiB and 4GiB (a component's memory is 32-bit)".to_owned());
+        p.push(
+            "plugins.memory: must be between 16MiB and 4GiB (a component's memory is 32-bit)"
+                .to_owned(),
+        );
     }
     for (name, o) in &cfg.plugins.overrides {
-        if o.memory.is_some_and(|m| m.0 < (16 << 20) || m.0 > (4 << 30)) {
-            p.push(format!("plugins.overrides.{name}.memory: must be between 16MiB and 4GiB"));
+        if o.memory
+            .is_some_and(|m| m.0 < (16 << 20) || m.0 > (4 << 30))
+        {
+            p.push(format!(
+                "plugins.overrides.{name}.memory: must be between 16MiB and 4GiB"
+            ));
         }
         if o.timeout_secs.is_some_and(|t| !(t > 0.0 && t <= 86_400.0)) {
-            p.push(format!("plugins.overrides.{name}.timeout_secs: must be between 0 and 86400"));
+            p.push(format!(
+                "plugins.overrides.{name}.timeout_secs: must be between 0 and 86400"
+            ));
         }
     }
     if tracing_subscriber::EnvFilter::try_new(&cfg.log.level).is_err() {
-        p.push(format!("log.level: {:?} is not a valid filter such as info or lake_host=debug", cfg.log.level));
+        p.push(format!(
+            "log.level: {:?} is not a valid filter such as info or lake_host=debug",
+            cfg.log.level
+        ));
     }
     p
 }
 
 /// S3's bucket naming rules, which the local backend follows too so a lake can move between them.
 pub fn check_bucket_name(name: &str) -> Result<(), String> {
-    let ok_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    let ok_ends = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let ok_ends = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if !(3..=63).contains(&name.len()) || !ok_chars || !ok_ends || name.contains("..") {
         return Err(format!(
             "{name:?} is not a valid bucket name (3-63 lowercase letters, digits, '-' or '.', starting and ending alphanumeric)"
@@ -719,13 +832,16 @@ impl S3Config {
             return Some(s.clone());
         }
         let f = self.secret_access_key_file.as_ref()?;
-        std::fs::read_to_string(f).ok().map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_owned()))
+        std::fs::read_to_string(f)
+            .ok()
+            .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_owned()))
     }
 }
 
 impl Config {
     /// The configuration as TOML with secrets redacted: what `lake config check` prints.
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }

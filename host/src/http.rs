@@ -65,7 +65,12 @@ struct ErrorDetail {
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), run_id: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            run_id: None,
+        }
     }
     fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
@@ -79,7 +84,9 @@ impl From<LakeError> for ApiError {
             LakeError::Invalid(m) => ApiError::invalid(m),
             LakeError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             LakeError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
-            LakeError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
+            LakeError::TooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+            }
             LakeError::BadBody(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_body", m),
             LakeError::Unavailable(detail) => {
                 // Logged once here with its detail; the client learns only that it may retry.
@@ -96,7 +103,13 @@ impl From<LakeError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message, run_id: self.run_id } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                run_id: self.run_id,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -115,15 +128,27 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "send the body as JSON with Content-Type: application/json",
             ),
-            J::JsonSyntaxError(_) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", r.body_text()),
-            J::BytesRejection(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", r.body_text()),
+            J::JsonSyntaxError(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", r.body_text())
+            }
+            J::BytesRejection(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                r.body_text(),
+            ),
             _ => ApiError::invalid(r.body_text()),
         }
     }
 }
 
 fn parse_id(s: &str) -> Result<DatasetId, ApiError> {
-    s.parse().map_err(|e: String| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no dataset {s:?}: {e}")))
+    s.parse().map_err(|e: String| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no dataset {s:?}: {e}"),
+        )
+    })
 }
 
 /// Builds the router over a lake.
@@ -149,7 +174,13 @@ pub fn router(state: AppState) -> Router {
         .route("/pipelines/runs", get(list_runs))
         .route("/pipelines/runs/{id}", get(get_run))
         .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /docs") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; see /docs",
+            )
+        })
         .layer(middleware::from_fn(track_metrics))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -157,7 +188,11 @@ pub fn router(state: AppState) -> Router {
 
 async fn track_metrics(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
     let method = req.method().to_string();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
@@ -178,13 +213,21 @@ struct Health {
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn health(State(s): State<AppState>) -> Result<Json<Health>, ApiError> {
     s.lake.ready().await?;
-    Ok(Json(Health { status: "ok", catalog: s.lake.catalog().kind(), storage: s.lake.blobs().kind() }))
+    Ok(Json(Health {
+        status: "ok",
+        catalog: s.lake.catalog().kind(),
+        storage: s.lake.blobs().kind(),
+    }))
 }
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 async fn metrics_text(State(s): State<AppState>) -> Response {
-    let body = s.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+    let body = s
+        .metrics
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -218,9 +261,18 @@ struct CatalogQuery {
 /// Search the catalog.
 #[utoipa::path(get, path = "/catalog", params(CatalogQuery),
     responses((status = 200, body = inline(Page<Dataset>)), (status = 422, body = ErrorBody)))]
-async fn list_catalog(State(s): State<AppState>, q: Result<Query<CatalogQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Page<Dataset>>, ApiError> {
+async fn list_catalog(
+    State(s): State<AppState>,
+    q: Result<Query<CatalogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<Dataset>>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let layer = q.layer.as_deref().filter(|l| !l.is_empty()).map(str::parse::<Layer>).transpose().map_err(|e| ApiError::invalid(e.to_string()))?;
+    let layer = q
+        .layer
+        .as_deref()
+        .filter(|l| !l.is_empty())
+        .map(str::parse::<Layer>)
+        .transpose()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit: must be between 1 and 500"));
@@ -229,7 +281,11 @@ async fn list_catalog(State(s): State<AppState>, q: Result<Query<CatalogQuery>, 
         .cursor
         .as_deref()
         .filter(|c| !c.is_empty())
-        .map(|c| c.parse::<DatasetId>().map_err(|_| ApiError::invalid(format!("cursor {c:?} is not a cursor from a previous page"))))
+        .map(|c| {
+            c.parse::<DatasetId>().map_err(|_| {
+                ApiError::invalid(format!("cursor {c:?} is not a cursor from a previous page"))
+            })
+        })
         .transpose()?;
     let status = match q.status.as_deref() {
         None | Some("") => DatasetStatus::Ready,
@@ -239,7 +295,15 @@ async fn list_catalog(State(s): State<AppState>, q: Result<Query<CatalogQuery>, 
         layer,
         source: q.source.filter(|s| !s.is_empty()),
         q: q.q,
-        tags: q.tags.map(|t| t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
+        tags: q
+            .tags
+            .map(|t| {
+                t.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
         status,
         limit,
         after,
@@ -277,13 +341,20 @@ struct CreateDataset {
 /// Register a dataset (and any objects already at its path).
 #[utoipa::path(post, path = "/catalog", request_body = CreateDataset,
     responses((status = 201, body = Dataset), (status = 422, body = ErrorBody)))]
-async fn create_dataset(State(s): State<AppState>, ApiJson(body): ApiJson<CreateDataset>) -> Result<(StatusCode, Json<Dataset>), ApiError> {
+async fn create_dataset(
+    State(s): State<AppState>,
+    ApiJson(body): ApiJson<CreateDataset>,
+) -> Result<(StatusCode, Json<Dataset>), ApiError> {
     let layer = match body.layer.as_deref() {
         None | Some("") => Layer::Raw,
-        Some(l) => l.parse().map_err(|e: crate::layers::UnknownLayer| ApiError::invalid(e.to_string()))?,
+        Some(l) => l
+            .parse()
+            .map_err(|e: crate::layers::UnknownLayer| ApiError::invalid(e.to_string()))?,
     };
     if body.object_path.is_some() && body.minio_prefix.is_some() {
-        return Err(ApiError::invalid("give object_path or minio_prefix, not both"));
+        return Err(ApiError::invalid(
+            "give object_path or minio_prefix, not both",
+        ));
     }
     let req = RegisterRequest {
         name: body.name,
@@ -309,7 +380,10 @@ async fn catalog_stats(State(s): State<AppState>) -> Result<Json<Stats>, ApiErro
 /// One dataset.
 #[utoipa::path(get, path = "/catalog/{id}", params(("id" = String, Path, description = "Dataset id")),
     responses((status = 200, body = Dataset), (status = 404, body = ErrorBody)))]
-async fn get_dataset(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Dataset>, ApiError> {
+async fn get_dataset(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Dataset>, ApiError> {
     Ok(Json(s.lake.get_dataset(parse_id(&id)?).await?))
 }
 
@@ -323,7 +397,10 @@ struct Deleted {
 /// Delete a dataset (refused for raw, for everyone).
 #[utoipa::path(delete, path = "/catalog/{id}", params(("id" = String, Path, description = "Dataset id")),
     responses((status = 200, body = Deleted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn delete_dataset(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Deleted>, ApiError> {
+async fn delete_dataset(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
     let id = parse_id(&id)?;
     s.lake.delete(id, None).await?;
     Ok(Json(Deleted { id, deleted: true }))
@@ -332,7 +409,10 @@ async fn delete_dataset(State(s): State<AppState>, Path(id): Path<String>) -> Re
 /// A dataset's files with size and SHA-256.
 #[utoipa::path(get, path = "/catalog/{id}/files", params(("id" = String, Path, description = "Dataset id")),
     responses((status = 200, body = Vec<FileRecord>), (status = 404, body = ErrorBody)))]
-async fn list_files(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<FileRecord>>, ApiError> {
+async fn list_files(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<FileRecord>>, ApiError> {
     Ok(Json(s.lake.files(parse_id(&id)?).await?))
 }
 
@@ -350,7 +430,10 @@ async fn upload_file(
     let id = parse_id(&id)?;
     let limit = s.lake.settings().max_upload_bytes;
     // Refuse a declared oversize body before reading any of it.
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
         && len > limit
     {
         return Err(ApiError::new(
@@ -364,7 +447,10 @@ async fn upload_file(
         .and_then(|v| v.to_str().ok())
         .filter(|c| *c != "application/x-www-form-urlencoded");
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let d = s.lake.put_file(id, &filename, content_type, Box::pin(stream)).await?;
+    let d = s
+        .lake
+        .put_file(id, &filename, content_type, Box::pin(stream))
+        .await?;
     Ok((StatusCode::CREATED, Json(d)))
 }
 
@@ -372,11 +458,21 @@ async fn upload_file(
 #[utoipa::path(get, path = "/catalog/{id}/download/{filename}",
     params(("id" = String, Path, description = "Dataset id"), ("filename" = String, Path, description = "File name")),
     responses((status = 200, description = "The file's bytes"), (status = 307, description = "Redirect to a presigned URL"), (status = 404, body = ErrorBody)))]
-async fn download(State(s): State<AppState>, Path((id, filename)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn download(
+    State(s): State<AppState>,
+    Path((id, filename)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     match s.lake.download(parse_id(&id)?, &filename).await? {
         Download::Redirect(url) => Ok(Redirect::temporary(&url).into_response()),
-        Download::Stream { body, size, content_type } => {
-            let disposition = format!("attachment; filename=\"{}\"", filename.replace(['"', '\\'], "_"));
+        Download::Stream {
+            body,
+            size,
+            content_type,
+        } => {
+            let disposition = format!(
+                "attachment; filename=\"{}\"",
+                filename.replace(['"', '\\'], "_")
+            );
             let mut resp = Body::from_stream(body).into_response();
             let h = resp.headers_mut();
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
@@ -424,18 +520,45 @@ struct PromoteResponse {
 #[utoipa::path(post, path = "/layers/promote", request_body = PromoteBody,
     responses((status = 201, body = PromoteResponse), (status = 200, body = PromoteResponse, description = "Already promoted"),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn promote(State(s): State<AppState>, ApiJson(body): ApiJson<PromoteBody>) -> Result<(StatusCode, Json<PromoteResponse>), ApiError> {
+async fn promote(
+    State(s): State<AppState>,
+    ApiJson(body): ApiJson<PromoteBody>,
+) -> Result<(StatusCode, Json<PromoteResponse>), ApiError> {
     let dataset_id = parse_id(&body.dataset_id)?;
-    let target_layer: Layer = body.target_layer.parse().map_err(|e: crate::layers::UnknownLayer| ApiError::invalid(e.to_string()))?;
-    let p = s.lake.promote(PromoteRequest { dataset_id, target_layer, notes: body.notes }).await?;
-    let status = if p.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(PromoteResponse { dataset: p.target, source_id: dataset_id, created: p.created })))
+    let target_layer: Layer = body
+        .target_layer
+        .parse()
+        .map_err(|e: crate::layers::UnknownLayer| ApiError::invalid(e.to_string()))?;
+    let p = s
+        .lake
+        .promote(PromoteRequest {
+            dataset_id,
+            target_layer,
+            notes: body.notes,
+        })
+        .await?;
+    let status = if p.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(PromoteResponse {
+            dataset: p.target,
+            source_id: dataset_id,
+            created: p.created,
+        }),
+    ))
 }
 
 /// Linear lineage: the dataset's ancestors and every provenance entry on the way.
 #[utoipa::path(get, path = "/provenance/{id}", params(("id" = String, Path, description = "Dataset id")),
     responses((status = 200, body = Lineage), (status = 404, body = ErrorBody)))]
-async fn provenance(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Lineage>, ApiError> {
+async fn provenance(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Lineage>, ApiError> {
     let id = parse_id(&id)?;
     Ok(Json(s.lake.lineage(id).await?))
 }
@@ -460,16 +583,28 @@ fn depth_of(q: &GraphQuery) -> Result<u32, ApiError> {
 /// Lineage graph: ancestors and descendants up to a depth.
 #[utoipa::path(get, path = "/provenance/{id}/graph", params(("id" = String, Path, description = "Dataset id"), GraphQuery),
     responses((status = 200, body = LineageGraph), (status = 404, body = ErrorBody)))]
-async fn graph(State(s): State<AppState>, Path(id): Path<String>, q: Result<Query<GraphQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<LineageGraph>, ApiError> {
+async fn graph(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<GraphQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<LineageGraph>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
     let id = parse_id(&id)?;
-    Ok(Json(s.lake.graph(id, depth_of(&q)?, q.direction.unwrap_or_default()).await?))
+    Ok(Json(
+        s.lake
+            .graph(id, depth_of(&q)?, q.direction.unwrap_or_default())
+            .await?,
+    ))
 }
 
 /// Lineage as W3C PROV-JSON.
 #[utoipa::path(get, path = "/provenance/{id}/prov", params(("id" = String, Path, description = "Dataset id"), GraphQuery),
     responses((status = 200, description = "PROV-JSON document"), (status = 404, body = ErrorBody)))]
-async fn prov(State(s): State<AppState>, Path(id): Path<String>, q: Result<Query<GraphQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+async fn prov(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<GraphQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
     let id = parse_id(&id)?;
     let doc = s.lake.prov_json(id, depth_of(&q)?).await?;
@@ -485,14 +620,23 @@ struct PluginList {
 }
 
 fn plugins_of(s: &AppState) -> Result<&Plugins, ApiError> {
-    s.lake.plugins().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the plugin runtime is not running"))
+    s.lake.plugins().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the plugin runtime is not running",
+        )
+    })
 }
 
 /// Loaded plugins with their manifests, and components refused at load.
 #[utoipa::path(get, path = "/plugins", responses((status = 200, body = PluginList)))]
 async fn list_plugins(State(s): State<AppState>) -> Result<Json<PluginList>, ApiError> {
     let p = plugins_of(&s)?;
-    Ok(Json(PluginList { plugins: p.list(), rejected: p.rejected() }))
+    Ok(Json(PluginList {
+        plugins: p.list(),
+        rejected: p.rejected(),
+    }))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -506,21 +650,40 @@ struct PluginDetail {
 /// One plugin's manifest and limits.
 #[utoipa::path(get, path = "/plugins/{name}", params(("name" = String, Path, description = "Plugin name")),
     responses((status = 200, body = PluginDetail), (status = 404, body = ErrorBody)))]
-async fn get_plugin(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<PluginDetail>, ApiError> {
+async fn get_plugin(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<PluginDetail>, ApiError> {
     let p = plugins_of(&s)?;
-    let manifest = p.get(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no plugin named {name:?}")))?;
-    Ok(Json(PluginDetail { limits: p.limits_for(&name), manifest }))
+    let manifest = p.get(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no plugin named {name:?}"),
+        )
+    })?;
+    Ok(Json(PluginDetail {
+        limits: p.limits_for(&name),
+        manifest,
+    }))
 }
 
 /// Run a plugin over datasets; the table lands as Parquet in a new dataset, and every invocation
 /// is recorded in provenance.
 #[utoipa::path(post, path = "/pipelines/run", request_body = RunRequest,
     responses((status = 201, body = Run), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody, description = "Invalid request, or the plugin failed (the failure is recorded; see run_id)")))]
-async fn run_pipeline(State(s): State<AppState>, ApiJson(req): ApiJson<RunRequest>) -> Result<(StatusCode, Json<Run>), ApiError> {
+async fn run_pipeline(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<RunRequest>,
+) -> Result<(StatusCode, Json<Run>), ApiError> {
     match s.lake.run_pipeline(req).await? {
         RunOutcome::Succeeded(run) => Ok((StatusCode::CREATED, Json(run))),
         RunOutcome::Failed(f) => {
-            let mut e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, f.error.code(), f.error.to_string());
+            let mut e = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                f.error.code(),
+                f.error.to_string(),
+            );
             e.run_id = Some(f.run_id);
             Err(e)
         }
@@ -536,7 +699,10 @@ struct RunsQuery {
 
 /// Recorded pipeline runs, newest first.
 #[utoipa::path(get, path = "/pipelines/runs", params(RunsQuery), responses((status = 200, body = Vec<Run>)))]
-async fn list_runs(State(s): State<AppState>, q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Vec<Run>>, ApiError> {
+async fn list_runs(
+    State(s): State<AppState>,
+    q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Run>>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
@@ -549,18 +715,60 @@ async fn list_runs(State(s): State<AppState>, q: Result<Query<RunsQuery>, axum::
 #[utoipa::path(get, path = "/pipelines/runs/{id}", params(("id" = String, Path, description = "Run id")),
     responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
 async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Run>, ApiError> {
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no run {id:?}")))?;
+    let id = uuid::Uuid::parse_str(&id)
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no run {id:?}")))?;
     Ok(Json(s.lake.run(id).await?))
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "The lake", description = "A governed data lake for biomedical research labs."),
-    paths(health, metrics_text, list_catalog, create_dataset, catalog_stats, get_dataset, delete_dataset, list_files,
-          upload_file, download, layers, promote, provenance, graph, prov, list_plugins, get_plugin, run_pipeline,
-          list_runs, get_run),
-    components(schemas(ErrorBody, ErrorDetail, Dataset, FileRecord, Stats, LayerSummary, Lineage, LineageGraph,
-                        CreateDataset, PromoteBody, PromoteResponse, Deleted, Health, PluginList, PluginDetail, Manifest,
-                        Rejected, Limits, RunRequest, Run))
+    info(
+        title = "The lake",
+        description = "A governed data lake for biomedical research labs."
+    ),
+    paths(
+        health,
+        metrics_text,
+        list_catalog,
+        create_dataset,
+        catalog_stats,
+        get_dataset,
+        delete_dataset,
+        list_files,
+        upload_file,
+        download,
+        layers,
+        promote,
+        provenance,
+        graph,
+        prov,
+        list_plugins,
+        get_plugin,
+        run_pipeline,
+        list_runs,
+        get_run
+    ),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        Dataset,
+        FileRecord,
+        Stats,
+        LayerSummary,
+        Lineage,
+        LineageGraph,
+        CreateDataset,
+        PromoteBody,
+        PromoteResponse,
+        Deleted,
+        Health,
+        PluginList,
+        PluginDetail,
+        Manifest,
+        Rejected,
+        Limits,
+        RunRequest,
+        Run
+    ))
 )]
 struct ApiDoc;

@@ -12,9 +12,12 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::blob::{self, BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement};
+use crate::blob::{
+    self, BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement,
+};
 use crate::catalog::{
-    Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, NewDataset, Page, SearchQuery, Stats,
+    Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, NewDataset, Page,
+    SearchQuery, Stats,
 };
 use crate::config::{Config, LockMode, StorageBackend};
 use crate::layers::Layer;
@@ -61,9 +64,15 @@ impl From<CatalogError> for LakeError {
 impl From<BlobError> for LakeError {
     fn from(e: BlobError) -> Self {
         match e {
-            BlobError::NotFound { bucket, key } => LakeError::NotFound(format!("object {bucket}/{key} not found")),
-            BlobError::InvalidKey { key, reason } => LakeError::Invalid(format!("invalid object path {key:?}: {reason}")),
-            BlobError::Body(io) if io.kind() == std::io::ErrorKind::FileTooLarge => LakeError::TooLarge(io.to_string()),
+            BlobError::NotFound { bucket, key } => {
+                LakeError::NotFound(format!("object {bucket}/{key} not found"))
+            }
+            BlobError::InvalidKey { key, reason } => {
+                LakeError::Invalid(format!("invalid object path {key:?}: {reason}"))
+            }
+            BlobError::Body(io) if io.kind() == std::io::ErrorKind::FileTooLarge => {
+                LakeError::TooLarge(io.to_string())
+            }
             BlobError::Body(io) => LakeError::BadBody(format!("the upload stream failed: {io}")),
             other => LakeError::Unavailable(other.to_string()),
         }
@@ -96,11 +105,17 @@ impl Settings {
             LockMode::Compliance => "COMPLIANCE",
         };
         Self {
-            buckets: [b.raw.clone(), b.processed.clone(), b.curated.clone(), b.archive.clone()],
+            buckets: [
+                b.raw.clone(),
+                b.processed.clone(),
+                b.curated.clone(),
+                b.archive.clone(),
+            ],
             promotion_parallelism: cfg.layers.promotion_parallelism,
             presign_ttl: Duration::from_secs(cfg.server.presign_ttl_secs),
             max_upload_bytes: cfg.server.max_upload_bytes.0,
-            raw_lock: (cfg.layers.raw_retention_days > 0).then_some((cfg.layers.raw_retention_days, mode)),
+            raw_lock: (cfg.layers.raw_retention_days > 0)
+                .then_some((cfg.layers.raw_retention_days, mode)),
             archive_expiration_days: (cfg.layers.archive_expiration_days > 0)
                 .then_some(cfg.layers.archive_expiration_days),
         }
@@ -168,9 +183,13 @@ impl std::fmt::Debug for Download {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Download::Redirect(url) => f.debug_tuple("Redirect").field(url).finish(),
-            Download::Stream { size, content_type, .. } => {
-                f.debug_struct("Stream").field("size", size).field("content_type", content_type).finish_non_exhaustive()
-            }
+            Download::Stream {
+                size, content_type, ..
+            } => f
+                .debug_struct("Stream")
+                .field("size", size)
+                .field("content_type", content_type)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -203,7 +222,11 @@ const CLAIM_STALE_AFTER: Duration = Duration::from_secs(3600);
 
 /// The filename rules: one path segment a person would type, never a path.
 pub fn check_file_name(name: &str) -> Result<(), LakeError> {
-    let bad = |why: &str| Err(LakeError::Invalid(format!("invalid file name {name:?}: {why}")));
+    let bad = |why: &str| {
+        Err(LakeError::Invalid(format!(
+            "invalid file name {name:?}: {why}"
+        )))
+    };
     if name.is_empty() || name.len() > 255 {
         return bad("must be 1 to 255 bytes");
     }
@@ -242,26 +265,52 @@ impl Lake {
         use anyhow::Context;
         let url = cfg.catalog.url.expose();
         let catalog: Arc<dyn Catalog> = if url.starts_with("sqlite:") {
-            Arc::new(crate::catalog::sqlite::SqliteCatalog::connect(url, cfg.catalog.max_connections).await.context("opening the SQLite catalog")?)
+            Arc::new(
+                crate::catalog::sqlite::SqliteCatalog::connect(url, cfg.catalog.max_connections)
+                    .await
+                    .context("opening the SQLite catalog")?,
+            )
         } else {
-            Arc::new(crate::catalog::postgres::PostgresCatalog::connect(url, cfg.catalog.max_connections).await.context("connecting to PostgreSQL")?)
+            Arc::new(
+                crate::catalog::postgres::PostgresCatalog::connect(
+                    url,
+                    cfg.catalog.max_connections,
+                )
+                .await
+                .context("connecting to PostgreSQL")?,
+            )
         };
         if cfg.catalog.auto_migrate {
             catalog.migrate().await.context("migrating the catalog")?;
         }
         let blobs: Arc<dyn BlobStore> = match cfg.storage.backend {
-            StorageBackend::Local => Arc::new(blob::local::LocalStore::open(&cfg.storage.local.root).await.context("opening the local blob store")?),
-            StorageBackend::S3 => Arc::new(blob::s3::S3Store::new(&cfg.storage.s3).context("configuring S3")?),
+            StorageBackend::Local => Arc::new(
+                blob::local::LocalStore::open(&cfg.storage.local.root)
+                    .await
+                    .context("opening the local blob store")?,
+            ),
+            StorageBackend::S3 => {
+                Arc::new(blob::s3::S3Store::new(&cfg.storage.s3).context("configuring S3")?)
+            }
         };
-        let plugins = crate::plugins::Plugins::open(&cfg.plugins).context("starting the plugin runtime")?;
+        let plugins =
+            crate::plugins::Plugins::open(&cfg.plugins).context("starting the plugin runtime")?;
         let lake = Lake::new(catalog, blobs, Settings::from_config(cfg)).with_plugins(plugins);
-        lake.prepare_buckets().await.context("preparing the layer buckets")?;
+        lake.prepare_buckets()
+            .await
+            .context("preparing the layer buckets")?;
         Ok(lake)
     }
 
     /// Assembles a lake from parts (tests use this with their own adapters).
     pub fn new(catalog: Arc<dyn Catalog>, blobs: Arc<dyn BlobStore>, settings: Settings) -> Lake {
-        Lake { catalog, blobs, settings: Arc::new(settings), reports: Arc::default(), plugins: None }
+        Lake {
+            catalog,
+            blobs,
+            settings: Arc::new(settings),
+            reports: Arc::default(),
+            plugins: None,
+        }
     }
 
     /// Attaches the plugin runtime.
@@ -280,10 +329,21 @@ impl Lake {
         let mut reports = Vec::new();
         for layer in Layer::ALL {
             let policy = BucketPolicy {
-                object_lock: if layer == Layer::Raw { self.settings.raw_lock } else { None },
-                expire_after_days: if layer == Layer::Archive { self.settings.archive_expiration_days } else { None },
+                object_lock: if layer == Layer::Raw {
+                    self.settings.raw_lock
+                } else {
+                    None
+                },
+                expire_after_days: if layer == Layer::Archive {
+                    self.settings.archive_expiration_days
+                } else {
+                    None
+                },
             };
-            let report = self.blobs.prepare_bucket(self.bucket(layer), &policy).await?;
+            let report = self
+                .blobs
+                .prepare_bucket(self.bucket(layer), &policy)
+                .await?;
             tracing::info!(layer = %layer, bucket = self.bucket(layer), object_lock = ?report.object_lock, lifecycle = ?report.lifecycle, "Layer bucket ready");
             reports.push((layer, report));
         }
@@ -317,11 +377,15 @@ impl Lake {
     pub async fn register(&self, req: RegisterRequest) -> Result<Dataset, LakeError> {
         let name = req.name.trim();
         if name.is_empty() || name.len() > 512 {
-            return Err(LakeError::Invalid("name: must be 1 to 512 characters".into()));
+            return Err(LakeError::Invalid(
+                "name: must be 1 to 512 characters".into(),
+            ));
         }
         let source = req.source.trim();
         if source.is_empty() || source.len() > 128 || source.contains('/') {
-            return Err(LakeError::Invalid("source: must be 1 to 128 characters without '/'".into()));
+            return Err(LakeError::Invalid(
+                "source: must be 1 to 128 characters without '/'".into(),
+            ));
         }
         let bucket = self.bucket(req.layer).to_owned();
         if let Some(b) = req.bucket.as_deref().filter(|b| !b.is_empty())
@@ -337,14 +401,25 @@ impl Lake {
         let metadata = fill_metadata(req.metadata, source)?;
 
         // Find the objects to register: one object, or everything under a prefix.
-        let (prefix, objects) = match req.object_path.as_deref().map(|p| p.trim().trim_start_matches('/')) {
+        let (prefix, objects) = match req
+            .object_path
+            .as_deref()
+            .map(|p| p.trim().trim_start_matches('/'))
+        {
             None | Some("") => (format!("{source}/{id}/"), Vec::new()),
             Some(path) => {
                 blob::check_key(path.trim_end_matches('/'))?;
-                let exact = if path.ends_with('/') { None } else { self.blobs.head(&bucket, path).await.ok() };
+                let exact = if path.ends_with('/') {
+                    None
+                } else {
+                    self.blobs.head(&bucket, path).await.ok()
+                };
                 match exact {
                     Some(obj) => {
-                        let (dir, _) = path.rsplit_once('/').map(|(d, f)| (format!("{d}/"), f)).unwrap_or((String::new(), path));
+                        let (dir, _) = path
+                            .rsplit_once('/')
+                            .map(|(d, f)| (format!("{d}/"), f))
+                            .unwrap_or((String::new(), path));
                         (dir, vec![obj])
                     }
                     None => {
@@ -357,7 +432,10 @@ impl Lake {
         };
         // A dataset is flat: nested objects would need names with '/', so say so instead of
         // silently cataloging only part of what is there.
-        if let Some(nested) = objects.iter().find(|o| o.key.strip_prefix(&prefix).is_some_and(|r| r.contains('/'))) {
+        if let Some(nested) = objects
+            .iter()
+            .find(|o| o.key.strip_prefix(&prefix).is_some_and(|r| r.contains('/')))
+        {
             return Err(LakeError::Invalid(format!(
                 "object_path {prefix:?} holds nested objects such as {:?}; a dataset is one flat prefix, so register each sub-prefix as its own dataset",
                 nested.key
@@ -376,7 +454,9 @@ impl Lake {
             });
         }
         if prefix.is_empty() {
-            return Err(LakeError::Invalid("object_path: objects must be inside a prefix such as source/id/".into()));
+            return Err(LakeError::Invalid(
+                "object_path: objects must be inside a prefix such as source/id/".into(),
+            ));
         }
         let action = req.action.unwrap_or(Action::Registration);
         let new = NewDataset {
@@ -403,8 +483,12 @@ impl Lake {
             notes: None,
             actor: None,
         };
-        let d = self.catalog.insert_dataset(&new, &files, Some(&prov)).await?;
-        metrics::counter!("lake_datasets_registered_total", "layer" => req.layer.as_str()).increment(1);
+        let d = self
+            .catalog
+            .insert_dataset(&new, &files, Some(&prov))
+            .await?;
+        metrics::counter!("lake_datasets_registered_total", "layer" => req.layer.as_str())
+            .increment(1);
         Ok(d)
     }
 
@@ -414,9 +498,10 @@ impl Lake {
         match d.status {
             DatasetStatus::Ready => Ok(d),
             DatasetStatus::Deleted => Err(LakeError::NotFound(format!("dataset {id} was deleted"))),
-            DatasetStatus::Pending | DatasetStatus::Failed => {
-                Err(LakeError::NotFound(format!("dataset {id} is not ready (status {})", d.status.as_str())))
-            }
+            DatasetStatus::Pending | DatasetStatus::Failed => Err(LakeError::NotFound(format!(
+                "dataset {id} is not ready (status {})",
+                d.status.as_str()
+            ))),
         }
     }
 
@@ -511,13 +596,23 @@ impl Lake {
             .await?
             .into_iter()
             .find(|f| f.name == name)
-            .ok_or_else(|| LakeError::NotFound(format!("dataset {id} has no file named {name:?}")))?;
+            .ok_or_else(|| {
+                LakeError::NotFound(format!("dataset {id} has no file named {name:?}"))
+            })?;
         let key = format!("{}{}", d.prefix, name);
-        if let Some(url) = self.blobs.presign_get(&d.bucket, &key, self.settings.presign_ttl).await? {
+        if let Some(url) = self
+            .blobs
+            .presign_get(&d.bucket, &key, self.settings.presign_ttl)
+            .await?
+        {
             return Ok(Download::Redirect(url));
         }
         let body = self.blobs.get(&d.bucket, &key).await?;
-        Ok(Download::Stream { body, size: file.size, content_type: file.content_type })
+        Ok(Download::Stream {
+            body,
+            size: file.size,
+            content_type: file.content_type,
+        })
     }
 
     /// Deletes a non-raw dataset: the row stays, marked deleted, for lineage; the objects go.
@@ -529,7 +624,9 @@ impl Lake {
             )));
         }
         if d.status == DatasetStatus::Deleted {
-            return Err(LakeError::NotFound(format!("dataset {id} was already deleted")));
+            return Err(LakeError::NotFound(format!(
+                "dataset {id} was already deleted"
+            )));
         }
         let files = self.catalog.list_files(id).await?;
         let prov = NewProvenance {
@@ -542,9 +639,15 @@ impl Lake {
         };
         // Mark deleted first: a failure while removing objects leaves orphans, never a visible row
         // whose objects are gone.
-        self.catalog.commit(id, &[], DatasetStatus::Deleted, Some(&prov)).await?;
+        self.catalog
+            .commit(id, &[], DatasetStatus::Deleted, Some(&prov))
+            .await?;
         for f in files {
-            if let Err(e) = self.blobs.delete(&d.bucket, &format!("{}{}", d.prefix, f.name)).await {
+            if let Err(e) = self
+                .blobs
+                .delete(&d.bucket, &format!("{}{}", d.prefix, f.name))
+                .await
+            {
                 tracing::warn!(dataset = %id, file = %f.name, error = %e, "Object left behind after delete");
             }
         }
@@ -552,33 +655,61 @@ impl Lake {
     }
 
     /// Records a manual provenance entry.
-    pub async fn record_manual(&self, inputs: Vec<DatasetId>, outputs: Vec<DatasetId>, notes: String) -> Result<ProvenanceEntry, LakeError> {
+    pub async fn record_manual(
+        &self,
+        inputs: Vec<DatasetId>,
+        outputs: Vec<DatasetId>,
+        notes: String,
+    ) -> Result<ProvenanceEntry, LakeError> {
         for id in inputs.iter().chain(&outputs) {
             self.catalog.get_dataset(*id).await?;
         }
-        let entry = NewProvenance { action: Action::Manual, inputs, outputs, parameters: serde_json::json!({}), notes: Some(notes), actor: None };
+        let entry = NewProvenance {
+            action: Action::Manual,
+            inputs,
+            outputs,
+            parameters: serde_json::json!({}),
+            notes: Some(notes),
+            actor: None,
+        };
         Ok(self.catalog.append_provenance(&entry).await?)
     }
 
     /// The linear lineage of a dataset.
     pub async fn lineage(&self, id: DatasetId) -> Result<Lineage, LakeError> {
-        let graph = self.catalog.lineage(id, 10_000, Direction::Ancestors).await?;
+        let graph = self
+            .catalog
+            .lineage(id, 10_000, Direction::Ancestors)
+            .await?;
         let mut ancestors: Vec<_> = graph.nodes.iter().filter(|n| n.distance < 0).collect();
         ancestors.sort_by_key(|n| -n.distance);
         let ancestors: Vec<DatasetId> = ancestors.into_iter().map(|n| n.id).collect();
         let mut ids = vec![id];
         ids.extend(&ancestors);
         let entries = self.catalog.provenance_of(&ids).await?;
-        Ok(Lineage { dataset_id: id, ancestors, entries })
+        Ok(Lineage {
+            dataset_id: id,
+            ancestors,
+            entries,
+        })
     }
 
     /// Ancestors and descendants up to `depth` steps.
-    pub async fn graph(&self, id: DatasetId, depth: u32, direction: Direction) -> Result<LineageGraph, LakeError> {
+    pub async fn graph(
+        &self,
+        id: DatasetId,
+        depth: u32,
+        direction: Direction,
+    ) -> Result<LineageGraph, LakeError> {
         Ok(self.catalog.lineage(id, depth, direction).await?)
     }
 
     /// The lineage graph and its entries as W3C PROV-JSON.
-    pub async fn prov_json(&self, id: DatasetId, depth: u32) -> Result<serde_json::Value, LakeError> {
+    pub async fn prov_json(
+        &self,
+        id: DatasetId,
+        depth: u32,
+    ) -> Result<serde_json::Value, LakeError> {
         let graph = self.catalog.lineage(id, depth, Direction::Both).await?;
         let ids: Vec<DatasetId> = graph.nodes.iter().map(|n| n.id).collect();
         let entries = self.catalog.provenance_of(&ids).await?;
@@ -588,15 +719,23 @@ impl Lake {
     /// Per-layer counts, bytes and immutability.
     pub async fn layers(&self) -> Result<Vec<LayerSummary>, LakeError> {
         let stats = self.catalog.stats().await?;
-        let reports = self.reports.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let reports = self
+            .reports
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Ok(Layer::ALL
             .iter()
             .map(|&layer| {
                 let g = stats.by_layer.iter().find(|g| g.key == layer.as_str());
-                let report = reports.iter().find(|(l, _)| *l == layer).map(|(_, r)| r.clone()).unwrap_or(BucketReport {
-                    object_lock: Enforcement::NotRequested,
-                    lifecycle: Enforcement::NotRequested,
-                });
+                let report = reports
+                    .iter()
+                    .find(|(l, _)| *l == layer)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or(BucketReport {
+                        object_lock: Enforcement::NotRequested,
+                        lifecycle: Enforcement::NotRequested,
+                    });
                 let by_storage = matches!(report.object_lock, Enforcement::Applied { .. });
                 LayerSummary {
                     layer,
@@ -625,7 +764,9 @@ fn normalise_tags(tags: &[String]) -> Result<Vec<String>, LakeError> {
             continue;
         }
         if t.len() > 64 || t.contains(',') {
-            return Err(LakeError::Invalid(format!("tag {t:?}: must be at most 64 characters without commas")));
+            return Err(LakeError::Invalid(format!(
+                "tag {t:?}: must be at most 64 characters without commas"
+            )));
         }
         if !out.iter().any(|o| o == t) {
             out.push(t.to_owned());
@@ -651,8 +792,11 @@ fn fill_metadata(meta: serde_json::Value, source: &str) -> Result<serde_json::Va
             )));
         }
     };
-    obj.entry("source").or_insert_with(|| serde_json::json!(source));
-    obj.entry("date").or_insert_with(|| serde_json::json!(Utc::now().format("%Y-%m-%d").to_string()));
-    obj.entry("version").or_insert_with(|| serde_json::json!("1"));
+    obj.entry("source")
+        .or_insert_with(|| serde_json::json!(source));
+    obj.entry("date")
+        .or_insert_with(|| serde_json::json!(Utc::now().format("%Y-%m-%d").to_string()));
+    obj.entry("version")
+        .or_insert_with(|| serde_json::json!("1"));
     Ok(serde_json::Value::Object(obj))
 }

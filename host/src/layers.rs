@@ -16,7 +16,20 @@ use crate::lake::{Lake, LakeError};
 use crate::provenance::{Action, NewProvenance};
 
 /// One of the four storage layers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Layer {
     /// Upstream bytes exactly as collected or uploaded; immutable and never deleted.
@@ -115,12 +128,24 @@ impl Lake {
                     "dataset {} is in {}; it can only be promoted to the adjacent layer {next}, not {}",
                     source.id, source.layer, req.target_layer
                 ),
-                None => format!("dataset {} is in archive, the last layer; it cannot be promoted", source.id),
+                None => format!(
+                    "dataset {} is in archive, the last layer; it cannot be promoted",
+                    source.id
+                ),
             }));
         }
 
-        let target = match self.catalog.find_promotion(source.id, req.target_layer).await? {
-            Some(t) if t.status == DatasetStatus::Ready => return Ok(Promotion { target: t, created: false }),
+        let target = match self
+            .catalog
+            .find_promotion(source.id, req.target_layer)
+            .await?
+        {
+            Some(t) if t.status == DatasetStatus::Ready => {
+                return Ok(Promotion {
+                    target: t,
+                    created: false,
+                });
+            }
             Some(t) => t,
             None => {
                 let id = DatasetId::new();
@@ -145,12 +170,23 @@ impl Lake {
                     Ok(d) => d,
                     // A concurrent promotion of the same dataset won the race: resume or return it.
                     Err(crate::catalog::CatalogError::Conflict(_)) => {
-                        match self.catalog.find_promotion(source.id, req.target_layer).await? {
+                        match self
+                            .catalog
+                            .find_promotion(source.id, req.target_layer)
+                            .await?
+                        {
                             Some(t) if t.status == DatasetStatus::Ready => {
-                                return Ok(Promotion { target: t, created: false });
+                                return Ok(Promotion {
+                                    target: t,
+                                    created: false,
+                                });
                             }
                             Some(t) => t,
-                            None => return Err(LakeError::Conflict("a concurrent promotion is in progress".into())),
+                            None => {
+                                return Err(LakeError::Conflict(
+                                    "a concurrent promotion is in progress".into(),
+                                ));
+                            }
                         }
                     }
                     Err(e) => return Err(e.into()),
@@ -159,32 +195,38 @@ impl Lake {
         };
 
         let files = self.catalog.list_files(source.id).await?;
-        let copied: Result<Vec<FileRecord>, LakeError> = futures::stream::iter(files.iter().cloned())
-            .map(|f| {
-                let src_key = format!("{}{}", source.prefix, f.name);
-                let dst_key = format!("{}{}", target.prefix, f.name);
-                let (src_bucket, dst_bucket) = (source.bucket.clone(), target.bucket.clone());
-                async move {
-                    self.blobs.copy(&src_bucket, &src_key, &dst_bucket, &dst_key).await?;
-                    // The copy is server-side; check its size so a truncated copy never becomes ready.
-                    let info = self.blobs.head(&dst_bucket, &dst_key).await?;
-                    if info.size != f.size {
-                        return Err(LakeError::Unavailable(format!(
-                            "copy of {} has {} bytes, expected {}",
-                            f.name, info.size, f.size
-                        )));
+        let copied: Result<Vec<FileRecord>, LakeError> =
+            futures::stream::iter(files.iter().cloned())
+                .map(|f| {
+                    let src_key = format!("{}{}", source.prefix, f.name);
+                    let dst_key = format!("{}{}", target.prefix, f.name);
+                    let (src_bucket, dst_bucket) = (source.bucket.clone(), target.bucket.clone());
+                    async move {
+                        self.blobs
+                            .copy(&src_bucket, &src_key, &dst_bucket, &dst_key)
+                            .await?;
+                        // The copy is server-side; check its size so a truncated copy never becomes ready.
+                        let info = self.blobs.head(&dst_bucket, &dst_key).await?;
+                        if info.size != f.size {
+                            return Err(LakeError::Unavailable(format!(
+                                "copy of {} has {} bytes, expected {}",
+                                f.name, info.size, f.size
+                            )));
+                        }
+                        Ok(f)
                     }
-                    Ok(f)
-                }
-            })
-            .buffer_unordered(self.settings.promotion_parallelism)
-            .try_collect()
-            .await;
+                })
+                .buffer_unordered(self.settings.promotion_parallelism)
+                .try_collect()
+                .await;
         let copied = match copied {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(source = %source.id, target = %target.id, error = %e, "Promotion failed part-way");
-                let _ = self.catalog.set_status(target.id, DatasetStatus::Failed).await;
+                let _ = self
+                    .catalog
+                    .set_status(target.id, DatasetStatus::Failed)
+                    .await;
                 return Err(e);
             }
         };
@@ -201,8 +243,14 @@ impl Lake {
             notes: req.notes.clone(),
             actor: None,
         };
-        let done = self.catalog.commit(target.id, &copied, DatasetStatus::Ready, Some(&prov)).await?;
+        let done = self
+            .catalog
+            .commit(target.id, &copied, DatasetStatus::Ready, Some(&prov))
+            .await?;
         metrics::counter!("lake_promotions_total", "to" => req.target_layer.as_str()).increment(1);
-        Ok(Promotion { target: done, created: true })
+        Ok(Promotion {
+            target: done,
+            created: true,
+        })
     }
 }

@@ -67,7 +67,12 @@ impl Run {
     pub fn from_entry(e: ProvenanceEntry) -> Run {
         Run {
             id: e.id,
-            status: e.parameters.get("status").and_then(|s| s.as_str()).unwrap_or("unknown").to_owned(),
+            status: e
+                .parameters
+                .get("status")
+                .and_then(|s| s.as_str())
+                .unwrap_or("unknown")
+                .to_owned(),
             inputs: e.inputs,
             output: e.outputs.first().copied(),
             details: e.parameters,
@@ -96,16 +101,20 @@ pub enum RunOutcome {
 
 impl Lake {
     fn plugins_or_err(&self) -> Result<&Plugins, LakeError> {
-        self.plugins().ok_or_else(|| LakeError::Unavailable("the plugin runtime is not running".into()))
+        self.plugins()
+            .ok_or_else(|| LakeError::Unavailable("the plugin runtime is not running".into()))
     }
 
     /// Runs a plugin over datasets. Errors in the request (unknown plugin or dataset, wrong input
     /// count) are `LakeError`s and record nothing; every invocation is recorded, failed or not.
     pub async fn run_pipeline(&self, req: RunRequest) -> Result<RunOutcome, LakeError> {
         let plugins = self.plugins_or_err()?.clone();
-        let manifest = plugins
-            .get(&req.plugin)
-            .ok_or_else(|| LakeError::NotFound(format!("no plugin named {:?}; GET /plugins lists them", req.plugin)))?;
+        let manifest = plugins.get(&req.plugin).ok_or_else(|| {
+            LakeError::NotFound(format!(
+                "no plugin named {:?}; GET /plugins lists them",
+                req.plugin
+            ))
+        })?;
         let params = crate::plugins::params_from_json(&req.params).map_err(LakeError::Invalid)?;
         let mut inputs = Vec::with_capacity(req.inputs.len());
         for id in &req.inputs {
@@ -116,17 +125,27 @@ impl Lake {
         let invocation = match manifest.kind {
             Kind::Parser => {
                 let [input] = &inputs[..] else {
-                    return Err(LakeError::Invalid(format!("the parser {} takes exactly one input dataset, not {}", manifest.name, inputs.len())));
+                    return Err(LakeError::Invalid(format!(
+                        "the parser {} takes exactly one input dataset, not {}",
+                        manifest.name,
+                        inputs.len()
+                    )));
                 };
                 let file = self.pick_file(input, req.file.as_deref()).await?;
-                let body = self.blobs.get(&input.bucket, &format!("{}{}", input.prefix, file.name)).await?;
+                let body = self
+                    .blobs
+                    .get(&input.bucket, &format!("{}{}", input.prefix, file.name))
+                    .await?;
                 let mut inv = plugins.parse(&manifest.name, params, body).await;
                 inv.usage.wall = inv.usage.wall.max(std::time::Duration::ZERO);
                 (inv, Some(file.name))
             }
             Kind::Step => {
                 if inputs.is_empty() {
-                    return Err(LakeError::Invalid(format!("the step {} needs at least one input dataset", manifest.name)));
+                    return Err(LakeError::Invalid(format!(
+                        "the step {} needs at least one input dataset",
+                        manifest.name
+                    )));
                 }
                 let mut tables = Vec::with_capacity(inputs.len());
                 for d in &inputs {
@@ -135,7 +154,10 @@ impl Lake {
                 (plugins.step(&manifest.name, params, tables).await, None)
             }
             Kind::Connector => {
-                return Err(LakeError::Invalid(format!("{} is a connector; collections run connectors", manifest.name)));
+                return Err(LakeError::Invalid(format!(
+                    "{} is a connector; collections run connectors",
+                    manifest.name
+                )));
             }
         };
         let (inv, file) = invocation;
@@ -154,53 +176,105 @@ impl Lake {
         let input_ids: Vec<DatasetId> = inputs.iter().map(|d| d.id).collect();
         match inv.result {
             Ok(table) => {
-                let written = self.store_table(&req, &inputs, target_layer, &table, &manifest.name).await;
+                let written = self
+                    .store_table(&req, &inputs, target_layer, &table, &manifest.name)
+                    .await;
                 match written {
                     Ok((dataset, file)) => {
                         details["status"] = "succeeded".into();
                         details["rows"] = table.num_rows().into();
                         details["columns"] = table.schema.fields().len().into();
                         details["output_file"] = serde_json::json!({"name": file.name, "size": file.size, "sha256": file.sha256});
-                        let prov = NewProvenance { action: Action::Pipeline, inputs: input_ids, outputs: vec![dataset.id], parameters: details, notes: None, actor: None };
-                        let d = self.catalog.commit(dataset.id, std::slice::from_ref(&file), DatasetStatus::Ready, Some(&prov)).await?;
-                        let entry = self.catalog.provenance_of(&[d.id]).await?.into_iter().rev().find(|e| e.action == Action::Pipeline);
+                        let prov = NewProvenance {
+                            action: Action::Pipeline,
+                            inputs: input_ids,
+                            outputs: vec![dataset.id],
+                            parameters: details,
+                            notes: None,
+                            actor: None,
+                        };
+                        let d = self
+                            .catalog
+                            .commit(
+                                dataset.id,
+                                std::slice::from_ref(&file),
+                                DatasetStatus::Ready,
+                                Some(&prov),
+                            )
+                            .await?;
+                        let entry = self
+                            .catalog
+                            .provenance_of(&[d.id])
+                            .await?
+                            .into_iter()
+                            .rev()
+                            .find(|e| e.action == Action::Pipeline);
                         metrics::counter!("lake_pipeline_runs_total", "plugin" => manifest.name.clone(), "status" => "succeeded").increment(1);
-                        entry.map(|e| RunOutcome::Succeeded(Run::from_entry(e))).ok_or_else(|| LakeError::Unavailable("the run was not recorded".into()))
+                        entry
+                            .map(|e| RunOutcome::Succeeded(Run::from_entry(e)))
+                            .ok_or_else(|| {
+                                LakeError::Unavailable("the run was not recorded".into())
+                            })
                     }
                     Err(e) => {
                         let err = InvokeError::Output(e.to_string());
-                        self.record_failure(details, input_ids, err, &manifest.name).await
+                        self.record_failure(details, input_ids, err, &manifest.name)
+                            .await
                     }
                 }
             }
-            Err(err) => self.record_failure(details, input_ids, err, &manifest.name).await,
+            Err(err) => {
+                self.record_failure(details, input_ids, err, &manifest.name)
+                    .await
+            }
         }
     }
 
-    async fn record_failure(&self, mut details: serde_json::Value, inputs: Vec<DatasetId>, error: InvokeError, plugin: &str) -> Result<RunOutcome, LakeError> {
+    async fn record_failure(
+        &self,
+        mut details: serde_json::Value,
+        inputs: Vec<DatasetId>,
+        error: InvokeError,
+        plugin: &str,
+    ) -> Result<RunOutcome, LakeError> {
         details["status"] = "failed".into();
         details["error"] = serde_json::json!({"code": error.code(), "message": error.to_string()});
-        let prov = NewProvenance { action: Action::Pipeline, inputs, outputs: vec![], parameters: details, notes: None, actor: None };
+        let prov = NewProvenance {
+            action: Action::Pipeline,
+            inputs,
+            outputs: vec![],
+            parameters: details,
+            notes: None,
+            actor: None,
+        };
         let entry = self.catalog.append_provenance(&prov).await?;
         tracing::warn!(plugin, run = %entry.id, error = %error, "Pipeline run failed");
         metrics::counter!("lake_pipeline_runs_total", "plugin" => plugin.to_owned(), "status" => "failed").increment(1);
-        Ok(RunOutcome::Failed(RunFailure { error, run_id: entry.id }))
+        Ok(RunOutcome::Failed(RunFailure {
+            error,
+            run_id: entry.id,
+        }))
     }
 
     async fn pick_file(&self, d: &Dataset, wanted: Option<&str>) -> Result<FileRecord, LakeError> {
         let files = self.catalog.list_files(d.id).await?;
         match wanted {
-            Some(name) => files
-                .into_iter()
-                .find(|f| f.name == name)
-                .ok_or_else(|| LakeError::NotFound(format!("dataset {} has no file named {name:?}", d.id))),
+            Some(name) => files.into_iter().find(|f| f.name == name).ok_or_else(|| {
+                LakeError::NotFound(format!("dataset {} has no file named {name:?}", d.id))
+            }),
             None => {
                 let n = files.len();
                 let mut it = files.into_iter();
                 match (it.next(), n) {
                     (Some(f), 1) => Ok(f),
-                    (_, 0) => Err(LakeError::Invalid(format!("dataset {} has no files to parse", d.id))),
-                    _ => Err(LakeError::Invalid(format!("dataset {} has {n} files; name one with \"file\"", d.id))),
+                    (_, 0) => Err(LakeError::Invalid(format!(
+                        "dataset {} has no files to parse",
+                        d.id
+                    ))),
+                    _ => Err(LakeError::Invalid(format!(
+                        "dataset {} has {n} files; name one with \"file\"",
+                        d.id
+                    ))),
                 }
             }
         }
@@ -208,19 +282,40 @@ impl Lake {
 
     /// Reads a dataset's Parquet files into one table.
     pub async fn read_table(&self, d: &Dataset) -> Result<Table, LakeError> {
-        let files: Vec<FileRecord> = self.catalog.list_files(d.id).await?.into_iter().filter(|f| f.name.ends_with(".parquet")).collect();
+        let files: Vec<FileRecord> = self
+            .catalog
+            .list_files(d.id)
+            .await?
+            .into_iter()
+            .filter(|f| f.name.ends_with(".parquet"))
+            .collect();
         if files.is_empty() {
-            return Err(LakeError::Invalid(format!("dataset {} ({}) holds no Parquet table; parse it first", d.id, d.name)));
+            return Err(LakeError::Invalid(format!(
+                "dataset {} ({}) holds no Parquet table; parse it first",
+                d.id, d.name
+            )));
         }
         let mut schema = None;
         let mut batches = Vec::new();
         for f in files {
-            let stream = self.blobs.get(&d.bucket, &format!("{}{}", d.prefix, f.name)).await?;
-            let chunks: Vec<bytes::Bytes> = stream.try_collect().await.map_err(|e| LakeError::Unavailable(e.to_string()))?;
+            let stream = self
+                .blobs
+                .get(&d.bucket, &format!("{}{}", d.prefix, f.name))
+                .await?;
+            let chunks: Vec<bytes::Bytes> = stream
+                .try_collect()
+                .await
+                .map_err(|e| LakeError::Unavailable(e.to_string()))?;
             let bytes = bytes::Bytes::from(chunks.concat());
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .and_then(|b| b.with_batch_size(64 * 1024).build())
-                .map_err(|e| LakeError::Invalid(format!("{} in dataset {} is not readable Parquet: {e}", f.name, d.id)))?;
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+                    .and_then(|b| b.with_batch_size(64 * 1024).build())
+                    .map_err(|e| {
+                        LakeError::Invalid(format!(
+                            "{} in dataset {} is not readable Parquet: {e}",
+                            f.name, d.id
+                        ))
+                    })?;
             schema.get_or_insert_with(|| reader.schema());
             for b in reader {
                 batches.push(b.map_err(|e| LakeError::Invalid(format!("{}: {e}", f.name)))?);
@@ -231,30 +326,59 @@ impl Lake {
     }
 
     /// Writes a table as Parquet into a new pending dataset; the caller commits it with provenance.
-    async fn store_table(&self, req: &RunRequest, inputs: &[Dataset], layer: Layer, table: &Table, plugin: &str) -> Result<(Dataset, FileRecord), LakeError> {
-        let first = inputs.first().ok_or_else(|| LakeError::Invalid("no inputs".into()))?;
+    async fn store_table(
+        &self,
+        req: &RunRequest,
+        inputs: &[Dataset],
+        layer: Layer,
+        table: &Table,
+        plugin: &str,
+    ) -> Result<(Dataset, FileRecord), LakeError> {
+        let first = inputs
+            .first()
+            .ok_or_else(|| LakeError::Invalid("no inputs".into()))?;
         let id = DatasetId::new();
         let mut buf = Vec::new();
         {
             let props = parquet::file::properties::WriterProperties::builder()
                 .set_compression(parquet::basic::Compression::SNAPPY)
                 .build();
-            let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, table.schema.clone(), Some(props))
-                .map_err(|e| LakeError::Invalid(format!("the table cannot be written as Parquet: {e}")))?;
+            let mut w =
+                parquet::arrow::ArrowWriter::try_new(&mut buf, table.schema.clone(), Some(props))
+                    .map_err(|e| {
+                    LakeError::Invalid(format!("the table cannot be written as Parquet: {e}"))
+                })?;
             for b in &table.batches {
-                w.write(b).map_err(|e| LakeError::Invalid(format!("writing Parquet: {e}")))?;
+                w.write(b)
+                    .map_err(|e| LakeError::Invalid(format!("writing Parquet: {e}")))?;
             }
-            w.close().map_err(|e| LakeError::Invalid(format!("writing Parquet: {e}")))?;
+            w.close()
+                .map_err(|e| LakeError::Invalid(format!("writing Parquet: {e}")))?;
         }
         let sha = crate::blob::Sha256::of(&buf).to_hex();
         let size = buf.len() as u64;
-        let name = req.name.clone().unwrap_or_else(|| format!("{} ({plugin})", first.name));
+        let name = req
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} ({plugin})", first.name));
         let mut metadata = serde_json::Map::new();
         metadata.insert("source".into(), first.source.clone().into());
-        metadata.insert("date".into(), Utc::now().format("%Y-%m-%d").to_string().into());
+        metadata.insert(
+            "date".into(),
+            Utc::now().format("%Y-%m-%d").to_string().into(),
+        );
         metadata.insert("version".into(), "1".into());
         metadata.insert("rows".into(), table.num_rows().into());
-        metadata.insert("columns".into(), table.schema.fields().iter().map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()})).collect::<Vec<_>>().into());
+        metadata.insert(
+            "columns".into(),
+            table
+                .schema
+                .fields()
+                .iter()
+                .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
+                .collect::<Vec<_>>()
+                .into(),
+        );
         let new = NewDataset {
             id,
             name,
@@ -276,8 +400,19 @@ impl Lake {
             content_type: "application/vnd.apache.parquet".into(),
             created_at: Utc::now(),
         };
-        let body: crate::blob::ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes::Bytes::from(buf)) }));
-        if let Err(e) = self.blobs.put(&dataset.bucket, &format!("{}{}", dataset.prefix, file.name), body).await {
+        let body: crate::blob::ByteStream =
+            Box::pin(futures::stream::once(
+                async move { Ok(bytes::Bytes::from(buf)) },
+            ));
+        if let Err(e) = self
+            .blobs
+            .put(
+                &dataset.bucket,
+                &format!("{}{}", dataset.prefix, file.name),
+                body,
+            )
+            .await
+        {
             let _ = self.catalog.set_status(id, DatasetStatus::Failed).await;
             return Err(e.into());
         }
@@ -286,7 +421,13 @@ impl Lake {
 
     /// Recorded runs, newest first.
     pub async fn runs(&self, limit: u32) -> Result<Vec<Run>, LakeError> {
-        Ok(self.catalog.entries_by_action(Action::Pipeline, limit).await?.into_iter().map(Run::from_entry).collect())
+        Ok(self
+            .catalog
+            .entries_by_action(Action::Pipeline, limit)
+            .await?
+            .into_iter()
+            .map(Run::from_entry)
+            .collect())
     }
 
     /// One recorded run.

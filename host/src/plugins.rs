@@ -191,7 +191,14 @@ impl InvokeError {
 
     /// Whether the caller's input or parameters are at fault (a 4xx), rather than the plugin.
     pub fn is_caller_fault(&self) -> bool {
-        matches!(self, InvokeError::Unknown(_) | InvokeError::Plugin { kind: "invalid_input" | "invalid_params" | "unsupported" | "too_large", .. })
+        matches!(
+            self,
+            InvokeError::Unknown(_)
+                | InvokeError::Plugin {
+                    kind: "invalid_input" | "invalid_params" | "unsupported" | "too_large",
+                    ..
+                }
+        )
     }
 }
 
@@ -211,7 +218,9 @@ pub struct Plugins {
 
 impl fmt::Debug for Plugins {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Plugins").field("runtime", &self.runtime).finish_non_exhaustive()
+        f.debug_struct("Plugins")
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
     }
 }
 
@@ -243,7 +252,11 @@ impl Plugins {
             plugins.add(bytes, "bundled", name);
         }
         if let Ok(dir) = std::fs::read_dir(&cfg.dir) {
-            let mut paths: Vec<_> = dir.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "wasm")).collect();
+            let mut paths: Vec<_> = dir
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+                .collect();
             paths.sort();
             for p in paths {
                 match std::fs::read(&p) {
@@ -259,40 +272,82 @@ impl Plugins {
 
     fn reject(&self, source: String, reason: String) {
         tracing::warn!(source = %source, reason = %reason, "Plugin rejected");
-        self.rejected.write().unwrap_or_else(|p| p.into_inner()).push(Rejected { source, reason });
+        self.rejected
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Rejected { source, reason });
     }
 
     /// Loads one component; returns its manifest, or records why it was rejected.
     pub fn add(&self, bytes: &[u8], source: &str, expected_name: &str) -> Option<Manifest> {
         let sha = crate::blob::Sha256::of(bytes).to_hex();
         // Grants are looked up by the name the component declares, so load once to learn it.
-        let granted_for = |name: &str| self.cfg.overrides.get(name).map(|o| o.grants.clone()).unwrap_or_default();
-        let all_grants: Vec<String> = self.cfg.overrides.values().flat_map(|o| o.grants.clone()).collect();
-        let loaded = self.runtime.load(bytes, &sha, &all_grants).and_then(|(m, pre)| {
-            // The load above allowed every grant in the file; hold this plugin to its own.
-            if let Some(denied) = runtime::denied_imports(&m.imports, &granted_for(&m.name)) {
-                return Err(InvokeError::Denied(format!("{}: {denied}", m.name)));
-            }
-            Ok((m, pre))
-        });
+        let granted_for = |name: &str| {
+            self.cfg
+                .overrides
+                .get(name)
+                .map(|o| o.grants.clone())
+                .unwrap_or_default()
+        };
+        let all_grants: Vec<String> = self
+            .cfg
+            .overrides
+            .values()
+            .flat_map(|o| o.grants.clone())
+            .collect();
+        let loaded = self
+            .runtime
+            .load(bytes, &sha, &all_grants)
+            .and_then(|(m, pre)| {
+                // The load above allowed every grant in the file; hold this plugin to its own.
+                if let Some(denied) = runtime::denied_imports(&m.imports, &granted_for(&m.name)) {
+                    return Err(InvokeError::Denied(format!("{}: {denied}", m.name)));
+                }
+                Ok((m, pre))
+            });
         match loaded {
             Ok((mut manifest, pre)) => {
                 if !expected_name.is_empty() && manifest.name != expected_name {
-                    self.reject(source.to_owned(), format!("built as {expected_name} but calls itself {}", manifest.name));
+                    self.reject(
+                        source.to_owned(),
+                        format!(
+                            "built as {expected_name} but calls itself {}",
+                            manifest.name
+                        ),
+                    );
                     return None;
                 }
                 if manifest.wit_version != crate::plugins::WIT_VERSION {
-                    self.reject(source.to_owned(), format!("built against lake:plugin@{}, this lake speaks {}", manifest.wit_version, WIT_VERSION));
+                    self.reject(
+                        source.to_owned(),
+                        format!(
+                            "built against lake:plugin@{}, this lake speaks {}",
+                            manifest.wit_version, WIT_VERSION
+                        ),
+                    );
                     return None;
                 }
                 manifest.source = source.to_owned();
                 let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-                if entries.get(&manifest.name).is_some_and(|e| e.manifest.source == "bundled") && source != "bundled" {
+                if entries
+                    .get(&manifest.name)
+                    .is_some_and(|e| e.manifest.source == "bundled")
+                    && source != "bundled"
+                {
                     drop(entries);
-                    self.reject(source.to_owned(), format!("the name {} belongs to a bundled plugin", manifest.name));
+                    self.reject(
+                        source.to_owned(),
+                        format!("the name {} belongs to a bundled plugin", manifest.name),
+                    );
                     return None;
                 }
-                entries.insert(manifest.name.clone(), Arc::new(Entry { manifest: manifest.clone(), pre }));
+                entries.insert(
+                    manifest.name.clone(),
+                    Arc::new(Entry {
+                        manifest: manifest.clone(),
+                        pre,
+                    }),
+                );
                 Some(manifest)
             }
             Err(e) => {
@@ -304,17 +359,29 @@ impl Plugins {
 
     /// Every loaded plugin, by name.
     pub fn list(&self) -> Vec<Manifest> {
-        self.entries.read().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.manifest.clone()).collect()
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|e| e.manifest.clone())
+            .collect()
     }
 
     /// Components that could not be loaded.
     pub fn rejected(&self) -> Vec<Rejected> {
-        self.rejected.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.rejected
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// One plugin's manifest.
     pub fn get(&self, name: &str) -> Option<Manifest> {
-        self.entries.read().unwrap_or_else(|p| p.into_inner()).get(name).map(|e| e.manifest.clone())
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|e| e.manifest.clone())
     }
 
     /// The limits a plugin runs with: defaults, then its overrides from lake.toml.
@@ -322,21 +389,38 @@ impl Plugins {
         let o = self.cfg.overrides.get(name);
         Limits {
             memory_bytes: o.and_then(|o| o.memory).unwrap_or(self.cfg.memory).0,
-            timeout: Duration::from_secs_f64(o.and_then(|o| o.timeout_secs).unwrap_or(self.cfg.timeout_secs)),
+            timeout: Duration::from_secs_f64(
+                o.and_then(|o| o.timeout_secs)
+                    .unwrap_or(self.cfg.timeout_secs),
+            ),
             fuel: o.and_then(|o| o.fuel).or(self.cfg.fuel),
             stderr_bytes: self.cfg.stderr_bytes.0 as usize,
         }
     }
 
     fn entry(&self, name: &str) -> Option<Arc<Entry>> {
-        self.entries.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Runs a parser over a byte stream.
-    pub async fn parse(&self, name: &str, params: Vec<(String, String)>, mut input: ByteStream) -> Invocation {
+    pub async fn parse(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        mut input: ByteStream,
+    ) -> Invocation {
         let limits = self.limits_for(name);
         let Some(entry) = self.entry(name) else {
-            return Invocation { manifest: None, limits, usage: Usage::default(), result: Err(InvokeError::Unknown(name.to_owned())) };
+            return Invocation {
+                manifest: None,
+                limits,
+                usage: Usage::default(),
+                result: Err(InvokeError::Unknown(name.to_owned())),
+            };
         };
         let runtime = self.runtime.clone();
         let handle = tokio::runtime::Handle::current();
@@ -344,26 +428,63 @@ impl Plugins {
         let e = entry.clone();
         let joined = tokio::task::spawn_blocking(move || {
             // The guest runs on this blocking thread; input chunks are pulled from the async stream.
-            let mut next = || handle.block_on(input.next()).map(|r| r.map_err(std::io::Error::other));
+            let mut next = || {
+                handle
+                    .block_on(input.next())
+                    .map(|r| r.map_err(std::io::Error::other))
+            };
             runtime.parse(&e.pre, &e.manifest.name, &params, &mut next, &l)
         })
         .await;
-        let (result, usage) = joined.unwrap_or_else(|e| (Err(InvokeError::Trap(format!("invocation thread failed: {e}"))), Usage::default()));
-        Invocation { manifest: Some(entry.manifest.clone()), limits, usage, result }
+        let (result, usage) = joined.unwrap_or_else(|e| {
+            (
+                Err(InvokeError::Trap(format!("invocation thread failed: {e}"))),
+                Usage::default(),
+            )
+        });
+        Invocation {
+            manifest: Some(entry.manifest.clone()),
+            limits,
+            usage,
+            result,
+        }
     }
 
     /// Runs a step over tables.
-    pub async fn step(&self, name: &str, params: Vec<(String, String)>, inputs: Vec<Table>) -> Invocation {
+    pub async fn step(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        inputs: Vec<Table>,
+    ) -> Invocation {
         let limits = self.limits_for(name);
         let Some(entry) = self.entry(name) else {
-            return Invocation { manifest: None, limits, usage: Usage::default(), result: Err(InvokeError::Unknown(name.to_owned())) };
+            return Invocation {
+                manifest: None,
+                limits,
+                usage: Usage::default(),
+                result: Err(InvokeError::Unknown(name.to_owned())),
+            };
         };
         let runtime = self.runtime.clone();
         let l = limits.clone();
         let e = entry.clone();
-        let joined = tokio::task::spawn_blocking(move || runtime.step(&e.pre, &e.manifest.name, &params, &inputs, &l)).await;
-        let (result, usage) = joined.unwrap_or_else(|e| (Err(InvokeError::Trap(format!("invocation thread failed: {e}"))), Usage::default()));
-        Invocation { manifest: Some(entry.manifest.clone()), limits, usage, result }
+        let joined = tokio::task::spawn_blocking(move || {
+            runtime.step(&e.pre, &e.manifest.name, &params, &inputs, &l)
+        })
+        .await;
+        let (result, usage) = joined.unwrap_or_else(|e| {
+            (
+                Err(InvokeError::Trap(format!("invocation thread failed: {e}"))),
+                Usage::default(),
+            )
+        });
+        Invocation {
+            manifest: Some(entry.manifest.clone()),
+            limits,
+            usage,
+            result,
+        }
     }
 }
 
@@ -374,7 +495,9 @@ pub const WIT_VERSION: &str = "0.1.0";
 pub fn params_from_json(v: &serde_json::Value) -> Result<Vec<(String, String)>, String> {
     match v {
         serde_json::Value::Null => Ok(Vec::new()),
-        serde_json::Value::Object(o) => Ok(o.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()),
+        serde_json::Value::Object(o) => {
+            Ok(o.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
+        }
         _ => Err("params must be a JSON object".into()),
     }
 }

@@ -226,8 +226,14 @@ pub fn to_prov_json(graph: &LineageGraph, entries: &[ProvenanceEntry]) -> serde_
         let act = format!("lake:activity/{}", edge.entry_id);
         let from = format!("lake:dataset/{}", edge.from);
         let to = format!("lake:dataset/{}", edge.to);
-        used.insert(format!("_:u{}_{}", edge.entry_id, edge.from), json!({"prov:activity": act, "prov:entity": from}));
-        generated.insert(format!("_:g{}_{}", edge.entry_id, edge.to), json!({"prov:entity": to, "prov:activity": act}));
+        used.insert(
+            format!("_:u{}_{}", edge.entry_id, edge.from),
+            json!({"prov:activity": act, "prov:entity": from}),
+        );
+        generated.insert(
+            format!("_:g{}_{}", edge.entry_id, edge.to),
+            json!({"prov:entity": to, "prov:activity": act}),
+        );
         derived.insert(
             format!("_:d{i}"),
             json!({"prov:generatedEntity": to, "prov:usedEntity": from, "prov:activity": act}),

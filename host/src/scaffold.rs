@@ -8,7 +8,9 @@ use crate::plugins::Kind;
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {
     /// The name is not a plain lowercase identifier.
-    #[error("plugin names are 2 to 40 lowercase letters, digits and '-', starting with a letter; {0:?} is not")]
+    #[error(
+        "plugin names are 2 to 40 lowercase letters, digits and '-', starting with a letter; {0:?} is not"
+    )]
     BadName(String),
     /// Only parsers and steps can be scaffolded for now.
     #[error("scaffolding a {0} is not supported yet; use --kind parser or --kind step")]
@@ -22,10 +24,17 @@ pub enum ScaffoldError {
 }
 
 /// Writes `dir/NAME/` with a Cargo manifest and a working plugin of the given kind; returns its path.
-pub fn new_plugin(name: &str, kind: Kind, dir: &Path, sdk_path: &Path) -> Result<PathBuf, ScaffoldError> {
+pub fn new_plugin(
+    name: &str,
+    kind: Kind,
+    dir: &Path,
+    sdk_path: &Path,
+) -> Result<PathBuf, ScaffoldError> {
     let ok = (2..=40).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !ok {
         return Err(ScaffoldError::BadName(name.to_owned()));
     }
@@ -43,10 +52,15 @@ pub fn new_plugin(name: &str, kind: Kind, dir: &Path, sdk_path: &Path) -> Result
         .split('-')
         .map(|part| {
             let mut c = part.chars();
-            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
         })
         .collect();
-    let code = template.replace("{{name}}", name).replace("{{crate}}", &crate_name).replace("{{type}}", &type_name);
+    let code = template
+        .replace("{{name}}", name)
+        .replace("{{crate}}", &crate_name)
+        .replace("{{type}}", &type_name);
     let manifest = format!(
         r#"[package]
 name = "{name}"

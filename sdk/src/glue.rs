@@ -17,14 +17,20 @@ use crate::{Info, Level, PluginError, RecordBatch, SchemaRef};
 
 /// Encodes output batches, one self-describing IPC stream each; an empty output still carries its
 /// schema so the host always learns the table's shape.
-fn encode(schema: Option<&SchemaRef>, batches: Vec<RecordBatch>) -> Result<Vec<Vec<u8>>, PluginError> {
+fn encode(
+    schema: Option<&SchemaRef>,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<Vec<u8>>, PluginError> {
     if batches.is_empty() {
         return match schema {
             Some(s) => Ok(vec![crate::table::to_ipc(s, &[])?]),
             None => Ok(Vec::new()),
         };
     }
-    batches.iter().map(|b| crate::table::to_ipc(&b.schema(), std::slice::from_ref(b))).collect()
+    batches
+        .iter()
+        .map(|b| crate::table::to_ipc(&b.schema(), std::slice::from_ref(b)))
+        .collect()
 }
 
 macro_rules! world_glue {
@@ -144,7 +150,10 @@ pub mod step {
     pub struct RunAdapter<S>(RefCell<S>);
 
     impl<S: crate::Step> GuestRun for RunAdapter<S> {
-        fn start(params: Vec<(String, String)>, input_schemas: Vec<Vec<u8>>) -> Result<Run, t::PluginError> {
+        fn start(
+            params: Vec<(String, String)>,
+            input_schemas: Vec<Vec<u8>>,
+        ) -> Result<Run, t::PluginError> {
             let schemas = input_schemas
                 .into_iter()
                 .map(|b| crate::table::from_ipc(b).map(|(s, _)| s))

@@ -18,8 +18,8 @@ pub mod table;
 pub mod glue;
 
 pub use arrow_array;
-pub use arrow_schema;
 pub use arrow_array::RecordBatch;
+pub use arrow_schema;
 pub use arrow_schema::{DataType, Field, Schema, SchemaRef};
 pub use params::Params;
 

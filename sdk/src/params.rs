@@ -33,9 +33,11 @@ impl Params {
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
         let mut obj = serde_json::Map::new();
         for (k, v) in &self.0 {
-            let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone()));
+            let value =
+                serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone()));
             obj.insert(k.clone(), value);
         }
-        serde_json::from_value(serde_json::Value::Object(obj)).map_err(|e| PluginError::InvalidParams(e.to_string()))
+        serde_json::from_value(serde_json::Value::Object(obj))
+            .map_err(|e| PluginError::InvalidParams(e.to_string()))
     }
 }

@@ -14,9 +14,11 @@ pub fn to_ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, Pl
         let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, schema)
             .map_err(|e| PluginError::Internal(format!("encoding the schema: {e}")))?;
         for b in batches {
-            w.write(b).map_err(|e| PluginError::Internal(format!("encoding a batch: {e}")))?;
+            w.write(b)
+                .map_err(|e| PluginError::Internal(format!("encoding a batch: {e}")))?;
         }
-        w.finish().map_err(|e| PluginError::Internal(format!("ending the stream: {e}")))?;
+        w.finish()
+            .map_err(|e| PluginError::Internal(format!("ending the stream: {e}")))?;
     }
     Ok(out)
 }

@@ -27,7 +27,10 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn rel(p: &Path) -> String {
-    p.strip_prefix(root().join("host/src")).unwrap_or(p).to_string_lossy().replace('\\', "/")
+    p.strip_prefix(root().join("host/src"))
+        .unwrap_or(p)
+        .to_string_lossy()
+        .replace('\\', "/")
 }
 
 /// Source lines that are not comments.
@@ -69,7 +72,10 @@ fn files_naming(word: &str) -> Vec<String> {
 
 #[test]
 fn drivers_stay_in_their_adapters() {
-    assert_eq!(files_naming("sqlx"), ["catalog/postgres.rs", "catalog/sqlite.rs"]);
+    assert_eq!(
+        files_naming("sqlx"),
+        ["catalog/postgres.rs", "catalog/sqlite.rs"]
+    );
     assert_eq!(files_naming("aws_sdk_s3"), ["blob/s3.rs"]);
     assert_eq!(files_naming("wasmtime"), ["plugins/runtime.rs"]);
 }
@@ -78,7 +84,14 @@ fn drivers_stay_in_their_adapters() {
 fn http_and_cli_go_through_the_lake() {
     for f in ["http.rs", "cli.rs"] {
         for (n, l) in code_lines(&root().join("host/src").join(f)) {
-            for banned in ["sqlx", "aws_sdk_s3", "wasmtime", "tokio::fs::remove", "tokio::fs::write", "std::fs::"] {
+            for banned in [
+                "sqlx",
+                "aws_sdk_s3",
+                "wasmtime",
+                "tokio::fs::remove",
+                "tokio::fs::write",
+                "std::fs::",
+            ] {
                 assert!(!l.contains(banned), "{f}:{n} names {banned}: {l}");
             }
         }
@@ -91,15 +104,30 @@ fn provenance_is_never_rewritten() {
         for (n, l) in code_lines(&p) {
             let upper = l.to_uppercase();
             for table in ["PROVENANCE", "PROVENANCE_DATASETS", "LINEAGE_EDGES"] {
-                assert!(!upper.contains(&format!("UPDATE {table} ")), "{}:{n}: {l}", rel(&p));
-                assert!(!upper.contains(&format!("DELETE FROM {table}")), "{}:{n}: {l}", rel(&p));
+                assert!(
+                    !upper.contains(&format!("UPDATE {table} ")),
+                    "{}:{n}: {l}",
+                    rel(&p)
+                );
+                assert!(
+                    !upper.contains(&format!("DELETE FROM {table}")),
+                    "{}:{n}: {l}",
+                    rel(&p)
+                );
             }
         }
     }
     for dialect in ["sqlite", "postgres"] {
         let dir = root().join("migrations").join(dialect);
-        let all: String = std::fs::read_dir(&dir).expect("migrations").flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect();
-        assert!(all.contains("append-only"), "{dialect} migrations lack the append-only triggers");
+        let all: String = std::fs::read_dir(&dir)
+            .expect("migrations")
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        assert!(
+            all.contains("append-only"),
+            "{dialect} migrations lack the append-only triggers"
+        );
     }
 }
 
@@ -107,7 +135,11 @@ fn provenance_is_never_rewritten() {
 fn no_panics_in_host_code() {
     for p in rust_files(&root().join("host/src")) {
         for (n, l) in code_lines(&p) {
-            assert!(!l.contains(".unwrap()") && !l.contains(".expect("), "{}:{n} may panic: {l}", rel(&p));
+            assert!(
+                !l.contains(".unwrap()") && !l.contains(".expect("),
+                "{}:{n} may panic: {l}",
+                rel(&p)
+            );
         }
     }
 }
@@ -116,6 +148,10 @@ fn no_panics_in_host_code() {
 fn every_module_has_a_doc_paragraph() {
     for p in rust_files(&root().join("host/src")) {
         let text = std::fs::read_to_string(&p).expect("read");
-        assert!(text.trim_start().starts_with("//!"), "{} has no //! paragraph", rel(&p));
+        assert!(
+            text.trim_start().starts_with("//!"),
+            "{} has no //! paragraph",
+            rel(&p)
+        );
     }
 }

@@ -8,7 +8,9 @@ use futures::{StreamExt, TryStreamExt};
 use lake_host::blob::{BlobError, BlobStore, BucketPolicy, ByteStream, Enforcement};
 
 fn stream_of(chunks: Vec<Vec<u8>>) -> ByteStream {
-    Box::pin(futures::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c)))))
+    Box::pin(futures::stream::iter(
+        chunks.into_iter().map(|c| Ok(Bytes::from(c))),
+    ))
 }
 
 fn failing_after(chunks: Vec<Vec<u8>>) -> ByteStream {
@@ -18,77 +20,187 @@ fn failing_after(chunks: Vec<Vec<u8>>) -> ByteStream {
 }
 
 async fn read_all(store: &dyn BlobStore, bucket: &str, key: &str) -> Vec<u8> {
-    let chunks: Vec<Bytes> = store.get(bucket, key).await.expect("get").try_collect().await.expect("read body");
+    let chunks: Vec<Bytes> = store
+        .get(bucket, key)
+        .await
+        .expect("get")
+        .try_collect()
+        .await
+        .expect("read body");
     chunks.concat()
 }
 
 /// Deterministic bytes that differ between offsets, so a reordered part would be caught.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| ((i as u64 * 2654435761 + seed as u64) >> 7) as u8).collect()
+    (0..len)
+        .map(|i| ((i as u64 * 2654435761 + seed as u64) >> 7) as u8)
+        .collect()
 }
 
 pub async fn put_get_roundtrip(store: &dyn BlobStore, bucket: &str) {
     let chunks = vec![b"hello ".to_vec(), b"streamed ".to_vec(), b"world".to_vec()];
-    let n = store.put(bucket, "a/b/hello.txt", stream_of(chunks)).await.expect("put");
+    let n = store
+        .put(bucket, "a/b/hello.txt", stream_of(chunks))
+        .await
+        .expect("put");
     assert_eq!(n, 20);
-    assert_eq!(read_all(store, bucket, "a/b/hello.txt").await, b"hello streamed world");
-    assert_eq!(store.head(bucket, "a/b/hello.txt").await.expect("head").size, 20);
+    assert_eq!(
+        read_all(store, bucket, "a/b/hello.txt").await,
+        b"hello streamed world"
+    );
+    assert_eq!(
+        store
+            .head(bucket, "a/b/hello.txt")
+            .await
+            .expect("head")
+            .size,
+        20
+    );
 }
 
 pub async fn missing_is_not_found(store: &dyn BlobStore, bucket: &str) {
-    assert!(matches!(store.get(bucket, "no/such/key").await, Err(BlobError::NotFound { .. })));
-    assert!(matches!(store.head(bucket, "no/such/key").await, Err(BlobError::NotFound { .. })));
+    assert!(matches!(
+        store.get(bucket, "no/such/key").await,
+        Err(BlobError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.head(bucket, "no/such/key").await,
+        Err(BlobError::NotFound { .. })
+    ));
 }
 
 pub async fn invalid_keys_rejected(store: &dyn BlobStore, bucket: &str) {
-    for key in ["", "/abs", "../escape", "a/../b", "a//b", "a/./b", "back\\slash", "nul\0"] {
+    for key in [
+        "",
+        "/abs",
+        "../escape",
+        "a/../b",
+        "a//b",
+        "a/./b",
+        "back\\slash",
+        "nul\0",
+    ] {
         let r = store.put(bucket, key, stream_of(vec![b"x".to_vec()])).await;
-        assert!(matches!(r, Err(BlobError::InvalidKey { .. })), "key {key:?} was accepted: {r:?}");
+        assert!(
+            matches!(r, Err(BlobError::InvalidKey { .. })),
+            "key {key:?} was accepted: {r:?}"
+        );
     }
 }
 
 pub async fn list_by_prefix(store: &dyn BlobStore, bucket: &str) {
-    for k in ["ds1/b.csv", "ds1/a.csv", "ds1/sub/c.csv", "ds10/x.csv", "ds2/y.csv"] {
-        store.put(bucket, k, stream_of(vec![k.as_bytes().to_vec()])).await.expect("put");
+    for k in [
+        "ds1/b.csv",
+        "ds1/a.csv",
+        "ds1/sub/c.csv",
+        "ds10/x.csv",
+        "ds2/y.csv",
+    ] {
+        store
+            .put(bucket, k, stream_of(vec![k.as_bytes().to_vec()]))
+            .await
+            .expect("put");
     }
-    let keys: Vec<String> = store.list(bucket, "ds1/").await.expect("list").into_iter().map(|o| o.key).collect();
+    let keys: Vec<String> = store
+        .list(bucket, "ds1/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     assert_eq!(keys, ["ds1/a.csv", "ds1/b.csv", "ds1/sub/c.csv"]);
-    let partial: Vec<String> = store.list(bucket, "ds1").await.expect("list").into_iter().map(|o| o.key).collect();
-    assert_eq!(partial, ["ds1/a.csv", "ds1/b.csv", "ds1/sub/c.csv", "ds10/x.csv"]);
-    let sizes: Vec<u64> = store.list(bucket, "ds2/").await.expect("list").into_iter().map(|o| o.size).collect();
+    let partial: Vec<String> = store
+        .list(bucket, "ds1")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(
+        partial,
+        ["ds1/a.csv", "ds1/b.csv", "ds1/sub/c.csv", "ds10/x.csv"]
+    );
+    let sizes: Vec<u64> = store
+        .list(bucket, "ds2/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.size)
+        .collect();
     assert_eq!(sizes, [9]);
-    assert!(store.list(bucket, "nothing-here/").await.expect("list").is_empty());
+    assert!(
+        store
+            .list(bucket, "nothing-here/")
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 pub async fn copy_leaves_source(store: &dyn BlobStore, bucket: &str, other_bucket: &str) {
     let data = pattern(100_000, 3);
-    store.put(bucket, "src/data.bin", stream_of(vec![data.clone()])).await.expect("put");
-    store.copy(bucket, "src/data.bin", other_bucket, "dst/data.bin").await.expect("copy");
+    store
+        .put(bucket, "src/data.bin", stream_of(vec![data.clone()]))
+        .await
+        .expect("put");
+    store
+        .copy(bucket, "src/data.bin", other_bucket, "dst/data.bin")
+        .await
+        .expect("copy");
     assert_eq!(read_all(store, other_bucket, "dst/data.bin").await, data);
     assert_eq!(read_all(store, bucket, "src/data.bin").await, data);
-    assert!(matches!(store.copy(bucket, "src/missing", other_bucket, "dst/x").await, Err(BlobError::NotFound { .. })));
+    assert!(matches!(
+        store
+            .copy(bucket, "src/missing", other_bucket, "dst/x")
+            .await,
+        Err(BlobError::NotFound { .. })
+    ));
 }
 
 pub async fn delete_is_idempotent(store: &dyn BlobStore, bucket: &str) {
-    store.put(bucket, "del/me", stream_of(vec![b"x".to_vec()])).await.expect("put");
+    store
+        .put(bucket, "del/me", stream_of(vec![b"x".to_vec()]))
+        .await
+        .expect("put");
     store.delete(bucket, "del/me").await.expect("delete");
     store.delete(bucket, "del/me").await.expect("second delete");
-    assert!(matches!(store.head(bucket, "del/me").await, Err(BlobError::NotFound { .. })));
+    assert!(matches!(
+        store.head(bucket, "del/me").await,
+        Err(BlobError::NotFound { .. })
+    ));
 }
 
 pub async fn failed_body_leaves_nothing(store: &dyn BlobStore, bucket: &str) {
     // Small body (single-request path) and a large one (multipart path on S3).
-    let r = store.put(bucket, "broken/small", failing_after(vec![b"partial".to_vec()])).await;
+    let r = store
+        .put(
+            bucket,
+            "broken/small",
+            failing_after(vec![b"partial".to_vec()]),
+        )
+        .await;
     assert!(matches!(r, Err(BlobError::Body(_))), "{r:?}");
     let big = failing_after(vec![pattern(6 << 20, 1), pattern(3 << 20, 2)]);
     let r = store.put(bucket, "broken/large", big).await;
     assert!(matches!(r, Err(BlobError::Body(_))), "{r:?}");
-    assert!(store.list(bucket, "broken/").await.expect("list").is_empty());
+    assert!(
+        store
+            .list(bucket, "broken/")
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 pub async fn overwrite_is_whole(store: &dyn BlobStore, bucket: &str) {
-    store.put(bucket, "over/x", stream_of(vec![b"first version".to_vec()])).await.expect("put");
-    store.put(bucket, "over/x", stream_of(vec![b"second".to_vec()])).await.expect("put");
+    store
+        .put(bucket, "over/x", stream_of(vec![b"first version".to_vec()]))
+        .await
+        .expect("put");
+    store
+        .put(bucket, "over/x", stream_of(vec![b"second".to_vec()]))
+        .await
+        .expect("put");
     assert_eq!(read_all(store, bucket, "over/x").await, b"second");
 }
 
@@ -96,11 +208,20 @@ pub async fn large_object_streams_in_parts(store: &dyn BlobStore, bucket: &str) 
     // 12 MiB in uneven chunks: three 5 MiB parts on the test S3 configuration.
     let data = pattern(12 << 20, 9);
     let chunks: Vec<Vec<u8>> = data.chunks(777_777).map(<[u8]>::to_vec).collect();
-    let n = store.put(bucket, "big/object.bin", stream_of(chunks)).await.expect("put");
+    let n = store
+        .put(bucket, "big/object.bin", stream_of(chunks))
+        .await
+        .expect("put");
     assert_eq!(n, data.len() as u64);
     let back = read_all(store, bucket, "big/object.bin").await;
-    assert!(back == data, "large object came back different ({} bytes)", back.len());
-    let (sha, size) = lake_host::blob::sha256_of(store, bucket, "big/object.bin").await.expect("hash");
+    assert!(
+        back == data,
+        "large object came back different ({} bytes)",
+        back.len()
+    );
+    let (sha, size) = lake_host::blob::sha256_of(store, bucket, "big/object.bin")
+        .await
+        .expect("hash");
     assert_eq!(size, data.len() as u64);
     assert_eq!(sha, lake_host::blob::Sha256::of(&data));
 }
@@ -140,16 +261,24 @@ type Made = Option<(Box<dyn BlobStore>, String, Option<tempfile::TempDir>)>;
 
 async fn make_local() -> Made {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = lake_host::blob::local::LocalStore::open(dir.path().join("objects")).await.expect("open");
+    let store = lake_host::blob::local::LocalStore::open(dir.path().join("objects"))
+        .await
+        .expect("open");
     let bucket = crate::unique("lt-");
-    store.prepare_bucket(&bucket, &BucketPolicy::default()).await.expect("bucket");
+    store
+        .prepare_bucket(&bucket, &BucketPolicy::default())
+        .await
+        .expect("bucket");
     Some((Box::new(store), bucket, Some(dir)))
 }
 
 async fn make_garage() -> Made {
     let store = crate::garage()?;
     let bucket = crate::unique("lt-");
-    store.prepare_bucket(&bucket, &BucketPolicy::default()).await.expect("create bucket on Garage");
+    store
+        .prepare_bucket(&bucket, &BucketPolicy::default())
+        .await
+        .expect("create bucket on Garage");
     Some((Box::new(store), bucket, None))
 }
 
@@ -159,25 +288,67 @@ conformance!(garage, make_garage());
 #[tokio::test]
 async fn local_reports_host_only_immutability() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = lake_host::blob::local::LocalStore::open(dir.path()).await.expect("open");
-    let policy = BucketPolicy { object_lock: Some((90, "GOVERNANCE")), expire_after_days: Some(180) };
-    let r = store.prepare_bucket("lake-raw", &policy).await.expect("prepare");
+    let store = lake_host::blob::local::LocalStore::open(dir.path())
+        .await
+        .expect("open");
+    let policy = BucketPolicy {
+        object_lock: Some((90, "GOVERNANCE")),
+        expire_after_days: Some(180),
+    };
+    let r = store
+        .prepare_bucket("lake-raw", &policy)
+        .await
+        .expect("prepare");
     assert!(matches!(r.object_lock, Enforcement::Unsupported { .. }));
     assert!(matches!(r.lifecycle, Enforcement::Unsupported { .. }));
-    assert_eq!(store.presign_get("lake-raw", "a/b", std::time::Duration::from_secs(60)).await.expect("presign"), None);
+    assert_eq!(
+        store
+            .presign_get("lake-raw", "a/b", std::time::Duration::from_secs(60))
+            .await
+            .expect("presign"),
+        None
+    );
 }
 
 #[tokio::test]
 async fn garage_presigned_get_serves_the_bytes_and_lifecycle_applies() {
     let Some(store) = crate::garage() else { return };
     let bucket = crate::unique("lt-");
-    let policy = BucketPolicy { object_lock: Some((90, "GOVERNANCE")), expire_after_days: Some(180) };
-    let report = store.prepare_bucket(&bucket, &policy).await.expect("prepare");
+    let policy = BucketPolicy {
+        object_lock: Some((90, "GOVERNANCE")),
+        expire_after_days: Some(180),
+    };
+    let report = store
+        .prepare_bucket(&bucket, &policy)
+        .await
+        .expect("prepare");
     // Garage has lifecycle expiration but no Object Lock: the report must say exactly that.
-    assert!(matches!(report.lifecycle, Enforcement::Applied { .. }), "{report:?}");
-    assert!(matches!(report.object_lock, Enforcement::Unsupported { .. }), "{report:?}");
-    store.put(&bucket, "p/file.txt", stream_of(vec![b"presigned bytes".to_vec()])).await.expect("put");
-    let url = store.presign_get(&bucket, "p/file.txt", std::time::Duration::from_secs(60)).await.expect("presign").expect("a URL");
-    let body = reqwest::get(&url).await.expect("fetch presigned").bytes().await.expect("body");
+    assert!(
+        matches!(report.lifecycle, Enforcement::Applied { .. }),
+        "{report:?}"
+    );
+    assert!(
+        matches!(report.object_lock, Enforcement::Unsupported { .. }),
+        "{report:?}"
+    );
+    store
+        .put(
+            &bucket,
+            "p/file.txt",
+            stream_of(vec![b"presigned bytes".to_vec()]),
+        )
+        .await
+        .expect("put");
+    let url = store
+        .presign_get(&bucket, "p/file.txt", std::time::Duration::from_secs(60))
+        .await
+        .expect("presign")
+        .expect("a URL");
+    let body = reqwest::get(&url)
+        .await
+        .expect("fetch presigned")
+        .bytes()
+        .await
+        .expect("body");
     assert_eq!(&body[..], b"presigned bytes");
 }

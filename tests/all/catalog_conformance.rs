@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use lake_host::catalog::{Catalog, CatalogError, DatasetId, DatasetStatus, FileRecord, NewDataset, SearchQuery};
+use lake_host::catalog::{
+    Catalog, CatalogError, DatasetId, DatasetStatus, FileRecord, NewDataset, SearchQuery,
+};
 use lake_host::layers::Layer;
 use lake_host::provenance::{Action, Direction, NewProvenance};
 use serde_json::json;
@@ -36,16 +38,31 @@ fn file(name: &str, size: u64) -> FileRecord {
 }
 
 fn prov(action: Action, inputs: Vec<DatasetId>, outputs: Vec<DatasetId>) -> NewProvenance {
-    NewProvenance { action, inputs, outputs, parameters: json!({"k": 1}), notes: Some("n".into()), actor: None }
+    NewProvenance {
+        action,
+        inputs,
+        outputs,
+        parameters: json!({"k": 1}),
+        notes: Some("n".into()),
+        actor: None,
+    }
 }
 
 pub async fn insert_and_get(c: Arc<dyn Catalog>) {
     let mut n = new_ds("GSE16 series", "geo", Layer::Raw);
     n.external_id = Some("GSE16".into());
     n.tags = vec!["geo".into(), "human".into()];
-    n.metadata = json!({"organism": "Homo sapiens", "source": "geo", "date": "2026-01-01", "version": "2"});
+    n.metadata =
+        json!({"organism": "Homo sapiens", "source": "geo", "date": "2026-01-01", "version": "2"});
     let files = [file("a.csv", 10), file("b.csv", 32)];
-    let d = c.insert_dataset(&n, &files, Some(&prov(Action::Registration, vec![], vec![n.id]))).await.expect("insert");
+    let d = c
+        .insert_dataset(
+            &n,
+            &files,
+            Some(&prov(Action::Registration, vec![], vec![n.id])),
+        )
+        .await
+        .expect("insert");
     assert_eq!(d.id, n.id);
     assert_eq!((d.file_count, d.total_size), (2, 42));
     let got = c.get_dataset(n.id).await.expect("get");
@@ -56,7 +73,10 @@ pub async fn insert_and_get(c: Arc<dyn Catalog>) {
     assert_eq!(got.layer, Layer::Raw);
     assert_eq!(got.location, format!("lake-raw/geo/{}/", n.id));
     let listed = c.list_files(n.id).await.expect("files");
-    assert_eq!(listed.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["a.csv", "b.csv"]);
+    assert_eq!(
+        listed.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        ["a.csv", "b.csv"]
+    );
     assert_eq!(listed[1].sha256, files[1].sha256);
     let entries = c.provenance_of(&[n.id]).await.expect("provenance");
     assert_eq!(entries.len(), 1);
@@ -66,19 +86,39 @@ pub async fn insert_and_get(c: Arc<dyn Catalog>) {
 
 pub async fn unknown_is_not_found(c: Arc<dyn Catalog>) {
     let id = DatasetId::new();
-    assert!(matches!(c.get_dataset(id).await, Err(CatalogError::NotFound(_))));
-    assert!(matches!(c.list_files(id).await, Err(CatalogError::NotFound(_))));
-    assert!(matches!(c.commit(id, &[], DatasetStatus::Ready, None).await, Err(CatalogError::NotFound(_))));
-    assert!(matches!(c.lineage(id, 5, Direction::Both).await, Err(CatalogError::NotFound(_))));
+    assert!(matches!(
+        c.get_dataset(id).await,
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(matches!(
+        c.list_files(id).await,
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(matches!(
+        c.commit(id, &[], DatasetStatus::Ready, None).await,
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(matches!(
+        c.lineage(id, 5, Direction::Both).await,
+        Err(CatalogError::NotFound(_))
+    ));
 }
 
 pub async fn search_filters_and_pages(c: Arc<dyn Catalog>) {
     let mut ids = Vec::new();
     for i in 0..12 {
-        let layer = if i % 3 == 0 { Layer::Processed } else { Layer::Raw };
+        let layer = if i % 3 == 0 {
+            Layer::Processed
+        } else {
+            Layer::Raw
+        };
         let source = if i % 2 == 0 { "geo" } else { "uniprot" };
         let mut n = new_ds(&format!("dataset {i}"), source, layer);
-        n.tags = if i % 4 == 0 { vec!["x".into(), "y".into()] } else { vec!["x".into()] };
+        n.tags = if i % 4 == 0 {
+            vec!["x".into(), "y".into()]
+        } else {
+            vec!["x".into()]
+        };
         if i == 5 {
             n.metadata = json!({"organism": "Mus MUSCULUS", "note": "100% done"});
             n.external_id = Some("P12345".into());
@@ -87,33 +127,131 @@ pub async fn search_filters_and_pages(c: Arc<dyn Catalog>) {
     }
     let mut pending = new_ds("hidden pending", "geo", Layer::Raw);
     pending.status = DatasetStatus::Pending;
-    c.insert_dataset(&pending, &[], None).await.expect("insert pending");
+    c.insert_dataset(&pending, &[], None)
+        .await
+        .expect("insert pending");
 
     let all = |q: SearchQuery| {
         let c = c.clone();
-        async move { c.search(&q).await.expect("search").items.into_iter().map(|d| d.id).collect::<Vec<_>>() }
+        async move {
+            c.search(&q)
+                .await
+                .expect("search")
+                .items
+                .into_iter()
+                .map(|d| d.id)
+                .collect::<Vec<_>>()
+        }
     };
     // Newest first, pending hidden.
-    let everything = all(SearchQuery { limit: 100, ..Default::default() }).await;
+    let everything = all(SearchQuery {
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
     assert_eq!(everything, ids.iter().rev().copied().collect::<Vec<_>>());
-    assert_eq!(all(SearchQuery { layer: Some(Layer::Processed), limit: 100, ..Default::default() }).await.len(), 4);
-    assert_eq!(all(SearchQuery { source: Some("uniprot".into()), limit: 100, ..Default::default() }).await.len(), 6);
-    assert_eq!(all(SearchQuery { tags: vec!["x".into(), "y".into()], limit: 100, ..Default::default() }).await.len(), 3);
-    assert_eq!(all(SearchQuery { tags: vec!["nope".into()], limit: 100, ..Default::default() }).await.len(), 0);
+    assert_eq!(
+        all(SearchQuery {
+            layer: Some(Layer::Processed),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .len(),
+        4
+    );
+    assert_eq!(
+        all(SearchQuery {
+            source: Some("uniprot".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .len(),
+        6
+    );
+    assert_eq!(
+        all(SearchQuery {
+            tags: vec!["x".into(), "y".into()],
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .len(),
+        3
+    );
+    assert_eq!(
+        all(SearchQuery {
+            tags: vec!["nope".into()],
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .len(),
+        0
+    );
     // Free text: case-insensitive, over metadata and external id; LIKE wildcards are literal.
-    assert_eq!(all(SearchQuery { q: Some("mus musculus".into()), ..Default::default() }).await, [ids[5]]);
-    assert_eq!(all(SearchQuery { q: Some("p12345".into()), ..Default::default() }).await, [ids[5]]);
-    assert_eq!(all(SearchQuery { q: Some("100%".into()), ..Default::default() }).await, [ids[5]]);
-    assert_eq!(all(SearchQuery { q: Some("%".into()), ..Default::default() }).await, [ids[5]]);
-    assert_eq!(all(SearchQuery { q: Some("dataset 1".into()), limit: 100, ..Default::default() }).await.len(), 3);
-    let pend = all(SearchQuery { status: DatasetStatus::Pending, ..Default::default() }).await;
+    assert_eq!(
+        all(SearchQuery {
+            q: Some("mus musculus".into()),
+            ..Default::default()
+        })
+        .await,
+        [ids[5]]
+    );
+    assert_eq!(
+        all(SearchQuery {
+            q: Some("p12345".into()),
+            ..Default::default()
+        })
+        .await,
+        [ids[5]]
+    );
+    assert_eq!(
+        all(SearchQuery {
+            q: Some("100%".into()),
+            ..Default::default()
+        })
+        .await,
+        [ids[5]]
+    );
+    assert_eq!(
+        all(SearchQuery {
+            q: Some("%".into()),
+            ..Default::default()
+        })
+        .await,
+        [ids[5]]
+    );
+    assert_eq!(
+        all(SearchQuery {
+            q: Some("dataset 1".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .len(),
+        3
+    );
+    let pend = all(SearchQuery {
+        status: DatasetStatus::Pending,
+        ..Default::default()
+    })
+    .await;
     assert_eq!(pend, [pending.id]);
 
     // Cursor pages cover everything exactly once.
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = c.search(&SearchQuery { limit: 5, after, ..Default::default() }).await.expect("page");
+        let page = c
+            .search(&SearchQuery {
+                limit: 5,
+                after,
+                ..Default::default()
+            })
+            .await
+            .expect("page");
         seen.extend(page.items.iter().map(|d| d.id));
         match page.next_cursor {
             Some(cur) => after = Some(cur.parse().expect("cursor is an id")),
@@ -121,42 +259,92 @@ pub async fn search_filters_and_pages(c: Arc<dyn Catalog>) {
         }
     }
     assert_eq!(seen, everything);
-    let offset = all(SearchQuery { limit: 3, offset: 10, ..Default::default() }).await;
+    let offset = all(SearchQuery {
+        limit: 3,
+        offset: 10,
+        ..Default::default()
+    })
+    .await;
     assert_eq!(offset, everything[10..12]);
 }
 
 pub async fn stats_per_layer_and_source(c: Arc<dyn Catalog>) {
-    c.insert_dataset(&new_ds("a", "geo", Layer::Raw), &[file("x", 100)], None).await.expect("insert");
-    c.insert_dataset(&new_ds("b", "geo", Layer::Processed), &[file("x", 50), file("y", 1)], None).await.expect("insert");
-    c.insert_dataset(&new_ds("c", "pubmed", Layer::Raw), &[], None).await.expect("insert");
+    c.insert_dataset(&new_ds("a", "geo", Layer::Raw), &[file("x", 100)], None)
+        .await
+        .expect("insert");
+    c.insert_dataset(
+        &new_ds("b", "geo", Layer::Processed),
+        &[file("x", 50), file("y", 1)],
+        None,
+    )
+    .await
+    .expect("insert");
+    c.insert_dataset(&new_ds("c", "pubmed", Layer::Raw), &[], None)
+        .await
+        .expect("insert");
     let mut gone = new_ds("d", "pubmed", Layer::Curated);
     gone.status = DatasetStatus::Deleted;
-    c.insert_dataset(&gone, &[file("z", 999)], None).await.expect("insert");
+    c.insert_dataset(&gone, &[file("z", 999)], None)
+        .await
+        .expect("insert");
     let s = c.stats().await.expect("stats");
     assert_eq!((s.total_datasets, s.total_bytes), (3, 151));
-    let layer = |k: &str| s.by_layer.iter().find(|g| g.key == k).map(|g| (g.datasets, g.bytes));
+    let layer = |k: &str| {
+        s.by_layer
+            .iter()
+            .find(|g| g.key == k)
+            .map(|g| (g.datasets, g.bytes))
+    };
     assert_eq!(layer("raw"), Some((2, 100)));
     assert_eq!(layer("processed"), Some((1, 51)));
     assert_eq!(layer("curated"), Some((0, 0)));
     assert_eq!(layer("archive"), Some((0, 0)));
-    let src = |k: &str| s.by_source.iter().find(|g| g.key == k).map(|g| (g.datasets, g.bytes));
+    let src = |k: &str| {
+        s.by_source
+            .iter()
+            .find(|g| g.key == k)
+            .map(|g| (g.datasets, g.bytes))
+    };
     assert_eq!(src("geo"), Some((2, 151)));
     assert_eq!(src("pubmed"), Some((1, 0)));
 }
 
 pub async fn commit_is_atomic(c: Arc<dyn Catalog>) {
     let n = new_ds("d", "geo", Layer::Raw);
-    c.insert_dataset(&n, &[file("a.csv", 5)], None).await.expect("insert");
+    c.insert_dataset(&n, &[file("a.csv", 5)], None)
+        .await
+        .expect("insert");
     // A clash with an existing name writes nothing: no new file, no provenance, no status change.
     let r = c
-        .commit(n.id, &[file("b.csv", 7), file("a.csv", 9)], DatasetStatus::Failed, Some(&prov(Action::Manual, vec![], vec![n.id])))
+        .commit(
+            n.id,
+            &[file("b.csv", 7), file("a.csv", 9)],
+            DatasetStatus::Failed,
+            Some(&prov(Action::Manual, vec![], vec![n.id])),
+        )
         .await;
     assert!(matches!(r, Err(CatalogError::Conflict(_))), "{r:?}");
     let d = c.get_dataset(n.id).await.expect("get");
-    assert_eq!((d.file_count, d.total_size, d.status), (1, 5, DatasetStatus::Ready));
-    assert!(c.provenance_of(&[n.id]).await.expect("provenance").is_empty());
+    assert_eq!(
+        (d.file_count, d.total_size, d.status),
+        (1, 5, DatasetStatus::Ready)
+    );
+    assert!(
+        c.provenance_of(&[n.id])
+            .await
+            .expect("provenance")
+            .is_empty()
+    );
     // A good commit lands whole.
-    let d = c.commit(n.id, &[file("b.csv", 7)], DatasetStatus::Ready, Some(&prov(Action::Manual, vec![], vec![n.id]))).await.expect("commit");
+    let d = c
+        .commit(
+            n.id,
+            &[file("b.csv", 7)],
+            DatasetStatus::Ready,
+            Some(&prov(Action::Manual, vec![], vec![n.id])),
+        )
+        .await
+        .expect("commit");
     assert_eq!((d.file_count, d.total_size), (2, 12));
     assert_eq!(c.provenance_of(&[n.id]).await.expect("provenance").len(), 1);
 }
@@ -165,72 +353,160 @@ pub async fn upload_claims_are_exclusive(c: Arc<dyn Catalog>) {
     use std::time::Duration;
     let hour = Duration::from_secs(3600);
     let n = new_ds("d", "geo", Layer::Raw);
-    c.insert_dataset(&n, &[file("done.csv", 1)], None).await.expect("insert");
-    c.claim_file(n.id, "new.csv", hour).await.expect("first claim");
-    assert!(matches!(c.claim_file(n.id, "new.csv", hour).await, Err(CatalogError::Conflict(_))), "a live claim is exclusive");
-    assert!(matches!(c.claim_file(n.id, "done.csv", hour).await, Err(CatalogError::Conflict(_))), "a committed name cannot be claimed");
+    c.insert_dataset(&n, &[file("done.csv", 1)], None)
+        .await
+        .expect("insert");
+    c.claim_file(n.id, "new.csv", hour)
+        .await
+        .expect("first claim");
+    assert!(
+        matches!(
+            c.claim_file(n.id, "new.csv", hour).await,
+            Err(CatalogError::Conflict(_))
+        ),
+        "a live claim is exclusive"
+    );
+    assert!(
+        matches!(
+            c.claim_file(n.id, "done.csv", hour).await,
+            Err(CatalogError::Conflict(_))
+        ),
+        "a committed name cannot be claimed"
+    );
     // Committing the file releases the claim; the name is then taken for good.
-    c.commit(n.id, &[file("new.csv", 2)], DatasetStatus::Ready, None).await.expect("commit");
-    assert!(matches!(c.claim_file(n.id, "new.csv", hour).await, Err(CatalogError::Conflict(_))));
+    c.commit(n.id, &[file("new.csv", 2)], DatasetStatus::Ready, None)
+        .await
+        .expect("commit");
+    assert!(matches!(
+        c.claim_file(n.id, "new.csv", hour).await,
+        Err(CatalogError::Conflict(_))
+    ));
     // A released claim can be taken again; a stale one is taken over.
     c.claim_file(n.id, "other.csv", hour).await.expect("claim");
     c.release_claim(n.id, "other.csv").await.expect("release");
-    c.claim_file(n.id, "other.csv", hour).await.expect("claim after release");
-    c.claim_file(n.id, "other.csv", Duration::ZERO).await.expect("a stale claim is taken over");
-    assert!(matches!(c.claim_file(DatasetId::new(), "x", hour).await, Err(CatalogError::NotFound(_) | CatalogError::Invalid(_))));
+    c.claim_file(n.id, "other.csv", hour)
+        .await
+        .expect("claim after release");
+    c.claim_file(n.id, "other.csv", Duration::ZERO)
+        .await
+        .expect("a stale claim is taken over");
+    assert!(matches!(
+        c.claim_file(DatasetId::new(), "x", hour).await,
+        Err(CatalogError::NotFound(_) | CatalogError::Invalid(_))
+    ));
 }
 
 pub async fn insert_is_atomic(c: Arc<dyn Catalog>) {
     let n = new_ds("dup files", "geo", Layer::Raw);
-    let r = c.insert_dataset(&n, &[file("same", 1), file("same", 2)], Some(&prov(Action::Registration, vec![], vec![n.id]))).await;
+    let r = c
+        .insert_dataset(
+            &n,
+            &[file("same", 1), file("same", 2)],
+            Some(&prov(Action::Registration, vec![], vec![n.id])),
+        )
+        .await;
     assert!(matches!(r, Err(CatalogError::Conflict(_))), "{r:?}");
-    assert!(matches!(c.get_dataset(n.id).await, Err(CatalogError::NotFound(_))));
-    assert!(c.provenance_of(&[n.id]).await.expect("provenance").is_empty());
+    assert!(matches!(
+        c.get_dataset(n.id).await,
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(
+        c.provenance_of(&[n.id])
+            .await
+            .expect("provenance")
+            .is_empty()
+    );
 }
 
 pub async fn one_promotion_target_per_layer(c: Arc<dyn Catalog>) {
-    let src = c.insert_dataset(&new_ds("src", "geo", Layer::Raw), &[], None).await.expect("insert");
+    let src = c
+        .insert_dataset(&new_ds("src", "geo", Layer::Raw), &[], None)
+        .await
+        .expect("insert");
     let mut t1 = new_ds("src", "geo", Layer::Processed);
     t1.promoted_from = Some(src.id);
     t1.status = DatasetStatus::Pending;
-    c.insert_dataset(&t1, &[], None).await.expect("first target");
+    c.insert_dataset(&t1, &[], None)
+        .await
+        .expect("first target");
     let mut t2 = new_ds("src", "geo", Layer::Processed);
     t2.promoted_from = Some(src.id);
-    assert!(matches!(c.insert_dataset(&t2, &[], None).await, Err(CatalogError::Conflict(_))));
-    let found = c.find_promotion(src.id, Layer::Processed).await.expect("find").expect("a target");
+    assert!(matches!(
+        c.insert_dataset(&t2, &[], None).await,
+        Err(CatalogError::Conflict(_))
+    ));
+    let found = c
+        .find_promotion(src.id, Layer::Processed)
+        .await
+        .expect("find")
+        .expect("a target");
     assert_eq!((found.id, found.status), (t1.id, DatasetStatus::Pending));
-    assert!(c.find_promotion(src.id, Layer::Curated).await.expect("find").is_none());
+    assert!(
+        c.find_promotion(src.id, Layer::Curated)
+            .await
+            .expect("find")
+            .is_none()
+    );
 }
 
 pub async fn lineage_walks_both_ways(c: Arc<dyn Catalog>) {
     // a -> b -> c -> d, and b -> e (a branch), f merges c and e.
     let mut ids = Vec::new();
     for name in ["a", "b", "c", "d", "e", "f"] {
-        ids.push(c.insert_dataset(&new_ds(name, "geo", Layer::Raw), &[], None).await.expect("insert").id);
+        ids.push(
+            c.insert_dataset(&new_ds(name, "geo", Layer::Raw), &[], None)
+                .await
+                .expect("insert")
+                .id,
+        );
     }
-    let [a, b, cc, d, e, f] = ids[..] else { unreachable!() };
+    let [a, b, cc, d, e, f] = ids[..] else {
+        unreachable!()
+    };
     for (i, o) in [(a, b), (b, cc), (cc, d), (b, e)] {
-        c.append_provenance(&prov(Action::Pipeline, vec![i], vec![o])).await.expect("append");
+        c.append_provenance(&prov(Action::Pipeline, vec![i], vec![o]))
+            .await
+            .expect("append");
     }
-    let merge = c.append_provenance(&prov(Action::Pipeline, vec![cc, e], vec![f])).await.expect("append");
+    let merge = c
+        .append_provenance(&prov(Action::Pipeline, vec![cc, e], vec![f]))
+        .await
+        .expect("append");
     assert_eq!(merge.inputs, [cc, e]);
 
     let g = c.lineage(cc, 10, Direction::Both).await.expect("graph");
     let dist = |id| g.nodes.iter().find(|n| n.id == id).map(|n| n.distance);
-    assert_eq!((dist(a), dist(b), dist(cc), dist(d), dist(f)), (Some(-2), Some(-1), Some(0), Some(1), Some(1)));
-    assert_eq!(dist(e), None, "a sibling branch is neither ancestor nor descendant");
-    assert!(g.edges.iter().any(|x| x.from == a && x.to == b && x.action == "pipeline"));
+    assert_eq!(
+        (dist(a), dist(b), dist(cc), dist(d), dist(f)),
+        (Some(-2), Some(-1), Some(0), Some(1), Some(1))
+    );
+    assert_eq!(
+        dist(e),
+        None,
+        "a sibling branch is neither ancestor nor descendant"
+    );
+    assert!(
+        g.edges
+            .iter()
+            .any(|x| x.from == a && x.to == b && x.action == "pipeline")
+    );
     assert!(g.edges.iter().any(|x| x.from == cc && x.to == f));
 
     let up1 = c.lineage(cc, 1, Direction::Ancestors).await.expect("graph");
     assert_eq!(up1.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), [b, cc]);
-    let down = c.lineage(a, 10, Direction::Descendants).await.expect("graph");
+    let down = c
+        .lineage(a, 10, Direction::Descendants)
+        .await
+        .expect("graph");
     assert_eq!(down.nodes.len(), 6);
     let fx = c.lineage(f, 10, Direction::Ancestors).await.expect("graph");
     assert_eq!(fx.nodes.len(), 5, "f descends from a, b, c and e");
     let entries = c.provenance_of(&[f]).await.expect("entries");
     assert_eq!(entries.len(), 1);
-    assert_eq!((entries[0].inputs.clone(), entries[0].outputs.clone()), (vec![cc, e], vec![f]));
+    assert_eq!(
+        (entries[0].inputs.clone(), entries[0].outputs.clone()),
+        (vec![cc, e], vec![f])
+    );
 }
 
 macro_rules! conformance {
@@ -260,7 +536,9 @@ macro_rules! conformance {
 async fn make_sqlite() -> Option<(Arc<dyn Catalog>, tempfile::TempDir)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite:{}", dir.path().join("catalog.db").display());
-    let c = lake_host::catalog::sqlite::SqliteCatalog::connect(&url, 4).await.expect("open");
+    let c = lake_host::catalog::sqlite::SqliteCatalog::connect(&url, 4)
+        .await
+        .expect("open");
     c.migrate().await.expect("migrate");
     Some((Arc::new(c), dir))
 }
@@ -276,11 +554,26 @@ conformance!(postgres, make_postgres());
 /// The append-only rule is enforced by the database itself, not only by the code that writes it.
 #[tokio::test]
 async fn postgres_refuses_provenance_rewrites_and_raw_deletes() {
-    let Some(c) = crate::pg_catalog().await else { return };
-    let raw = c.insert_dataset(&new_ds("r", "geo", Layer::Raw), &[], None).await.expect("insert");
-    let out = c.insert_dataset(&new_ds("o", "geo", Layer::Processed), &[], None).await.expect("insert");
-    c.append_provenance(&prov(Action::Manual, vec![raw.id], vec![out.id])).await.expect("append");
-    for sql in ["UPDATE provenance SET notes = 'rewritten'", "DELETE FROM provenance", "DELETE FROM lineage_edges", "DELETE FROM datasets"] {
+    let Some(c) = crate::pg_catalog().await else {
+        return;
+    };
+    let raw = c
+        .insert_dataset(&new_ds("r", "geo", Layer::Raw), &[], None)
+        .await
+        .expect("insert");
+    let out = c
+        .insert_dataset(&new_ds("o", "geo", Layer::Processed), &[], None)
+        .await
+        .expect("insert");
+    c.append_provenance(&prov(Action::Manual, vec![raw.id], vec![out.id]))
+        .await
+        .expect("append");
+    for sql in [
+        "UPDATE provenance SET notes = 'rewritten'",
+        "DELETE FROM provenance",
+        "DELETE FROM lineage_edges",
+        "DELETE FROM datasets",
+    ] {
         let r = sqlx::query(sql).execute(c.pool()).await;
         assert!(r.is_err(), "{sql} was allowed");
     }
@@ -291,14 +584,37 @@ async fn postgres_refuses_provenance_rewrites_and_raw_deletes() {
 async fn sqlite_refuses_provenance_rewrites_and_raw_deletes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.db");
-    let c = lake_host::catalog::sqlite::SqliteCatalog::connect(&format!("sqlite:{}", path.display()), 2).await.expect("open");
+    let c = lake_host::catalog::sqlite::SqliteCatalog::connect(
+        &format!("sqlite:{}", path.display()),
+        2,
+    )
+    .await
+    .expect("open");
     c.migrate().await.expect("migrate");
-    let raw = c.insert_dataset(&new_ds("r", "geo", Layer::Raw), &[], None).await.expect("insert");
-    let out = c.insert_dataset(&new_ds("o", "geo", Layer::Processed), &[], None).await.expect("insert");
-    c.append_provenance(&prov(Action::Manual, vec![raw.id], vec![out.id])).await.expect("append");
+    let raw = c
+        .insert_dataset(&new_ds("r", "geo", Layer::Raw), &[], None)
+        .await
+        .expect("insert");
+    let out = c
+        .insert_dataset(&new_ds("o", "geo", Layer::Processed), &[], None)
+        .await
+        .expect("insert");
+    c.append_provenance(&prov(Action::Manual, vec![raw.id], vec![out.id]))
+        .await
+        .expect("append");
     use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display())).await.expect("raw connection");
-    for sql in ["UPDATE provenance SET notes = 'rewritten'", "DELETE FROM provenance", "DELETE FROM lineage_edges", "DELETE FROM datasets"] {
-        assert!(sqlx::query(sql).execute(&mut conn).await.is_err(), "{sql} was allowed");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .expect("raw connection");
+    for sql in [
+        "UPDATE provenance SET notes = 'rewritten'",
+        "DELETE FROM provenance",
+        "DELETE FROM lineage_edges",
+        "DELETE FROM datasets",
+    ] {
+        assert!(
+            sqlx::query(sql).execute(&mut conn).await.is_err(),
+            "{sql} was allowed"
+        );
     }
 }

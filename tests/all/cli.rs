@@ -11,7 +11,11 @@ fn lake(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
         .env("LAKE_LOG", "warn")
         .output()
         .expect("run lake");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn json(s: &str) -> serde_json::Value {
@@ -25,24 +29,56 @@ fn register_upload_promote_lineage_and_refused_delete() {
     let (ok, out, err) = lake(d, &["migrate"]);
     assert!(ok, "{err}");
 
-    let (ok, out2, err) = lake(d, &["catalog", "register", "--name", "iris", "--source", "upload", "--tags", "demo,plants", "--metadata", r#"{"species": 3}"#]);
+    let (ok, out2, err) = lake(
+        d,
+        &[
+            "catalog",
+            "register",
+            "--name",
+            "iris",
+            "--source",
+            "upload",
+            "--tags",
+            "demo,plants",
+            "--metadata",
+            r#"{"species": 3}"#,
+        ],
+    );
     assert!(ok, "{out}{err}");
     let id = json(&out2)["id"].as_str().expect("id").to_owned();
 
     let file = d.join("iris.csv");
     std::fs::write(&file, "sepal,petal\n5.1,1.4\n").expect("write");
-    let (ok, out, err) = lake(d, &["catalog", "upload", &id, file.to_str().expect("utf-8")]);
+    let (ok, out, err) = lake(
+        d,
+        &["catalog", "upload", &id, file.to_str().expect("utf-8")],
+    );
     assert!(ok, "{err}");
     assert_eq!(json(&out)["file_count"], 1);
     let (ok, out, _) = lake(d, &["catalog", "files", &id]);
     assert!(ok);
-    assert_eq!(json(&out)[0]["sha256"], lake_host::blob::Sha256::of(b"sepal,petal\n5.1,1.4\n").to_hex().as_str());
+    assert_eq!(
+        json(&out)[0]["sha256"],
+        lake_host::blob::Sha256::of(b"sepal,petal\n5.1,1.4\n")
+            .to_hex()
+            .as_str()
+    );
 
     let (ok, out, err) = lake(d, &["catalog", "list", "--tags", "plants", "--q", "IRIS"]);
     assert!(ok, "{err}");
     assert_eq!(json(&out)["items"][0]["id"], id.as_str());
 
-    let (ok, out, err) = lake(d, &["promote", &id, "--to", "processed", "--notes", "from the CLI"]);
+    let (ok, out, err) = lake(
+        d,
+        &[
+            "promote",
+            &id,
+            "--to",
+            "processed",
+            "--notes",
+            "from the CLI",
+        ],
+    );
     assert!(ok, "{err}");
     let target = json(&out)["id"].as_str().expect("id").to_owned();
     let (ok, _, err) = lake(d, &["promote", &id, "--to", "archive"]);
@@ -52,7 +88,13 @@ fn register_upload_promote_lineage_and_refused_delete() {
     assert!(ok);
     let l = json(&out);
     assert_eq!(l["ancestors"], serde_json::json!([id]));
-    assert!(l["entries"].as_array().expect("entries").iter().any(|e| e["notes"] == "from the CLI"));
+    assert!(
+        l["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["notes"] == "from the CLI")
+    );
     let (ok, out, _) = lake(d, &["lineage", &id, "--graph"]);
     assert!(ok);
     assert_eq!(json(&out)["edges"][0]["to"], target.as_str());

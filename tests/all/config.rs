@@ -3,15 +3,28 @@
 use lake_host::config::{self, CliOverrides, StorageBackend};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 #[test]
 fn shipped_lake_toml_parses_and_equals_the_defaults() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../lake.toml");
-    let cfg = config::load(Some(std::path::Path::new(path)), &[], &CliOverrides::default()).expect("shipped lake.toml is valid");
-    let defaults = config::from_parts(None, &[], &CliOverrides::default()).expect("defaults are valid");
-    assert_eq!(cfg.to_redacted_toml(), defaults.to_redacted_toml(), "lake.toml must describe the embedded default");
+    let cfg = config::load(
+        Some(std::path::Path::new(path)),
+        &[],
+        &CliOverrides::default(),
+    )
+    .expect("shipped lake.toml is valid");
+    let defaults =
+        config::from_parts(None, &[], &CliOverrides::default()).expect("defaults are valid");
+    assert_eq!(
+        cfg.to_redacted_toml(),
+        defaults.to_redacted_toml(),
+        "lake.toml must describe the embedded default"
+    );
     assert_eq!(cfg.storage.backend, StorageBackend::Local);
     assert!(cfg.catalog.url.expose().starts_with("sqlite:"));
     assert_eq!(cfg.server.listen, "127.0.0.1:8080");
@@ -19,13 +32,18 @@ fn shipped_lake_toml_parses_and_equals_the_defaults() {
 
 #[test]
 fn every_shipped_key_has_a_comment_above_it() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../lake.toml")).expect("read");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../lake.toml"))
+        .expect("read");
     let lines: Vec<&str> = text.lines().collect();
     for (i, line) in lines.iter().enumerate() {
         let t = line.trim();
         let is_key = !t.is_empty() && !t.starts_with('#') && !t.starts_with('[') && t.contains('=');
         if is_key {
-            assert!(i > 0 && lines[i - 1].trim().starts_with('#'), "lake.toml line {}: `{t}` has no doc comment", i + 1);
+            assert!(
+                i > 0 && lines[i - 1].trim().starts_with('#'),
+                "lake.toml line {}: `{t}` has no doc comment",
+                i + 1
+            );
         }
     }
 }
@@ -34,14 +52,28 @@ fn every_shipped_key_has_a_comment_above_it() {
 fn precedence_defaults_file_env_cli() {
     let file = "[server]\nlisten = \"127.0.0.1:1111\"\n[catalog]\nmax_connections = 3\n";
     let cfg = config::from_parts(Some(file), &[], &CliOverrides::default()).expect("valid");
-    assert_eq!((cfg.server.listen.as_str(), cfg.catalog.max_connections), ("127.0.0.1:1111", 3));
-    assert_eq!(cfg.server.presign_ttl_secs, 900, "untouched keys keep their defaults");
+    assert_eq!(
+        (cfg.server.listen.as_str(), cfg.catalog.max_connections),
+        ("127.0.0.1:1111", 3)
+    );
+    assert_eq!(
+        cfg.server.presign_ttl_secs, 900,
+        "untouched keys keep their defaults"
+    );
 
-    let e = env(&[("LAKE_SERVER__LISTEN", "127.0.0.1:2222"), ("LAKE_CATALOG__MAX_CONNECTIONS", "7")]);
+    let e = env(&[
+        ("LAKE_SERVER__LISTEN", "127.0.0.1:2222"),
+        ("LAKE_CATALOG__MAX_CONNECTIONS", "7"),
+    ]);
     let cfg = config::from_parts(Some(file), &e, &CliOverrides::default()).expect("valid");
-    assert_eq!((cfg.server.listen.as_str(), cfg.catalog.max_connections), ("127.0.0.1:2222", 7));
+    assert_eq!(
+        (cfg.server.listen.as_str(), cfg.catalog.max_connections),
+        ("127.0.0.1:2222", 7)
+    );
 
-    let cli = CliOverrides { listen: Some("127.0.0.1:3333".into()) };
+    let cli = CliOverrides {
+        listen: Some("127.0.0.1:3333".into()),
+    };
     let cfg = config::from_parts(Some(file), &e, &cli).expect("valid");
     assert_eq!(cfg.server.listen, "127.0.0.1:3333");
 }
@@ -49,24 +81,42 @@ fn precedence_defaults_file_env_cli() {
 #[test]
 fn env_selects_postgres_and_s3() {
     let e = env(&[
-        ("LAKE_CATALOG__URL", "postgres://postgres@127.0.0.1:5432/lake"),
+        (
+            "LAKE_CATALOG__URL",
+            "postgres://postgres@127.0.0.1:5432/lake",
+        ),
         ("LAKE_STORAGE__BACKEND", "s3"),
         ("LAKE_STORAGE__S3__ENDPOINT", "http://127.0.0.1:3900"),
         ("LAKE_STORAGE__S3__REGION", "garage"),
         ("LAKE_STORAGE__S3__ACCESS_KEY_ID", "GKabc"),
         ("LAKE_STORAGE__S3__SECRET_ACCESS_KEY", "s3cr3t-value"),
         ("LAKE_STORAGE__S3__FORCE_PATH_STYLE", "true"),
-        ("LAKE_TEST_PG_URL", "ignored: test harness variables are not settings"),
-        ("LAKE_BENCH_DATA", "ignored: benchmark harness variables are not settings"),
+        (
+            "LAKE_TEST_PG_URL",
+            "ignored: test harness variables are not settings",
+        ),
+        (
+            "LAKE_BENCH_DATA",
+            "ignored: benchmark harness variables are not settings",
+        ),
     ]);
     let cfg = config::from_parts(None, &e, &CliOverrides::default()).expect("valid");
     assert_eq!(cfg.storage.backend, StorageBackend::S3);
-    assert_eq!(cfg.storage.s3.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
-    assert_eq!(cfg.storage.s3.secret().expect("secret").expose(), "s3cr3t-value");
+    assert_eq!(
+        cfg.storage.s3.endpoint.as_deref(),
+        Some("http://127.0.0.1:3900")
+    );
+    assert_eq!(
+        cfg.storage.s3.secret().expect("secret").expose(),
+        "s3cr3t-value"
+    );
     // Secrets never show in Debug or in the printed configuration.
     let shown = format!("{cfg:?}\n{}", cfg.to_redacted_toml());
     assert!(!shown.contains("s3cr3t-value"), "secret leaked: {shown}");
-    assert!(!shown.contains("postgres://postgres@"), "catalog URL leaked");
+    assert!(
+        !shown.contains("postgres://postgres@"),
+        "catalog URL leaked"
+    );
     assert!(shown.contains("[redacted]"));
 }
 
@@ -80,7 +130,10 @@ fn secret_from_file() {
         f.display()
     );
     let cfg = config::from_parts(Some(&text), &[], &CliOverrides::default()).expect("valid");
-    assert_eq!(cfg.storage.s3.secret().expect("secret").expose(), "from-a-file");
+    assert_eq!(
+        cfg.storage.s3.secret().expect("secret").expose(),
+        "from-a-file"
+    );
 }
 
 #[test]
@@ -116,15 +169,22 @@ x = 1
         "surprise",
         "LAKE_CATALOG_URL: names no setting (did you mean LAKE_CATALOG__URL?)",
     ] {
-        assert!(all.contains(needle), "missing problem {needle:?} in:\n{all}");
+        assert!(
+            all.contains(needle),
+            "missing problem {needle:?} in:\n{all}"
+        );
     }
     assert!(err.0.len() >= 10, "{all}");
 }
 
 #[test]
 fn type_errors_name_their_section() {
-    let err = config::from_parts(Some("[server]\npresign_ttl_secs = \"soon\"\n[log]\nlevel = 5\n"), &[], &CliOverrides::default())
-        .expect_err("invalid");
+    let err = config::from_parts(
+        Some("[server]\npresign_ttl_secs = \"soon\"\n[log]\nlevel = 5\n"),
+        &[],
+        &CliOverrides::default(),
+    )
+    .expect_err("invalid");
     let all = err.0.join("\n");
     assert!(all.contains("[server]") && all.contains("[log]"), "{all}");
 }
@@ -132,10 +192,18 @@ fn type_errors_name_their_section() {
 #[test]
 fn sizes_accept_units() {
     assert_eq!(config::ByteSize::parse("16MiB").expect("size").0, 16 << 20);
-    assert_eq!(config::ByteSize::parse("10 GB").expect("size").0, 10_000_000_000);
+    assert_eq!(
+        config::ByteSize::parse("10 GB").expect("size").0,
+        10_000_000_000
+    );
     assert_eq!(config::ByteSize::parse("123").expect("size").0, 123);
     assert!(config::ByteSize::parse("12 parsecs").is_err());
-    let cfg = config::from_parts(None, &env(&[("LAKE_SERVER__MAX_UPLOAD_BYTES", "1MiB")]), &CliOverrides::default()).expect("valid");
+    let cfg = config::from_parts(
+        None,
+        &env(&[("LAKE_SERVER__MAX_UPLOAD_BYTES", "1MiB")]),
+        &CliOverrides::default(),
+    )
+    .expect("valid");
     assert_eq!(cfg.server.max_upload_bytes.0, 1 << 20);
 }
 
@@ -143,15 +211,27 @@ fn sizes_accept_units() {
 fn lake_config_check_prints_all_problems_and_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[server]\nlisten = \"nowhere\"\n[catalog]\nurl = \"ftp://x\"\n").expect("write");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"nowhere\"\n[catalog]\nurl = \"ftp://x\"\n",
+    )
+    .expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lake"))
-        .args(["--config", bad.to_str().expect("utf-8 path"), "config", "check"])
+        .args([
+            "--config",
+            bad.to_str().expect("utf-8 path"),
+            "config",
+            "check",
+        ])
         .env_remove("LAKE_CONFIG")
         .output()
         .expect("run lake");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("server.listen") && stderr.contains("catalog.url"), "{stderr}");
+    assert!(
+        stderr.contains("server.listen") && stderr.contains("catalog.url"),
+        "{stderr}"
+    );
 
     let ok = std::process::Command::new(env!("CARGO_BIN_EXE_lake"))
         .args(["config", "check"])
@@ -159,6 +239,10 @@ fn lake_config_check_prints_all_problems_and_fails() {
         .env_remove("LAKE_CONFIG")
         .output()
         .expect("run lake");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("[catalog]"));
 }

@@ -21,7 +21,14 @@ pub fn components() -> PathBuf {
     lock.lock().expect("lock");
     for f in FEATURES {
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--features", f])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--features",
+                f,
+            ])
             .arg("--manifest-path")
             .arg(root.join("tests/components/Cargo.toml"))
             .arg("--target-dir")
@@ -31,8 +38,15 @@ pub fn components() -> PathBuf {
             .env_remove("CARGO_TARGET_DIR")
             .status()
             .expect("run cargo");
-        assert!(status.success(), "building the hostile component {f} failed");
-        std::fs::copy(tmp.join("hostile-target/wasm32-wasip2/release/hostile.wasm"), out.join(format!("hostile-{f}.wasm"))).expect("copy");
+        assert!(
+            status.success(),
+            "building the hostile component {f} failed"
+        );
+        std::fs::copy(
+            tmp.join("hostile-target/wasm32-wasip2/release/hostile.wasm"),
+            out.join(format!("hostile-{f}.wasm")),
+        )
+        .expect("copy");
     }
     lock.unlock().expect("unlock");
     out
@@ -41,23 +55,53 @@ pub fn components() -> PathBuf {
 fn registry(grants: &[(&str, &str)]) -> (Plugins, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     for f in FEATURES {
-        std::fs::copy(components().join(format!("hostile-{f}.wasm")), dir.path().join(format!("hostile-{f}.wasm"))).expect("copy");
+        std::fs::copy(
+            components().join(format!("hostile-{f}.wasm")),
+            dir.path().join(format!("hostile-{f}.wasm")),
+        )
+        .expect("copy");
     }
     let mut overrides = BTreeMap::new();
-    overrides.insert("hostile-spin".to_owned(), PluginOverride { timeout_secs: Some(1.0), ..Default::default() });
-    overrides.insert("hostile-membomb".to_owned(), PluginOverride { memory: Some(ByteSize(64 << 20)), ..Default::default() });
+    overrides.insert(
+        "hostile-spin".to_owned(),
+        PluginOverride {
+            timeout_secs: Some(1.0),
+            ..Default::default()
+        },
+    );
+    overrides.insert(
+        "hostile-membomb".to_owned(),
+        PluginOverride {
+            memory: Some(ByteSize(64 << 20)),
+            ..Default::default()
+        },
+    );
     for (name, grant) in grants {
-        overrides.entry((*name).to_owned()).or_default().grants.push((*grant).to_owned());
+        overrides
+            .entry((*name).to_owned())
+            .or_default()
+            .grants
+            .push((*grant).to_owned());
     }
-    let cfg = PluginsConfig { dir: dir.path().to_path_buf(), cache_dir: crate::plugins::shared_cache(), overrides, ..PluginsConfig::default() };
+    let cfg = PluginsConfig {
+        dir: dir.path().to_path_buf(),
+        cache_dir: crate::plugins::shared_cache(),
+        overrides,
+        ..PluginsConfig::default()
+    };
     (Plugins::open(&cfg).expect("runtime"), dir)
 }
 
 fn one_chunk() -> lake_host::blob::ByteStream {
-    Box::pin(futures::stream::once(async { Ok(bytes::Bytes::from_static(b"a,b\n1,2\n")) }))
+    Box::pin(futures::stream::once(async {
+        Ok(bytes::Bytes::from_static(b"a,b\n1,2\n"))
+    }))
 }
 
-async fn run(p: &Plugins, name: &str) -> (Result<lake_host::plugins::Table, InvokeError>, Duration) {
+async fn run(
+    p: &Plugins,
+    name: &str,
+) -> (Result<lake_host::plugins::Table, InvokeError>, Duration) {
     let t = Instant::now();
     let inv = p.parse(name, Vec::new(), one_chunk()).await;
     (inv.result, t.elapsed())
@@ -71,14 +115,23 @@ async fn infinite_loop_times_out_while_others_keep_working() {
         async move { run(&p, "hostile-spin").await }
     });
     // While the loop spins on its blocking thread, other invocations still complete.
-    let iris = crate::plugins::parse(&p, &crate::plugins::shared().join("fixtures/csv/iris.csv"), serde_json::json!({})).await.expect("csv while spinning");
+    let iris = crate::plugins::parse(
+        &p,
+        &crate::plugins::shared().join("fixtures/csv/iris.csv"),
+        serde_json::json!({}),
+    )
+    .await
+    .expect("csv while spinning");
     assert_eq!(iris.num_rows(), 150);
     assert!(!spinning.is_finished(), "the loop should still be running");
     let (result, took) = spinning.await.expect("join");
     let err = result.expect_err("must not finish");
     assert!(matches!(err, InvokeError::Timeout(_)), "{err}");
     assert_eq!(err.code(), "timeout");
-    assert!(took < Duration::from_secs(5), "stopped near its 1 s limit, not {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped near its 1 s limit, not {took:?}"
+    );
 }
 
 #[tokio::test]
@@ -96,7 +149,11 @@ async fn panic_reports_its_message() {
     let (result, _) = run(&p, "hostile-panic").await;
     let err = result.expect_err("must not finish");
     assert!(matches!(err, InvokeError::Panic(_)), "{err}");
-    assert!(err.to_string().contains("hostile plugin gave up on a chunk of 8 bytes"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("hostile plugin gave up on a chunk of 8 bytes"),
+        "{err}"
+    );
     // The runtime is unharmed: the next invocation of the same component gets a fresh instance.
     let (again, _) = run(&p, "hostile-panic").await;
     assert!(matches!(again, Err(InvokeError::Panic(_))));
@@ -106,10 +163,22 @@ async fn panic_reports_its_message() {
 async fn file_and_socket_imports_are_refused_unless_granted() {
     let (p, _dir) = registry(&[]);
     let rejected = p.rejected();
-    for (name, iface) in [("hostile-readfile", "wasi:filesystem"), ("hostile-socket", "wasi:sockets")] {
-        assert!(p.get(name).is_none(), "{name} must not load without a grant");
-        let r = rejected.iter().find(|r| r.source.ends_with(&format!("{name}.wasm"))).unwrap_or_else(|| panic!("{name} not listed as rejected: {rejected:?}"));
-        assert!(r.reason.contains("capability denied") && r.reason.contains(iface), "{r:?}");
+    for (name, iface) in [
+        ("hostile-readfile", "wasi:filesystem"),
+        ("hostile-socket", "wasi:sockets"),
+    ] {
+        assert!(
+            p.get(name).is_none(),
+            "{name} must not load without a grant"
+        );
+        let r = rejected
+            .iter()
+            .find(|r| r.source.ends_with(&format!("{name}.wasm")))
+            .unwrap_or_else(|| panic!("{name} not listed as rejected: {rejected:?}"));
+        assert!(
+            r.reason.contains("capability denied") && r.reason.contains(iface),
+            "{r:?}"
+        );
         let (result, _) = run(&p, name).await;
         assert!(matches!(result, Err(InvokeError::Unknown(_))), "{result:?}");
     }
@@ -122,8 +191,15 @@ async fn file_and_socket_imports_are_refused_unless_granted() {
     let (result, _) = run(&p, "hostile-readfile").await;
     let err = result.expect_err("no preopened directories");
     assert_eq!(err.code(), "internal", "{err}");
-    assert!(err.to_string().contains("reading /etc/passwd failed"), "{err}");
+    assert!(
+        err.to_string().contains("reading /etc/passwd failed"),
+        "{err}"
+    );
     let (result, _) = run(&p, "hostile-socket").await;
     let err = result.expect_err("sockets are denied");
-    assert!(err.to_string().contains("connecting to 127.0.0.1:5432 failed"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("connecting to 127.0.0.1:5432 failed"),
+        "{err}"
+    );
 }

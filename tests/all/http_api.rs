@@ -27,7 +27,12 @@ pub fn settings(max_upload: u64) -> Settings {
     s
 }
 
-async fn assemble(catalog: Arc<dyn Catalog>, blobs: Arc<dyn BlobStore>, mut s: Settings, dir: Option<tempfile::TempDir>) -> TestLake {
+async fn assemble(
+    catalog: Arc<dyn Catalog>,
+    blobs: Arc<dyn BlobStore>,
+    mut s: Settings,
+    dir: Option<tempfile::TempDir>,
+) -> TestLake {
     if blobs.kind() == "s3" {
         // Unique buckets per test so tests on one Garage never see each other's objects.
         let tag = crate::unique("t");
@@ -35,7 +40,10 @@ async fn assemble(catalog: Arc<dyn Catalog>, blobs: Arc<dyn BlobStore>, mut s: S
     }
     let lake = Lake::new(catalog, blobs, s);
     lake.prepare_buckets().await.expect("prepare buckets");
-    let app = router(AppState { lake: lake.clone(), metrics: lake_host::telemetry::init_metrics() });
+    let app = router(AppState {
+        lake: lake.clone(),
+        metrics: lake_host::telemetry::init_metrics(),
+    });
     TestLake { app, lake, dir }
 }
 
@@ -44,16 +52,32 @@ pub async fn embedded(max_upload: u64) -> TestLake {
 }
 
 /// An embedded lake, with a plugin registry when given.
-pub async fn embedded_with(max_upload: u64, plugins: Option<lake_host::plugins::Plugins>) -> TestLake {
+pub async fn embedded_with(
+    max_upload: u64,
+    plugins: Option<lake_host::plugins::Plugins>,
+) -> TestLake {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite:{}", dir.path().join("catalog.db").display());
-    let catalog = lake_host::catalog::sqlite::SqliteCatalog::connect(&url, 4).await.expect("sqlite");
+    let catalog = lake_host::catalog::sqlite::SqliteCatalog::connect(&url, 4)
+        .await
+        .expect("sqlite");
     catalog.migrate().await.expect("migrate");
-    let blobs = lake_host::blob::local::LocalStore::open(dir.path().join("objects")).await.expect("local store");
-    let mut t = assemble(Arc::new(catalog), Arc::new(blobs), settings(max_upload), Some(dir)).await;
+    let blobs = lake_host::blob::local::LocalStore::open(dir.path().join("objects"))
+        .await
+        .expect("local store");
+    let mut t = assemble(
+        Arc::new(catalog),
+        Arc::new(blobs),
+        settings(max_upload),
+        Some(dir),
+    )
+    .await;
     if let Some(p) = plugins {
         t.lake = t.lake.clone().with_plugins(p);
-        t.app = router(AppState { lake: t.lake.clone(), metrics: lake_host::telemetry::init_metrics() });
+        t.app = router(AppState {
+            lake: t.lake.clone(),
+            metrics: lake_host::telemetry::init_metrics(),
+        });
     }
     t
 }
@@ -65,7 +89,12 @@ pub async fn production() -> Option<TestLake> {
 }
 
 impl TestLake {
-    pub async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(uri);
         let body = match body {
             Some(v) => {
@@ -81,7 +110,12 @@ impl TestLake {
         let resp = self.app.clone().oneshot(req).await.expect("infallible");
         let status = resp.status();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
         (status, v)
     }
 
@@ -105,21 +139,40 @@ impl TestLake {
 fn assert_error(status: StatusCode, v: &Value, want: StatusCode, code: &str) {
     assert_eq!(status, want, "{v}");
     assert_eq!(v["error"]["code"], code, "{v}");
-    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
 }
 
 /// Acceptance 3: after promotion the raw objects' SHA-256 are unchanged and raw is still cataloged;
 /// non-adjacent promotion, unknown id and raw delete each get a clear 4xx.
 async fn promotion_keeps_raw_untouched(t: TestLake) {
-    let id = t.create(json!({"name": "GSE16", "source": "geo", "external_id": "GSE16", "layer": "raw"})).await;
-    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/GSE16.txt")).expect("fixture");
+    let id = t
+        .create(json!({"name": "GSE16", "source": "geo", "external_id": "GSE16", "layer": "raw"}))
+        .await;
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/GSE16.txt"
+    ))
+    .expect("fixture");
     let (s, v) = t.upload(&id, "GSE16.txt", &bytes).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let expected = lake_host::blob::Sha256::of(&bytes).to_hex();
-    let (_, files) = t.call(Method::GET, &format!("/catalog/{id}/files"), None).await;
+    let (_, files) = t
+        .call(Method::GET, &format!("/catalog/{id}/files"), None)
+        .await;
     assert_eq!(files[0]["sha256"], expected.as_str());
 
-    let (s, v) = t.call(Method::POST, "/layers/promote", Some(json!({"dataset_id": id, "target_layer": "processed", "notes": "QC passed"}))).await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/layers/promote",
+            Some(json!({"dataset_id": id, "target_layer": "processed", "notes": "QC passed"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let target = v["dataset"]["id"].as_str().expect("target id").to_owned();
     assert_ne!(target, id);
@@ -131,29 +184,73 @@ async fn promotion_keeps_raw_untouched(t: TestLake) {
     assert_eq!((s, raw["layer"].as_str()), (StatusCode::OK, Some("raw")));
     let d: lake_host::catalog::DatasetId = id.parse().expect("id");
     let ds = t.lake.catalog().get_dataset(d).await.expect("raw row");
-    let (sha, _) = lake_host::blob::sha256_of(t.lake.blobs().as_ref(), &ds.bucket, &format!("{}GSE16.txt", ds.prefix)).await.expect("hash raw");
+    let (sha, _) = lake_host::blob::sha256_of(
+        t.lake.blobs().as_ref(),
+        &ds.bucket,
+        &format!("{}GSE16.txt", ds.prefix),
+    )
+    .await
+    .expect("hash raw");
     assert_eq!(sha.to_hex(), expected);
-    let (_, tfiles) = t.call(Method::GET, &format!("/catalog/{target}/files"), None).await;
+    let (_, tfiles) = t
+        .call(Method::GET, &format!("/catalog/{target}/files"), None)
+        .await;
     assert_eq!(tfiles[0]["sha256"], expected.as_str());
 
     // Retrying returns the same target without copying again.
-    let (s, again) = t.call(Method::POST, "/layers/promote", Some(json!({"dataset_id": id, "target_layer": "processed"}))).await;
+    let (s, again) = t
+        .call(
+            Method::POST,
+            "/layers/promote",
+            Some(json!({"dataset_id": id, "target_layer": "processed"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{again}");
-    assert_eq!((again["dataset"]["id"].as_str(), again["created"].as_bool()), (Some(target.as_str()), Some(false)));
+    assert_eq!(
+        (again["dataset"]["id"].as_str(), again["created"].as_bool()),
+        (Some(target.as_str()), Some(false))
+    );
 
     // The provenance edge carries the notes.
-    let (_, lineage) = t.call(Method::GET, &format!("/provenance/{target}"), None).await;
+    let (_, lineage) = t
+        .call(Method::GET, &format!("/provenance/{target}"), None)
+        .await;
     assert_eq!(lineage["ancestors"], json!([id]));
-    let promo = lineage["entries"].as_array().expect("entries").iter().find(|e| e["action"] == "promotion").expect("promotion entry").clone();
+    let promo = lineage["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["action"] == "promotion")
+        .expect("promotion entry")
+        .clone();
     assert_eq!(promo["notes"], "QC passed");
     assert_eq!(promo["inputs"], json!([id]));
 
-    let (s, v) = t.call(Method::POST, "/layers/promote", Some(json!({"dataset_id": id, "target_layer": "curated"}))).await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/layers/promote",
+            Some(json!({"dataset_id": id, "target_layer": "curated"})),
+        )
+        .await;
     assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("adjacent layer processed")), "{v}");
-    let (s, v) = t.call(Method::POST, "/layers/promote", Some(json!({"dataset_id": uuid::Uuid::now_v7(), "target_layer": "processed"}))).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("adjacent layer processed")),
+        "{v}"
+    );
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/layers/promote",
+            Some(json!({"dataset_id": uuid::Uuid::now_v7(), "target_layer": "processed"})),
+        )
+        .await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
-    let (s, v) = t.call(Method::DELETE, &format!("/catalog/{id}"), None).await;
+    let (s, v) = t
+        .call(Method::DELETE, &format!("/catalog/{id}"), None)
+        .await;
     assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
     let (s, _) = t.call(Method::GET, &format!("/catalog/{id}"), None).await;
     assert_eq!(s, StatusCode::OK, "raw survives the refused delete");
@@ -175,16 +272,28 @@ async fn seed_and_collector_bodies_register_existing_objects() {
     let t = embedded(1 << 30).await;
     // Objects placed in the raw bucket by a collector before it calls POST /catalog.
     let blobs = t.lake.blobs();
-    for (k, body) in [("geo/GSE16/GSE16.txt", &b"soft text"[..]), ("geo/GSE16/extra.csv", b"a,b\n1,2\n")] {
-        let s: lake_host::blob::ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes::Bytes::from_static(body)) }));
+    for (k, body) in [
+        ("geo/GSE16/GSE16.txt", &b"soft text"[..]),
+        ("geo/GSE16/extra.csv", b"a,b\n1,2\n"),
+    ] {
+        let s: lake_host::blob::ByteStream = Box::pin(futures::stream::once(async move {
+            Ok(bytes::Bytes::from_static(body))
+        }));
         blobs.put("lake-raw", k, s).await.expect("put");
     }
     let (s, v) = t.call(Method::POST, "/catalog", Some(json!({"name": "GSE16", "source": "geo", "layer": "raw", "object_path": "geo/GSE16/GSE16.txt", "metadata": {"organism": "human"}}))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!((v["file_count"].as_i64(), v["total_size"].as_i64()), (Some(1), Some(9)));
+    assert_eq!(
+        (v["file_count"].as_i64(), v["total_size"].as_i64()),
+        (Some(1), Some(9))
+    );
     assert_eq!(v["metadata"]["source"], "geo");
     assert_eq!(v["metadata"]["version"], "1");
-    assert!(v["metadata"]["date"].as_str().is_some_and(|d| d.len() == 10));
+    assert!(
+        v["metadata"]["date"]
+            .as_str()
+            .is_some_and(|d| d.len() == 10)
+    );
     let (s, v) = t
         .call(Method::POST, "/catalog", Some(json!({"name": "GSE16 all", "source": "geo", "external_id": "GSE16", "layer": "raw",
             "minio_bucket": "lake-raw", "minio_prefix": "geo/GSE16", "metadata_": {"version": "7"}, "tags": ["geo", "geo", " series "]})))
@@ -193,12 +302,32 @@ async fn seed_and_collector_bodies_register_existing_objects() {
     assert_eq!(v["file_count"], 2);
     assert_eq!(v["metadata"]["version"], "7");
     assert_eq!(v["tags"], json!(["geo", "series"]));
-    let (_, files) = t.call(Method::GET, &format!("/catalog/{}/files", v["id"].as_str().expect("id")), None).await;
-    let extra = files.as_array().expect("files").iter().find(|f| f["name"] == "extra.csv").expect("extra.csv registered");
-    assert_eq!(extra["sha256"], lake_host::blob::Sha256::of(b"a,b\n1,2\n").to_hex().as_str());
+    let (_, files) = t
+        .call(
+            Method::GET,
+            &format!("/catalog/{}/files", v["id"].as_str().expect("id")),
+            None,
+        )
+        .await;
+    let extra = files
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| f["name"] == "extra.csv")
+        .expect("extra.csv registered");
+    assert_eq!(
+        extra["sha256"],
+        lake_host::blob::Sha256::of(b"a,b\n1,2\n").to_hex().as_str()
+    );
     assert_eq!(extra["content_type"], "text/csv");
 
-    let (s, v) = t.call(Method::POST, "/catalog", Some(json!({"name": "x", "source": "geo", "minio_bucket": "someone-elses"}))).await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "x", "source": "geo", "minio_bucket": "someone-elses"})),
+        )
+        .await;
     assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
 }
 
@@ -206,32 +335,130 @@ async fn seed_and_collector_bodies_register_existing_objects() {
 async fn bad_requests_get_clear_4xx() {
     let t = embedded(64).await;
     let cases: Vec<(Method, &str, Option<Value>, StatusCode, &str)> = vec![
-        (Method::POST, "/catalog", Some(json!({"source": "geo"})), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        (Method::POST, "/catalog", Some(json!({"name": "x", "source": "geo", "surprise": 1})), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        (Method::POST, "/catalog", Some(json!({"name": "x", "source": "geo", "layer": "gold"})), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        (Method::POST, "/catalog", Some(json!({"name": "x", "source": "geo", "metadata": [1, 2]})), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        (Method::POST, "/catalog", Some(json!({"name": "", "source": "geo"})), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        (Method::POST, "/catalog", Some(json!({"name": "x", "source": "geo", "object_path": "../etc/passwd"})), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        (Method::GET, "/catalog/not-a-uuid", None, StatusCode::NOT_FOUND, "not_found"),
-        (Method::GET, "/catalog/0193a1b2-0000-7000-8000-000000000000", None, StatusCode::NOT_FOUND, "not_found"),
-        (Method::GET, "/catalog?layer=gold", None, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        (Method::GET, "/catalog?limit=0", None, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        (Method::GET, "/catalog?cursor=zzz", None, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        (Method::GET, "/provenance/0193a1b2-0000-7000-8000-000000000000/graph", None, StatusCode::NOT_FOUND, "not_found"),
-        (Method::POST, "/layers/promote", Some(json!({"dataset_id": "x"})), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
-        (Method::GET, "/no/such/route", None, StatusCode::NOT_FOUND, "not_found"),
+        (
+            Method::POST,
+            "/catalog",
+            Some(json!({"source": "geo"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "x", "source": "geo", "surprise": 1})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "x", "source": "geo", "layer": "gold"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "x", "source": "geo", "metadata": [1, 2]})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "", "source": "geo"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "x", "source": "geo", "object_path": "../etc/passwd"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/catalog/not-a-uuid",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/catalog/0193a1b2-0000-7000-8000-000000000000",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/catalog?layer=gold",
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/catalog?limit=0",
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/catalog?cursor=zzz",
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/provenance/0193a1b2-0000-7000-8000-000000000000/graph",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/layers/promote",
+            Some(json!({"dataset_id": "x"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/no/such/route",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
     ];
     for (m, uri, body, want, code) in cases {
         let (s, v) = t.call(m.clone(), uri, body.clone()).await;
         assert_eq!(s, want, "{m} {uri} {body:?} -> {v}");
         assert_eq!(v["error"]["code"], code, "{m} {uri} -> {v}");
     }
-    let req = Request::builder().method(Method::POST).uri("/catalog").header(header::CONTENT_TYPE, "application/json").body(Body::from("{not json")).expect("req");
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/catalog")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{not json"))
+        .expect("req");
     let (s, v) = t.send(req).await;
     assert_error(s, &v, StatusCode::BAD_REQUEST, "malformed_json");
-    let req = Request::builder().method(Method::POST).uri("/catalog").body(Body::from("{}")).expect("req");
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/catalog")
+        .body(Body::from("{}"))
+        .expect("req");
     let (s, v) = t.send(req).await;
-    assert_error(s, &v, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    assert_error(
+        s,
+        &v,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
 
     let id = t.create(json!({"name": "x", "source": "lab"})).await;
     let (s, v) = t.upload(&id, "big.csv", &[b'x'; 65]).await;
@@ -240,7 +467,9 @@ async fn bad_requests_get_clear_4xx() {
     let req = Request::builder()
         .method(Method::PUT)
         .uri(format!("/catalog/{id}/files/chunked.csv"))
-        .body(Body::from_stream(futures::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from_static(&[b'y'; 10]))))))
+        .body(Body::from_stream(futures::stream::iter((0..10).map(
+            |_| Ok::<_, std::io::Error>(bytes::Bytes::from_static(&[b'y'; 10])),
+        ))))
         .expect("req");
     let (s, v) = t.send(req).await;
     assert_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
@@ -252,12 +481,34 @@ async fn bad_requests_get_clear_4xx() {
     assert_eq!(s, StatusCode::CREATED);
     let (s, v) = t.upload(&id, "ok.csv", b"different").await;
     assert_error(s, &v, StatusCode::CONFLICT, "conflict");
-    let (_, files) = t.call(Method::GET, &format!("/catalog/{id}/files"), None).await;
-    assert_eq!(files.as_array().map(Vec::len), Some(1), "failed uploads left rows: {files}");
-    let ds = t.lake.catalog().get_dataset(id.parse().expect("id")).await.expect("row");
-    let objects = t.lake.blobs().list(&ds.bucket, &ds.prefix).await.expect("list");
+    let (_, files) = t
+        .call(Method::GET, &format!("/catalog/{id}/files"), None)
+        .await;
+    assert_eq!(
+        files.as_array().map(Vec::len),
+        Some(1),
+        "failed uploads left rows: {files}"
+    );
+    let ds = t
+        .lake
+        .catalog()
+        .get_dataset(id.parse().expect("id"))
+        .await
+        .expect("row");
+    let objects = t
+        .lake
+        .blobs()
+        .list(&ds.bucket, &ds.prefix)
+        .await
+        .expect("list");
     assert_eq!(objects.len(), 1, "failed uploads left objects: {objects:?}");
-    let (s, v) = t.call(Method::GET, &format!("/catalog/{id}/download/missing.csv"), None).await;
+    let (s, v) = t
+        .call(
+            Method::GET,
+            &format!("/catalog/{id}/download/missing.csv"),
+            None,
+        )
+        .await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
 }
 
@@ -265,70 +516,169 @@ async fn bad_requests_get_clear_4xx() {
 async fn search_download_delete_and_graph() {
     let t = embedded(1 << 20).await;
     let a = t.create(json!({"name": "UniProt human kinases", "source": "uniprot", "metadata": {"organism": "Homo sapiens"}, "tags": ["kinase", "human"]})).await;
-    let b = t.create(json!({"name": "PubMed CRISPR", "source": "pubmed", "tags": ["crispr"]})).await;
-    let (s, _) = t.upload(&a, "entries.tsv", b"acc\tname\nP00533\tEGFR\n").await;
+    let b = t
+        .create(json!({"name": "PubMed CRISPR", "source": "pubmed", "tags": ["crispr"]}))
+        .await;
+    let (s, _) = t
+        .upload(&a, "entries.tsv", b"acc\tname\nP00533\tEGFR\n")
+        .await;
     assert_eq!(s, StatusCode::CREATED);
 
     let (_, page) = t.call(Method::GET, "/catalog?q=SAPIENS", None).await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
-    let (_, page) = t.call(Method::GET, "/catalog?source=pubmed&layer=raw&tags=crispr", None).await;
+    let (_, page) = t
+        .call(
+            Method::GET,
+            "/catalog?source=pubmed&layer=raw&tags=crispr",
+            None,
+        )
+        .await;
     assert_eq!(page["items"][0]["id"], b.as_str());
     let (_, page) = t.call(Method::GET, "/catalog?limit=1", None).await;
     assert_eq!(page["items"][0]["id"], b.as_str());
-    let cursor = page["next_cursor"].as_str().expect("a next page").to_owned();
-    let (_, page2) = t.call(Method::GET, &format!("/catalog?limit=1&cursor={cursor}"), None).await;
-    assert_eq!((page2["items"][0]["id"].as_str(), page2["next_cursor"].as_str()), (Some(a.as_str()), None));
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (_, page2) = t
+        .call(
+            Method::GET,
+            &format!("/catalog?limit=1&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            page2["items"][0]["id"].as_str(),
+            page2["next_cursor"].as_str()
+        ),
+        (Some(a.as_str()), None)
+    );
     let (_, stats) = t.call(Method::GET, "/catalog/stats", None).await;
     assert_eq!(stats["total_datasets"], 2);
-    assert_eq!(stats["by_layer"][0], json!({"key": "raw", "datasets": 2, "bytes": 21}));
+    assert_eq!(
+        stats["by_layer"][0],
+        json!({"key": "raw", "datasets": 2, "bytes": 21})
+    );
 
     // Local store: the download is streamed with its size and type.
-    let resp = t.app.clone().oneshot(Request::get(format!("/catalog/{a}/download/entries.tsv")).body(Body::empty()).expect("req")).await.expect("resp");
+    let resp = t
+        .app
+        .clone()
+        .oneshot(
+            Request::get(format!("/catalog/{a}/download/entries.tsv"))
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await
+        .expect("resp");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()[header::CONTENT_LENGTH], "21");
-    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/tab-separated-values");
-    assert_eq!(&resp.into_body().collect().await.expect("body").to_bytes()[..], b"acc\tname\nP00533\tEGFR\n");
+    assert_eq!(
+        resp.headers()[header::CONTENT_TYPE],
+        "text/tab-separated-values"
+    );
+    assert_eq!(
+        &resp.into_body().collect().await.expect("body").to_bytes()[..],
+        b"acc\tname\nP00533\tEGFR\n"
+    );
 
     // processed -> curated -> archive, then delete the archive copy: its row stays for lineage.
     let mut current = a.clone();
     let mut chain = vec![a.clone()];
     for layer in ["processed", "curated", "archive"] {
-        let (s, v) = t.call(Method::POST, "/layers/promote", Some(json!({"dataset_id": current, "target_layer": layer}))).await;
+        let (s, v) = t
+            .call(
+                Method::POST,
+                "/layers/promote",
+                Some(json!({"dataset_id": current, "target_layer": layer})),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         current = v["dataset"]["id"].as_str().expect("id").to_owned();
         chain.push(current.clone());
     }
-    let (s, v) = t.call(Method::POST, "/layers/promote", Some(json!({"dataset_id": current, "target_layer": "raw"}))).await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/layers/promote",
+            Some(json!({"dataset_id": current, "target_layer": "raw"})),
+        )
+        .await;
     assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    let (s, _) = t.call(Method::DELETE, &format!("/catalog/{current}"), None).await;
+    let (s, _) = t
+        .call(Method::DELETE, &format!("/catalog/{current}"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = t.call(Method::GET, &format!("/catalog/{current}"), None).await;
+    let (s, _) = t
+        .call(Method::GET, &format!("/catalog/{current}"), None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, v) = t.call(Method::DELETE, &format!("/catalog/{current}"), None).await;
+    let (s, v) = t
+        .call(Method::DELETE, &format!("/catalog/{current}"), None)
+        .await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
 
-    let (s, g) = t.call(Method::GET, &format!("/provenance/{}/graph?depth=10", chain[1]), None).await;
+    let (s, g) = t
+        .call(
+            Method::GET,
+            &format!("/provenance/{}/graph?depth=10", chain[1]),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{g}");
-    let ids: Vec<&str> = g["nodes"].as_array().expect("nodes").iter().map(|n| n["id"].as_str().unwrap_or("")).collect();
+    let ids: Vec<&str> = g["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["id"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(ids, chain.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(g["nodes"][3]["status"], "deleted");
     assert_eq!(g["edges"].as_array().map(Vec::len), Some(3));
-    let (_, g1) = t.call(Method::GET, &format!("/provenance/{}/graph?depth=1&direction=descendants", chain[1]), None).await;
+    let (_, g1) = t
+        .call(
+            Method::GET,
+            &format!(
+                "/provenance/{}/graph?depth=1&direction=descendants",
+                chain[1]
+            ),
+            None,
+        )
+        .await;
     assert_eq!(g1["nodes"].as_array().map(Vec::len), Some(2));
-    let (s, v) = t.call(Method::GET, &format!("/provenance/{}/graph?depth=0", chain[1]), None).await;
+    let (s, v) = t
+        .call(
+            Method::GET,
+            &format!("/provenance/{}/graph?depth=0", chain[1]),
+            None,
+        )
+        .await;
     assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
 
-    let (s, prov) = t.call(Method::GET, &format!("/provenance/{}/prov", chain[2]), None).await;
+    let (s, prov) = t
+        .call(Method::GET, &format!("/provenance/{}/prov", chain[2]), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert!(prov["entity"].get(format!("lake:dataset/{a}")).is_some(), "{prov}");
+    assert!(
+        prov["entity"].get(format!("lake:dataset/{a}")).is_some(),
+        "{prov}"
+    );
     assert_eq!(prov["wasDerivedFrom"].as_object().map(|m| m.len()), Some(3));
-    assert!(prov["activity"].as_object().is_some_and(|a| a.values().any(|v| v["prov:type"] == "lake:promotion")));
+    assert!(
+        prov["activity"]
+            .as_object()
+            .is_some_and(|a| a.values().any(|v| v["prov:type"] == "lake:promotion"))
+    );
 
     let (_, layers) = t.call(Method::GET, "/layers", None).await;
     assert_eq!(layers[0]["layer"], "raw");
     assert_eq!(layers[0]["immutability"], "host");
     assert_eq!(layers[0]["deletes_refused"], true);
-    assert_eq!(layers[3]["datasets"], 0, "the deleted archive copy is not counted");
+    assert_eq!(
+        layers[3]["datasets"], 0,
+        "the deleted archive copy is not counted"
+    );
 }
 
 #[tokio::test]
@@ -338,17 +688,48 @@ async fn failed_promotion_is_never_ready_and_resumes() {
     t.upload(&id, "a.csv", b"1,2\n").await;
     t.upload(&id, "b.csv", b"3,4\n").await;
     // Take one object away behind the lake's back so the copy fails part-way.
-    let ds = t.lake.catalog().get_dataset(id.parse().expect("id")).await.expect("row");
-    let hidden = t.dir.as_ref().expect("dir").path().join("objects").join(&ds.bucket).join(format!("{}b.csv", ds.prefix));
+    let ds = t
+        .lake
+        .catalog()
+        .get_dataset(id.parse().expect("id"))
+        .await
+        .expect("row");
+    let hidden = t
+        .dir
+        .as_ref()
+        .expect("dir")
+        .path()
+        .join("objects")
+        .join(&ds.bucket)
+        .join(format!("{}b.csv", ds.prefix));
     let parked = hidden.with_extension("parked");
     std::fs::rename(&hidden, &parked).expect("park object");
-    let (s, v) = t.call(Method::POST, "/layers/promote", Some(json!({"dataset_id": id, "target_layer": "processed"}))).await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/layers/promote",
+            Some(json!({"dataset_id": id, "target_layer": "processed"})),
+        )
+        .await;
     assert!(s.is_client_error() || s.is_server_error(), "{s} {v}");
-    assert!(!v.to_string().contains("objects/"), "internal paths must not leak: {v}");
+    assert!(
+        !v.to_string().contains("objects/"),
+        "internal paths must not leak: {v}"
+    );
     let (_, page) = t.call(Method::GET, "/catalog?layer=processed", None).await;
-    assert_eq!(page["items"], json!([]), "a failed promotion must not be visible as ready");
+    assert_eq!(
+        page["items"],
+        json!([]),
+        "a failed promotion must not be visible as ready"
+    );
     std::fs::rename(&parked, &hidden).expect("restore object");
-    let (s, v) = t.call(Method::POST, "/layers/promote", Some(json!({"dataset_id": id, "target_layer": "processed"}))).await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/layers/promote",
+            Some(json!({"dataset_id": id, "target_layer": "processed"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["dataset"]["file_count"], 2);
     let (_, page) = t.call(Method::GET, "/catalog?layer=processed", None).await;
@@ -359,34 +740,85 @@ async fn failed_promotion_is_never_ready_and_resumes() {
 async fn docs_metrics_and_health() {
     let t = embedded(1 << 20).await;
     let (s, h) = t.call(Method::GET, "/health", None).await;
-    assert_eq!((s, h["catalog"].as_str(), h["storage"].as_str()), (StatusCode::OK, Some("sqlite"), Some("local")));
+    assert_eq!(
+        (s, h["catalog"].as_str(), h["storage"].as_str()),
+        (StatusCode::OK, Some("sqlite"), Some("local"))
+    );
     let (s, spec) = t.call(Method::GET, "/openapi.json", None).await;
     assert_eq!(s, StatusCode::OK);
-    for p in ["/catalog", "/catalog/{id}/download/{filename}", "/layers/promote", "/provenance/{id}/graph", "/provenance/{id}/prov"] {
-        assert!(spec["paths"].get(p).is_some(), "{p} missing from the OpenAPI document");
+    for p in [
+        "/catalog",
+        "/catalog/{id}/download/{filename}",
+        "/layers/promote",
+        "/provenance/{id}/graph",
+        "/provenance/{id}/prov",
+    ] {
+        assert!(
+            spec["paths"].get(p).is_some(),
+            "{p} missing from the OpenAPI document"
+        );
     }
-    let resp = t.app.clone().oneshot(Request::get("/docs").body(Body::empty()).expect("req")).await.expect("resp");
+    let resp = t
+        .app
+        .clone()
+        .oneshot(Request::get("/docs").body(Body::empty()).expect("req"))
+        .await
+        .expect("resp");
     assert_eq!(resp.status(), StatusCode::OK);
     let (s, text) = t.call(Method::GET, "/metrics", None).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(text.as_str().is_some_and(|t| t.contains("lake_http_requests_total")), "{text}");
+    assert!(
+        text.as_str()
+            .is_some_and(|t| t.contains("lake_http_requests_total")),
+        "{text}"
+    );
 }
 
 /// Racing uploads of one name: exactly one wins, and the stored bytes are the winner's.
 async fn racing_uploads_of_one_name(t: TestLake) {
     let id = t.create(json!({"name": "race", "source": "lab"})).await;
-    let bodies: Vec<Vec<u8>> = (0..6u8).map(|i| vec![b'a' + i; 200_000 + usize::from(i) * 1000]).collect();
-    let results = futures::future::join_all(bodies.iter().map(|b| t.upload(&id, "same.bin", b))).await;
-    let created = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
-    let conflicts = results.iter().filter(|(s, _)| *s == StatusCode::CONFLICT).count();
+    let bodies: Vec<Vec<u8>> = (0..6u8)
+        .map(|i| vec![b'a' + i; 200_000 + usize::from(i) * 1000])
+        .collect();
+    let results =
+        futures::future::join_all(bodies.iter().map(|b| t.upload(&id, "same.bin", b))).await;
+    let created = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    let conflicts = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CONFLICT)
+        .count();
     assert_eq!((created, conflicts), (1, 5), "{results:?}");
-    let (_, files) = t.call(Method::GET, &format!("/catalog/{id}/files"), None).await;
+    let (_, files) = t
+        .call(Method::GET, &format!("/catalog/{id}/files"), None)
+        .await;
     let sha = files[0]["sha256"].as_str().expect("sha").to_owned();
-    let ds = t.lake.catalog().get_dataset(id.parse().expect("id")).await.expect("row");
-    let (stored, size) = lake_host::blob::sha256_of(t.lake.blobs().as_ref(), &ds.bucket, &format!("{}same.bin", ds.prefix)).await.expect("hash");
-    assert_eq!(stored.to_hex(), sha, "the object must be the one its row describes");
+    let ds = t
+        .lake
+        .catalog()
+        .get_dataset(id.parse().expect("id"))
+        .await
+        .expect("row");
+    let (stored, size) = lake_host::blob::sha256_of(
+        t.lake.blobs().as_ref(),
+        &ds.bucket,
+        &format!("{}same.bin", ds.prefix),
+    )
+    .await
+    .expect("hash");
+    assert_eq!(
+        stored.to_hex(),
+        sha,
+        "the object must be the one its row describes"
+    );
     assert_eq!(files[0]["size"].as_u64(), Some(size));
-    assert!(bodies.iter().any(|b| lake_host::blob::Sha256::of(b).to_hex() == sha));
+    assert!(
+        bodies
+            .iter()
+            .any(|b| lake_host::blob::Sha256::of(b).to_hex() == sha)
+    );
 }
 
 #[tokio::test]
@@ -404,14 +836,41 @@ async fn racing_uploads_of_one_name_postgres_garage() {
 async fn nested_objects_are_refused_not_half_registered() {
     let t = embedded(1 << 20).await;
     for k in ["geo/GSE9/a.soft", "geo/GSE9/suppl/b.gz"] {
-        let s: lake_host::blob::ByteStream = Box::pin(futures::stream::once(async { Ok(bytes::Bytes::from_static(b"x")) }));
+        let s: lake_host::blob::ByteStream = Box::pin(futures::stream::once(async {
+            Ok(bytes::Bytes::from_static(b"x"))
+        }));
         t.lake.blobs().put("lake-raw", k, s).await.expect("put");
     }
-    let (s, v) = t.call(Method::POST, "/catalog", Some(json!({"name": "GSE9", "source": "geo", "object_path": "geo/GSE9/"}))).await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "GSE9", "source": "geo", "object_path": "geo/GSE9/"})),
+        )
+        .await;
     assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("geo/GSE9/suppl/b.gz")), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("geo/GSE9/suppl/b.gz")),
+        "{v}"
+    );
     let (_, page) = t.call(Method::GET, "/catalog", None).await;
-    assert_eq!(page["items"], json!([]), "nothing is cataloged after the refusal");
-    let (s, v) = t.call(Method::POST, "/catalog", Some(json!({"name": "GSE9 suppl", "source": "geo", "object_path": "geo/GSE9/suppl"}))).await;
-    assert_eq!((s, v["file_count"].as_i64()), (StatusCode::CREATED, Some(1)), "{v}");
+    assert_eq!(
+        page["items"],
+        json!([]),
+        "nothing is cataloged after the refusal"
+    );
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "GSE9 suppl", "source": "geo", "object_path": "geo/GSE9/suppl"})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["file_count"].as_i64()),
+        (StatusCode::CREATED, Some(1)),
+        "{v}"
+    );
 }

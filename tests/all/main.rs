@@ -50,8 +50,13 @@ pub async fn scratch_pg() -> Option<String> {
     use sqlx::Connection;
     let admin = service_var("LAKE_TEST_PG_URL")?;
     let name = unique("lake_test_");
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create a scratch database");
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create a scratch database");
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
     Some(format!("{base}/{name}"))
 }
@@ -60,7 +65,9 @@ pub async fn scratch_pg() -> Option<String> {
 pub async fn pg_catalog() -> Option<Arc<PostgresCatalog>> {
     use lake_host::catalog::Catalog;
     let url = scratch_pg().await?;
-    let c = PostgresCatalog::connect(&url, 8).await.expect("connect to the scratch database");
+    let c = PostgresCatalog::connect(&url, 8)
+        .await
+        .expect("connect to the scratch database");
     c.migrate().await.expect("migrate PostgreSQL");
     Some(Arc::new(c))
 }

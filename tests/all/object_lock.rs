@@ -27,27 +27,81 @@ fn moto() -> Option<S3Store> {
 async fn raw_gets_object_lock_and_archive_a_lifecycle() {
     let Some(store) = moto() else { return };
     let bucket = crate::unique("lock-");
-    let policy = BucketPolicy { object_lock: Some((90, "GOVERNANCE")), expire_after_days: None };
-    let report = store.prepare_bucket(&bucket, &policy).await.expect("prepare");
-    assert_eq!(report.object_lock, Enforcement::Applied { detail: "GOVERNANCE retention, 90 days".into() });
+    let policy = BucketPolicy {
+        object_lock: Some((90, "GOVERNANCE")),
+        expire_after_days: None,
+    };
+    let report = store
+        .prepare_bucket(&bucket, &policy)
+        .await
+        .expect("prepare");
+    assert_eq!(
+        report.object_lock,
+        Enforcement::Applied {
+            detail: "GOVERNANCE retention, 90 days".into()
+        }
+    );
 
     // What the store recorded, read back through the S3 API.
-    let conf = store.client().get_object_lock_configuration().bucket(&bucket).send().await.expect("get lock config");
-    let rule = conf.object_lock_configuration().and_then(|c| c.rule()).and_then(|r| r.default_retention()).expect("default retention");
+    let conf = store
+        .client()
+        .get_object_lock_configuration()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("get lock config");
+    let rule = conf
+        .object_lock_configuration()
+        .and_then(|c| c.rule())
+        .and_then(|r| r.default_retention())
+        .expect("default retention");
     assert_eq!(rule.days(), Some(90));
     assert_eq!(rule.mode().map(|m| m.as_str()), Some("GOVERNANCE"));
 
     // A new raw object is retained by the store itself.
-    let body: lake_host::blob::ByteStream = Box::pin(futures::stream::once(async { Ok(bytes::Bytes::from_static(b"raw bytes")) }));
-    store.put(&bucket, "geo/x/raw.txt", body).await.expect("put into a locked bucket");
-    let head = store.client().head_object().bucket(&bucket).key("geo/x/raw.txt").send().await.expect("head");
-    assert_eq!(head.object_lock_mode().map(|m| m.as_str()), Some("GOVERNANCE"));
+    let body: lake_host::blob::ByteStream = Box::pin(futures::stream::once(async {
+        Ok(bytes::Bytes::from_static(b"raw bytes"))
+    }));
+    store
+        .put(&bucket, "geo/x/raw.txt", body)
+        .await
+        .expect("put into a locked bucket");
+    let head = store
+        .client()
+        .head_object()
+        .bucket(&bucket)
+        .key("geo/x/raw.txt")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(
+        head.object_lock_mode().map(|m| m.as_str()),
+        Some("GOVERNANCE")
+    );
     assert!(head.object_lock_retain_until_date().is_some());
 
     let archive = crate::unique("arch-");
-    let report = store.prepare_bucket(&archive, &BucketPolicy { object_lock: None, expire_after_days: Some(180) }).await.expect("prepare");
-    assert!(matches!(report.lifecycle, Enforcement::Applied { .. }), "{report:?}");
-    let lc = store.client().get_bucket_lifecycle_configuration().bucket(&archive).send().await.expect("lifecycle");
+    let report = store
+        .prepare_bucket(
+            &archive,
+            &BucketPolicy {
+                object_lock: None,
+                expire_after_days: Some(180),
+            },
+        )
+        .await
+        .expect("prepare");
+    assert!(
+        matches!(report.lifecycle, Enforcement::Applied { .. }),
+        "{report:?}"
+    );
+    let lc = store
+        .client()
+        .get_bucket_lifecycle_configuration()
+        .bucket(&archive)
+        .send()
+        .await
+        .expect("lifecycle");
     assert_eq!(lc.rules()[0].expiration().and_then(|e| e.days()), Some(180));
 }
 
@@ -56,7 +110,9 @@ async fn layers_report_storage_enforcement_where_the_store_locks() {
     let Some(store) = moto() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite:{}", dir.path().join("c.db").display());
-    let catalog = lake_host::catalog::sqlite::SqliteCatalog::connect(&url, 2).await.expect("sqlite");
+    let catalog = lake_host::catalog::sqlite::SqliteCatalog::connect(&url, 2)
+        .await
+        .expect("sqlite");
     use lake_host::catalog::Catalog;
     catalog.migrate().await.expect("migrate");
     let mut settings = crate::http_api::settings(1 << 20);
@@ -67,5 +123,8 @@ async fn layers_report_storage_enforcement_where_the_store_locks() {
     let layers = lake.layers().await.expect("layers");
     assert_eq!(layers[0].immutability, "storage");
     assert_eq!(layers[1].immutability, "host");
-    assert!(matches!(layers[3].storage.lifecycle, Enforcement::Applied { .. }));
+    assert!(matches!(
+        layers[3].storage.lifecycle,
+        Enforcement::Applied { .. }
+    ));
 }

@@ -12,10 +12,25 @@ use crate::http_api::{TestLake, embedded_with};
 
 async fn lake_with_plugins() -> TestLake {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(crate::hostile::components().join("hostile-spin.wasm"), dir.path().join("hostile-spin.wasm")).expect("copy");
+    std::fs::copy(
+        crate::hostile::components().join("hostile-spin.wasm"),
+        dir.path().join("hostile-spin.wasm"),
+    )
+    .expect("copy");
     let mut overrides = BTreeMap::new();
-    overrides.insert("hostile-spin".to_owned(), PluginOverride { timeout_secs: Some(1.5), ..Default::default() });
-    let cfg = PluginsConfig { dir: dir.path().to_path_buf(), cache_dir: crate::plugins::shared_cache(), overrides, ..PluginsConfig::default() };
+    overrides.insert(
+        "hostile-spin".to_owned(),
+        PluginOverride {
+            timeout_secs: Some(1.5),
+            ..Default::default()
+        },
+    );
+    let cfg = PluginsConfig {
+        dir: dir.path().to_path_buf(),
+        cache_dir: crate::plugins::shared_cache(),
+        overrides,
+        ..PluginsConfig::default()
+    };
     let plugins = lake_host::plugins::Plugins::open(&cfg).expect("plugins");
     let t = embedded_with(1 << 30, Some(plugins)).await;
     drop(dir);
@@ -23,7 +38,9 @@ async fn lake_with_plugins() -> TestLake {
 }
 
 async fn raw_upload(t: &TestLake, name: &str, file: &str, bytes: &[u8]) -> String {
-    let id = t.create(json!({"name": name, "source": "upload", "tags": ["demo"]})).await;
+    let id = t
+        .create(json!({"name": name, "source": "upload", "tags": ["demo"]}))
+        .await;
     let (s, v) = t.upload(&id, file, bytes).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     id
@@ -33,14 +50,31 @@ async fn raw_upload(t: &TestLake, name: &str, file: &str, bytes: &[u8]) -> Strin
 async fn parse_then_select_with_lineage_and_provenance() {
     let t = lake_with_plugins().await;
     let (_, plugins) = t.call(Method::GET, "/plugins", None).await;
-    let names: Vec<&str> = plugins["plugins"].as_array().expect("list").iter().filter_map(|p| p["name"].as_str()).collect();
-    assert!(names.contains(&"csv") && names.contains(&"select") && names.contains(&"hostile-spin"), "{plugins}");
+    let names: Vec<&str> = plugins["plugins"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"csv") && names.contains(&"select") && names.contains(&"hostile-spin"),
+        "{plugins}"
+    );
     let (_, csv) = t.call(Method::GET, "/plugins/csv", None).await;
-    assert_eq!((csv["kind"].as_str(), csv["wit_version"].as_str()), (Some("parser"), Some("0.1.0")));
+    assert_eq!(
+        (csv["kind"].as_str(), csv["wit_version"].as_str()),
+        (Some("parser"), Some("0.1.0"))
+    );
 
     let iris = std::fs::read(crate::plugins::shared().join("fixtures/csv/iris.csv")).expect("iris");
     let raw = raw_upload(&t, "iris", "iris.csv", &iris).await;
-    let (s, run) = t.call(Method::POST, "/pipelines/run", Some(json!({"plugin": "csv", "inputs": [raw]}))).await;
+    let (s, run) = t
+        .call(
+            Method::POST,
+            "/pipelines/run",
+            Some(json!({"plugin": "csv", "inputs": [raw]})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{run}");
     assert_eq!(run["status"], "succeeded");
     let d = &run["details"];
@@ -49,13 +83,28 @@ async fn parse_then_select_with_lineage_and_provenance() {
     assert_eq!(d["wit_version"], "0.1.0");
     assert_eq!(d["rows"], 150);
     assert_eq!(d["columns"], 5);
-    assert!(d["limits"]["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{d}");
-    assert!(d["usage"]["peak_memory_bytes"].as_u64().is_some_and(|m| m > 0), "{d}");
+    assert!(
+        d["limits"]["memory_bytes"].as_u64().is_some_and(|m| m > 0),
+        "{d}"
+    );
+    assert!(
+        d["usage"]["peak_memory_bytes"]
+            .as_u64()
+            .is_some_and(|m| m > 0),
+        "{d}"
+    );
     assert!(d["usage"]["wall"].as_f64().is_some(), "{d}");
     let parsed = run["output"].as_str().expect("output dataset").to_owned();
-    let (_, ds) = t.call(Method::GET, &format!("/catalog/{parsed}"), None).await;
-    assert_eq!((ds["layer"].as_str(), ds["metadata"]["rows"].as_u64()), (Some("processed"), Some(150)));
-    let (_, files) = t.call(Method::GET, &format!("/catalog/{parsed}/files"), None).await;
+    let (_, ds) = t
+        .call(Method::GET, &format!("/catalog/{parsed}"), None)
+        .await;
+    assert_eq!(
+        (ds["layer"].as_str(), ds["metadata"]["rows"].as_u64()),
+        (Some("processed"), Some(150))
+    );
+    let (_, files) = t
+        .call(Method::GET, &format!("/catalog/{parsed}/files"), None)
+        .await;
     assert_eq!(files[0]["name"], "table.parquet");
 
     let (s, sel) = t
@@ -63,47 +112,129 @@ async fn parse_then_select_with_lineage_and_provenance() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{sel}");
     let selected = sel["output"].as_str().expect("output").to_owned();
-    let (_, sd) = t.call(Method::GET, &format!("/catalog/{selected}"), None).await;
-    assert_eq!((sd["layer"].as_str(), sd["name"].as_str()), (Some("curated"), Some("iris species")));
+    let (_, sd) = t
+        .call(Method::GET, &format!("/catalog/{selected}"), None)
+        .await;
+    assert_eq!(
+        (sd["layer"].as_str(), sd["name"].as_str()),
+        (Some("curated"), Some("iris species"))
+    );
     assert_eq!(sd["metadata"]["columns"][0]["name"], "species");
 
     // Lineage: raw -> parsed -> selected, each edge a pipeline step.
-    let (_, g) = t.call(Method::GET, &format!("/provenance/{selected}/graph"), None).await;
-    let ids: Vec<&str> = g["nodes"].as_array().expect("nodes").iter().filter_map(|n| n["id"].as_str()).collect();
+    let (_, g) = t
+        .call(Method::GET, &format!("/provenance/{selected}/graph"), None)
+        .await;
+    let ids: Vec<&str> = g["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
     assert_eq!(ids, [raw.as_str(), parsed.as_str(), selected.as_str()]);
-    assert!(g["edges"].as_array().expect("edges").iter().all(|e| e["action"] == "pipeline"), "{g}");
+    assert!(
+        g["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .all(|e| e["action"] == "pipeline"),
+        "{g}"
+    );
     let (_, runs) = t.call(Method::GET, "/pipelines/runs?limit=10", None).await;
     assert_eq!(runs[0]["id"], sel["id"], "newest first");
-    let (s, one) = t.call(Method::GET, &format!("/pipelines/runs/{}", run["id"].as_str().expect("id")), None).await;
-    assert_eq!((s, one["details"]["plugin"].as_str()), (StatusCode::OK, Some("csv")));
+    let (s, one) = t
+        .call(
+            Method::GET,
+            &format!("/pipelines/runs/{}", run["id"].as_str().expect("id")),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, one["details"]["plugin"].as_str()),
+        (StatusCode::OK, Some("csv"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_runs_are_recorded_with_their_error() {
     let t = lake_with_plugins().await;
-    let bad = std::fs::read(crate::plugins::shared().join("fixtures/csv/bad.csv")).expect("bad.csv");
+    let bad =
+        std::fs::read(crate::plugins::shared().join("fixtures/csv/bad.csv")).expect("bad.csv");
     let raw = raw_upload(&t, "bad", "bad.csv", &bad).await;
-    let (s, v) = t.call(Method::POST, "/pipelines/run", Some(json!({"plugin": "csv", "inputs": [raw]}))).await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/pipelines/run",
+            Some(json!({"plugin": "csv", "inputs": [raw]})),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["error"]["code"], "invalid_input");
-    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("line 2")), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("line 2")),
+        "{v}"
+    );
     let run_id = v["error"]["run_id"].as_str().expect("run id").to_owned();
-    let (_, run) = t.call(Method::GET, &format!("/pipelines/runs/{run_id}"), None).await;
-    assert_eq!((run["status"].as_str(), run["output"].as_str()), (Some("failed"), None));
+    let (_, run) = t
+        .call(Method::GET, &format!("/pipelines/runs/{run_id}"), None)
+        .await;
+    assert_eq!(
+        (run["status"].as_str(), run["output"].as_str()),
+        (Some("failed"), None)
+    );
     assert_eq!(run["details"]["error"]["code"], "invalid_input");
     assert_eq!(run["inputs"], json!([raw]));
-    let (_, lineage) = t.call(Method::GET, &format!("/provenance/{raw}"), None).await;
-    assert!(lineage["entries"].as_array().expect("entries").iter().any(|e| e["action"] == "pipeline" && e["parameters"]["status"] == "failed"), "{lineage}");
+    let (_, lineage) = t
+        .call(Method::GET, &format!("/provenance/{raw}"), None)
+        .await;
+    assert!(
+        lineage["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "pipeline" && e["parameters"]["status"] == "failed"),
+        "{lineage}"
+    );
     let (_, page) = t.call(Method::GET, "/catalog?layer=processed", None).await;
     assert_eq!(page["items"], json!([]), "a failed run leaves no dataset");
 
     // Request errors record nothing and say what is wrong.
-    let (s, v) = t.call(Method::POST, "/pipelines/run", Some(json!({"plugin": "nope", "inputs": [raw]}))).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
-    let (s, v) = t.call(Method::POST, "/pipelines/run", Some(json!({"plugin": "csv", "inputs": [raw, raw]}))).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_request")));
-    let (s, v) = t.call(Method::POST, "/pipelines/run", Some(json!({"plugin": "select", "inputs": [raw], "params": {"columns": ["a"]}}))).await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "a raw CSV is not a table yet: {v}");
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/pipelines/run",
+            Some(json!({"plugin": "nope", "inputs": [raw]})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/pipelines/run",
+            Some(json!({"plugin": "csv", "inputs": [raw, raw]})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_request"))
+    );
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/pipelines/run",
+            Some(json!({"plugin": "select", "inputs": [raw], "params": {"columns": ["a"]}})),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a raw CSV is not a table yet: {v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,11 +246,20 @@ async fn a_hostile_plugin_fails_alone_while_the_server_answers() {
         let body = json!({"plugin": "hostile-spin", "inputs": [raw]}).to_string();
         tokio::spawn(async move {
             use tower::ServiceExt;
-            let req = axum::http::Request::post("/pipelines/run").header("content-type", "application/json").body(axum::body::Body::from(body)).expect("req");
+            let req = axum::http::Request::post("/pipelines/run")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .expect("req");
             let resp = app.oneshot(req).await.expect("resp");
             let status = resp.status();
-            let bytes = http_body_util::BodyExt::collect(resp.into_body()).await.expect("body").to_bytes();
-            (status, serde_json::from_slice::<serde_json::Value>(&bytes).expect("json"))
+            let bytes = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .expect("body")
+                .to_bytes();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&bytes).expect("json"),
+            )
         })
     };
     // While the plugin spins, catalog requests are answered.
@@ -128,10 +268,26 @@ async fn a_hostile_plugin_fails_alone_while_the_server_answers() {
         assert_eq!(s, StatusCode::OK);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(!spin.is_finished(), "the hostile plugin should still be spinning");
+    assert!(
+        !spin.is_finished(),
+        "the hostile plugin should still be spinning"
+    );
     let (s, v) = spin.await.expect("join");
-    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("timeout")), "{v}");
-    let (_, run) = t.call(Method::GET, &format!("/pipelines/runs/{}", v["error"]["run_id"].as_str().expect("run id")), None).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("timeout")),
+        "{v}"
+    );
+    let (_, run) = t
+        .call(
+            Method::GET,
+            &format!(
+                "/pipelines/runs/{}",
+                v["error"]["run_id"].as_str().expect("run id")
+            ),
+            None,
+        )
+        .await;
     assert_eq!(run["details"]["error"]["code"], "timeout");
     assert_eq!(run["details"]["limits"]["timeout"], 1.5);
 }

@@ -19,16 +19,27 @@ pub fn shared_cache() -> PathBuf {
 }
 
 pub fn open(cache: &Path) -> Plugins {
-    let cfg = PluginsConfig { cache_dir: cache.to_path_buf(), dir: cache.join("none"), ..PluginsConfig::default() };
+    let cfg = PluginsConfig {
+        cache_dir: cache.to_path_buf(),
+        dir: cache.join("none"),
+        ..PluginsConfig::default()
+    };
     Plugins::open(&cfg).expect("plugin runtime")
 }
 
 fn stream(bytes: Vec<u8>, chunk: usize) -> lake_host::blob::ByteStream {
-    let chunks: Vec<std::io::Result<bytes::Bytes>> = bytes.chunks(chunk.max(1)).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+    let chunks: Vec<std::io::Result<bytes::Bytes>> = bytes
+        .chunks(chunk.max(1))
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
     Box::pin(futures::stream::iter(chunks))
 }
 
-pub async fn parse(p: &Plugins, file: &Path, params: serde_json::Value) -> Result<Table, InvokeError> {
+pub async fn parse(
+    p: &Plugins,
+    file: &Path,
+    params: serde_json::Value,
+) -> Result<Table, InvokeError> {
     let bytes = std::fs::read(file).expect("fixture");
     let params = lake_host::plugins::params_from_json(&params).expect("params");
     p.parse("csv", params, stream(bytes, 7)).await.result
@@ -42,7 +53,11 @@ fn rows_as_strings(t: &Table) -> Vec<serde_json::Map<String, serde_json::Value>>
             let mut obj = serde_json::Map::new();
             for (i, f) in b.schema().fields().iter().enumerate() {
                 let col = b.column(i).as_string::<i32>();
-                let v = if col.is_null(r) { serde_json::Value::Null } else { serde_json::Value::String(col.value(r).to_owned()) };
+                let v = if col.is_null(r) {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::Value::String(col.value(r).to_owned())
+                };
                 obj.insert(f.name().clone(), v);
             }
             rows.push(obj);
@@ -58,16 +73,27 @@ async fn csv_spectrum_matches_its_oracle() {
     let mut checked = 0;
     for entry in std::fs::read_dir(dir.join("csvs")).expect("csvs") {
         let path = entry.expect("entry").path();
-        let stem = path.file_stem().and_then(|s| s.to_str()).expect("name").to_owned();
-        let oracle: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join(format!("json/{stem}.json"))).expect("oracle")).expect("oracle JSON");
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name")
+            .to_owned();
+        let oracle: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("json/{stem}.json"))).expect("oracle"),
+        )
+        .expect("oracle JSON");
         // One oracle is a bare object rather than a list of rows.
         let mut oracle: Vec<serde_json::Map<String, serde_json::Value>> = match oracle {
-            serde_json::Value::Array(rows) => rows.into_iter().filter_map(|r| r.as_object().cloned()).collect(),
+            serde_json::Value::Array(rows) => rows
+                .into_iter()
+                .filter_map(|r| r.as_object().cloned())
+                .collect(),
             serde_json::Value::Object(row) => vec![row],
             other => panic!("{stem}: unexpected oracle {other}"),
         };
-        let table = parse(&p, &path, serde_json::json!({"infer_types": false})).await.unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let table = parse(&p, &path, serde_json::json!({"infer_types": false}))
+            .await
+            .unwrap_or_else(|e| panic!("{stem}: {e}"));
         let mut got = rows_as_strings(&table);
         if stem == "location_coordinates" {
             // Upstream's oracle gives the phone number as 1234567890; its CSV says 2095257564.
@@ -79,7 +105,11 @@ async fn csv_spectrum_matches_its_oracle() {
         // stands for the oracle's "".
         let want: Vec<_> = oracle
             .into_iter()
-            .map(|row| row.into_iter().map(|(k, v)| (k, if v == "" { serde_json::Value::Null } else { v })).collect::<serde_json::Map<_, _>>())
+            .map(|row| {
+                row.into_iter()
+                    .map(|(k, v)| (k, if v == "" { serde_json::Value::Null } else { v }))
+                    .collect::<serde_json::Map<_, _>>()
+            })
             .collect();
         assert_eq!(got, want, "{stem}");
         checked += 1;
@@ -92,34 +122,79 @@ async fn csvkit_fixtures_parse_or_fail_clearly() {
     let p = open(&shared_cache());
     let dir = shared().join("fixtures/csv");
 
-    let iris = parse(&p, &dir.join("iris.csv"), serde_json::json!({})).await.expect("iris");
+    let iris = parse(&p, &dir.join("iris.csv"), serde_json::json!({}))
+        .await
+        .expect("iris");
     assert_eq!(iris.num_rows(), 150);
-    assert_eq!(iris.schema.field(0).data_type(), &arrow_schema::DataType::Float64);
-    assert_eq!(iris.schema.field(4).data_type(), &arrow_schema::DataType::Utf8);
+    assert_eq!(
+        iris.schema.field(0).data_type(),
+        &arrow_schema::DataType::Float64
+    );
+    assert_eq!(
+        iris.schema.field(4).data_type(),
+        &arrow_schema::DataType::Utf8
+    );
 
-    let bom = parse(&p, &dir.join("test_utf8_bom.csv"), serde_json::json!({"infer_types": false})).await.expect("bom");
-    assert_eq!(bom.schema.field(0).name(), "foo", "the byte-order mark is not part of the first name");
+    let bom = parse(
+        &p,
+        &dir.join("test_utf8_bom.csv"),
+        serde_json::json!({"infer_types": false}),
+    )
+    .await
+    .expect("bom");
+    assert_eq!(
+        bom.schema.field(0).name(),
+        "foo",
+        "the byte-order mark is not part of the first name"
+    );
     assert_eq!(rows_as_strings(&bom)[1]["baz"], "ʤ");
 
-    let latin = parse(&p, &dir.join("test_latin1.csv"), serde_json::json!({"encoding": "latin-1", "infer_types": false})).await.expect("latin-1");
+    let latin = parse(
+        &p,
+        &dir.join("test_latin1.csv"),
+        serde_json::json!({"encoding": "latin-1", "infer_types": false}),
+    )
+    .await
+    .expect("latin-1");
     assert_eq!(rows_as_strings(&latin)[1]["c"], "©");
-    let not_utf8 = parse(&p, &dir.join("test_latin1.csv"), serde_json::json!({})).await.expect_err("latin-1 bytes read as UTF-8");
+    let not_utf8 = parse(&p, &dir.join("test_latin1.csv"), serde_json::json!({}))
+        .await
+        .expect_err("latin-1 bytes read as UTF-8");
     assert_eq!(not_utf8.code(), "invalid_input", "{not_utf8}");
 
-    let mac = parse(&p, &dir.join("mac_newlines.csv"), serde_json::json!({"infer_types": false})).await.expect("CR line ends");
+    let mac = parse(
+        &p,
+        &dir.join("mac_newlines.csv"),
+        serde_json::json!({"infer_types": false}),
+    )
+    .await
+    .expect("CR line ends");
     let rows = rows_as_strings(&mac);
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["a"], "Once upon\ra time");
 
-    let bad = parse(&p, &dir.join("bad.csv"), serde_json::json!({})).await.expect_err("ragged rows");
+    let bad = parse(&p, &dir.join("bad.csv"), serde_json::json!({}))
+        .await
+        .expect_err("ragged rows");
     assert_eq!(bad.code(), "invalid_input");
-    assert!(bad.to_string().contains("line 2"), "the error names the line: {bad}");
+    assert!(
+        bad.to_string().contains("line 2"),
+        "the error names the line: {bad}"
+    );
 
-    let empty = parse(&p, &dir.join("empty.csv"), serde_json::json!({})).await.expect_err("empty");
+    let empty = parse(&p, &dir.join("empty.csv"), serde_json::json!({}))
+        .await
+        .expect_err("empty");
     assert_eq!(empty.code(), "invalid_input");
     assert!(empty.to_string().contains("empty"), "{empty}");
 
-    let bad_param = parse(&p, &dir.join("iris.csv"), serde_json::json!({"delimter": ";"})).await.expect_err("typo");
+    let bad_param = parse(
+        &p,
+        &dir.join("iris.csv"),
+        serde_json::json!({"delimter": ";"}),
+    )
+    .await
+    .expect_err("typo");
     assert_eq!(bad_param.code(), "invalid_params");
     assert!(bad_param.is_caller_fault());
 }
@@ -129,13 +204,30 @@ async fn registry_lists_bundled_plugins_and_caches_compiled_components() {
     let cache = tempfile::tempdir().expect("tempdir");
     let p = open(cache.path());
     let csv = p.get("csv").expect("csv is bundled");
-    assert_eq!((csv.kind, csv.wit_version.as_str(), csv.source.as_str()), (Kind::Parser, "0.1.0", "bundled"));
+    assert_eq!(
+        (csv.kind, csv.wit_version.as_str(), csv.source.as_str()),
+        (Kind::Parser, "0.1.0", "bundled")
+    );
     assert_eq!(csv.sha256.len(), 64);
-    assert!(csv.imports.iter().all(|i| !i.starts_with("wasi:filesystem") && !i.starts_with("wasi:sockets")), "{:?}", csv.imports);
+    assert!(
+        csv.imports
+            .iter()
+            .all(|i| !i.starts_with("wasi:filesystem") && !i.starts_with("wasi:sockets")),
+        "{:?}",
+        csv.imports
+    );
     assert_eq!(p.get("select").map(|m| m.kind), Some(Kind::Step));
-    let cached: Vec<_> = std::fs::read_dir(cache.path()).expect("cache").flatten().filter(|e| e.path().extension().is_some_and(|x| x == "cwasm")).collect();
+    let cached: Vec<_> = std::fs::read_dir(cache.path())
+        .expect("cache")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .collect();
     let bundled = p.list().iter().filter(|m| m.source == "bundled").count();
-    assert!(bundled >= 6, "csv, xlsx, select, filter, rename, cast are bundled: {:?}", p.list());
+    assert!(
+        bundled >= 6,
+        "csv, xlsx, select, filter, rename, cast are bundled: {:?}",
+        p.list()
+    );
     assert_eq!(cached.len(), bundled, "one compiled artifact per component");
     // A second registry on the same cache loads the compiled artifacts instead of compiling again.
     let again = open(cache.path());
@@ -145,16 +237,40 @@ async fn registry_lists_bundled_plugins_and_caches_compiled_components() {
 #[tokio::test]
 async fn select_runs_over_a_parsed_table() {
     let p = open(&shared_cache());
-    let iris = parse(&p, &shared().join("fixtures/csv/iris.csv"), serde_json::json!({})).await.expect("iris");
-    let params = lake_host::plugins::params_from_json(&serde_json::json!({"columns": ["species", "sepal_length"]})).expect("params");
+    let iris = parse(
+        &p,
+        &shared().join("fixtures/csv/iris.csv"),
+        serde_json::json!({}),
+    )
+    .await
+    .expect("iris");
+    let params = lake_host::plugins::params_from_json(
+        &serde_json::json!({"columns": ["species", "sepal_length"]}),
+    )
+    .expect("params");
     let inv = p.step("select", params, vec![iris]).await;
     let out = inv.result.expect("select");
-    let names: Vec<&str> = out.schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let names: Vec<&str> = out
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
     assert_eq!(names, ["species", "sepal_length"]);
     assert_eq!(out.num_rows(), 150);
     assert!(inv.usage.peak_memory_bytes > 0);
-    let missing = p.step("select", lake_host::plugins::params_from_json(&serde_json::json!({"columns": ["nope"]})).expect("params"), vec![out.clone()]).await;
+    let missing = p
+        .step(
+            "select",
+            lake_host::plugins::params_from_json(&serde_json::json!({"columns": ["nope"]}))
+                .expect("params"),
+            vec![out.clone()],
+        )
+        .await;
     let err = missing.result.expect_err("missing column");
-    assert!(err.to_string().contains("species"), "names the columns that exist: {err}");
+    assert!(
+        err.to_string().contains("species"),
+        "names the columns that exist: {err}"
+    );
     let _: &[RecordBatch] = &out.batches;
 }

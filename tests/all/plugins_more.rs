@@ -19,42 +19,81 @@ fn xlsx_fixture(name: &str) -> PathBuf {
 }
 
 fn stream(bytes: Vec<u8>, chunk: usize) -> lake_host::blob::ByteStream {
-    let chunks: Vec<std::io::Result<bytes::Bytes>> = bytes.chunks(chunk.max(1)).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+    let chunks: Vec<std::io::Result<bytes::Bytes>> = bytes
+        .chunks(chunk.max(1))
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
     Box::pin(futures::stream::iter(chunks))
 }
 
 /// Runs the `xlsx` parser over these bytes, fed in 64 KiB chunks.
-async fn parse_xlsx(p: &Plugins, bytes: Vec<u8>, params: serde_json::Value) -> Result<Table, InvokeError> {
+async fn parse_xlsx(
+    p: &Plugins,
+    bytes: Vec<u8>,
+    params: serde_json::Value,
+) -> Result<Table, InvokeError> {
     let params = lake_host::plugins::params_from_json(&params).expect("params");
-    p.parse("xlsx", params, stream(bytes, 64 << 10)).await.result
+    p.parse("xlsx", params, stream(bytes, 64 << 10))
+        .await
+        .result
 }
 
-async fn parse_xlsx_file(p: &Plugins, path: &Path, params: serde_json::Value) -> Result<Table, InvokeError> {
+async fn parse_xlsx_file(
+    p: &Plugins,
+    path: &Path,
+    params: serde_json::Value,
+) -> Result<Table, InvokeError> {
     parse_xlsx(p, std::fs::read(path).expect("fixture"), params).await
 }
 
-async fn step(p: &Plugins, name: &str, params: serde_json::Value, input: &Table) -> Result<Table, InvokeError> {
+async fn step(
+    p: &Plugins,
+    name: &str,
+    params: serde_json::Value,
+    input: &Table,
+) -> Result<Table, InvokeError> {
     let params = lake_host::plugins::params_from_json(&params).expect("params");
     p.step(name, params, vec![input.clone()]).await.result
 }
 
 async fn iris(p: &Plugins) -> Table {
-    crate::plugins::parse(p, &shared().join("fixtures/csv/iris.csv"), serde_json::json!({})).await.expect("iris.csv")
+    crate::plugins::parse(
+        p,
+        &shared().join("fixtures/csv/iris.csv"),
+        serde_json::json!({}),
+    )
+    .await
+    .expect("iris.csv")
 }
 
 fn names(t: &Table) -> Vec<&str> {
-    t.schema.fields().iter().map(|f| f.name().as_str()).collect()
+    t.schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect()
 }
 
 fn types(t: &Table) -> Vec<DataType> {
-    t.schema.fields().iter().map(|f| f.data_type().clone()).collect()
+    t.schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect()
 }
 
 /// One column of a table, all batches concatenated, as text in xlsx2csv's style: booleans as
 /// `TRUE`/`FALSE`, timestamps as `%Y-%m-%d %H:%M:%S`, and newline, carriage return and tab in text
 /// written as `\n`, `\r`, `\t` (what its `--escape` option does). Null is `None`.
 fn column_text(t: &Table, col: usize) -> Vec<Option<String>> {
-    t.batches.iter().flat_map(|b| (0..b.num_rows()).map(|r| cell_text(b.column(col), r)).collect::<Vec<_>>()).collect()
+    t.batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows())
+                .map(|r| cell_text(b.column(col), r))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 fn cell_text(a: &ArrayRef, row: usize) -> Option<String> {
@@ -62,8 +101,18 @@ fn cell_text(a: &ArrayRef, row: usize) -> Option<String> {
         return None;
     }
     Some(match a.data_type() {
-        DataType::Utf8 => a.as_string::<i32>().value(row).replace('\r', "\\r").replace('\n', "\\n").replace('\t', "\\t"),
-        DataType::Boolean => if a.as_boolean().value(row) { "TRUE" } else { "FALSE" }.to_owned(),
+        DataType::Utf8 => a
+            .as_string::<i32>()
+            .value(row)
+            .replace('\r', "\\r")
+            .replace('\n', "\\n")
+            .replace('\t', "\\t"),
+        DataType::Boolean => if a.as_boolean().value(row) {
+            "TRUE"
+        } else {
+            "FALSE"
+        }
+        .to_owned(),
         DataType::Int64 => a.as_primitive::<Int64Type>().value(row).to_string(),
         DataType::Float64 => a.as_primitive::<Float64Type>().value(row).to_string(),
         DataType::Timestamp(_, None) => {
@@ -79,8 +128,14 @@ fn cell_text(a: &ArrayRef, row: usize) -> Option<String> {
 /// commas and line ends is exact.
 fn read_oracle(path: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(path).expect("oracle");
-    assert!(!text.contains('"'), "{}: quoted fields need a real CSV reader", path.display());
-    text.lines().map(|l| l.split(',').map(str::to_owned).collect()).collect()
+    assert!(
+        !text.contains('"'),
+        "{}: quoted fields need a real CSV reader",
+        path.display()
+    );
+    text.lines()
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
 }
 
 /// Compares a table read with `header: false` to an xlsx2csv oracle, cell by cell. An empty oracle
@@ -101,8 +156,13 @@ fn assert_matches_oracle(t: &Table, oracle: &[Vec<String>], what: &str) {
             if want.is_empty() {
                 assert_eq!(cell, None, "{what}: row {row} column {col} should be empty");
             } else if numeric {
-                let want: f64 = want.parse().unwrap_or_else(|_| panic!("{what}: oracle {want:?} is not a number"));
-                let cell: f64 = cell.unwrap_or_else(|| panic!("{what}: row {row} column {col} is null")).parse().expect("f64");
+                let want: f64 = want
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{what}: oracle {want:?} is not a number"));
+                let cell: f64 = cell
+                    .unwrap_or_else(|| panic!("{what}: row {row} column {col} is null"))
+                    .parse()
+                    .expect("f64");
                 assert_eq!(cell, want, "{what}: row {row} column {col}");
             } else {
                 assert_eq!(cell, Some(want), "{what}: row {row} column {col}");
@@ -117,37 +177,98 @@ async fn xlsx2csv_fixtures_match_their_oracles() {
     for stem in ["datetime", "float", "escape"] {
         // xlsx2csv writes every row, the first included, and starts at column A: header: false
         // with the table starting at sheet row 0 is the same view.
-        let table = parse_xlsx_file(&p, &xlsx_fixture(&format!("{stem}.xlsx")), serde_json::json!({"header": false}))
-            .await
-            .unwrap_or_else(|e| panic!("{stem}: {e}"));
-        assert_matches_oracle(&table, &read_oracle(&xlsx_fixture(&format!("{stem}.csv"))), stem);
+        let table = parse_xlsx_file(
+            &p,
+            &xlsx_fixture(&format!("{stem}.xlsx")),
+            serde_json::json!({"header": false}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{stem}: {e}"));
+        assert_matches_oracle(
+            &table,
+            &read_oracle(&xlsx_fixture(&format!("{stem}.csv"))),
+            stem,
+        );
     }
 
     // The cells' types, beyond their text: a 1904-system date (serial 39339.64 counted from
     // 1904-01-01, not 1900), numbers, and a formula's cached boolean next to empty columns.
-    let datetime = parse_xlsx_file(&p, &xlsx_fixture("datetime.xlsx"), serde_json::json!({"header": false})).await.expect("datetime");
-    assert_eq!(types(&datetime), [DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, None)]);
-    let float = parse_xlsx_file(&p, &xlsx_fixture("float.xlsx"), serde_json::json!({"header": false})).await.expect("float");
+    let datetime = parse_xlsx_file(
+        &p,
+        &xlsx_fixture("datetime.xlsx"),
+        serde_json::json!({"header": false}),
+    )
+    .await
+    .expect("datetime");
+    assert_eq!(
+        types(&datetime),
+        [DataType::Timestamp(
+            arrow_schema::TimeUnit::Microsecond,
+            None
+        )]
+    );
+    let float = parse_xlsx_file(
+        &p,
+        &xlsx_fixture("float.xlsx"),
+        serde_json::json!({"header": false}),
+    )
+    .await
+    .expect("float");
     assert_eq!(types(&float), [DataType::Float64]);
-    let escape = parse_xlsx_file(&p, &xlsx_fixture("escape.xlsx"), serde_json::json!({"header": false})).await.expect("escape");
+    let escape = parse_xlsx_file(
+        &p,
+        &xlsx_fixture("escape.xlsx"),
+        serde_json::json!({"header": false}),
+    )
+    .await
+    .expect("escape");
     assert_eq!(types(&escape)[4..], [DataType::Utf8, DataType::Boolean]);
-    assert_eq!(escape.batches[0].column(4).as_string::<i32>().value(0), "Hello\nWorld\t!", "real control characters");
+    assert_eq!(
+        escape.batches[0].column(4).as_string::<i32>().value(0),
+        "Hello\nWorld\t!",
+        "real control characters"
+    );
 }
 
 #[tokio::test]
 async fn xlsx2csv_fixtures_other_sheets_parse_or_fail_clearly() {
     let p = open(&shared_cache());
     // escape.xlsx's second sheet holds one row of two numbers.
-    let sheet2 = parse_xlsx_file(&p, &xlsx_fixture("escape.xlsx"), serde_json::json!({"sheet": "Sheet2", "header": false})).await.expect("Sheet2");
-    assert_eq!((types(&sheet2), column_text(&sheet2, 0), column_text(&sheet2, 1)), (vec![DataType::Int64; 2], vec![Some("1".into())], vec![Some("2".into())]));
+    let sheet2 = parse_xlsx_file(
+        &p,
+        &xlsx_fixture("escape.xlsx"),
+        serde_json::json!({"sheet": "Sheet2", "header": false}),
+    )
+    .await
+    .expect("Sheet2");
+    assert_eq!(
+        (
+            types(&sheet2),
+            column_text(&sheet2, 0),
+            column_text(&sheet2, 1)
+        ),
+        (
+            vec![DataType::Int64; 2],
+            vec![Some("1".into())],
+            vec![Some("2".into())]
+        )
+    );
     // float.xlsx's second and third sheets have no cells.
     for sheet in [1, 2] {
-        let err = parse_xlsx_file(&p, &xlsx_fixture("float.xlsx"), serde_json::json!({ "sheet": sheet })).await.expect_err("empty sheet");
+        let err = parse_xlsx_file(
+            &p,
+            &xlsx_fixture("float.xlsx"),
+            serde_json::json!({ "sheet": sheet }),
+        )
+        .await
+        .expect_err("empty sheet");
         assert_eq!(err.code(), "invalid_input", "{err}");
         assert!(err.to_string().contains("is empty"), "{err}");
     }
     // With a header, float.xlsx's blank first row names the column after its position.
-    let float = parse_xlsx_file(&p, &xlsx_fixture("float.xlsx"), serde_json::json!({})).await.expect("float with a header");
+    let float = parse_xlsx_file(&p, &xlsx_fixture("float.xlsx"), serde_json::json!({}))
+        .await
+        .expect("float with a header");
     assert_eq!((names(&float), float.num_rows()), (vec!["column_1"], 4));
 }
 
@@ -156,46 +277,152 @@ async fn xlsx_datasets_read_as_typed_tables() {
     let p = open(&shared_cache());
     let path = xlsx_fixture("datasets.xlsx");
 
-    let err = parse_xlsx_file(&p, &path, serde_json::json!({"sheet": "nope"})).await.expect_err("unknown sheet");
+    let err = parse_xlsx_file(&p, &path, serde_json::json!({"sheet": "nope"}))
+        .await
+        .expect_err("unknown sheet");
     assert_eq!(err.code(), "invalid_params");
-    assert!(err.to_string().contains(r#"["iris", "mtcars", "chickwts", "quakes"]"#), "lists the sheets: {err}");
+    assert!(
+        err.to_string()
+            .contains(r#"["iris", "mtcars", "chickwts", "quakes"]"#),
+        "lists the sheets: {err}"
+    );
 
     // iris is the first sheet: the default.
-    let iris = parse_xlsx_file(&p, &path, serde_json::json!({})).await.expect("iris");
-    assert_eq!(names(&iris), ["Sepal.Length", "Sepal.Width", "Petal.Length", "Petal.Width", "Species"]);
-    assert_eq!(types(&iris), [DataType::Float64, DataType::Float64, DataType::Float64, DataType::Float64, DataType::Utf8]);
+    let iris = parse_xlsx_file(&p, &path, serde_json::json!({}))
+        .await
+        .expect("iris");
+    assert_eq!(
+        names(&iris),
+        [
+            "Sepal.Length",
+            "Sepal.Width",
+            "Petal.Length",
+            "Petal.Width",
+            "Species"
+        ]
+    );
+    assert_eq!(
+        types(&iris),
+        [
+            DataType::Float64,
+            DataType::Float64,
+            DataType::Float64,
+            DataType::Float64,
+            DataType::Utf8
+        ]
+    );
     assert_eq!(iris.num_rows(), 150);
     let first: Vec<_> = (0..5).map(|c| column_text(&iris, c)[0].clone()).collect();
-    assert_eq!(first, [Some("5.1".into()), Some("3.5".into()), Some("1.4".into()), Some("0.2".into()), Some("setosa".into())]);
+    assert_eq!(
+        first,
+        [
+            Some("5.1".into()),
+            Some("3.5".into()),
+            Some("1.4".into()),
+            Some("0.2".into()),
+            Some("setosa".into())
+        ]
+    );
     let last: Vec<_> = (0..5).map(|c| column_text(&iris, c)[149].clone()).collect();
-    assert_eq!(last, [Some("5.9".into()), Some("3".into()), Some("5.1".into()), Some("1.8".into()), Some("virginica".into())]);
+    assert_eq!(
+        last,
+        [
+            Some("5.9".into()),
+            Some("3".into()),
+            Some("5.1".into()),
+            Some("1.8".into()),
+            Some("virginica".into())
+        ]
+    );
 
     // mtcars: whole-number columns are Int64, the others Float64.
-    let mtcars = parse_xlsx_file(&p, &path, serde_json::json!({"sheet": "mtcars"})).await.expect("mtcars");
-    assert_eq!(names(&mtcars), ["mpg", "cyl", "disp", "hp", "drat", "wt", "qsec", "vs", "am", "gear", "carb"]);
+    let mtcars = parse_xlsx_file(&p, &path, serde_json::json!({"sheet": "mtcars"}))
+        .await
+        .expect("mtcars");
+    assert_eq!(
+        names(&mtcars),
+        [
+            "mpg", "cyl", "disp", "hp", "drat", "wt", "qsec", "vs", "am", "gear", "carb"
+        ]
+    );
     let (i, f) = (DataType::Int64, DataType::Float64);
-    assert_eq!(types(&mtcars), [f.clone(), i.clone(), f.clone(), i.clone(), f.clone(), f.clone(), f.clone(), i.clone(), i.clone(), i.clone(), i.clone()]);
+    assert_eq!(
+        types(&mtcars),
+        [
+            f.clone(),
+            i.clone(),
+            f.clone(),
+            i.clone(),
+            f.clone(),
+            f.clone(),
+            f.clone(),
+            i.clone(),
+            i.clone(),
+            i.clone(),
+            i.clone()
+        ]
+    );
     assert_eq!(mtcars.num_rows(), 32);
-    let row = |t: &Table, r: usize| (0..t.schema.fields().len()).map(|c| column_text(t, c)[r].clone().unwrap_or_default()).collect::<Vec<_>>().join(",");
+    let row = |t: &Table, r: usize| {
+        (0..t.schema.fields().len())
+            .map(|c| column_text(t, c)[r].clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     assert_eq!(row(&mtcars, 0), "21,6,160,110,3.9,2.62,16.46,0,1,4,4");
     assert_eq!(row(&mtcars, 31), "21.4,4,121,109,4.11,2.78,18.6,1,1,4,2");
 
     // chickwts by index.
-    let chickwts = parse_xlsx_file(&p, &path, serde_json::json!({"sheet": 2})).await.expect("chickwts");
-    assert_eq!((names(&chickwts), types(&chickwts)), (vec!["weight", "feed"], vec![DataType::Int64, DataType::Utf8]));
+    let chickwts = parse_xlsx_file(&p, &path, serde_json::json!({"sheet": 2}))
+        .await
+        .expect("chickwts");
+    assert_eq!(
+        (names(&chickwts), types(&chickwts)),
+        (
+            vec!["weight", "feed"],
+            vec![DataType::Int64, DataType::Utf8]
+        )
+    );
     assert_eq!(chickwts.num_rows(), 71);
-    assert_eq!((row(&chickwts, 0), row(&chickwts, 70)), ("179,horsebean".into(), "332,casein".into()));
+    assert_eq!(
+        (row(&chickwts, 0), row(&chickwts, 70)),
+        ("179,horsebean".into(), "332,casein".into())
+    );
 
     // quakes writes numbers with a leading space (`<v> 41</v>`); they are still numbers.
-    let quakes = parse_xlsx_file(&p, &path, serde_json::json!({"sheet": "quakes"})).await.expect("quakes");
+    let quakes = parse_xlsx_file(&p, &path, serde_json::json!({"sheet": "quakes"}))
+        .await
+        .expect("quakes");
     assert_eq!(names(&quakes), ["lat", "long", "depth", "mag", "stations"]);
-    assert_eq!(types(&quakes), [f.clone(), f.clone(), i.clone(), f.clone(), i.clone()]);
+    assert_eq!(
+        types(&quakes),
+        [f.clone(), f.clone(), i.clone(), f.clone(), i.clone()]
+    );
     assert_eq!(quakes.num_rows(), 1000);
-    assert_eq!((row(&quakes, 0), row(&quakes, 999)), ("-20.42,181.62,562,4.8,41".into(), "-21.59,170.56,165,6,119".into()));
+    assert_eq!(
+        (row(&quakes, 0), row(&quakes, 999)),
+        (
+            "-20.42,181.62,562,4.8,41".into(),
+            "-21.59,170.56,165,6,119".into()
+        )
+    );
 
     // Without type inference every cell is text; the header row can be moved.
-    let text = parse_xlsx_file(&p, &path, serde_json::json!({"sheet": "chickwts", "infer_types": false, "header_row": 70})).await.expect("text");
-    assert_eq!((names(&text), types(&text), row(&text, 0)), (vec!["283", "casein"], vec![DataType::Utf8; 2], "332,casein".into()));
+    let text = parse_xlsx_file(
+        &p,
+        &path,
+        serde_json::json!({"sheet": "chickwts", "infer_types": false, "header_row": 70}),
+    )
+    .await
+    .expect("text");
+    assert_eq!(
+        (names(&text), types(&text), row(&text, 0)),
+        (
+            vec!["283", "casein"],
+            vec![DataType::Utf8; 2],
+            "332,casein".into()
+        )
+    );
 }
 
 #[tokio::test]
@@ -203,29 +430,57 @@ async fn xlsx_refuses_what_is_not_a_readable_workbook() {
     let p = open(&shared_cache());
     let datasets = std::fs::read(xlsx_fixture("datasets.xlsx")).expect("fixture");
 
-    let csv = parse_xlsx_file(&p, &shared().join("fixtures/csv/iris.csv"), serde_json::json!({})).await.expect_err("a CSV");
+    let csv = parse_xlsx_file(
+        &p,
+        &shared().join("fixtures/csv/iris.csv"),
+        serde_json::json!({}),
+    )
+    .await
+    .expect_err("a CSV");
     assert_eq!(csv.code(), "invalid_input");
     assert!(csv.to_string().contains("zip archive"), "{csv}");
 
-    let truncated = parse_xlsx(&p, datasets[..datasets.len() / 2].to_vec(), serde_json::json!({})).await.expect_err("truncated");
+    let truncated = parse_xlsx(
+        &p,
+        datasets[..datasets.len() / 2].to_vec(),
+        serde_json::json!({}),
+    )
+    .await
+    .expect_err("truncated");
     assert_eq!(truncated.code(), "invalid_input");
-    assert!(truncated.to_string().contains("corrupt XLSX"), "{truncated}");
+    assert!(
+        truncated.to_string().contains("corrupt XLSX"),
+        "{truncated}"
+    );
 
     // Encrypted XLSX files and legacy .xls files are OLE compound files; no fixture is encrypted, so
     // an OLE header stands in for one.
     let mut ole = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
     ole.resize(4096, 0);
-    let encrypted = parse_xlsx(&p, ole, serde_json::json!({})).await.expect_err("OLE");
+    let encrypted = parse_xlsx(&p, ole, serde_json::json!({}))
+        .await
+        .expect_err("OLE");
     assert_eq!(encrypted.code(), "invalid_input");
-    assert!(encrypted.to_string().contains("encrypted or not an XLSX (an OLE container)"), "{encrypted}");
+    assert!(
+        encrypted
+            .to_string()
+            .contains("encrypted or not an XLSX (an OLE container)"),
+        "{encrypted}"
+    );
 
-    let empty = parse_xlsx(&p, Vec::new(), serde_json::json!({})).await.expect_err("empty");
+    let empty = parse_xlsx(&p, Vec::new(), serde_json::json!({}))
+        .await
+        .expect_err("empty");
     assert_eq!(empty.code(), "invalid_input");
 
-    let big = parse_xlsx(&p, datasets.clone(), serde_json::json!({"max_bytes": 1000})).await.expect_err("over max_bytes");
+    let big = parse_xlsx(&p, datasets.clone(), serde_json::json!({"max_bytes": 1000}))
+        .await
+        .expect_err("over max_bytes");
     assert_eq!(big.code(), "too_large", "{big}");
 
-    let typo = parse_xlsx(&p, datasets, serde_json::json!({"sheets": "iris"})).await.expect_err("unknown parameter");
+    let typo = parse_xlsx(&p, datasets, serde_json::json!({"sheets": "iris"}))
+        .await
+        .expect_err("unknown parameter");
     assert_eq!(typo.code(), "invalid_params");
 }
 
@@ -235,37 +490,135 @@ async fn filter_keeps_matching_rows_of_iris() {
     let iris = iris(&p).await;
     // The oracle for numeric filters: the CSV's own values.
     let csv = std::fs::read_to_string(shared().join("fixtures/csv/iris.csv")).expect("iris.csv");
-    let sepal_lengths: Vec<f64> = csv.lines().skip(1).filter(|l| !l.is_empty()).map(|l| l.split(',').next().expect("field").parse().expect("f64")).collect();
+    let sepal_lengths: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').next().expect("field").parse().expect("f64"))
+        .collect();
     assert_eq!(sepal_lengths.len(), 150);
 
-    let setosa = step(&p, "filter", serde_json::json!({"column": "species", "op": "eq", "value": "Iris-setosa"}), &iris).await.expect("eq");
+    let setosa = step(
+        &p,
+        "filter",
+        serde_json::json!({"column": "species", "op": "eq", "value": "Iris-setosa"}),
+        &iris,
+    )
+    .await
+    .expect("eq");
     assert_eq!(setosa.num_rows(), 50);
-    assert!(column_text(&setosa, 4).iter().all(|s| s.as_deref() == Some("Iris-setosa")));
+    assert!(
+        column_text(&setosa, 4)
+            .iter()
+            .all(|s| s.as_deref() == Some("Iris-setosa"))
+    );
     assert_eq!(setosa.schema, iris.schema, "the schema is kept");
 
-    for (op, keep) in [("gt", (|v: f64| v > 7.0) as fn(f64) -> bool), ("le", |v| v <= 7.0), ("ne", |v| v != 5.0), ("ge", |v| v >= 5.0), ("lt", |v| v < 5.0)] {
+    for (op, keep) in [
+        ("gt", (|v: f64| v > 7.0) as fn(f64) -> bool),
+        ("le", |v| v <= 7.0),
+        ("ne", |v| v != 5.0),
+        ("ge", |v| v >= 5.0),
+        ("lt", |v| v < 5.0),
+    ] {
         let value = if op == "gt" || op == "le" { 7 } else { 5 };
-        let out = step(&p, "filter", serde_json::json!({"column": "sepal_length", "op": op, "value": value}), &iris).await.expect(op);
-        assert_eq!(out.num_rows(), sepal_lengths.iter().filter(|v| keep(**v)).count(), "{op} {value}");
+        let out = step(
+            &p,
+            "filter",
+            serde_json::json!({"column": "sepal_length", "op": op, "value": value}),
+            &iris,
+        )
+        .await
+        .expect(op);
+        assert_eq!(
+            out.num_rows(),
+            sepal_lengths.iter().filter(|v| keep(**v)).count(),
+            "{op} {value}"
+        );
     }
-    let versicolor = step(&p, "filter", serde_json::json!({"column": "species", "op": "contains", "value": "versi"}), &iris).await.expect("contains");
+    let versicolor = step(
+        &p,
+        "filter",
+        serde_json::json!({"column": "species", "op": "contains", "value": "versi"}),
+        &iris,
+    )
+    .await
+    .expect("contains");
     assert_eq!(versicolor.num_rows(), 50);
-    let all = step(&p, "filter", serde_json::json!({"column": "petal_width", "op": "not_null"}), &iris).await.expect("not_null");
+    let all = step(
+        &p,
+        "filter",
+        serde_json::json!({"column": "petal_width", "op": "not_null"}),
+        &iris,
+    )
+    .await
+    .expect("not_null");
     assert_eq!(all.num_rows(), 150);
-    let none = step(&p, "filter", serde_json::json!({"column": "petal_width", "op": "is_null"}), &iris).await.expect("is_null");
-    assert_eq!((none.num_rows(), none.schema.fields().len()), (0, 5), "an empty table keeps its schema");
+    let none = step(
+        &p,
+        "filter",
+        serde_json::json!({"column": "petal_width", "op": "is_null"}),
+        &iris,
+    )
+    .await
+    .expect("is_null");
+    assert_eq!(
+        (none.num_rows(), none.schema.fields().len()),
+        (0, 5),
+        "an empty table keeps its schema"
+    );
 
-    let err = step(&p, "filter", serde_json::json!({"column": "colour", "op": "eq", "value": "red"}), &iris).await.expect_err("unknown column");
+    let err = step(
+        &p,
+        "filter",
+        serde_json::json!({"column": "colour", "op": "eq", "value": "red"}),
+        &iris,
+    )
+    .await
+    .expect_err("unknown column");
     assert_eq!(err.code(), "invalid_params");
-    assert!(err.to_string().contains(r#"["sepal_length", "sepal_width", "petal_length", "petal_width", "species"]"#), "{err}");
-    let err = step(&p, "filter", serde_json::json!({"column": "sepal_length", "op": "gt", "value": "7"}), &iris).await.expect_err("a string for a number");
+    assert!(
+        err.to_string().contains(
+            r#"["sepal_length", "sepal_width", "petal_length", "petal_width", "species"]"#
+        ),
+        "{err}"
+    );
+    let err = step(
+        &p,
+        "filter",
+        serde_json::json!({"column": "sepal_length", "op": "gt", "value": "7"}),
+        &iris,
+    )
+    .await
+    .expect_err("a string for a number");
     assert_eq!(err.code(), "invalid_params");
     assert!(err.to_string().contains("must be a number"), "{err}");
-    let err = step(&p, "filter", serde_json::json!({"column": "species", "op": "eq", "value": true}), &iris).await.expect_err("a bool for text");
+    let err = step(
+        &p,
+        "filter",
+        serde_json::json!({"column": "species", "op": "eq", "value": true}),
+        &iris,
+    )
+    .await
+    .expect_err("a bool for text");
     assert_eq!(err.code(), "invalid_params");
-    let err = step(&p, "filter", serde_json::json!({"column": "sepal_length", "op": "contains", "value": "5"}), &iris).await.expect_err("contains on numbers");
+    let err = step(
+        &p,
+        "filter",
+        serde_json::json!({"column": "sepal_length", "op": "contains", "value": "5"}),
+        &iris,
+    )
+    .await
+    .expect_err("contains on numbers");
     assert_eq!(err.code(), "invalid_params");
-    let err = step(&p, "filter", serde_json::json!({"column": "species", "op": "matches", "value": "x"}), &iris).await.expect_err("unknown op");
+    let err = step(
+        &p,
+        "filter",
+        serde_json::json!({"column": "species", "op": "matches", "value": "x"}),
+        &iris,
+    )
+    .await
+    .expect_err("unknown op");
     assert_eq!(err.code(), "invalid_params");
 }
 
@@ -273,16 +626,43 @@ async fn filter_keeps_matching_rows_of_iris() {
 async fn rename_relabels_columns_of_iris() {
     let p = open(&shared_cache());
     let iris = iris(&p).await;
-    let out = step(&p, "rename", serde_json::json!({"columns": {"species": "class", "sepal_length": "sl"}}), &iris).await.expect("rename");
-    assert_eq!(names(&out), ["sl", "sepal_width", "petal_length", "petal_width", "class"]);
+    let out = step(
+        &p,
+        "rename",
+        serde_json::json!({"columns": {"species": "class", "sepal_length": "sl"}}),
+        &iris,
+    )
+    .await
+    .expect("rename");
+    assert_eq!(
+        names(&out),
+        ["sl", "sepal_width", "petal_length", "petal_width", "class"]
+    );
     assert_eq!(types(&out), types(&iris));
     assert_eq!(out.num_rows(), 150);
     assert_eq!(column_text(&out, 4), column_text(&iris, 4));
 
-    let err = step(&p, "rename", serde_json::json!({"columns": {"Species": "class"}}), &iris).await.expect_err("unknown column");
+    let err = step(
+        &p,
+        "rename",
+        serde_json::json!({"columns": {"Species": "class"}}),
+        &iris,
+    )
+    .await
+    .expect_err("unknown column");
     assert_eq!(err.code(), "invalid_params");
-    assert!(err.to_string().contains(r#""species""#), "names the columns: {err}");
-    let err = step(&p, "rename", serde_json::json!({"columns": {"species": "petal_width"}}), &iris).await.expect_err("duplicate");
+    assert!(
+        err.to_string().contains(r#""species""#),
+        "names the columns: {err}"
+    );
+    let err = step(
+        &p,
+        "rename",
+        serde_json::json!({"columns": {"species": "petal_width"}}),
+        &iris,
+    )
+    .await
+    .expect_err("duplicate");
     assert_eq!(err.code(), "invalid_params");
     assert!(err.to_string().contains("petal_width"), "{err}");
 }
@@ -291,32 +671,125 @@ async fn rename_relabels_columns_of_iris() {
 async fn cast_converts_iris_columns_or_names_the_bad_value() {
     let p = open(&shared_cache());
     let iris = iris(&p).await;
-    let text = step(&p, "cast", serde_json::json!({"columns": {"sepal_length": "utf8"}}), &iris).await.expect("to text");
+    let text = step(
+        &p,
+        "cast",
+        serde_json::json!({"columns": {"sepal_length": "utf8"}}),
+        &iris,
+    )
+    .await
+    .expect("to text");
     assert_eq!(types(&text)[0], DataType::Utf8);
     assert_eq!(text.batches[0].column(0).as_string::<i32>().value(0), "5.1");
-    let back = step(&p, "cast", serde_json::json!({"columns": {"sepal_length": "float64"}}), &text).await.expect("back to numbers");
+    let back = step(
+        &p,
+        "cast",
+        serde_json::json!({"columns": {"sepal_length": "float64"}}),
+        &text,
+    )
+    .await
+    .expect("back to numbers");
     assert_eq!(back.schema, iris.schema);
-    assert_eq!(column_text(&back, 0), column_text(&iris, 0), "a round trip keeps every value");
+    assert_eq!(
+        column_text(&back, 0),
+        column_text(&iris, 0),
+        "a round trip keeps every value"
+    );
 
-    let err = step(&p, "cast", serde_json::json!({"columns": {"species": "float64"}}), &iris).await.expect_err("names are not numbers");
+    let err = step(
+        &p,
+        "cast",
+        serde_json::json!({"columns": {"species": "float64"}}),
+        &iris,
+    )
+    .await
+    .expect_err("names are not numbers");
     assert_eq!(err.code(), "invalid_input");
-    assert!(err.to_string().contains(r#"column "species", row 1: cannot cast "Iris-setosa" to float64"#), "{err}");
-    let err = step(&p, "cast", serde_json::json!({"columns": {"petal_width": "int64"}}), &iris).await.expect_err("fractions");
+    assert!(
+        err.to_string()
+            .contains(r#"column "species", row 1: cannot cast "Iris-setosa" to float64"#),
+        "{err}"
+    );
+    let err = step(
+        &p,
+        "cast",
+        serde_json::json!({"columns": {"petal_width": "int64"}}),
+        &iris,
+    )
+    .await
+    .expect_err("fractions");
     assert_eq!(err.code(), "invalid_input");
-    assert!(err.to_string().contains(r#"column "petal_width", row 1: cannot cast "0.2""#), "{err}");
-    let err = step(&p, "cast", serde_json::json!({"columns": {"petal": "int64"}}), &iris).await.expect_err("unknown column");
+    assert!(
+        err.to_string()
+            .contains(r#"column "petal_width", row 1: cannot cast "0.2""#),
+        "{err}"
+    );
+    let err = step(
+        &p,
+        "cast",
+        serde_json::json!({"columns": {"petal": "int64"}}),
+        &iris,
+    )
+    .await
+    .expect_err("unknown column");
     assert_eq!(err.code(), "invalid_params");
     assert!(err.to_string().contains("sepal_length"), "{err}");
-    let err = step(&p, "cast", serde_json::json!({"columns": {"species": "decimal"}}), &iris).await.expect_err("unknown type");
+    let err = step(
+        &p,
+        "cast",
+        serde_json::json!({"columns": {"species": "decimal"}}),
+        &iris,
+    )
+    .await
+    .expect_err("unknown type");
     assert_eq!(err.code(), "invalid_params");
 
     // The steps compose: keep one species, rename, then make a whole-number column an integer.
-    let virginica = step(&p, "filter", serde_json::json!({"column": "species", "op": "eq", "value": "Iris-virginica"}), &iris).await.expect("filter");
-    let renamed = step(&p, "rename", serde_json::json!({"columns": {"petal_length": "pl"}}), &virginica).await.expect("rename");
-    let scaled = step(&p, "filter", serde_json::json!({"column": "pl", "op": "ge", "value": 6}), &renamed).await.expect("filter again");
-    let whole = step(&p, "filter", serde_json::json!({"column": "sepal_width", "op": "eq", "value": 3}), &scaled).await.expect("whole widths");
-    let ints = step(&p, "cast", serde_json::json!({"columns": {"sepal_width": "int64"}}), &whole).await.expect("cast");
+    let virginica = step(
+        &p,
+        "filter",
+        serde_json::json!({"column": "species", "op": "eq", "value": "Iris-virginica"}),
+        &iris,
+    )
+    .await
+    .expect("filter");
+    let renamed = step(
+        &p,
+        "rename",
+        serde_json::json!({"columns": {"petal_length": "pl"}}),
+        &virginica,
+    )
+    .await
+    .expect("rename");
+    let scaled = step(
+        &p,
+        "filter",
+        serde_json::json!({"column": "pl", "op": "ge", "value": 6}),
+        &renamed,
+    )
+    .await
+    .expect("filter again");
+    let whole = step(
+        &p,
+        "filter",
+        serde_json::json!({"column": "sepal_width", "op": "eq", "value": 3}),
+        &scaled,
+    )
+    .await
+    .expect("whole widths");
+    let ints = step(
+        &p,
+        "cast",
+        serde_json::json!({"columns": {"sepal_width": "int64"}}),
+        &whole,
+    )
+    .await
+    .expect("cast");
     assert_eq!(types(&ints)[1], DataType::Int64);
-    assert!(column_text(&ints, 1).iter().all(|v| v.as_deref() == Some("3")));
+    assert!(
+        column_text(&ints, 1)
+            .iter()
+            .all(|v| v.as_deref() == Some("3"))
+    );
     assert!(ints.num_rows() > 0);
 }

@@ -26,8 +26,12 @@ fn walkthrough_script() -> String {
 /// The shell blocks between `<!-- NAME:start -->` and `<!-- NAME:end -->` in README.md.
 fn readme_block(name: &str) -> String {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
-    let start = readme.find(&format!("<!-- {name}:start -->")).expect("start marker");
-    let end = readme.find(&format!("<!-- {name}:end -->")).expect("end marker");
+    let start = readme
+        .find(&format!("<!-- {name}:start -->"))
+        .expect("start marker");
+    let end = readme
+        .find(&format!("<!-- {name}:end -->"))
+        .expect("end marker");
     let mut script = String::from("set -euo pipefail\n");
     let mut in_block = false;
     for line in readme[start..end].lines() {
@@ -40,7 +44,10 @@ fn readme_block(name: &str) -> String {
             script.push('\n');
         }
     }
-    assert!(script.lines().count() > 5, "the {name} block has no shell code");
+    assert!(
+        script.lines().count() > 5,
+        "the {name} block has no shell code"
+    );
     script
 }
 
@@ -64,7 +71,10 @@ fn start(envs: &[(String, String)]) -> (Server, String, tempfile::TempDir) {
     let mut lines = BufReader::new(stderr).lines();
     let mut seen = Vec::new();
     let url = loop {
-        let line = lines.next().unwrap_or_else(|| panic!("lake serve exited before listening: {seen:?}")).expect("read stderr");
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("lake serve exited before listening: {seen:?}"))
+            .expect("read stderr");
         if let Some(rest) = line.strip_prefix("lake listening on ") {
             break rest.split_whitespace().next().expect("url").to_owned();
         }
@@ -88,15 +98,28 @@ fn run_script(url: &str, script: &str) -> String {
         .output()
         .expect("run bash");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "walkthrough failed:\nstdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "walkthrough failed:\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
 fn check_output(out: &str) {
-    let sha = lake_host::blob::Sha256::of(&std::fs::read(repo_root().join("tests/fixtures/GSE16.txt")).expect("fixture")).to_hex();
-    assert!(out.matches(&sha).count() >= 3, "the raw file, its listing and the promoted download must all hash to {sha}:\n{out}");
+    let sha = lake_host::blob::Sha256::of(
+        &std::fs::read(repo_root().join("tests/fixtures/GSE16.txt")).expect("fixture"),
+    )
+    .to_hex();
+    assert!(
+        out.matches(&sha).count() >= 3,
+        "the raw file, its listing and the promoted download must all hash to {sha}:\n{out}"
+    );
     assert!(out.contains("\"promotion\""), "{out}");
-    assert!(out.contains("\"forbidden\""), "the raw delete must be refused:\n{out}");
+    assert!(
+        out.contains("\"forbidden\""),
+        "the raw delete must be refused:\n{out}"
+    );
     assert!(out.contains("GSE16 sample page"), "{out}");
 }
 
@@ -108,26 +131,45 @@ fn readme_walkthrough_on_the_embedded_default() {
 
 #[test]
 fn readme_walkthrough_on_postgres_and_garage() {
-    let Some(s3) = crate::garage_config() else { return };
+    let Some(s3) = crate::garage_config() else {
+        return;
+    };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let Some(pg) = rt.block_on(crate::scratch_pg()) else { return };
+    let Some(pg) = rt.block_on(crate::scratch_pg()) else {
+        return;
+    };
     let tag = crate::unique("w");
     let mut envs: Vec<(String, String)> = vec![
         ("LAKE_CATALOG__URL".into(), pg),
         ("LAKE_STORAGE__BACKEND".into(), "s3".into()),
-        ("LAKE_STORAGE__S3__ENDPOINT".into(), s3.endpoint.clone().expect("endpoint")),
+        (
+            "LAKE_STORAGE__S3__ENDPOINT".into(),
+            s3.endpoint.clone().expect("endpoint"),
+        ),
         ("LAKE_STORAGE__S3__REGION".into(), s3.region.clone()),
-        ("LAKE_STORAGE__S3__ACCESS_KEY_ID".into(), s3.access_key_id.clone().expect("key")),
-        ("LAKE_STORAGE__S3__SECRET_ACCESS_KEY".into(), s3.secret().expect("secret").expose().to_owned()),
+        (
+            "LAKE_STORAGE__S3__ACCESS_KEY_ID".into(),
+            s3.access_key_id.clone().expect("key"),
+        ),
+        (
+            "LAKE_STORAGE__S3__SECRET_ACCESS_KEY".into(),
+            s3.secret().expect("secret").expose().to_owned(),
+        ),
     ];
     for layer in ["raw", "processed", "curated", "archive"] {
-        envs.push((format!("LAKE_STORAGE__BUCKETS__{}", layer.to_uppercase()), format!("{tag}-{layer}")));
+        envs.push((
+            format!("LAKE_STORAGE__BUCKETS__{}", layer.to_uppercase()),
+            format!("{tag}-{layer}"),
+        ));
     }
     let (_server, url, _dir) = start(&envs);
     let out = run_walkthrough(&url);
     check_output(&out);
     // On S3 the download answered with a redirect to a presigned URL.
-    assert!(out.contains("postgres"), "health must report the PostgreSQL catalog:\n{out}");
+    assert!(
+        out.contains("postgres"),
+        "health must report the PostgreSQL catalog:\n{out}"
+    );
 }
 
 #[test]
@@ -136,5 +178,8 @@ fn readme_plugin_example_runs() {
     let out = run_script(&url, &readme_block("plugins"));
     assert!(out.contains("\"succeeded\""), "{out}");
     assert!(out.contains("\"rows\": 150"), "{out}");
-    assert!(out.trim_end().ends_with('1'), "select kept one column: {out}");
+    assert!(
+        out.trim_end().ends_with('1'),
+        "select kept one column: {out}"
+    );
 }

@@ -13,7 +13,10 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
-use super::{BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement, ObjectInfo, check_key};
+use super::{
+    BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement, ObjectInfo,
+    check_key,
+};
 
 /// A blob store in a local directory.
 #[derive(Debug, Clone)]
@@ -25,13 +28,17 @@ impl LocalStore {
     /// Opens (and creates) a store rooted at `root`.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, BlobError> {
         let root = root.into();
-        tokio::fs::create_dir_all(root.join(".tmp")).await.map_err(|e| io_err(&root, e))?;
+        tokio::fs::create_dir_all(root.join(".tmp"))
+            .await
+            .map_err(|e| io_err(&root, e))?;
         Ok(Self { root })
     }
 
     fn path(&self, bucket: &str, key: &str) -> Result<PathBuf, BlobError> {
-        crate::config::check_bucket_name(bucket)
-            .map_err(|_| BlobError::InvalidKey { key: bucket.to_owned(), reason: "invalid bucket name" })?;
+        crate::config::check_bucket_name(bucket).map_err(|_| BlobError::InvalidKey {
+            key: bucket.to_owned(),
+            reason: "invalid bucket name",
+        })?;
         check_key(key)?;
         Ok(self.root.join(bucket).join(key))
     }
@@ -42,7 +49,10 @@ fn io_err(path: &Path, e: io::Error) -> BlobError {
 }
 
 fn not_found(bucket: &str, key: &str) -> BlobError {
-    BlobError::NotFound { bucket: bucket.to_owned(), key: key.to_owned() }
+    BlobError::NotFound {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+    }
 }
 
 #[async_trait::async_trait]
@@ -51,12 +61,22 @@ impl BlobStore for LocalStore {
         "local"
     }
 
-    async fn prepare_bucket(&self, bucket: &str, policy: &BucketPolicy) -> Result<BucketReport, BlobError> {
-        crate::config::check_bucket_name(bucket)
-            .map_err(|_| BlobError::InvalidKey { key: bucket.to_owned(), reason: "invalid bucket name" })?;
+    async fn prepare_bucket(
+        &self,
+        bucket: &str,
+        policy: &BucketPolicy,
+    ) -> Result<BucketReport, BlobError> {
+        crate::config::check_bucket_name(bucket).map_err(|_| BlobError::InvalidKey {
+            key: bucket.to_owned(),
+            reason: "invalid bucket name",
+        })?;
         let dir = self.root.join(bucket);
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| io_err(&dir, e))?;
-        let unsupported = |what: &str| Enforcement::Unsupported { reason: format!("a local directory has no {what}") };
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io_err(&dir, e))?;
+        let unsupported = |what: &str| Enforcement::Unsupported {
+            reason: format!("a local directory has no {what}"),
+        };
         Ok(BucketReport {
             object_lock: match policy.object_lock {
                 Some(_) => unsupported("Object Lock"),
@@ -71,9 +91,14 @@ impl BlobStore for LocalStore {
 
     async fn put(&self, bucket: &str, key: &str, mut body: ByteStream) -> Result<u64, BlobError> {
         let dest = self.path(bucket, key)?;
-        let tmp = self.root.join(".tmp").join(uuid::Uuid::new_v4().to_string());
+        let tmp = self
+            .root
+            .join(".tmp")
+            .join(uuid::Uuid::new_v4().to_string());
         let result: Result<u64, BlobError> = async {
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| io_err(&tmp, e))?;
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| io_err(&tmp, e))?;
             let mut n = 0u64;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(BlobError::Body)?;
@@ -83,9 +108,13 @@ impl BlobStore for LocalStore {
             file.sync_all().await.map_err(|e| io_err(&tmp, e))?;
             drop(file);
             if let Some(parent) = dest.parent() {
-                tokio::fs::create_dir_all(parent).await.map_err(|e| io_err(parent, e))?;
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| io_err(parent, e))?;
             }
-            tokio::fs::rename(&tmp, &dest).await.map_err(|e| io_err(&dest, e))?;
+            tokio::fs::rename(&tmp, &dest)
+                .await
+                .map_err(|e| io_err(&dest, e))?;
             Ok(n)
         }
         .await;
@@ -107,7 +136,10 @@ impl BlobStore for LocalStore {
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, BlobError> {
         let path = self.path(bucket, key)?;
         match tokio::fs::metadata(&path).await {
-            Ok(m) if m.is_file() => Ok(ObjectInfo { key: key.to_owned(), size: m.len() }),
+            Ok(m) if m.is_file() => Ok(ObjectInfo {
+                key: key.to_owned(),
+                size: m.len(),
+            }),
             Ok(_) => Err(not_found(bucket, key)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(bucket, key)),
             Err(e) => Err(io_err(&path, e)),
@@ -115,8 +147,10 @@ impl BlobStore for LocalStore {
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, BlobError> {
-        crate::config::check_bucket_name(bucket)
-            .map_err(|_| BlobError::InvalidKey { key: bucket.to_owned(), reason: "invalid bucket name" })?;
+        crate::config::check_bucket_name(bucket).map_err(|_| BlobError::InvalidKey {
+            key: bucket.to_owned(),
+            reason: "invalid bucket name",
+        })?;
         let bucket_dir = self.root.join(bucket);
         // Walk only the directory the prefix names, not the whole bucket.
         let dir_part = match prefix.rfind('/') {
@@ -136,10 +170,17 @@ impl BlobStore for LocalStore {
             };
             while let Some(entry) = entries.next_entry().await.map_err(|e| io_err(&dir, e))? {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                let key = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
                 let ft = entry.file_type().await.map_err(|e| io_err(&dir, e))?;
                 if ft.is_dir() {
-                    if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) || prefix.starts_with(&key) {
+                    if prefix.starts_with(&format!("{key}/"))
+                        || key.starts_with(prefix)
+                        || prefix.starts_with(&key)
+                    {
                         stack.push((entry.path(), key));
                     }
                 } else if ft.is_file() && key.starts_with(prefix) {
@@ -152,20 +193,35 @@ impl BlobStore for LocalStore {
         Ok(out)
     }
 
-    async fn copy(&self, src_bucket: &str, src_key: &str, dst_bucket: &str, dst_key: &str) -> Result<(), BlobError> {
+    async fn copy(
+        &self,
+        src_bucket: &str,
+        src_key: &str,
+        dst_bucket: &str,
+        dst_key: &str,
+    ) -> Result<(), BlobError> {
         let src = self.path(src_bucket, src_key)?;
         let dst = self.path(dst_bucket, dst_key)?;
-        let tmp = self.root.join(".tmp").join(uuid::Uuid::new_v4().to_string());
+        let tmp = self
+            .root
+            .join(".tmp")
+            .join(uuid::Uuid::new_v4().to_string());
         match tokio::fs::copy(&src, &tmp).await {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found(src_bucket, src_key)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(not_found(src_bucket, src_key));
+            }
             Err(e) => return Err(io_err(&src, e)),
         }
         let placed = async {
             if let Some(parent) = dst.parent() {
-                tokio::fs::create_dir_all(parent).await.map_err(|e| io_err(parent, e))?;
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| io_err(parent, e))?;
             }
-            tokio::fs::rename(&tmp, &dst).await.map_err(|e| io_err(&dst, e))
+            tokio::fs::rename(&tmp, &dst)
+                .await
+                .map_err(|e| io_err(&dst, e))
         }
         .await;
         if placed.is_err() {
@@ -183,7 +239,12 @@ impl BlobStore for LocalStore {
         }
     }
 
-    async fn presign_get(&self, bucket: &str, key: &str, _ttl: Duration) -> Result<Option<String>, BlobError> {
+    async fn presign_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        _ttl: Duration,
+    ) -> Result<Option<String>, BlobError> {
         self.path(bucket, key)?;
         Ok(None)
     }

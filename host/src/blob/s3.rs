@@ -13,16 +13,20 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, BucketLocationConstraint, CompletedMultipartUpload, CompletedPart,
-    CreateBucketConfiguration, DefaultRetention, ExpirationStatus, LifecycleExpiration, LifecycleRule,
-    LifecycleRuleFilter, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode, ObjectLockRule,
+    BucketLifecycleConfiguration, BucketLocationConstraint, CompletedMultipartUpload,
+    CompletedPart, CreateBucketConfiguration, DefaultRetention, ExpirationStatus,
+    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, ObjectLockConfiguration,
+    ObjectLockEnabled, ObjectLockRetentionMode, ObjectLockRule,
 };
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio_util::io::ReaderStream;
 
-use super::{BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement, ObjectInfo, check_key};
+use super::{
+    BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement, ObjectInfo,
+    check_key,
+};
 use crate::config::S3Config;
 
 /// S3 refuses a single `CopyObject` above 5 GiB.
@@ -43,7 +47,10 @@ impl S3Store {
     /// Builds a client from configuration; does not contact the store.
     pub fn new(cfg: &S3Config) -> Result<Self, BlobError> {
         let key = cfg.access_key_id.clone().unwrap_or_default();
-        let secret = cfg.secret().map(|s| s.expose().to_owned()).unwrap_or_default();
+        let secret = cfg
+            .secret()
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default();
         let mut b = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(cfg.region.clone()))
@@ -72,9 +79,10 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match err.code() {
-        Some("NoSuchKey" | "NotFound" | "NoSuchBucket") => {
-            BlobError::NotFound { bucket: bucket.to_owned(), key: key.to_owned() }
-        }
+        Some("NoSuchKey" | "NotFound" | "NoSuchBucket") => BlobError::NotFound {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        },
         _ => BlobError::Unavailable(format!("{bucket}/{key}: {}", DisplayErrorContext(&err))),
     }
 }
@@ -116,11 +124,20 @@ fn encode_copy_source(bucket: &str, key: &str) -> String {
         .remove(b'_')
         .remove(b'.')
         .remove(b'~');
-    format!("{bucket}/{}", percent_encoding::utf8_percent_encode(key, SET))
+    format!(
+        "{bucket}/{}",
+        percent_encoding::utf8_percent_encode(key, SET)
+    )
 }
 
 impl S3Store {
-    async fn multipart_put(&self, bucket: &str, key: &str, mut reader: PartReader, first: Bytes) -> Result<u64, BlobError> {
+    async fn multipart_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut reader: PartReader,
+        first: Bytes,
+    ) -> Result<u64, BlobError> {
         let created = self
             .client
             .create_multipart_upload()
@@ -150,7 +167,13 @@ impl S3Store {
                 }
                 let last = chunk.len() < self.part_size;
                 total += chunk.len() as u64;
-                let (client, b, k, id, n) = (self.client.clone(), bucket.to_owned(), key.to_owned(), upload_id.clone(), number);
+                let (client, b, k, id, n) = (
+                    self.client.clone(),
+                    bucket.to_owned(),
+                    key.to_owned(),
+                    upload_id.clone(),
+                    number,
+                );
                 in_flight.push(async move {
                     let out = client
                         .upload_part()
@@ -163,7 +186,12 @@ impl S3Store {
                         .send()
                         .await
                         .map_err(|e| map_err(&b, &k, e))?;
-                    Ok::<_, BlobError>(CompletedPart::builder().part_number(n).set_e_tag(out.e_tag().map(str::to_owned)).build())
+                    Ok::<_, BlobError>(
+                        CompletedPart::builder()
+                            .part_number(n)
+                            .set_e_tag(out.e_tag().map(str::to_owned))
+                            .build(),
+                    )
                 });
                 number += 1;
                 while in_flight.len() >= self.concurrency {
@@ -190,7 +218,11 @@ impl S3Store {
                     .bucket(bucket)
                     .key(key)
                     .upload_id(&upload_id)
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
                     .send()
                     .await
                     .map_err(|e| map_err(bucket, key, e))?;
@@ -198,16 +230,34 @@ impl S3Store {
             }
             Err(e) => {
                 // Abort so the store keeps no orphaned parts; the object never becomes visible.
-                let _ = self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
                 Err(e)
             }
         }
     }
 
-    async fn multipart_copy(&self, src: (&str, &str), dst: (&str, &str), size: u64) -> Result<(), BlobError> {
+    async fn multipart_copy(
+        &self,
+        src: (&str, &str),
+        dst: (&str, &str),
+        size: u64,
+    ) -> Result<(), BlobError> {
         let (db, dk) = dst;
-        let created =
-            self.client.create_multipart_upload().bucket(db).key(dk).send().await.map_err(|e| map_err(db, dk, e))?;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(db)
+            .key(dk)
+            .send()
+            .await
+            .map_err(|e| map_err(db, dk, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
         let source = encode_copy_source(src.0, src.1);
         let result: Result<Vec<CompletedPart>, BlobError> = async {
@@ -228,8 +278,16 @@ impl S3Store {
                     .send()
                     .await
                     .map_err(|e| map_err(db, dk, e))?;
-                let etag = out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_owned);
-                parts.push(CompletedPart::builder().part_number(n).set_e_tag(etag).build());
+                let etag = out
+                    .copy_part_result()
+                    .and_then(|r| r.e_tag())
+                    .map(str::to_owned);
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(etag)
+                        .build(),
+                );
                 start = end + 1;
                 n += 1;
             }
@@ -243,14 +301,25 @@ impl S3Store {
                     .bucket(db)
                     .key(dk)
                     .upload_id(&upload_id)
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
                     .send()
                     .await
                     .map_err(|e| map_err(db, dk, e))?;
                 Ok(())
             }
             Err(e) => {
-                let _ = self.client.abort_multipart_upload().bucket(db).key(dk).upload_id(&upload_id).send().await;
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(db)
+                    .key(dk)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
                 Err(e)
             }
         }
@@ -263,10 +332,19 @@ impl BlobStore for S3Store {
         "s3"
     }
 
-    async fn prepare_bucket(&self, bucket: &str, policy: &BucketPolicy) -> Result<BucketReport, BlobError> {
+    async fn prepare_bucket(
+        &self,
+        bucket: &str,
+        policy: &BucketPolicy,
+    ) -> Result<BucketReport, BlobError> {
         let exists = match self.client.head_bucket().bucket(bucket).send().await {
             Ok(_) => true,
-            Err(e) if matches!(e.code(), Some("NotFound" | "NoSuchBucket")) || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => false,
+            Err(e)
+                if matches!(e.code(), Some("NotFound" | "NoSuchBucket"))
+                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) =>
+            {
+                false
+            }
             Err(e) => return Err(map_err(bucket, "", e)),
         };
         if !exists {
@@ -278,7 +356,9 @@ impl BlobStore for S3Store {
                         .build(),
                 );
             }
-            let with_lock = create.clone().object_lock_enabled_for_bucket(policy.object_lock.is_some());
+            let with_lock = create
+                .clone()
+                .object_lock_enabled_for_bucket(policy.object_lock.is_some());
             if let Err(e) = with_lock.send().await {
                 match e.code() {
                     Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists") => {}
@@ -286,7 +366,10 @@ impl BlobStore for S3Store {
                     // report the lock as unsupported below.
                     _ if policy.object_lock.is_some() => {
                         if let Err(e2) = create.send().await
-                            && !matches!(e2.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists"))
+                            && !matches!(
+                                e2.code(),
+                                Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+                            )
                         {
                             return Err(map_err(bucket, "", e2));
                         }
@@ -309,14 +392,23 @@ impl BlobStore for S3Store {
                     .rule(
                         ObjectLockRule::builder()
                             .default_retention(
-                                DefaultRetention::builder().mode(mode_enum).days(days as i32).build(),
+                                DefaultRetention::builder()
+                                    .mode(mode_enum)
+                                    .days(days as i32)
+                                    .build(),
                             )
                             .build(),
                     )
                     .build();
                 // Read before writing: a lock already in place is reported as is (some stores refuse
                 // to set it again on a bucket that holds objects, as after a restart).
-                let existing = self.client.get_object_lock_configuration().bucket(bucket).send().await.ok();
+                let existing = self
+                    .client
+                    .get_object_lock_configuration()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .ok();
                 let current = existing
                     .as_ref()
                     .and_then(|o| o.object_lock_configuration())
@@ -324,12 +416,25 @@ impl BlobStore for S3Store {
                     .and_then(|r| r.default_retention())
                     .map(|d| (d.days(), d.mode().map(|m| m.as_str().to_owned())));
                 if current == Some((Some(days as i32), Some(mode.to_owned()))) {
-                    Enforcement::Applied { detail: format!("{mode} retention, {days} days") }
+                    Enforcement::Applied {
+                        detail: format!("{mode} retention, {days} days"),
+                    }
                 } else {
-                match self.client.put_object_lock_configuration().bucket(bucket).object_lock_configuration(conf).send().await {
-                    Ok(_) => Enforcement::Applied { detail: format!("{mode} retention, {days} days") },
-                    Err(e) => Enforcement::Unsupported { reason: code_of(&e) },
-                }
+                    match self
+                        .client
+                        .put_object_lock_configuration()
+                        .bucket(bucket)
+                        .object_lock_configuration(conf)
+                        .send()
+                        .await
+                    {
+                        Ok(_) => Enforcement::Applied {
+                            detail: format!("{mode} retention, {days} days"),
+                        },
+                        Err(e) => Enforcement::Unsupported {
+                            reason: code_of(&e),
+                        },
+                    }
                 }
             }
         };
@@ -348,18 +453,36 @@ impl BlobStore for S3Store {
                     .rules(rule)
                     .build()
                     .map_err(|e| BlobError::Unavailable(e.to_string()))?;
-                match self.client.put_bucket_lifecycle_configuration().bucket(bucket).lifecycle_configuration(conf).send().await {
-                    Ok(_) => Enforcement::Applied { detail: format!("objects expire {days} days after creation") },
-                    Err(e) => Enforcement::Unsupported { reason: code_of(&e) },
+                match self
+                    .client
+                    .put_bucket_lifecycle_configuration()
+                    .bucket(bucket)
+                    .lifecycle_configuration(conf)
+                    .send()
+                    .await
+                {
+                    Ok(_) => Enforcement::Applied {
+                        detail: format!("objects expire {days} days after creation"),
+                    },
+                    Err(e) => Enforcement::Unsupported {
+                        reason: code_of(&e),
+                    },
                 }
             }
         };
-        Ok(BucketReport { object_lock, lifecycle })
+        Ok(BucketReport {
+            object_lock,
+            lifecycle,
+        })
     }
 
     async fn put(&self, bucket: &str, key: &str, body: ByteStream) -> Result<u64, BlobError> {
         check_key(key)?;
-        let mut reader = PartReader { body, buf: BytesMut::new(), done: false };
+        let mut reader = PartReader {
+            body,
+            buf: BytesMut::new(),
+            done: false,
+        };
         let first = reader.next_part(self.part_size).await?;
         if first.len() < self.part_size {
             let len = first.len() as u64;
@@ -379,24 +502,53 @@ impl BlobStore for S3Store {
 
     async fn get(&self, bucket: &str, key: &str) -> Result<ByteStream, BlobError> {
         check_key(key)?;
-        let out = self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| map_err(bucket, key, e))?;
-        Ok(Box::pin(ReaderStream::with_capacity(out.body.into_async_read(), 64 << 10)))
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| map_err(bucket, key, e))?;
+        Ok(Box::pin(ReaderStream::with_capacity(
+            out.body.into_async_read(),
+            64 << 10,
+        )))
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, BlobError> {
         check_key(key)?;
-        let out = self.client.head_object().bucket(bucket).key(key).send().await.map_err(|e| map_err(bucket, key, e))?;
-        Ok(ObjectInfo { key: key.to_owned(), size: out.content_length().unwrap_or(0).max(0) as u64 })
+        let out = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| map_err(bucket, key, e))?;
+        Ok(ObjectInfo {
+            key: key.to_owned(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+        })
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, BlobError> {
-        let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| map_err(bucket, prefix, e))?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
-                    out.push(ObjectInfo { key: k.to_owned(), size: o.size().unwrap_or(0).max(0) as u64 });
+                    out.push(ObjectInfo {
+                        key: k.to_owned(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                    });
                 }
             }
         }
@@ -404,12 +556,20 @@ impl BlobStore for S3Store {
         Ok(out)
     }
 
-    async fn copy(&self, src_bucket: &str, src_key: &str, dst_bucket: &str, dst_key: &str) -> Result<(), BlobError> {
+    async fn copy(
+        &self,
+        src_bucket: &str,
+        src_key: &str,
+        dst_bucket: &str,
+        dst_key: &str,
+    ) -> Result<(), BlobError> {
         check_key(src_key)?;
         check_key(dst_key)?;
         let size = self.head(src_bucket, src_key).await?.size;
         if size > MAX_SINGLE_COPY {
-            return self.multipart_copy((src_bucket, src_key), (dst_bucket, dst_key), size).await;
+            return self
+                .multipart_copy((src_bucket, src_key), (dst_bucket, dst_key), size)
+                .await;
         }
         self.client
             .copy_object()
@@ -424,16 +584,29 @@ impl BlobStore for S3Store {
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError> {
         check_key(key)?;
-        match self.client.delete_object().bucket(bucket).key(key).send().await {
+        match self
+            .client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.code(), Some("NoSuchKey" | "NotFound")) => Ok(()),
             Err(e) => Err(map_err(bucket, key, e)),
         }
     }
 
-    async fn presign_get(&self, bucket: &str, key: &str, ttl: Duration) -> Result<Option<String>, BlobError> {
+    async fn presign_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, BlobError> {
         check_key(key)?;
-        let conf = PresigningConfig::expires_in(ttl).map_err(|e| BlobError::Unavailable(e.to_string()))?;
+        let conf =
+            PresigningConfig::expires_in(ttl).map_err(|e| BlobError::Unavailable(e.to_string()))?;
         let req = self
             .client
             .get_object()

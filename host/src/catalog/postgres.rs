@@ -13,11 +13,13 @@ use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, GroupStats, NewDataset, Page, SearchQuery,
-    Stats, like_pattern, page_of, stats_of, GraphBuilder, WalkRow,
+    Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, GraphBuilder, GroupStats,
+    NewDataset, Page, SearchQuery, Stats, WalkRow, like_pattern, page_of, stats_of,
 };
 use crate::layers::Layer;
-use crate::provenance::{Action, Direction, LineageGraph, LineageNode, NewProvenance, ProvenanceEntry};
+use crate::provenance::{
+    Action, Direction, LineageGraph, LineageNode, NewProvenance, ProvenanceEntry,
+};
 
 const COLS: &str = "id, name, source, external_id, layer, bucket, prefix, file_count, total_size, metadata, tags, \
                     status, promoted_from, created_at, updated_at";
@@ -30,8 +32,12 @@ pub struct PostgresCatalog {
 
 fn db_err(e: sqlx::Error) -> CatalogError {
     match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => CatalogError::Conflict(d.message().to_owned()),
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() => CatalogError::Invalid(d.message().to_owned()),
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            CatalogError::Conflict(d.message().to_owned())
+        }
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            CatalogError::Invalid(d.message().to_owned())
+        }
         _ => CatalogError::Unavailable(e.to_string()),
     }
 }
@@ -89,7 +95,10 @@ impl PostgresCatalog {
         })
     }
 
-    async fn fetch_dataset(tx: &mut Transaction<'_, Postgres>, id: DatasetId) -> Result<Dataset, CatalogError> {
+    async fn fetch_dataset(
+        tx: &mut Transaction<'_, Postgres>,
+        id: DatasetId,
+    ) -> Result<Dataset, CatalogError> {
         let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE id = $1"))
             .bind(id.0)
             .fetch_optional(&mut **tx)
@@ -105,8 +114,9 @@ impl PostgresCatalog {
         files: &[FileRecord],
     ) -> Result<(), CatalogError> {
         if !files.is_empty() {
-            let mut b: QueryBuilder<Postgres> =
-                QueryBuilder::new("INSERT INTO files (dataset_id, name, size, sha256, content_type, created_at) ");
+            let mut b: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO files (dataset_id, name, size, sha256, content_type, created_at) ",
+            );
             b.push_values(files, |mut row, f| {
                 row.push_bind(id.0)
                     .push_bind(&f.name)
@@ -115,13 +125,18 @@ impl PostgresCatalog {
                     .push_bind(&f.content_type)
                     .push_bind(f.created_at);
             });
-            b.build().execute(&mut **tx).await.map_err(|e| match db_err(e) {
-                CatalogError::Conflict(_) => {
-                    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-                    CatalogError::Conflict(format!("a file named {names:?} already exists in dataset {id}"))
-                }
-                other => other,
-            })?;
+            b.build()
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| match db_err(e) {
+                    CatalogError::Conflict(_) => {
+                        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+                        CatalogError::Conflict(format!(
+                            "a file named {names:?} already exists in dataset {id}"
+                        ))
+                    }
+                    other => other,
+                })?;
         }
         for f in files {
             sqlx::query("DELETE FROM file_claims WHERE dataset_id = $1 AND name = $2")
@@ -165,21 +180,32 @@ impl PostgresCatalog {
             }
         }
         if !links.is_empty() {
-            let mut b: QueryBuilder<Postgres> =
-                QueryBuilder::new("INSERT INTO provenance_datasets (entry_id, dataset_id, role, position) ");
+            let mut b: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO provenance_datasets (entry_id, dataset_id, role, position) ",
+            );
             b.push_values(&links, |mut row, (ds, role, pos)| {
-                row.push_bind(id).push_bind(*ds).push_bind(*role).push_bind(*pos);
+                row.push_bind(id)
+                    .push_bind(*ds)
+                    .push_bind(*role)
+                    .push_bind(*pos);
             });
             b.push(" ON CONFLICT DO NOTHING");
             b.build().execute(&mut **tx).await.map_err(db_err)?;
         }
-        let pairs: Vec<(Uuid, Uuid)> =
-            p.inputs.iter().flat_map(|i| p.outputs.iter().map(move |o| (i.0, o.0))).collect();
+        let pairs: Vec<(Uuid, Uuid)> = p
+            .inputs
+            .iter()
+            .flat_map(|i| p.outputs.iter().map(move |o| (i.0, o.0)))
+            .collect();
         if !pairs.is_empty() {
-            let mut b: QueryBuilder<Postgres> =
-                QueryBuilder::new("INSERT INTO lineage_edges (parent_id, child_id, entry_id, action) ");
+            let mut b: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO lineage_edges (parent_id, child_id, entry_id, action) ",
+            );
             b.push_values(&pairs, |mut row, (parent, child)| {
-                row.push_bind(*parent).push_bind(*child).push_bind(id).push_bind(p.action.as_str());
+                row.push_bind(*parent)
+                    .push_bind(*child)
+                    .push_bind(id)
+                    .push_bind(p.action.as_str());
             });
             b.push(" ON CONFLICT DO NOTHING");
             b.build().execute(&mut **tx).await.map_err(db_err)?;
@@ -188,7 +214,10 @@ impl PostgresCatalog {
     }
 
     /// Entries by id, oldest first, with their inputs and outputs.
-    async fn entries_by_ids(&self, entry_ids: &[Uuid]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
+    async fn entries_by_ids(
+        &self,
+        entry_ids: &[Uuid],
+    ) -> Result<Vec<ProvenanceEntry>, CatalogError> {
         let rows = sqlx::query(
             "SELECT id, action, parameters, notes, actor, created_at FROM provenance WHERE id = ANY($1) ORDER BY seq",
         )
@@ -209,7 +238,11 @@ impl PostgresCatalog {
             let ds: Uuid = l.try_get("dataset_id").map_err(bad_row)?;
             let role: String = l.try_get("role").map_err(bad_row)?;
             let slot = io.entry(entry).or_default();
-            if role == "input" { slot.0.push(DatasetId(ds)) } else { slot.1.push(DatasetId(ds)) }
+            if role == "input" {
+                slot.0.push(DatasetId(ds))
+            } else {
+                slot.1.push(DatasetId(ds))
+            }
         }
         rows.iter()
             .map(|r| {
@@ -262,11 +295,17 @@ impl Catalog for PostgresCatalog {
         sqlx::migrate!("../migrations/postgres")
             .run(&self.pool)
             .await
-            .map_err(|e| CatalogError::Unavailable(format!("migrating the PostgreSQL catalog: {e}")))
+            .map_err(|e| {
+                CatalogError::Unavailable(format!("migrating the PostgreSQL catalog: {e}"))
+            })
     }
 
     async fn ping(&self) -> Result<(), CatalogError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err).map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)
+            .map(|_| ())
     }
 
     async fn insert_dataset(
@@ -318,7 +357,8 @@ impl Catalog for PostgresCatalog {
     async fn search(&self, q: &SearchQuery) -> Result<Page<Dataset>, CatalogError> {
         // Built per request with only the filters in use, so every query gets a plan that can use
         // its index (a generic "$n IS NULL OR ..." plan could not).
-        let mut b: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {COLS} FROM datasets WHERE status = "));
+        let mut b: QueryBuilder<Postgres> =
+            QueryBuilder::new(format!("SELECT {COLS} FROM datasets WHERE status = "));
         b.push_bind(q.status.as_str());
         if let Some(l) = q.layer {
             b.push(" AND layer = ").push_bind(l.as_str());
@@ -327,7 +367,9 @@ impl Catalog for PostgresCatalog {
             b.push(" AND source = ").push_bind(s.clone());
         }
         if let Some(text) = q.q.as_deref().filter(|t| !t.trim().is_empty()) {
-            b.push(" AND search_text LIKE ").push_bind(like_pattern(text.trim())).push(" ESCAPE '\\'");
+            b.push(" AND search_text LIKE ")
+                .push_bind(like_pattern(text.trim()))
+                .push(" ESCAPE '\\'");
         }
         if !q.tags.is_empty() {
             b.push(" AND tags @> ").push_bind(q.tags.clone());
@@ -335,10 +377,14 @@ impl Catalog for PostgresCatalog {
         if let Some(after) = q.after {
             b.push(" AND id < ").push_bind(after.0);
         }
-        b.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(q.limit) + 1);
+        b.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(q.limit) + 1);
         b.push(" OFFSET ").push_bind(q.offset as i64);
         let rows = b.build().fetch_all(&self.pool).await.map_err(db_err)?;
-        let items = rows.iter().map(Self::row_to_dataset).collect::<Result<Vec<_>, _>>()?;
+        let items = rows
+            .iter()
+            .map(Self::row_to_dataset)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(page_of(items, q.limit))
     }
 
@@ -397,17 +443,25 @@ impl Catalog for PostgresCatalog {
         Ok(d)
     }
 
-    async fn claim_file(&self, id: DatasetId, name: &str, stale_after: std::time::Duration) -> Result<(), CatalogError> {
+    async fn claim_file(
+        &self,
+        id: DatasetId,
+        name: &str,
+        stale_after: std::time::Duration,
+    ) -> Result<(), CatalogError> {
         let now = Utc::now();
-        let stale = now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::hours(1));
+        let stale =
+            now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::hours(1));
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        sqlx::query("DELETE FROM file_claims WHERE dataset_id = $1 AND name = $2 AND claimed_at < $3")
-            .bind(id.0)
-            .bind(name)
-            .bind(stale)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            "DELETE FROM file_claims WHERE dataset_id = $1 AND name = $2 AND claimed_at < $3",
+        )
+        .bind(id.0)
+        .bind(name)
+        .bind(stale)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         // Claim first, then look for a committed file: a claim can only be won after the previous
         // holder committed (or gave up), so this check always sees its file.
         sqlx::query("INSERT INTO file_claims (dataset_id, name, claimed_at) VALUES ($1, $2, $3)")
@@ -417,7 +471,9 @@ impl Catalog for PostgresCatalog {
             .execute(&mut *tx)
             .await
             .map_err(|e| match db_err(e) {
-                CatalogError::Conflict(_) => CatalogError::Conflict(format!("another upload of {name:?} into dataset {id} is in progress")),
+                CatalogError::Conflict(_) => CatalogError::Conflict(format!(
+                    "another upload of {name:?} into dataset {id} is in progress"
+                )),
                 CatalogError::Invalid(_) => CatalogError::NotFound(format!("dataset {id}")),
                 other => other,
             })?;
@@ -462,17 +518,26 @@ impl Catalog for PostgresCatalog {
         Ok(())
     }
 
-    async fn find_promotion(&self, source: DatasetId, layer: Layer) -> Result<Option<Dataset>, CatalogError> {
-        let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE promoted_from = $1 AND layer = $2"))
-            .bind(source.0)
-            .bind(layer.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+    async fn find_promotion(
+        &self,
+        source: DatasetId,
+        layer: Layer,
+    ) -> Result<Option<Dataset>, CatalogError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLS} FROM datasets WHERE promoted_from = $1 AND layer = $2"
+        ))
+        .bind(source.0)
+        .bind(layer.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
         row.as_ref().map(Self::row_to_dataset).transpose()
     }
 
-    async fn append_provenance(&self, entry: &NewProvenance) -> Result<ProvenanceEntry, CatalogError> {
+    async fn append_provenance(
+        &self,
+        entry: &NewProvenance,
+    ) -> Result<ProvenanceEntry, CatalogError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let e = Self::insert_provenance(&mut tx, entry, Utc::now()).await?;
         tx.commit().await.map_err(db_err)?;
@@ -481,33 +546,56 @@ impl Catalog for PostgresCatalog {
 
     async fn provenance_of(&self, ids: &[DatasetId]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
         let ids = uuids(ids.iter().copied());
-        let rows = sqlx::query("SELECT DISTINCT entry_id FROM provenance_datasets WHERE dataset_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        let entry_ids = rows.iter().map(|r| r.try_get::<Uuid, _>("entry_id")).collect::<Result<Vec<_>, _>>().map_err(bad_row)?;
+        let rows = sqlx::query(
+            "SELECT DISTINCT entry_id FROM provenance_datasets WHERE dataset_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let entry_ids = rows
+            .iter()
+            .map(|r| r.try_get::<Uuid, _>("entry_id"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad_row)?;
         self.entries_by_ids(&entry_ids).await
     }
 
-    async fn entries_by_action(&self, action: Action, limit: u32) -> Result<Vec<ProvenanceEntry>, CatalogError> {
-        let rows = sqlx::query("SELECT id FROM provenance WHERE action = $1 ORDER BY seq DESC LIMIT $2")
-            .bind(action.as_str())
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        let ids = rows.iter().map(|r| r.try_get::<Uuid, _>("id")).collect::<Result<Vec<_>, _>>().map_err(bad_row)?;
+    async fn entries_by_action(
+        &self,
+        action: Action,
+        limit: u32,
+    ) -> Result<Vec<ProvenanceEntry>, CatalogError> {
+        let rows =
+            sqlx::query("SELECT id FROM provenance WHERE action = $1 ORDER BY seq DESC LIMIT $2")
+                .bind(action.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        let ids = rows
+            .iter()
+            .map(|r| r.try_get::<Uuid, _>("id"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad_row)?;
         let mut entries = self.entries_by_ids(&ids).await?;
         entries.reverse();
         Ok(entries)
     }
 
     async fn entry(&self, id: Uuid) -> Result<ProvenanceEntry, CatalogError> {
-        self.entries_by_ids(&[id]).await?.pop().ok_or_else(|| CatalogError::NotFound(format!("provenance entry {id}")))
+        self.entries_by_ids(&[id])
+            .await?
+            .pop()
+            .ok_or_else(|| CatalogError::NotFound(format!("provenance entry {id}")))
     }
 
-    async fn lineage(&self, id: DatasetId, depth: u32, direction: Direction) -> Result<LineageGraph, CatalogError> {
+    async fn lineage(
+        &self,
+        id: DatasetId,
+        depth: u32,
+        direction: Direction,
+    ) -> Result<LineageGraph, CatalogError> {
         let root = self.get_dataset(id).await?;
         let mut graph = GraphBuilder::new(&root, depth);
         let walks: &[(&str, &str, i64)] = match direction {

@@ -10,17 +10,21 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, GroupStats, NewDataset, Page, SearchQuery,
-    Stats, like_pattern, page_of, stats_of, GraphBuilder, WalkRow,
+    Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, GraphBuilder, GroupStats,
+    NewDataset, Page, SearchQuery, Stats, WalkRow, like_pattern, page_of, stats_of,
 };
 use uuid::Uuid;
 
 use crate::layers::Layer;
-use crate::provenance::{Action, Direction, LineageGraph, LineageNode, NewProvenance, ProvenanceEntry};
+use crate::provenance::{
+    Action, Direction, LineageGraph, LineageNode, NewProvenance, ProvenanceEntry,
+};
 
 const COLS: &str = "id, name, source, external_id, layer, bucket, prefix, file_count, total_size, metadata, tags, \
                     status, promoted_from, created_at, updated_at";
@@ -33,8 +37,12 @@ pub struct SqliteCatalog {
 
 fn db_err(e: sqlx::Error) -> CatalogError {
     match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => CatalogError::Conflict(d.message().to_owned()),
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() => CatalogError::Invalid(d.message().to_owned()),
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            CatalogError::Conflict(d.message().to_owned())
+        }
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            CatalogError::Invalid(d.message().to_owned())
+        }
         _ => CatalogError::Unavailable(e.to_string()),
     }
 }
@@ -46,17 +54,22 @@ fn bad_row(e: impl std::fmt::Display) -> CatalogError {
 impl SqliteCatalog {
     /// Opens (creating if needed) the database named by a `sqlite:` URL.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, CatalogError> {
-        let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
         let opts = if path == ":memory:" || path.is_empty() {
             SqliteConnectOptions::from_str("sqlite::memory:").map_err(db_err)?
         } else {
             if let Some(parent) = Path::new(path).parent()
                 && !parent.as_os_str().is_empty()
             {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| CatalogError::Unavailable(format!("creating {}: {e}", parent.display())))?;
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    CatalogError::Unavailable(format!("creating {}: {e}", parent.display()))
+                })?;
             }
-            SqliteConnectOptions::new().filename(path).create_if_missing(true)
+            SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
         };
         let opts = opts
             .journal_mode(SqliteJournalMode::Wal)
@@ -64,8 +77,16 @@ impl SqliteCatalog {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         // An in-memory database exists per connection; keep exactly one.
-        let max = if path == ":memory:" || path.is_empty() { 1 } else { max_connections.max(1) };
-        let pool = SqlitePoolOptions::new().max_connections(max).connect_with(opts).await.map_err(db_err)?;
+        let max = if path == ":memory:" || path.is_empty() {
+            1
+        } else {
+            max_connections.max(1)
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(opts)
+            .await
+            .map_err(db_err)?;
         Ok(Self { pool })
     }
 
@@ -92,13 +113,19 @@ impl SqliteCatalog {
             metadata: serde_json::from_str(&metadata).map_err(bad_row)?,
             tags: serde_json::from_str(&tags).map_err(bad_row)?,
             status: status.parse().map_err(bad_row)?,
-            promoted_from: promoted_from.map(|p| p.parse()).transpose().map_err(bad_row)?,
+            promoted_from: promoted_from
+                .map(|p| p.parse())
+                .transpose()
+                .map_err(bad_row)?,
             created_at: row.try_get("created_at").map_err(bad_row)?,
             updated_at: row.try_get("updated_at").map_err(bad_row)?,
         })
     }
 
-    async fn fetch_dataset(tx: &mut Transaction<'_, Sqlite>, id: DatasetId) -> Result<Dataset, CatalogError> {
+    async fn fetch_dataset(
+        tx: &mut Transaction<'_, Sqlite>,
+        id: DatasetId,
+    ) -> Result<Dataset, CatalogError> {
         let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE id = ?"))
             .bind(id.to_string())
             .fetch_optional(&mut **tx)
@@ -220,7 +247,11 @@ impl SqliteCatalog {
             let role: String = l.try_get("role").map_err(bad_row)?;
             let slot = io.entry(entry).or_default();
             let ds = ds.parse().map_err(bad_row)?;
-            if role == "input" { slot.0.push(ds) } else { slot.1.push(ds) }
+            if role == "input" {
+                slot.0.push(ds)
+            } else {
+                slot.1.push(ds)
+            }
         }
         rows.iter()
             .map(|r| {
@@ -263,7 +294,12 @@ impl SqliteCatalog {
 }
 
 fn json_ids(ids: impl IntoIterator<Item = DatasetId>) -> String {
-    serde_json::Value::Array(ids.into_iter().map(|i| serde_json::Value::String(i.to_string())).collect()).to_string()
+    serde_json::Value::Array(
+        ids.into_iter()
+            .map(|i| serde_json::Value::String(i.to_string()))
+            .collect(),
+    )
+    .to_string()
 }
 
 #[async_trait::async_trait]
@@ -280,7 +316,11 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn ping(&self) -> Result<(), CatalogError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err).map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)
+            .map(|_| ())
     }
 
     async fn insert_dataset(
@@ -331,7 +371,8 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<Page<Dataset>, CatalogError> {
-        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {COLS} FROM datasets WHERE status = "));
+        let mut b: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {COLS} FROM datasets WHERE status = "));
         b.push_bind(q.status.as_str());
         if let Some(l) = q.layer {
             b.push(" AND layer = ").push_bind(l.as_str());
@@ -340,18 +381,26 @@ impl Catalog for SqliteCatalog {
             b.push(" AND source = ").push_bind(s.clone());
         }
         if let Some(text) = q.q.as_deref().filter(|t| !t.trim().is_empty()) {
-            b.push(" AND search_text LIKE ").push_bind(like_pattern(text.trim())).push(" ESCAPE '\\'");
+            b.push(" AND search_text LIKE ")
+                .push_bind(like_pattern(text.trim()))
+                .push(" ESCAPE '\\'");
         }
         for t in &q.tags {
-            b.push(" AND EXISTS (SELECT 1 FROM json_each(datasets.tags) WHERE value = ").push_bind(t.clone()).push(")");
+            b.push(" AND EXISTS (SELECT 1 FROM json_each(datasets.tags) WHERE value = ")
+                .push_bind(t.clone())
+                .push(")");
         }
         if let Some(after) = q.after {
             b.push(" AND id < ").push_bind(after.to_string());
         }
-        b.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(q.limit) + 1);
+        b.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(q.limit) + 1);
         b.push(" OFFSET ").push_bind(q.offset as i64);
         let rows = b.build().fetch_all(&self.pool).await.map_err(db_err)?;
-        let items = rows.iter().map(Self::row_to_dataset).collect::<Result<Vec<_>, _>>()?;
+        let items = rows
+            .iter()
+            .map(Self::row_to_dataset)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(page_of(items, q.limit))
     }
 
@@ -410,17 +459,25 @@ impl Catalog for SqliteCatalog {
         Ok(d)
     }
 
-    async fn claim_file(&self, id: DatasetId, name: &str, stale_after: std::time::Duration) -> Result<(), CatalogError> {
+    async fn claim_file(
+        &self,
+        id: DatasetId,
+        name: &str,
+        stale_after: std::time::Duration,
+    ) -> Result<(), CatalogError> {
         let now = Utc::now();
-        let stale = now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::hours(1));
+        let stale =
+            now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::hours(1));
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        sqlx::query("DELETE FROM file_claims WHERE dataset_id = ?1 AND name = ?2 AND claimed_at < ?3")
-            .bind(id.to_string())
-            .bind(name)
-            .bind(stale)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            "DELETE FROM file_claims WHERE dataset_id = ?1 AND name = ?2 AND claimed_at < ?3",
+        )
+        .bind(id.to_string())
+        .bind(name)
+        .bind(stale)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         // Claim first, then look for a committed file: a claim can only be won after the previous
         // holder committed (or gave up), so this check always sees its file.
         sqlx::query("INSERT INTO file_claims (dataset_id, name, claimed_at) VALUES (?1, ?2, ?3)")
@@ -430,7 +487,9 @@ impl Catalog for SqliteCatalog {
             .execute(&mut *tx)
             .await
             .map_err(|e| match db_err(e) {
-                CatalogError::Conflict(_) => CatalogError::Conflict(format!("another upload of {name:?} into dataset {id} is in progress")),
+                CatalogError::Conflict(_) => CatalogError::Conflict(format!(
+                    "another upload of {name:?} into dataset {id} is in progress"
+                )),
                 CatalogError::Invalid(_) => CatalogError::NotFound(format!("dataset {id}")),
                 other => other,
             })?;
@@ -475,17 +534,26 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
-    async fn find_promotion(&self, source: DatasetId, layer: Layer) -> Result<Option<Dataset>, CatalogError> {
-        let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE promoted_from = ? AND layer = ?"))
-            .bind(source.to_string())
-            .bind(layer.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+    async fn find_promotion(
+        &self,
+        source: DatasetId,
+        layer: Layer,
+    ) -> Result<Option<Dataset>, CatalogError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLS} FROM datasets WHERE promoted_from = ? AND layer = ?"
+        ))
+        .bind(source.to_string())
+        .bind(layer.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
         row.as_ref().map(Self::row_to_dataset).transpose()
     }
 
-    async fn append_provenance(&self, entry: &NewProvenance) -> Result<ProvenanceEntry, CatalogError> {
+    async fn append_provenance(
+        &self,
+        entry: &NewProvenance,
+    ) -> Result<ProvenanceEntry, CatalogError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let e = Self::insert_provenance(&mut tx, entry, Utc::now()).await?;
         tx.commit().await.map_err(db_err)?;
@@ -501,28 +569,49 @@ impl Catalog for SqliteCatalog {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let entry_ids = rows.iter().map(|r| r.try_get::<String, _>("entry_id")).collect::<Result<Vec<_>, _>>().map_err(bad_row)?;
+        let entry_ids = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("entry_id"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad_row)?;
         self.entries_by_ids(&entry_ids).await
     }
 
-    async fn entries_by_action(&self, action: Action, limit: u32) -> Result<Vec<ProvenanceEntry>, CatalogError> {
-        let rows = sqlx::query("SELECT id FROM provenance WHERE action = ? ORDER BY seq DESC LIMIT ?")
-            .bind(action.as_str())
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        let ids = rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<Vec<_>, _>>().map_err(bad_row)?;
+    async fn entries_by_action(
+        &self,
+        action: Action,
+        limit: u32,
+    ) -> Result<Vec<ProvenanceEntry>, CatalogError> {
+        let rows =
+            sqlx::query("SELECT id FROM provenance WHERE action = ? ORDER BY seq DESC LIMIT ?")
+                .bind(action.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        let ids = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad_row)?;
         let mut entries = self.entries_by_ids(&ids).await?;
         entries.reverse();
         Ok(entries)
     }
 
     async fn entry(&self, id: Uuid) -> Result<ProvenanceEntry, CatalogError> {
-        self.entries_by_ids(&[id.to_string()]).await?.pop().ok_or_else(|| CatalogError::NotFound(format!("provenance entry {id}")))
+        self.entries_by_ids(&[id.to_string()])
+            .await?
+            .pop()
+            .ok_or_else(|| CatalogError::NotFound(format!("provenance entry {id}")))
     }
 
-    async fn lineage(&self, id: DatasetId, depth: u32, direction: Direction) -> Result<LineageGraph, CatalogError> {
+    async fn lineage(
+        &self,
+        id: DatasetId,
+        depth: u32,
+        direction: Direction,
+    ) -> Result<LineageGraph, CatalogError> {
         let root = self.get_dataset(id).await?;
         let mut graph = GraphBuilder::new(&root, depth);
         let walks: &[(&str, &str, i64)] = match direction {
@@ -553,7 +642,8 @@ impl Catalog for SqliteCatalog {
                 let distance = dist * sign;
                 let other: Option<String> = r.try_get("other").map_err(bad_row)?;
                 let entry: Option<String> = r.try_get("entry_id").map_err(bad_row)?;
-                let other: Option<DatasetId> = other.map(|o| o.parse()).transpose().map_err(bad_row)?;
+                let other: Option<DatasetId> =
+                    other.map(|o| o.parse()).transpose().map_err(bad_row)?;
                 let entry: Option<Uuid> = entry.map(|e| e.parse()).transpose().map_err(bad_row)?;
                 let layer: String = r.try_get("layer").map_err(bad_row)?;
                 let action: Option<String> = r.try_get("action").map_err(bad_row)?;

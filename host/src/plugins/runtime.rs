@@ -71,7 +71,12 @@ pub(super) fn denied_imports(imports: &[String], granted: &[String]) -> Option<S
         .filter(|i| !always_allowed(i) && !granted.iter().any(|g| i.starts_with(g.as_str())))
         .map(String::as_str)
         .collect();
-    (!denied.is_empty()).then(|| format!("the component imports {}, which lake.toml does not grant it", denied.join(", ")))
+    (!denied.is_empty()).then(|| {
+        format!(
+            "the component imports {}, which lake.toml does not grant it",
+            denied.join(", ")
+        )
+    })
 }
 
 /// Per-invocation state of a store.
@@ -85,7 +90,10 @@ pub(super) struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -122,21 +130,39 @@ struct MemoryLimit {
 
 impl std::fmt::Display for MemoryLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "memory limit of {} MiB exceeded (the plugin asked for {} MiB)", self.limit >> 20, self.asked >> 20)
+        write!(
+            f,
+            "memory limit of {} MiB exceeded (the plugin asked for {} MiB)",
+            self.limit >> 20,
+            self.asked >> 20
+        )
     }
 }
 
 impl std::error::Error for MemoryLimit {}
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_memory {
-            return Err(wasmtime::Error::new(MemoryLimit { asked: desired, limit: self.max_memory }));
+            return Err(wasmtime::Error::new(MemoryLimit {
+                asked: desired,
+                limit: self.max_memory,
+            }));
         }
         self.peak = self.peak.max(desired);
         Ok(true)
     }
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -169,7 +195,10 @@ pub(super) struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("cache_dir", &self.cache_dir).field("compat", &self.compat).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("cache_dir", &self.cache_dir)
+            .field("compat", &self.compat)
+            .finish_non_exhaustive()
     }
 }
 
@@ -200,15 +229,21 @@ impl Runtime {
 
         let mut parser_linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut parser_linker).map_err(engine_error)?;
-        parser_world::ParserPlugin::add_to_linker::<_, HasSelf<_>>(&mut parser_linker, |s| s).map_err(engine_error)?;
+        parser_world::ParserPlugin::add_to_linker::<_, HasSelf<_>>(&mut parser_linker, |s| s)
+            .map_err(engine_error)?;
         let mut step_linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut step_linker).map_err(engine_error)?;
-        step_world::StepPlugin::add_to_linker::<_, HasSelf<_>>(&mut step_linker, |s| s).map_err(engine_error)?;
+        step_world::StepPlugin::add_to_linker::<_, HasSelf<_>>(&mut step_linker, |s| s)
+            .map_err(engine_error)?;
 
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        std::fs::create_dir_all(cache_dir)
-            .map_err(|e| InvokeError::Load(format!("creating the plugin cache {}: {e}", cache_dir.display())))?;
+        std::fs::create_dir_all(cache_dir).map_err(|e| {
+            InvokeError::Load(format!(
+                "creating the plugin cache {}: {e}",
+                cache_dir.display()
+            ))
+        })?;
         Ok(Self {
             engine,
             parser_linker,
@@ -221,21 +256,41 @@ impl Runtime {
 
     /// Compiles (or loads from the cache) a component, checks its imports against the grants, reads
     /// its self-description and pre-instantiates it.
-    pub(super) fn load(&self, bytes: &[u8], sha256: &str, granted: &[String]) -> Result<(Manifest, Pre), InvokeError> {
+    pub(super) fn load(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+        granted: &[String],
+    ) -> Result<(Manifest, Pre), InvokeError> {
         let component = self.compile_cached(bytes, sha256)?;
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
         if let Some(denied) = denied_imports(&imports, granted) {
             return Err(InvokeError::Denied(denied));
         }
         let pre = if exports.iter().any(|e| e.starts_with("lake:plugin/parser@")) {
-            let p = self.parser_linker.instantiate_pre(&component).map_err(engine_error)?;
+            let p = self
+                .parser_linker
+                .instantiate_pre(&component)
+                .map_err(engine_error)?;
             Pre::Parser(parser_world::ParserPluginPre::new(p).map_err(engine_error)?)
         } else if exports.iter().any(|e| e.starts_with("lake:plugin/step@")) {
-            let p = self.step_linker.instantiate_pre(&component).map_err(engine_error)?;
+            let p = self
+                .step_linker
+                .instantiate_pre(&component)
+                .map_err(engine_error)?;
             Pre::Step(step_world::StepPluginPre::new(p).map_err(engine_error)?)
-        } else if exports.iter().any(|e| e.starts_with("lake:plugin/connector@")) {
+        } else if exports
+            .iter()
+            .any(|e| e.starts_with("lake:plugin/connector@"))
+        {
             return Err(InvokeError::Load(
                 "connector components are not run by this host yet: the wasi:http policing they need arrives with the source connectors".into(),
             ));
@@ -247,8 +302,12 @@ impl Runtime {
         let limits = Limits::describe();
         let (mut store, _) = self.store("(loading)", &limits)?;
         let info = match &pre {
-            Pre::Parser(p) => p.instantiate(&mut store).and_then(|i| i.lake_plugin_plugin().call_describe(&mut store)),
-            Pre::Step(p) => p.instantiate(&mut store).and_then(|i| i.lake_plugin_plugin().call_describe(&mut store)),
+            Pre::Parser(p) => p
+                .instantiate(&mut store)
+                .and_then(|i| i.lake_plugin_plugin().call_describe(&mut store)),
+            Pre::Step(p) => p
+                .instantiate(&mut store)
+                .and_then(|i| i.lake_plugin_plugin().call_describe(&mut store)),
         }
         .map_err(|e| InvokeError::Load(format!("calling describe: {e:#}")))?;
         let kind = match info.kind {
@@ -261,7 +320,9 @@ impl Runtime {
             Pre::Step(_) => Kind::Step,
         };
         if kind != world_kind {
-            return Err(InvokeError::Load(format!("the component says it is a {kind} but exports the {world_kind} world")));
+            return Err(InvokeError::Load(format!(
+                "the component says it is a {kind} but exports the {world_kind} world"
+            )));
         }
         let manifest = Manifest {
             name: info.name,
@@ -278,7 +339,9 @@ impl Runtime {
     }
 
     fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<Component, InvokeError> {
-        let path = self.cache_dir.join(format!("{sha256}-{}.cwasm", self.compat));
+        let path = self
+            .cache_dir
+            .join(format!("{sha256}-{}.cwasm", self.compat));
         if path.exists() {
             // SAFETY: the file was written by `serialize` below, from bytes whose SHA-256 is in its
             // name, for an engine whose compatibility hash is in its name, in a directory only the
@@ -288,14 +351,20 @@ impl Runtime {
             let loaded = unsafe { Component::deserialize_file(&self.engine, &path) };
             match loaded {
                 Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "Recompiling a cached component"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "Recompiling a cached component")
+                }
             }
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| InvokeError::Load(format!("not a valid component: {e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| InvokeError::Load(format!("not a valid component: {e:#}")))?;
         match component.serialize() {
             Ok(compiled) => {
                 let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
-                if std::fs::write(&tmp, compiled).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
+                if std::fs::write(&tmp, compiled)
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .is_err()
+                {
                     let _ = std::fs::remove_file(&tmp);
                     tracing::warn!(path = %path.display(), "Could not cache a compiled component");
                 }
@@ -305,7 +374,11 @@ impl Runtime {
         Ok(component)
     }
 
-    fn store(&self, plugin: &str, limits: &Limits) -> Result<(Store<HostState>, MemoryOutputPipe), InvokeError> {
+    fn store(
+        &self,
+        plugin: &str,
+        limits: &Limits,
+    ) -> Result<(Store<HostState>, MemoryOutputPipe), InvokeError> {
         let stderr = MemoryOutputPipe::new(limits.stderr_bytes);
         // Nothing granted: no preopened directories, no environment, no arguments, no sockets
         // (denied by default in wasmtime 48), stdout discarded, stderr captured for panic messages.
@@ -315,7 +388,10 @@ impl Runtime {
             HostState {
                 wasi,
                 table: ResourceTable::new(),
-                limiter: Limiter { max_memory: limits.memory_bytes as usize, peak: 0 },
+                limiter: Limiter {
+                    max_memory: limits.memory_bytes as usize,
+                    peak: 0,
+                },
                 plugin: plugin.to_owned(),
                 progress: None,
             },
@@ -325,7 +401,9 @@ impl Runtime {
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         if self.fuel {
-            store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(engine_error)?;
+            store
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .map_err(engine_error)?;
         }
         Ok((store, stderr))
     }
@@ -340,7 +418,10 @@ impl Runtime {
         limits: &Limits,
     ) -> (Result<Table, InvokeError>, Usage) {
         let Pre::Parser(pre) = pre else {
-            return (Err(InvokeError::Load(format!("{plugin} is not a parser"))), Usage::default());
+            return (
+                Err(InvokeError::Load(format!("{plugin} is not a parser"))),
+                Usage::default(),
+            );
         };
         let started = Instant::now();
         let (mut store, stderr) = match self.store(plugin, limits) {
@@ -348,17 +429,28 @@ impl Runtime {
             Err(e) => return (Err(e), Usage::default()),
         };
         let result = (|| {
-            let inst = pre.instantiate(&mut store).map_err(|e| classify(e, &stderr, limits))?;
+            let inst = pre
+                .instantiate(&mut store)
+                .map_err(|e| classify(e, &stderr, limits))?;
             let parse = inst.lake_plugin_parser().parse();
             let params = params.to_vec();
-            let handle = parse.call_start(&mut store, &params).map_err(|e| classify(e, &stderr, limits))?.map_err(plugin_error)?;
+            let handle = parse
+                .call_start(&mut store, &params)
+                .map_err(|e| classify(e, &stderr, limits))?
+                .map_err(plugin_error)?;
             let mut out = Vec::new();
             while let Some(chunk) = next_chunk() {
                 let chunk = chunk.map_err(|e| InvokeError::Input(e.to_string()))?;
-                let ipc = parse.call_push(&mut store, handle, &chunk).map_err(|e| classify(e, &stderr, limits))?.map_err(plugin_error)?;
+                let ipc = parse
+                    .call_push(&mut store, handle, &chunk)
+                    .map_err(|e| classify(e, &stderr, limits))?
+                    .map_err(plugin_error)?;
                 out.extend(ipc);
             }
-            let ipc = parse.call_finish(&mut store, handle).map_err(|e| classify(e, &stderr, limits))?.map_err(plugin_error)?;
+            let ipc = parse
+                .call_finish(&mut store, handle)
+                .map_err(|e| classify(e, &stderr, limits))?
+                .map_err(plugin_error)?;
             out.extend(ipc);
             let _ = handle.resource_drop(&mut store);
             decode(out)
@@ -377,7 +469,10 @@ impl Runtime {
         limits: &Limits,
     ) -> (Result<Table, InvokeError>, Usage) {
         let Pre::Step(pre) = pre else {
-            return (Err(InvokeError::Load(format!("{plugin} is not a step"))), Usage::default());
+            return (
+                Err(InvokeError::Load(format!("{plugin} is not a step"))),
+                Usage::default(),
+            );
         };
         let started = Instant::now();
         let (mut store, stderr) = match self.store(plugin, limits) {
@@ -385,20 +480,34 @@ impl Runtime {
             Err(e) => return (Err(e), Usage::default()),
         };
         let result = (|| {
-            let schemas = inputs.iter().map(|t| encode(&t.schema, &[])).collect::<Result<Vec<_>, _>>()?;
-            let inst = pre.instantiate(&mut store).map_err(|e| classify(e, &stderr, limits))?;
+            let schemas = inputs
+                .iter()
+                .map(|t| encode(&t.schema, &[]))
+                .collect::<Result<Vec<_>, _>>()?;
+            let inst = pre
+                .instantiate(&mut store)
+                .map_err(|e| classify(e, &stderr, limits))?;
             let run = inst.lake_plugin_step().run();
             let params = params.to_vec();
-            let handle = run.call_start(&mut store, &params, &schemas).map_err(|e| classify(e, &stderr, limits))?.map_err(plugin_error)?;
+            let handle = run
+                .call_start(&mut store, &params, &schemas)
+                .map_err(|e| classify(e, &stderr, limits))?
+                .map_err(plugin_error)?;
             let mut out = Vec::new();
             for (i, table) in inputs.iter().enumerate() {
                 for batch in &table.batches {
                     let ipc = encode(&table.schema, std::slice::from_ref(batch))?;
-                    let r = run.call_push(&mut store, handle, i as u32, &ipc).map_err(|e| classify(e, &stderr, limits))?.map_err(plugin_error)?;
+                    let r = run
+                        .call_push(&mut store, handle, i as u32, &ipc)
+                        .map_err(|e| classify(e, &stderr, limits))?
+                        .map_err(plugin_error)?;
                     out.extend(r);
                 }
             }
-            let r = run.call_finish(&mut store, handle).map_err(|e| classify(e, &stderr, limits))?.map_err(plugin_error)?;
+            let r = run
+                .call_finish(&mut store, handle)
+                .map_err(|e| classify(e, &stderr, limits))?
+                .map_err(plugin_error)?;
             out.extend(r);
             let _ = handle.resource_drop(&mut store);
             decode(out)
@@ -409,11 +518,18 @@ impl Runtime {
 
     fn usage(&self, store: &mut Store<HostState>, started: Instant, limits: &Limits) -> Usage {
         let fuel_used = if self.fuel {
-            store.get_fuel().ok().map(|left| limits.fuel.unwrap_or(u64::MAX).saturating_sub(left))
+            store
+                .get_fuel()
+                .ok()
+                .map(|left| limits.fuel.unwrap_or(u64::MAX).saturating_sub(left))
         } else {
             None
         };
-        Usage { wall: started.elapsed(), peak_memory_bytes: store.data().limiter.peak as u64, fuel_used }
+        Usage {
+            wall: started.elapsed(),
+            peak_memory_bytes: store.data().limiter.peak as u64,
+            fuel_used,
+        }
     }
 }
 
@@ -443,7 +559,9 @@ fn classify(e: wasmtime::Error, stderr: &MemoryOutputPipe, limits: &Limits) -> I
                 return InvokeError::Panic(msg);
             }
             if err_text.contains("memory allocation of") {
-                return InvokeError::MemoryLimit(err_text.lines().next().unwrap_or_default().to_owned());
+                return InvokeError::MemoryLimit(
+                    err_text.lines().next().unwrap_or_default().to_owned(),
+                );
             }
             let first = format!("{e}");
             InvokeError::Trap(first.lines().last().unwrap_or("trap").trim().to_owned())
@@ -453,7 +571,8 @@ fn classify(e: wasmtime::Error, stderr: &MemoryOutputPipe, limits: &Limits) -> I
 
 fn encode(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, InvokeError> {
     let mut out = Vec::new();
-    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, schema).map_err(|e| InvokeError::Output(e.to_string()))?;
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, schema)
+        .map_err(|e| InvokeError::Output(e.to_string()))?;
     for b in batches {
         w.write(b).map_err(|e| InvokeError::Output(e.to_string()))?;
     }
@@ -468,25 +587,38 @@ fn decode(streams: Vec<Vec<u8>>) -> Result<Table, InvokeError> {
     let mut batches = Vec::new();
     for bytes in streams {
         let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
-            .map_err(|e| InvokeError::Output(format!("the plugin returned unreadable Arrow IPC: {e}")))?;
+            .map_err(|e| {
+                InvokeError::Output(format!("the plugin returned unreadable Arrow IPC: {e}"))
+            })?;
         let s = reader.schema();
         match &schema {
             None => schema = Some(s.clone()),
             Some(first) if first.fields() != s.fields() => {
-                return Err(InvokeError::Output("the plugin returned batches with different schemas".into()));
+                return Err(InvokeError::Output(
+                    "the plugin returned batches with different schemas".into(),
+                ));
             }
             Some(_) => {}
         }
         for b in reader {
-            batches.push(b.map_err(|e| InvokeError::Output(format!("the plugin returned an invalid batch: {e}")))?);
+            batches.push(b.map_err(|e| {
+                InvokeError::Output(format!("the plugin returned an invalid batch: {e}"))
+            })?);
         }
     }
-    let schema = schema.ok_or_else(|| InvokeError::Output("the plugin returned no table (not even a schema)".into()))?;
+    let schema = schema.ok_or_else(|| {
+        InvokeError::Output("the plugin returned no table (not even a schema)".into())
+    })?;
     Ok(Table { schema, batches })
 }
 
 impl Limits {
     fn describe() -> Limits {
-        Limits { memory_bytes: 64 << 20, timeout: Duration::from_secs(5), fuel: None, stderr_bytes: 16 << 10 }
+        Limits {
+            memory_bytes: 64 << 20,
+            timeout: Duration::from_secs(5),
+            fuel: None,
+            stderr_bytes: 16 << 10,
+        }
     }
 }

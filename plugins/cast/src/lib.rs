@@ -63,29 +63,50 @@ impl Step for Cast {
     fn start(params: Params, inputs: Vec<SchemaRef>) -> Result<Self> {
         let opts: Options = params.parse()?;
         let [input] = &inputs[..] else {
-            return Err(PluginError::InvalidParams(format!("cast takes one input table, not {}", inputs.len())));
+            return Err(PluginError::InvalidParams(format!(
+                "cast takes one input table, not {}",
+                inputs.len()
+            )));
         };
         if opts.columns.is_empty() {
-            return Err(PluginError::InvalidParams(r#"columns: name at least one column, as {"column": "int64"}"#.into()));
+            return Err(PluginError::InvalidParams(
+                r#"columns: name at least one column, as {"column": "int64"}"#.into(),
+            ));
         }
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut conversions = Vec::with_capacity(opts.columns.len());
         for (name, type_name) in &opts.columns {
             let index = input.index_of(name).map_err(|_| {
                 let names: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
-                PluginError::InvalidParams(format!("columns: no column {name:?}; the columns are {names:?}"))
+                PluginError::InvalidParams(format!(
+                    "columns: no column {name:?}; the columns are {names:?}"
+                ))
             })?;
-            let to = data_type(type_name)
-                .ok_or_else(|| PluginError::InvalidParams(format!("columns: unknown type {type_name:?} for column {name:?}; the types are {TYPES}")))?;
+            let to = data_type(type_name).ok_or_else(|| {
+                PluginError::InvalidParams(format!(
+                    "columns: unknown type {type_name:?} for column {name:?}; the types are {TYPES}"
+                ))
+            })?;
             let from = input.field(index).data_type();
             if !can_cast_types(from, &to) {
-                return Err(PluginError::InvalidParams(format!("columns: column {name:?} is {from}, which cannot be cast to {type_name}")));
+                return Err(PluginError::InvalidParams(format!(
+                    "columns: column {name:?} is {from}, which cannot be cast to {type_name}"
+                )));
             }
             fields[index] = fields[index].clone().with_data_type(to.clone());
-            conversions.push(Conversion { index, name: name.clone(), to, to_name: type_name.clone() });
+            conversions.push(Conversion {
+                index,
+                name: name.clone(),
+                to,
+                to_name: type_name.clone(),
+            });
         }
         let schema = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
-        Ok(Cast { conversions, schema, rows_before: 0 })
+        Ok(Cast {
+            conversions,
+            schema,
+            rows_before: 0,
+        })
     }
 
     fn push(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
@@ -110,8 +131,14 @@ fn convert(c: &Conversion, array: &ArrayRef, rows_before: usize) -> Result<Array
         return Ok(array.clone());
     }
     let bad = |row: usize, why: &str| {
-        let value = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default()).map_or_else(|_| "?".to_owned(), |f| f.value(row).to_string());
-        PluginError::InvalidInput(format!("column {:?}, row {}: cannot cast {value:?} to {}: {why}", c.name, rows_before + row + 1, c.to_name))
+        let value = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())
+            .map_or_else(|_| "?".to_owned(), |f| f.value(row).to_string());
+        PluginError::InvalidInput(format!(
+            "column {:?}, row {}: cannot cast {value:?} to {}: {why}",
+            c.name,
+            rows_before + row + 1,
+            c.to_name
+        ))
     };
     // arrow-cast truncates floats towards zero on the way to integers; a fraction is data loss.
     if array.data_type().is_floating() && c.to.is_integer() {
@@ -119,19 +146,32 @@ fn convert(c: &Conversion, array: &ArrayRef, rows_before: usize) -> Result<Array
         let floats = floats
             .as_any()
             .downcast_ref::<arrow_array::Float64Array>()
-            .ok_or_else(|| PluginError::Internal("a cast to Float64 did not give a Float64 array".into()))?;
-        if let Some(row) = (0..floats.len()).find(|&i| floats.is_valid(i) && floats.value(i).fract() != 0.0) {
+            .ok_or_else(|| {
+                PluginError::Internal("a cast to Float64 did not give a Float64 array".into())
+            })?;
+        if let Some(row) =
+            (0..floats.len()).find(|&i| floats.is_valid(i) && floats.value(i).fract() != 0.0)
+        {
             return Err(bad(row, "it has a fractional part"));
         }
     }
-    let strict = CastOptions { safe: false, ..CastOptions::default() };
+    let strict = CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    };
     cast_with_options(array, &c.to, &strict).map_err(|e| {
         // The strict cast says why but not where: a lenient cast turns exactly the bad values into
         // nulls, so the first new null is the first bad value.
         let lenient = cast_with_options(array, &c.to, &CastOptions::default());
-        match lenient.ok().and_then(|l| (0..array.len()).find(|&i| array.is_valid(i) && l.is_null(i))) {
+        match lenient
+            .ok()
+            .and_then(|l| (0..array.len()).find(|&i| array.is_valid(i) && l.is_null(i)))
+        {
             Some(row) => bad(row, &e.to_string()),
-            None => PluginError::InvalidInput(format!("column {:?}: cannot cast to {}: {e}", c.name, c.to_name)),
+            None => PluginError::InvalidInput(format!(
+                "column {:?}: cannot cast to {}: {e}",
+                c.name, c.to_name
+            )),
         }
     })
 }
@@ -155,7 +195,11 @@ mod tests {
             vec![
                 Arc::new(StringArray::from(vec![Some("1"), None, Some("-3")])),
                 Arc::new(Float64Array::from(vec![Some(1.0), Some(2.5), None])),
-                Arc::new(StringArray::from(vec![Some("2024-02-29"), Some("1970-01-02"), None])),
+                Arc::new(StringArray::from(vec![
+                    Some("2024-02-29"),
+                    Some("1970-01-02"),
+                    None,
+                ])),
                 Arc::new(StringArray::from(vec![Some("true"), Some("false"), None])),
             ],
         )
@@ -163,7 +207,10 @@ mod tests {
     }
 
     fn run(columns: serde_json::Value, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-        let mut s = Cast::start(Params::from_json(&serde_json::json!({ "columns": columns })), vec![input().schema()])?;
+        let mut s = Cast::start(
+            Params::from_json(&serde_json::json!({ "columns": columns })),
+            vec![input().schema()],
+        )?;
         let mut out = Vec::new();
         for b in batches {
             out.extend(s.push(0, b)?);
@@ -176,35 +223,87 @@ mod tests {
 
     #[test]
     fn converts_the_named_columns() {
-        let out = run(serde_json::json!({"n": "int64", "f": "utf8", "d": "date", "b": "boolean"}), vec![input()]).expect("cast");
+        let out = run(
+            serde_json::json!({"n": "int64", "f": "utf8", "d": "date", "b": "boolean"}),
+            vec![input()],
+        )
+        .expect("cast");
         let b = &out[0];
-        assert_eq!(b.column(0).as_primitive::<Int64Type>().iter().collect::<Vec<_>>(), [Some(1), None, Some(-3)]);
-        assert_eq!(b.column(1).as_string::<i32>().iter().collect::<Vec<_>>(), [Some("1.0"), Some("2.5"), None]);
-        assert_eq!(b.column(2).as_primitive::<Date32Type>().iter().collect::<Vec<_>>(), [Some(19_782), Some(1), None]);
-        assert_eq!(b.column(3).as_boolean().iter().collect::<Vec<_>>(), [Some(true), Some(false), None]);
+        assert_eq!(
+            b.column(0)
+                .as_primitive::<Int64Type>()
+                .iter()
+                .collect::<Vec<_>>(),
+            [Some(1), None, Some(-3)]
+        );
+        assert_eq!(
+            b.column(1).as_string::<i32>().iter().collect::<Vec<_>>(),
+            [Some("1.0"), Some("2.5"), None]
+        );
+        assert_eq!(
+            b.column(2)
+                .as_primitive::<Date32Type>()
+                .iter()
+                .collect::<Vec<_>>(),
+            [Some(19_782), Some(1), None]
+        );
+        assert_eq!(
+            b.column(3).as_boolean().iter().collect::<Vec<_>>(),
+            [Some(true), Some(false), None]
+        );
 
-        let out = run(serde_json::json!({"n": "float64", "d": "timestamp"}), vec![input()]).expect("cast");
-        assert_eq!(out[0].column(0).as_primitive::<Float64Type>().value(2), -3.0);
-        assert_eq!(out[0].column(2).as_primitive::<TimestampMicrosecondType>().value(1), 86_400_000_000);
+        let out = run(
+            serde_json::json!({"n": "float64", "d": "timestamp"}),
+            vec![input()],
+        )
+        .expect("cast");
+        assert_eq!(
+            out[0].column(0).as_primitive::<Float64Type>().value(2),
+            -3.0
+        );
+        assert_eq!(
+            out[0]
+                .column(2)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(1),
+            86_400_000_000
+        );
     }
 
     #[test]
     fn a_bad_value_names_column_row_and_value() {
-        let e = run(serde_json::json!({"d": "int64"}), vec![input()]).expect_err("dates are not integers");
-        assert!(matches!(&e, PluginError::InvalidInput(m) if m.contains(r#"column "d", row 1: cannot cast "2024-02-29" to int64"#)), "{e}");
+        let e = run(serde_json::json!({"d": "int64"}), vec![input()])
+            .expect_err("dates are not integers");
+        assert!(
+            matches!(&e, PluginError::InvalidInput(m) if m.contains(r#"column "d", row 1: cannot cast "2024-02-29" to int64"#)),
+            "{e}"
+        );
         // The row counts across batches.
-        let e = run(serde_json::json!({"f": "int64"}), vec![input(), input()]).expect_err("2.5 has a fraction");
-        assert!(matches!(&e, PluginError::InvalidInput(m) if m.contains(r#"column "f", row 2: cannot cast "2.5""#)), "{e}");
+        let e = run(serde_json::json!({"f": "int64"}), vec![input(), input()])
+            .expect_err("2.5 has a fraction");
+        assert!(
+            matches!(&e, PluginError::InvalidInput(m) if m.contains(r#"column "f", row 2: cannot cast "2.5""#)),
+            "{e}"
+        );
         let e = run(serde_json::json!({"b": "date32"}), vec![input()]).expect_err("not dates");
-        assert!(matches!(&e, PluginError::InvalidInput(m) if m.contains(r#""true""#)), "{e}");
+        assert!(
+            matches!(&e, PluginError::InvalidInput(m) if m.contains(r#""true""#)),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_parameters_are_refused() {
         let e = run(serde_json::json!({"zz": "int64"}), vec![]).expect_err("unknown column");
-        assert!(matches!(&e, PluginError::InvalidParams(m) if m.contains(r#"["n", "f", "d", "b"]"#)), "{e}");
+        assert!(
+            matches!(&e, PluginError::InvalidParams(m) if m.contains(r#"["n", "f", "d", "b"]"#)),
+            "{e}"
+        );
         let e = run(serde_json::json!({"n": "int32"}), vec![]).expect_err("unknown type");
-        assert!(matches!(&e, PluginError::InvalidParams(m) if m.contains(TYPES)), "{e}");
+        assert!(
+            matches!(&e, PluginError::InvalidParams(m) if m.contains(TYPES)),
+            "{e}"
+        );
         let e = run(serde_json::json!({}), vec![]).expect_err("nothing to do");
         assert!(matches!(&e, PluginError::InvalidParams(_)), "{e}");
     }

@@ -60,13 +60,19 @@ impl Default for Options {
 fn one_byte(name: &str, s: &str) -> Result<u8> {
     match s.as_bytes() {
         [b] if b.is_ascii() => Ok(*b),
-        _ => Err(PluginError::InvalidParams(format!("{name} must be one ASCII character, not {s:?}"))),
+        _ => Err(PluginError::InvalidParams(format!(
+            "{name} must be one ASCII character, not {s:?}"
+        ))),
     }
 }
 
 fn data_type(name: &str) -> Result<DataType> {
-    lake_sdk::table::type_named(name)
-        .ok_or_else(|| PluginError::InvalidParams(format!("unknown column type {name:?}; use one of {}", lake_sdk::table::TYPE_NAMES)))
+    lake_sdk::table::type_named(name).ok_or_else(|| {
+        PluginError::InvalidParams(format!(
+            "unknown column type {name:?}; use one of {}",
+            lake_sdk::table::TYPE_NAMES
+        ))
+    })
 }
 
 /// Bytes of input kept before the schema is inferred.
@@ -88,7 +94,10 @@ pub struct Csv {
 
 impl Csv {
     fn format(&self) -> Format {
-        let mut f = Format::default().with_header(self.opts.header).with_delimiter(self.delimiter).with_quote(self.quote);
+        let mut f = Format::default()
+            .with_header(self.opts.header)
+            .with_delimiter(self.delimiter)
+            .with_quote(self.quote);
         if let Some(e) = self.escape {
             f = f.with_escape(e);
         }
@@ -126,9 +135,16 @@ impl Csv {
             };
             fields.push(Field::new(f.name(), ty, true));
         }
-        if let Some(missing) = self.opts.types.keys().find(|k| !fields.iter().any(|f| f.name() == *k)) {
+        if let Some(missing) = self
+            .opts
+            .types
+            .keys()
+            .find(|k| !fields.iter().any(|f| f.name() == *k))
+        {
             let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
-            return Err(PluginError::InvalidParams(format!("types names column {missing:?}, but the columns are {names:?}")));
+            return Err(PluginError::InvalidParams(format!(
+                "types names column {missing:?}, but the columns are {names:?}"
+            )));
         }
         let schema = Arc::new(Schema::new(fields));
         let mut builder = arrow_csv::ReaderBuilder::new(schema.clone())
@@ -146,13 +162,20 @@ impl Csv {
 
     /// Feeds `pending` to the decoder, emitting every full batch.
     fn drain(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
-        let Some(decoder) = self.decoder.as_mut() else { return Ok(()) };
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Ok(());
+        };
         let mut offset = 0;
         while offset < self.pending.len() {
-            let used = decoder.decode(&self.pending[offset..]).map_err(|e| PluginError::InvalidInput(e.to_string()))?;
+            let used = decoder
+                .decode(&self.pending[offset..])
+                .map_err(|e| PluginError::InvalidInput(e.to_string()))?;
             offset += used;
             if used == 0 || decoder.capacity() == 0 {
-                if let Some(b) = decoder.flush().map_err(|e| PluginError::InvalidInput(e.to_string()))? {
+                if let Some(b) = decoder
+                    .flush()
+                    .map_err(|e| PluginError::InvalidInput(e.to_string()))?
+                {
                     out.push(b);
                 }
                 if used == 0 && offset < self.pending.len() && decoder.capacity() > 0 {
@@ -177,18 +200,33 @@ impl Parser for Csv {
 
     fn start(params: Params) -> Result<Self> {
         let opts: Options = params.parse()?;
-        let latin1 = match opts.encoding.to_ascii_lowercase().replace('_', "-").as_str() {
+        let latin1 = match opts
+            .encoding
+            .to_ascii_lowercase()
+            .replace('_', "-")
+            .as_str()
+        {
             "utf-8" | "utf8" => false,
             "latin-1" | "latin1" | "iso-8859-1" => true,
-            other => return Err(PluginError::Unsupported(format!("encoding {other:?}; use utf-8 or latin-1"))),
+            other => {
+                return Err(PluginError::Unsupported(format!(
+                    "encoding {other:?}; use utf-8 or latin-1"
+                )));
+            }
         };
         if opts.batch_rows == 0 || opts.infer_rows == 0 {
-            return Err(PluginError::InvalidParams("batch_rows and infer_rows must be at least 1".into()));
+            return Err(PluginError::InvalidParams(
+                "batch_rows and infer_rows must be at least 1".into(),
+            ));
         }
         Ok(Csv {
             delimiter: one_byte("delimiter", &opts.delimiter)?,
             quote: one_byte("quote", &opts.quote)?,
-            escape: opts.escape.as_deref().map(|e| one_byte("escape", e)).transpose()?,
+            escape: opts
+                .escape
+                .as_deref()
+                .map(|e| one_byte("escape", e))
+                .transpose()?,
             latin1,
             opts,
             pending: Vec::new(),
@@ -221,7 +259,9 @@ impl Parser for Csv {
 
     fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         if self.pending.iter().all(|b| b.is_ascii_whitespace()) && self.decoder.is_none() {
-            return Err(PluginError::InvalidInput("the file is empty: no header and no records".into()));
+            return Err(PluginError::InvalidInput(
+                "the file is empty: no header and no records".into(),
+            ));
         }
         if self.decoder.is_none() {
             self.infer()?;
@@ -231,15 +271,25 @@ impl Parser for Csv {
         if let Some(decoder) = self.decoder.as_mut() {
             // End of input: a final record without a line terminator is complete now.
             if !self.pending.is_empty() {
-                let _ = decoder.decode(&self.pending).map_err(|e| PluginError::InvalidInput(e.to_string()))?;
+                let _ = decoder
+                    .decode(&self.pending)
+                    .map_err(|e| PluginError::InvalidInput(e.to_string()))?;
                 self.pending.clear();
             }
-            decoder.decode(&[]).map_err(|e| PluginError::InvalidInput(e.to_string()))?;
-            if let Some(b) = decoder.flush().map_err(|e| PluginError::InvalidInput(e.to_string()))? {
+            decoder
+                .decode(&[])
+                .map_err(|e| PluginError::InvalidInput(e.to_string()))?;
+            if let Some(b) = decoder
+                .flush()
+                .map_err(|e| PluginError::InvalidInput(e.to_string()))?
+            {
                 out.push(b);
             }
         }
-        let schema = self.schema.clone().ok_or_else(|| PluginError::Internal("no schema after inference".into()))?;
+        let schema = self
+            .schema
+            .clone()
+            .ok_or_else(|| PluginError::Internal("no schema after inference".into()))?;
         Ok((schema, out))
     }
 }
@@ -251,7 +301,11 @@ mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
 
-    fn parse(input: &[u8], params: serde_json::Value, chunk: usize) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    fn parse(
+        input: &[u8],
+        params: serde_json::Value,
+        chunk: usize,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let mut p = Csv::start(Params::from_json(&params))?;
         let mut batches = Vec::new();
         for c in input.chunks(chunk.max(1)) {
@@ -264,7 +318,12 @@ mod tests {
 
     #[test]
     fn infers_types_and_streams_in_small_chunks() {
-        let (schema, batches) = parse(b"id,score,name\n1,2.5,a\n2,3.5,b\n", serde_json::json!({}), 3).expect("parse");
+        let (schema, batches) = parse(
+            b"id,score,name\n1,2.5,a\n2,3.5,b\n",
+            serde_json::json!({}),
+            3,
+        )
+        .expect("parse");
         assert_eq!(schema.field(0).data_type(), &DataType::Int64);
         assert_eq!(schema.field(1).data_type(), &DataType::Float64);
         assert_eq!(schema.field(2).data_type(), &DataType::Utf8);
@@ -275,25 +334,51 @@ mod tests {
 
     #[test]
     fn overrides_bom_latin1_and_semicolons() {
-        let (schema, _) = parse(b"\xEF\xBB\xBFa;b\n1;2\n", serde_json::json!({"delimiter": ";", "types": {"b": "utf8"}}), 64).expect("parse");
+        let (schema, _) = parse(
+            b"\xEF\xBB\xBFa;b\n1;2\n",
+            serde_json::json!({"delimiter": ";", "types": {"b": "utf8"}}),
+            64,
+        )
+        .expect("parse");
         assert_eq!(schema.field(0).name(), "a");
         assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
-        let (_, b) = parse(b"name\ncaf\xE9\n", serde_json::json!({"encoding": "latin-1"}), 64).expect("parse");
+        let (_, b) = parse(
+            b"name\ncaf\xE9\n",
+            serde_json::json!({"encoding": "latin-1"}),
+            64,
+        )
+        .expect("parse");
         assert_eq!(b[0].column(0).as_string::<i32>().value(0), "café");
     }
 
     #[test]
     fn ragged_rows_name_their_line() {
         let err = parse(b"a,b,c\n1,2,3\n4,5\n", serde_json::json!({}), 64).expect_err("ragged");
-        let PluginError::InvalidInput(m) = err else { panic!("wrong error kind") };
+        let PluginError::InvalidInput(m) = err else {
+            panic!("wrong error kind")
+        };
         assert!(m.contains("line"), "{m}");
     }
 
     #[test]
     fn bad_params_are_refused() {
-        assert!(matches!(Csv::start(Params::from_json(&serde_json::json!({"delimter": ";"}))), Err(PluginError::InvalidParams(_))));
-        assert!(matches!(Csv::start(Params::from_json(&serde_json::json!({"encoding": "ebcdic"}))), Err(PluginError::Unsupported(_))));
-        assert!(matches!(parse(b"a\n1\n", serde_json::json!({"types": {"zz": "int64"}}), 8), Err(PluginError::InvalidParams(_))));
-        assert!(matches!(parse(b"\n", serde_json::json!({}), 8), Err(PluginError::InvalidInput(_))));
+        assert!(matches!(
+            Csv::start(Params::from_json(&serde_json::json!({"delimter": ";"}))),
+            Err(PluginError::InvalidParams(_))
+        ));
+        assert!(matches!(
+            Csv::start(Params::from_json(
+                &serde_json::json!({"encoding": "ebcdic"})
+            )),
+            Err(PluginError::Unsupported(_))
+        ));
+        assert!(matches!(
+            parse(b"a\n1\n", serde_json::json!({"types": {"zz": "int64"}}), 8),
+            Err(PluginError::InvalidParams(_))
+        ));
+        assert!(matches!(
+            parse(b"\n", serde_json::json!({}), 8),
+            Err(PluginError::InvalidInput(_))
+        ));
     }
 }

@@ -22,16 +22,26 @@ pub struct Select {
 
 impl Step for Select {
     fn info() -> Info {
-        Info { name: "select", version: env!("CARGO_PKG_VERSION"), description: "Keep some columns, in the order given", capabilities: &[] }
+        Info {
+            name: "select",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "Keep some columns, in the order given",
+            capabilities: &[],
+        }
     }
 
     fn start(params: Params, inputs: Vec<SchemaRef>) -> Result<Self> {
         let opts: Options = params.parse()?;
         let [input] = &inputs[..] else {
-            return Err(PluginError::InvalidParams(format!("select takes one input table, not {}", inputs.len())));
+            return Err(PluginError::InvalidParams(format!(
+                "select takes one input table, not {}",
+                inputs.len()
+            )));
         };
         if opts.columns.is_empty() {
-            return Err(PluginError::InvalidParams("columns: name at least one column".into()));
+            return Err(PluginError::InvalidParams(
+                "columns: name at least one column".into(),
+            ));
         }
         let mut indices = Vec::with_capacity(opts.columns.len());
         for c in &opts.columns {
@@ -41,7 +51,12 @@ impl Step for Select {
             })?;
             indices.push(i);
         }
-        let schema = Arc::new(Schema::new(indices.iter().map(|&i| input.field(i).clone()).collect::<Vec<_>>()));
+        let schema = Arc::new(Schema::new(
+            indices
+                .iter()
+                .map(|&i| input.field(i).clone())
+                .collect::<Vec<_>>(),
+        ));
         Ok(Select { indices, schema })
     }
 
@@ -63,14 +78,28 @@ mod tests {
     use lake_sdk::arrow_array::{Int64Array, StringArray};
 
     fn input() -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("b", DataType::Utf8, true)]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(StringArray::from(vec!["x", "y"]))]).expect("batch")
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec!["x", "y"])),
+            ],
+        )
+        .expect("batch")
     }
 
     #[test]
     fn keeps_and_reorders() {
         let b = input();
-        let mut s = Select::start(Params::from_json(&serde_json::json!({"columns": ["b", "a"]})), vec![b.schema()]).expect("start");
+        let mut s = Select::start(
+            Params::from_json(&serde_json::json!({"columns": ["b", "a"]})),
+            vec![b.schema()],
+        )
+        .expect("start");
         let out = s.push(0, b).expect("push");
         assert_eq!(out[0].schema().field(0).name(), "b");
         assert_eq!(out[0].num_columns(), 2);
@@ -78,7 +107,11 @@ mod tests {
 
     #[test]
     fn missing_column_names_the_existing_ones() {
-        let err = Select::start(Params::from_json(&serde_json::json!({"columns": ["zz"]})), vec![input().schema()]).expect_err("missing");
+        let err = Select::start(
+            Params::from_json(&serde_json::json!({"columns": ["zz"]})),
+            vec![input().schema()],
+        )
+        .expect_err("missing");
         assert!(err.to_string().contains(r#"["a", "b"]"#), "{err}");
     }
 }

@@ -17,8 +17,11 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder};
 use arrow_array::ArrayRef;
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder,
+    TimestampMicrosecondBuilder,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use calamine::{Data, Reader, XlsxError};
 use lake_sdk::{Info, Level, Params, Parser, PluginError, RecordBatch, Result};
@@ -60,7 +63,14 @@ struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { sheet: None, header: true, header_row: 0, infer_types: true, max_bytes: 512 << 20, batch_rows: MAX_BATCH_ROWS }
+        Self {
+            sheet: None,
+            header: true,
+            header_row: 0,
+            infer_types: true,
+            max_bytes: 512 << 20,
+            batch_rows: MAX_BATCH_ROWS,
+        }
     }
 }
 
@@ -84,9 +94,15 @@ impl Parser for Xlsx {
     fn start(params: Params) -> Result<Self> {
         let opts: Options = params.parse()?;
         if opts.batch_rows == 0 || opts.batch_rows > MAX_BATCH_ROWS {
-            return Err(PluginError::InvalidParams(format!("batch_rows must be between 1 and {MAX_BATCH_ROWS}, not {}", opts.batch_rows)));
+            return Err(PluginError::InvalidParams(format!(
+                "batch_rows must be between 1 and {MAX_BATCH_ROWS}, not {}",
+                opts.batch_rows
+            )));
         }
-        Ok(Xlsx { opts, buf: Vec::new() })
+        Ok(Xlsx {
+            opts,
+            buf: Vec::new(),
+        })
     }
 
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
@@ -110,7 +126,9 @@ impl Parser for Xlsx {
     fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let bytes = std::mem::take(&mut self.buf);
         if bytes.is_empty() {
-            return Err(PluginError::InvalidInput("the file is empty: an XLSX workbook is a zip archive".into()));
+            return Err(PluginError::InvalidInput(
+                "the file is empty: an XLSX workbook is a zip archive".into(),
+            ));
         }
         check_magic(&bytes)?;
         let mut workbook = open_workbook(&bytes)?;
@@ -127,7 +145,10 @@ impl Parser for Xlsx {
                 let Some(fixed) = trim_padded_numbers(&bytes)? else {
                     return Err(sheet_error(&sheet, XlsxError::ParseFloat(e)));
                 };
-                lake_sdk::log(Level::Warn, &format!("sheet {sheet:?}: numbers padded with spaces were trimmed"));
+                lake_sdk::log(
+                    Level::Warn,
+                    &format!("sheet {sheet:?}: numbers padded with spaces were trimmed"),
+                );
                 let mut workbook = open_workbook(&fixed)?;
                 read_cells(&mut workbook, &sheet).map_err(|e| sheet_error(&sheet, e))?
             }
@@ -142,17 +163,26 @@ lake_sdk::export_parser!(crate::Xlsx);
 /// Picks the sheet named, or at the index given, or the first one.
 fn choose_sheet(wanted: Option<&serde_json::Value>, names: &[String]) -> Result<String> {
     let index = match wanted {
-        None => return names.first().cloned().ok_or_else(|| PluginError::InvalidInput("the workbook has no sheets".into())),
+        None => {
+            return names
+                .first()
+                .cloned()
+                .ok_or_else(|| PluginError::InvalidInput("the workbook has no sheets".into()));
+        }
         Some(serde_json::Value::String(n)) if names.contains(n) => return Ok(n.clone()),
         Some(serde_json::Value::String(n)) => {
-            return Err(PluginError::InvalidParams(format!("sheet: no sheet named {n:?}; the sheets are {names:?}")));
+            return Err(PluginError::InvalidParams(format!(
+                "sheet: no sheet named {n:?}; the sheets are {names:?}"
+            )));
         }
         Some(serde_json::Value::Number(n)) => n.as_u64(),
         Some(_) => None,
     };
     let Some(i) = index else {
         let shown = wanted.map(ToString::to_string).unwrap_or_default();
-        return Err(PluginError::InvalidParams(format!("sheet: give a sheet name or a 0-based index, not {shown}; the sheets are {names:?}")));
+        return Err(PluginError::InvalidParams(format!(
+            "sheet: give a sheet name or a 0-based index, not {shown}; the sheets are {names:?}"
+        )));
     };
     if let Some(name) = usize::try_from(i).ok().and_then(|i| names.get(i)) {
         return Ok(name.clone());
@@ -201,7 +231,9 @@ fn open_workbook(bytes: &[u8]) -> Result<calamine::Xlsx<Cursor<&[u8]>>> {
 /// Explains a calamine error about one sheet.
 fn sheet_error(sheet: &str, e: XlsxError) -> PluginError {
     match e {
-        XlsxError::NotAWorksheet(kind) => PluginError::Unsupported(format!("sheet {sheet:?} is not a worksheet (it is a {kind}); choose a worksheet")),
+        XlsxError::NotAWorksheet(kind) => PluginError::Unsupported(format!(
+            "sheet {sheet:?} is not a worksheet (it is a {kind}); choose a worksheet"
+        )),
         other => PluginError::InvalidInput(format!("sheet {sheet:?}: corrupt worksheet: {other}")),
     }
 }
@@ -209,10 +241,15 @@ fn sheet_error(sheet: &str, e: XlsxError) -> PluginError {
 /// Rewrites the archive with the padding trimmed from numeric cell values in every worksheet; `None`
 /// when no value needed it. Other entries are copied still compressed.
 fn trim_padded_numbers(bytes: &[u8]) -> Result<Option<Vec<u8>>> {
-    let zip_error = |e: zip::result::ZipError| PluginError::InvalidInput(format!("corrupt XLSX: the zip archive cannot be read ({e})"));
+    let zip_error = |e: zip::result::ZipError| {
+        PluginError::InvalidInput(format!(
+            "corrupt XLSX: the zip archive cannot be read ({e})"
+        ))
+    };
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(zip_error)?;
     let mut out = zip::ZipWriter::new(Cursor::new(Vec::with_capacity(bytes.len())));
-    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let mut changed = false;
     for i in 0..archive.len() {
         let mut file = archive.by_index(i).map_err(zip_error)?;
@@ -224,7 +261,8 @@ fn trim_padded_numbers(bytes: &[u8]) -> Result<Option<Vec<u8>>> {
             continue;
         }
         let mut xml = Vec::new();
-        std::io::Read::read_to_end(&mut file, &mut xml).map_err(|e| PluginError::InvalidInput(format!("corrupt XLSX: {name}: {e}")))?;
+        std::io::Read::read_to_end(&mut file, &mut xml)
+            .map_err(|e| PluginError::InvalidInput(format!("corrupt XLSX: {name}: {e}")))?;
         let xml = match trim_values(&xml) {
             Some(fixed) => {
                 changed = true;
@@ -233,7 +271,8 @@ fn trim_padded_numbers(bytes: &[u8]) -> Result<Option<Vec<u8>>> {
             None => xml,
         };
         out.start_file(name, stored).map_err(zip_error)?;
-        std::io::Write::write_all(&mut out, &xml).map_err(|e| PluginError::Internal(format!("rewriting the archive: {e}")))?;
+        std::io::Write::write_all(&mut out, &xml)
+            .map_err(|e| PluginError::Internal(format!("rewriting the archive: {e}")))?;
     }
     if !changed {
         return Ok(None);
@@ -293,12 +332,18 @@ impl Cells {
     /// The cell at an absolute position, if it is not empty.
     fn get(&self, row: u32, col: usize) -> Option<&Data> {
         let column = self.columns.get(col)?;
-        column.binary_search_by_key(&row, |(r, _)| *r).ok().map(|i| &column[i].1)
+        column
+            .binary_search_by_key(&row, |(r, _)| *r)
+            .ok()
+            .map(|i| &column[i].1)
     }
 }
 
 /// Reads one sheet's cells through calamine's cell reader.
-fn read_cells<RS: std::io::Read + std::io::Seek>(workbook: &mut calamine::Xlsx<RS>, sheet: &str) -> Result<Cells, XlsxError> {
+fn read_cells<RS: std::io::Read + std::io::Seek>(
+    workbook: &mut calamine::Xlsx<RS>,
+    sheet: &str,
+) -> Result<Cells, XlsxError> {
     let mut reader = workbook.worksheet_cells_reader(sheet)?;
     let mut cells = Cells::default();
     while let Some(cell) = reader.next_cell()? {
@@ -311,7 +356,9 @@ fn read_cells<RS: std::io::Read + std::io::Seek>(workbook: &mut calamine::Xlsx<R
         // Excel's own limits; a cell beyond them would make a table of millions of empty rows or
         // columns out of a tiny file.
         if row >= MAX_ROWS || col >= MAX_COLUMNS {
-            return Err(XlsxError::Unexpected("a cell lies beyond Excel's limits (row 1048576, column XFD)"));
+            return Err(XlsxError::Unexpected(
+                "a cell lies beyond Excel's limits (row 1048576, column XFD)",
+            ));
         }
         let col = col as usize;
         if cells.columns.len() <= col {
@@ -399,13 +446,16 @@ fn cell_kind(cell: &Data) -> CellKind {
             }
         }
         Data::DateTimeIso(s) if parse_iso_datetime(s).is_some() => CellKind::DateTime,
-        Data::DateTime(_) | Data::DateTimeIso(_) | Data::DurationIso(_) | Data::String(_) => CellKind::Text,
+        Data::DateTime(_) | Data::DateTimeIso(_) | Data::DurationIso(_) | Data::String(_) => {
+            CellKind::Text
+        }
     }
 }
 
 /// Infers a column's type from the cells in the data rows.
 fn infer(cells: &[(u32, Data)]) -> Kind {
-    let (mut ints, mut floats, mut bools, mut dates, mut times, mut texts) = (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut ints, mut floats, mut bools, mut dates, mut times, mut texts) =
+        (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
     for (_, c) in cells {
         match cell_kind(c) {
             CellKind::Null => {}
@@ -419,7 +469,10 @@ fn infer(cells: &[(u32, Data)]) -> Kind {
     }
     let numbers = ints + floats;
     let temporal = dates + times;
-    let kinds = [numbers > 0, bools > 0, temporal > 0, texts > 0].iter().filter(|&&b| b).count();
+    let kinds = [numbers > 0, bools > 0, temporal > 0, texts > 0]
+        .iter()
+        .filter(|&&b| b)
+        .count();
     if kinds != 1 || texts > 0 {
         // Mixed kinds, text, or no values at all.
         return Kind::Text;
@@ -430,7 +483,11 @@ fn infer(cells: &[(u32, Data)]) -> Kind {
     if bools > 0 {
         return Kind::Bool;
     }
-    if dates == 0 { Kind::Time } else { Kind::Timestamp }
+    if dates == 0 {
+        Kind::Time
+    } else {
+        Kind::Timestamp
+    }
 }
 
 /// Converts an Excel serial date (days since the workbook's epoch, time as the fraction) to
@@ -496,7 +553,12 @@ fn parse_iso_datetime(s: &str) -> Option<i64> {
     let y: i64 = parts.next()?.parse().ok()?;
     let m: u32 = parts.next()?.parse().ok()?;
     let d: u32 = parts.next()?.parse().ok()?;
-    if parts.next().is_some() || !(0..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+    if parts.next().is_some()
+        || !(0..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || d == 0
+        || d > days_in_month(y, m)
+    {
         return None;
     }
     let mut micros = days_from_civil(y, m, d) * DAY_MICROS;
@@ -512,7 +574,11 @@ fn parse_iso_time(t: &str) -> Option<i64> {
     let h: i64 = parts.next()?.parse().ok()?;
     let mi: i64 = parts.next()?.parse().ok()?;
     let sec: f64 = parts.next().map_or(Some(0.0), |s| s.parse().ok())?;
-    if parts.next().is_some() || !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0.0..61.0).contains(&sec) {
+    if parts.next().is_some()
+        || !(0..24).contains(&h)
+        || !(0..60).contains(&mi)
+        || !(0.0..61.0).contains(&sec)
+    {
         return None;
     }
     Some((h * 3600 + mi * 60) * 1_000_000 + (sec * 1_000_000.0).round() as i64)
@@ -569,11 +635,16 @@ fn render(cell: &Data, is_1904: bool) -> Option<String> {
                 return Some(dt.as_f64().to_string());
             }
             let micros = millis as i64 * 1000;
-            if micros < 0 { format!("-{}", format_time(-micros)) } else { format_time(micros) }
+            if micros < 0 {
+                format!("-{}", format_time(-micros))
+            } else {
+                format_time(micros)
+            }
         }
         Data::DateTime(dt) => match cell_kind(cell) {
             CellKind::TimeOfDay => format_time(serial_to_time_micros(dt.as_f64())),
-            _ => serial_to_micros(dt.as_f64(), is_1904).map_or_else(|| dt.as_f64().to_string(), format_timestamp),
+            _ => serial_to_micros(dt.as_f64(), is_1904)
+                .map_or_else(|| dt.as_f64().to_string(), format_timestamp),
         },
     })
 }
@@ -583,7 +654,10 @@ fn render(cell: &Data, is_1904: bool) -> Option<String> {
 fn header_names(cells: &Cells, row: Option<u32>, width: usize, is_1904: bool) -> Vec<String> {
     let mut names: Vec<String> = Vec::with_capacity(width);
     for col in 0..width {
-        let text = row.and_then(|r| cells.get(r, col)).and_then(|c| render(c, is_1904)).map(|s| s.trim().to_owned());
+        let text = row
+            .and_then(|r| cells.get(r, col))
+            .and_then(|c| render(c, is_1904))
+            .map(|s| s.trim().to_owned());
         let base = match text {
             Some(t) if !t.is_empty() => t,
             _ => format!("column_{}", col + 1),
@@ -600,9 +674,16 @@ fn header_names(cells: &Cells, row: Option<u32>, width: usize, is_1904: bool) ->
 }
 
 /// Builds the table from the sheet's cells.
-fn build_table(opts: &Options, sheet: &str, cells: Cells, is_1904: bool) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+fn build_table(
+    opts: &Options,
+    sheet: &str,
+    cells: Cells,
+    is_1904: bool,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let Some(last_row) = cells.last_row else {
-        return Err(PluginError::InvalidInput(format!("sheet {sheet:?} is empty: it has no cells with values")));
+        return Err(PluginError::InvalidInput(format!(
+            "sheet {sheet:?} is empty: it has no cells with values"
+        )));
     };
     let width = cells.columns.len();
     let first_data = if opts.header {
@@ -617,7 +698,12 @@ fn build_table(opts: &Options, sheet: &str, cells: Cells, is_1904: bool) -> Resu
     } else {
         opts.header_row
     };
-    let names = header_names(&cells, opts.header.then_some(opts.header_row), width, is_1904);
+    let names = header_names(
+        &cells,
+        opts.header.then_some(opts.header_row),
+        width,
+        is_1904,
+    );
 
     // The data rows of each column: its cells at or after the first data row.
     let data: Vec<&[(u32, Data)]> = cells
@@ -628,14 +714,45 @@ fn build_table(opts: &Options, sheet: &str, cells: Cells, is_1904: bool) -> Resu
             &c[start..]
         })
         .collect();
-    let kinds: Vec<Kind> = data.iter().map(|c| if opts.infer_types { infer(c) } else { Kind::Text }).collect();
-    let errors: usize = data.iter().map(|c| c.iter().filter(|(_, v)| matches!(v, Data::Error(_))).count()).sum();
+    let kinds: Vec<Kind> = data
+        .iter()
+        .map(|c| {
+            if opts.infer_types {
+                infer(c)
+            } else {
+                Kind::Text
+            }
+        })
+        .collect();
+    let errors: usize = data
+        .iter()
+        .map(|c| {
+            c.iter()
+                .filter(|(_, v)| matches!(v, Data::Error(_)))
+                .count()
+        })
+        .sum();
     if errors > 0 {
-        lake_sdk::log(Level::Warn, &format!("sheet {sheet:?}: {errors} error cells (such as #N/A or #DIV/0!) read as null"));
+        lake_sdk::log(
+            Level::Warn,
+            &format!(
+                "sheet {sheet:?}: {errors} error cells (such as #N/A or #DIV/0!) read as null"
+            ),
+        );
     }
 
-    let schema = Arc::new(Schema::new(names.iter().zip(&kinds).map(|(n, k)| Field::new(n, k.data_type(), true)).collect::<Vec<_>>()));
-    let rows = if last_row >= first_data { (last_row - first_data) as usize + 1 } else { 0 };
+    let schema = Arc::new(Schema::new(
+        names
+            .iter()
+            .zip(&kinds)
+            .map(|(n, k)| Field::new(n, k.data_type(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let rows = if last_row >= first_data {
+        (last_row - first_data) as usize + 1
+    } else {
+        0
+    };
     let mut batches = Vec::with_capacity(rows.div_ceil(opts.batch_rows));
     // One cursor per column into its sorted cells, advanced batch by batch.
     let mut cursors = vec![0usize; width];
@@ -659,9 +776,20 @@ fn build_table(opts: &Options, sheet: &str, cells: Cells, is_1904: bool) -> Resu
 }
 
 /// Builds one column of one batch: `cells` are the column's cells in rows `lo..lo + len`.
-fn build_array(kind: Kind, cells: &[(u32, Data)], lo: u64, len: usize, is_1904: bool) -> Result<ArrayRef> {
+fn build_array(
+    kind: Kind,
+    cells: &[(u32, Data)],
+    lo: u64,
+    len: usize,
+    is_1904: bool,
+) -> Result<ArrayRef> {
     // Walks the rows of the batch, giving each row's cell or None.
-    fn each<'a>(cells: &'a [(u32, Data)], lo: u64, len: usize, mut f: impl FnMut(Option<&'a Data>)) {
+    fn each<'a>(
+        cells: &'a [(u32, Data)],
+        lo: u64,
+        len: usize,
+        mut f: impl FnMut(Option<&'a Data>),
+    ) {
         let mut it = cells.iter().peekable();
         for i in 0..len {
             let row = lo + i as u64;
@@ -700,7 +828,13 @@ fn build_array(kind: Kind, cells: &[(u32, Data)], lo: u64, len: usize, is_1904: 
         }
         Kind::Bool => {
             let mut b = BooleanBuilder::with_capacity(len);
-            each(cells, lo, len, |c| b.append_option(if let Some(Data::Bool(v)) = c { Some(*v) } else { None }));
+            each(cells, lo, len, |c| {
+                b.append_option(if let Some(Data::Bool(v)) = c {
+                    Some(*v)
+                } else {
+                    None
+                })
+            });
             Arc::new(b.finish())
         }
         Kind::Timestamp => {
@@ -716,12 +850,20 @@ fn build_array(kind: Kind, cells: &[(u32, Data)], lo: u64, len: usize, is_1904: 
         }
         Kind::Time => {
             let mut b = Time64MicrosecondBuilder::with_capacity(len);
-            each(cells, lo, len, |c| b.append_option(if let Some(Data::DateTime(dt)) = c { Some(serial_to_time_micros(dt.as_f64())) } else { None }));
+            each(cells, lo, len, |c| {
+                b.append_option(if let Some(Data::DateTime(dt)) = c {
+                    Some(serial_to_time_micros(dt.as_f64()))
+                } else {
+                    None
+                })
+            });
             Arc::new(b.finish())
         }
         Kind::Text => {
             let mut b = StringBuilder::with_capacity(len, len * 8);
-            each(cells, lo, len, |c| b.append_option(c.and_then(|c| render(c, is_1904))));
+            each(cells, lo, len, |c| {
+                b.append_option(c.and_then(|c| render(c, is_1904)))
+            });
             Arc::new(b.finish())
         }
     })

@@ -4,9 +4,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, Time64MicrosecondType, TimestampMicrosecondType};
-use arrow_array::Array;
 use calamine::{ExcelDateTime, ExcelDateTimeType};
 
 use super::*;
@@ -20,7 +20,8 @@ const STYLES: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 /// A workbook with these sheets (name, the inside of `<sheetData>`) and shared strings.
 fn workbook(sheets: &[(&str, &str)], strings: &[&str], date1904: bool) -> Vec<u8> {
     let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
     let mut put = |name: &str, body: &str| {
         zip.start_file(name, opts).expect("zip entry");
         zip.write_all(body.as_bytes()).expect("zip write");
@@ -29,29 +30,76 @@ fn workbook(sheets: &[(&str, &str)], strings: &[&str], date1904: bool) -> Vec<u8
     const REL: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
     put(
         "_rels/.rels",
-        &format!(r#"<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#),
+        &format!(
+            r#"<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#
+        ),
     );
-    let sheet_list: String =
-        sheets.iter().enumerate().map(|(i, (n, _))| format!(r#"<sheet name="{n}" sheetId="{}" r:id="rId{}"/>"#, i + 1, i + 1)).collect();
-    put("xl/workbook.xml", &format!(r#"<?xml version="1.0"?><workbook {NS}><workbookPr date1904="{}"/><sheets>{sheet_list}</sheets></workbook>"#, u8::from(date1904)));
+    let sheet_list: String = sheets
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| {
+            format!(
+                r#"<sheet name="{n}" sheetId="{}" r:id="rId{}"/>"#,
+                i + 1,
+                i + 1
+            )
+        })
+        .collect();
+    put(
+        "xl/workbook.xml",
+        &format!(
+            r#"<?xml version="1.0"?><workbook {NS}><workbookPr date1904="{}"/><sheets>{sheet_list}</sheets></workbook>"#,
+            u8::from(date1904)
+        ),
+    );
     let mut rels: String =
         (1..=sheets.len()).map(|i| format!(r#"<Relationship Id="rId{i}" Type="{REL}/worksheet" Target="worksheets/sheet{i}.xml"/>"#)).collect();
-    rels.push_str(&format!(r#"<Relationship Id="rIdS" Type="{REL}/styles" Target="styles.xml"/>"#));
-    rels.push_str(&format!(r#"<Relationship Id="rIdT" Type="{REL}/sharedStrings" Target="sharedStrings.xml"/>"#));
-    put("xl/_rels/workbook.xml.rels", &format!(r#"<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">{rels}</Relationships>"#));
+    rels.push_str(&format!(
+        r#"<Relationship Id="rIdS" Type="{REL}/styles" Target="styles.xml"/>"#
+    ));
+    rels.push_str(&format!(
+        r#"<Relationship Id="rIdT" Type="{REL}/sharedStrings" Target="sharedStrings.xml"/>"#
+    ));
+    put(
+        "xl/_rels/workbook.xml.rels",
+        &format!(
+            r#"<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">{rels}</Relationships>"#
+        ),
+    );
     put("xl/styles.xml", STYLES);
-    let sst: String = strings.iter().map(|s| format!("<si><t>{s}</t></si>")).collect();
-    put("xl/sharedStrings.xml", &format!(r#"<?xml version="1.0"?><sst {NS} count="{0}" uniqueCount="{0}">{sst}</sst>"#, strings.len()));
+    let sst: String = strings
+        .iter()
+        .map(|s| format!("<si><t>{s}</t></si>"))
+        .collect();
+    put(
+        "xl/sharedStrings.xml",
+        &format!(
+            r#"<?xml version="1.0"?><sst {NS} count="{0}" uniqueCount="{0}">{sst}</sst>"#,
+            strings.len()
+        ),
+    );
     for (i, (_, data)) in sheets.iter().enumerate() {
-        put(&format!("xl/worksheets/sheet{}.xml", i + 1), &format!(r#"<?xml version="1.0"?><worksheet {NS}><sheetData>{data}</sheetData></worksheet>"#));
+        put(
+            &format!("xl/worksheets/sheet{}.xml", i + 1),
+            &format!(
+                r#"<?xml version="1.0"?><worksheet {NS}><sheetData>{data}</sheetData></worksheet>"#
+            ),
+        );
     }
     zip.finish().expect("zip").into_inner()
 }
 
-fn parse_with(bytes: &[u8], params: serde_json::Value, chunk: usize) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+fn parse_with(
+    bytes: &[u8],
+    params: serde_json::Value,
+    chunk: usize,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let mut p = Xlsx::start(Params::from_json(&params))?;
     for c in bytes.chunks(chunk) {
-        assert!(p.push(c)?.is_empty(), "the parser emits nothing before the end");
+        assert!(
+            p.push(c)?.is_empty(),
+            "the parser emits nothing before the end"
+        );
     }
     p.finish()
 }
@@ -68,12 +116,18 @@ fn one_batch(bytes: &[u8], params: serde_json::Value) -> RecordBatch {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/xlsx").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/xlsx")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn types(schema: &Schema) -> Vec<DataType> {
-    schema.fields().iter().map(|f| f.data_type().clone()).collect()
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect()
 }
 
 fn names(schema: &Schema) -> Vec<&str> {
@@ -92,13 +146,24 @@ fn typed_sheet() -> Vec<u8> {
 <row r="3"><c r="A3"><v>-2</v></c><c r="B3"><v>2</v></c><c r="C3" t="b"><f>FALSE()</f><v>0</v></c><c r="D3" s="2"><v>45000.75</v></c><c r="E3" s="3"><v>0.25</v></c><c r="F3"><v>7</v></c><c r="G3" t="e"><f>1/0</f><v>#DIV/0!</v></c></row>
 <row r="4"><c r="H4" t="str"><f>""</f><v></v></c></row>
 <row r="5"><c r="A5"><v>9007199254740992</v></c><c r="C5" t="b"><v>0</v></c><c r="D5" t="d"><v>2024-02-29T06:30:00</v></c><c r="F5" t="b"><v>1</v></c><c r="G5"><v>4</v></c></row>"#;
-    workbook(&[("Data", rows)], &["int", "float", "bool", "date", "time", "mixed", "formula", "duration", "text"], false)
+    workbook(
+        &[("Data", rows)],
+        &[
+            "int", "float", "bool", "date", "time", "mixed", "formula", "duration", "text",
+        ],
+        false,
+    )
 }
 
 #[test]
 fn infers_one_type_per_column() {
     let b = one_batch(&typed_sheet(), serde_json::json!({}));
-    assert_eq!(names(&b.schema()), ["int", "float", "bool", "date", "time", "mixed", "formula", "duration"]);
+    assert_eq!(
+        names(&b.schema()),
+        [
+            "int", "float", "bool", "date", "time", "mixed", "formula", "duration"
+        ]
+    );
     assert_eq!(
         types(&b.schema()),
         [
@@ -112,39 +177,95 @@ fn infers_one_type_per_column() {
             DataType::Utf8,
         ]
     );
-    assert_eq!(b.num_rows(), 4, "rows 2 to 5; row 4 holds only an empty string but is inside the table");
+    assert_eq!(
+        b.num_rows(),
+        4,
+        "rows 2 to 5; row 4 holds only an empty string but is inside the table"
+    );
 
     let ints = b.column(0).as_primitive::<Int64Type>();
-    assert_eq!(ints.iter().collect::<Vec<_>>(), [Some(1), Some(-2), None, Some(9_007_199_254_740_992)]);
+    assert_eq!(
+        ints.iter().collect::<Vec<_>>(),
+        [Some(1), Some(-2), None, Some(9_007_199_254_740_992)]
+    );
     let floats = b.column(1).as_primitive::<Float64Type>();
-    assert_eq!(floats.iter().collect::<Vec<_>>(), [Some(1.5), Some(2.0), None, None]);
+    assert_eq!(
+        floats.iter().collect::<Vec<_>>(),
+        [Some(1.5), Some(2.0), None, None]
+    );
     let bools = b.column(2).as_boolean();
-    assert_eq!(bools.iter().collect::<Vec<_>>(), [Some(true), Some(false), None, Some(false)], "a formula's cached value counts");
+    assert_eq!(
+        bools.iter().collect::<Vec<_>>(),
+        [Some(true), Some(false), None, Some(false)],
+        "a formula's cached value counts"
+    );
     let dates = b.column(3).as_primitive::<TimestampMicrosecondType>();
     // Serial 45000 is 2023-03-15 in the 1900 system; .75 is 18:00; an ISO cell (t="d") is a date too.
     assert_eq!(
         dates.iter().collect::<Vec<_>>(),
-        [Some(micros(2023, 3, 15, 0, 0, 0)), Some(micros(2023, 3, 15, 18, 0, 0)), None, Some(micros(2024, 2, 29, 6, 30, 0))]
+        [
+            Some(micros(2023, 3, 15, 0, 0, 0)),
+            Some(micros(2023, 3, 15, 18, 0, 0)),
+            None,
+            Some(micros(2024, 2, 29, 6, 30, 0))
+        ]
     );
     let times = b.column(4).as_primitive::<Time64MicrosecondType>();
-    assert_eq!(times.iter().collect::<Vec<_>>(), [Some(12 * 3_600_000_000), Some(6 * 3_600_000_000), None, None]);
+    assert_eq!(
+        times.iter().collect::<Vec<_>>(),
+        [
+            Some(12 * 3_600_000_000),
+            Some(6 * 3_600_000_000),
+            None,
+            None
+        ]
+    );
     let mixed = b.column(5).as_string::<i32>();
-    assert_eq!(mixed.iter().collect::<Vec<_>>(), [Some("text"), Some("7"), None, Some("TRUE")]);
+    assert_eq!(
+        mixed.iter().collect::<Vec<_>>(),
+        [Some("text"), Some("7"), None, Some("TRUE")]
+    );
     let formula = b.column(6).as_primitive::<Int64Type>();
-    assert_eq!(formula.iter().collect::<Vec<_>>(), [Some(3), None, None, Some(4)], "error cells are null");
+    assert_eq!(
+        formula.iter().collect::<Vec<_>>(),
+        [Some(3), None, None, Some(4)],
+        "error cells are null"
+    );
     let duration = b.column(7).as_string::<i32>();
-    assert_eq!(duration.iter().collect::<Vec<_>>(), [Some("36:00:00"), None, None, None], "a duration is text, an empty string null");
+    assert_eq!(
+        duration.iter().collect::<Vec<_>>(),
+        [Some("36:00:00"), None, None, None],
+        "a duration is text, an empty string null"
+    );
 }
 
 #[test]
 fn infer_types_false_renders_every_cell_as_text() {
     let b = one_batch(&typed_sheet(), serde_json::json!({"infer_types": false}));
     assert!(types(&b.schema()).iter().all(|t| *t == DataType::Utf8));
-    let row0: Vec<Option<&str>> = (0..b.num_columns()).map(|c| b.column(c).as_string::<i32>().iter().next().flatten()).collect();
-    assert_eq!(row0, [Some("1"), Some("1.5"), Some("TRUE"), Some("2023-03-15"), Some("12:00:00"), Some("text"), Some("3"), Some("36:00:00")]);
+    let row0: Vec<Option<&str>> = (0..b.num_columns())
+        .map(|c| b.column(c).as_string::<i32>().iter().next().flatten())
+        .collect();
+    assert_eq!(
+        row0,
+        [
+            Some("1"),
+            Some("1.5"),
+            Some("TRUE"),
+            Some("2023-03-15"),
+            Some("12:00:00"),
+            Some("text"),
+            Some("3"),
+            Some("36:00:00")
+        ]
+    );
     let dates = b.column(3).as_string::<i32>();
     assert_eq!(dates.value(1), "2023-03-15 18:00:00");
-    assert_eq!(dates.value(3), "2024-02-29T06:30:00", "an ISO cell keeps its text");
+    assert_eq!(
+        dates.value(3),
+        "2024-02-29T06:30:00",
+        "an ISO cell keeps its text"
+    );
 }
 
 #[test]
@@ -155,65 +276,144 @@ fn headers_are_named_deduplicated_and_positions_are_the_sheets() {
 <row r="2"><c r="B2"><v>1</v></c><c r="C2"><v>2</v></c><c r="D2"><v>3</v></c><c r="E2"><v>4</v></c></row>"#;
     let book = workbook(&[("S", rows)], &[], false);
     let b = one_batch(&book, serde_json::json!({}));
-    assert_eq!(names(&b.schema()), ["column_1", "x", "x_2", "column_4", "2024"]);
-    assert_eq!(b.column(0).data_type(), &DataType::Utf8, "a column without values is text, all null");
+    assert_eq!(
+        names(&b.schema()),
+        ["column_1", "x", "x_2", "column_4", "2024"]
+    );
+    assert_eq!(
+        b.column(0).data_type(),
+        &DataType::Utf8,
+        "a column without values is text, all null"
+    );
     assert_eq!(b.column(0).null_count(), 1);
 
     let b = one_batch(&book, serde_json::json!({"header": false}));
-    assert_eq!(names(&b.schema()), ["column_1", "column_2", "column_3", "column_4", "column_5"]);
+    assert_eq!(
+        names(&b.schema()),
+        ["column_1", "column_2", "column_3", "column_4", "column_5"]
+    );
     assert_eq!(b.num_rows(), 2);
-    assert_eq!(b.column(1).as_string::<i32>().iter().collect::<Vec<_>>(), [Some("x"), Some("1")], "text and a number: text");
+    assert_eq!(
+        b.column(1).as_string::<i32>().iter().collect::<Vec<_>>(),
+        [Some("x"), Some("1")],
+        "text and a number: text"
+    );
 
     let b = one_batch(&book, serde_json::json!({"header_row": 1, "header": false}));
     assert_eq!(b.num_rows(), 1);
     assert_eq!(b.column(4).as_primitive::<Int64Type>().value(0), 4);
 
-    let (schema, batches) = parse(&book, serde_json::json!({"header_row": 1})).expect("header only");
+    let (schema, batches) =
+        parse(&book, serde_json::json!({"header_row": 1})).expect("header only");
     assert_eq!(names(&schema), ["column_1", "1", "2", "3", "4"]);
     assert!(batches.is_empty(), "a header with no rows below");
 
     let err = parse(&book, serde_json::json!({"header_row": 5})).expect_err("past the end");
-    assert!(matches!(&err, PluginError::InvalidParams(m) if m.contains("header_row 5")), "{err}");
+    assert!(
+        matches!(&err, PluginError::InvalidParams(m) if m.contains("header_row 5")),
+        "{err}"
+    );
 }
 
 #[test]
 fn sheets_by_name_and_index_and_unknown_ones_list_the_names() {
-    let book = workbook(&[("First", r#"<row r="1"><c r="A1"><v>1</v></c></row>"#), ("Second", r#"<row r="1"><c r="A1"><v>2</v></c></row>"#)], &[], false);
-    let value = |params| one_batch(&book, params).column(0).as_primitive::<Int64Type>().value(0);
-    assert_eq!(value(serde_json::json!({"header": false})), 1, "the first sheet by default");
-    assert_eq!(value(serde_json::json!({"header": false, "sheet": "Second"})), 2);
+    let book = workbook(
+        &[
+            ("First", r#"<row r="1"><c r="A1"><v>1</v></c></row>"#),
+            ("Second", r#"<row r="1"><c r="A1"><v>2</v></c></row>"#),
+        ],
+        &[],
+        false,
+    );
+    let value = |params| {
+        one_batch(&book, params)
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .value(0)
+    };
+    assert_eq!(
+        value(serde_json::json!({"header": false})),
+        1,
+        "the first sheet by default"
+    );
+    assert_eq!(
+        value(serde_json::json!({"header": false, "sheet": "Second"})),
+        2
+    );
     assert_eq!(value(serde_json::json!({"header": false, "sheet": 1})), 2);
     let err = parse(&book, serde_json::json!({"sheet": "Third"})).expect_err("unknown sheet");
-    assert!(matches!(&err, PluginError::InvalidParams(m) if m.contains(r#"["First", "Second"]"#)), "{err}");
+    assert!(
+        matches!(&err, PluginError::InvalidParams(m) if m.contains(r#"["First", "Second"]"#)),
+        "{err}"
+    );
     let err = parse(&book, serde_json::json!({"sheet": 2})).expect_err("index out of range");
-    assert!(matches!(&err, PluginError::InvalidParams(m) if m.contains("2 sheets") && m.contains("Second")), "{err}");
+    assert!(
+        matches!(&err, PluginError::InvalidParams(m) if m.contains("2 sheets") && m.contains("Second")),
+        "{err}"
+    );
     let err = parse(&book, serde_json::json!({"sheet": -1})).expect_err("negative index");
-    assert!(matches!(&err, PluginError::InvalidParams(m) if m.contains("0-based index")), "{err}");
-    let numbered = workbook(&[("2019", r#"<row r="1"><c r="A1"><v>7</v></c></row>"#)], &[], false);
-    let b = one_batch(&numbered, serde_json::json!({"sheet": 2019, "header": false}));
-    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 7, "a number that is no index but a sheet's name");
+    assert!(
+        matches!(&err, PluginError::InvalidParams(m) if m.contains("0-based index")),
+        "{err}"
+    );
+    let numbered = workbook(
+        &[("2019", r#"<row r="1"><c r="A1"><v>7</v></c></row>"#)],
+        &[],
+        false,
+    );
+    let b = one_batch(
+        &numbered,
+        serde_json::json!({"sheet": 2019, "header": false}),
+    );
+    assert_eq!(
+        b.column(0).as_primitive::<Int64Type>().value(0),
+        7,
+        "a number that is no index but a sheet's name"
+    );
     let err = parse(&book, serde_json::json!({"sheets": 0})).expect_err("typo");
     assert!(matches!(err, PluginError::InvalidParams(_)), "{err}");
 }
 
 #[test]
 fn batches_hold_at_most_batch_rows() {
-    let rows: String = (1..=10).map(|r| format!(r#"<row r="{r}"><c r="A{r}"><v>{r}</v></c></row>"#)).collect();
+    let rows: String = (1..=10)
+        .map(|r| format!(r#"<row r="{r}"><c r="A{r}"><v>{r}</v></c></row>"#))
+        .collect();
     let book = workbook(&[("S", &rows)], &[], false);
-    let (_, batches) = parse(&book, serde_json::json!({"header": false, "batch_rows": 4})).expect("parse");
-    assert_eq!(batches.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), [4, 4, 2]);
-    let all: Vec<i64> = batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect();
+    let (_, batches) =
+        parse(&book, serde_json::json!({"header": false, "batch_rows": 4})).expect("parse");
+    assert_eq!(
+        batches
+            .iter()
+            .map(RecordBatch::num_rows)
+            .collect::<Vec<_>>(),
+        [4, 4, 2]
+    );
+    let all: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
     assert_eq!(all, (1..=10).collect::<Vec<_>>());
-    let err = Xlsx::start(Params::from_json(&serde_json::json!({"batch_rows": 100_000}))).expect_err("too many rows per batch");
+    let err = Xlsx::start(Params::from_json(
+        &serde_json::json!({"batch_rows": 100_000}),
+    ))
+    .expect_err("too many rows per batch");
     assert!(matches!(err, PluginError::InvalidParams(_)));
 }
 
 #[test]
 fn the_1904_date_system_shifts_dates() {
     let rows = r#"<row r="1"><c r="A1" s="1"><v>0</v></c></row><row r="2"><c r="A2" s="2"><v>1.5</v></c></row>"#;
-    let b = one_batch(&workbook(&[("S", rows)], &[], true), serde_json::json!({"header": false}));
+    let b = one_batch(
+        &workbook(&[("S", rows)], &[], true),
+        serde_json::json!({"header": false}),
+    );
     let dates = b.column(0).as_primitive::<TimestampMicrosecondType>();
-    assert_eq!(dates.value(0), micros(1904, 1, 1, 0, 0, 0), "serial 0 is not a bare time here: the column has a full date");
+    assert_eq!(
+        dates.value(0),
+        micros(1904, 1, 1, 0, 0, 0),
+        "serial 0 is not a bare time here: the column has a full date"
+    );
     assert_eq!(dates.value(1), micros(1904, 1, 2, 12, 0, 0));
 }
 
@@ -225,9 +425,21 @@ fn serials_match_calamines_own_conversion() {
         while serial < 2_958_000.0 {
             for frac in [0.0, 0.25, 0.640_277_777_777, 0.999_999_9] {
                 let v = serial + frac;
-                let (y, mo, d, h, mi, s, ms) = ExcelDateTime::new(v, ExcelDateTimeType::DateTime, is_1904).to_ymd_hms_milli();
-                let want = micros(i64::from(y), u32::from(mo), u32::from(d), i64::from(h), i64::from(mi), i64::from(s)) + i64::from(ms) * 1000;
-                assert_eq!(serial_to_micros(v, is_1904), Some(want), "serial {v}, 1904: {is_1904}");
+                let (y, mo, d, h, mi, s, ms) =
+                    ExcelDateTime::new(v, ExcelDateTimeType::DateTime, is_1904).to_ymd_hms_milli();
+                let want = micros(
+                    i64::from(y),
+                    u32::from(mo),
+                    u32::from(d),
+                    i64::from(h),
+                    i64::from(mi),
+                    i64::from(s),
+                ) + i64::from(ms) * 1000;
+                assert_eq!(
+                    serial_to_micros(v, is_1904),
+                    Some(want),
+                    "serial {v}, 1904: {is_1904}"
+                );
             }
             serial = (serial * 1.37).floor() + 1.0;
         }
@@ -239,7 +451,10 @@ fn serials_match_calamines_own_conversion() {
 #[test]
 fn fixture_datetime_uses_the_1904_system() {
     // xlsx2csv's oracle: 2011-09-15 15:22:00 (serial 39339.640277777777 counted from 1904-01-01).
-    let b = one_batch(&fixture("datetime.xlsx"), serde_json::json!({"header": false}));
+    let b = one_batch(
+        &fixture("datetime.xlsx"),
+        serde_json::json!({"header": false}),
+    );
     let dates = b.column(0).as_primitive::<TimestampMicrosecondType>();
     assert_eq!(format_timestamp(dates.value(0)), "2011-09-15 15:22:00");
 }
@@ -248,14 +463,24 @@ fn fixture_datetime_uses_the_1904_system() {
 fn fixture_float_keeps_the_blank_first_row() {
     let b = one_batch(&fixture("float.xlsx"), serde_json::json!({"header": false}));
     let v = b.column(0).as_primitive::<Float64Type>();
-    assert_eq!(v.iter().collect::<Vec<_>>(), [None, Some(0.103), Some(0.276), Some(0.103), Some(0.276)]);
-    let err = parse(&fixture("float.xlsx"), serde_json::json!({"sheet": 1})).expect_err("empty sheet");
-    assert!(matches!(&err, PluginError::InvalidInput(m) if m.contains("empty") && m.contains("Лист2")), "{err}");
+    assert_eq!(
+        v.iter().collect::<Vec<_>>(),
+        [None, Some(0.103), Some(0.276), Some(0.103), Some(0.276)]
+    );
+    let err =
+        parse(&fixture("float.xlsx"), serde_json::json!({"sheet": 1})).expect_err("empty sheet");
+    assert!(
+        matches!(&err, PluginError::InvalidInput(m) if m.contains("empty") && m.contains("Лист2")),
+        "{err}"
+    );
 }
 
 #[test]
 fn fixture_escape_keeps_control_characters_and_leading_blank_columns() {
-    let b = one_batch(&fixture("escape.xlsx"), serde_json::json!({"header": false}));
+    let b = one_batch(
+        &fixture("escape.xlsx"),
+        serde_json::json!({"header": false}),
+    );
     assert_eq!(b.num_columns(), 6);
     assert_eq!(b.column(4).as_string::<i32>().value(0), "Hello\nWorld\t!");
     assert!(!b.column(5).as_boolean().value(0));
@@ -267,16 +492,48 @@ fn fixture_datasets_has_four_sheets() {
     let book = fixture("datasets.xlsx");
     let (schema, batches) = parse(&book, serde_json::json!({"sheet": "quakes"})).expect("quakes");
     assert_eq!(names(&schema), ["lat", "long", "depth", "mag", "stations"]);
-    assert_eq!(types(&schema), [DataType::Float64, DataType::Float64, DataType::Int64, DataType::Float64, DataType::Int64]);
-    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1000);
+    assert_eq!(
+        types(&schema),
+        [
+            DataType::Float64,
+            DataType::Float64,
+            DataType::Int64,
+            DataType::Float64,
+            DataType::Int64
+        ]
+    );
+    assert_eq!(
+        batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        1000
+    );
     // The file writes many numbers with a leading space (`<v> 41</v>`).
-    assert_eq!(batches[0].column(4).as_primitive::<Int64Type>().value(0), 41);
+    assert_eq!(
+        batches[0].column(4).as_primitive::<Int64Type>().value(0),
+        41
+    );
     let (schema, batches) = parse(&book, serde_json::json!({})).expect("iris, the first sheet");
-    assert_eq!(names(&schema), ["Sepal.Length", "Sepal.Width", "Petal.Length", "Petal.Width", "Species"]);
+    assert_eq!(
+        names(&schema),
+        [
+            "Sepal.Length",
+            "Sepal.Width",
+            "Petal.Length",
+            "Petal.Width",
+            "Species"
+        ]
+    );
     assert_eq!(batches[0].num_rows(), 150);
-    assert_eq!(batches[0].column(4).as_string::<i32>().value(149), "virginica");
-    let err = parse(&book, serde_json::json!({"sheet": "Iris"})).expect_err("names are case-sensitive");
-    assert!(err.to_string().contains(r#"["iris", "mtcars", "chickwts", "quakes"]"#), "{err}");
+    assert_eq!(
+        batches[0].column(4).as_string::<i32>().value(149),
+        "virginica"
+    );
+    let err =
+        parse(&book, serde_json::json!({"sheet": "Iris"})).expect_err("names are case-sensitive");
+    assert!(
+        err.to_string()
+            .contains(r#"["iris", "mtcars", "chickwts", "quakes"]"#),
+        "{err}"
+    );
 }
 
 #[test]
@@ -293,36 +550,60 @@ fn padded_numbers_are_trimmed_but_padded_text_is_kept() {
 #[test]
 fn not_a_workbook_is_invalid_input() {
     let err = parse(b"a,b\n1,2\n", serde_json::json!({})).expect_err("csv");
-    assert!(matches!(&err, PluginError::InvalidInput(m) if m.contains("zip")), "{err}");
+    assert!(
+        matches!(&err, PluginError::InvalidInput(m) if m.contains("zip")),
+        "{err}"
+    );
     let err = parse(b"", serde_json::json!({})).expect_err("empty");
-    assert!(matches!(&err, PluginError::InvalidInput(m) if m.contains("empty")), "{err}");
+    assert!(
+        matches!(&err, PluginError::InvalidInput(m) if m.contains("empty")),
+        "{err}"
+    );
 
     // An OLE container is refused on the first chunk, before the rest is buffered.
     let mut p = Xlsx::start(Params::default()).expect("start");
     let mut ole = OLE_MAGIC.to_vec();
     ole.extend_from_slice(&[0; 512]);
     let err = p.push(&ole).expect_err("OLE");
-    assert!(matches!(&err, PluginError::InvalidInput(m) if m.contains("encrypted or not an XLSX (an OLE container)")), "{err}");
+    assert!(
+        matches!(&err, PluginError::InvalidInput(m) if m.contains("encrypted or not an XLSX (an OLE container)")),
+        "{err}"
+    );
 
     let book = typed_sheet();
     let err = parse(&book[..book.len() / 2], serde_json::json!({})).expect_err("truncated");
-    assert!(matches!(&err, PluginError::InvalidInput(m) if m.contains("corrupt XLSX")), "{err}");
+    assert!(
+        matches!(&err, PluginError::InvalidInput(m) if m.contains("corrupt XLSX")),
+        "{err}"
+    );
 
     // A zip that is not a workbook.
     let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    zip.start_file("hello.txt", zip::write::SimpleFileOptions::default()).expect("entry");
+    zip.start_file("hello.txt", zip::write::SimpleFileOptions::default())
+        .expect("entry");
     zip.write_all(b"hello").expect("write");
-    let err = parse(&zip.finish().expect("zip").into_inner(), serde_json::json!({})).expect_err("plain zip");
-    assert!(matches!(&err, PluginError::InvalidInput(m) if m.contains("not an XLSX")), "{err}");
+    let err = parse(
+        &zip.finish().expect("zip").into_inner(),
+        serde_json::json!({}),
+    )
+    .expect_err("plain zip");
+    assert!(
+        matches!(&err, PluginError::InvalidInput(m) if m.contains("not an XLSX")),
+        "{err}"
+    );
 }
 
 #[test]
 fn max_bytes_is_enforced_while_pushing() {
     let book = typed_sheet();
-    let mut p = Xlsx::start(Params::from_json(&serde_json::json!({"max_bytes": 100}))).expect("start");
+    let mut p =
+        Xlsx::start(Params::from_json(&serde_json::json!({"max_bytes": 100}))).expect("start");
     assert!(p.push(&book[..60]).is_ok());
     let err = p.push(&book[60..120]).expect_err("over the limit");
-    assert!(matches!(&err, PluginError::TooLarge(m) if m.contains("max_bytes")), "{err}");
+    assert!(
+        matches!(&err, PluginError::TooLarge(m) if m.contains("max_bytes")),
+        "{err}"
+    );
     // Chunking does not change the result.
     let whole = parse_with(&book, serde_json::json!({}), book.len()).expect("one chunk");
     let bytewise = parse_with(&book, serde_json::json!({}), 1).expect("byte by byte");
@@ -331,7 +612,17 @@ fn max_bytes_is_enforced_while_pushing() {
 
 #[test]
 fn cells_beyond_excels_grid_are_refused() {
-    let book = workbook(&[("S", r#"<row r="1"><c r="A1"><v>1</v></c></row><row r="2000000"><c r="A2000000"><v>2</v></c></row>"#)], &[], false);
+    let book = workbook(
+        &[(
+            "S",
+            r#"<row r="1"><c r="A1"><v>1</v></c></row><row r="2000000"><c r="A2000000"><v>2</v></c></row>"#,
+        )],
+        &[],
+        false,
+    );
     let err = parse(&book, serde_json::json!({})).expect_err("row 2,000,000");
-    assert!(matches!(&err, PluginError::InvalidInput(m) if m.contains("beyond Excel's limits")), "{err}");
+    assert!(
+        matches!(&err, PluginError::InvalidInput(m) if m.contains("beyond Excel's limits")),
+        "{err}"
+    );
 }

@@ -8,7 +8,12 @@ pub struct Hostile;
 
 impl Parser for Hostile {
     fn info() -> Info {
-        Info { name: NAME, version: "0.0.1", description: "misbehaves on purpose (tests only)", capabilities: &[] }
+        Info {
+            name: NAME,
+            version: "0.0.1",
+            description: "misbehaves on purpose (tests only)",
+            capabilities: &[],
+        }
     }
 
     fn start(_params: Params) -> Result<Self> {
@@ -59,8 +64,13 @@ const NAME: &str = "hostile-readfile";
 #[cfg(feature = "readfile")]
 fn misbehave(_chunk: &[u8]) -> Result<()> {
     match std::fs::read("/etc/passwd") {
-        Ok(bytes) => Err(PluginError::Internal(format!("read {} bytes of the host's /etc/passwd", bytes.len()))),
-        Err(e) => Err(PluginError::Internal(format!("reading /etc/passwd failed: {e}"))),
+        Ok(bytes) => Err(PluginError::Internal(format!(
+            "read {} bytes of the host's /etc/passwd",
+            bytes.len()
+        ))),
+        Err(e) => Err(PluginError::Internal(format!(
+            "reading /etc/passwd failed: {e}"
+        ))),
     }
 }
 
@@ -70,7 +80,9 @@ const NAME: &str = "hostile-socket";
 fn misbehave(_chunk: &[u8]) -> Result<()> {
     match std::net::TcpStream::connect("127.0.0.1:5432") {
         Ok(_) => Err(PluginError::Internal("connected to 127.0.0.1:5432".into())),
-        Err(e) => Err(PluginError::Internal(format!("connecting to 127.0.0.1:5432 failed: {e}"))),
+        Err(e) => Err(PluginError::Internal(format!(
+            "connecting to 127.0.0.1:5432 failed: {e}"
+        ))),
     }
 }
 
