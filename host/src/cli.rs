@@ -338,7 +338,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             target_layer,
             file,
         } => {
-            let lake = Lake::open(&cfg).await?;
+            let lake = with_plugins(Lake::open(&cfg).await?, &cfg)?;
             let req = crate::pipeline::RunRequest {
                 plugin,
                 inputs: inputs.iter().map(|i| id_arg(i)).collect::<Result<_>>()?,
@@ -455,10 +455,18 @@ async fn catalog_cmd(lake: &Lake, cmd: CatalogCmd) -> Result<()> {
     }
 }
 
+/// Starts the plugin runtime for the commands that run plugins.
+fn with_plugins(lake: Lake, cfg: &Config) -> Result<Lake> {
+    let plugins = crate::plugins::Plugins::open(&cfg.plugins)
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("starting the plugin runtime")?;
+    Ok(lake.with_plugins(plugins))
+}
+
 /// Runs the HTTP server until Ctrl-C or SIGTERM.
 pub async fn serve(cfg: Config) -> Result<()> {
     let metrics = crate::telemetry::init_metrics();
-    let lake = Lake::open(&cfg).await?;
+    let lake = with_plugins(Lake::open(&cfg).await?, &cfg)?;
     let app = crate::http::router(crate::http::AppState { lake, metrics });
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await

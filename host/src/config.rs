@@ -501,25 +501,37 @@ pub fn from_parts(
     let mut cfg = Config::default();
     for (section, value) in &root {
         let value = value.clone();
-        let result = match section.as_str() {
-            "server" => section_from(section, value, &mut problems).map(|v| cfg.server = v),
-            "catalog" => section_from(section, value, &mut problems).map(|v| cfg.catalog = v),
-            "storage" => section_from(section, value, &mut problems).map(|v| cfg.storage = v),
-            "layers" => section_from(section, value, &mut problems).map(|v| cfg.layers = v),
-            "log" => section_from(section, value, &mut problems).map(|v| cfg.log = v),
-            "plugins" => section_from(section, value, &mut problems).map(|v| cfg.plugins = v),
-            other => {
-                problems.push(format!("unknown section or key `{other}`"));
-                None
-            }
-        };
-        let _ = result;
+        match section.as_str() {
+            "server" => set(&mut cfg.server, section_from(section, value, &mut problems)),
+            "catalog" => set(
+                &mut cfg.catalog,
+                section_from(section, value, &mut problems),
+            ),
+            "storage" => set(
+                &mut cfg.storage,
+                section_from(section, value, &mut problems),
+            ),
+            "layers" => set(&mut cfg.layers, section_from(section, value, &mut problems)),
+            "log" => set(&mut cfg.log, section_from(section, value, &mut problems)),
+            "plugins" => set(
+                &mut cfg.plugins,
+                section_from(section, value, &mut problems),
+            ),
+            other => problems.push(format!("unknown section or key `{other}`")),
+        }
     }
     problems.extend(validate(&cfg));
     if problems.is_empty() {
         Ok(cfg)
     } else {
         Err(ConfigErrors(problems))
+    }
+}
+
+/// Keeps the default when a section had problems (they are already recorded).
+fn set<T>(slot: &mut T, parsed: Option<T>) {
+    if let Some(v) = parsed {
+        *slot = v;
     }
 }
 

@@ -260,7 +260,9 @@ pub fn content_type_for(name: &str) -> &'static str {
 
 impl Lake {
     /// Builds a lake from configuration: connects the catalog (migrating if configured) and prepares
-    /// one bucket per layer, recording what the store enforces.
+    /// one bucket per layer, recording what the store enforces. The plugin runtime is not started
+    /// here (on a cold cache it compiles every component): callers that run plugins attach it with
+    /// [`Lake::with_plugins`].
     pub async fn open(cfg: &Config) -> anyhow::Result<Lake> {
         use anyhow::Context;
         let url = cfg.catalog.url.expose();
@@ -293,9 +295,7 @@ impl Lake {
                 Arc::new(blob::s3::S3Store::new(&cfg.storage.s3).context("configuring S3")?)
             }
         };
-        let plugins =
-            crate::plugins::Plugins::open(&cfg.plugins).context("starting the plugin runtime")?;
-        let lake = Lake::new(catalog, blobs, Settings::from_config(cfg)).with_plugins(plugins);
+        let lake = Lake::new(catalog, blobs, Settings::from_config(cfg));
         lake.prepare_buckets()
             .await
             .context("preparing the layer buckets")?;
@@ -430,6 +430,11 @@ impl Lake {
                 }
             }
         };
+        if prefix.is_empty() {
+            return Err(LakeError::Invalid(
+                "object_path: objects must be inside a prefix such as source/id/".into(),
+            ));
+        }
         // A dataset is flat: nested objects would need names with '/', so say so instead of
         // silently cataloging only part of what is there.
         if let Some(nested) = objects
@@ -452,11 +457,6 @@ impl Lake {
                 content_type: content_type_for(rel).to_owned(),
                 created_at: Utc::now(),
             });
-        }
-        if prefix.is_empty() {
-            return Err(LakeError::Invalid(
-                "object_path: objects must be inside a prefix such as source/id/".into(),
-            ));
         }
         let action = req.action.unwrap_or(Action::Registration);
         let new = NewDataset {

@@ -136,8 +136,7 @@ impl Lake {
                     .blobs
                     .get(&input.bucket, &format!("{}{}", input.prefix, file.name))
                     .await?;
-                let mut inv = plugins.parse(&manifest.name, params, body).await;
-                inv.usage.wall = inv.usage.wall.max(std::time::Duration::ZERO);
+                let inv = plugins.parse(&manifest.name, params, body).await;
                 (inv, Some(file.name))
             }
             Kind::Step => {
@@ -302,11 +301,18 @@ impl Lake {
                 .blobs
                 .get(&d.bucket, &format!("{}{}", d.prefix, f.name))
                 .await?;
-            let chunks: Vec<bytes::Bytes> = stream
-                .try_collect()
+            // One buffer, filled as the stream arrives (Parquet needs random access to its footer).
+            let bytes = stream
+                .try_fold(
+                    bytes::BytesMut::with_capacity(f.size as usize),
+                    |mut acc, chunk| async move {
+                        acc.extend_from_slice(&chunk);
+                        Ok(acc)
+                    },
+                )
                 .await
-                .map_err(|e| LakeError::Unavailable(e.to_string()))?;
-            let bytes = bytes::Bytes::from(chunks.concat());
+                .map_err(|e| LakeError::Unavailable(e.to_string()))?
+                .freeze();
             let reader =
                 parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
                     .and_then(|b| b.with_batch_size(64 * 1024).build())

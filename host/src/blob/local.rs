@@ -177,10 +177,8 @@ impl BlobStore for LocalStore {
                 };
                 let ft = entry.file_type().await.map_err(|e| io_err(&dir, e))?;
                 if ft.is_dir() {
-                    if prefix.starts_with(&format!("{key}/"))
-                        || key.starts_with(prefix)
-                        || prefix.starts_with(&key)
-                    {
+                    // Descend where the prefix continues below this directory, or covers it.
+                    if key.starts_with(prefix) || prefix.starts_with(&key) {
                         stack.push((entry.path(), key));
                     }
                 } else if ft.is_file() && key.starts_with(prefix) {

@@ -408,6 +408,28 @@ impl Runtime {
         Ok((store, stderr))
     }
 
+    /// Runs `body` in a fresh store with `limits`, turning traps into [`InvokeError`]s, and reports
+    /// what the invocation used. The store is dropped afterwards, so a trapped instance is never reused.
+    fn invoke(
+        &self,
+        plugin: &str,
+        limits: &Limits,
+        body: impl FnOnce(
+            &mut Store<HostState>,
+            &dyn Fn(wasmtime::Error) -> InvokeError,
+        ) -> Result<Table, InvokeError>,
+    ) -> (Result<Table, InvokeError>, Usage) {
+        let started = Instant::now();
+        let (mut store, stderr) = match self.store(plugin, limits) {
+            Ok(s) => s,
+            Err(e) => return (Err(e), Usage::default()),
+        };
+        let trap = |e: wasmtime::Error| classify(e, &stderr, limits);
+        let result = body(&mut store, &trap);
+        let usage = self.usage(&mut store, started, limits);
+        (result, usage)
+    }
+
     /// Runs a parser over input chunks.
     pub(super) fn parse(
         &self,
@@ -423,40 +445,33 @@ impl Runtime {
                 Usage::default(),
             );
         };
-        let started = Instant::now();
-        let (mut store, stderr) = match self.store(plugin, limits) {
-            Ok(s) => s,
-            Err(e) => return (Err(e), Usage::default()),
-        };
-        let result = (|| {
-            let inst = pre
-                .instantiate(&mut store)
-                .map_err(|e| classify(e, &stderr, limits))?;
+        self.invoke(plugin, limits, |store, trap| {
+            let inst = pre.instantiate(&mut *store).map_err(trap)?;
             let parse = inst.lake_plugin_parser().parse();
             let params = params.to_vec();
             let handle = parse
-                .call_start(&mut store, &params)
-                .map_err(|e| classify(e, &stderr, limits))?
+                .call_start(&mut *store, &params)
+                .map_err(trap)?
                 .map_err(plugin_error)?;
             let mut out = Vec::new();
             while let Some(chunk) = next_chunk() {
                 let chunk = chunk.map_err(|e| InvokeError::Input(e.to_string()))?;
-                let ipc = parse
-                    .call_push(&mut store, handle, &chunk)
-                    .map_err(|e| classify(e, &stderr, limits))?
-                    .map_err(plugin_error)?;
-                out.extend(ipc);
+                out.extend(
+                    parse
+                        .call_push(&mut *store, handle, &chunk)
+                        .map_err(trap)?
+                        .map_err(plugin_error)?,
+                );
             }
-            let ipc = parse
-                .call_finish(&mut store, handle)
-                .map_err(|e| classify(e, &stderr, limits))?
-                .map_err(plugin_error)?;
-            out.extend(ipc);
-            let _ = handle.resource_drop(&mut store);
+            out.extend(
+                parse
+                    .call_finish(&mut *store, handle)
+                    .map_err(trap)?
+                    .map_err(plugin_error)?,
+            );
+            let _ = handle.resource_drop(&mut *store);
             decode(out)
-        })();
-        let usage = self.usage(&mut store, started, limits);
-        (result, usage)
+        })
     }
 
     /// Runs a step over input tables.
@@ -474,46 +489,37 @@ impl Runtime {
                 Usage::default(),
             );
         };
-        let started = Instant::now();
-        let (mut store, stderr) = match self.store(plugin, limits) {
-            Ok(s) => s,
-            Err(e) => return (Err(e), Usage::default()),
-        };
-        let result = (|| {
+        self.invoke(plugin, limits, |store, trap| {
             let schemas = inputs
                 .iter()
                 .map(|t| encode(&t.schema, &[]))
                 .collect::<Result<Vec<_>, _>>()?;
-            let inst = pre
-                .instantiate(&mut store)
-                .map_err(|e| classify(e, &stderr, limits))?;
+            let inst = pre.instantiate(&mut *store).map_err(trap)?;
             let run = inst.lake_plugin_step().run();
             let params = params.to_vec();
             let handle = run
-                .call_start(&mut store, &params, &schemas)
-                .map_err(|e| classify(e, &stderr, limits))?
+                .call_start(&mut *store, &params, &schemas)
+                .map_err(trap)?
                 .map_err(plugin_error)?;
             let mut out = Vec::new();
             for (i, table) in inputs.iter().enumerate() {
                 for batch in &table.batches {
                     let ipc = encode(&table.schema, std::slice::from_ref(batch))?;
-                    let r = run
-                        .call_push(&mut store, handle, i as u32, &ipc)
-                        .map_err(|e| classify(e, &stderr, limits))?
-                        .map_err(plugin_error)?;
-                    out.extend(r);
+                    out.extend(
+                        run.call_push(&mut *store, handle, i as u32, &ipc)
+                            .map_err(trap)?
+                            .map_err(plugin_error)?,
+                    );
                 }
             }
-            let r = run
-                .call_finish(&mut store, handle)
-                .map_err(|e| classify(e, &stderr, limits))?
-                .map_err(plugin_error)?;
-            out.extend(r);
-            let _ = handle.resource_drop(&mut store);
+            out.extend(
+                run.call_finish(&mut *store, handle)
+                    .map_err(trap)?
+                    .map_err(plugin_error)?,
+            );
+            let _ = handle.resource_drop(&mut *store);
             decode(out)
-        })();
-        let usage = self.usage(&mut store, started, limits);
-        (result, usage)
+        })
     }
 
     fn usage(&self, store: &mut Store<HostState>, started: Instant, limits: &Limits) -> Usage {
