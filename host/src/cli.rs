@@ -1,7 +1,7 @@
 //! The `lake` command line: `serve`, `migrate`, `config check`, and catalog, promotion and lineage
 //! commands that call the same [`Lake`] service the HTTP API uses.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -95,6 +95,20 @@ enum PluginCmd {
     List,
     /// One plugin's manifest and limits.
     Inspect { name: String },
+    /// Run a plugin on local files, outside the catalog: a parser on one file, a step on Parquet
+    /// files, a connector on nothing (its objects go to --out, a directory). Prints a summary.
+    Run {
+        /// Plugin name.
+        name: String,
+        /// Input files.
+        inputs: Vec<PathBuf>,
+        /// Parameters as a JSON object.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Where to write the output: a Parquet file (parsers, steps) or a directory (connectors).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Scaffold a new plugin crate that builds as-is.
     New {
         /// Plugin name: lowercase letters, digits and '-'.
@@ -320,6 +334,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 PluginCmd::New { .. } => {
                     anyhow::bail!("plugin new is handled before the registry starts")
                 }
+                PluginCmd::Run {
+                    name,
+                    inputs,
+                    params,
+                    out,
+                } => return plugin_run(&plugins, &name, &inputs, &params, out.as_deref()).await,
                 PluginCmd::Inspect { name } => {
                     let m = plugins
                         .get(&name)
@@ -496,4 +516,23 @@ async fn shutdown() {
     let term = std::future::pending::<()>();
     tokio::select! { () = ctrl_c => {}, () = term => {} }
     tracing::info!("Shutting down");
+}
+
+/// `lake plugin run`: prints the summary; exit code 2 when the input or parameters are at fault.
+async fn plugin_run(
+    plugins: &crate::plugins::Plugins,
+    name: &str,
+    inputs: &[PathBuf],
+    params: &str,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let params: serde_json::Value =
+        serde_json::from_str(params).context("--params must be a JSON object")?;
+    let (summary, error) = plugins.run_local(name, inputs, &params, out).await?;
+    print_json(&summary)?;
+    Ok(match error {
+        None => ExitCode::SUCCESS,
+        Some(e) if e.is_caller_fault() => ExitCode::from(2),
+        Some(_) => ExitCode::FAILURE,
+    })
 }

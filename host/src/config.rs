@@ -85,8 +85,27 @@ pub struct PluginOverride {
     pub timeout_secs: Option<f64>,
     /// Fuel per invocation.
     pub fuel: Option<u64>,
-    /// Interfaces it may import beyond the defaults, by prefix (e.g. `wasi:http/`).
+    /// Interfaces it may import beyond the defaults, by prefix (e.g. `wasi:filesystem/`).
     pub grants: Vec<String>,
+    /// Origins a connector may reach over HTTP: `https://host` or `http://host:port`; every other
+    /// request is refused by the host.
+    pub hosts: Vec<String>,
+    /// Requests per second to each origin, shared by all of this plugin's invocations (NCBI asks
+    /// for at most 3 without an API key, 10 with one).
+    pub requests_per_sec: Option<f64>,
+    /// Credentials the host adds to every request this plugin sends to its `hosts`; the plugin never
+    /// sees them, and provenance records the URL without them.
+    pub credentials: Credentials,
+}
+
+/// Credentials a connector's requests carry, added by the host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Credentials {
+    /// Query parameters, e.g. `{ api_key = "..." }`.
+    pub query: BTreeMap<String, Secret>,
+    /// Headers, e.g. `{ Authorization = "Bearer ..." }`.
+    pub headers: BTreeMap<String, Secret>,
 }
 
 /// The HTTP server.
@@ -806,6 +825,25 @@ pub fn validate(cfg: &Config) -> Vec<String> {
                 "plugins.overrides.{name}.timeout_secs: must be between 0 and 86400"
             ));
         }
+        for h in &o.hosts {
+            if let Err(e) = check_origin(h) {
+                p.push(format!("plugins.overrides.{name}.hosts: {h:?} {e}"));
+            }
+        }
+        if o.requests_per_sec
+            .is_some_and(|r| !(r > 0.0 && r <= 10_000.0))
+        {
+            p.push(format!(
+                "plugins.overrides.{name}.requests_per_sec: must be between 0 and 10000"
+            ));
+        }
+        for h in o.credentials.headers.keys() {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                p.push(format!(
+                    "plugins.overrides.{name}.credentials.headers: {h:?} is not a header name"
+                ));
+            }
+        }
     }
     if tracing_subscriber::EnvFilter::try_new(&cfg.log.level).is_err() {
         p.push(format!(
@@ -814,6 +852,27 @@ pub fn validate(cfg: &Config) -> Vec<String> {
         ));
     }
     p
+}
+
+/// An origin as `hosts` takes it: `http(s)://host[:port]`, nothing after the authority.
+pub fn check_origin(origin: &str) -> Result<(), String> {
+    let uri: http::Uri = origin
+        .parse()
+        .map_err(|_| "is not a URL such as https://eutils.ncbi.nlm.nih.gov".to_owned())?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("must start with https:// or http://".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("names no host".into());
+    }
+    if uri
+        .path_and_query()
+        .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
+    {
+        return Err("must be an origin only, without a path or query".into());
+    }
+    Ok(())
 }
 
 /// S3's bucket naming rules, which the local backend follows too so a lake can move between them.

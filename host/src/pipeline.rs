@@ -313,19 +313,14 @@ impl Lake {
                 .await
                 .map_err(|e| LakeError::Unavailable(e.to_string()))?
                 .freeze();
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-                    .and_then(|b| b.with_batch_size(64 * 1024).build())
-                    .map_err(|e| {
-                        LakeError::Invalid(format!(
-                            "{} in dataset {} is not readable Parquet: {e}",
-                            f.name, d.id
-                        ))
-                    })?;
-            schema.get_or_insert_with(|| reader.schema());
-            for b in reader {
-                batches.push(b.map_err(|e| LakeError::Invalid(format!("{}: {e}", f.name)))?);
-            }
+            let t = read_parquet(bytes).map_err(|e| {
+                LakeError::Invalid(format!(
+                    "{} in dataset {} is not readable Parquet: {e}",
+                    f.name, d.id
+                ))
+            })?;
+            schema.get_or_insert(t.schema);
+            batches.extend(t.batches);
         }
         let schema = schema.ok_or_else(|| LakeError::Invalid("no schema".into()))?;
         Ok(Table { schema, batches })
@@ -344,23 +339,7 @@ impl Lake {
             .first()
             .ok_or_else(|| LakeError::Invalid("no inputs".into()))?;
         let id = DatasetId::new();
-        let mut buf = Vec::new();
-        {
-            let props = parquet::file::properties::WriterProperties::builder()
-                .set_compression(parquet::basic::Compression::SNAPPY)
-                .build();
-            let mut w =
-                parquet::arrow::ArrowWriter::try_new(&mut buf, table.schema.clone(), Some(props))
-                    .map_err(|e| {
-                    LakeError::Invalid(format!("the table cannot be written as Parquet: {e}"))
-                })?;
-            for b in &table.batches {
-                w.write(b)
-                    .map_err(|e| LakeError::Invalid(format!("writing Parquet: {e}")))?;
-            }
-            w.close()
-                .map_err(|e| LakeError::Invalid(format!("writing Parquet: {e}")))?;
-        }
+        let buf = write_parquet(table).map_err(LakeError::Invalid)?;
         let sha = crate::blob::Sha256::of(&buf).to_hex();
         let size = buf.len() as u64;
         let name = req
@@ -444,4 +423,31 @@ impl Lake {
         }
         Ok(Run::from_entry(e))
     }
+}
+
+/// A table as one Parquet file (Snappy-compressed).
+pub fn write_parquet(table: &Table) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, table.schema.clone(), Some(props))
+        .map_err(|e| format!("the table cannot be written as Parquet: {e}"))?;
+    for b in &table.batches {
+        w.write(b).map_err(|e| format!("writing Parquet: {e}"))?;
+    }
+    w.close().map_err(|e| format!("writing Parquet: {e}"))?;
+    Ok(buf)
+}
+
+/// A Parquet file's table.
+pub fn read_parquet(bytes: bytes::Bytes) -> Result<Table, String> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| b.with_batch_size(64 * 1024).build())
+        .map_err(|e| e.to_string())?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok(Table { schema, batches })
 }

@@ -5,7 +5,11 @@
 //! threads (guest code is CPU-bound), each in a fresh store, so a plugin that traps, panics, runs
 //! out of time or memory, or asks for something it was not granted fails only its own invocation.
 
+mod local;
+mod policy;
 mod runtime;
+
+pub use policy::Fetch;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -127,6 +131,22 @@ impl Table {
     }
 }
 
+/// One piece of an object a connector collected; objects come one after another, each in one or
+/// more pieces, the last marked `last` and carrying the content type and upstream facts.
+#[derive(Debug, Clone, Default)]
+pub struct Part {
+    /// Object name inside the collected dataset.
+    pub name: String,
+    /// The next bytes of the object, as the upstream sent them.
+    pub bytes: Vec<u8>,
+    /// True on the object's last piece.
+    pub last: bool,
+    /// On the last piece: the content type, when known.
+    pub content_type: Option<String>,
+    /// On the last piece: upstream version facts (etag, last-modified, release).
+    pub facts: Vec<(String, String)>,
+}
+
 /// Why an invocation failed; each variant has its own clear message.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -214,6 +234,10 @@ pub struct Plugins {
     entries: Arc<RwLock<BTreeMap<String, Arc<Entry>>>>,
     rejected: Arc<RwLock<Vec<Rejected>>>,
     cfg: Arc<PluginsConfig>,
+    /// Bounds invocations in flight to the instance pool (more wait their turn).
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Per-plugin request spacing for connectors, shared by all invocations.
+    rates: Arc<std::sync::Mutex<BTreeMap<String, Arc<policy::RateLimiter>>>>,
 }
 
 impl fmt::Debug for Plugins {
@@ -224,9 +248,10 @@ impl fmt::Debug for Plugins {
     }
 }
 
-/// The outcome of one invocation, for provenance.
+/// The outcome of one invocation, for provenance: a table for parsers and steps, the requests made
+/// for connectors (whose objects went to the caller's channel as they came).
 #[derive(Debug)]
-pub struct Invocation {
+pub struct Invocation<T = Table> {
     /// The plugin's manifest (absent when the name was unknown).
     pub manifest: Option<Manifest>,
     /// Limits granted.
@@ -234,7 +259,7 @@ pub struct Invocation {
     /// What was used.
     pub usage: Usage,
     /// The table, or why there is none.
-    pub result: Result<Table, InvokeError>,
+    pub result: Result<T, InvokeError>,
 }
 
 impl Plugins {
@@ -247,6 +272,10 @@ impl Plugins {
             entries: Arc::default(),
             rejected: Arc::default(),
             cfg: Arc::new(cfg.clone()),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                runtime::POOL_INSTANCES as usize / 2,
+            )),
+            rates: Arc::default(),
         };
         for (name, bytes) in bundled::BUNDLED {
             plugins.add(bytes, "bundled", name);
@@ -300,7 +329,9 @@ impl Plugins {
             .load(bytes, &sha, &all_grants)
             .and_then(|(m, pre)| {
                 // The load above allowed every grant in the file; hold this plugin to its own.
-                if let Some(denied) = runtime::denied_imports(&m.imports, &granted_for(&m.name)) {
+                if let Some(denied) =
+                    runtime::denied_imports(&m.imports, &granted_for(&m.name), m.kind)
+                {
                     return Err(InvokeError::Denied(format!("{}: {denied}", m.name)));
                 }
                 Ok((m, pre))
@@ -426,7 +457,9 @@ impl Plugins {
         let handle = tokio::runtime::Handle::current();
         let l = limits.clone();
         let e = entry.clone();
+        let slot = self.slots.clone().acquire_owned().await;
         let joined = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             // The guest runs on this blocking thread; input chunks are pulled from the async stream.
             let mut next = || {
                 handle
@@ -469,7 +502,9 @@ impl Plugins {
         let runtime = self.runtime.clone();
         let l = limits.clone();
         let e = entry.clone();
+        let slot = self.slots.clone().acquire_owned().await;
         let joined = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             runtime.step(&e.pre, &e.manifest.name, &params, &inputs, &l)
         })
         .await;
@@ -484,6 +519,125 @@ impl Plugins {
             limits,
             usage,
             result,
+        }
+    }
+}
+
+impl Plugins {
+    /// Runs a connector. Each part goes to `parts` as it comes (the caller stores it); the result
+    /// lists every request the connector made. Its HTTP is policed by the `hosts`,
+    /// `requests_per_sec` and `credentials` lake.toml sets for it.
+    pub async fn collect(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        parts: tokio::sync::mpsc::Sender<Part>,
+    ) -> Invocation<Vec<Fetch>> {
+        let limits = self.limits_for(name);
+        let Some(entry) = self.entry(name) else {
+            return Invocation {
+                manifest: None,
+                limits,
+                usage: Usage::default(),
+                result: Err(InvokeError::Unknown(name.to_owned())),
+            };
+        };
+        let rate = self
+            .rates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(entry.manifest.name.clone())
+            .or_default()
+            .clone();
+        let policy = policy::HttpPolicy::for_plugin(
+            &entry.manifest.name,
+            self.cfg.overrides.get(&entry.manifest.name),
+            rate,
+            std::time::Instant::now() + limits.timeout,
+        );
+        let runtime = self.runtime.clone();
+        let l = limits.clone();
+        let e = entry.clone();
+        let slot = self.slots.clone().acquire_owned().await;
+        let joined = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let mut check = PartCheck::default();
+            let mut sink = |p: Part| {
+                check.accept(&p)?;
+                parts
+                    .blocking_send(p)
+                    .map_err(|_| InvokeError::Input("the collection was abandoned".into()))
+            };
+            let (result, usage) =
+                runtime.collect(&e.pre, &e.manifest.name, &params, policy, &mut sink, &l);
+            let result = result.and_then(|f| check.finish().map(|()| f));
+            (result, usage)
+        })
+        .await;
+        let (result, usage) = joined.unwrap_or_else(|e| {
+            (
+                Err(InvokeError::Trap(format!("invocation thread failed: {e}"))),
+                Usage::default(),
+            )
+        });
+        Invocation {
+            manifest: Some(entry.manifest.clone()),
+            limits,
+            usage,
+            result,
+        }
+    }
+}
+
+/// Checks the parts a connector hands over: sensible names, one object at a time.
+#[derive(Default)]
+struct PartCheck {
+    open: Option<String>,
+    objects: usize,
+}
+
+/// Objects one collection may produce.
+const MAX_OBJECTS: usize = 100_000;
+
+impl PartCheck {
+    fn accept(&mut self, p: &Part) -> Result<(), InvokeError> {
+        let bad = |why: &str| InvokeError::Output(format!("part {:?}: {why}", p.name));
+        if p.name.is_empty()
+            || p.name.len() > 512
+            || p.name.starts_with('/')
+            || p.name
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+            || p.name.chars().any(char::is_control)
+        {
+            return Err(bad(
+                "an object name must be a relative path without . or .. segments",
+            ));
+        }
+        match &self.open {
+            Some(open) if *open != p.name => {
+                return Err(bad(&format!(
+                    "object {open:?} was not finished (no last part)"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                self.objects += 1;
+                if self.objects > MAX_OBJECTS {
+                    return Err(bad(&format!("more than {MAX_OBJECTS} objects")));
+                }
+            }
+        }
+        self.open = (!p.last).then(|| p.name.clone());
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), InvokeError> {
+        match self.open {
+            Some(name) => Err(InvokeError::Output(format!(
+                "object {name:?} was not finished (no last part)"
+            ))),
+            None => Ok(()),
         }
     }
 }

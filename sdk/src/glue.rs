@@ -5,18 +5,25 @@
 
 pub use wit_bindgen as __wit_bindgen;
 
-#[cfg(all(feature = "parser", feature = "step"))]
+#[cfg(any(
+    all(feature = "parser", feature = "step"),
+    all(feature = "parser", feature = "connector"),
+    all(feature = "step", feature = "connector")
+))]
 compile_error!(
-    "lake-sdk: enable exactly one of the `parser` and `step` features per plugin crate, and build plugins \
-     one package at a time (`cargo build -p NAME`): a component carries one world"
+    "lake-sdk: enable exactly one of the `parser`, `step` and `connector` features per plugin crate, and \
+     build plugins one package at a time (`cargo build -p NAME`): a component carries one world"
 );
 
 use std::cell::RefCell;
 
-use crate::{Info, Level, PluginError, RecordBatch, SchemaRef};
+use crate::{Info, Level, PluginError};
+#[cfg(any(feature = "parser", feature = "step"))]
+use crate::{RecordBatch, SchemaRef};
 
 /// Encodes output batches, one self-describing IPC stream each; an empty output still carries its
 /// schema so the host always learns the table's shape.
+#[cfg(any(feature = "parser", feature = "step"))]
 fn encode(
     schema: Option<&SchemaRef>,
     batches: Vec<RecordBatch>,
@@ -177,6 +184,56 @@ pub mod step {
     }
 }
 
+/// Bindings and adapters of the connector world.
+#[cfg(feature = "connector")]
+pub mod connector {
+    use super::*;
+
+    #[allow(missing_docs, missing_debug_implementations, unsafe_code, clippy::all)]
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "connector-plugin",
+            path: "../wit/plugin@0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_connector_world",
+            default_bindings_module: "lake_sdk::glue::connector::bindings",
+            generate_all,
+            runtime_path: "lake_sdk::glue::__wit_bindgen::rt",
+        });
+    }
+
+    world_glue!(bindings);
+
+    use bindings::exports::lake::plugin::connector::{Collect, GuestCollect, Part};
+
+    /// Runs a [`crate::Connector`] behind the `collect` resource.
+    #[derive(Debug)]
+    pub struct CollectAdapter<C>(RefCell<C>);
+
+    impl<C: crate::Connector> GuestCollect for CollectAdapter<C> {
+        fn start(params: Vec<(String, String)>) -> Result<Collect, t::PluginError> {
+            let c = C::start(crate::Params::new(params)).map_err(err)?;
+            Ok(Collect::new(CollectAdapter(RefCell::new(c))))
+        }
+        fn next(&self) -> Result<Option<Part>, t::PluginError> {
+            let part = self.0.borrow_mut().next().map_err(err)?;
+            Ok(part.map(|p| Part {
+                name: p.name,
+                bytes: p.bytes,
+                last: p.last,
+                content_type: p.content_type,
+                facts: p.facts,
+            }))
+        }
+    }
+}
+
+#[cfg(all(
+    target_arch = "wasm32",
+    feature = "connector",
+    not(any(feature = "parser", feature = "step"))
+))]
+pub(crate) use connector::{log, progress};
 #[cfg(all(target_arch = "wasm32", feature = "parser"))]
 pub(crate) use parser::{log, progress};
 #[cfg(all(target_arch = "wasm32", feature = "step", not(feature = "parser")))]
@@ -231,6 +288,34 @@ macro_rules! export_step {
                 type Run = $crate::glue::step::RunAdapter<$t>;
             }
             $crate::glue::step::bindings::__export_step_world!(Export with_types_in $crate::glue::step::bindings);
+        }
+    };
+}
+
+/// Exports a [`crate::Connector`] as this component's connector. Use once, at the crate root.
+#[cfg(feature = "connector")]
+#[macro_export]
+macro_rules! export_connector {
+    ($t:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        mod __lake_connector_export {
+            use super::*;
+            struct Export;
+            impl $crate::glue::connector::bindings::exports::lake::plugin::plugin::Guest for Export {
+                fn describe() -> $crate::glue::connector::bindings::lake::plugin::types::Info {
+                    $crate::glue::connector::info(
+                        <$t as $crate::Connector>::info(),
+                        $crate::glue::connector::bindings::lake::plugin::types::Kind::Connector,
+                    )
+                }
+            }
+            impl $crate::glue::connector::bindings::exports::lake::plugin::connector::Guest
+                for Export
+            {
+                type Collect = $crate::glue::connector::CollectAdapter<$t>;
+            }
+            $crate::glue::connector::bindings::__export_connector_world!(Export with_types_in $crate::glue::connector::bindings);
         }
     };
 }

@@ -1,8 +1,8 @@
 //! Write plugins for the lake.
 //!
-//! A plugin is plain Rust: implement [`Parser`] (bytes in, table out) or [`Step`] (tables in,
-//! table out), describe it with [`Info`], and export it with [`export_parser!`] or
-//! [`export_step!`]. The trait methods take and return Arrow [`RecordBatch`]es and return
+//! A plugin is plain Rust: implement [`Parser`] (bytes in, table out), [`Step`] (tables in,
+//! table out) or [`Connector`] (an upstream source to objects, over [`http`]), describe it with
+//! [`Info`], and export it with [`export_parser!`], [`export_step!`] or [`export_connector!`]. The trait methods take and return Arrow [`RecordBatch`]es and return
 //! [`PluginError`] on bad input, so the logic unit-tests natively with `cargo test`; the export macro
 //! wires it to the `lake:plugin@0.1.0` component interface when built for `wasm32-wasip2`. The raw
 //! bindings stay hidden. See `sdk/README.md` for a complete walk-through.
@@ -13,9 +13,12 @@ extern crate self as lake_sdk;
 mod params;
 pub mod table;
 
-#[cfg(any(feature = "parser", feature = "step"))]
+#[cfg(any(feature = "parser", feature = "step", feature = "connector"))]
 #[doc(hidden)]
 pub mod glue;
+
+#[cfg(feature = "connector")]
+pub mod http;
 
 pub use arrow_array;
 pub use arrow_array::RecordBatch;
@@ -101,6 +104,33 @@ pub trait Step: Sized + 'static {
     fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)>;
 }
 
+/// One piece of a collected object. A connector hands objects over one after another, each in one
+/// or more pieces (`last` marks the final one), so a large upstream file is never held whole.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Part {
+    /// Object name inside the collected dataset, e.g. `GSE16_family.soft.gz`.
+    pub name: String,
+    /// The next bytes of the object, exactly as the upstream sent them.
+    pub bytes: Vec<u8>,
+    /// True on the object's last piece.
+    pub last: bool,
+    /// On the last piece: the content type, when known.
+    pub content_type: Option<String>,
+    /// On the last piece: upstream version facts (etag, last-modified, release, entry version).
+    pub facts: Vec<(String, String)>,
+}
+
+/// Fetches from an upstream source over HTTP ([`http`]); the host polices every request (granted
+/// hosts only, rate limits, credentials added by the host, `Retry-After` honoured).
+pub trait Connector: Sized + 'static {
+    /// Name, version, description, and the hosts it needs as capabilities (`http:HOST`).
+    fn info() -> Info;
+    /// Starts a collection; refuse bad parameters (an unknown accession format) here.
+    fn start(params: Params) -> Result<Self>;
+    /// The next piece of the next object, or `None` when everything has been collected.
+    fn next(&mut self) -> Result<Option<Part>>;
+}
+
 /// Log severity for [`log`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -118,7 +148,10 @@ pub enum Level {
 
 /// Writes to the host's structured log (to stderr when running natively, as in unit tests).
 pub fn log(level: Level, message: &str) {
-    #[cfg(all(target_arch = "wasm32", any(feature = "parser", feature = "step")))]
+    #[cfg(all(
+        target_arch = "wasm32",
+        any(feature = "parser", feature = "step", feature = "connector")
+    ))]
     glue::log(level, message);
     #[cfg(not(all(target_arch = "wasm32", any(feature = "parser", feature = "step"))))]
     eprintln!("[{level:?}] {message}");
@@ -126,7 +159,10 @@ pub fn log(level: Level, message: &str) {
 
 /// Reports progress to the host: `done` units of `total`, when known.
 pub fn progress(done: u64, total: Option<u64>) {
-    #[cfg(all(target_arch = "wasm32", any(feature = "parser", feature = "step")))]
+    #[cfg(all(
+        target_arch = "wasm32",
+        any(feature = "parser", feature = "step", feature = "connector")
+    ))]
     glue::progress(done, total);
     #[cfg(not(all(target_arch = "wasm32", any(feature = "parser", feature = "step"))))]
     let _ = (done, total);

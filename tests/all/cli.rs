@@ -108,3 +108,68 @@ fn register_upload_promote_lineage_and_refused_delete() {
     assert!(ok);
     assert_eq!(json(&out)["total_datasets"], 2);
 }
+
+#[test]
+fn plugin_run_parses_a_local_file_and_steps_over_parquet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let cache = crate::plugins::shared_cache();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lake"))
+            .args(args)
+            .current_dir(d)
+            .env_remove("LAKE_CONFIG")
+            .env("LAKE_LOG", "warn")
+            .env("LAKE_PLUGINS__CACHE_DIR", &cache)
+            .output()
+            .expect("run lake");
+        (
+            out.status.code(),
+            json(&String::from_utf8_lossy(&out.stdout)),
+        )
+    };
+    let iris = crate::plugins::shared().join("fixtures/csv/iris.csv");
+    let (code, out) = run(&[
+        "plugin",
+        "run",
+        "csv",
+        iris.to_str().expect("utf-8"),
+        "--out",
+        "iris.parquet",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out["plugin"], "csv");
+    assert_eq!(out["result"]["rows"], 150);
+    assert_eq!(out["result"]["columns"][4]["name"], "species");
+    assert!(out["usage"]["peak_memory_bytes"].as_u64().expect("peak") > 0);
+    assert!(d.join("iris.parquet").is_file());
+
+    let (code, out) = run(&[
+        "plugin",
+        "run",
+        "select",
+        "iris.parquet",
+        "--params",
+        r#"{"columns": ["species"]}"#,
+        "--out",
+        "species.parquet",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out["result"]["rows"], 150);
+    assert_eq!(
+        out["result"]["columns"].as_array().expect("columns").len(),
+        1
+    );
+
+    // The caller's mistake: exit code 2 and the plugin's own error.
+    let (code, out) = run(&[
+        "plugin",
+        "run",
+        "select",
+        "iris.parquet",
+        "--params",
+        r#"{"columns": ["nope"]}"#,
+    ]);
+    assert_eq!(code, Some(2), "{out}");
+    assert_eq!(out["result"]["error"]["code"], "invalid_params");
+}

@@ -10,8 +10,8 @@ use lake_host::plugins::{InvokeError, Plugins};
 
 const FEATURES: [&str; 5] = ["spin", "membomb", "panic", "readfile", "socket"];
 
-/// Builds every hostile component once per test run (a file lock serialises the test processes)
-/// and returns the directory holding `hostile-<feature>.wasm`.
+/// Builds every test component once per test run (a file lock serialises the test processes) and
+/// returns the directory holding `hostile-<feature>.wasm` and the `fetch.wasm` connector.
 pub fn components() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -19,16 +19,20 @@ pub fn components() -> PathBuf {
     std::fs::create_dir_all(&out).expect("output dir");
     let lock = std::fs::File::create(tmp.join("hostile.lock")).expect("lock file");
     lock.lock().expect("lock");
-    for f in FEATURES {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--features",
-                f,
-            ])
+    let build = |package: &str, feature: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            package,
+        ]);
+        if let Some(f) = feature {
+            cmd.args(["--features", f]);
+        }
+        let status = cmd
             .arg("--manifest-path")
             .arg(root.join("tests/components/Cargo.toml"))
             .arg("--target-dir")
@@ -40,14 +44,20 @@ pub fn components() -> PathBuf {
             .expect("run cargo");
         assert!(
             status.success(),
-            "building the hostile component {f} failed"
+            "building the test component {package} {feature:?} failed"
         );
+        tmp.join(format!(
+            "hostile-target/wasm32-wasip2/release/{package}.wasm"
+        ))
+    };
+    for f in FEATURES {
         std::fs::copy(
-            tmp.join("hostile-target/wasm32-wasip2/release/hostile.wasm"),
+            build("hostile", Some(f)),
             out.join(format!("hostile-{f}.wasm")),
         )
         .expect("copy");
     }
+    std::fs::copy(build("fetch", None), out.join("fetch.wasm")).expect("copy");
     lock.unlock().expect("unlock");
     out
 }

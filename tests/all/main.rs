@@ -10,6 +10,7 @@ mod blob_conformance;
 mod catalog_conformance;
 mod cli;
 mod config;
+mod connectors;
 mod hostile;
 mod http_api;
 mod object_lock;

@@ -17,8 +17,13 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+    WasiHttpView,
+};
 
-use super::{InvokeError, Kind, Limits, Manifest, Table, Usage};
+use super::policy::{Fetch, HttpPolicy, MAX_RETRIES, retry_after};
+use super::{InvokeError, Kind, Limits, Manifest, Part, Table, Usage};
 
 /// Bindings of the parser world (host side).
 mod parser_world {
@@ -37,11 +42,33 @@ mod step_world {
     });
 }
 
+/// Bindings of the connector world: its wasi:http imports are served by wasmtime-wasi-http.
+mod connector_world {
+    wasmtime::component::bindgen!({
+        world: "connector-plugin",
+        path: "../wit/plugin@0.1.0",
+        with: {
+            "lake:plugin/types": super::parser_world::lake::plugin::types,
+            "lake:plugin/host": super::parser_world::lake::plugin::host,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::sync::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
+        require_store_data_send: true,
+    });
+}
+
 use parser_world::lake::plugin::host::Level;
 use parser_world::lake::plugin::types::{Kind as WitKind, PluginError as WitError};
 
 /// How often the epoch advances; deadlines are whole ticks.
 const TICK: Duration = Duration::from_millis(10);
+
+/// Component instances alive at once (in-flight invocations plus loads); more wait for a slot.
+pub(super) const POOL_INSTANCES: u32 = 128;
+
+/// Bytes of each pooled linear memory kept resident (zeroed on reuse) between invocations.
+const KEEP_RESIDENT: usize = 8 << 20;
 
 /// Interfaces a plugin may import without a grant: what Rust's standard library needs to run, plus
 /// the lake's own host interface. Everything else (files, sockets, HTTP) needs a capability.
@@ -64,11 +91,18 @@ pub(super) fn always_allowed(import: &str) -> bool {
     ALWAYS_ALLOWED.iter().any(|p| import.starts_with(p))
 }
 
+/// What a connector imports beyond the defaults: HTTP, policed per request by [`HttpPolicy`].
+const CONNECTOR_ALLOWED: &[&str] = &["wasi:http/outgoing-handler@", "wasi:http/types@"];
+
 /// Every import outside the defaults and the grants, as one message; `None` when all are allowed.
-pub(super) fn denied_imports(imports: &[String], granted: &[String]) -> Option<String> {
+pub(super) fn denied_imports(imports: &[String], granted: &[String], kind: Kind) -> Option<String> {
     let denied: Vec<&str> = imports
         .iter()
-        .filter(|i| !always_allowed(i) && !granted.iter().any(|g| i.starts_with(g.as_str())))
+        .filter(|i| {
+            !always_allowed(i)
+                && !(kind == Kind::Connector && CONNECTOR_ALLOWED.iter().any(|p| i.starts_with(p)))
+                && !granted.iter().any(|g| i.starts_with(g.as_str()))
+        })
         .map(String::as_str)
         .collect();
     (!denied.is_empty()).then(|| {
@@ -86,6 +120,8 @@ pub(super) struct HostState {
     limiter: Limiter,
     plugin: String,
     progress: Option<(u64, Option<u64>)>,
+    http: WasiHttpCtx,
+    policy: PolicyHooks,
 }
 
 impl WasiView for HostState {
@@ -95,6 +131,115 @@ impl WasiView for HostState {
             table: &mut self.table,
         }
     }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.policy,
+        }
+    }
+}
+
+/// The host's hand on every request a connector sends: origin allowlist, rate limit, credentials,
+/// `Retry-After`, time limits, and a record of the request.
+struct PolicyHooks(HttpPolicy);
+
+type HttpIo = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
+impl WasiHttpHooks for PolicyHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: HttpIo,
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, HttpIo), HttpError>> + Send>
+    {
+        drop(fut);
+        let policy = self.0.clone();
+        Box::new(async move {
+            let method = request.method().to_string();
+            let url = request.uri().to_string();
+            let mut fetch = Fetch {
+                method: method.clone(),
+                url,
+                status: None,
+                retries: 0,
+                error: None,
+            };
+            let origin = match policy.check(request.uri()) {
+                Ok(o) => o,
+                Err(reason) => {
+                    tracing::warn!(reason = %reason, "Plugin HTTP request denied");
+                    fetch.error = Some(format!("denied: {reason}"));
+                    policy.record(fetch);
+                    return Err(HttpError::HttpRequestDenied);
+                }
+            };
+            let (mut parts, body) = request.into_parts();
+            policy.add_credentials(&mut parts);
+            // Only bodiless requests are asked again: their body is known to be empty.
+            let repeatable = matches!(parts.method, http::Method::GET | http::Method::HEAD);
+            let mut body = Some(body);
+            loop {
+                policy.wait_turn(&origin).await;
+                let left = policy.remaining();
+                if left.is_zero() {
+                    fetch.error = Some("the invocation's time limit passed".into());
+                    policy.record(fetch);
+                    return Err(HttpError::ConnectionTimeout);
+                }
+                let cap = |d: Option<Duration>| Some(d.map_or(left, |d| d.min(left)));
+                let opts = RequestOptions {
+                    connect_timeout: cap(options.and_then(|o| o.connect_timeout)),
+                    first_byte_timeout: cap(options.and_then(|o| o.first_byte_timeout)),
+                    between_bytes_timeout: cap(options.and_then(|o| o.between_bytes_timeout)),
+                };
+                let body = body.take().unwrap_or_else(empty_body);
+                let mut req = http::Request::new(body);
+                *req.method_mut() = parts.method.clone();
+                *req.uri_mut() = parts.uri.clone();
+                *req.version_mut() = parts.version;
+                *req.headers_mut() = parts.headers.clone();
+                match wasmtime_wasi_http::default_send_request(req, Some(opts)).await {
+                    Ok((res, io)) => {
+                        let status = res.status();
+                        let wait = retry_after(res.headers().get(http::header::RETRY_AFTER));
+                        if let (true, Some(wait)) = (
+                            status == 429 || status == 503,
+                            wait.filter(|w| {
+                                repeatable && fetch.retries < MAX_RETRIES && *w < policy.remaining()
+                            }),
+                        ) {
+                            fetch.retries += 1;
+                            tracing::info!(url = %fetch.url, status = status.as_u16(), wait_secs = wait.as_secs(), "Upstream asked to retry later");
+                            drop((res, io));
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        fetch.status = Some(status.as_u16());
+                        policy.record(fetch);
+                        use http_body_util::BodyExt;
+                        return Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as HttpIo));
+                    }
+                    Err(e) => {
+                        fetch.error = Some(format!("{e:?}"));
+                        policy.record(fetch);
+                        return Err(e);
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn empty_body() -> WasiBody {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 impl parser_world::lake::plugin::host::Host for HostState {
@@ -172,6 +317,7 @@ impl ResourceLimiter for Limiter {
 pub(super) enum Pre {
     Parser(parser_world::ParserPluginPre<HostState>),
     Step(step_world::StepPluginPre<HostState>),
+    Connector(connector_world::ConnectorPluginPre<HostState>),
 }
 
 impl std::fmt::Debug for Pre {
@@ -179,6 +325,7 @@ impl std::fmt::Debug for Pre {
         f.write_str(match self {
             Pre::Parser(_) => "Pre::Parser",
             Pre::Step(_) => "Pre::Step",
+            Pre::Connector(_) => "Pre::Connector",
         })
     }
 }
@@ -188,6 +335,7 @@ pub(super) struct Runtime {
     engine: Engine,
     parser_linker: Linker<HostState>,
     step_linker: Linker<HostState>,
+    connector_linker: Linker<HostState>,
     cache_dir: PathBuf,
     compat: String,
     fuel: bool,
@@ -214,7 +362,27 @@ impl Runtime {
         cfg.consume_fuel(fuel);
         // Plain synchronous calls on a blocking thread: no component-model-async machinery needed.
         cfg.wasm_component_model(true);
-        let engine = Engine::new(&cfg).map_err(engine_error)?;
+        // A fresh instance per invocation mostly pays for first touches of its memory. The pooling
+        // allocator reuses slots whose first pages stay resident (zeroed, not unmapped), which
+        // roughly halves the cost of a small invocation. It reserves address space up front; where
+        // that is refused, the default on-demand allocator is used.
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 8)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 8)
+            .max_memory_size(4 << 30)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(64 << 10);
+        let mut pooled = cfg.clone();
+        pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let engine = match Engine::new(&pooled) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "The pooling allocator is unavailable; instances are allocated on demand");
+                Engine::new(&cfg).map_err(engine_error)?
+            }
+        };
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("lake-epoch".into())
@@ -235,6 +403,15 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut step_linker).map_err(engine_error)?;
         step_world::StepPlugin::add_to_linker::<_, HasSelf<_>>(&mut step_linker, |s| s)
             .map_err(engine_error)?;
+        let mut connector_linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut connector_linker).map_err(engine_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut connector_linker)
+            .map_err(engine_error)?;
+        parser_world::lake::plugin::host::add_to_linker::<_, HasSelf<_>>(
+            &mut connector_linker,
+            |s| s,
+        )
+        .map_err(engine_error)?;
 
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -248,6 +425,7 @@ impl Runtime {
             engine,
             parser_linker,
             step_linker,
+            connector_linker,
             cache_dir: cache_dir.to_path_buf(),
             compat: format!("{:016x}", h.finish()),
             fuel,
@@ -272,40 +450,56 @@ impl Runtime {
             .exports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        if let Some(denied) = denied_imports(&imports, granted) {
-            return Err(InvokeError::Denied(denied));
-        }
-        let pre = if exports.iter().any(|e| e.starts_with("lake:plugin/parser@")) {
-            let p = self
-                .parser_linker
-                .instantiate_pre(&component)
-                .map_err(engine_error)?;
-            Pre::Parser(parser_world::ParserPluginPre::new(p).map_err(engine_error)?)
+        let world = if exports.iter().any(|e| e.starts_with("lake:plugin/parser@")) {
+            Kind::Parser
         } else if exports.iter().any(|e| e.starts_with("lake:plugin/step@")) {
-            let p = self
-                .step_linker
-                .instantiate_pre(&component)
-                .map_err(engine_error)?;
-            Pre::Step(step_world::StepPluginPre::new(p).map_err(engine_error)?)
+            Kind::Step
         } else if exports
             .iter()
             .any(|e| e.starts_with("lake:plugin/connector@"))
         {
-            return Err(InvokeError::Load(
-                "connector components are not run by this host yet: the wasi:http policing they need arrives with the source connectors".into(),
-            ));
+            Kind::Connector
         } else {
             return Err(InvokeError::Load(format!(
                 "the component exports none of the lake:plugin worlds (it exports {exports:?})"
             )));
         };
+        if let Some(denied) = denied_imports(&imports, granted, world) {
+            return Err(InvokeError::Denied(denied));
+        }
+        let pre = match world {
+            Kind::Parser => {
+                let p = self
+                    .parser_linker
+                    .instantiate_pre(&component)
+                    .map_err(engine_error)?;
+                Pre::Parser(parser_world::ParserPluginPre::new(p).map_err(engine_error)?)
+            }
+            Kind::Step => {
+                let p = self
+                    .step_linker
+                    .instantiate_pre(&component)
+                    .map_err(engine_error)?;
+                Pre::Step(step_world::StepPluginPre::new(p).map_err(engine_error)?)
+            }
+            Kind::Connector => {
+                let p = self
+                    .connector_linker
+                    .instantiate_pre(&component)
+                    .map_err(engine_error)?;
+                Pre::Connector(connector_world::ConnectorPluginPre::new(p).map_err(engine_error)?)
+            }
+        };
         let limits = Limits::describe();
-        let (mut store, _) = self.store("(loading)", &limits)?;
+        let (mut store, _) = self.store("(loading)", &limits, HttpPolicy::deny_all())?;
         let info = match &pre {
             Pre::Parser(p) => p
                 .instantiate(&mut store)
                 .and_then(|i| i.lake_plugin_plugin().call_describe(&mut store)),
             Pre::Step(p) => p
+                .instantiate(&mut store)
+                .and_then(|i| i.lake_plugin_plugin().call_describe(&mut store)),
+            Pre::Connector(p) => p
                 .instantiate(&mut store)
                 .and_then(|i| i.lake_plugin_plugin().call_describe(&mut store)),
         }
@@ -315,13 +509,9 @@ impl Runtime {
             WitKind::Step => Kind::Step,
             WitKind::Connector => Kind::Connector,
         };
-        let world_kind = match pre {
-            Pre::Parser(_) => Kind::Parser,
-            Pre::Step(_) => Kind::Step,
-        };
-        if kind != world_kind {
+        if kind != world {
             return Err(InvokeError::Load(format!(
-                "the component says it is a {kind} but exports the {world_kind} world"
+                "the component says it is a {kind} but exports the {world} world"
             )));
         }
         let manifest = Manifest {
@@ -378,6 +568,7 @@ impl Runtime {
         &self,
         plugin: &str,
         limits: &Limits,
+        policy: HttpPolicy,
     ) -> Result<(Store<HostState>, MemoryOutputPipe), InvokeError> {
         let stderr = MemoryOutputPipe::new(limits.stderr_bytes);
         // Nothing granted: no preopened directories, no environment, no arguments, no sockets
@@ -394,6 +585,8 @@ impl Runtime {
                 },
                 plugin: plugin.to_owned(),
                 progress: None,
+                http: WasiHttpCtx::new(),
+                policy: PolicyHooks(policy),
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -410,17 +603,18 @@ impl Runtime {
 
     /// Runs `body` in a fresh store with `limits`, turning traps into [`InvokeError`]s, and reports
     /// what the invocation used. The store is dropped afterwards, so a trapped instance is never reused.
-    fn invoke(
+    fn invoke<T>(
         &self,
         plugin: &str,
         limits: &Limits,
+        policy: HttpPolicy,
         body: impl FnOnce(
             &mut Store<HostState>,
             &dyn Fn(wasmtime::Error) -> InvokeError,
-        ) -> Result<Table, InvokeError>,
-    ) -> (Result<Table, InvokeError>, Usage) {
+        ) -> Result<T, InvokeError>,
+    ) -> (Result<T, InvokeError>, Usage) {
         let started = Instant::now();
-        let (mut store, stderr) = match self.store(plugin, limits) {
+        let (mut store, stderr) = match self.store(plugin, limits, policy) {
             Ok(s) => s,
             Err(e) => return (Err(e), Usage::default()),
         };
@@ -445,7 +639,7 @@ impl Runtime {
                 Usage::default(),
             );
         };
-        self.invoke(plugin, limits, |store, trap| {
+        self.invoke(plugin, limits, HttpPolicy::deny_all(), |store, trap| {
             let inst = pre.instantiate(&mut *store).map_err(trap)?;
             let parse = inst.lake_plugin_parser().parse();
             let params = params.to_vec();
@@ -489,7 +683,7 @@ impl Runtime {
                 Usage::default(),
             );
         };
-        self.invoke(plugin, limits, |store, trap| {
+        self.invoke(plugin, limits, HttpPolicy::deny_all(), |store, trap| {
             let schemas = inputs
                 .iter()
                 .map(|t| encode(&t.schema, &[]))
@@ -520,6 +714,70 @@ impl Runtime {
             let _ = handle.resource_drop(&mut *store);
             decode(out)
         })
+    }
+
+    /// Runs a connector, handing each part to `sink` as it comes. Returns the requests it made.
+    pub(super) fn collect(
+        &self,
+        pre: &Pre,
+        plugin: &str,
+        params: &[(String, String)],
+        policy: HttpPolicy,
+        sink: &mut dyn FnMut(Part) -> Result<(), InvokeError>,
+        limits: &Limits,
+    ) -> (Result<Vec<Fetch>, InvokeError>, Usage) {
+        let Pre::Connector(pre) = pre else {
+            return (
+                Err(InvokeError::Load(format!("{plugin} is not a connector"))),
+                Usage::default(),
+            );
+        };
+        let record = policy.clone();
+        let (result, usage) = self.invoke(plugin, limits, policy, |store, trap| {
+            let inst = pre.instantiate(&mut *store).map_err(trap)?;
+            let collect = inst.lake_plugin_connector().collect();
+            let params = params.to_vec();
+            let handle = collect
+                .call_start(&mut *store, &params)
+                .map_err(trap)?
+                .map_err(plugin_error)?;
+            while let Some(p) = collect
+                .call_next(&mut *store, handle)
+                .map_err(trap)?
+                .map_err(plugin_error)?
+            {
+                sink(Part {
+                    name: p.name,
+                    bytes: p.bytes,
+                    last: p.last,
+                    content_type: p.content_type,
+                    facts: p.facts,
+                })?;
+            }
+            let _ = handle.resource_drop(&mut *store);
+            Ok(())
+        });
+        let fetches = record.fetches();
+        // A plugin that failed after the host refused one of its requests failed because of it.
+        let result = match result {
+            // A request cut short by the deadline surfaces in the guest as an HTTP error.
+            Err(InvokeError::Plugin { .. } | InvokeError::Trap(_))
+                if record.remaining().is_zero() =>
+            {
+                Err(InvokeError::Timeout(limits.timeout))
+            }
+            Err(e) if !matches!(e, InvokeError::Timeout(_) | InvokeError::MemoryLimit(_)) => {
+                match fetches
+                    .iter()
+                    .find_map(|f| f.error.as_deref()?.strip_prefix("denied: "))
+                {
+                    Some(reason) => Err(InvokeError::Denied(reason.to_owned())),
+                    None => Err(e),
+                }
+            }
+            other => other.map(|()| fetches),
+        };
+        (result, usage)
     }
 
     fn usage(&self, store: &mut Store<HostState>, started: Instant, limits: &Limits) -> Usage {
@@ -587,29 +845,39 @@ fn encode(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, Invoke
     Ok(out)
 }
 
-/// Decodes and validates what a plugin returned: every IPC stream must agree on one schema.
+/// Decodes and validates what a plugin returned: every IPC stream must agree on one schema. Arrays
+/// are slices of the returned buffers (no second copy); validation stays on for guest data.
 fn decode(streams: Vec<Vec<u8>>) -> Result<Table, InvokeError> {
+    let unreadable = |e: arrow_schema::ArrowError| {
+        InvokeError::Output(format!("the plugin returned unreadable Arrow IPC: {e}"))
+    };
     let mut schema: Option<SchemaRef> = None;
     let mut batches = Vec::new();
     for bytes in streams {
-        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
-            .map_err(|e| {
-                InvokeError::Output(format!("the plugin returned unreadable Arrow IPC: {e}"))
-            })?;
-        let s = reader.schema();
-        match &schema {
-            None => schema = Some(s.clone()),
-            Some(first) if first.fields() != s.fields() => {
+        let mut buffer = arrow_buffer::Buffer::from_vec(bytes);
+        let mut decoder = arrow_ipc::reader::StreamDecoder::new();
+        while !buffer.is_empty() {
+            let batch = decoder.decode(&mut buffer).map_err(unreadable)?;
+            if let (None, Some(s)) = (&schema, decoder.schema()) {
+                schema = Some(s);
+            }
+            if let Some(b) = batch {
+                batches.push(b);
+            }
+        }
+        decoder.finish().map_err(unreadable)?;
+        match (&schema, decoder.schema()) {
+            (Some(first), Some(s)) if first.fields() != s.fields() => {
                 return Err(InvokeError::Output(
                     "the plugin returned batches with different schemas".into(),
                 ));
             }
-            Some(_) => {}
-        }
-        for b in reader {
-            batches.push(b.map_err(|e| {
-                InvokeError::Output(format!("the plugin returned an invalid batch: {e}"))
-            })?);
+            (_, None) => {
+                return Err(InvokeError::Output(
+                    "the plugin returned an IPC stream without a schema".into(),
+                ));
+            }
+            _ => {}
         }
     }
     let schema = schema.ok_or_else(|| {

@@ -7,6 +7,7 @@
 //!
 //! CSV cannot tell an empty field from a missing value, so both read as null in every column.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
@@ -104,9 +105,9 @@ impl Csv {
         f
     }
 
-    fn transcode(&self, chunk: &[u8]) -> Vec<u8> {
+    fn transcode<'a>(&self, chunk: &'a [u8]) -> Cow<'a, [u8]> {
         if !self.latin1 {
-            return chunk.to_vec();
+            return Cow::Borrowed(chunk);
         }
         let mut out = Vec::with_capacity(chunk.len() + chunk.len() / 8);
         for &b in chunk {
@@ -116,7 +117,7 @@ impl Csv {
                 out.extend_from_slice(char::from(b).encode_utf8(&mut [0; 2]).as_bytes());
             }
         }
-        out
+        Cow::Owned(out)
     }
 
     fn infer(&mut self) -> Result<()> {
@@ -160,15 +161,12 @@ impl Csv {
         Ok(())
     }
 
-    /// Feeds `pending` to the decoder, emitting every full batch.
-    fn drain(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
-        let Some(decoder) = self.decoder.as_mut() else {
-            return Ok(());
-        };
+    /// Feeds `data` to the decoder, emitting every full batch; returns the bytes consumed.
+    fn feed(decoder: &mut Decoder, data: &[u8], out: &mut Vec<RecordBatch>) -> Result<usize> {
         let mut offset = 0;
-        while offset < self.pending.len() {
+        while offset < data.len() {
             let used = decoder
-                .decode(&self.pending[offset..])
+                .decode(&data[offset..])
                 .map_err(|e| PluginError::InvalidInput(e.to_string()))?;
             offset += used;
             if used == 0 || decoder.capacity() == 0 {
@@ -178,12 +176,21 @@ impl Csv {
                 {
                     out.push(b);
                 }
-                if used == 0 && offset < self.pending.len() && decoder.capacity() > 0 {
+                if used == 0 && offset < data.len() && decoder.capacity() > 0 {
                     break;
                 }
             }
         }
-        self.pending.drain(..offset);
+        Ok(offset)
+    }
+
+    /// Feeds `pending` to the decoder, keeping what it did not consume.
+    fn drain(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Ok(());
+        };
+        let used = Self::feed(decoder, &self.pending, out)?;
+        self.pending.drain(..used);
         Ok(())
     }
 }
@@ -245,8 +252,14 @@ impl Parser for Csv {
             }
         }
         let bytes = self.transcode(chunk);
-        self.pending.extend_from_slice(&bytes);
         let mut out = Vec::new();
+        if let (Some(decoder), true) = (self.decoder.as_mut(), self.pending.is_empty()) {
+            // The common case: decode straight from the chunk, keeping only an unconsumed tail.
+            let used = Self::feed(decoder, &bytes, &mut out)?;
+            self.pending.extend_from_slice(&bytes[used..]);
+            return Ok(out);
+        }
+        self.pending.extend_from_slice(&bytes);
         if self.decoder.is_none() {
             if self.pending.len() < INFER_BYTES {
                 return Ok(out);

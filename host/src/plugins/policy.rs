@@ -1,0 +1,315 @@
+//! What a connector may do over HTTP: which origins it reaches, how fast, with which credentials,
+//! and the record of every request it made (for provenance).
+//!
+//! The runtime consults this for each outgoing request before anything leaves the machine. The
+//! plugin never sees the credentials: they are added here, after the plugin handed the request
+//! over, and the recorded URL is the one the plugin asked for.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::PluginOverride;
+
+/// Retries of a `429`/`503` answer that carried `Retry-After`.
+pub(super) const MAX_RETRIES: u32 = 3;
+
+/// One request a connector made, as provenance records it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Fetch {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The URL the plugin asked for (credentials added by the host are not in it).
+    pub url: String,
+    /// The final status, when a response came.
+    pub status: Option<u16>,
+    /// How many times the host waited out `Retry-After` and asked again.
+    pub retries: u32,
+    /// Why there was no response (`denied: ...`, a connection error).
+    pub error: Option<String>,
+}
+
+/// Spaces requests to each origin; shared by every invocation of one plugin.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimiter {
+    next: Mutex<HashMap<String, Instant>>,
+}
+
+impl RateLimiter {
+    /// Reserves the next slot for `origin` at `per_sec` and returns when it starts.
+    fn reserve(&self, origin: &str, per_sec: f64) -> Instant {
+        let gap = Duration::from_secs_f64(1.0 / per_sec);
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let slot = next
+            .get(origin)
+            .copied()
+            .filter(|t| *t > now)
+            .unwrap_or(now);
+        next.insert(origin.to_owned(), slot + gap);
+        slot
+    }
+}
+
+/// The rules for one invocation.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpPolicy {
+    plugin: String,
+    origins: Vec<String>,
+    query: Vec<(String, String)>,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    per_sec: Option<f64>,
+    rate: Arc<RateLimiter>,
+    deadline: Instant,
+    fetches: Arc<Mutex<Vec<Fetch>>>,
+}
+
+/// `scheme://host:port`, lowercase, with the default port spelled out.
+pub(crate) fn origin_of(uri: &http::Uri) -> Option<String> {
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let host = uri.host()?.to_ascii_lowercase();
+    let port = uri.port_u16().unwrap_or(match scheme.as_str() {
+        "https" => 443,
+        "http" => 80,
+        _ => return None,
+    });
+    Some(format!("{scheme}://{host}:{port}"))
+}
+
+impl HttpPolicy {
+    /// No origin allowed: what parsers and steps get.
+    pub(crate) fn deny_all() -> Self {
+        Self {
+            plugin: String::new(),
+            origins: Vec::new(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            per_sec: None,
+            rate: Arc::default(),
+            deadline: Instant::now(),
+            fetches: Arc::default(),
+        }
+    }
+
+    /// The rules lake.toml sets for `plugin`, for an invocation ending at `deadline`. Values were
+    /// checked when the configuration was loaded; one that does not parse allows nothing.
+    pub(crate) fn for_plugin(
+        plugin: &str,
+        o: Option<&PluginOverride>,
+        rate: Arc<RateLimiter>,
+        deadline: Instant,
+    ) -> Self {
+        let Some(o) = o else {
+            return Self {
+                plugin: plugin.to_owned(),
+                rate,
+                deadline,
+                ..Self::deny_all()
+            };
+        };
+        Self {
+            plugin: plugin.to_owned(),
+            origins: o
+                .hosts
+                .iter()
+                .filter_map(|h| h.parse::<http::Uri>().ok())
+                .filter_map(|u| origin_of(&u))
+                .collect(),
+            query: o
+                .credentials
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                .collect(),
+            headers: o
+                .credentials
+                .headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                        http::HeaderValue::from_str(v.expose()).ok()?,
+                    ))
+                })
+                .collect(),
+            per_sec: o.requests_per_sec,
+            rate,
+            deadline,
+            fetches: Arc::default(),
+        }
+    }
+
+    /// Time left before the invocation's deadline.
+    pub(crate) fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the plugin may reach this URL; the reason when not.
+    pub(crate) fn check(&self, uri: &http::Uri) -> Result<String, String> {
+        let origin = origin_of(uri).ok_or_else(|| format!("{uri} is not an http(s) URL"))?;
+        if self.origins.iter().any(|o| *o == origin) {
+            Ok(origin)
+        } else if self.origins.is_empty() {
+            Err(format!(
+                "{uri}: lake.toml grants {} no hosts (plugins.overrides.{}.hosts)",
+                self.plugin, self.plugin
+            ))
+        } else {
+            Err(format!(
+                "{uri}: {origin} is not among the hosts lake.toml grants {}",
+                self.plugin
+            ))
+        }
+    }
+
+    /// Adds the credentials to a request on its way out.
+    pub(crate) fn add_credentials(&self, parts: &mut http::request::Parts) {
+        for (k, v) in &self.headers {
+            parts.headers.insert(k.clone(), v.clone());
+        }
+        if self.query.is_empty() {
+            return;
+        }
+        let mut pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        for (i, (k, v)) in self.query.iter().enumerate() {
+            let sep = if i == 0 && !pq.contains('?') {
+                '?'
+            } else {
+                '&'
+            };
+            pq.push(sep);
+            pq.extend(percent_encoding::utf8_percent_encode(k, QUERY));
+            pq.push('=');
+            pq.extend(percent_encoding::utf8_percent_encode(v, QUERY));
+        }
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.path_and_query = pq.parse().ok();
+        if let Ok(u) = http::Uri::from_parts(uri) {
+            parts.uri = u;
+        }
+    }
+
+    /// Waits for this origin's next slot under the rate limit (never past the deadline).
+    pub(crate) async fn wait_turn(&self, origin: &str) {
+        if let Some(per_sec) = self.per_sec {
+            let slot = self.rate.reserve(origin, per_sec).min(self.deadline);
+            tokio::time::sleep_until(slot.into()).await;
+        }
+    }
+
+    /// Records a finished request.
+    pub(crate) fn record(&self, fetch: Fetch) {
+        self.fetches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(fetch);
+    }
+
+    /// Every request made so far.
+    pub(crate) fn fetches(&self) -> Vec<Fetch> {
+        self.fetches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Characters escaped in a query value.
+const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// How long a `Retry-After` asks to wait: seconds, or an HTTP date (approximated as one second
+/// when it cannot be read); capped at a minute.
+pub(crate) fn retry_after(value: Option<&http::HeaderValue>) -> Option<Duration> {
+    let v = value?.to_str().ok()?.trim();
+    let secs = v.parse::<u64>().unwrap_or(1);
+    Some(Duration::from_secs(secs.min(60)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Credentials, Secret};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn policy() -> HttpPolicy {
+        let o = PluginOverride {
+            hosts: vec![
+                "https://eutils.ncbi.nlm.nih.gov".into(),
+                "http://127.0.0.1:8081".into(),
+            ],
+            credentials: Credentials {
+                query: [("api_key".to_owned(), Secret::new("s3cr3t&x"))].into(),
+                headers: [("X-Token".to_owned(), Secret::new("t"))].into(),
+            },
+            ..Default::default()
+        };
+        HttpPolicy::for_plugin("ncbi", Some(&o), Arc::default(), Instant::now())
+    }
+
+    #[test]
+    fn only_granted_origins_pass() -> TestResult {
+        let p = policy();
+        let ok = |u: &str| -> Result<Result<String, String>, http::uri::InvalidUri> {
+            Ok(p.check(&u.parse()?))
+        };
+        assert_eq!(
+            ok("https://EUTILS.ncbi.nlm.nih.gov/entrez?db=gene")?,
+            Ok("https://eutils.ncbi.nlm.nih.gov:443".to_owned())
+        );
+        assert!(ok("http://127.0.0.1:8081/x")?.is_ok());
+        assert!(
+            ok("http://eutils.ncbi.nlm.nih.gov/")?.is_err(),
+            "scheme counts"
+        );
+        assert!(ok("http://127.0.0.1:8082/x")?.is_err(), "port counts");
+        assert!(ok("https://evil.example/")?.is_err());
+        let none = HttpPolicy::deny_all();
+        assert!(none.check(&"https://x.org/".parse()?).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn credentials_are_added_escaped() -> TestResult {
+        let p = policy();
+        let (mut parts, ()) = http::Request::get("https://eutils.ncbi.nlm.nih.gov/e?db=gene")
+            .body(())?
+            .into_parts();
+        p.add_credentials(&mut parts);
+        assert_eq!(
+            parts.uri.to_string(),
+            "https://eutils.ncbi.nlm.nih.gov/e?db=gene&api_key=s3cr3t%26x"
+        );
+        assert_eq!(parts.headers["x-token"], "t");
+        Ok(())
+    }
+
+    #[test]
+    fn the_rate_limiter_spaces_slots() {
+        let r = RateLimiter::default();
+        let a = r.reserve("o", 4.0);
+        let b = r.reserve("o", 4.0);
+        let c = r.reserve("other", 4.0);
+        assert!(b.duration_since(a) >= Duration::from_millis(249));
+        assert!(c <= b);
+        assert_eq!(
+            retry_after(Some(&http::HeaderValue::from_static("2"))),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after(Some(&http::HeaderValue::from_static("999"))),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(retry_after(None), None);
+    }
+}
