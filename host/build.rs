@@ -94,11 +94,6 @@ fn build_plugin(root: &Path, target_dir: &Path, name: &str) {
     ] {
         cmd.env_remove(var);
     }
-    // wasmtime runs 128-bit SIMD by default; arrow's kernels vectorise a little with it.
-    cmd.env(
-        "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
-        "-C target-feature=+simd128",
-    );
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("running cargo for plugin {name}: {e}"));

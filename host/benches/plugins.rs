@@ -83,10 +83,19 @@ fn start_time(dir: &Path) -> anyhow::Result<Duration> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    if std::env::var_os("LAKE_BENCH_TRACE").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter("lake_host=debug")
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let data =
         PathBuf::from(std::env::var("LAKE_BENCH_DATA").unwrap_or_else(|_| "/tmp/benchdata".into()));
     let cache = tempfile::tempdir()?;
+    // LAKE_BENCH_POOL=0 measures without the instance pool.
+    let pool = std::env::var("LAKE_BENCH_POOL").map_or(true, |v| v != "0");
     let cfg = PluginsConfig {
+        instance_pool: pool,
         cache_dir: cache.path().to_path_buf(),
         dir: cache.path().join("none"),
         ..PluginsConfig::default()
@@ -147,6 +156,23 @@ async fn main() -> anyhow::Result<()> {
         rows = table.num_rows();
         peak = inv.usage.peak_memory_bytes;
     }
+    // The same parse kept to one instance (parse_parallelism = 1).
+    let single = Plugins::open(&PluginsConfig {
+        parse_parallelism: 1,
+        ..cfg.clone()
+    })
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let mut one = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let inv = single.parse("csv", Vec::new(), chunks(&csv, 1 << 20)).await;
+        one.push(t.elapsed().as_secs_f64());
+        anyhow::ensure!(
+            inv.result.map_err(|e| anyhow::anyhow!(e))?.num_rows() == rows,
+            "one instance read a different number of rows"
+        );
+    }
+    let one_s = median(one);
     let mut native = Vec::new();
     for _ in 0..5 {
         let bytes = csv.clone();
@@ -202,6 +228,11 @@ async fn main() -> anyhow::Result<()> {
         peak >> 20
     );
     println!(
+        "| CSV parse in the sandbox, one instance (parse_parallelism = 1), median of 5 | {:.3} s = {:.0} MB/s | |",
+        one_s,
+        mb / one_s
+    );
+    println!(
         "| native arrow-csv, same bytes, same inference, median of 5 | {:.3} s = {:.0} MB/s | sandbox/native = {:.2}x |",
         native_s,
         mb / native_s,
@@ -235,7 +266,8 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "overhead_p50_us": pct(&overhead, 50.0), "overhead_p99_us": pct(&overhead, 99.0),
-            "csv_sandbox_mb_s": mb / sandbox_s, "csv_native_mb_s": mb / native_s,
+            "csv_sandbox_mb_s": mb / sandbox_s, "csv_one_instance_mb_s": mb / one_s,
+            "csv_native_mb_s": mb / native_s,
             "xlsx_s": xlsx.map(|x| x.0), "serve_warm_start_ms": warm_start * 1e3,
         })
     );

@@ -57,6 +57,12 @@ pub struct PluginsConfig {
     pub fuel: Option<u64>,
     /// Bytes of a plugin's stderr kept (panic messages come from there).
     pub stderr_bytes: ByteSize,
+    /// Instances one large CSV parse may run on at once; 0 means one per core (at most 4), 1 keeps
+    /// every parse serial.
+    pub parse_parallelism: usize,
+    /// Keep a pool of pre-reserved instance slots whose first pages stay resident between
+    /// invocations (faster small invocations); off allocates every instance afresh.
+    pub instance_pool: bool,
     /// Per-plugin limits and capability grants, keyed by plugin name.
     pub overrides: BTreeMap<String, PluginOverride>,
 }
@@ -70,6 +76,8 @@ impl Default for PluginsConfig {
             timeout_secs: 300.0,
             fuel: None,
             stderr_bytes: ByteSize(64 << 10),
+            parse_parallelism: 0,
+            instance_pool: true,
             overrides: BTreeMap::new(),
         }
     }
@@ -811,6 +819,9 @@ pub fn validate(cfg: &Config) -> Vec<String> {
             "plugins.memory: must be between 16MiB and 4GiB (a component's memory is 32-bit)"
                 .to_owned(),
         );
+    }
+    if cfg.plugins.parse_parallelism > 64 {
+        p.push("plugins.parse_parallelism: must be between 0 (one per core) and 64".to_owned());
     }
     for (name, o) in &cfg.plugins.overrides {
         if o.memory

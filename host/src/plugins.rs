@@ -8,6 +8,7 @@
 mod local;
 mod policy;
 mod runtime;
+mod split;
 
 pub use policy::Fetch;
 
@@ -113,6 +114,8 @@ pub struct Usage {
     pub peak_memory_bytes: u64,
     /// Fuel consumed, when metering is on.
     pub fuel_used: Option<u64>,
+    /// Sandboxed instances the invocation ran in (more than one for a parallel CSV parse).
+    pub instances: u32,
 }
 
 /// A table: a schema and its batches.
@@ -236,6 +239,8 @@ pub struct Plugins {
     cfg: Arc<PluginsConfig>,
     /// Bounds invocations in flight to the instance pool (more wait their turn).
     slots: Arc<tokio::sync::Semaphore>,
+    /// Instances one large CSV parse runs on at once (the cores).
+    workers: usize,
     /// Per-plugin request spacing for connectors, shared by all invocations.
     rates: Arc<std::sync::Mutex<BTreeMap<String, Arc<policy::RateLimiter>>>>,
 }
@@ -266,7 +271,11 @@ impl Plugins {
     /// Starts the engine and loads the bundled plugins and every `.wasm` in the plugin directory.
     /// A component that fails to load is listed as rejected, with its reason; it never stops the lake.
     pub fn open(cfg: &PluginsConfig) -> Result<Self, InvokeError> {
-        let runtime = Arc::new(runtime::Runtime::new(&cfg.cache_dir, cfg.fuel.is_some())?);
+        let runtime = Arc::new(runtime::Runtime::new(
+            &cfg.cache_dir,
+            cfg.fuel.is_some(),
+            cfg.instance_pool,
+        )?);
         let plugins = Plugins {
             runtime,
             entries: Arc::default(),
@@ -276,6 +285,10 @@ impl Plugins {
                 runtime::POOL_INSTANCES as usize / 2,
             )),
             rates: Arc::default(),
+            workers: match cfg.parse_parallelism {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+                n => n,
+            },
         };
         for (name, bytes) in bundled::BUNDLED {
             plugins.add(bytes, "bundled", name);
@@ -437,13 +450,15 @@ impl Plugins {
             .cloned()
     }
 
-    /// Runs a parser over a byte stream.
-    pub async fn parse(
+    /// Runs `f` for the plugin `name` on a blocking thread (guest code is CPU-bound), once an
+    /// instance slot is free, and wraps what it returns with the manifest and limits.
+    async fn invoke<T: Send + 'static>(
         &self,
         name: &str,
-        params: Vec<(String, String)>,
-        mut input: ByteStream,
-    ) -> Invocation {
+        f: impl FnOnce(&runtime::Runtime, &Entry, &Limits) -> (Result<T, InvokeError>, Usage)
+        + Send
+        + 'static,
+    ) -> Invocation<T> {
         let limits = self.limits_for(name);
         let Some(entry) = self.entry(name) else {
             return Invocation {
@@ -454,19 +469,11 @@ impl Plugins {
             };
         };
         let runtime = self.runtime.clone();
-        let handle = tokio::runtime::Handle::current();
-        let l = limits.clone();
-        let e = entry.clone();
+        let (e, l) = (entry.clone(), limits.clone());
         let slot = self.slots.clone().acquire_owned().await;
         let joined = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            // The guest runs on this blocking thread; input chunks are pulled from the async stream.
-            let mut next = || {
-                handle
-                    .block_on(input.next())
-                    .map(|r| r.map_err(std::io::Error::other))
-            };
-            runtime.parse(&e.pre, &e.manifest.name, &params, &mut next, &l)
+            f(&runtime, &e, &l)
         })
         .await;
         let (result, usage) = joined.unwrap_or_else(|e| {
@@ -480,6 +487,259 @@ impl Plugins {
             limits,
             usage,
             result,
+        }
+    }
+
+    /// Runs a parser over a byte stream. Large inputs to the bundled `csv` parser are cut at record
+    /// boundaries and parsed on every core at once (see [`split`]); the table is the same.
+    pub async fn parse(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        mut input: ByteStream,
+    ) -> Invocation {
+        let plan = self
+            .entry(name)
+            .filter(|e| e.manifest.name == "csv" && e.manifest.source == "bundled")
+            .and_then(|_| split::CsvPlan::from_params(&params))
+            .filter(|_| self.workers > 1);
+        if let Some(plan) = plan {
+            // Look ahead far enough to know whether the input is large.
+            let mut head: Vec<std::io::Result<bytes::Bytes>> = Vec::new();
+            let mut size = 0;
+            while size < split::MIN_BYTES {
+                match input.next().await {
+                    Some(Ok(c)) => {
+                        size += c.len();
+                        head.push(Ok(c));
+                    }
+                    Some(Err(e)) => {
+                        head.push(Err(e));
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let large = size >= split::MIN_BYTES;
+            let input: ByteStream = Box::pin(futures::stream::iter(head).chain(input));
+            if large {
+                return self.parse_parallel(name, params, plan, input).await;
+            }
+            return self.parse_serial(name, params, input).await;
+        }
+        self.parse_serial(name, params, input).await
+    }
+
+    /// Runs a parser over a byte stream in one instance.
+    async fn parse_serial(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        mut input: ByteStream,
+    ) -> Invocation {
+        let handle = tokio::runtime::Handle::current();
+        self.invoke(name, move |runtime, e, l| {
+            // The guest runs on this blocking thread; input chunks are pulled from the async stream.
+            let mut next = || {
+                handle
+                    .block_on(input.next())
+                    .map(|r| r.map_err(std::io::Error::other))
+            };
+            runtime.parse(&e.pre, &e.manifest.name, &params, &mut next, l)
+        })
+        .await
+    }
+
+    /// The csv parser over a large input: the first segment alone (for the schema), then the rest
+    /// in segments on `self.workers` instances at once. Any failure parses the whole input again
+    /// serially, so errors read exactly as a serial parse reports them.
+    async fn parse_parallel(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        plan: split::CsvPlan,
+        mut input: ByteStream,
+    ) -> Invocation {
+        use bytes::Bytes;
+        let started = std::time::Instant::now();
+        let mut cutter = split::Cutter::new(plan);
+        // Every input byte, in order, for the serial fallback (segments share the buffers).
+        let mut kept: Vec<Bytes> = Vec::new();
+        let mut failed_input: Option<std::io::Error> = None;
+        let serially = |kept: Vec<Bytes>, rest: ByteStream| {
+            let replay = futures::stream::iter(kept.into_iter().map(Ok)).chain(rest);
+            self.parse_serial(name, params.clone(), Box::pin(replay))
+        };
+
+        let head = loop {
+            if let Some(seg) = cutter.cut_head(split::HEAD_BYTES) {
+                break seg;
+            }
+            if cutter.len() > split::HEAD_LIMIT {
+                // Records too long to sample cheaply: parse serially.
+                kept.push(cutter.rest());
+                return serially(kept, input).await;
+            }
+            match input.next().await {
+                Some(Ok(c)) => cutter.push(&c),
+                Some(Err(e)) => {
+                    kept.push(cutter.rest());
+                    return serially(
+                        kept,
+                        Box::pin(futures::stream::once(async { Err::<Bytes, _>(e) })),
+                    )
+                    .await;
+                }
+                None => {
+                    kept.push(cutter.rest());
+                    return serially(
+                        kept,
+                        Box::pin(futures::stream::empty::<std::io::Result<Bytes>>()),
+                    )
+                    .await;
+                }
+            }
+        };
+        kept.push(head.clone());
+        let first = self
+            .parse_serial(
+                name,
+                params.clone(),
+                Box::pin(futures::stream::once(async move {
+                    Ok::<_, std::io::Error>(head)
+                })),
+            )
+            .await;
+        let (Ok(first_table), Some(entry)) = (&first.result, self.entry(name)) else {
+            return serially(kept, input).await;
+        };
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "csv head parsed"
+        );
+        let Some(pinned) = split::pinned_params(&params, first_table) else {
+            return serially(kept, input).await;
+        };
+        cutter.learn_header(&kept[0]);
+
+        let limits = first.limits.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<Bytes>)>(self.workers * 2);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let slots = self
+            .slots
+            .clone()
+            .acquire_many_owned(self.workers as u32)
+            .await;
+        let mut workers = Vec::new();
+        for _ in 0..self.workers {
+            let (rx, runtime, e, l, pinned) = (
+                rx.clone(),
+                self.runtime.clone(),
+                entry.clone(),
+                limits.clone(),
+                pinned.clone(),
+            );
+            workers.push(tokio::task::spawn_blocking(move || {
+                let mut next = || rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
+                let r = runtime.parse_each(&e.pre, &e.manifest.name, &pinned, &mut next, &l);
+                tracing::debug!(
+                    segments = r.0.as_ref().map_or(0, Vec::len),
+                    wall_ms = r.1.wall.as_millis() as u64,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "csv worker done"
+                );
+                r
+            }));
+        }
+        // Segments go out as the input arrives; `sent` counts those a worker took.
+        let mut sent = 0;
+        let mut broken = false;
+        'feed: loop {
+            while let Some(seg) = cutter.cut(split::SEGMENT_BYTES) {
+                kept.push(seg.clone());
+                if tx.send((sent + 1, cutter.framed(&seg))).await.is_err() {
+                    broken = true;
+                    break 'feed;
+                }
+                sent += 1;
+            }
+            match input.next().await {
+                Some(Ok(c)) => cutter.push(&c),
+                Some(Err(e)) => {
+                    failed_input = Some(e);
+                    break;
+                }
+                None => {
+                    let rest = cutter.rest();
+                    if !rest.is_empty() {
+                        kept.push(rest.clone());
+                        if tx.send((sent + 1, cutter.framed(&rest))).await.is_err() {
+                            broken = true;
+                        } else {
+                            sent += 1;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        tracing::debug!(
+            sent,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "csv input cut"
+        );
+        let mut done = Vec::new();
+        let mut usage = first.usage.clone();
+        for w in workers {
+            match w.await {
+                Ok((Ok(d), u)) => {
+                    done.extend(d);
+                    usage.instances += u.instances;
+                    usage.peak_memory_bytes = usage.peak_memory_bytes.max(u.peak_memory_bytes);
+                    usage.fuel_used = match (usage.fuel_used, u.fuel_used) {
+                        (Some(a), Some(b)) => Some(a + b),
+                        (a, b) => a.or(b),
+                    };
+                }
+                _ => broken = true,
+            }
+        }
+        drop(slots);
+        if cutter.len() > 0 {
+            kept.push(cutter.rest());
+        }
+        if let Some(e) = failed_input {
+            return serially(
+                kept,
+                Box::pin(futures::stream::once(async { Err::<Bytes, _>(e) })),
+            )
+            .await;
+        }
+        if broken || done.len() != sent {
+            return serially(kept, input).await;
+        }
+        done.sort_by_key(|(i, _)| *i);
+        let mut batches = first_table.batches.clone();
+        for (_, t) in done {
+            if t.schema.fields() != first_table.schema.fields() {
+                return serially(
+                    kept,
+                    Box::pin(futures::stream::empty::<std::io::Result<Bytes>>()),
+                )
+                .await;
+            }
+            batches.extend(t.batches);
+        }
+        usage.wall = started.elapsed();
+        Invocation {
+            manifest: first.manifest.clone(),
+            limits,
+            usage,
+            result: Ok(Table {
+                schema: first_table.schema.clone(),
+                batches,
+            }),
         }
     }
 
@@ -490,40 +750,12 @@ impl Plugins {
         params: Vec<(String, String)>,
         inputs: Vec<Table>,
     ) -> Invocation {
-        let limits = self.limits_for(name);
-        let Some(entry) = self.entry(name) else {
-            return Invocation {
-                manifest: None,
-                limits,
-                usage: Usage::default(),
-                result: Err(InvokeError::Unknown(name.to_owned())),
-            };
-        };
-        let runtime = self.runtime.clone();
-        let l = limits.clone();
-        let e = entry.clone();
-        let slot = self.slots.clone().acquire_owned().await;
-        let joined = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            runtime.step(&e.pre, &e.manifest.name, &params, &inputs, &l)
+        self.invoke(name, move |runtime, e, l| {
+            runtime.step(&e.pre, &e.manifest.name, &params, &inputs, l)
         })
-        .await;
-        let (result, usage) = joined.unwrap_or_else(|e| {
-            (
-                Err(InvokeError::Trap(format!("invocation thread failed: {e}"))),
-                Usage::default(),
-            )
-        });
-        Invocation {
-            manifest: Some(entry.manifest.clone()),
-            limits,
-            usage,
-            result,
-        }
+        .await
     }
-}
 
-impl Plugins {
     /// Runs a connector. Each part goes to `parts` as it comes (the caller stores it); the result
     /// lists every request the connector made. Its HTTP is policed by the `hosts`,
     /// `requests_per_sec` and `credentials` lake.toml sets for it.
@@ -533,34 +765,22 @@ impl Plugins {
         params: Vec<(String, String)>,
         parts: tokio::sync::mpsc::Sender<Part>,
     ) -> Invocation<Vec<Fetch>> {
-        let limits = self.limits_for(name);
-        let Some(entry) = self.entry(name) else {
-            return Invocation {
-                manifest: None,
-                limits,
-                usage: Usage::default(),
-                result: Err(InvokeError::Unknown(name.to_owned())),
-            };
-        };
-        let rate = self
-            .rates
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(entry.manifest.name.clone())
-            .or_default()
-            .clone();
-        let policy = policy::HttpPolicy::for_plugin(
-            &entry.manifest.name,
-            self.cfg.overrides.get(&entry.manifest.name),
-            rate,
-            std::time::Instant::now() + limits.timeout,
-        );
-        let runtime = self.runtime.clone();
-        let l = limits.clone();
-        let e = entry.clone();
-        let slot = self.slots.clone().acquire_owned().await;
-        let joined = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
+        let cfg = self.cfg.clone();
+        let rates = self.rates.clone();
+        self.invoke(name, move |runtime, e, l| {
+            let plugin = &e.manifest.name;
+            let rate = rates
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(plugin.clone())
+                .or_default()
+                .clone();
+            let policy = policy::HttpPolicy::for_plugin(
+                plugin,
+                cfg.overrides.get(plugin),
+                rate,
+                std::time::Instant::now() + l.timeout,
+            );
             let mut check = PartCheck::default();
             let mut sink = |p: Part| {
                 check.accept(&p)?;
@@ -568,24 +788,10 @@ impl Plugins {
                     .blocking_send(p)
                     .map_err(|_| InvokeError::Input("the collection was abandoned".into()))
             };
-            let (result, usage) =
-                runtime.collect(&e.pre, &e.manifest.name, &params, policy, &mut sink, &l);
-            let result = result.and_then(|f| check.finish().map(|()| f));
-            (result, usage)
+            let (result, usage) = runtime.collect(&e.pre, plugin, &params, policy, &mut sink, l);
+            (result.and_then(|f| check.finish().map(|()| f)), usage)
         })
-        .await;
-        let (result, usage) = joined.unwrap_or_else(|e| {
-            (
-                Err(InvokeError::Trap(format!("invocation thread failed: {e}"))),
-                Usage::default(),
-            )
-        });
-        Invocation {
-            manifest: Some(entry.manifest.clone()),
-            limits,
-            usage,
-            result,
-        }
+        .await
     }
 }
 

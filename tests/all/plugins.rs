@@ -274,3 +274,106 @@ async fn select_runs_over_a_parsed_table() {
     );
     let _: &[RecordBatch] = &out.batches;
 }
+
+/// A CSV of `rows` records (about 50 bytes each) with quoted fields holding commas, doubled quotes
+/// and newlines, so segment cuts land near records that a naive newline split would break.
+fn big_csv(rows: usize, bad_row: Option<usize>) -> Vec<u8> {
+    let mut out = b"id,name,score,day\n".to_vec();
+    for i in 0..rows {
+        let name = match i % 7 {
+            0 => format!("\"multi\nline, \"\"{i}\"\"\""),
+            3 => format!("\"comma, {i}\""),
+            _ => format!("name{i}"),
+        };
+        if Some(i) == bad_row {
+            out.extend_from_slice(format!("{i},{name},1.5,2024-01-01,extra\n").as_bytes());
+        } else {
+            out.extend_from_slice(
+                format!(
+                    "{i},{name},{}.25,2024-0{}-1{}\n",
+                    i % 1000,
+                    1 + i % 9,
+                    i % 10
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    out
+}
+
+/// Every value of a table as text, row by row, whatever the batch boundaries.
+fn flatten(t: &Table) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in &t.batches {
+        let cols: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| {
+                arrow_cast::display::ArrayFormatter::try_new(c, &Default::default())
+                    .expect("formatter")
+            })
+            .collect();
+        for r in 0..b.num_rows() {
+            out.push(
+                cols.iter()
+                    .map(|c| c.value(r).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_csv_parses_in_parallel_with_exactly_the_serial_result() {
+    let cache = shared_cache();
+    let with = |n: usize| {
+        Plugins::open(&PluginsConfig {
+            cache_dir: cache.clone(),
+            dir: cache.join("none"),
+            parse_parallelism: n,
+            ..PluginsConfig::default()
+        })
+        .expect("plugin runtime")
+    };
+    let (parallel, serial) = (with(2), with(1));
+    let data = big_csv(600_000, None);
+    assert!(
+        data.len() > 20 << 20,
+        "large enough to be cut: {}",
+        data.len()
+    );
+    let run = |p: &Plugins, bytes: Vec<u8>| {
+        let p = p.clone();
+        async move {
+            p.parse("csv", Vec::new(), stream(bytes, 1 << 20))
+                .await
+                .result
+        }
+    };
+    let a = parallel
+        .parse("csv", Vec::new(), stream(data.clone(), 1 << 20))
+        .await;
+    assert_eq!(a.usage.instances, 3, "the head, then two workers");
+    let a = a.result.expect("parallel parse");
+    let b = serial.parse("csv", Vec::new(), stream(data, 1 << 20)).await;
+    assert_eq!(b.usage.instances, 1);
+    let b = b.result.expect("serial parse");
+    assert_eq!(a.schema.fields(), b.schema.fields());
+    assert_eq!(a.num_rows(), 600_000);
+    let (fa, fb) = (flatten(&a), flatten(&b));
+    assert_eq!(fa.len(), fb.len());
+    for (i, (x, y)) in fa.iter().zip(&fb).enumerate() {
+        assert_eq!(x, y, "row {i}");
+    }
+    assert!(fa[7].contains("multi\nline, \"7\""), "{}", fa[7]);
+
+    // A bad record deep in the file: the same error, naming the same line, either way.
+    let bad = big_csv(600_000, Some(550_000));
+    let ea = run(&parallel, bad.clone()).await.expect_err("bad record");
+    let eb = run(&serial, bad).await.expect_err("bad record");
+    assert_eq!(ea.to_string(), eb.to_string());
+    assert_eq!(ea.code(), "invalid_input");
+}

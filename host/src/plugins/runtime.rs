@@ -356,7 +356,7 @@ fn engine_error(e: impl std::fmt::Display) -> InvokeError {
 
 impl Runtime {
     /// Builds the engine (epoch interruption on; fuel only when asked) and its epoch ticker.
-    pub(super) fn new(cache_dir: &Path, fuel: bool) -> Result<Self, InvokeError> {
+    pub(super) fn new(cache_dir: &Path, fuel: bool, pooling: bool) -> Result<Self, InvokeError> {
         let mut cfg = Config::new();
         cfg.epoch_interruption(true);
         cfg.consume_fuel(fuel);
@@ -376,7 +376,7 @@ impl Runtime {
             .table_keep_resident(64 << 10);
         let mut pooled = cfg.clone();
         pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        let engine = match Engine::new(&pooled) {
+        let engine = match Engine::new(if pooling { &pooled } else { &cfg }) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, "The pooling allocator is unavailable; instances are allocated on demand");
@@ -668,6 +668,55 @@ impl Runtime {
         })
     }
 
+    /// Runs a parser over several independent inputs in one instance, one `parse` each, until
+    /// `next_job` has no more or one fails: the parallel CSV workers, which so keep their warmed-up
+    /// memory between segments of the same file.
+    pub(super) fn parse_each(
+        &self,
+        pre: &Pre,
+        plugin: &str,
+        params: &[(String, String)],
+        next_job: &mut dyn FnMut() -> Option<(usize, Vec<bytes::Bytes>)>,
+        limits: &Limits,
+    ) -> (Result<Vec<(usize, Table)>, InvokeError>, Usage) {
+        let Pre::Parser(pre) = pre else {
+            return (
+                Err(InvokeError::Load(format!("{plugin} is not a parser"))),
+                Usage::default(),
+            );
+        };
+        self.invoke(plugin, limits, HttpPolicy::deny_all(), |store, trap| {
+            let inst = pre.instantiate(&mut *store).map_err(trap)?;
+            let parse = inst.lake_plugin_parser().parse();
+            let params = params.to_vec();
+            let mut done = Vec::new();
+            while let Some((index, chunks)) = next_job() {
+                let handle = parse
+                    .call_start(&mut *store, &params)
+                    .map_err(trap)?
+                    .map_err(plugin_error)?;
+                let mut out = Vec::new();
+                for chunk in chunks {
+                    out.extend(
+                        parse
+                            .call_push(&mut *store, handle, &chunk)
+                            .map_err(trap)?
+                            .map_err(plugin_error)?,
+                    );
+                }
+                out.extend(
+                    parse
+                        .call_finish(&mut *store, handle)
+                        .map_err(trap)?
+                        .map_err(plugin_error)?,
+                );
+                let _ = handle.resource_drop(&mut *store);
+                done.push((index, decode(out)?));
+            }
+            Ok(done)
+        })
+    }
+
     /// Runs a step over input tables.
     pub(super) fn step(
         &self,
@@ -793,6 +842,7 @@ impl Runtime {
             wall: started.elapsed(),
             peak_memory_bytes: store.data().limiter.peak as u64,
             fuel_used,
+            instances: 1,
         }
     }
 }
