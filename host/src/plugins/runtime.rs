@@ -642,29 +642,13 @@ impl Runtime {
         self.invoke(plugin, limits, HttpPolicy::deny_all(), |store, trap| {
             let inst = pre.instantiate(&mut *store).map_err(trap)?;
             let parse = inst.lake_plugin_parser().parse();
-            let params = params.to_vec();
-            let handle = parse
-                .call_start(&mut *store, &params)
-                .map_err(trap)?
-                .map_err(plugin_error)?;
-            let mut out = Vec::new();
-            while let Some(chunk) = next_chunk() {
-                let chunk = chunk.map_err(|e| InvokeError::Input(e.to_string()))?;
-                out.extend(
-                    parse
-                        .call_push(&mut *store, handle, &chunk)
-                        .map_err(trap)?
-                        .map_err(plugin_error)?,
-                );
-            }
-            out.extend(
-                parse
-                    .call_finish(&mut *store, handle)
-                    .map_err(trap)?
-                    .map_err(plugin_error)?,
-            );
-            let _ = handle.resource_drop(&mut *store);
-            decode(out)
+            parse_one(
+                store,
+                &parse,
+                &params.to_vec(),
+                &mut std::iter::from_fn(next_chunk),
+                trap,
+            )
         })
     }
 
@@ -691,27 +675,8 @@ impl Runtime {
             let params = params.to_vec();
             let mut done = Vec::new();
             while let Some((index, chunks)) = next_job() {
-                let handle = parse
-                    .call_start(&mut *store, &params)
-                    .map_err(trap)?
-                    .map_err(plugin_error)?;
-                let mut out = Vec::new();
-                for chunk in chunks {
-                    out.extend(
-                        parse
-                            .call_push(&mut *store, handle, &chunk)
-                            .map_err(trap)?
-                            .map_err(plugin_error)?,
-                    );
-                }
-                out.extend(
-                    parse
-                        .call_finish(&mut *store, handle)
-                        .map_err(trap)?
-                        .map_err(plugin_error)?,
-                );
-                let _ = handle.resource_drop(&mut *store);
-                done.push((index, decode(out)?));
+                let mut chunks = chunks.into_iter().map(Ok);
+                done.push((index, parse_one(store, &parse, &params, &mut chunks, trap)?));
             }
             Ok(done)
         })
@@ -845,6 +810,39 @@ impl Runtime {
             instances: 1,
         }
     }
+}
+
+/// One `parse` resource over `chunks`, in an instance that may serve several.
+#[allow(clippy::ptr_arg)] // the generated `call_start` takes `&Vec`
+fn parse_one(
+    store: &mut Store<HostState>,
+    parse: &parser_world::exports::lake::plugin::parser::GuestParse,
+    params: &Vec<(String, String)>,
+    chunks: &mut dyn Iterator<Item = std::io::Result<bytes::Bytes>>,
+    trap: &dyn Fn(wasmtime::Error) -> InvokeError,
+) -> Result<Table, InvokeError> {
+    let handle = parse
+        .call_start(&mut *store, params)
+        .map_err(trap)?
+        .map_err(plugin_error)?;
+    let mut out = Vec::new();
+    for chunk in chunks {
+        let chunk = chunk.map_err(|e| InvokeError::Input(e.to_string()))?;
+        out.extend(
+            parse
+                .call_push(&mut *store, handle, &chunk)
+                .map_err(trap)?
+                .map_err(plugin_error)?,
+        );
+    }
+    out.extend(
+        parse
+            .call_finish(&mut *store, handle)
+            .map_err(trap)?
+            .map_err(plugin_error)?,
+    );
+    let _ = handle.resource_drop(&mut *store);
+    decode(out)
 }
 
 fn plugin_error(e: WitError) -> InvokeError {
