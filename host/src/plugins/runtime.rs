@@ -160,11 +160,9 @@ impl WasiHttpHooks for PolicyHooks {
         drop(fut);
         let policy = self.0.clone();
         Box::new(async move {
-            let method = request.method().to_string();
-            let url = request.uri().to_string();
             let mut fetch = Fetch {
-                method: method.clone(),
-                url,
+                method: request.method().to_string(),
+                url: request.uri().to_string(),
                 status: None,
                 retries: 0,
                 error: None,
@@ -366,23 +364,25 @@ impl Runtime {
         // allocator reuses slots whose first pages stay resident (zeroed, not unmapped), which
         // roughly halves the cost of a small invocation. It reserves address space up front; where
         // that is refused, the default on-demand allocator is used.
-        let mut pool = wasmtime::PoolingAllocationConfig::new();
-        pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * 8)
-            .total_memories(POOL_INSTANCES * 2)
-            .total_tables(POOL_INSTANCES * 8)
-            .max_memory_size(4 << 30)
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(64 << 10);
-        let mut pooled = cfg.clone();
-        pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        let engine = match Engine::new(if pooling { &pooled } else { &cfg }) {
-            Ok(e) => e,
-            Err(e) => {
+        let engine = if pooling {
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_component_instances(POOL_INSTANCES)
+                .total_core_instances(POOL_INSTANCES * 8)
+                .total_memories(POOL_INSTANCES * 2)
+                .total_tables(POOL_INSTANCES * 8)
+                .max_memory_size(4 << 30)
+                .linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(64 << 10);
+            let mut pooled = cfg.clone();
+            pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+            Engine::new(&pooled).or_else(|e| {
                 tracing::warn!(error = %e, "The pooling allocator is unavailable; instances are allocated on demand");
-                Engine::new(&cfg).map_err(engine_error)?
-            }
-        };
+                Engine::new(&cfg)
+            })
+        } else {
+            Engine::new(&cfg)
+        }
+        .map_err(engine_error)?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("lake-epoch".into())
