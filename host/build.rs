@@ -17,6 +17,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("filter", "plugin-filter"),
     ("rename", "plugin-rename"),
     ("cast", "plugin-cast"),
+    ("merge", "plugin-merge"),
 ];
 
 fn main() {

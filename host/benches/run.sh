@@ -3,7 +3,9 @@
 #
 #     bash host/benches/run.sh api        # catalog API on PostgreSQL (100k datasets, 10k-node lineage)
 #     bash host/benches/run.sh plugins    # plugin runtime: overhead, CSV and XLSX parse, restart
-#     bash host/benches/run.sh            # both
+#     bash host/benches/run.sh files      # file service: upload+parse, merge cold/cached, save,
+#                                         # 2 GB upload RSS, 5M x 5M, peers (seed, Polars, DuckDB)
+#     bash host/benches/run.sh            # api and plugins
 #
 # Knobs: see host/benches/api.rs and host/benches/plugins.rs.
 set -euo pipefail
@@ -28,6 +30,17 @@ for suite in ${suites[*]}; do
             fi
             LAKE_BENCH_DATA="$data" cargo bench -p lake-host --bench plugins
             ;;
-        *) echo "unknown suite $suite (api, plugins)" >&2; exit 2 ;;
+        files)
+            venv="${BENCH_VENV:-/tmp/benchvenv}"
+            if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import polars, duckdb, pandas' 2>/dev/null; then
+                python3 -m venv "$venv"
+                "$venv/bin/pip" install -q -r ../shared/bench/requirements.txt
+            fi
+            cargo build --release -p lake-host
+            target="${CARGO_TARGET_DIR:-target}"
+            "$venv/bin/python" host/benches/files.py --lake "$target/release/lake" \
+                --python "$venv/bin/python" --peers --five-m ${LAKE_BENCH_FILES_ARGS:-}
+            ;;
+        *) echo "unknown suite $suite (api, plugins, files)" >&2; exit 2 ;;
     esac
 done

@@ -205,6 +205,10 @@ pub struct SearchQuery {
     pub after: Option<DatasetId>,
     /// Skip this many results (seed-style paging; the cursor is cheaper for deep pages).
     pub offset: u64,
+    /// Only datasets with this external id (exact).
+    pub external_id: Option<String>,
+    /// Only datasets holding a file with this SHA-256 (hex, exact).
+    pub sha256: Option<String>,
 }
 
 impl Default for SearchQuery {
@@ -218,6 +222,8 @@ impl Default for SearchQuery {
             limit: 50,
             after: None,
             offset: 0,
+            external_id: None,
+            sha256: None,
         }
     }
 }
@@ -288,7 +294,25 @@ pub trait Catalog: Send + Sync + fmt::Debug {
         new: &NewDataset,
         files: &[FileRecord],
         provenance: Option<&NewProvenance>,
-    ) -> Result<Dataset, CatalogError>;
+    ) -> Result<Dataset, CatalogError> {
+        let inserted = self
+            .insert_datasets(
+                &[(new.clone(), files.to_vec())],
+                provenance.map(std::slice::from_ref).unwrap_or_default(),
+            )
+            .await?;
+        inserted
+            .into_iter()
+            .next()
+            .ok_or_else(|| CatalogError::Unavailable("the insert returned no dataset".into()))
+    }
+    /// Inserts several datasets with their files, and provenance entries, in one transaction:
+    /// all of them or none (an upload's raw file and the table parsed from it).
+    async fn insert_datasets(
+        &self,
+        datasets: &[(NewDataset, Vec<FileRecord>)],
+        provenance: &[NewProvenance],
+    ) -> Result<Vec<Dataset>, CatalogError>;
     /// One dataset, whatever its status.
     async fn get_dataset(&self, id: DatasetId) -> Result<Dataset, CatalogError>;
     /// A page of datasets.

@@ -13,6 +13,8 @@ use crate::lake::{Lake, LakeError, RegisterRequest};
 use crate::layers::{Layer, PromoteRequest};
 use crate::provenance::Direction;
 
+mod files;
+
 /// The lake: a governed data lake for biomedical research labs.
 #[derive(Debug, Parser)]
 #[command(name = "lake", version, about)]
@@ -70,6 +72,56 @@ enum Command {
     /// Plugin commands.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// Upload CSV or XLSX files to a running lake (POST /files/upload), with a progress bar.
+    /// Prints one JSON line per file: its id, version, format, rows and columns.
+    Upload {
+        /// Files to upload.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The lake's URL (default: http:// + server.listen).
+        #[arg(long, env = "LAKE_SERVER")]
+        server: Option<String>,
+    },
+    /// Join two uploaded files' tables on a running lake (GET /files/merge); prints the cache key,
+    /// counts, schema and preview.
+    Merge {
+        /// Left file id.
+        file_id_1: String,
+        /// Right file id.
+        file_id_2: String,
+        /// Key column(s), comma-separated.
+        #[arg(long)]
+        on: String,
+        /// inner, left, right or outer.
+        #[arg(long, default_value = "inner")]
+        how: String,
+        /// Suffixes for clashing column names, comma-separated (default _x,_y).
+        #[arg(long)]
+        suffixes: Option<String>,
+        /// Rows to preview.
+        #[arg(long, default_value_t = 10)]
+        preview: usize,
+        /// Let a null key match a null key (by default nulls match nothing).
+        #[arg(long)]
+        nulls_equal: bool,
+        /// The lake's URL (default: http:// + server.listen).
+        #[arg(long, env = "LAKE_SERVER")]
+        server: Option<String>,
+    },
+    /// Save a merge result as a processed dataset (POST /files/save_merged).
+    SaveMerged {
+        /// The cache key `lake merge` printed.
+        cache_key: String,
+        /// The new dataset's name.
+        #[arg(long)]
+        name: String,
+        /// parquet or csv.
+        #[arg(long, default_value = "parquet")]
+        format: String,
+        /// The lake's URL (default: http:// + server.listen).
+        #[arg(long, env = "LAKE_SERVER")]
+        server: Option<String>,
+    },
     /// Run a plugin over datasets (the same as POST /pipelines/run).
     Run {
         /// Plugin name.
@@ -377,6 +429,47 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Upload { files, server } => {
+            let base = files::base_url(server, &cfg.server.listen);
+            Ok(if files::upload(&base, &files).await? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Merge {
+            file_id_1,
+            file_id_2,
+            on,
+            how,
+            suffixes,
+            preview,
+            nulls_equal,
+            server,
+        } => {
+            let base = files::base_url(server, &cfg.server.listen);
+            let args = files::MergeArgs {
+                file_id_1,
+                file_id_2,
+                on,
+                how,
+                suffixes,
+                preview,
+                nulls_equal,
+            };
+            print_json(&files::merge(&base, args).await?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SaveMerged {
+            cache_key,
+            name,
+            format,
+            server,
+        } => {
+            let base = files::base_url(server, &cfg.server.listen);
+            print_json(&files::save_merged(&base, &cache_key, &name, &format).await?)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Layers => {
             let lake = Lake::open(&cfg).await?;

@@ -39,6 +39,33 @@ pub struct Config {
     pub log: LogConfig,
     /// WebAssembly plugins: where they are, their limits and grants.
     pub plugins: PluginsConfig,
+    /// The file service: uploads and merges.
+    pub files: FilesConfig,
+}
+
+/// The file service (`/files`): uploads parsed into tables, merges served from a cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FilesConfig {
+    /// Bytes of merge results kept in memory (Arrow), least recently used first out.
+    pub merge_cache_bytes: ByteSize,
+    /// How long a merge result stays cached, in seconds.
+    pub merge_cache_ttl_secs: u64,
+    /// Rows a merge returns as its preview unless the request asks for another number.
+    pub preview_rows: usize,
+    /// Rows per Parquet row group written from an upload (bounds the memory of writing it).
+    pub row_group_rows: usize,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            merge_cache_bytes: ByteSize(1 << 30),
+            merge_cache_ttl_secs: 3600,
+            preview_rows: 20,
+            row_group_rows: 128 * 1024,
+        }
+    }
 }
 
 /// WebAssembly plugins.
@@ -544,6 +571,7 @@ pub fn from_parts(
                 &mut cfg.plugins,
                 section_from(section, value, &mut problems),
             ),
+            "files" => set(&mut cfg.files, section_from(section, value, &mut problems)),
             other => problems.push(format!("unknown section or key `{other}`")),
         }
     }
@@ -810,6 +838,15 @@ pub fn validate(cfg: &Config) -> Vec<String> {
     }
     if cfg.layers.promotion_parallelism == 0 || cfg.layers.promotion_parallelism > 256 {
         p.push("layers.promotion_parallelism: must be between 1 and 256".to_owned());
+    }
+    if cfg.files.merge_cache_ttl_secs == 0 {
+        p.push("files.merge_cache_ttl_secs: must be at least 1".to_owned());
+    }
+    if !(1..=10_000).contains(&cfg.files.preview_rows) {
+        p.push("files.preview_rows: must be between 1 and 10000".to_owned());
+    }
+    if !(1024..=16 << 20).contains(&cfg.files.row_group_rows) {
+        p.push("files.row_group_rows: must be between 1024 and 16777216".to_owned());
     }
     if !(cfg.plugins.timeout_secs > 0.0 && cfg.plugins.timeout_secs <= 86_400.0) {
         p.push("plugins.timeout_secs: must be between 0 and 86400".to_owned());

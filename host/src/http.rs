@@ -27,6 +27,8 @@ use crate::pipeline::{Run, RunOutcome, RunRequest};
 use crate::plugins::{Limits, Manifest, Plugins, Rejected};
 use crate::provenance::{Direction, LineageGraph};
 
+mod files;
+
 /// Shared state of the HTTP server.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -173,6 +175,14 @@ pub fn router(state: AppState) -> Router {
         .route("/pipelines/run", post(run_pipeline))
         .route("/pipelines/runs", get(list_runs))
         .route("/pipelines/runs/{id}", get(get_run))
+        .route(
+            "/files/upload",
+            post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/files", get(files::list))
+        .route("/files/merge", get(files::merge))
+        .route("/files/save_merged", post(files::save_merged))
+        .route("/files/{id}", get(files::get_one))
         .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
         .fallback(|| async {
             ApiError::new(
@@ -256,6 +266,10 @@ struct CatalogQuery {
     skip: Option<u64>,
     /// `ready` (default), `deleted`, `pending` or `failed`.
     status: Option<String>,
+    /// Only datasets with this exact upstream accession.
+    external_id: Option<String>,
+    /// Only datasets holding a file with this SHA-256 (hex).
+    sha256: Option<String>,
 }
 
 /// Search the catalog.
@@ -308,6 +322,8 @@ async fn list_catalog(
         limit,
         after,
         offset: q.offset.or(q.skip).unwrap_or(0),
+        external_id: q.external_id.filter(|s| !s.is_empty()),
+        sha256: q.sha256.filter(|s| !s.is_empty()),
     };
     Ok(Json(s.lake.search(&query).await?))
 }
@@ -746,9 +762,23 @@ async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Js
         get_plugin,
         run_pipeline,
         list_runs,
-        get_run
+        get_run,
+        files::upload,
+        files::list,
+        files::get_one,
+        files::merge,
+        files::save_merged
     ),
     components(schemas(
+        crate::files::FileInfo,
+        crate::files::DatasetIds,
+        crate::files::Column,
+        crate::files::ParseFailure,
+        crate::files::Format,
+        crate::files::MergeOutcome,
+        crate::files::SavedMerge,
+        crate::files::SaveFormat,
+        files::SaveMergedBody,
         ErrorBody,
         ErrorDetail,
         Dataset,

@@ -24,7 +24,7 @@ use crate::layers::Layer;
 use crate::provenance::{Action, Direction, LineageGraph, NewProvenance, ProvenanceEntry};
 
 /// Errors of lake operations; the HTTP layer maps each to one status.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum LakeError {
     /// Unknown dataset, file or object.
@@ -94,6 +94,8 @@ pub struct Settings {
     pub raw_lock: Option<(u32, &'static str)>,
     /// Expiration asked for archive, if any.
     pub archive_expiration_days: Option<u32>,
+    /// The file service's cache and defaults.
+    pub files: crate::config::FilesConfig,
 }
 
 impl Settings {
@@ -118,6 +120,7 @@ impl Settings {
                 .then_some((cfg.layers.raw_retention_days, mode)),
             archive_expiration_days: (cfg.layers.archive_expiration_days > 0)
                 .then_some(cfg.layers.archive_expiration_days),
+            files: cfg.files.clone(),
         }
     }
 }
@@ -215,6 +218,7 @@ pub struct Lake {
     pub(crate) settings: Arc<Settings>,
     reports: Arc<std::sync::RwLock<Vec<(Layer, BucketReport)>>>,
     plugins: Option<crate::plugins::Plugins>,
+    pub(crate) files: Arc<crate::files::FileState>,
 }
 
 /// How long an upload's claim on a file name lasts when its server died mid-upload.
@@ -307,6 +311,7 @@ impl Lake {
         Lake {
             catalog,
             blobs,
+            files: Arc::new(crate::files::FileState::new(&settings.files)),
             settings: Arc::new(settings),
             reports: Arc::default(),
             plugins: None,

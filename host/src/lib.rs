@@ -9,6 +9,7 @@ pub mod blob;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod lake;
 pub mod layers;

@@ -192,6 +192,9 @@ pub enum InvokeError {
     /// The plugin's output was not a valid table.
     #[error("invalid plugin output: {0}")]
     Output(String),
+    /// The caller could not take the output (its store failed); not the plugin's fault.
+    #[error("storing the output failed: {0}")]
+    Sink(String),
 }
 
 impl InvokeError {
@@ -200,6 +203,7 @@ impl InvokeError {
         match self {
             InvokeError::Unknown(_) => "unknown_plugin",
             InvokeError::Denied(_) => "capability_denied",
+            InvokeError::Sink(_) => "output_not_stored",
             InvokeError::Load(_) => "load_failed",
             InvokeError::Timeout(_) => "timeout",
             InvokeError::MemoryLimit(_) => "memory_limit",
@@ -528,6 +532,30 @@ impl Plugins {
             return self.parse_serial(name, params, input).await;
         }
         self.parse_serial(name, params, input).await
+    }
+
+    /// Runs a parser over a byte stream in one instance, handing the schema and then each batch to
+    /// `sink` as the plugin returns them (on the invocation's thread), so neither side ever holds
+    /// the whole table. A sink error ends the run as [`InvokeError::Sink`].
+    pub async fn parse_into(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        mut input: ByteStream,
+        mut sink: impl FnMut(&SchemaRef, Option<RecordBatch>) -> Result<(), String> + Send + 'static,
+    ) -> Invocation<SchemaRef> {
+        let handle = tokio::runtime::Handle::current();
+        self.invoke(name, move |runtime, e, l| {
+            let mut next = || {
+                handle
+                    .block_on(input.next())
+                    .map(|r| r.map_err(std::io::Error::other))
+            };
+            let mut sink =
+                |s: &SchemaRef, b: Option<RecordBatch>| sink(s, b).map_err(InvokeError::Sink);
+            runtime.parse_into(&e.pre, &e.manifest.name, &params, &mut next, &mut sink, l)
+        })
+        .await
     }
 
     /// Runs a parser over a byte stream in one instance.

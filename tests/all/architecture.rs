@@ -82,7 +82,7 @@ fn drivers_stay_in_their_adapters() {
 
 #[test]
 fn http_and_cli_go_through_the_lake() {
-    for f in ["http.rs", "cli.rs"] {
+    for f in ["http.rs", "http/files.rs", "cli.rs", "cli/files.rs"] {
         for (n, l) in code_lines(&root().join("host/src").join(f)) {
             for banned in [
                 "sqlx",

@@ -509,6 +509,110 @@ pub async fn lineage_walks_both_ways(c: Arc<dyn Catalog>) {
     );
 }
 
+pub async fn several_inserts_are_one_transaction(c: Arc<dyn Catalog>) {
+    let raw = new_ds("upload.csv", "files", Layer::Raw);
+    let table = new_ds("upload.csv table", "files", Layer::Processed);
+    let entries = [
+        prov(Action::Registration, vec![], vec![raw.id]),
+        prov(Action::Pipeline, vec![raw.id], vec![table.id]),
+    ];
+    // A clash in the second dataset's files undoes the first dataset and both entries.
+    let r = c
+        .insert_datasets(
+            &[
+                (raw.clone(), vec![file("upload.csv", 10)]),
+                (table.clone(), vec![file("t", 1), file("t", 2)]),
+            ],
+            &entries,
+        )
+        .await;
+    assert!(matches!(r, Err(CatalogError::Conflict(_))), "{r:?}");
+    assert!(matches!(
+        c.get_dataset(raw.id).await,
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(
+        c.provenance_of(&[raw.id])
+            .await
+            .expect("provenance")
+            .is_empty()
+    );
+
+    let done = c
+        .insert_datasets(
+            &[
+                (raw.clone(), vec![file("upload.csv", 10)]),
+                (table.clone(), vec![file("upload.parquet", 4)]),
+            ],
+            &entries,
+        )
+        .await
+        .expect("insert both");
+    assert_eq!(
+        done.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![raw.id, table.id]
+    );
+    let edges = c
+        .lineage(table.id, 5, Direction::Ancestors)
+        .await
+        .expect("lineage");
+    assert!(edges.nodes.iter().any(|n| n.id == raw.id), "{edges:?}");
+}
+
+pub async fn search_by_content_and_external_id(c: Arc<dyn Catalog>) {
+    let mut a = new_ds("a", "files", Layer::Raw);
+    a.external_id = Some("plate.csv".into());
+    let mut b = new_ds("b", "files", Layer::Raw);
+    b.external_id = Some("plate.csv".into());
+    let other = new_ds("c", "files", Layer::Raw);
+    c.insert_dataset(&a, &[file("one", 1)], None)
+        .await
+        .expect("a");
+    c.insert_dataset(&b, &[file("two", 2)], None)
+        .await
+        .expect("b");
+    c.insert_dataset(&other, &[file("one", 1)], None)
+        .await
+        .expect("c");
+    let ids = |p: lake_host::catalog::Page<lake_host::catalog::Dataset>| {
+        let mut v: Vec<DatasetId> = p.items.iter().map(|d| d.id).collect();
+        v.sort();
+        v
+    };
+    let by_name = c
+        .search(&SearchQuery {
+            external_id: Some("plate.csv".into()),
+            ..SearchQuery::default()
+        })
+        .await
+        .expect("by name");
+    let mut want = vec![a.id, b.id];
+    want.sort();
+    assert_eq!(ids(by_name), want);
+    let sha = file("one", 1).sha256;
+    let by_sha = c
+        .search(&SearchQuery {
+            sha256: Some(sha.to_uppercase()),
+            source: Some("files".into()),
+            ..SearchQuery::default()
+        })
+        .await
+        .expect("by sha");
+    let mut want = vec![a.id, other.id];
+    want.sort();
+    assert_eq!(ids(by_sha), want);
+    let none = c
+        .search(&SearchQuery {
+            sha256: Some(sha),
+            external_id: Some("plate.csv".into()),
+            layer: Some(Layer::Processed),
+            ..SearchQuery::default()
+        })
+        .await
+        .expect("none");
+    assert!(none.items.is_empty());
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -519,6 +623,8 @@ macro_rules! conformance {
             conformance!(@one $make, stats_per_layer_and_source);
             conformance!(@one $make, commit_is_atomic);
             conformance!(@one $make, insert_is_atomic);
+            conformance!(@one $make, several_inserts_are_one_transaction);
+            conformance!(@one $make, search_by_content_and_external_id);
             conformance!(@one $make, upload_claims_are_exclusive);
             conformance!(@one $make, one_promotion_target_per_layer);
             conformance!(@one $make, lineage_walks_both_ways);

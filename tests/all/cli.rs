@@ -173,3 +173,102 @@ fn plugin_run_parses_a_local_file_and_steps_over_parquet() {
     assert_eq!(code, Some(2), "{out}");
     assert_eq!(out["result"]["error"]["code"], "invalid_params");
 }
+
+/// `lake upload`, `lake merge` and `lake save-merged` against a running server.
+#[test]
+fn upload_merge_and_save_through_a_running_lake() {
+    let (_server, url, _dir) = crate::walkthrough::start(&[]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let d = work.path();
+    let fixtures = crate::walkthrough::repo_root().join("tests/fixtures");
+    let samples = fixtures.join("samples.csv");
+    let expression = fixtures.join("expression.csv");
+    let missing = d.join("missing.csv");
+    let args = |a: &[&str]| -> Vec<String> {
+        a.iter()
+            .map(|s| (*s).to_owned())
+            .chain(["--server".to_owned(), url.clone()])
+            .collect()
+    };
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        lake(d, &refs)
+    };
+
+    // Every file is tried; the missing one fails the command and is named.
+    let (ok, out, err) = run(args(&[
+        "upload",
+        samples.to_str().expect("path"),
+        missing.to_str().expect("path"),
+        expression.to_str().expect("path"),
+    ]));
+    assert!(!ok, "a missing file fails the command");
+    assert!(err.contains("missing.csv"), "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(json).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["rows"], 6, "{out}");
+    assert_eq!(lines[1]["rows"], 8, "{out}");
+    let (s, e) = (
+        lines[0]["file_id"].as_str().expect("id"),
+        lines[1]["file_id"].as_str().expect("id"),
+    );
+
+    // Uploading again is a duplicate, not an error.
+    let (ok, out, err) = run(args(&["upload", samples.to_str().expect("path")]));
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["duplicate"], true, "{out}");
+
+    let (ok, out, err) = run(args(&[
+        "merge",
+        e,
+        s,
+        "--on",
+        "sample_id",
+        "--preview",
+        "2",
+    ]));
+    assert!(ok, "{err}");
+    let m = json(&out);
+    assert_eq!(
+        (m["rows"].as_u64(), m["preview"].as_array().map(Vec::len)),
+        (Some(6), Some(2)),
+        "{m}"
+    );
+    let key = m["cache_key"].as_str().expect("cache key");
+
+    let (ok, out, err) = run(args(&["merge", e, s, "--on", "nope"]));
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("422") && err.contains("sample_id"),
+        "the error lists the columns: {err}"
+    );
+
+    let (ok, out, err) = run(args(&[
+        "save-merged",
+        key,
+        "--name",
+        "cli merge",
+        "--format",
+        "csv",
+    ]));
+    assert!(ok, "{err}");
+    let saved = json(&out);
+    assert_eq!(saved["rows"], 6, "{saved}");
+    assert_eq!(saved["file"]["name"], "cli_merge.csv", "{saved}");
+
+    // No server: a clear message, not a panic.
+    let (ok, _, err) = lake(
+        d,
+        &[
+            "upload",
+            samples.to_str().expect("path"),
+            "--server",
+            "http://127.0.0.1:9",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("no lake answers at http://127.0.0.1:9"),
+        "{err}"
+    );
+}

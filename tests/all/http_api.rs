@@ -27,7 +27,7 @@ pub fn settings(max_upload: u64) -> Settings {
     s
 }
 
-async fn assemble(
+pub(crate) async fn assemble(
     catalog: Arc<dyn Catalog>,
     blobs: Arc<dyn BlobStore>,
     mut s: Settings,
@@ -56,6 +56,14 @@ pub async fn embedded_with(
     max_upload: u64,
     plugins: Option<lake_host::plugins::Plugins>,
 ) -> TestLake {
+    embedded_settings(settings(max_upload), plugins).await
+}
+
+/// An embedded lake with these settings, and a plugin registry when given.
+pub async fn embedded_settings(
+    s: Settings,
+    plugins: Option<lake_host::plugins::Plugins>,
+) -> TestLake {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite:{}", dir.path().join("catalog.db").display());
     let catalog = lake_host::catalog::sqlite::SqliteCatalog::connect(&url, 4)
@@ -65,21 +73,19 @@ pub async fn embedded_with(
     let blobs = lake_host::blob::local::LocalStore::open(dir.path().join("objects"))
         .await
         .expect("local store");
-    let mut t = assemble(
-        Arc::new(catalog),
-        Arc::new(blobs),
-        settings(max_upload),
-        Some(dir),
-    )
-    .await;
-    if let Some(p) = plugins {
-        t.lake = t.lake.clone().with_plugins(p);
-        t.app = router(AppState {
-            lake: t.lake.clone(),
-            metrics: lake_host::telemetry::init_metrics(),
-        });
-    }
-    t
+    let t = assemble(Arc::new(catalog), Arc::new(blobs), s, Some(dir)).await;
+    t.with_plugins(plugins)
+}
+
+/// PostgreSQL + Garage with these settings, and a plugin registry when given.
+pub async fn production_settings(
+    s: Settings,
+    plugins: Option<lake_host::plugins::Plugins>,
+) -> Option<TestLake> {
+    let catalog = crate::pg_catalog().await?;
+    let blobs = crate::garage()?;
+    let t = assemble(catalog, Arc::new(blobs), s, None).await;
+    Some(t.with_plugins(plugins))
 }
 
 pub async fn production() -> Option<TestLake> {
@@ -89,6 +95,17 @@ pub async fn production() -> Option<TestLake> {
 }
 
 impl TestLake {
+    fn with_plugins(mut self, plugins: Option<lake_host::plugins::Plugins>) -> Self {
+        if let Some(p) = plugins {
+            self.lake = self.lake.clone().with_plugins(p);
+            self.app = router(AppState {
+                lake: self.lake.clone(),
+                metrics: lake_host::telemetry::init_metrics(),
+            });
+        }
+        self
+    }
+
     pub async fn call(
         &self,
         method: Method,

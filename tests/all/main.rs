@@ -11,6 +11,7 @@ mod catalog_conformance;
 mod cli;
 mod config;
 mod connectors;
+mod files;
 mod hostile;
 mod http_api;
 mod object_lock;

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -14,7 +14,7 @@ impl Drop for Server {
     }
 }
 
-fn repo_root() -> std::path::PathBuf {
+pub(crate) fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -51,7 +51,7 @@ fn readme_block(name: &str) -> String {
     script
 }
 
-fn start(envs: &[(String, String)]) -> (Server, String, tempfile::TempDir) {
+pub(crate) fn start(envs: &[(String, String)]) -> (Server, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lake"));
     cmd.args(["serve", "--listen", "127.0.0.1:0"])
@@ -129,15 +129,11 @@ fn readme_walkthrough_on_the_embedded_default() {
     check_output(&run_walkthrough(&url));
 }
 
-#[test]
-fn readme_walkthrough_on_postgres_and_garage() {
-    let Some(s3) = crate::garage_config() else {
-        return;
-    };
+/// `LAKE_*` variables for a server on PostgreSQL and Garage (fresh database and buckets).
+fn production_envs() -> Option<Vec<(String, String)>> {
+    let s3 = crate::garage_config()?;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let Some(pg) = rt.block_on(crate::scratch_pg()) else {
-        return;
-    };
+    let pg = rt.block_on(crate::scratch_pg())?;
     let tag = crate::unique("w");
     let mut envs: Vec<(String, String)> = vec![
         ("LAKE_CATALOG__URL".into(), pg),
@@ -162,6 +158,14 @@ fn readme_walkthrough_on_postgres_and_garage() {
             format!("{tag}-{layer}"),
         ));
     }
+    Some(envs)
+}
+
+#[test]
+fn readme_walkthrough_on_postgres_and_garage() {
+    let Some(envs) = production_envs() else {
+        return;
+    };
     let (_server, url, _dir) = start(&envs);
     let out = run_walkthrough(&url);
     check_output(&out);
@@ -170,6 +174,51 @@ fn readme_walkthrough_on_postgres_and_garage() {
         out.contains("postgres"),
         "health must report the PostgreSQL catalog:\n{out}"
     );
+}
+
+/// What the README's files block must print, checked against the fixtures it uploads.
+fn check_files_output(out: &str) {
+    let expression = std::fs::read_to_string(repo_root().join("tests/fixtures/expression.csv"))
+        .expect("fixture");
+    let left_rows = expression.lines().count() - 1;
+    assert!(out.contains("\"duplicate\":true"), "{out}");
+    assert!(
+        out.contains(&format!("{{\"cached\":true,\"rows\":{left_rows}}}")),
+        "a left join keeps every expression row, and the repeat is cached:\n{out}"
+    );
+    assert!(
+        out.contains(
+            "\"schema\":[\"sample_id\",\"gene\",\"tpm\",\"patient_id\",\"tissue\",\"sex\",\"age\"]"
+        ),
+        "{out}"
+    );
+    // The saved CSV: a header and one line per row, the unmatched rows with empty sample fields.
+    assert!(
+        out.contains(
+            "sample_id,gene,tpm,patient_id,tissue,sex,age\nS001,TP53,12.4,P01,liver,F,54\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("S007,TP53,9.6,,,,\n"), "{out}");
+    assert!(
+        out.contains("expression.csv") && out.contains("samples.csv"),
+        "{out}"
+    );
+}
+
+#[test]
+fn readme_files_flow_on_the_embedded_default() {
+    let (_server, url, _dir) = start(&[]);
+    check_files_output(&run_script(&url, &readme_block("files")));
+}
+
+#[test]
+fn readme_files_flow_on_postgres_and_garage() {
+    let Some(envs) = production_envs() else {
+        return;
+    };
+    let (_server, url, _dir) = start(&envs);
+    check_files_output(&run_script(&url, &readme_block("files")));
 }
 
 #[test]

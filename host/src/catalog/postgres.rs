@@ -308,15 +308,15 @@ impl Catalog for PostgresCatalog {
             .map(|_| ())
     }
 
-    async fn insert_dataset(
+    async fn insert_datasets(
         &self,
-        new: &NewDataset,
-        files: &[FileRecord],
-        provenance: Option<&NewProvenance>,
-    ) -> Result<Dataset, CatalogError> {
+        datasets: &[(NewDataset, Vec<FileRecord>)],
+        provenance: &[NewProvenance],
+    ) -> Result<Vec<Dataset>, CatalogError> {
         let now = Utc::now();
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        sqlx::query(
+        for (new, files) in datasets {
+            sqlx::query(
             "INSERT INTO datasets (id, name, source, external_id, layer, bucket, prefix, metadata, tags, status, \
              promoted_from, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
         )
@@ -335,13 +335,17 @@ impl Catalog for PostgresCatalog {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        Self::insert_files(&mut tx, new.id, files).await?;
-        if let Some(p) = provenance {
+            Self::insert_files(&mut tx, new.id, files).await?;
+        }
+        for p in provenance {
             Self::insert_provenance(&mut tx, p, now).await?;
         }
-        let d = Self::fetch_dataset(&mut tx, new.id).await?;
+        let mut out = Vec::with_capacity(datasets.len());
+        for (new, _) in datasets {
+            out.push(Self::fetch_dataset(&mut tx, new.id).await?);
+        }
         tx.commit().await.map_err(db_err)?;
-        Ok(d)
+        Ok(out)
     }
 
     async fn get_dataset(&self, id: DatasetId) -> Result<Dataset, CatalogError> {
@@ -365,6 +369,14 @@ impl Catalog for PostgresCatalog {
         }
         if let Some(s) = &q.source {
             b.push(" AND source = ").push_bind(s.clone());
+        }
+        if let Some(e) = &q.external_id {
+            b.push(" AND external_id = ").push_bind(e.clone());
+        }
+        if let Some(h) = &q.sha256 {
+            b.push(" AND id IN (SELECT dataset_id FROM files WHERE sha256 = ")
+                .push_bind(h.to_ascii_lowercase())
+                .push(")");
         }
         if let Some(text) = q.q.as_deref().filter(|t| !t.trim().is_empty()) {
             b.push(" AND search_text LIKE ")

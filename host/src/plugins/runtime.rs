@@ -652,6 +652,36 @@ impl Runtime {
         })
     }
 
+    /// Runs a parser over input chunks, handing each decoded batch to `sink` as it comes.
+    pub(super) fn parse_into(
+        &self,
+        pre: &Pre,
+        plugin: &str,
+        params: &[(String, String)],
+        next_chunk: &mut dyn FnMut() -> Option<std::io::Result<bytes::Bytes>>,
+        sink: &mut BatchSink<'_>,
+        limits: &Limits,
+    ) -> (Result<SchemaRef, InvokeError>, Usage) {
+        let Pre::Parser(pre) = pre else {
+            return (
+                Err(InvokeError::Load(format!("{plugin} is not a parser"))),
+                Usage::default(),
+            );
+        };
+        self.invoke(plugin, limits, HttpPolicy::deny_all(), |store, trap| {
+            let inst = pre.instantiate(&mut *store).map_err(trap)?;
+            let parse = inst.lake_plugin_parser().parse();
+            parse_streamed(
+                store,
+                &parse,
+                &params.to_vec(),
+                &mut std::iter::from_fn(next_chunk),
+                trap,
+                sink,
+            )
+        })
+    }
+
     /// Runs a parser over several independent inputs in one instance, one `parse` each, until
     /// `next_job` has no more or one fails: the parallel CSV workers, which so keep their warmed-up
     /// memory between segments of the same file.
@@ -821,28 +851,44 @@ fn parse_one(
     chunks: &mut dyn Iterator<Item = std::io::Result<bytes::Bytes>>,
     trap: &dyn Fn(wasmtime::Error) -> InvokeError,
 ) -> Result<Table, InvokeError> {
+    let mut batches = Vec::new();
+    let schema = parse_streamed(store, parse, params, chunks, trap, &mut |_, b| {
+        batches.extend(b);
+        Ok(())
+    })?;
+    Ok(Table { schema, batches })
+}
+
+/// One parse whose batches go to `sink` as each push returns them, so the host never holds the
+/// whole table. Returns the schema.
+fn parse_streamed(
+    store: &mut Store<HostState>,
+    parse: &parser_world::exports::lake::plugin::parser::GuestParse,
+    params: &Vec<(String, String)>,
+    chunks: &mut dyn Iterator<Item = std::io::Result<bytes::Bytes>>,
+    trap: &dyn Fn(wasmtime::Error) -> InvokeError,
+    sink: &mut BatchSink<'_>,
+) -> Result<SchemaRef, InvokeError> {
     let handle = parse
         .call_start(&mut *store, params)
         .map_err(trap)?
         .map_err(plugin_error)?;
-    let mut out = Vec::new();
+    let mut decoded = Decoded::default();
     for chunk in chunks {
         let chunk = chunk.map_err(|e| InvokeError::Input(e.to_string()))?;
-        out.extend(
-            parse
-                .call_push(&mut *store, handle, &chunk)
-                .map_err(trap)?
-                .map_err(plugin_error)?,
-        );
-    }
-    out.extend(
-        parse
-            .call_finish(&mut *store, handle)
+        let out = parse
+            .call_push(&mut *store, handle, &chunk)
             .map_err(trap)?
-            .map_err(plugin_error)?,
-    );
+            .map_err(plugin_error)?;
+        decoded.feed(out, sink)?;
+    }
+    let out = parse
+        .call_finish(&mut *store, handle)
+        .map_err(trap)?
+        .map_err(plugin_error)?;
+    decoded.feed(out, sink)?;
     let _ = handle.resource_drop(&mut *store);
-    decode(out)
+    decoded.finish()
 }
 
 fn plugin_error(e: WitError) -> InvokeError {
@@ -893,45 +939,75 @@ fn encode(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, Invoke
     Ok(out)
 }
 
-/// Decodes and validates what a plugin returned: every IPC stream must agree on one schema. Arrays
-/// are slices of the returned buffers (no second copy); validation stays on for guest data.
-fn decode(streams: Vec<Vec<u8>>) -> Result<Table, InvokeError> {
-    let unreadable = |e: arrow_schema::ArrowError| {
-        InvokeError::Output(format!("the plugin returned unreadable Arrow IPC: {e}"))
-    };
-    let mut schema: Option<SchemaRef> = None;
-    let mut batches = Vec::new();
-    for bytes in streams {
-        let mut buffer = arrow_buffer::Buffer::from_vec(bytes);
-        let mut decoder = arrow_ipc::reader::StreamDecoder::new();
-        while !buffer.is_empty() {
-            let batch = decoder.decode(&mut buffer).map_err(unreadable)?;
-            if let (None, Some(s)) = (&schema, decoder.schema()) {
-                schema = Some(s);
+/// What a parser hands on as it decodes: the table's schema once, then each batch.
+pub(super) type BatchSink<'a> =
+    dyn FnMut(&SchemaRef, Option<RecordBatch>) -> Result<(), InvokeError> + 'a;
+
+/// Decodes and validates what a plugin returns, as it returns it: every IPC stream must agree on
+/// one schema. Arrays are slices of the returned buffers (no second copy); validation stays on for
+/// guest data. The sink sees the schema first (with no batch), then every batch in order.
+#[derive(Default)]
+struct Decoded {
+    schema: Option<SchemaRef>,
+}
+
+impl Decoded {
+    fn feed(&mut self, streams: Vec<Vec<u8>>, sink: &mut BatchSink<'_>) -> Result<(), InvokeError> {
+        let unreadable = |e: arrow_schema::ArrowError| {
+            InvokeError::Output(format!("the plugin returned unreadable Arrow IPC: {e}"))
+        };
+        for bytes in streams {
+            let mut buffer = arrow_buffer::Buffer::from_vec(bytes);
+            let mut decoder = arrow_ipc::reader::StreamDecoder::new();
+            while !buffer.is_empty() {
+                let batch = decoder.decode(&mut buffer).map_err(unreadable)?;
+                if let Some(s) = decoder.schema() {
+                    match &self.schema {
+                        None => {
+                            sink(&s, None)?;
+                            self.schema = Some(s);
+                        }
+                        Some(first) if first.fields() != s.fields() => {
+                            return Err(InvokeError::Output(
+                                "the plugin returned batches with different schemas".into(),
+                            ));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                if let (Some(b), Some(schema)) = (batch, &self.schema) {
+                    sink(schema, Some(b))?;
+                }
             }
-            if let Some(b) = batch {
-                batches.push(b);
-            }
-        }
-        decoder.finish().map_err(unreadable)?;
-        match (&schema, decoder.schema()) {
-            (Some(first), Some(s)) if first.fields() != s.fields() => {
-                return Err(InvokeError::Output(
-                    "the plugin returned batches with different schemas".into(),
-                ));
-            }
-            (_, None) => {
+            decoder.finish().map_err(unreadable)?;
+            if decoder.schema().is_none() {
                 return Err(InvokeError::Output(
                     "the plugin returned an IPC stream without a schema".into(),
                 ));
             }
-            _ => {}
         }
+        Ok(())
     }
-    let schema = schema.ok_or_else(|| {
-        InvokeError::Output("the plugin returned no table (not even a schema)".into())
+
+    fn finish(self) -> Result<SchemaRef, InvokeError> {
+        self.schema.ok_or_else(|| {
+            InvokeError::Output("the plugin returned no table (not even a schema)".into())
+        })
+    }
+}
+
+/// Decodes what a plugin returned into one table.
+fn decode(streams: Vec<Vec<u8>>) -> Result<Table, InvokeError> {
+    let mut batches = Vec::new();
+    let mut d = Decoded::default();
+    d.feed(streams, &mut |_, b| {
+        batches.extend(b);
+        Ok(())
     })?;
-    Ok(Table { schema, batches })
+    Ok(Table {
+        schema: d.finish()?,
+        batches,
+    })
 }
 
 impl Limits {

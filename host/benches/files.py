@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""File-service benchmark: the real `lake serve` (release build, embedded default) driven over
+HTTP on loopback, with the server's resident memory sampled from /proc every 20 ms.
+
+    python3 host/benches/files.py --lake target/release/lake --data /tmp/benchdata \
+        [--sizes 100000,1000000] [--big-gb 2] [--five-m] [--peers VENV_PYTHON] [--reps 3]
+
+Measures, in one run: upload + parse of each size's left/right CSV; the merge request (inner join on
+sample_id) cold and cached at each size; save_merged (Parquet) of the largest; the RSS growth of a
+streamed upload of a --big-gb CSV; optionally 5M x 5M; and, with --peers, the seed pipeline, Polars
+lazy and DuckDB on the same files through ../shared/bench/workloads.py. Prints a JSON record and a
+Markdown table. Only the processes it starts are stopped, by handle.
+"""
+import argparse
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+SHARED = os.path.abspath(os.path.join(ROOT, "..", "shared"))
+
+
+class Rss:
+    """Samples a process's VmRSS; `mark()` starts a phase and `peak()` reads its maximum."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.cur = 0
+        self.phase_peak = 0
+        self.stop = False
+        self.lock = threading.Lock()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def read(self, field="VmRSS"):
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _run(self):
+        while not self.stop:
+            v = self.read()
+            with self.lock:
+                self.cur = v
+                self.phase_peak = max(self.phase_peak, v)
+            time.sleep(0.02)
+
+    def mark(self):
+        v = self.read()
+        with self.lock:
+            self.phase_peak = v
+        return v
+
+    def peak(self):
+        with self.lock:
+            return max(self.phase_peak, self.read())
+
+
+def mb(b):
+    return round(b / 1e6, 1)
+
+
+class Lake:
+    def __init__(self, binary, workdir, extra_env):
+        env = dict(os.environ)
+        env.pop("LAKE_CONFIG", None)
+        env.update({"LAKE_LOG": "warn"}, **extra_env)
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--listen", "127.0.0.1:0"], cwd=workdir, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seen = []
+        for line in self.proc.stderr:
+            if line.startswith("lake listening on "):
+                url = line.split()[3]
+                break
+            seen.append(line)
+        else:
+            raise SystemExit(f"lake serve exited before listening: {''.join(seen)}")
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+        u = urllib.parse.urlparse(url)
+        self.host, self.port = u.hostname, u.port
+        self.rss = Rss(self.proc.pid)
+
+    def request(self, method, path, body=None, headers=None, timeout=3600):
+        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            try:
+                v = json.loads(data)
+            except ValueError:
+                v = data.decode(errors="replace")
+            return r.status, v
+        finally:
+            c.close()
+
+    def upload(self, path):
+        name = os.path.basename(path)
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            s, v = self.request("POST", f"/files/upload?filename={urllib.parse.quote(name)}", body=f,
+                                headers={"Content-Length": str(size)})
+        if s not in (200, 201):
+            raise SystemExit(f"upload {name}: {s} {v}")
+        return v
+
+    def stop(self):
+        self.rss.stop = True
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def timed(fn):
+    t = time.perf_counter()
+    v = fn()
+    return time.perf_counter() - t, v
+
+
+def label(n):
+    return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k"
+
+
+def ensure_data(data, sizes, python):
+    missing = [n for n in sizes if not os.path.exists(os.path.join(data, f"left_{label(n)}.csv"))]
+    if missing:
+        subprocess.run([python, os.path.join(SHARED, "bench", "gen_tables.py"), "--out", data,
+                        "--sizes", ",".join(str(n) for n in missing)], check=True)
+
+
+def big_csv(data, gb):
+    """A CSV of at least `gb` GB: left_1M.csv's rows repeated (made once, kept)."""
+    path = os.path.join(data, f"big_{gb}GB.csv")
+    want = int(gb * 1e9)
+    if os.path.exists(path) and os.path.getsize(path) >= want:
+        return path
+    src = os.path.join(data, "left_1M.csv")
+    with open(src, "rb") as f:
+        header = f.readline()
+        body = f.read()
+    with open(path + ".tmp", "wb") as out:
+        out.write(header)
+        written = len(header)
+        while written < want:
+            out.write(body)
+            written += len(body)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def merge(lake, a, b, how="inner"):
+    q = urllib.parse.urlencode({"file_id_1": a, "file_id_2": b, "on": "sample_id", "how": how,
+                                "preview": 5})
+    s, v = lake.request("GET", f"/files/merge?{q}")
+    if s != 200:
+        raise SystemExit(f"merge: {s} {v}")
+    return v
+
+
+def run_peers(python, data, reps):
+    out = {}
+    left, right = (os.path.join(data, f"{s}_1M.csv") for s in ("left", "right"))
+    wl = os.path.join(SHARED, "bench", "workloads.py")
+    for name in ("pandas_seed", "polars_lazy", "duckdb_e2e"):
+        runs = []
+        for _ in range(reps):
+            r = subprocess.run([python, wl, name, left, right], capture_output=True, text=True,
+                               check=True)
+            runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+        out[name] = {"median_s": statistics.median(r["total_s"] for r in runs),
+                     "peak_mb": max(r["peak_mb"] for r in runs),
+                     "rows_out": runs[0].get("rows_out")}
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lake", default=os.path.join(
+        os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "lake"))
+    ap.add_argument("--data", default=os.environ.get("LAKE_BENCH_DATA", "/tmp/benchdata"))
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--big-gb", type=float, default=2.0, help="0 skips the big upload")
+    ap.add_argument("--five-m", action="store_true", help="also 5M x 5M")
+    ap.add_argument("--python", default=sys.executable, help="python with the bench requirements")
+    ap.add_argument("--peers", action="store_true", help="run the peers through workloads.py")
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+
+    sizes = [int(s) for s in a.sizes.split(",")]
+    all_sizes = sizes + ([5_000_000] if a.five_m else [])
+    ensure_data(a.data, all_sizes, a.python)
+    work = tempfile.mkdtemp(prefix="lake-files-bench-")
+    with open(os.path.join(work, "lake.toml"), "w") as f:
+        f.write('[server]\nmax_upload_bytes = "64GiB"\n'
+                '[plugins]\ncache_dir = "%s"\n'
+                '[plugins.overrides.merge]\nmemory = "4GiB"\n'
+                '[files]\nmerge_cache_bytes = "4GiB"\n'
+                % os.path.join(os.path.expanduser("~"), ".cache", "lake", "bench-plugin-cache"))
+    rec = {"sizes": {}, "machine": {"cpus": os.cpu_count(), "loadavg1": os.getloadavg()[0]}}
+    lake = Lake(a.lake, work, {})
+    try:
+        lake.request("GET", "/health")
+        base = lake.rss.mark()
+        rec["rss_idle_mb"] = mb(base)
+        for n in all_sizes:
+            lb = label(n)
+            r = {}
+            lake.rss.mark()
+            t_l, left = timed(lambda: lake.upload(os.path.join(a.data, f"left_{lb}.csv")))
+            t_r, right = timed(lambda: lake.upload(os.path.join(a.data, f"right_{lb}.csv")))
+            r["upload_parse_s"] = {"left": round(t_l, 3), "right": round(t_r, 3)}
+            r["upload_mb_s"] = round((left["size"] + right["size"]) / 1e6 / (t_l + t_r), 1)
+            r["rows"] = [left["rows"], right["rows"]]
+            r["upload_peak_rss_mb"] = mb(lake.rss.peak())
+            before = lake.rss.mark()
+            t_cold, m = timed(lambda: merge(lake, left["file_id"], right["file_id"]))
+            r["merge_peak_rss_mb"] = mb(lake.rss.peak())
+            r["merge_rss_growth_mb"] = mb(lake.rss.peak() - base)
+            cached = []
+            for _ in range(a.reps):
+                t, mc = timed(lambda: merge(lake, left["file_id"], right["file_id"]))
+                assert mc["cached"], mc
+                cached.append(t)
+            r["merge_cold_s"] = round(t_cold, 3)
+            r["merge_cached_s"] = round(statistics.median(cached), 4)
+            r["rows_out"] = m["rows"]
+            r["columns_out"] = m["columns"]
+            lake.rss.mark()
+            body = json.dumps({"cache_key": m["cache_key"], "name": f"merged {lb}",
+                               "format": "parquet"})
+            t_save, saved = timed(lambda: lake.request(
+                "POST", "/files/save_merged", body=body,
+                headers={"Content-Type": "application/json"}))
+            if saved[0] != 201:
+                raise SystemExit(f"save_merged: {saved}")
+            r["save_merged_s"] = round(t_save, 3)
+            r["saved_mb"] = mb(saved[1]["file"]["size"])
+            r["save_peak_rss_mb"] = mb(lake.rss.peak())
+            rec["sizes"][lb] = r
+            print(json.dumps({lb: r}), file=sys.stderr)
+        if a.big_gb > 0:
+            path = big_csv(a.data, a.big_gb)
+            before = lake.rss.mark()
+            t, v = timed(lambda: lake.upload(path))
+            peak = lake.rss.peak()
+            rec["big_upload"] = {"bytes": v["size"], "rows": v["rows"], "seconds": round(t, 2),
+                                 "mb_s": round(v["size"] / 1e6 / t, 1),
+                                 "rss_before_mb": mb(before), "rss_peak_mb": mb(peak),
+                                 "rss_growth_mb": mb(peak - before)}
+            print(json.dumps({"big_upload": rec["big_upload"]}), file=sys.stderr)
+        rec["server_vmhwm_mb"] = mb(lake.rss.read("VmHWM"))
+    finally:
+        lake.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    if a.peers:
+        rec["peers_1M"] = run_peers(a.python, a.data, a.reps)
+    print(json.dumps(rec, indent=1))
+    print()
+    print("| size | upload+parse L / R s | MB/s | merge cold s | cached s | save s | rows out | peak RSS MB (merge) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for lb, r in rec["sizes"].items():
+        print(f"| {lb} | {r['upload_parse_s']['left']} / {r['upload_parse_s']['right']} | "
+              f"{r['upload_mb_s']} | {r['merge_cold_s']} | {r['merge_cached_s']} | "
+              f"{r['save_merged_s']} | {r['rows_out']} | {r['merge_peak_rss_mb']} |")
+    if "peers_1M" in rec:
+        for k, v in rec["peers_1M"].items():
+            print(f"| peer 1M {k} | | | {v['median_s']} | | | {v['rows_out']} | {v['peak_mb']} |")
+
+
+if __name__ == "__main__":
+    main()
