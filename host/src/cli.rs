@@ -85,25 +85,8 @@ enum Command {
     /// Join two uploaded files' tables on a running lake (GET /files/merge); prints the cache key,
     /// counts, schema and preview.
     Merge {
-        /// Left file id.
-        file_id_1: String,
-        /// Right file id.
-        file_id_2: String,
-        /// Key column(s), comma-separated.
-        #[arg(long)]
-        on: String,
-        /// inner, left, right or outer.
-        #[arg(long, default_value = "inner")]
-        how: String,
-        /// Suffixes for clashing column names, comma-separated (default _x,_y).
-        #[arg(long)]
-        suffixes: Option<String>,
-        /// Rows to preview.
-        #[arg(long, default_value_t = 10)]
-        preview: usize,
-        /// Let a null key match a null key (by default nulls match nothing).
-        #[arg(long)]
-        nulls_equal: bool,
+        #[command(flatten)]
+        args: files::MergeArgs,
         /// The lake's URL (default: http:// + server.listen).
         #[arg(long, env = "LAKE_SERVER")]
         server: Option<String>,
@@ -438,26 +421,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Merge {
-            file_id_1,
-            file_id_2,
-            on,
-            how,
-            suffixes,
-            preview,
-            nulls_equal,
-            server,
-        } => {
+        Command::Merge { args, server } => {
             let base = files::base_url(server, &cfg.server.listen);
-            let args = files::MergeArgs {
-                file_id_1,
-                file_id_2,
-                on,
-                how,
-                suffixes,
-                preview,
-                nulls_equal,
-            };
             print_json(&files::merge(&base, args).await?)?;
             Ok(ExitCode::SUCCESS)
         }

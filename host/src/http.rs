@@ -272,6 +272,18 @@ struct CatalogQuery {
     sha256: Option<String>,
 }
 
+/// The `after` id of a `cursor` parameter (`next_cursor` of an earlier page).
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<DatasetId>, ApiError> {
+    cursor
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse::<DatasetId>().map_err(|_| {
+                ApiError::invalid(format!("cursor {c:?} is not a cursor from a previous page"))
+            })
+        })
+        .transpose()
+}
+
 /// Search the catalog.
 #[utoipa::path(get, path = "/catalog", params(CatalogQuery),
     responses((status = 200, body = inline(Page<Dataset>)), (status = 422, body = ErrorBody)))]
@@ -291,16 +303,7 @@ async fn list_catalog(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit: must be between 1 and 500"));
     }
-    let after = q
-        .cursor
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .map(|c| {
-            c.parse::<DatasetId>().map_err(|_| {
-                ApiError::invalid(format!("cursor {c:?} is not a cursor from a previous page"))
-            })
-        })
-        .transpose()?;
+    let after = parse_cursor(q.cursor.as_deref())?;
     let status = match q.status.as_deref() {
         None | Some("") => DatasetStatus::Ready,
         Some(s) => s.parse().map_err(ApiError::invalid)?,

@@ -541,16 +541,11 @@ impl Plugins {
         &self,
         name: &str,
         params: Vec<(String, String)>,
-        mut input: ByteStream,
+        input: ByteStream,
         mut sink: impl FnMut(&SchemaRef, Option<RecordBatch>) -> Result<(), String> + Send + 'static,
     ) -> Invocation<SchemaRef> {
-        let handle = tokio::runtime::Handle::current();
+        let mut next = blocking_chunks(input);
         self.invoke(name, move |runtime, e, l| {
-            let mut next = || {
-                handle
-                    .block_on(input.next())
-                    .map(|r| r.map_err(std::io::Error::other))
-            };
             let mut sink =
                 |s: &SchemaRef, b: Option<RecordBatch>| sink(s, b).map_err(InvokeError::Sink);
             runtime.parse_into(&e.pre, &e.manifest.name, &params, &mut next, &mut sink, l)
@@ -563,16 +558,10 @@ impl Plugins {
         &self,
         name: &str,
         params: Vec<(String, String)>,
-        mut input: ByteStream,
+        input: ByteStream,
     ) -> Invocation {
-        let handle = tokio::runtime::Handle::current();
+        let mut next = blocking_chunks(input);
         self.invoke(name, move |runtime, e, l| {
-            // The guest runs on this blocking thread; input chunks are pulled from the async stream.
-            let mut next = || {
-                handle
-                    .block_on(input.next())
-                    .map(|r| r.map_err(std::io::Error::other))
-            };
             runtime.parse(&e.pre, &e.manifest.name, &params, &mut next, l)
         })
         .await
@@ -887,5 +876,18 @@ pub fn params_from_json(v: &serde_json::Value) -> Result<Vec<(String, String)>, 
             Ok(o.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
         }
         _ => Err("params must be a JSON object".into()),
+    }
+}
+
+/// Pulls an async byte stream from a blocking thread: the guest runs on one, and each call waits
+/// for the next chunk.
+fn blocking_chunks(
+    mut input: ByteStream,
+) -> impl FnMut() -> Option<std::io::Result<bytes::Bytes>> + Send {
+    let handle = tokio::runtime::Handle::current();
+    move || {
+        handle
+            .block_on(input.next())
+            .map(|r| r.map_err(std::io::Error::other))
     }
 }

@@ -48,7 +48,7 @@ const INVARIANTS: &[&str] = &[
     "Architecture Invariant: only `catalog/sqlite.rs` and `catalog/postgres.rs` name `sqlx`.",
     "Architecture Invariant: only `blob/s3.rs` names `aws_sdk_s3`.",
     "Architecture Invariant: only `plugins/runtime.rs` names `wasmtime`.",
-    "Architecture Invariant: `http.rs` and `cli.rs` never name a driver (`sqlx`, `aws_sdk_s3`) or touch the filesystem for objects; they call `Lake`.",
+    "Architecture Invariant: `http.rs`, `cli.rs` and their `files.rs` submodules never name a driver (`sqlx`, `aws_sdk_s3`) or touch the filesystem for objects; they call `Lake`.",
     "Architecture Invariant: no code issues `UPDATE` or `DELETE` against provenance tables; the schemas reject both with triggers.",
     "Architecture Invariant: no `.unwrap()` or `.expect(` in `host/src`: request and plugin paths return errors, never panic.",
     "Architecture Invariant: every module of `host/src` starts with a `//!` paragraph.",

@@ -76,6 +76,20 @@ fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{field} in {v}"))
 }
 
+async fn get(t: &TestLake, uri: &str) -> (StatusCode, Value) {
+    t.call(Method::GET, uri, None).await
+}
+
+/// `field` of every element of the array `v[list]`.
+fn each<'a>(v: &'a Value, list: &str, field: &str) -> Vec<&'a str> {
+    v[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list} in {v}"))
+        .iter()
+        .map(|x| str_of(x, field))
+        .collect()
+}
+
 fn names(schema: &Value) -> Vec<String> {
     schema
         .as_array()
@@ -201,22 +215,16 @@ async fn four_step_flow(t: TestLake) {
     let iris_id = str_of(&iris, "file_id").to_owned();
 
     // The raw dataset holds the bytes exactly; the table dataset holds Parquet with every row.
-    let (s, raw) = t
-        .call(Method::GET, &format!("/catalog/{iris_id}"), None)
-        .await;
+    let (s, raw) = get(&t, &format!("/catalog/{iris_id}")).await;
     assert_eq!(s, StatusCode::OK, "{raw}");
     assert_eq!(raw["layer"], "raw");
     assert_eq!(object_bytes(&t, &raw, "iris.csv").await, iris_bytes);
     let table_id = str_of(&iris["dataset_ids"], "table").to_owned();
-    let (_, table) = t
-        .call(Method::GET, &format!("/catalog/{table_id}"), None)
-        .await;
+    let (_, table) = get(&t, &format!("/catalog/{table_id}")).await;
     assert_eq!(table["layer"], "processed");
     let (rows, cols) = parquet_rows(object_bytes(&t, &table, "iris.parquet").await);
     assert_eq!((rows, cols), (150, names(&iris["schema"])));
-    let (_, prov) = t
-        .call(Method::GET, &format!("/provenance/{table_id}"), None)
-        .await;
+    let (_, prov) = get(&t, &format!("/provenance/{table_id}")).await;
     let entries = prov["entries"].as_array().expect("entries");
     assert!(
         entries.iter().any(|e| e["action"] == "pipeline"
@@ -225,9 +233,7 @@ async fn four_step_flow(t: TestLake) {
             && e["parameters"]["rows"] == 150),
         "{prov}"
     );
-    let (_, prov) = t
-        .call(Method::GET, &format!("/provenance/{iris_id}"), None)
-        .await;
+    let (_, prov) = get(&t, &format!("/provenance/{iris_id}")).await;
     assert!(
         prov["entries"]
             .as_array()
@@ -258,29 +264,13 @@ async fn four_step_flow(t: TestLake) {
     let (l, r) = (str_of(&left, "file_id"), str_of(&right, "file_id"));
 
     // 2. List: newest first, paged with a cursor, every upload once.
-    let (s, page) = t.call(Method::GET, "/files?limit=2", None).await;
+    let (s, page) = get(&t, "/files?limit=2").await;
     assert_eq!(s, StatusCode::OK, "{page}");
-    let first: Vec<&str> = page["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|f| str_of(f, "filename"))
-        .collect();
+    let first = each(&page, "items", "filename");
     assert_eq!(first, ["tissues.csv", "samples.csv"]);
     let cursor = str_of(&page, "next_cursor");
-    let (_, rest) = t
-        .call(
-            Method::GET,
-            &format!("/files?limit=50&cursor={cursor}"),
-            None,
-        )
-        .await;
-    let rest: Vec<&str> = rest["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|f| str_of(f, "filename"))
-        .collect();
+    let (_, rest) = get(&t, &format!("/files?limit=50&cursor={cursor}")).await;
+    let rest = each(&rest, "items", "filename");
     assert_eq!(rest, ["datasets.dat", "iris.csv"]);
     for f in page["items"].as_array().expect("items") {
         assert!(f["sha256"].as_str().is_some_and(|s| s.len() == 64), "{f}");
@@ -293,7 +283,7 @@ async fn four_step_flow(t: TestLake) {
     // 3. Merge: each join kind gives the rows counted here; the repeat comes from the cache.
     let want = g.expected_rows();
     let uri = format!("/files/merge?file_id_1={l}&file_id_2={r}&on=sample_id");
-    let (s, m) = t.call(Method::GET, &uri, None).await;
+    let (s, m) = get(&t, &uri).await;
     assert_eq!(s, StatusCode::OK, "{m}");
     assert_eq!(m["rows"], want["inner"], "{m}");
     assert_eq!(m["cached"], false);
@@ -316,19 +306,13 @@ async fn four_step_flow(t: TestLake) {
             "{row}"
         );
     }
-    let (_, again) = t.call(Method::GET, &uri, None).await;
+    let (_, again) = get(&t, &uri).await;
     assert_eq!(
         (again["cached"].as_bool(), &again["cache_key"]),
         (Some(true), &m["cache_key"])
     );
     for how in ["left", "right", "outer"] {
-        let (s, v) = t
-            .call(
-                Method::GET,
-                &format!("{uri}&how={how}&preview=0&suffixes=_s,_t"),
-                None,
-            )
-            .await;
+        let (s, v) = get(&t, &format!("{uri}&how={how}&preview=0&suffixes=_s,_t")).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         assert_eq!(v["rows"], want[how], "{how}: {v}");
         assert!(names(&v["schema"]).contains(&"value_t".to_owned()));
@@ -350,7 +334,7 @@ async fn four_step_flow(t: TestLake) {
         (Some(want["inner"]), Some(false))
     );
     let id = str_of(&saved, "dataset_id");
-    let (_, ds) = t.call(Method::GET, &format!("/catalog/{id}"), None).await;
+    let (_, ds) = get(&t, &format!("/catalog/{id}")).await;
     assert_eq!(ds["layer"], "processed");
     let file = str_of(&saved["file"], "name");
     let bytes = object_bytes(&t, &ds, file).await;
@@ -358,9 +342,7 @@ async fn four_step_flow(t: TestLake) {
     let (rows, cols) = parquet_rows(bytes);
     assert_eq!(rows as u64, want["inner"]);
     assert_eq!(cols, names(&m["schema"]));
-    let (_, prov) = t
-        .call(Method::GET, &format!("/provenance/{id}"), None)
-        .await;
+    let (_, prov) = get(&t, &format!("/provenance/{id}")).await;
     let inputs = json!([left["dataset_ids"]["table"], right["dataset_ids"]["table"]]);
     assert!(
         prov["entries"]
@@ -375,21 +357,10 @@ async fn four_step_flow(t: TestLake) {
         "{prov}"
     );
     // The lineage reaches back to both uploaded files.
-    let (_, graph) = t
-        .call(
-            Method::GET,
-            &format!("/provenance/{id}/graph?direction=ancestors"),
-            None,
-        )
-        .await;
-    let ancestors: BTreeSet<&str> = graph["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .filter_map(|n| n["id"].as_str())
-        .collect();
+    let (_, graph) = get(&t, &format!("/provenance/{id}/graph?direction=ancestors")).await;
+    let ancestors: BTreeSet<&str> = each(&graph, "nodes", "id").into_iter().collect();
     assert!(ancestors.contains(l) && ancestors.contains(r), "{graph}");
-    let (_, after) = t.call(Method::GET, &uri, None).await;
+    let (_, after) = get(&t, &uri).await;
     assert_eq!(
         (after["cached"].as_bool(), &after["cache_key"]),
         (Some(false), &m["cache_key"]),
@@ -405,13 +376,7 @@ async fn four_step_flow(t: TestLake) {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{saved}");
-    let (_, ds) = t
-        .call(
-            Method::GET,
-            &format!("/catalog/{}", str_of(&saved, "dataset_id")),
-            None,
-        )
-        .await;
+    let (_, ds) = get(&t, &format!("/catalog/{}", str_of(&saved, "dataset_id"))).await;
     let csv = object_bytes(&t, &ds, str_of(&saved["file"], "name")).await;
     let text = String::from_utf8(csv).expect("utf-8");
     assert_eq!(
@@ -486,13 +451,7 @@ async fn every_fixture_uploads() {
                 if rel == "csv/bad.csv" {
                     assert!(why.contains("line 2"), "{why}");
                 }
-                let (_, raw) = t
-                    .call(
-                        Method::GET,
-                        &format!("/catalog/{}", str_of(&v, "file_id")),
-                        None,
-                    )
-                    .await;
+                let (_, raw) = get(&t, &format!("/catalog/{}", str_of(&v, "file_id"))).await;
                 assert_eq!(object_bytes(&t, &raw, name).await, bytes, "{rel}");
             }
             _ => {
@@ -503,7 +462,7 @@ async fn every_fixture_uploads() {
         }
     }
     // The Latin-1 file was read as Latin-1: its accented text is intact in the table.
-    let (_, page) = t.call(Method::GET, "/files?limit=100", None).await;
+    let (_, page) = get(&t, "/files?limit=100").await;
     let latin = page["items"]
         .as_array()
         .expect("items")
@@ -521,13 +480,7 @@ async fn bad_uploads_and_merges_get_clear_4xx() {
     // Path traversal: only the last segment is kept, inside the lake's own prefix.
     let v = created(upload_raw(&t, "../../etc/passwd.csv", b"user,uid\nroot,0\n").await);
     assert_eq!(v["filename"], "passwd.csv");
-    let (_, raw) = t
-        .call(
-            Method::GET,
-            &format!("/catalog/{}", str_of(&v, "file_id")),
-            None,
-        )
-        .await;
+    let (_, raw) = get(&t, &format!("/catalog/{}", str_of(&v, "file_id"))).await;
     assert!(str_of(&raw, "prefix").starts_with("files/"), "{raw}");
     let traversal = v;
 
@@ -604,13 +557,7 @@ async fn bad_uploads_and_merges_get_clear_4xx() {
     );
     assert_ne!(v1["file_id"], v2["file_id"]);
     for f in [&v1, &v2] {
-        let (s, got) = t
-            .call(
-                Method::GET,
-                &format!("/files/{}", str_of(f, "file_id")),
-                None,
-            )
-            .await;
+        let (s, got) = get(&t, &format!("/files/{}", str_of(f, "file_id"))).await;
         assert_eq!((s, &got["rows"]), (StatusCode::OK, &f["rows"]), "{got}");
     }
 
@@ -670,9 +617,7 @@ async fn bad_uploads_and_merges_get_clear_4xx() {
         ),
     ];
     for (q, status, needle) in cases {
-        let (s, e) = t
-            .call(Method::GET, &format!("/files/merge?{q}"), None)
-            .await;
+        let (s, e) = get(&t, &format!("/files/merge?{q}")).await;
         assert_eq!(s, status, "{q}: {e}");
         let msg = str_of(&e["error"], "message");
         assert!(
@@ -684,13 +629,11 @@ async fn bad_uploads_and_merges_get_clear_4xx() {
     let other = t
         .create(json!({"name": "not a file", "source": "geo"}))
         .await;
-    let (s, e) = t
-        .call(
-            Method::GET,
-            &format!("/files/merge?file_id_1={p1}&file_id_2={other}&on=well"),
-            None,
-        )
-        .await;
+    let (s, e) = get(
+        &t,
+        &format!("/files/merge?file_id_1={p1}&file_id_2={other}&on=well"),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
 
     // Saving what was never merged, or with a bad body.
@@ -713,13 +656,8 @@ async fn bad_uploads_and_merges_get_clear_4xx() {
     }
 
     // Nothing above lost or half-stored anything: every accepted file is listed, once.
-    let (_, page) = t.call(Method::GET, "/files?limit=100", None).await;
-    let listed: BTreeSet<&str> = page["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|f| str_of(f, "file_id"))
-        .collect();
+    let (_, page) = get(&t, "/files?limit=100").await;
+    let listed: BTreeSet<&str> = each(&page, "items", "file_id").into_iter().collect();
     let accepted: BTreeSet<&str> = [&traversal, &v1, &v2, &ints]
         .iter()
         .map(|f| str_of(f, "file_id"))
@@ -747,7 +685,7 @@ async fn racing_duplicates_are_stored_once() {
         b.1
     );
     assert_eq!(a.1["file_id"], b.1["file_id"]);
-    let (_, page) = t.call(Method::GET, "/files", None).await;
+    let (_, page) = get(&t, "/files").await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
     let bucket = t.lake.bucket(lake_host::layers::Layer::Raw).to_owned();
     let objects = t.lake.blobs().list(&bucket, "files/").await.expect("list");
@@ -774,7 +712,7 @@ async fn expired_merge_is_recomputed_on_save() {
         str_of(&l, "file_id"),
         str_of(&r, "file_id")
     );
-    let (s, m) = t.call(Method::GET, &uri, None).await;
+    let (s, m) = get(&t, &uri).await;
     assert_eq!(s, StatusCode::OK, "{m}");
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let (s, saved) = t
@@ -787,7 +725,7 @@ async fn expired_merge_is_recomputed_on_save() {
     assert_eq!(s, StatusCode::CREATED, "{saved}");
     assert_eq!(saved["recomputed"], true);
     assert_eq!(saved["rows"], g.expected_rows()["left"]);
-    let (_, again) = t.call(Method::GET, &uri, None).await;
+    let (_, again) = get(&t, &uri).await;
     assert_eq!(
         (again["cached"].as_bool(), &again["cache_key"]),
         (Some(false), &m["cache_key"])
@@ -903,20 +841,12 @@ async fn s3_dying_mid_upload_leaves_no_row_and_a_retry_succeeds() {
         .uri("/files/upload?filename=big.csv")
         .body(body)
         .expect("request");
-    let app = t.app.clone();
-    let call = tokio::spawn(async move {
-        use tower::ServiceExt;
-        let resp = app.oneshot(req).await.expect("infallible");
-        let status = resp.status();
-        let bytes = http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .expect("body")
-            .to_bytes();
-        (
-            status,
-            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
-        )
-    });
+    let client = TestLake {
+        app: t.app.clone(),
+        lake: t.lake.clone(),
+        dir: None,
+    };
+    let call = tokio::spawn(async move { client.send(req).await });
     for (n, c) in chunks.iter().enumerate() {
         if n == 10 {
             proxy.stop().await;
@@ -933,9 +863,7 @@ async fn s3_dying_mid_upload_leaves_no_row_and_a_retry_succeeds() {
 
     // The catalog is reachable and holds nothing for this upload, in any status.
     for status in ["ready", "pending", "failed"] {
-        let (s, page) = t
-            .call(Method::GET, &format!("/catalog?status={status}"), None)
-            .await;
+        let (s, page) = get(&t, &format!("/catalog?status={status}")).await;
         assert_eq!(
             (s, &page["items"]),
             (StatusCode::OK, &json!([])),
@@ -949,13 +877,7 @@ async fn s3_dying_mid_upload_leaves_no_row_and_a_retry_succeeds() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["sha256"], sha256_hex(&content));
     assert_eq!(v["rows"], i);
-    let (_, raw) = t
-        .call(
-            Method::GET,
-            &format!("/catalog/{}", str_of(&v, "file_id")),
-            None,
-        )
-        .await;
+    let (_, raw) = get(&t, &format!("/catalog/{}", str_of(&v, "file_id"))).await;
     assert_eq!(object_bytes(&t, &raw, "big.csv").await.len(), content.len());
     proxy.stop().await;
 }

@@ -133,14 +133,27 @@ async fn upload_one(
 }
 
 /// What `lake merge` asks for.
+#[derive(Debug, clap::Args)]
 pub(super) struct MergeArgs {
-    pub file_id_1: String,
-    pub file_id_2: String,
-    pub on: String,
-    pub how: String,
-    pub suffixes: Option<String>,
-    pub preview: usize,
-    pub nulls_equal: bool,
+    /// Left file id.
+    file_id_1: String,
+    /// Right file id.
+    file_id_2: String,
+    /// Key column(s), comma-separated.
+    #[arg(long)]
+    on: String,
+    /// inner, left, right or outer.
+    #[arg(long, default_value = "inner")]
+    how: String,
+    /// Suffixes for clashing column names, comma-separated (default _x,_y).
+    #[arg(long)]
+    suffixes: Option<String>,
+    /// Rows to preview.
+    #[arg(long, default_value_t = 10)]
+    preview: usize,
+    /// Let a null key match a null key (by default nulls match nothing).
+    #[arg(long)]
+    nulls_equal: bool,
 }
 
 pub(super) async fn merge(base: &str, a: MergeArgs) -> Result<serde_json::Value> {

@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, AppState, ErrorBody, parse_id};
+use super::{ApiError, ApiJson, AppState, ErrorBody, parse_cursor, parse_id};
 use crate::blob::ByteStream;
 use crate::catalog::{DatasetId, Page};
 use crate::files::{FileInfo, How, MergeOutcome, MergeSpec, SaveFormat, SavedMerge};
@@ -175,16 +175,7 @@ pub(super) async fn list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit: must be between 1 and 500"));
     }
-    let after = q
-        .cursor
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .map(|c| {
-            c.parse::<DatasetId>().map_err(|_| {
-                ApiError::invalid(format!("cursor {c:?} is not a cursor from a previous page"))
-            })
-        })
-        .transpose()?;
+    let after = parse_cursor(q.cursor.as_deref())?;
     Ok(Json(
         s.lake
             .list_uploads(limit, after, q.offset.unwrap_or(0))

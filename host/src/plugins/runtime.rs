@@ -633,23 +633,19 @@ impl Runtime {
         next_chunk: &mut dyn FnMut() -> Option<std::io::Result<bytes::Bytes>>,
         limits: &Limits,
     ) -> (Result<Table, InvokeError>, Usage) {
-        let Pre::Parser(pre) = pre else {
-            return (
-                Err(InvokeError::Load(format!("{plugin} is not a parser"))),
-                Usage::default(),
-            );
-        };
-        self.invoke(plugin, limits, HttpPolicy::deny_all(), |store, trap| {
-            let inst = pre.instantiate(&mut *store).map_err(trap)?;
-            let parse = inst.lake_plugin_parser().parse();
-            parse_one(
-                store,
-                &parse,
-                &params.to_vec(),
-                &mut std::iter::from_fn(next_chunk),
-                trap,
-            )
-        })
+        let mut batches = Vec::new();
+        let (schema, usage) = self.parse_into(
+            pre,
+            plugin,
+            params,
+            next_chunk,
+            &mut |_, b| {
+                batches.extend(b);
+                Ok(())
+            },
+            limits,
+        );
+        (schema.map(|schema| Table { schema, batches }), usage)
     }
 
     /// Runs a parser over input chunks, handing each decoded batch to `sink` as it comes.
