@@ -77,7 +77,7 @@ class Lake:
     def __init__(self, binary, workdir, extra_env):
         env = dict(os.environ)
         env.pop("LAKE_CONFIG", None)
-        env.update({"LAKE_LOG": "warn"}, **extra_env)
+        env.update({"LAKE_LOG": os.environ.get("LAKE_BENCH_LOG", "warn")}, **extra_env)
         self.proc = subprocess.Popen(
             [binary, "serve", "--listen", "127.0.0.1:0"], cwd=workdir, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -89,7 +89,10 @@ class Lake:
             seen.append(line)
         else:
             raise SystemExit(f"lake serve exited before listening: {''.join(seen)}")
-        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+        # Keep draining the server's log (LAKE_BENCH_LOG=info shows it, e.g. merge stage timings).
+        show = "LAKE_BENCH_LOG" in os.environ
+        threading.Thread(target=lambda: [sys.stderr.write(l) if show else None
+                                         for l in self.proc.stderr], daemon=True).start()
         u = urllib.parse.urlparse(url)
         self.host, self.port = u.hostname, u.port
         self.rss = Rss(self.proc.pid)

@@ -982,11 +982,20 @@ impl Lake {
     ) -> Result<Merged, LakeError> {
         let plugins = self.merge_plugins()?;
         let [(l, _), (r, _)] = inputs;
+        let started = std::time::Instant::now();
         let (lt, rt) = tokio::try_join!(self.read_table(&l), self.read_table(&r))?;
+        let read = started.elapsed();
         let params = merge_params(spec);
         let inv = plugins
             .step(MERGE_PLUGIN, params.clone(), vec![lt, rt])
             .await;
+        tracing::info!(
+            read_s = read.as_secs_f64(),
+            plugin_s = inv.usage.wall.as_secs_f64(),
+            total_s = started.elapsed().as_secs_f64(),
+            peak_memory = inv.usage.peak_memory_bytes,
+            "merge computed"
+        );
         let manifest = inv.manifest.clone().ok_or_else(|| {
             LakeError::Unavailable("the bundled merge plugin is not loaded".into())
         })?;
@@ -1006,6 +1015,9 @@ impl Lake {
             }
             Err(InvokeError::MemoryLimit(m)) => Err(LakeError::TooLarge(format!(
                 "the merge needs more memory than the merge plugin is granted ({m}); raise [plugins.overrides.merge] memory"
+            ))),
+            Err(InvokeError::Timeout(t)) => Err(LakeError::TooLarge(format!(
+                "the merge did not finish within the merge plugin's time limit ({t:?}); raise [plugins.overrides.merge] timeout_secs"
             ))),
             Err(e) => Err(LakeError::Unavailable(format!("the merge failed: {e}"))),
         }

@@ -313,12 +313,16 @@ impl Lake {
                 .await
                 .map_err(|e| LakeError::Unavailable(e.to_string()))?
                 .freeze();
-            let t = read_parquet(bytes).map_err(|e| {
-                LakeError::Invalid(format!(
-                    "{} in dataset {} is not readable Parquet: {e}",
-                    f.name, d.id
-                ))
-            })?;
+            // Decoding is CPU work: off the async workers, so two tables decode in parallel.
+            let t = tokio::task::spawn_blocking(move || read_parquet(bytes))
+                .await
+                .map_err(|e| LakeError::Unavailable(format!("decoding Parquet: {e}")))?
+                .map_err(|e| {
+                    LakeError::Invalid(format!(
+                        "{} in dataset {} is not readable Parquet: {e}",
+                        f.name, d.id
+                    ))
+                })?;
             schema.get_or_insert(t.schema);
             batches.extend(t.batches);
         }

@@ -768,7 +768,7 @@ impl Plugins {
         inputs: Vec<Table>,
     ) -> Invocation {
         self.invoke(name, move |runtime, e, l| {
-            runtime.step(&e.pre, &e.manifest.name, &params, &inputs, l)
+            runtime.step(&e.pre, &e.manifest.name, &params, inputs, l)
         })
         .await
     }

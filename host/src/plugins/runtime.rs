@@ -360,6 +360,10 @@ impl Runtime {
         cfg.consume_fuel(fuel);
         // Plain synchronous calls on a blocking thread: no component-model-async machinery needed.
         cfg.wasm_component_model(true);
+        // For profiling plugins with `perf`: WASM_PERFMAP=1 writes /tmp/perf-PID.map.
+        if std::env::var_os("WASM_PERFMAP").is_some() {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         // A fresh instance per invocation mostly pays for first touches of its memory. The pooling
         // allocator reuses slots whose first pages stay resident (zeroed, not unmapped), which
         // roughly halves the cost of a small invocation. It reserves address space up front; where
@@ -590,6 +594,9 @@ impl Runtime {
             },
         );
         store.limiter(|s| &mut s.limiter);
+        // What one call may hand back (a step's finished batches, say) is bounded by the memory
+        // the plugin is granted, not by wasmtime's default 128 MiB per call.
+        store.set_hostcall_fuel(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
         let ticks = (limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
@@ -714,7 +721,7 @@ impl Runtime {
         pre: &Pre,
         plugin: &str,
         params: &[(String, String)],
-        inputs: &[Table],
+        inputs: Vec<Table>,
         limits: &Limits,
     ) -> (Result<Table, InvokeError>, Usage) {
         let Pre::Step(pre) = pre else {
@@ -736,9 +743,12 @@ impl Runtime {
                 .map_err(trap)?
                 .map_err(plugin_error)?;
             let mut out = Vec::new();
-            for (i, table) in inputs.iter().enumerate() {
-                for batch in &table.batches {
-                    let ipc = encode(&table.schema, std::slice::from_ref(batch))?;
+            // Each batch is dropped once the plugin has its copy, so the host does not hold the
+            // inputs while the plugin holds them too.
+            for (i, table) in inputs.into_iter().enumerate() {
+                for batch in table.batches {
+                    let ipc = encode(&table.schema, std::slice::from_ref(&batch))?;
+                    drop(batch);
                     out.extend(
                         run.call_push(&mut *store, handle, i as u32, &ipc)
                             .map_err(trap)?
