@@ -1054,9 +1054,9 @@ impl<'a> Output<'a> {
                 let null = new_null_array(field.data_type(), 1);
                 let mut with_null = values.clone();
                 with_null.push(null.as_ref());
-                interleave(&with_null, indices)?
+                gather(&with_null, indices)?
             } else {
-                interleave(values, indices)?
+                gather(values, indices)?
             };
             columns.push(column);
         }
@@ -1074,6 +1074,72 @@ impl<'a> Output<'a> {
     }
 }
 
+/// Rows `indices` (array, row) of `arrays`, as one array: `interleave`, except for UTF-8 strings.
+fn gather(arrays: &[&dyn Array], indices: &[(usize, usize)]) -> Result<ArrayRef> {
+    if let Some(strings) = gather_utf8(arrays, indices) {
+        return Ok(strings);
+    }
+    Ok(interleave(arrays, indices)?)
+}
+
+/// Bytes copied at once for a short string; the output keeps this much spare capacity.
+const SHORT: usize = 16;
+
+/// Gathers UTF-8 strings into one values buffer sized up front. `interleave` copies each value
+/// with its own `memory.copy`, which in a sandbox is a call out to the host per value; here a
+/// string of at most [`SHORT`] bytes is copied as a fixed-size block (inline loads and stores) and
+/// the excess cut off, so only longer strings pay for a call. `None` when an array is not
+/// `Utf8` or the result would not fit 32-bit offsets.
+fn gather_utf8(arrays: &[&dyn Array], indices: &[(usize, usize)]) -> Option<ArrayRef> {
+    let arrays: Vec<&StringArray> = arrays
+        .iter()
+        .map(|a| a.as_any().downcast_ref::<StringArray>())
+        .collect::<Option<_>>()?;
+    let mut total = 0usize;
+    for &(a, r) in indices {
+        total += arrays
+            .get(a)?
+            .value_offsets()
+            .get(r + 1)
+            .zip(arrays[a].value_offsets().get(r))
+            .map(|(e, s)| (e - s) as usize)?;
+    }
+    i32::try_from(total).ok()?;
+    let mut values: Vec<u8> = Vec::with_capacity(total + SHORT);
+    let mut offsets: Vec<i32> = Vec::with_capacity(indices.len() + 1);
+    offsets.push(0);
+    let mut nulls = arrays
+        .iter()
+        .any(|a| a.null_count() > 0)
+        .then(|| arrow_array::builder::BooleanBufferBuilder::new(indices.len()));
+    for &(a, r) in indices {
+        let array = arrays[a];
+        let valid = array.is_valid(r);
+        if let Some(n) = nulls.as_mut() {
+            n.append(valid);
+        }
+        if valid {
+            let offs = array.value_offsets();
+            let (start, end) = (offs[r] as usize, offs[r + 1] as usize);
+            let data = array.value_data();
+            let len = values.len();
+            match data.get(start..start + SHORT) {
+                Some(block) if end - start <= SHORT => {
+                    let block: &[u8; SHORT] = block.try_into().ok()?;
+                    values.extend_from_slice(block);
+                    values.truncate(len + (end - start));
+                }
+                _ => values.extend_from_slice(&data[start..end]),
+            }
+        }
+        offsets.push(values.len() as i32);
+    }
+    let offsets = arrow_buffer::OffsetBuffer::new(arrow_buffer::ScalarBuffer::from(offsets));
+    let nulls = nulls.map(|mut n| arrow_buffer::NullBuffer::new(n.finish()));
+    let out = StringArray::try_new(offsets, arrow_buffer::Buffer::from_vec(values), nulls).ok()?;
+    Some(Arc::new(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1084,6 +1150,46 @@ mod tests {
     use arrow_cast::display::{ArrayFormatter, FormatOptions};
     use arrow_schema::TimeUnit;
     use serde_json::json;
+
+    #[test]
+    fn strings_gather_like_interleave() {
+        let long = "a string longer than sixteen bytes, with ünïcode";
+        let a = StringArray::from(vec![
+            Some("x"),
+            None,
+            Some(long),
+            Some(""),
+            Some("sixteen bytes!!!"),
+        ]);
+        let b = StringArray::from(vec![Some("tail"), Some(long)]).slice(1, 1);
+        let c = StringArray::from(vec!["exactly 16 bytes", "seventeen bytes!!"]);
+        let arrays: Vec<&dyn Array> = vec![&a, &b, &c];
+        let indices = [
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (1, 0),
+            (0, 3),
+            (2, 1),
+            (0, 4),
+            (2, 0),
+            (0, 0),
+        ];
+        let fast = gather_utf8(&arrays, &indices).expect("utf-8");
+        let slow = interleave(&arrays, &indices).expect("interleave");
+        assert_eq!(fast.as_ref(), slow.as_ref());
+        let no_nulls: Vec<&dyn Array> = vec![&c];
+        let fast = gather_utf8(&no_nulls, &[(0, 1), (0, 0)]).expect("utf-8");
+        assert_eq!(fast.null_count(), 0);
+        assert_eq!(
+            fast.as_ref(),
+            interleave(&no_nulls, &[(0, 1), (0, 0)])
+                .expect("interleave")
+                .as_ref()
+        );
+        let ints = Int64Array::from(vec![1, 2]);
+        assert!(gather_utf8(&[&ints], &[(0, 0)]).is_none());
+    }
 
     fn ints(v: &[Option<i64>]) -> ArrayRef {
         Arc::new(Int64Array::from(v.to_vec()))
