@@ -539,14 +539,15 @@ impl Lake {
             created_at: Utc::now(),
         };
 
-        let (format, parser, params) = match detect_format(&head, &name) {
+        let detected = detect_format(&head, &name);
+        let (format, parser, params) = match &detected {
             Ok(Format::Csv) => (Format::Csv, "csv", csv_params(&head, &name)),
             Ok(Format::Xlsx) => (Format::Xlsx, "xlsx", Vec::new()),
             Ok(Format::Unknown) | Err(_) => (Format::Unknown, "", Vec::new()),
         };
         let table_id = DatasetId::new();
         let (parsed, run) = if format == Format::Unknown {
-            let why = detect_format(&head, &name)
+            let why = detected
                 .err()
                 .unwrap_or_else(|| "the format is not known".into());
             (
@@ -642,7 +643,7 @@ impl Lake {
             actor: None,
         }];
         if let Some((inv, params)) = &run {
-            let mut details = run_details(inv, params, &name, Layer::Processed);
+            let mut details = run_details(inv, params_json(params), Some(&name), Layer::Processed);
             match &parsed {
                 Ok(p) => {
                     details["status"] = "succeeded".into();
@@ -805,41 +806,44 @@ impl Lake {
         }
     }
 
-    /// The uploaded file holding these bytes, if any.
-    async fn file_with_sha(&self, sha: &str) -> Result<Option<FileInfo>, LakeError> {
+    /// Uploaded files (raw datasets of source `files`) matching `q`, newest first.
+    async fn uploads(&self, q: SearchQuery) -> Result<Page<FileInfo>, LakeError> {
         let page = self
             .catalog()
             .search(&SearchQuery {
                 layer: Some(Layer::Raw),
                 source: Some(SOURCE.into()),
+                ..q
+            })
+            .await?;
+        Ok(Page {
+            items: page.items.iter().filter_map(file_info).collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// The uploaded file holding these bytes, if any.
+    async fn file_with_sha(&self, sha: &str) -> Result<Option<FileInfo>, LakeError> {
+        let page = self
+            .uploads(SearchQuery {
                 sha256: Some(sha.to_owned()),
                 limit: 1,
                 ..SearchQuery::default()
             })
             .await?;
-        Ok(page.items.iter().filter_map(file_info).next())
+        Ok(page.items.into_iter().next())
     }
 
-    /// The version a new upload named `name` gets.
+    /// The version a new upload named `name` gets: one more than the newest upload of that name.
     async fn next_version(&self, name: &str) -> Result<u32, LakeError> {
         let page = self
-            .catalog()
-            .search(&SearchQuery {
-                layer: Some(Layer::Raw),
-                source: Some(SOURCE.into()),
+            .uploads(SearchQuery {
                 external_id: Some(name.to_owned()),
                 limit: 1,
                 ..SearchQuery::default()
             })
             .await?;
-        Ok(page
-            .items
-            .iter()
-            .filter_map(file_info)
-            .map(|f| f.version)
-            .max()
-            .unwrap_or(0)
-            + 1)
+        Ok(page.items.first().map_or(0, |f| f.version) + 1)
     }
 
     /// One uploaded file.
@@ -862,21 +866,13 @@ impl Lake {
         after: Option<DatasetId>,
         offset: u64,
     ) -> Result<Page<FileInfo>, LakeError> {
-        let page = self
-            .catalog()
-            .search(&SearchQuery {
-                layer: Some(Layer::Raw),
-                source: Some(SOURCE.into()),
-                limit,
-                after,
-                offset,
-                ..SearchQuery::default()
-            })
-            .await?;
-        Ok(Page {
-            items: page.items.iter().filter_map(file_info).collect(),
-            next_cursor: page.next_cursor,
+        self.uploads(SearchQuery {
+            limit,
+            after,
+            offset,
+            ..SearchQuery::default()
         })
+        .await
     }
 
     /// The table of an uploaded file, or why there is none.
@@ -999,7 +995,7 @@ impl Lake {
         let manifest = inv.manifest.clone().ok_or_else(|| {
             LakeError::Unavailable("the bundled merge plugin is not loaded".into())
         })?;
-        let details = run_details(&inv, &params, "", Layer::Processed);
+        let details = run_details(&inv, params_json(&params), None, Layer::Processed);
         match inv.result {
             Ok(table) => Ok(Merged {
                 spec: spec.clone(),
@@ -1179,14 +1175,10 @@ fn merge_params(spec: &MergeSpec) -> Vec<(String, String)> {
     ]
 }
 
-/// What a `pipeline` provenance entry says about an invocation, before its outcome.
-pub(crate) fn run_details<T>(
-    inv: &Invocation<T>,
-    params: &[(String, String)],
-    input_file: &str,
-    target_layer: Layer,
-) -> serde_json::Value {
-    let params: serde_json::Map<String, serde_json::Value> = params
+/// Plugin parameters as the JSON object provenance records: each value parsed as JSON where it
+/// is JSON, else kept as a string.
+fn params_json(params: &[(String, String)]) -> serde_json::Value {
+    params
         .iter()
         .map(|(k, v)| {
             (
@@ -1194,7 +1186,17 @@ pub(crate) fn run_details<T>(
                 serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone())),
             )
         })
-        .collect();
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// What a `pipeline` provenance entry says about an invocation, before its outcome.
+pub(crate) fn run_details<T>(
+    inv: &Invocation<T>,
+    params: serde_json::Value,
+    input_file: Option<&str>,
+    target_layer: Layer,
+) -> serde_json::Value {
     let m = inv.manifest.as_ref();
     serde_json::json!({
         "plugin": m.map(|m| m.name.clone()),
@@ -1203,7 +1205,7 @@ pub(crate) fn run_details<T>(
         "wit_version": m.map(|m| m.wit_version.clone()),
         "kind": m.map(|m| m.kind),
         "params": params,
-        "input_file": (!input_file.is_empty()).then_some(input_file),
+        "input_file": input_file,
         "target_layer": target_layer,
         "limits": inv.limits,
         "usage": inv.usage,

@@ -160,18 +160,8 @@ impl Lake {
             }
         };
         let (inv, file) = invocation;
-        let mut details = serde_json::json!({
-            "plugin": manifest.name,
-            "plugin_version": manifest.version,
-            "component_sha256": manifest.sha256,
-            "wit_version": manifest.wit_version,
-            "kind": manifest.kind,
-            "params": req.params,
-            "input_file": file,
-            "target_layer": target_layer,
-            "limits": inv.limits,
-            "usage": inv.usage,
-        });
+        let mut details =
+            crate::files::run_details(&inv, req.params.clone(), file.as_deref(), target_layer);
         let input_ids: Vec<DatasetId> = inputs.iter().map(|d| d.id).collect();
         match inv.result {
             Ok(table) => {
