@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Dataset, DatasetId, DatasetStatus, FileRecord, NewDataset};
 use crate::lake::{Lake, LakeError};
 use crate::layers::Layer;
-use crate::plugins::{InvokeError, Kind, Plugins, Table};
+use crate::plugins::{InvokeError, Kind, Plugins, StepInput, Table};
 use crate::provenance::{Action, NewProvenance, ProvenanceEntry};
 
 /// What to run.
@@ -269,8 +269,11 @@ impl Lake {
         }
     }
 
-    /// Reads a dataset's Parquet files into one table.
-    pub async fn read_table(&self, d: &Dataset) -> Result<Table, LakeError> {
+    /// Reads a dataset's Parquet files as a step input. The files' bytes are fetched first (Parquet
+    /// needs random access to its footer; they are compressed), then a blocking thread decodes
+    /// them a batch at a time, at most [`DECODED_AHEAD`] batches ahead of the plugin taking them,
+    /// so two inputs start decoding at once and the decoding overlaps the plugin's work.
+    pub async fn read_table(&self, d: &Dataset) -> Result<StepInput, LakeError> {
         let files: Vec<FileRecord> = self
             .catalog
             .list_files(d.id)
@@ -285,13 +288,13 @@ impl Lake {
             )));
         }
         let mut schema = None;
-        let mut batches = Vec::new();
+        let mut readers = Vec::new();
         for f in files {
             let stream = self
                 .blobs
                 .get(&d.bucket, &format!("{}{}", d.prefix, f.name))
                 .await?;
-            // One buffer, filled as the stream arrives (Parquet needs random access to its footer).
+            // One buffer, filled as the stream arrives.
             let bytes = stream
                 .try_fold(
                     bytes::BytesMut::with_capacity(f.size as usize),
@@ -303,21 +306,38 @@ impl Lake {
                 .await
                 .map_err(|e| LakeError::Unavailable(e.to_string()))?
                 .freeze();
-            // Decoding is CPU work: off the async workers, so two tables decode in parallel.
-            let t = tokio::task::spawn_blocking(move || read_parquet(bytes))
-                .await
-                .map_err(|e| LakeError::Unavailable(format!("decoding Parquet: {e}")))?
-                .map_err(|e| {
-                    LakeError::Invalid(format!(
-                        "{} in dataset {} is not readable Parquet: {e}",
-                        f.name, d.id
-                    ))
-                })?;
-            schema.get_or_insert(t.schema);
-            batches.extend(t.batches);
+            let reader = parquet_reader(bytes).map_err(|e| {
+                LakeError::Invalid(format!(
+                    "{} in dataset {} is not readable Parquet: {e}",
+                    f.name, d.id
+                ))
+            })?;
+            let s = schema.get_or_insert_with(|| reader.schema());
+            if s.fields() != reader.schema().fields() {
+                return Err(LakeError::Invalid(format!(
+                    "the Parquet files of dataset {} do not share one schema",
+                    d.id
+                )));
+            }
+            readers.push(reader);
         }
         let schema = schema.ok_or_else(|| LakeError::Invalid("no schema".into()))?;
-        Ok(Table { schema, batches })
+        let (tx, rx) = std::sync::mpsc::sync_channel(DECODED_AHEAD);
+        let id = d.id;
+        tokio::task::spawn_blocking(move || {
+            for batch in readers.into_iter().flatten() {
+                let batch = batch.map_err(|e| format!("decoding Parquet of dataset {id}: {e}"));
+                let failed = batch.is_err();
+                // The receiver is gone when the invocation ended early: stop decoding.
+                if tx.send(batch).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(StepInput {
+            schema,
+            batches: Box::new(rx.into_iter()),
+        })
     }
 
     /// Writes a table as Parquet into a new pending dataset; the caller commits it with provenance.
@@ -434,11 +454,21 @@ pub fn write_parquet(table: &Table) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// Decoded batches a step input's decoding thread keeps ready for the plugin.
+const DECODED_AHEAD: usize = 2;
+
+/// A reader of Parquet bytes, 64k rows a batch.
+fn parquet_reader(
+    bytes: bytes::Bytes,
+) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, String> {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| b.with_batch_size(64 * 1024).build())
+        .map_err(|e| e.to_string())
+}
+
 /// A Parquet file's table.
 pub fn read_parquet(bytes: bytes::Bytes) -> Result<Table, String> {
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.with_batch_size(64 * 1024).build())
-        .map_err(|e| e.to_string())?;
+    let reader = parquet_reader(bytes)?;
     let schema = reader.schema();
     let batches = reader
         .collect::<Result<Vec<_>, _>>()

@@ -134,6 +134,33 @@ impl Table {
     }
 }
 
+/// A table handed to a step: its schema, then its batches as they come. A table read from
+/// storage decodes while the plugin takes the batches before, so the host holds only a few of its
+/// batches at once, not the whole table next to the plugin's copy.
+pub struct StepInput {
+    /// The schema.
+    pub schema: SchemaRef,
+    /// The rows, batch by batch; an error ends the invocation.
+    pub batches: Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send>,
+}
+
+impl std::fmt::Debug for StepInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepInput")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<Table> for StepInput {
+    fn from(t: Table) -> Self {
+        StepInput {
+            schema: t.schema,
+            batches: Box::new(t.batches.into_iter().map(Ok)),
+        }
+    }
+}
+
 /// One piece of an object a connector collected; objects come one after another, each in one or
 /// more pieces, the last marked `last` and carrying the content type and upstream facts.
 #[derive(Debug, Clone, Default)]
@@ -765,7 +792,7 @@ impl Plugins {
         &self,
         name: &str,
         params: Vec<(String, String)>,
-        inputs: Vec<Table>,
+        inputs: Vec<StepInput>,
     ) -> Invocation {
         self.invoke(name, move |runtime, e, l| {
             runtime.step(&e.pre, &e.manifest.name, &params, inputs, l)

@@ -34,9 +34,10 @@ fn encode(
             None => Ok(Vec::new()),
         };
     }
+    // Each batch is dropped once encoded, so the output is not held twice.
     batches
-        .iter()
-        .map(|b| crate::table::to_ipc(&b.schema(), std::slice::from_ref(b)))
+        .into_iter()
+        .map(|b| crate::table::to_ipc(&b.schema(), std::slice::from_ref(&b)))
         .collect()
 }
 
@@ -170,7 +171,7 @@ pub mod step {
             Ok(Run::new(RunAdapter(RefCell::new(s))))
         }
         fn push(&self, input: u32, batch: Vec<u8>) -> Result<Vec<Vec<u8>>, t::PluginError> {
-            let (_, batches) = crate::table::from_ipc(batch).map_err(err)?;
+            let (_, batches) = crate::table::from_host_ipc(batch).map_err(err)?;
             let mut out = Vec::new();
             for b in batches {
                 out.extend(self.0.borrow_mut().push(input as usize, b).map_err(err)?);

@@ -248,7 +248,7 @@ async fn select_runs_over_a_parsed_table() {
         &serde_json::json!({"columns": ["species", "sepal_length"]}),
     )
     .expect("params");
-    let inv = p.step("select", params, vec![iris]).await;
+    let inv = p.step("select", params, vec![iris.into()]).await;
     let out = inv.result.expect("select");
     let names: Vec<&str> = out
         .schema
@@ -264,7 +264,7 @@ async fn select_runs_over_a_parsed_table() {
             "select",
             lake_host::plugins::params_from_json(&serde_json::json!({"columns": ["nope"]}))
                 .expect("params"),
-            vec![out.clone()],
+            vec![out.clone().into()],
         )
         .await;
     let err = missing.result.expect_err("missing column");
@@ -273,6 +273,27 @@ async fn select_runs_over_a_parsed_table() {
         "names the columns that exist: {err}"
     );
     let _: &[RecordBatch] = &out.batches;
+    // An input that fails part-way (storage gone bad mid-read) ends the invocation with that
+    // reason, after the plugin took the batches before it.
+    let first = out.batches[0].clone();
+    let failing = lake_host::plugins::StepInput {
+        schema: out.schema.clone(),
+        batches: Box::new([Ok(first), Err("the disk went away".to_owned())].into_iter()),
+    };
+    let broken = p
+        .step(
+            "select",
+            lake_host::plugins::params_from_json(&serde_json::json!({"columns": ["species"]}))
+                .expect("params"),
+            vec![failing],
+        )
+        .await;
+    match broken.result {
+        Err(lake_host::plugins::InvokeError::Input(m)) => {
+            assert!(m.contains("the disk went away"), "{m}")
+        }
+        other => panic!("expected an input error, got {other:?}"),
+    }
 }
 
 /// A CSV of `rows` records (about 50 bytes each) with quoted fields holding commas, doubled quotes

@@ -53,7 +53,9 @@ async fn step(
     input: &Table,
 ) -> Result<Table, InvokeError> {
     let params = lake_host::plugins::params_from_json(&params).expect("params");
-    p.step(name, params, vec![input.clone()]).await.result
+    p.step(name, params, vec![input.clone().into()])
+        .await
+        .result
 }
 
 async fn iris(p: &Plugins) -> Table {

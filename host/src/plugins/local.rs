@@ -58,7 +58,8 @@ impl Plugins {
                         .with_context(|| format!("reading {}", input.display()))?;
                     tables.push(
                         crate::pipeline::read_parquet(bytes.into())
-                            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?,
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?
+                            .into(),
                     );
                 }
                 let inv = plugins.step(name, params, tables).await;

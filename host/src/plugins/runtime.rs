@@ -721,7 +721,7 @@ impl Runtime {
         pre: &Pre,
         plugin: &str,
         params: &[(String, String)],
-        inputs: Vec<Table>,
+        inputs: Vec<super::StepInput>,
         limits: &Limits,
     ) -> (Result<Table, InvokeError>, Usage) {
         let Pre::Step(pre) = pre else {
@@ -747,6 +747,7 @@ impl Runtime {
             // inputs while the plugin holds them too.
             for (i, table) in inputs.into_iter().enumerate() {
                 for batch in table.batches {
+                    let batch = batch.map_err(InvokeError::Input)?;
                     let ipc = encode(&table.schema, std::slice::from_ref(&batch))?;
                     drop(batch);
                     out.extend(

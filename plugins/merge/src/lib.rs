@@ -144,6 +144,8 @@ struct Side {
     out_keys: Vec<Vec<ArrayRef>>,
     /// The table row of each batch's first row, then the row count.
     starts: Vec<usize>,
+    /// The rows of every batch but the last, when they all have that many (and the last no more).
+    uniform: Option<usize>,
 }
 
 impl Side {
@@ -153,8 +155,26 @@ impl Side {
 
     /// The batch and row in it of table row `row`.
     fn locate(&self, row: usize) -> (usize, usize) {
+        if let Some(n) = self.uniform {
+            return (row / n, row % n);
+        }
         let b = self.starts.partition_point(|&s| s <= row).saturating_sub(1);
         (b, row - self.starts[b])
+    }
+
+    /// Closes the input: the row bookkeeping is complete.
+    fn close(&mut self) {
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        let sizes: Vec<usize> = self.starts.windows(2).map(|w| w[1] - w[0]).collect();
+        self.uniform = match sizes.split_last() {
+            Some((&last, rest)) => {
+                let n = rest.first().copied().unwrap_or(last);
+                (n > 0 && last <= n && rest.iter().all(|&s| s == n)).then_some(n)
+            }
+            None => None,
+        };
     }
 }
 
@@ -289,11 +309,8 @@ impl Step for Merge {
 
     fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let [mut left, mut right] = std::mem::take(&mut self.sides);
-        for side in [&mut left, &mut right] {
-            if side.starts.is_empty() {
-                side.starts.push(0);
-            }
-        }
+        left.close();
+        right.close();
         let index = Index::build(&right, self.nulls_equal)?;
         let mut out = Output::new(self, &left, &right);
         let mut matched = vec![
@@ -1082,58 +1099,57 @@ fn gather(arrays: &[&dyn Array], indices: &[(usize, usize)]) -> Result<ArrayRef>
     Ok(interleave(arrays, indices)?)
 }
 
-/// Bytes copied at once for a short string; the output keeps this much spare capacity.
+/// Bytes copied at once for a short string; the output keeps this much spare room.
 const SHORT: usize = 16;
 
-/// Gathers UTF-8 strings into one values buffer sized up front. `interleave` copies each value
-/// with its own `memory.copy`, which in a sandbox is a call out to the host per value; here a
-/// string of at most [`SHORT`] bytes is copied as a fixed-size block (inline loads and stores) and
-/// the excess cut off, so only longer strings pay for a call. `None` when an array is not
-/// `Utf8` or the result would not fit 32-bit offsets.
+/// Gathers UTF-8 strings in two passes. The first reads each row's span (its offsets) and lays out
+/// the output offsets; the second copies the bytes. No row's loads wait on another row's, so the
+/// processor overlaps the cache misses of the random rows of the right table instead of taking
+/// them one at a time, as a copy that appends to a growing buffer would. `interleave` would also
+/// copy each value with its own `memory.copy`, which in a sandbox is a call out to the host; here
+/// a string of at most [`SHORT`] bytes is copied as a fixed-size block (inline loads and stores)
+/// whose excess the next row overwrites. `None` when an array is not `Utf8` or the result would
+/// not fit 32-bit offsets.
 fn gather_utf8(arrays: &[&dyn Array], indices: &[(usize, usize)]) -> Option<ArrayRef> {
     let arrays: Vec<&StringArray> = arrays
         .iter()
         .map(|a| a.as_any().downcast_ref::<StringArray>())
         .collect::<Option<_>>()?;
-    let mut total = 0usize;
-    for &(a, r) in indices {
-        total += arrays
-            .get(a)?
-            .value_offsets()
-            .get(r + 1)
-            .zip(arrays[a].value_offsets().get(r))
-            .map(|(e, s)| (e - s) as usize)?;
-    }
-    i32::try_from(total).ok()?;
-    let mut values: Vec<u8> = Vec::with_capacity(total + SHORT);
-    let mut offsets: Vec<i32> = Vec::with_capacity(indices.len() + 1);
-    offsets.push(0);
     let mut nulls = arrays
         .iter()
         .any(|a| a.null_count() > 0)
         .then(|| arrow_array::builder::BooleanBufferBuilder::new(indices.len()));
+    let mut offsets: Vec<i32> = Vec::with_capacity(indices.len() + 1);
+    let mut starts: Vec<u32> = Vec::with_capacity(indices.len());
+    let mut end = 0i64;
+    offsets.push(0);
     for &(a, r) in indices {
-        let array = arrays[a];
+        let array = arrays.get(a)?;
+        let offs = array.value_offsets();
+        let (s, e) = (*offs.get(r)?, *offs.get(r + 1)?);
         let valid = array.is_valid(r);
         if let Some(n) = nulls.as_mut() {
             n.append(valid);
         }
-        if valid {
-            let offs = array.value_offsets();
-            let (start, end) = (offs[r] as usize, offs[r + 1] as usize);
-            let data = array.value_data();
-            let len = values.len();
-            match data.get(start..start + SHORT) {
-                Some(block) if end - start <= SHORT => {
-                    let block: &[u8; SHORT] = block.try_into().ok()?;
-                    values.extend_from_slice(block);
-                    values.truncate(len + (end - start));
-                }
-                _ => values.extend_from_slice(&data[start..end]),
-            }
-        }
-        offsets.push(values.len() as i32);
+        let len = if valid { i64::from(e - s) } else { 0 };
+        end += len;
+        offsets.push(i32::try_from(end).ok()?);
+        starts.push(s as u32);
     }
+    let total = end as usize;
+    let mut values = vec![0u8; total + SHORT];
+    for (i, &(a, _)) in indices.iter().enumerate() {
+        let (o, e) = (offsets[i] as usize, offsets[i + 1] as usize);
+        let s = starts[i] as usize;
+        let data = arrays[a].value_data();
+        match data.get(s..s + SHORT) {
+            Some(block) if e - o <= SHORT => values.get_mut(o..o + SHORT)?.copy_from_slice(block),
+            _ => values
+                .get_mut(o..e)?
+                .copy_from_slice(data.get(s..s + (e - o))?),
+        }
+    }
+    values.truncate(total);
     let offsets = arrow_buffer::OffsetBuffer::new(arrow_buffer::ScalarBuffer::from(offsets));
     let nulls = nulls.map(|mut n| arrow_buffer::NullBuffer::new(n.finish()));
     let out = StringArray::try_new(offsets, arrow_buffer::Buffer::from_vec(values), nulls).ok()?;
@@ -1186,6 +1202,33 @@ mod tests {
             interleave(&no_nulls, &[(0, 1), (0, 0)])
                 .expect("interleave")
                 .as_ref()
+        );
+        // Runs of consecutive rows, in a slice and across a null row whose slot spans bytes.
+        let spanning = StringArray::try_new(
+            arrow_buffer::OffsetBuffer::new(vec![0, 2, 5, 6, 9].into()),
+            arrow_buffer::Buffer::from_vec(b"abcdefghi".to_vec()),
+            Some(arrow_buffer::NullBuffer::from(vec![
+                true, false, true, true,
+            ])),
+        )
+        .expect("valid");
+        let sliced = StringArray::from(vec!["p", "q", "r", "s", "t"]).slice(1, 4);
+        let arrays: Vec<&dyn Array> = vec![&spanning, &sliced];
+        let indices = [
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (1, 1),
+            (1, 2),
+            (1, 3),
+            (0, 3),
+            (1, 0),
+            (1, 1),
+        ];
+        let fast = gather_utf8(&arrays, &indices).expect("utf-8");
+        assert_eq!(
+            fast.as_ref(),
+            interleave(&arrays, &indices).expect("interleave").as_ref()
         );
         let ints = Int64Array::from(vec![1, 2]);
         assert!(gather_utf8(&[&ints], &[(0, 0)]).is_none());
