@@ -983,7 +983,7 @@ impl Lake {
         let read = started.elapsed();
         let params = merge_params(spec);
         let inv = plugins
-            .step(MERGE_PLUGIN, params.clone(), vec![lt, rt])
+            .step(MERGE_PLUGIN, params.clone(), vec![rt, lt])
             .await;
         tracing::info!(
             read_s = read.as_secs_f64(),
@@ -1172,6 +1172,10 @@ fn merge_params(spec: &MergeSpec) -> Vec<(String, String)> {
             serde_json::json!([spec.suffixes.0, spec.suffixes.1]).to_string(),
         ),
         ("nulls_equal".into(), spec.nulls_equal.to_string()),
+        // The inputs go in as (right, left): the plugin indexes the right table, then joins each
+        // left batch as it arrives and hands its rows back at once, so neither the whole left
+        // table nor the whole result sits in the plugin's memory.
+        ("right_first".into(), "true".into()),
     ]
 }
 

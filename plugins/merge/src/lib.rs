@@ -4,7 +4,8 @@
 //! (default, only rows whose keys match), `left` (every left row), `right` (every right row) or
 //! `outer` (every row of both); `suffixes`, two strings (default `["_x", "_y"]`) appended to the
 //! non-key columns that both tables have, left then right; `nulls_equal` (default `false`); and
-//! `batch_rows`, the rows per output batch (default 65536). The output has every left column in
+//! `batch_rows`, the most rows per output batch (default 65536); `right_first` (default `false`):
+//! the inputs come as (right, left) instead, which lets the join stream (below). The output has every left column in
 //! left order, then the right table's non-key columns in right order; each key appears once, under
 //! its name in `on`, and in a right or outer join takes its value from whichever side has the
 //! row. Columns of a side that can be missing from a row become nullable. Rows come in left order,
@@ -17,10 +18,13 @@
 //! matches nothing by default, so its row appears only as an unmatched row of a left, right or
 //! outer join; with `nulls_equal: true` a null matches a null, as in pandas.
 //!
-//! Both tables' batches are kept as they come (the host sends all of the left, then all of the
-//! right). When the inputs end, the right table's keys are hashed (foldhash) into an open-addressing
-//! index of a few words per right row, the left rows probe it batch by batch, and the output is
-//! gathered from the inputs with `interleave`, `batch_rows` rows at a time.
+//! The host sends all of the first input, then all of the second. By default both tables' batches
+//! are kept as they come; when the inputs end, the right table's keys are hashed (foldhash) into an
+//! open-addressing index of a few words per right row, the left rows probe it batch by batch, and
+//! the output is gathered from the inputs, `batch_rows` rows at a time. With `right_first`, the
+//! index is built when the first left batch arrives, and each left batch is probed and its output
+//! returned at once: neither the whole left table nor the whole result is ever held, which is how
+//! the file service runs large merges.
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
@@ -81,9 +85,12 @@ struct Options {
     /// Whether a null key matches a null key; by default it matches nothing.
     #[serde(default)]
     nulls_equal: bool,
-    /// Rows per output batch.
+    /// The most rows per output batch.
     #[serde(default = "default_batch_rows")]
     batch_rows: usize,
+    /// The inputs are (right, left): join each left batch as it arrives.
+    #[serde(default)]
+    right_first: bool,
 }
 
 fn default_suffixes() -> Vec<String> {
@@ -162,6 +169,17 @@ impl Side {
         (b, row - self.starts[b])
     }
 
+    /// Adds a batch with its normalised and output keys.
+    fn add(&mut self, batch: RecordBatch, keys: Vec<KeyArr>, out_keys: Vec<ArrayRef>) {
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        self.starts.push(self.rows() + batch.num_rows());
+        self.keys.push(keys);
+        self.out_keys.push(out_keys);
+        self.batches.push(batch);
+    }
+
     /// Closes the input: the row bookkeeping is complete.
     fn close(&mut self) {
         if self.starts.is_empty() {
@@ -189,6 +207,12 @@ pub struct Merge {
     sources: Vec<Source>,
     schema: SchemaRef,
     sides: [Side; 2],
+    /// The inputs are (right, left) ([`Options::right_first`]).
+    right_first: bool,
+    /// With `right_first`: the right table's index, once the first left batch came.
+    index: Option<Index>,
+    /// Per right row, whether a left row matched it (right and outer joins only).
+    matched: Vec<bool>,
 }
 
 impl Step for Merge {
@@ -203,11 +227,15 @@ impl Step for Merge {
 
     fn start(params: Params, inputs: Vec<SchemaRef>) -> Result<Self> {
         let opts: Options = params.parse()?;
-        let [left, right] = &inputs[..] else {
-            return Err(PluginError::InvalidParams(format!(
-                "merge takes two input tables (left, right), not {}",
-                inputs.len()
-            )));
+        let (left, right) = match &inputs[..] {
+            [a, b] if opts.right_first => (b, a),
+            [a, b] => (a, b),
+            _ => {
+                return Err(PluginError::InvalidParams(format!(
+                    "merge takes two input tables (left, right), not {}",
+                    inputs.len()
+                )));
+            }
         };
         if opts.on.is_empty() {
             return Err(PluginError::InvalidParams(
@@ -257,16 +285,24 @@ impl Step for Merge {
             sources,
             schema,
             sides: [Side::default(), Side::default()],
+            right_first: opts.right_first,
+            index: None,
+            matched: Vec::new(),
         })
     }
 
     fn push(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        let (Some(expected), Some(side)) = (self.inputs.get(input), self.sides.get_mut(input))
-        else {
-            return Err(PluginError::InvalidInput(format!(
-                "merge has inputs 0 (left) and 1 (right), not {input}"
-            )));
+        // The side (0 left, 1 right) that this input is.
+        let input = match (input, self.right_first) {
+            (0 | 1, false) => input,
+            (0 | 1, true) => 1 - input,
+            _ => {
+                return Err(PluginError::InvalidInput(format!(
+                    "merge has inputs 0 and 1, not {input}"
+                )));
+            }
         };
+        let expected = &self.inputs[input];
         let columns = batch.columns();
         if columns.len() != expected.fields().len()
             || columns
@@ -297,13 +333,13 @@ impl Step for Merge {
                 });
             }
         }
-        if side.starts.is_empty() {
-            side.starts.push(0);
+        if self.right_first && input == 0 {
+            let mut left = Side::default();
+            left.add(batch, keys, out_keys);
+            left.close();
+            return self.stream(&left);
         }
-        side.starts.push(side.rows() + batch.num_rows());
-        side.keys.push(keys);
-        side.out_keys.push(out_keys);
-        side.batches.push(batch);
+        self.sides[input].add(batch, keys, out_keys);
         Ok(Vec::new())
     }
 
@@ -311,16 +347,69 @@ impl Step for Merge {
         let [mut left, mut right] = std::mem::take(&mut self.sides);
         left.close();
         right.close();
-        let index = Index::build(&right, self.nulls_equal)?;
+        let index = match self.index.take() {
+            Some(index) => index,
+            None => Index::build(&right, self.nulls_equal)?,
+        };
+        if self.matched.len() != right.rows() && self.how.keeps_right() {
+            self.matched = vec![false; right.rows()];
+        }
+        let mut matched = std::mem::take(&mut self.matched);
         let mut out = Output::new(self, &left, &right);
-        let mut matched = vec![
-            false;
-            if self.how.keeps_right() {
-                right.rows()
-            } else {
-                0
+        // With `right_first` every left batch has been joined already and `left` is empty.
+        self.probe(&index, &left, &right, &mut matched, &mut out)?;
+        drop(index);
+        if self.how.keeps_right() {
+            for (rb, batch) in right.batches.iter().enumerate() {
+                let start = right.starts[rb];
+                for rr in 0..batch.num_rows() {
+                    if !matched[start + rr] {
+                        out.push_right((rb, rr))?;
+                    }
+                }
             }
-        ];
+        }
+        let batches = out.finish()?;
+        Ok((self.schema.clone(), batches))
+    }
+}
+
+impl Merge {
+    /// With `right_first`: joins one left batch against the whole right table, building the
+    /// index the first time.
+    fn stream(&mut self, left: &Side) -> Result<Vec<RecordBatch>> {
+        let mut right = std::mem::take(&mut self.sides[1]);
+        let index = match self.index.take() {
+            Some(index) => index,
+            None => {
+                right.close();
+                Index::build(&right, self.nulls_equal)?
+            }
+        };
+        if self.matched.len() != right.rows() && self.how.keeps_right() {
+            self.matched = vec![false; right.rows()];
+        }
+        let mut matched = std::mem::take(&mut self.matched);
+        let mut out = Output::new(self, left, &right);
+        let joined = self
+            .probe(&index, left, &right, &mut matched, &mut out)
+            .and_then(|()| out.finish());
+        self.sides[1] = right;
+        self.index = Some(index);
+        self.matched = matched;
+        joined
+    }
+
+    /// Probes the index of `right` with every row of `left`, in order, adding the joined rows to
+    /// `out` and marking the right rows that matched.
+    fn probe(
+        &self,
+        index: &Index,
+        left: &Side,
+        right: &Side,
+        matched: &mut [bool],
+        out: &mut Output<'_>,
+    ) -> Result<()> {
         let mut hashes = Vec::new();
         let mut valid = Vec::new();
         for (lb, (batch, keys)) in left.batches.iter().zip(&left.keys).enumerate() {
@@ -328,10 +417,10 @@ impl Step for Merge {
             hash_rows(keys, rows, self.nulls_equal, &mut hashes, &mut valid);
             for block in (0..rows).step_by(PROBE_BLOCK) {
                 let block = block..rows.min(block + PROBE_BLOCK);
-                index.warm(&hashes[block.clone()], &right);
+                index.warm(&hashes[block.clone()], right);
                 for i in block {
                     let found = if valid[i] {
-                        index.find(hashes[i], keys, i, &right, self.nulls_equal)
+                        index.find(hashes[i], keys, i, right, self.nulls_equal)
                     } else {
                         None
                     };
@@ -353,19 +442,7 @@ impl Step for Merge {
                 }
             }
         }
-        drop(index);
-        if self.how.keeps_right() {
-            for (rb, batch) in right.batches.iter().enumerate() {
-                let start = right.starts[rb];
-                for rr in 0..batch.num_rows() {
-                    if !matched[start + rr] {
-                        out.push_right((rb, rr))?;
-                    }
-                }
-            }
-        }
-        let batches = out.finish()?;
-        Ok((self.schema.clone(), batches))
+        Ok(())
     }
 }
 
@@ -817,6 +894,7 @@ fn keys_equal(left: &[KeyArr], i: usize, right: &[KeyArr], j: usize, nulls_equal
 /// The right table's rows grouped by key: an open-addressing table with a slot per distinct key,
 /// holding the high half of its hash and its first row, and a chain from each row to the next row
 /// with the same key, so a probe touches one slot and one key per left row, then only matches.
+#[derive(Debug)]
 struct Index {
     mask: usize,
     /// Per key: (high half of the hash, first row + 1, with [`MORE`] set when other rows have the
@@ -1271,12 +1349,23 @@ mod tests {
         left: &[RecordBatch],
         right: &[RecordBatch],
     ) -> Result<Run> {
-        let mut m = Merge::start(Params::from_json(&params), schemas.to_vec())?;
+        // With `right_first`, the right table is input 0 and comes first.
+        let right_first = params["right_first"] == json!(true);
+        let (first, second) = if right_first {
+            (right, left)
+        } else {
+            (left, right)
+        };
+        let mut schemas = schemas.to_vec();
+        if right_first {
+            schemas.reverse();
+        }
+        let mut m = Merge::start(Params::from_json(&params), schemas)?;
         let mut out = Vec::new();
-        for b in left {
+        for b in first {
             out.extend(m.push(0, b.clone())?);
         }
-        for b in right {
+        for b in second {
             out.extend(m.push(1, b.clone())?);
         }
         let (schema, rest) = m.finish()?;
@@ -1330,6 +1419,38 @@ mod tests {
             ("r", strs(&[Some("x"), Some("y"), Some("z"), Some("w")])),
             ("id", ints(&[Some(2), Some(3), Some(3), Some(4)])),
         ])
+    }
+
+    #[test]
+    fn right_first_returns_each_left_batch_joined_as_it_comes() {
+        let (l, r) = (left(), right());
+        let mut m = Merge::start(
+            Params::from_json(&json!({"on": "id", "how": "outer", "right_first": true})),
+            vec![r.schema(), l.schema()],
+        )
+        .expect("start");
+        assert!(m.push(0, r.clone()).expect("right").is_empty());
+        // Left rows 1 and 2, 2: one unmatched, two matching right row 0.
+        let first = m.push(1, l.slice(0, 3)).expect("left");
+        assert_eq!(first.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+        // Left row 3 matches right rows 1 and 2.
+        let second = m.push(1, l.slice(3, 1)).expect("left");
+        assert_eq!(second.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+        // Only the right row that nothing matched is left for the end.
+        let (schema, rest) = m.finish().expect("finish");
+        assert_eq!(rest.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["id", "l", "r"]);
+        // A right table that does not match its schema is named as the right table.
+        let mut m = Merge::start(
+            Params::from_json(&json!({"on": "id", "right_first": true})),
+            vec![r.schema(), l.schema()],
+        )
+        .expect("start");
+        let err = m
+            .push(0, l.clone())
+            .expect_err("left batch as the right table");
+        assert!(err.to_string().contains("right table"), "{err}");
     }
 
     #[test]
@@ -1993,6 +2114,19 @@ mod tests {
                             out.sizes[..last].iter().all(|&n| n as u64 == batch_rows),
                             "{p}: batch sizes {:?}",
                             out.sizes
+                        );
+                        // Streamed from the right table first: the same rows, in batches of at
+                        // most `batch_rows` returned as each left batch comes.
+                        let mut p = p;
+                        p["right_first"] = json!(true);
+                        let streamed =
+                            run_with(p.clone(), schemas.clone(), &lb, &rb).expect("merge");
+                        assert_eq!(streamed.rows, want, "{p}");
+                        assert_eq!(streamed.schema, out.schema, "{p}");
+                        assert!(
+                            streamed.sizes.iter().all(|&n| n as u64 <= batch_rows),
+                            "{p}: batch sizes {:?}",
+                            streamed.sizes
                         );
                         total += want.len();
                     }
