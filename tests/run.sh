@@ -28,8 +28,13 @@ psql "$LAKE_TEST_PG_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LI
     while read -r db; do psql "$LAKE_TEST_PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null || true; done
 
 step "tests"
+# The benchmarks are not run here, but they must keep compiling.
+cargo test --workspace --benches --no-run --quiet
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
+    # The bundled plugins' own logic, natively (their separate workspace).
+    cargo nextest run --manifest-path plugins/Cargo.toml --workspace --no-fail-fast "$@"
 else
     cargo test --workspace --no-fail-fast "$@"
+    cargo test --manifest-path plugins/Cargo.toml --workspace --no-fail-fast "$@"
 fi

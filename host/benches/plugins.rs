@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let params = vec![("columns".to_owned(), "[\"x\"]".to_owned())];
     for _ in 0..200 {
         plugins
-            .step("select", params.clone(), vec![tiny.clone()])
+            .step("select", params.clone(), vec![tiny.clone().into()])
             .await
             .result
             .map_err(|e| anyhow::anyhow!(e))?;
@@ -129,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..3000 {
         let t = Instant::now();
         let inv = plugins
-            .step("select", params.clone(), vec![tiny.clone()])
+            .step("select", params.clone(), vec![tiny.clone().into()])
             .await;
         overhead.push(t.elapsed().as_secs_f64() * 1e6);
         inv.result.map_err(|e| anyhow::anyhow!(e))?;

@@ -55,6 +55,11 @@ pub struct FilesConfig {
     pub preview_rows: usize,
     /// Rows per Parquet row group written from an upload (bounds the memory of writing it).
     pub row_group_rows: usize,
+    /// Instances an inner or left merge runs on at once, each joining its share of the left
+    /// table's batches against its own index of the right table; 0 means one per core (at most
+    /// 4), 1 keeps merges in one instance. Each instance holds the right table, so right tables of
+    /// more than 2M rows always go to one.
+    pub merge_parallelism: usize,
 }
 
 impl Default for FilesConfig {
@@ -64,6 +69,7 @@ impl Default for FilesConfig {
             merge_cache_ttl_secs: 3600,
             preview_rows: 20,
             row_group_rows: 128 * 1024,
+            merge_parallelism: 0,
         }
     }
 }
@@ -856,6 +862,9 @@ pub fn validate(cfg: &Config) -> Vec<String> {
             "plugins.memory: must be between 16MiB and 4GiB (a component's memory is 32-bit)"
                 .to_owned(),
         );
+    }
+    if cfg.files.merge_parallelism > 64 {
+        p.push("files.merge_parallelism: must be between 0 (one per core) and 64".to_owned());
     }
     if cfg.plugins.parse_parallelism > 64 {
         p.push("plugins.parse_parallelism: must be between 0 (one per core) and 64".to_owned());

@@ -204,6 +204,11 @@ struct Merged {
     details: serde_json::Value,
 }
 
+/// The largest right table an inner or left merge shares out among instances. Measured on 2 cores
+/// (BENCHMARKS.md, 2026-12-01): 1M x 1M took 0.66-0.87 s in two instances against 0.92-1.26 s in
+/// one; 5M x 5M took 5.8 s and 1.76 GB in two against 5.5 s and 1.28 GB in one.
+const MERGE_SPLIT_MAX_RIGHT_ROWS: u64 = 2_000_000;
+
 /// The service's own state inside [`Lake`].
 #[derive(Debug)]
 pub(crate) struct FileState {
@@ -214,6 +219,8 @@ pub(crate) struct FileState {
     commit: tokio::sync::Mutex<()>,
     preview_rows: usize,
     row_group_rows: usize,
+    /// Instances an inner or left merge runs on.
+    merge_workers: usize,
 }
 
 impl FileState {
@@ -235,6 +242,10 @@ impl FileState {
             commit: tokio::sync::Mutex::new(()),
             preview_rows: cfg.preview_rows,
             row_group_rows: cfg.row_group_rows,
+            merge_workers: match cfg.merge_parallelism {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+                n => n,
+            },
         }
     }
 }
@@ -982,8 +993,18 @@ impl Lake {
         let (lt, rt) = tokio::try_join!(self.read_table(&l), self.read_table(&r))?;
         let read = started.elapsed();
         let params = merge_params(spec);
+        // Each left batch's rows depend on it and the right table alone in an inner or left join,
+        // so its batches can be shared out among instances that each index the right table.
+        // Right and outer joins also need every left row to know which right rows went unmatched.
+        // Each instance indexes its own copy of the right table: past MERGE_SPLIT_MAX_RIGHT_ROWS
+        // the copies cost more memory than the second core saves time.
+        let small_right = rt.rows.is_some_and(|n| n <= MERGE_SPLIT_MAX_RIGHT_ROWS);
+        let workers = match spec.how {
+            How::Inner | How::Left if small_right => self.file_state().merge_workers,
+            _ => 1,
+        };
         let inv = plugins
-            .step(MERGE_PLUGIN, params.clone(), vec![rt, lt])
+            .step_split(MERGE_PLUGIN, params.clone(), vec![rt], lt, workers)
             .await;
         tracing::info!(
             read_s = read.as_secs_f64(),

@@ -289,6 +289,7 @@ impl Lake {
         }
         let mut schema = None;
         let mut readers = Vec::new();
+        let mut rows = 0;
         for f in files {
             let stream = self
                 .blobs
@@ -306,7 +307,7 @@ impl Lake {
                 .await
                 .map_err(|e| LakeError::Unavailable(e.to_string()))?
                 .freeze();
-            let reader = parquet_reader(bytes).map_err(|e| {
+            let (reader, n) = parquet_rows_reader(bytes).map_err(|e| {
                 LakeError::Invalid(format!(
                     "{} in dataset {} is not readable Parquet: {e}",
                     f.name, d.id
@@ -320,6 +321,7 @@ impl Lake {
                 )));
             }
             readers.push(reader);
+            rows += n;
         }
         let schema = schema.ok_or_else(|| LakeError::Invalid("no schema".into()))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(DECODED_AHEAD);
@@ -336,6 +338,7 @@ impl Lake {
         });
         Ok(StepInput {
             schema,
+            rows: Some(rows),
             batches: Box::new(rx.into_iter()),
         })
     }
@@ -461,8 +464,18 @@ const DECODED_AHEAD: usize = 2;
 fn parquet_reader(
     bytes: bytes::Bytes,
 ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, String> {
+    parquet_rows_reader(bytes).map(|(reader, _)| reader)
+}
+
+/// A Parquet reader and the file's row count.
+fn parquet_rows_reader(
+    bytes: bytes::Bytes,
+) -> Result<(parquet::arrow::arrow_reader::ParquetRecordBatchReader, u64), String> {
     parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.with_batch_size(64 * 1024).build())
+        .and_then(|b| {
+            let rows = u64::try_from(b.metadata().file_metadata().num_rows()).unwrap_or(0);
+            Ok((b.with_batch_size(64 * 1024).build()?, rows))
+        })
         .map_err(|e| e.to_string())
 }
 

@@ -140,6 +140,8 @@ impl Table {
 pub struct StepInput {
     /// The schema.
     pub schema: SchemaRef,
+    /// How many rows will come, when known beforehand (from Parquet metadata, say).
+    pub rows: Option<u64>,
     /// The rows, batch by batch; an error ends the invocation.
     pub batches: Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send>,
 }
@@ -155,6 +157,7 @@ impl std::fmt::Debug for StepInput {
 impl From<Table> for StepInput {
     fn from(t: Table) -> Self {
         StepInput {
+            rows: Some(t.num_rows() as u64),
             schema: t.schema,
             batches: Box::new(t.batches.into_iter().map(Ok)),
         }
@@ -798,6 +801,154 @@ impl Plugins {
             runtime.step(&e.pre, &e.manifest.name, &params, inputs, l)
         })
         .await
+    }
+
+    /// Runs a step on `workers` instances at once: every instance is handed all of `shared` (the
+    /// same batches) and then takes batches of `split` as it is free; what the pushes of `split`'s
+    /// batches return comes back in `split`'s order, after what the pushes of `shared` returned and
+    /// before what `finish` returned (both of every instance, in instance order). So it gives the
+    /// serial result only for a step whose rows come from the `split` batches alone, each from
+    /// its batch and the shared inputs: the merge step with `right_first` in an inner or left join.
+    /// Every instance holds the shared inputs; the usage adds their peaks. One worker (or one
+    /// core) runs the plain [`Plugins::step`] with `split` as the last input.
+    pub async fn step_split(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        shared: Vec<StepInput>,
+        split: StepInput,
+        workers: usize,
+    ) -> Invocation {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+        let workers = workers.clamp(1, runtime::POOL_INSTANCES as usize / 2);
+        let Some(entry) = self.entry(name).filter(|_| workers > 1) else {
+            let mut inputs = shared;
+            inputs.push(split);
+            return self.step(name, params, inputs).await;
+        };
+        let limits = self.limits_for(name);
+        let started = std::time::Instant::now();
+        let schemas: Arc<Vec<SchemaRef>> = Arc::new(
+            shared
+                .iter()
+                .map(|s| s.schema.clone())
+                .chain([split.schema.clone()])
+                .collect(),
+        );
+        let slots = self.slots.clone().acquire_many_owned(workers as u32).await;
+        type Job = Result<runtime::StepJob, String>;
+        // A failed instance stops the others taking more batches.
+        let failed = Arc::new(AtomicBool::new(false));
+        let (split_tx, split_rx) = sync_channel::<Job>(workers * 2);
+        let split_rx = Arc::new(std::sync::Mutex::new(split_rx));
+        let mut own_txs: Vec<SyncSender<Job>> = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let (own_tx, own_rx) = sync_channel::<Job>(2);
+            own_txs.push(own_tx);
+            let (runtime, e, l, schemas, params, split_rx, failed) = (
+                self.runtime.clone(),
+                entry.clone(),
+                limits.clone(),
+                schemas.clone(),
+                params.clone(),
+                split_rx.clone(),
+                failed.clone(),
+            );
+            handles.push(tokio::task::spawn_blocking(move || {
+                let mut own: Option<Receiver<Job>> = Some(own_rx);
+                let mut next = || {
+                    if failed.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    if let Some(rx) = &own {
+                        match rx.recv() {
+                            Ok(job) => return Some(job),
+                            Err(_) => own = None,
+                        }
+                    }
+                    let rx = split_rx.lock().unwrap_or_else(|p| p.into_inner());
+                    rx.recv().ok()
+                };
+                let (result, usage) =
+                    runtime.step_jobs(&e.pre, &e.manifest.name, &params, &schemas, &mut next, &l);
+                if result.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                (result, usage)
+            }));
+        }
+        let shared_inputs = shared.len() as u32;
+        let feeder = tokio::task::spawn_blocking(move || {
+            for (i, input) in shared.into_iter().enumerate() {
+                for batch in input.batches {
+                    let job = batch.map(|batch| runtime::StepJob {
+                        input: i as u32,
+                        seq: 0,
+                        batch,
+                    });
+                    let stop = job.is_err();
+                    if own_txs.iter().any(|tx| tx.send(job.clone()).is_err()) || stop {
+                        return;
+                    }
+                }
+            }
+            drop(own_txs);
+            for (seq, batch) in split.batches.enumerate() {
+                let job = batch.map(|batch| runtime::StepJob {
+                    input: shared_inputs,
+                    seq: seq + 1,
+                    batch,
+                });
+                let stop = job.is_err();
+                if split_tx.send(job).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        let mut usage = Usage::default();
+        let mut outputs = Vec::new();
+        let mut error = None;
+        for h in handles {
+            let (result, u) = h.await.unwrap_or_else(|e| {
+                (
+                    Err(InvokeError::Trap(format!("invocation thread failed: {e}"))),
+                    Usage::default(),
+                )
+            });
+            usage.instances += u.instances;
+            usage.peak_memory_bytes += u.peak_memory_bytes;
+            usage.fuel_used = match (usage.fuel_used, u.fuel_used) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            match result {
+                Ok(out) => outputs.extend(out),
+                Err(e) => {
+                    // An input that failed is the cause; the others only stopped.
+                    if error.is_none() || matches!(e, InvokeError::Input(_)) {
+                        error = Some(e);
+                    }
+                }
+            }
+        }
+        let _ = feeder.await;
+        drop(slots);
+        usage.wall = started.elapsed();
+        // Stable: each instance's outputs stay in their order under one `seq`.
+        outputs.sort_by_key(|(seq, _)| *seq);
+        let result = match error {
+            Some(e) => Err(e),
+            None => runtime::decode(outputs.into_iter().map(|(_, o)| o)),
+        };
+        Invocation {
+            manifest: Some(entry.manifest.clone()),
+            limits,
+            usage,
+            result,
+        }
     }
 
     /// Runs a connector. Each part goes to `parts` as it comes (the caller stores it); the result

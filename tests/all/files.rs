@@ -666,6 +666,70 @@ async fn bad_uploads_and_merges_get_clear_4xx() {
     assert_eq!(listed, accepted);
 }
 
+/// A workbook's first sheet joins a CSV: the XLSX parser's table and the CSV parser's table meet in
+/// the merge plugin, and the saved result keeps the workbook's numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xlsx_sheet_merges_with_a_csv() {
+    let t = embedded(settings(1 << 30)).await;
+    // The first sheet of datasets.xlsx is R's iris: 150 rows, `Species` in the fifth column.
+    let iris = created(upload_form(&t, "datasets.xlsx", &fixture("xlsx/datasets.xlsx")).await);
+    assert_eq!(
+        (iris["format"].as_str(), iris["rows"].as_u64()),
+        (Some("xlsx"), Some(150))
+    );
+    let common: BTreeMap<&str, &str> = [
+        ("setosa", "bristle-pointed iris"),
+        ("versicolor", "harlequin blueflag"),
+        ("virginica", "Virginia iris"),
+    ]
+    .into_iter()
+    .collect();
+    let mut names_csv = "Species,common_name\n".to_owned();
+    for (k, v) in &common {
+        names_csv.push_str(&format!("{k},{v}\n"));
+    }
+    let names_file = created(upload_raw(&t, "names.csv", names_csv.as_bytes()).await);
+    let uri = format!(
+        "/files/merge?file_id_1={}&file_id_2={}&on=Species&how=left&preview=150",
+        str_of(&iris, "file_id"),
+        str_of(&names_file, "file_id")
+    );
+    let (s, m) = get(&t, &uri).await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+    assert_eq!(m["rows"], 150, "{m}");
+    assert_eq!(
+        names(&m["schema"]),
+        [
+            "Sepal.Length",
+            "Sepal.Width",
+            "Petal.Length",
+            "Petal.Width",
+            "Species",
+            "common_name"
+        ]
+    );
+    let preview = m["preview"].as_array().expect("preview");
+    assert_eq!(preview.len(), 150);
+    for row in preview {
+        assert_eq!(
+            row["common_name"].as_str(),
+            Some(common[str_of(row, "Species")]),
+            "{row}"
+        );
+    }
+    assert_eq!(
+        preview[0]["Sepal.Length"].as_f64(),
+        Some(5.1),
+        "{}",
+        preview[0]
+    );
+    let per_species = preview.iter().fold(BTreeMap::new(), |mut n, row| {
+        *n.entry(str_of(row, "Species")).or_insert(0) += 1;
+        n
+    });
+    assert_eq!(per_species.values().collect::<Vec<_>>(), [&50, &50, &50]);
+}
+
 /// Racing uploads of the same bytes store them once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_duplicates_are_stored_once() {

@@ -278,6 +278,7 @@ async fn select_runs_over_a_parsed_table() {
     let first = out.batches[0].clone();
     let failing = lake_host::plugins::StepInput {
         schema: out.schema.clone(),
+        rows: None,
         batches: Box::new([Ok(first), Err("the disk went away".to_owned())].into_iter()),
     };
     let broken = p
@@ -397,4 +398,117 @@ async fn large_csv_parses_in_parallel_with_exactly_the_serial_result() {
     let eb = run(&serial, bad).await.expect_err("bad record");
     assert_eq!(ea.to_string(), eb.to_string());
     assert_eq!(ea.code(), "invalid_input");
+}
+
+/// A table of `batches` batches of `rows` rows: `id` (every seventh null, values repeating every
+/// `modulo`), and a text column derived from the row.
+fn keyed(batches: usize, rows: usize, modulo: i64, tag: &str) -> Table {
+    use std::sync::Arc;
+    let schema = Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("id", arrow_schema::DataType::Int64, true),
+        arrow_schema::Field::new(tag, arrow_schema::DataType::Utf8, false),
+    ]));
+    let batches = (0..batches)
+        .map(|b| {
+            let ids: arrow_array::Int64Array = (0..rows)
+                .map(|r| {
+                    let n = (b * rows + r) as i64;
+                    (n % 7 != 3).then_some((n * 31) % modulo)
+                })
+                .collect();
+            let text: arrow_array::StringArray = (0..rows)
+                .map(|r| Some(format!("{tag}{}", b * rows + r)))
+                .collect();
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(text)])
+                .expect("batch")
+        })
+        .collect();
+    Table { schema, batches }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_split_over_instances_gives_exactly_the_serial_result() {
+    let p = open(&shared_cache());
+    // 40 left batches against a right table whose keys repeat, so left rows match 0, 1 or more
+    // right rows and some match none.
+    let left = keyed(40, 500, 5_000, "l");
+    let right = keyed(3, 1_000, 1_500, "r");
+    for how in ["inner", "left"] {
+        let params = lake_host::plugins::params_from_json(
+            &serde_json::json!({"on": "id", "how": how, "right_first": true}),
+        )
+        .expect("params");
+        let serial = p
+            .step(
+                "merge",
+                params.clone(),
+                vec![right.clone().into(), left.clone().into()],
+            )
+            .await;
+        let split = p
+            .step_split(
+                "merge",
+                params.clone(),
+                vec![right.clone().into()],
+                left.clone().into(),
+                3,
+            )
+            .await;
+        assert_eq!(serial.usage.instances, 1);
+        assert_eq!(split.usage.instances, 3, "{how}");
+        let (a, b) = (
+            serial.result.expect("serial merge"),
+            split.result.expect("split merge"),
+        );
+        assert_eq!(a.schema.fields(), b.schema.fields());
+        assert!(a.num_rows() > 5_000, "{how}: {}", a.num_rows());
+        let (fa, fb) = (flatten(&a), flatten(&b));
+        assert_eq!(fa.len(), fb.len(), "{how}");
+        for (i, (x, y)) in fa.iter().zip(&fb).enumerate() {
+            assert_eq!(x, y, "{how}: row {i}");
+        }
+    }
+    let params = |v: serde_json::Value| lake_host::plugins::params_from_json(&v).expect("params");
+
+    // A left input failing part-way ends the split run with that reason.
+    let mut batches: Vec<Result<RecordBatch, String>> =
+        left.batches.iter().cloned().map(Ok).collect();
+    batches.insert(25, Err("the disk went away".to_owned()));
+    let failing = lake_host::plugins::StepInput {
+        schema: left.schema.clone(),
+        rows: None,
+        batches: Box::new(batches.into_iter()),
+    };
+    let broken = p
+        .step_split(
+            "merge",
+            params(serde_json::json!({"on": "id", "right_first": true})),
+            vec![right.clone().into()],
+            failing,
+            2,
+        )
+        .await;
+    match broken.result {
+        Err(InvokeError::Input(m)) => assert!(m.contains("the disk went away"), "{m}"),
+        other => panic!("expected an input error, got {other:?}"),
+    }
+
+    // A parameter error reads as it does in one instance.
+    let bad = params(serde_json::json!({"on": "nope", "right_first": true}));
+    let one = p
+        .step(
+            "merge",
+            bad.clone(),
+            vec![right.clone().into(), left.clone().into()],
+        )
+        .await
+        .result
+        .expect_err("unknown key");
+    let many = p
+        .step_split("merge", bad, vec![right.into()], left.into(), 2)
+        .await
+        .result
+        .expect_err("unknown key");
+    assert_eq!(one.to_string(), many.to_string());
+    assert!(many.to_string().contains("id"), "names the columns: {many}");
 }

@@ -347,18 +347,18 @@ impl Step for Merge {
         let [mut left, mut right] = std::mem::take(&mut self.sides);
         left.close();
         right.close();
-        let index = match self.index.take() {
-            Some(index) => index,
-            None => Index::build(&right, self.nulls_equal)?,
+        let mut matched = self.take_matched(right.rows());
+        // With `right_first` every left batch has been joined already and `left` is empty, so
+        // no index is needed (and the one `stream` kept is dropped).
+        let index = match left.rows() {
+            0 => None,
+            _ => Some(self.take_index(&right)?),
         };
-        if self.matched.len() != right.rows() && self.how.keeps_right() {
-            self.matched = vec![false; right.rows()];
-        }
-        let mut matched = std::mem::take(&mut self.matched);
+        self.index = None;
         let mut out = Output::new(self, &left, &right);
-        // With `right_first` every left batch has been joined already and `left` is empty.
-        self.probe(&index, &left, &right, &mut matched, &mut out)?;
-        drop(index);
+        if let Some(index) = index {
+            self.probe(&index, &left, &right, &mut matched, &mut out)?;
+        }
         if self.how.keeps_right() {
             for (rb, batch) in right.batches.iter().enumerate() {
                 let start = right.starts[rb];
@@ -379,17 +379,9 @@ impl Merge {
     /// index the first time.
     fn stream(&mut self, left: &Side) -> Result<Vec<RecordBatch>> {
         let mut right = std::mem::take(&mut self.sides[1]);
-        let index = match self.index.take() {
-            Some(index) => index,
-            None => {
-                right.close();
-                Index::build(&right, self.nulls_equal)?
-            }
-        };
-        if self.matched.len() != right.rows() && self.how.keeps_right() {
-            self.matched = vec![false; right.rows()];
-        }
-        let mut matched = std::mem::take(&mut self.matched);
+        right.close();
+        let index = self.take_index(&right)?;
+        let mut matched = self.take_matched(right.rows());
         let mut out = Output::new(self, left, &right);
         let joined = self
             .probe(&index, left, &right, &mut matched, &mut out)
@@ -398,6 +390,23 @@ impl Merge {
         self.index = Some(index);
         self.matched = matched;
         joined
+    }
+
+    /// The index of `right`: the one `stream` kept, or a new one.
+    fn take_index(&mut self, right: &Side) -> Result<Index> {
+        match self.index.take() {
+            Some(index) => Ok(index),
+            None => Index::build(right, self.nulls_equal),
+        }
+    }
+
+    /// Per right row, whether a left row matched it so far (empty unless the join keeps right
+    /// rows).
+    fn take_matched(&mut self, right_rows: usize) -> Vec<bool> {
+        if self.matched.len() != right_rows && self.how.keeps_right() {
+            self.matched = vec![false; right_rows];
+        }
+        std::mem::take(&mut self.matched)
     }
 
     /// Probes the index of `right` with every row of `left`, in order, adding the joined rows to
