@@ -74,6 +74,14 @@ impl Default for FilesConfig {
     }
 }
 
+/// The instances a `*_parallelism` setting asks for: 0 means one per core, at most 4.
+pub fn instances(setting: usize) -> usize {
+    match setting {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        n => n,
+    }
+}
+
 /// WebAssembly plugins.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]

@@ -242,10 +242,7 @@ impl FileState {
             commit: tokio::sync::Mutex::new(()),
             preview_rows: cfg.preview_rows,
             row_group_rows: cfg.row_group_rows,
-            merge_workers: match cfg.merge_parallelism {
-                0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
-                n => n,
-            },
+            merge_workers: crate::config::instances(cfg.merge_parallelism),
         }
     }
 }

@@ -114,8 +114,21 @@ pub struct Usage {
     pub peak_memory_bytes: u64,
     /// Fuel consumed, when metering is on.
     pub fuel_used: Option<u64>,
-    /// Sandboxed instances the invocation ran in (more than one for a parallel CSV parse).
+    /// Sandboxed instances the invocation ran in (more than one for a parallel CSV parse or a
+    /// merge split over instances).
     pub instances: u32,
+}
+
+impl Usage {
+    /// Counts another instance's run into this invocation's: its instances and fuel (the caller
+    /// decides how peak memories combine).
+    fn add_instances(&mut self, other: &Usage) {
+        self.instances += other.instances;
+        self.fuel_used = match (self.fuel_used, other.fuel_used) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 /// A table: a schema and its batches.
@@ -319,10 +332,7 @@ impl Plugins {
                 runtime::POOL_INSTANCES as usize / 2,
             )),
             rates: Arc::default(),
-            workers: match cfg.parse_parallelism {
-                0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
-                n => n,
-            },
+            workers: crate::config::instances(cfg.parse_parallelism),
         };
         for (name, bytes) in bundled::BUNDLED {
             plugins.add(bytes, "bundled", name);
@@ -742,12 +752,8 @@ impl Plugins {
             match w.await {
                 Ok((Ok(d), u)) => {
                     done.extend(d);
-                    usage.instances += u.instances;
+                    usage.add_instances(&u);
                     usage.peak_memory_bytes = usage.peak_memory_bytes.max(u.peak_memory_bytes);
-                    usage.fuel_used = match (usage.fuel_used, u.fuel_used) {
-                        (Some(a), Some(b)) => Some(a + b),
-                        (a, b) => a.or(b),
-                    };
                 }
                 _ => broken = true,
             }
@@ -918,12 +924,9 @@ impl Plugins {
                     Usage::default(),
                 )
             });
-            usage.instances += u.instances;
+            usage.add_instances(&u);
+            // The instances ran side by side: their memory adds up.
             usage.peak_memory_bytes += u.peak_memory_bytes;
-            usage.fuel_used = match (usage.fuel_used, u.fuel_used) {
-                (Some(a), Some(b)) => Some(a + b),
-                (a, b) => a.or(b),
-            };
             match result {
                 Ok(out) => outputs.extend(out),
                 Err(e) => {

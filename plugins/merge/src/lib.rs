@@ -352,7 +352,7 @@ impl Step for Merge {
         // no index is needed (and the one `stream` kept is dropped).
         let index = match left.rows() {
             0 => None,
-            _ => Some(self.take_index(&right)?),
+            _ => Some(self.take_index(&mut right)?),
         };
         self.index = None;
         let mut out = Output::new(self, &left, &right);
@@ -379,8 +379,7 @@ impl Merge {
     /// index the first time.
     fn stream(&mut self, left: &Side) -> Result<Vec<RecordBatch>> {
         let mut right = std::mem::take(&mut self.sides[1]);
-        right.close();
-        let index = self.take_index(&right)?;
+        let index = self.take_index(&mut right)?;
         let mut matched = self.take_matched(right.rows());
         let mut out = Output::new(self, left, &right);
         let joined = self
@@ -392,11 +391,14 @@ impl Merge {
         joined
     }
 
-    /// The index of `right`: the one `stream` kept, or a new one.
-    fn take_index(&mut self, right: &Side) -> Result<Index> {
+    /// The index of `right`: the one `stream` kept, or a new one over `right`, closed first.
+    fn take_index(&mut self, right: &mut Side) -> Result<Index> {
         match self.index.take() {
             Some(index) => Ok(index),
-            None => Index::build(right, self.nulls_equal),
+            None => {
+                right.close();
+                Index::build(right, self.nulls_equal)
+            }
         }
     }
 
