@@ -131,6 +131,14 @@ impl Parser for Xlsx {
             ));
         }
         check_magic(&bytes)?;
+        // The direct reader handles the usual workbook; anything else, and every error, is
+        // calamine's.
+        if let Some(mut book) = fast::Book::open(&bytes) {
+            let sheet = choose_sheet(self.opts.sheet.as_ref(), &book.names)?;
+            if let Some(cells) = book.cells(&sheet) {
+                return build_table(&self.opts, &sheet, cells, book.is_1904);
+            }
+        }
         let mut workbook = open_workbook(&bytes)?;
         let names = workbook.sheet_names();
         let sheet = choose_sheet(self.opts.sheet.as_ref(), &names)?;
@@ -159,6 +167,8 @@ impl Parser for Xlsx {
 }
 
 lake_sdk::export_parser!(crate::Xlsx);
+
+mod fast;
 
 /// Picks the sheet named, or at the index given, or the first one.
 fn choose_sheet(wanted: Option<&serde_json::Value>, names: &[String]) -> Result<String> {
@@ -321,7 +331,7 @@ fn trim_values(xml: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The non-empty cells of one sheet, column by column: `columns[c]` holds `(row, value)` sorted by row.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Cells {
     columns: Vec<Vec<(u32, Data)>>,
     /// The last row that holds a cell, if any.
@@ -329,6 +339,36 @@ struct Cells {
 }
 
 impl Cells {
+    /// Keeps a non-empty cell; cells arrive in document order.
+    fn push(&mut self, row: u32, col: usize, value: Data) {
+        if self.columns.len() <= col {
+            self.columns.resize_with(col + 1, Vec::new);
+        }
+        self.columns[col].push((row, value));
+        self.last_row = Some(self.last_row.map_or(row, |r| r.max(row)));
+    }
+
+    /// Sorts each column by row, keeping the last of any duplicated position.
+    fn normalise(&mut self) {
+        // Cells arrive in document order, which is row order in every well-formed sheet; sort
+        // anyway so lookups by row stay correct.
+        for column in &mut self.columns {
+            if !column.is_sorted_by_key(|(r, _)| *r) {
+                column.sort_by_key(|(r, _)| *r);
+            }
+            if column.windows(2).any(|w| w[0].0 == w[1].0) {
+                let mut deduped: Vec<(u32, Data)> = Vec::with_capacity(column.len());
+                for (r, v) in column.drain(..) {
+                    match deduped.last_mut() {
+                        Some(last) if last.0 == r => last.1 = v,
+                        _ => deduped.push((r, v)),
+                    }
+                }
+                *column = deduped;
+            }
+        }
+    }
+
     /// The cell at an absolute position, if it is not empty.
     fn get(&self, row: u32, col: usize) -> Option<&Data> {
         let column = self.columns.get(col)?;
@@ -360,30 +400,9 @@ fn read_cells<RS: std::io::Read + std::io::Seek>(
                 "a cell lies beyond Excel's limits (row 1048576, column XFD)",
             ));
         }
-        let col = col as usize;
-        if cells.columns.len() <= col {
-            cells.columns.resize_with(col + 1, Vec::new);
-        }
-        cells.columns[col].push((row, value));
-        cells.last_row = Some(cells.last_row.map_or(row, |r| r.max(row)));
+        cells.push(row, col as usize, value);
     }
-    // Cells arrive in document order, which is row order in every well-formed sheet; sort anyway
-    // so lookups by row stay correct, keeping the last of any duplicated position.
-    for column in &mut cells.columns {
-        if !column.is_sorted_by_key(|(r, _)| *r) {
-            column.sort_by_key(|(r, _)| *r);
-        }
-        if column.windows(2).any(|w| w[0].0 == w[1].0) {
-            let mut deduped: Vec<(u32, Data)> = Vec::with_capacity(column.len());
-            for (r, v) in column.drain(..) {
-                match deduped.last_mut() {
-                    Some(last) if last.0 == r => last.1 = v,
-                    _ => deduped.push((r, v)),
-                }
-            }
-            *column = deduped;
-        }
-    }
+    cells.normalise();
     Ok(cells)
 }
 
@@ -861,8 +880,10 @@ fn build_array(
         }
         Kind::Text => {
             let mut b = StringBuilder::with_capacity(len, len * 8);
-            each(cells, lo, len, |c| {
-                b.append_option(c.and_then(|c| render(c, is_1904)))
+            each(cells, lo, len, |c| match c {
+                // Text goes in as it is, without a rendered copy.
+                Some(Data::String(s)) => b.append_value(s),
+                c => b.append_option(c.and_then(|c| render(c, is_1904))),
             });
             Arc::new(b.finish())
         }

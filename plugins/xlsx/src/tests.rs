@@ -626,3 +626,200 @@ fn cells_beyond_excels_grid_are_refused() {
         "{err}"
     );
 }
+
+/// The cells calamine reads from a sheet: the reference the direct reader must match.
+fn calamine_cells(bytes: &[u8], sheet: &str) -> Cells {
+    let mut workbook = open_workbook(bytes).expect("calamine opens the workbook");
+    read_cells(&mut workbook, sheet).expect("calamine reads the sheet")
+}
+
+/// The direct reader's cells, or `None` when it gives way to calamine.
+fn direct_cells(bytes: &[u8], sheet: &str) -> Option<Cells> {
+    let mut book = fast::Book::open(bytes)?;
+    book.cells(sheet)
+}
+
+/// Asserts the direct reader reads `sheet` itself, and exactly as calamine does.
+fn same_as_calamine(bytes: &[u8], sheet: &str) {
+    let direct = direct_cells(bytes, sheet)
+        .unwrap_or_else(|| panic!("the direct reader gave way on sheet {sheet:?}"));
+    assert_eq!(direct, calamine_cells(bytes, sheet), "sheet {sheet:?}");
+}
+
+#[test]
+fn the_direct_reader_matches_calamine_on_every_fixture_sheet() {
+    let mut gave_way = Vec::new();
+    for name in [
+        "datasets.xlsx",
+        "datetime.xlsx",
+        "escape.xlsx",
+        "float.xlsx",
+    ] {
+        let bytes = fixture(name);
+        let workbook = open_workbook(&bytes).expect("open");
+        let names = workbook.sheet_names();
+        let book = fast::Book::open(&bytes).unwrap_or_else(|| panic!("{name}: gave way"));
+        assert_eq!(book.names, names, "{name}: sheet names");
+        assert_eq!(
+            book.is_1904,
+            workbook.has_1904_epoch(),
+            "{name}: date system"
+        );
+        for sheet in &names {
+            match direct_cells(&bytes, sheet) {
+                Some(direct) => assert_eq!(direct, calamine_cells(&bytes, sheet), "{name} {sheet}"),
+                None => gave_way.push(format!("{name} {sheet}")),
+            }
+        }
+    }
+    // readxl's `quakes` pads numbers with spaces (`<v> 41</v>`), which calamine refuses and the
+    // parser trims and retries: that one is left to the calamine path on purpose.
+    assert_eq!(gave_way, ["datasets.xlsx quakes"]);
+}
+
+#[test]
+fn the_direct_reader_matches_calamine_on_the_synthetic_sheets() {
+    // Every cell type, styles for dates, times and durations, formulas, errors, an empty string.
+    let typed = typed_sheet();
+    same_as_calamine(&typed, "Data");
+    // Inline strings (plain, rich text with a phonetic run, preserved and trimmed space,
+    // entities, an empty one), a string formula result with a line break, booleans written as
+    // words, a `<v>` in an inline-string cell, self-closing cells and rows, prefixed names.
+    let rows = r#"
+<row r="1" spans="1:4"><c r="A1" t="inlineStr"><is><t>name</t></is></c><c r="B1" t="inlineStr"><is><r><rPr><b/></rPr><t>ri</t></r><r><t xml:space="preserve">ch </t></r><rPh sb="0" eb="1"><t>phonetic</t></rPh></is></c><c r="C1" t="inlineStr"><is><t>  padded  </t></is></c><c r="D1" t="inlineStr"><is><t xml:space="preserve">  kept  </t></is></c></row>
+<row r="2"/>
+<row r="3"><c r="A3" t="inlineStr"><is><t>R&amp;D &lt;1&gt; &#233;&#x4E2D;</t></is></c><c r="B3" t="str"><f>A1</f><v>two&#10;lines&#13;&#10;x</v></c><c r="C3" t="b"><v> true </v></c><c r="D3" t="inlineStr"><v>ignored</v><is><t>inline</t></is></c></row>
+<row r="4"><c r="A4" s="1"/><c r="B4" t="inlineStr"><is/></c><c r="C4" t="b"><v>FALSE</v></c><c r="D4" t="n"><v>-1.25E-3</v></c></row>
+<x:row r="5"><x:c r="A5" t="s"><x:v>1</x:v></x:c><x:c r="AA5"><x:v>7</x:v></x:c></x:row>"#;
+    let book = workbook(&[("S", rows)], &["a", "b&amp;c"], false);
+    same_as_calamine(&book, "S");
+    // The 1904 date system.
+    let book = workbook(
+        &[(
+            "D",
+            r#"<row r="1"><c r="A1" s="1"><v>0</v></c><c r="B1" s="4"><v>1.5</v></c></row>"#,
+        )],
+        &[],
+        true,
+    );
+    same_as_calamine(&book, "D");
+}
+
+#[test]
+fn the_direct_reader_gives_way_on_what_it_does_not_handle_and_the_result_is_calamines() {
+    for (what, rows) in [
+        (
+            "a cell without its position",
+            r#"<row r="1"><c><v>1</v></c><c><v>2</v></c></row>"#,
+        ),
+        (
+            "an Excel escape",
+            r#"<row r="1"><c r="A1" t="inlineStr"><is><t>a_x000D_b</t></is></c></row>"#,
+        ),
+        (
+            "a comment",
+            r#"<row r="1"><!-- note --><c r="A1"><v>1</v></c></row>"#,
+        ),
+        (
+            "a padded number",
+            r#"<row r="1"><c r="A1"><v> 41</v></c></row>"#,
+        ),
+        (
+            "an unknown cell child",
+            r#"<row r="1"><c r="A1"><x>1</x></c></row>"#,
+        ),
+    ] {
+        let book = workbook(&[("S", rows)], &[], false);
+        assert!(
+            direct_cells(&book, "S").is_none(),
+            "{what}: the direct reader should give way"
+        );
+        // The parser still reads it, through calamine: the same table as before this reader.
+        let direct = parse(&book, serde_json::json!({"header": false}));
+        let mut workbook = open_workbook(&book).expect("open");
+        match read_cells(&mut workbook, "S") {
+            Ok(cells) => {
+                let (schema, batches) = direct.unwrap_or_else(|e| panic!("{what}: {e}"));
+                let (want_schema, want) = build_table(
+                    &Options {
+                        header: false,
+                        ..Options::default()
+                    },
+                    "S",
+                    cells,
+                    false,
+                )
+                .expect("table");
+                assert_eq!((schema, batches), (want_schema, want), "{what}");
+            }
+            // calamine refuses it (the padded number is trimmed and retried by the parser).
+            Err(_) => {
+                if what == "a padded number" {
+                    let (_, batches) = direct.expect("trimmed and read");
+                    assert_eq!(batches[0].num_rows(), 1);
+                } else {
+                    assert!(
+                        direct.is_err(),
+                        "{what}: calamine refuses it, so must the parser"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_direct_reader_reads_a_sheet_larger_than_one_chunk() {
+    // About 3 MB of sheet XML: several inflate chunks, rows cut at chunk ends.
+    let rows: String = (1..=40_000)
+        .map(|r| {
+            format!(
+                r#"<row r="{r}"><c r="A{r}" t="inlineStr"><is><t>S{r:07}</t></is></c><c r="B{r}"><v>{}.5</v></c><c r="C{r}" s="1"><v>{}</v></c><c r="D{r}" t="s"><v>{}</v></c></row>"#,
+                r * 3,
+                40_000 + r,
+                r % 3
+            )
+        })
+        .collect();
+    let book = workbook(&[("Big", &rows)], &["x", "y", "z"], false);
+    same_as_calamine(&book, "Big");
+    let direct = direct_cells(&book, "Big").expect("direct");
+    assert_eq!(direct.last_row, Some(39_999));
+    assert_eq!(direct.columns.iter().map(Vec::len).sum::<usize>(), 160_000);
+}
+
+#[test]
+fn the_direct_reader_never_panics_on_damaged_sheet_xml() {
+    // Every prefix of a sheet's XML, and every byte swapped for markup, in a workbook that is
+    // otherwise sound: the direct reader reads it or gives way, and the parser never panics.
+    let sheet = r#"<row r="1"><c r="A1" t="inlineStr"><is><t>a&amp;b</t></is></c><c r="B1" s="1"><v>45000</v></c><c r="C1" t="s"><v>0</v></c><c r="D1" t="b"><v>1</v></c></row><row r="2"><c r="A2" t="str"><f>A1</f><v>x</v></c><c r="AB2"><v>-1.5e3</v></c></row>"#;
+    let mut cases: Vec<String> = (0..sheet.len()).map(|n| sheet[..n].to_owned()).collect();
+    for (i, _) in sheet.char_indices() {
+        for with in ["<", ">", "\"", "&"] {
+            cases.push(format!("{}{with}{}", &sheet[..i], &sheet[i + 1..]));
+        }
+    }
+    let mut read = 0;
+    for case in &cases {
+        let book = workbook(&[("S", case)], &["s"], false);
+        if let Some(cells) = direct_cells(&book, "S") {
+            read += 1;
+            // What the direct reader accepts, calamine reads alike (when it reads it at all).
+            if let Ok(mut wb) = open_workbook(&book)
+                && let Ok(want) = read_cells(&mut wb, "S")
+            {
+                assert_eq!(cells, want, "{case}");
+            }
+        }
+    }
+    // And the whole parser on the truncated ones.
+    for case in &cases[..sheet.len()] {
+        let book = workbook(&[("S", case)], &["s"], false);
+        let _ = parse(&book, serde_json::json!({"header": false}));
+    }
+    assert!(
+        read > 0 && read < cases.len(),
+        "{read} of {} read directly",
+        cases.len()
+    );
+}
