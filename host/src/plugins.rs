@@ -620,7 +620,7 @@ impl Plugins {
         use bytes::Bytes;
         let started = std::time::Instant::now();
         let mut cutter = split::Cutter::new(plan);
-        // Every input byte, in order, for the serial fallback (segments share the buffers).
+        // Every input byte, in order, for the serial fallback: the input's own buffers, not copies.
         let mut kept: Vec<Bytes> = Vec::new();
         let mut failed_input: Option<std::io::Error> = None;
         let serially = |kept: Vec<Bytes>, rest: ByteStream| {
@@ -634,13 +634,13 @@ impl Plugins {
             }
             if cutter.len() > split::HEAD_LIMIT {
                 // Records too long to sample cheaply: parse serially.
-                kept.push(cutter.rest());
+                kept.extend(cutter.rest());
                 return serially(kept, input).await;
             }
             match input.next().await {
-                Some(Ok(c)) => cutter.push(&c),
+                Some(Ok(c)) => cutter.push(c),
                 Some(Err(e)) => {
-                    kept.push(cutter.rest());
+                    kept.extend(cutter.rest());
                     return serially(
                         kept,
                         Box::pin(futures::stream::once(async { Err::<Bytes, _>(e) })),
@@ -648,7 +648,7 @@ impl Plugins {
                     .await;
                 }
                 None => {
-                    kept.push(cutter.rest());
+                    kept.extend(cutter.rest());
                     return serially(
                         kept,
                         Box::pin(futures::stream::empty::<std::io::Result<Bytes>>()),
@@ -657,14 +657,14 @@ impl Plugins {
                 }
             }
         };
-        kept.push(head.clone());
+        kept.extend(head.iter().cloned());
         let first = self
             .parse_serial(
                 name,
                 params.clone(),
-                Box::pin(futures::stream::once(async move {
-                    Ok::<_, std::io::Error>(head)
-                })),
+                Box::pin(futures::stream::iter(
+                    head.into_iter().map(Ok::<_, std::io::Error>),
+                )),
             )
             .await;
         let (Ok(first_table), Some(entry)) = (&first.result, self.entry(name)) else {
@@ -677,7 +677,7 @@ impl Plugins {
         let Some(pinned) = split::pinned_params(&params, first_table) else {
             return serially(kept, input).await;
         };
-        cutter.learn_header(&kept[0]);
+        cutter.learn_header(&kept);
 
         let limits = first.limits.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<Bytes>)>(self.workers * 2);
@@ -713,7 +713,7 @@ impl Plugins {
         let mut broken = false;
         'feed: loop {
             while let Some(seg) = cutter.cut(split::SEGMENT_BYTES) {
-                kept.push(seg.clone());
+                kept.extend(seg.iter().cloned());
                 if tx.send((sent + 1, cutter.framed(&seg))).await.is_err() {
                     broken = true;
                     break 'feed;
@@ -721,7 +721,7 @@ impl Plugins {
                 sent += 1;
             }
             match input.next().await {
-                Some(Ok(c)) => cutter.push(&c),
+                Some(Ok(c)) => cutter.push(c),
                 Some(Err(e)) => {
                     failed_input = Some(e);
                     break;
@@ -729,7 +729,7 @@ impl Plugins {
                 None => {
                     let rest = cutter.rest();
                     if !rest.is_empty() {
-                        kept.push(rest.clone());
+                        kept.extend(rest.iter().cloned());
                         if tx.send((sent + 1, cutter.framed(&rest))).await.is_err() {
                             broken = true;
                         } else {
@@ -760,7 +760,7 @@ impl Plugins {
         }
         drop(slots);
         if cutter.len() > 0 {
-            kept.push(cutter.rest());
+            kept.extend(cutter.rest());
         }
         if let Some(e) = failed_input {
             return serially(

@@ -10,18 +10,20 @@
 //! segment fails, the whole input is parsed again serially, so errors name the same line as
 //! before.
 
-use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+
+use bytes::Bytes;
 
 use super::Table;
 
 /// Inputs smaller than this parse serially (instances cost more than they save).
 pub(super) const MIN_BYTES: usize = 16 << 20;
 /// The first segment, parsed alone to learn the schema.
-pub(super) const HEAD_BYTES: usize = 1 << 20;
+pub(super) const HEAD_BYTES: usize = 64 << 10;
 /// A first segment that has not reached its records by this size makes the parse serial.
 pub(super) const HEAD_LIMIT: usize = 64 << 20;
 /// Later segments.
-pub(super) const SEGMENT_BYTES: usize = 4 << 20;
+pub(super) const SEGMENT_BYTES: usize = 2 << 20;
 
 /// What the cutter needs from the csv parameters; `None` when the parse must stay serial.
 #[derive(Debug, Clone)]
@@ -61,12 +63,18 @@ impl CsvPlan {
     }
 }
 
-/// Cuts a byte stream into segments that end at record boundaries.
+/// A run of the input: pieces of the input's own buffers, in order. Cutting copies nothing.
+pub(super) type Pieces = Vec<Bytes>;
+
+/// Cuts a byte stream into segments that end at record boundaries. It holds the input's chunks
+/// as they came (reference-counted, not copied) and splits the one a cut falls in.
 #[derive(Debug)]
 pub(super) struct Cutter {
     plan: CsvPlan,
-    buf: BytesMut,
-    /// Scanned up to here in `buf`, with the quote state there.
+    chunks: VecDeque<Bytes>,
+    /// Bytes held.
+    len: usize,
+    /// Scanned up to this offset of what is held, with the quote state there.
     scanned: usize,
     in_quote: bool,
     /// The header record (with its line end), put in front of every later segment.
@@ -77,7 +85,8 @@ impl Cutter {
     pub(super) fn new(plan: CsvPlan) -> Self {
         Self {
             plan,
-            buf: BytesMut::new(),
+            chunks: VecDeque::new(),
+            len: 0,
             scanned: 0,
             in_quote: false,
             header: None,
@@ -85,87 +94,135 @@ impl Cutter {
     }
 
     /// Adds input.
-    pub(super) fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
+    pub(super) fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push_back(chunk);
+        }
     }
 
     /// Bytes held and not yet handed out.
     pub(super) fn len(&self) -> usize {
-        self.buf.len()
+        self.len
+    }
+
+    /// The held bytes in `from..to` as slices, each with its offset.
+    fn slices(&self, from: usize, to: usize) -> impl Iterator<Item = (usize, &[u8])> {
+        let mut start = 0;
+        self.chunks.iter().filter_map(move |c| {
+            let at = start;
+            start += c.len();
+            let (lo, hi) = (from.max(at), to.min(at + c.len()));
+            (lo < hi).then(|| (lo, &c[lo - at..hi - at]))
+        })
+    }
+
+    /// Hands out the first `end` bytes held.
+    fn take(&mut self, end: usize) -> Pieces {
+        let mut out = Vec::new();
+        let mut left = end;
+        while left > 0 {
+            let Some(mut c) = self.chunks.pop_front() else {
+                break;
+            };
+            if c.len() > left {
+                out.push(c.split_to(left));
+                self.chunks.push_front(c);
+                left = 0;
+            } else {
+                left -= c.len();
+                out.push(c);
+            }
+        }
+        self.len -= end - left;
+        self.scanned = 0;
+        out
     }
 
     /// The next segment of at least `min` bytes ending at a record boundary, if the input so far
     /// has one.
-    pub(super) fn cut(&mut self, min: usize) -> Option<Bytes> {
-        if self.buf.len() <= min {
+    pub(super) fn cut(&mut self, min: usize) -> Option<Pieces> {
+        if self.len <= min {
             return None;
         }
+        let q = self.plan.quote;
+        let mut in_quote = self.in_quote;
         if self.scanned < min {
-            let q = self.plan.quote;
-            let quotes = self.buf[self.scanned..min]
-                .iter()
-                .filter(|&&b| b == q)
-                .count();
-            self.in_quote ^= quotes % 2 == 1;
+            let quotes: usize = self
+                .slices(self.scanned, min)
+                .map(|(_, s)| s.iter().filter(|&&b| b == q).count())
+                .sum();
+            in_quote ^= quotes % 2 == 1;
             self.scanned = min;
         }
-        let q = self.plan.quote;
-        for i in self.scanned..self.buf.len() {
-            let b = self.buf[i];
-            if b == q {
-                self.in_quote = !self.in_quote;
-            } else if b == b'\n' && !self.in_quote {
-                self.scanned = 0;
-                return Some(self.buf.split_to(i + 1).freeze());
+        let mut end = None;
+        'scan: for (at, s) in self.slices(self.scanned, self.len) {
+            for (i, &b) in s.iter().enumerate() {
+                if b == q {
+                    in_quote = !in_quote;
+                } else if b == b'\n' && !in_quote {
+                    end = Some(at + i + 1);
+                    break 'scan;
+                }
             }
         }
-        self.scanned = self.buf.len();
-        None
+        self.in_quote = in_quote;
+        match end {
+            Some(end) => Some(self.take(end)),
+            None => {
+                self.scanned = self.len;
+                None
+            }
+        }
     }
 
     /// The first segment: at least `min` bytes and every record type inference reads (the header
     /// and `infer_rows` records), so later segments get the types a serial parse infers.
-    pub(super) fn cut_head(&mut self, min: usize) -> Option<Bytes> {
+    pub(super) fn cut_head(&mut self, min: usize) -> Option<Pieces> {
         let q = self.plan.quote;
         let want = self.plan.infer_rows + usize::from(self.plan.header);
         let (mut records, mut in_quote) = (0, false);
-        for (i, &b) in self.buf.iter().enumerate() {
-            if b == q {
-                in_quote = !in_quote;
-            } else if b == b'\n' && !in_quote {
-                records += 1;
-                if records >= want && i + 1 >= min {
-                    self.scanned = 0;
-                    self.in_quote = false;
-                    return Some(self.buf.split_to(i + 1).freeze());
+        let mut end = None;
+        'scan: for (at, s) in self.slices(0, self.len) {
+            for (i, &b) in s.iter().enumerate() {
+                if b == q {
+                    in_quote = !in_quote;
+                } else if b == b'\n' && !in_quote {
+                    records += 1;
+                    if records >= want && at + i + 1 >= min {
+                        end = Some(at + i + 1);
+                        break 'scan;
+                    }
                 }
             }
         }
-        None
+        let end = end?;
+        self.in_quote = false;
+        Some(self.take(end))
     }
 
     /// Everything left, at the end of the input.
-    pub(super) fn rest(&mut self) -> Bytes {
-        self.scanned = 0;
-        self.buf.split().freeze()
+    pub(super) fn rest(&mut self) -> Pieces {
+        let end = self.len;
+        self.take(end)
     }
 
     /// Learns the header record from the first segment (when the input has one).
-    pub(super) fn learn_header(&mut self, first: &Bytes) {
+    pub(super) fn learn_header(&mut self, first: &[Bytes]) {
         if !self.plan.header {
             return;
         }
         let mut probe = Cutter::new(self.plan.clone());
-        probe.push(first);
-        self.header = probe.cut(0);
+        for piece in first {
+            probe.push(piece.clone());
+        }
+        // The header is one small record: one buffer of its own.
+        self.header = probe.cut(0).map(|pieces| Bytes::from(pieces.concat()));
     }
 
     /// A later segment as a complete input of its own: the header record, then its records.
-    pub(super) fn framed(&self, segment: &Bytes) -> Vec<Bytes> {
-        match &self.header {
-            Some(h) => vec![h.clone(), segment.clone()],
-            None => vec![segment.clone()],
-        }
+    pub(super) fn framed(&self, segment: &[Bytes]) -> Vec<Bytes> {
+        self.header.iter().chain(segment.iter()).cloned().collect()
     }
 }
 
@@ -202,6 +259,11 @@ pub(super) fn pinned_params(
 mod tests {
     use super::*;
 
+    /// The pieces as one byte string.
+    fn cat(pieces: Option<Pieces>) -> Option<Vec<u8>> {
+        pieces.map(|p| p.concat())
+    }
+
     fn plan() -> CsvPlan {
         CsvPlan {
             quote: b'"',
@@ -213,40 +275,92 @@ mod tests {
     #[test]
     fn cuts_fall_after_newlines_outside_quotes() {
         let mut c = Cutter::new(plan());
-        c.push(b"a,b\n1,\"x\ny\"\n2,z\n3,w");
+        c.push(Bytes::from_static(b"a,b\n1,\"x\ny\"\n2,z\n3,w"));
         // From offset 5 the first newline (inside quotes) is skipped.
-        assert_eq!(c.cut(5).as_deref(), Some(&b"a,b\n1,\"x\ny\"\n"[..]));
-        assert_eq!(c.cut(0).as_deref(), Some(&b"2,z\n"[..]));
+        assert_eq!(cat(c.cut(5)).as_deref(), Some(&b"a,b\n1,\"x\ny\"\n"[..]));
+        assert_eq!(cat(c.cut(0)).as_deref(), Some(&b"2,z\n"[..]));
         assert_eq!(c.cut(0), None, "no record end yet");
-        c.push(b"\n4,v\n");
-        assert_eq!(c.cut(0).as_deref(), Some(&b"3,w\n"[..]));
-        assert_eq!(c.rest().as_ref(), b"4,v\n");
+        c.push(Bytes::from_static(b"\n4,v\n"));
+        assert_eq!(cat(c.cut(0)).as_deref(), Some(&b"3,w\n"[..]));
+        assert_eq!(c.rest().concat(), b"4,v\n");
         assert_eq!(c.len(), 0);
     }
 
     #[test]
     fn the_head_holds_every_record_inference_reads() {
         let mut c = Cutter::new(plan());
-        c.push(b"h\n1\n\"2\n\"\n3\n4\n");
+        c.push(Bytes::from_static(b"h\n1\n\"2\n\"\n3\n4\n"));
         // Header + 2 records, at least 3 bytes: the quoted newline is not a record end.
-        assert_eq!(c.cut_head(3).as_deref(), Some(&b"h\n1\n\"2\n\"\n"[..]));
+        assert_eq!(cat(c.cut_head(3)).as_deref(), Some(&b"h\n1\n\"2\n\"\n"[..]));
         let mut short = Cutter::new(plan());
-        short.push(b"h\n1\n");
+        short.push(Bytes::from_static(b"h\n1\n"));
         assert_eq!(short.cut_head(0), None);
     }
 
     #[test]
     fn doubled_quotes_keep_the_count_right() {
         let mut c = Cutter::new(plan());
-        c.push(b"\"say \"\"hi\"\"\nthere\"\nnext\n");
+        c.push(Bytes::from_static(b"\"say \"\"hi\"\"\nthere\"\nnext\n"));
         assert_eq!(
-            c.cut(1).as_deref(),
+            cat(c.cut(1)).as_deref(),
             Some(&b"\"say \"\"hi\"\"\nthere\"\n"[..])
         );
         let mut h = Cutter::new(plan());
-        h.learn_header(&Bytes::from_static(b"\"a\nb\",c\n1,2\n"));
-        let framed = h.framed(&Bytes::from_static(b"3,4\n"));
+        h.learn_header(&[
+            Bytes::from_static(b"\"a\nb"),
+            Bytes::from_static(b"\",c\n1,2\n"),
+        ]);
+        let framed = h.framed(&[Bytes::from_static(b"3,4\n")]);
         assert_eq!(framed[0].as_ref(), b"\"a\nb\",c\n");
+        assert_eq!(framed[1].as_ref(), b"3,4\n");
+    }
+
+    #[test]
+    fn cuts_across_chunks_share_the_input_buffers() {
+        // The same input in chunks of every size cuts into the same segments, and every piece
+        // handed out points into the input's own buffers.
+        let input: &'static [u8] = b"h,x\n1,\"a\nb\"\n2,\"\"\"q\"\"\"\n3,c\n4,d\n5,e";
+        let whole = {
+            let mut c = Cutter::new(plan());
+            c.push(Bytes::from_static(input));
+            let mut segs = vec![cat(c.cut_head(0)).expect("head")];
+            while let Some(s) = c.cut(3) {
+                segs.push(s.concat());
+            }
+            segs.push(c.rest().concat());
+            segs
+        };
+        assert_eq!(whole.concat(), input);
+        assert!(whole.len() >= 3, "{whole:?}");
+        let range = input.as_ptr_range();
+        for size in 1..input.len() {
+            let mut c = Cutter::new(plan());
+            let mut segs = Vec::new();
+            let mut head = None;
+            for chunk in input.chunks(size) {
+                c.push(Bytes::from_static(chunk));
+                if head.is_none() {
+                    head = c.cut_head(0);
+                    if let Some(h) = &head {
+                        segs.push(h.clone());
+                    }
+                }
+                if head.is_some() {
+                    while let Some(s) = c.cut(3) {
+                        segs.push(s);
+                    }
+                }
+            }
+            segs.push(c.rest());
+            for piece in segs.iter().flatten() {
+                assert!(
+                    range.contains(&piece.as_ptr()),
+                    "chunk size {size}: a copied piece"
+                );
+            }
+            let segs: Vec<Vec<u8>> = segs.iter().map(|s| s.concat()).collect();
+            assert_eq!(segs, whole, "chunk size {size}");
+        }
     }
 
     #[test]

@@ -121,10 +121,22 @@ impl Csv {
     }
 
     fn infer(&mut self) -> Result<()> {
-        let (inferred, _) = self
-            .format()
-            .infer_schema(Cursor::new(&self.pending), Some(self.opts.infer_rows))
-            .map_err(|e| PluginError::InvalidInput(e.to_string()))?;
+        let infer = |records: usize| {
+            self.format()
+                .infer_schema(Cursor::new(&self.pending), Some(records))
+                .map(|(schema, _)| schema)
+                .map_err(|e| PluginError::InvalidInput(e.to_string()))
+        };
+        // When `types` names every column (as the host does for the later segments of a parallel
+        // parse), the header alone gives the schema: the records need not be sampled.
+        let mut inferred = infer(0)?;
+        if !inferred
+            .fields()
+            .iter()
+            .all(|f| self.opts.types.contains_key(f.name()))
+        {
+            inferred = infer(self.opts.infer_rows)?;
+        }
         let mut fields: Vec<Field> = Vec::with_capacity(inferred.fields().len());
         for f in inferred.fields() {
             let ty = match self.opts.types.get(f.name()) {
