@@ -323,7 +323,8 @@ mod tests {
         let whole = {
             let mut c = Cutter::new(plan());
             c.push(Bytes::from_static(input));
-            let mut segs = vec![cat(c.cut_head(0)).expect("head")];
+            let mut segs: Vec<Vec<u8>> = cat(c.cut_head(0)).into_iter().collect();
+            assert_eq!(segs.len(), 1, "a head");
             while let Some(s) = c.cut(3) {
                 segs.push(s.concat());
             }
