@@ -464,10 +464,11 @@ impl Scan<'_> {
     /// and style.
     fn value_of(&mut self, raw: &[u8], s: Option<&[u8]>, t: Option<&[u8]>) -> Step<Data> {
         let format = match s {
-            Some(style) => {
-                let id: usize = std::str::from_utf8(style).ok()?.parse().ok()?;
-                self.formats.get(id).copied().unwrap_or(Format::Other)
-            }
+            Some(style) => self
+                .formats
+                .get(digits(style)?)
+                .copied()
+                .unwrap_or(Format::Other),
             None => Format::Other,
         };
         Some(match t {
@@ -483,8 +484,7 @@ impl Scan<'_> {
                         if v.is_empty() {
                             return Some(Data::Empty);
                         }
-                        let i: usize = v.parse().ok()?;
-                        Data::String(self.strings.get(i)?.clone())
+                        Data::String(self.strings.get(digits(raw)?)?.clone())
                     }
                     Some(b"b") => match v.trim() {
                         "" => Data::Empty,
@@ -543,6 +543,15 @@ impl Scan<'_> {
             Some(_) => return None,
         })
     }
+}
+
+/// An unsigned decimal number written with digits only (calamine reads anything else, even `+1`,
+/// its own way).
+fn digits(v: &[u8]) -> Step<usize> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// The length of the text at the start of `xml`, up to the next `<`.
@@ -846,8 +855,12 @@ fn attr_local<'x>(attrs: &'x [u8], key: &[u8]) -> Step<Option<&'x [u8]>> {
     Some(found)
 }
 
-/// An attribute value with its entities resolved.
+/// An attribute value with its entities resolved (a literal carriage return, which calamine keeps
+/// as it is, is left to calamine).
 fn decode_attr(raw: &[u8]) -> Step<String> {
+    if memchr(b'\r', raw).is_some() {
+        return None;
+    }
     let mut out = String::new();
     decode_text(raw, &mut out)?;
     Some(out)

@@ -728,6 +728,14 @@ fn the_direct_reader_gives_way_on_what_it_does_not_handle_and_the_result_is_cala
             "an unknown cell child",
             r#"<row r="1"><c r="A1"><x>1</x></c></row>"#,
         ),
+        (
+            "a signed string index",
+            r#"<row r="1"><c r="A1" t="s"><v>+1</v></c></row>"#,
+        ),
+        (
+            "a signed style",
+            r#"<row r="1"><c r="A1" s="+1"><v>1</v></c></row>"#,
+        ),
     ] {
         let book = workbook(&[("S", rows)], &[], false);
         assert!(
