@@ -139,6 +139,28 @@ impl Cutter {
         out
     }
 
+    /// Scans the held bytes from `from` (inside quotes when `in_quote`) and offers each record end
+    /// (the offset just past its newline) to `accept` until it takes one. Returns that end, and the
+    /// quote state where the scan stopped.
+    fn record_end(
+        &self,
+        from: usize,
+        mut in_quote: bool,
+        mut accept: impl FnMut(usize) -> bool,
+    ) -> (Option<usize>, bool) {
+        let q = self.plan.quote;
+        for (at, s) in self.slices(from, self.len) {
+            for (i, &b) in s.iter().enumerate() {
+                if b == q {
+                    in_quote = !in_quote;
+                } else if b == b'\n' && !in_quote && accept(at + i + 1) {
+                    return (Some(at + i + 1), in_quote);
+                }
+            }
+        }
+        (None, in_quote)
+    }
+
     /// The next segment of at least `min` bytes ending at a record boundary, if the input so far
     /// has one.
     pub(super) fn cut(&mut self, min: usize) -> Option<Pieces> {
@@ -155,17 +177,7 @@ impl Cutter {
             in_quote ^= quotes % 2 == 1;
             self.scanned = min;
         }
-        let mut end = None;
-        'scan: for (at, s) in self.slices(self.scanned, self.len) {
-            for (i, &b) in s.iter().enumerate() {
-                if b == q {
-                    in_quote = !in_quote;
-                } else if b == b'\n' && !in_quote {
-                    end = Some(at + i + 1);
-                    break 'scan;
-                }
-            }
-        }
+        let (end, in_quote) = self.record_end(self.scanned, in_quote, |_| true);
         self.in_quote = in_quote;
         match end {
             Some(end) => Some(self.take(end)),
@@ -179,23 +191,12 @@ impl Cutter {
     /// The first segment: at least `min` bytes and every record type inference reads (the header
     /// and `infer_rows` records), so later segments get the types a serial parse infers.
     pub(super) fn cut_head(&mut self, min: usize) -> Option<Pieces> {
-        let q = self.plan.quote;
         let want = self.plan.infer_rows + usize::from(self.plan.header);
-        let (mut records, mut in_quote) = (0, false);
-        let mut end = None;
-        'scan: for (at, s) in self.slices(0, self.len) {
-            for (i, &b) in s.iter().enumerate() {
-                if b == q {
-                    in_quote = !in_quote;
-                } else if b == b'\n' && !in_quote {
-                    records += 1;
-                    if records >= want && at + i + 1 >= min {
-                        end = Some(at + i + 1);
-                        break 'scan;
-                    }
-                }
-            }
-        }
+        let mut records = 0;
+        let (end, _) = self.record_end(0, false, |end| {
+            records += 1;
+            records >= want && end >= min
+        });
         let end = end?;
         self.in_quote = false;
         Some(self.take(end))

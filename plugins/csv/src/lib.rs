@@ -129,14 +129,19 @@ impl Csv {
         };
         // When `types` names every column (as the host does for the later segments of a parallel
         // parse), the header alone gives the schema: the records need not be sampled.
-        let mut inferred = infer(0)?;
-        if !inferred
-            .fields()
-            .iter()
-            .all(|f| self.opts.types.contains_key(f.name()))
-        {
-            inferred = infer(self.opts.infer_rows)?;
-        }
+        let header_only = if self.opts.types.is_empty() {
+            None
+        } else {
+            Some(infer(0)?).filter(|s| {
+                s.fields()
+                    .iter()
+                    .all(|f| self.opts.types.contains_key(f.name()))
+            })
+        };
+        let inferred = match header_only {
+            Some(schema) => schema,
+            None => infer(self.opts.infer_rows)?,
+        };
         let mut fields: Vec<Field> = Vec::with_capacity(inferred.fields().len());
         for f in inferred.fields() {
             let ty = match self.opts.types.get(f.name()) {

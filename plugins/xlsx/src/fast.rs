@@ -197,9 +197,7 @@ impl<'a> Book<'a> {
         let mut eof = false;
         while !eof {
             let was = buf.len();
-            buf.resize(was + CHUNK, 0);
-            let n = read_full(&mut file, &mut buf[was..])?;
-            buf.truncate(was + n);
+            let n = (&mut file).take(CHUNK as u64).read_to_end(&mut buf).ok()?;
             eof = n < CHUNK;
             // Scan whole rows only: up to the end of the last `</row>` (or everything at the end).
             let end = if eof {
@@ -224,20 +222,6 @@ impl<'a> Book<'a> {
         cells.normalise();
         Some(cells)
     }
-}
-
-/// Reads until `buf` is full or the input ends; the count read.
-fn read_full(file: &mut impl Read, buf: &mut [u8]) -> Step<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
-    Some(n)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,11 +347,7 @@ impl Scan<'_> {
             i = xml.len() - after.len();
             self.text.clear();
             decode_text(&body[..len], &mut self.text)?;
-            let text = self.text.trim_matches([' ', '\t', '\r', '\n']);
-            if text.contains("_x") {
-                return None;
-            }
-            Data::String(text.to_owned())
+            Data::String(t_value(&self.text, false)?.to_owned())
         } else {
             return Some(None);
         };
@@ -612,19 +592,22 @@ fn string_item(tok: &mut Tokens<'_>, name: &[u8], text: &mut String) -> Step<Str
                         }
                     }
                 }
-                let value = if preserve {
-                    text.as_str()
-                } else {
-                    text.trim_matches([' ', '\t', '\r', '\n'])
-                };
-                if value.contains("_x") {
-                    return None;
-                }
-                out.push_str(value);
+                out.push_str(t_value(text, preserve)?);
             }
             _ => {}
         }
     }
+}
+
+/// A `<t>` element's decoded text as calamine keeps it: trimmed of ASCII whitespace unless it
+/// preserves space; `None` (give way) when it holds what may be an Excel `_xHHHH_` escape.
+fn t_value(text: &str, preserve: bool) -> Step<&str> {
+    let value = if preserve {
+        text
+    } else {
+        text.trim_matches([' ', '\t', '\r', '\n'])
+    };
+    (!value.contains("_x")).then_some(value)
 }
 
 /// The shared strings table.
