@@ -17,6 +17,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use lake_sdk::{Info, Params, Parser, PluginError, RecordBatch, Result};
 use serde::Deserialize;
 
+mod direct;
+
 /// Parameters of the CSV parser.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -89,7 +91,13 @@ pub struct Csv {
     /// Input not yet decoded (the head, before inference; afterwards only a partial record).
     pending: Vec<u8>,
     seen_first: bool,
+    /// The direct reader, while the input keeps to the shape it reads ([`direct`]).
+    direct: Option<direct::Direct>,
+    /// arrow-csv's decoder, once the direct reader has given way (or when it never applied).
     decoder: Option<Decoder>,
+    /// Tests compare the direct reader with arrow-csv alone.
+    #[cfg(test)]
+    arrow_only: bool,
     schema: Option<SchemaRef>,
 }
 
@@ -165,17 +173,113 @@ impl Csv {
             )));
         }
         let schema = Arc::new(Schema::new(fields));
+        self.direct = direct::Direct::new(
+            schema.clone(),
+            self.opts.header,
+            self.delimiter,
+            self.quote,
+            self.escape,
+            self.opts.batch_rows,
+        );
+        #[cfg(test)]
+        if self.arrow_only {
+            self.direct = None;
+        }
+        if self.direct.is_none() {
+            self.decoder = Some(self.arrow_decoder(&schema, 0)?);
+        }
+        self.schema = Some(schema);
+        Ok(())
+    }
+
+    /// Whether the header alone gives the schema and is complete in `pending`: `types` names
+    /// every column of a plain (unquoted) header line.
+    fn header_is_enough(&self) -> bool {
+        if !self.opts.header || self.opts.types.is_empty() {
+            return false;
+        }
+        let Some(end) = memchr::memchr(b'\n', &self.pending) else {
+            return false;
+        };
+        let line = &self.pending[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() || line.contains(&b'\r') || line.contains(&self.quote) {
+            return false;
+        }
+        line.split(|&b| b == self.delimiter).all(|name| {
+            std::str::from_utf8(name).is_ok_and(|name| self.opts.types.contains_key(name))
+        })
+    }
+
+    /// arrow-csv's decoder for the input after the first `after` records (the header included),
+    /// counting lines as if it had read them: it is fed `after` placeholder records to skip.
+    fn arrow_decoder(&self, schema: &SchemaRef, after: usize) -> Result<Decoder> {
         let mut builder = arrow_csv::ReaderBuilder::new(schema.clone())
-            .with_header(self.opts.header)
+            .with_header(self.opts.header && after == 0)
             .with_delimiter(self.delimiter)
             .with_quote(self.quote)
             .with_batch_size(self.opts.batch_rows);
+        if after > 0 {
+            builder = builder.with_bounds(after, usize::MAX);
+        }
         if let Some(e) = self.escape {
             builder = builder.with_escape(e);
         }
-        self.decoder = Some(builder.build_decoder());
-        self.schema = Some(schema);
-        Ok(())
+        let mut decoder = builder.build_decoder();
+        if after > 0 {
+            let fill = *b"0123"
+                .iter()
+                .find(|b| ![self.delimiter, self.quote].contains(b))
+                .ok_or_else(|| PluginError::Internal("no placeholder byte".into()))?;
+            let mut record = vec![fill];
+            for _ in 1..schema.fields().len() {
+                record.extend([self.delimiter, fill]);
+            }
+            record.push(b'\n');
+            let per_block = (64 << 10) / record.len() + 1;
+            let block = record.repeat(per_block.min(after));
+            let mut left = after;
+            while left > 0 {
+                let n = left.min(per_block);
+                let mut buf = &block[..n * record.len()];
+                while !buf.is_empty() {
+                    let used = decoder
+                        .decode(buf)
+                        .map_err(|e| PluginError::Internal(format!("skipping records: {e}")))?;
+                    if used == 0 {
+                        return Err(PluginError::Internal("skipping records stalled".into()));
+                    }
+                    buf = &buf[used..];
+                }
+                left -= n;
+            }
+        }
+        Ok(decoder)
+    }
+
+    /// Reads what it can of `data` (with `last`, the end of the input), pushing full batches to
+    /// `out`; returns the bytes consumed. The direct reader reads whole lines; where it gives way,
+    /// arrow-csv takes over from that record on.
+    fn decode(&mut self, data: &[u8], last: bool, out: &mut Vec<RecordBatch>) -> Result<usize> {
+        if let Some(reader) = self.direct.as_mut() {
+            let (used, gave_way) = reader.feed(data, last, out)?;
+            if !gave_way {
+                return Ok(used);
+            }
+            out.extend(reader.flush()?);
+            let after = reader.records();
+            self.direct = None;
+            let schema = self
+                .schema
+                .clone()
+                .ok_or_else(|| PluginError::Internal("no schema after inference".into()))?;
+            self.decoder = Some(self.arrow_decoder(&schema, after)?);
+            return Ok(used + self.decode(&data[used..], last, out)?);
+        }
+        match self.decoder.as_mut() {
+            Some(decoder) => Self::feed(decoder, data, out),
+            None => Ok(0),
+        }
     }
 
     /// Feeds `data` to the decoder, emitting every full batch; returns the bytes consumed.
@@ -201,13 +305,12 @@ impl Csv {
         Ok(offset)
     }
 
-    /// Feeds `pending` to the decoder, keeping what it did not consume.
-    fn drain(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
-        let Some(decoder) = self.decoder.as_mut() else {
-            return Ok(());
-        };
-        let used = Self::feed(decoder, &self.pending, out)?;
-        self.pending.drain(..used);
+    /// Reads `pending`, keeping what was not consumed.
+    fn drain(&mut self, last: bool, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let used = self.decode(&pending, last, out);
+        self.pending = pending;
+        self.pending.drain(..used?);
         Ok(())
     }
 }
@@ -255,7 +358,10 @@ impl Parser for Csv {
             opts,
             pending: Vec::new(),
             seen_first: false,
+            direct: None,
             decoder: None,
+            #[cfg(test)]
+            arrow_only: false,
             schema: None,
         })
     }
@@ -269,35 +375,58 @@ impl Parser for Csv {
             }
         }
         let bytes = self.transcode(chunk);
+        let mut bytes = &bytes[..];
         let mut out = Vec::new();
-        if let (Some(decoder), true) = (self.decoder.as_mut(), self.pending.is_empty()) {
+        if self.schema.is_some() && !self.pending.is_empty() && self.direct.is_some() {
+            // Complete the record that straddles the chunks, then read the rest in place.
+            match memchr::memchr(b'\n', bytes) {
+                Some(k) => {
+                    self.pending.extend_from_slice(&bytes[..=k]);
+                    bytes = &bytes[k + 1..];
+                }
+                None if memchr::memchr2(b'\r', self.quote, bytes).is_none() => {
+                    // Still inside one long record: nothing to read yet.
+                    self.pending.extend_from_slice(bytes);
+                    return Ok(out);
+                }
+                None => {
+                    self.pending.extend_from_slice(bytes);
+                    bytes = &[];
+                }
+            }
+            self.drain(false, &mut out)?;
+        }
+        if self.schema.is_some() && self.pending.is_empty() {
             // The common case: decode straight from the chunk, keeping only an unconsumed tail.
-            let used = Self::feed(decoder, &bytes, &mut out)?;
+            let used = self.decode(bytes, false, &mut out)?;
             self.pending.extend_from_slice(&bytes[used..]);
             return Ok(out);
         }
-        self.pending.extend_from_slice(&bytes);
-        if self.decoder.is_none() {
-            if self.pending.len() < INFER_BYTES {
+        self.pending.extend_from_slice(bytes);
+        if self.schema.is_none() {
+            if self.pending.len() < INFER_BYTES && !self.header_is_enough() {
                 return Ok(out);
             }
             self.infer()?;
         }
-        self.drain(&mut out)?;
+        self.drain(false, &mut out)?;
         Ok(out)
     }
 
     fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        if self.pending.iter().all(|b| b.is_ascii_whitespace()) && self.decoder.is_none() {
+        if self.pending.iter().all(|b| b.is_ascii_whitespace()) && self.schema.is_none() {
             return Err(PluginError::InvalidInput(
                 "the file is empty: no header and no records".into(),
             ));
         }
-        if self.decoder.is_none() {
+        if self.schema.is_none() {
             self.infer()?;
         }
         let mut out = Vec::new();
-        self.drain(&mut out)?;
+        self.drain(true, &mut out)?;
+        if let Some(reader) = self.direct.as_mut() {
+            out.extend(reader.flush()?);
+        }
         if let Some(decoder) = self.decoder.as_mut() {
             // End of input: a final record without a line terminator is complete now.
             if !self.pending.is_empty() {
@@ -336,14 +465,186 @@ mod tests {
         params: serde_json::Value,
         chunk: usize,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        parse_by(input, params, chunk, false).map(|(s, b, _)| (s, b))
+    }
+
+    /// Parses `input` in chunks of `chunk` bytes; with `arrow_only`, without the direct reader.
+    /// Also says whether the direct reader read to the end.
+    fn parse_by(
+        input: &[u8],
+        params: serde_json::Value,
+        chunk: usize,
+        arrow_only: bool,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>, bool)> {
         let mut p = Csv::start(Params::from_json(&params))?;
+        p.arrow_only = arrow_only;
         let mut batches = Vec::new();
         for c in input.chunks(chunk.max(1)) {
             batches.extend(p.push(c)?);
         }
         let (schema, rest) = p.finish()?;
         batches.extend(rest);
-        Ok((schema, batches))
+        Ok((schema, batches, p.direct.is_some()))
+    }
+
+    /// One table from the batches, so that batch boundaries do not matter.
+    fn table(schema: &SchemaRef, batches: &[RecordBatch]) -> RecordBatch {
+        arrow_select::concat::concat_batches(schema, batches).expect("concat")
+    }
+
+    /// The direct reader and arrow-csv alone give the same table, or the same error, for every
+    /// chunking; returns whether the direct reader read the whole input.
+    fn same_as_arrow(input: &[u8], params: serde_json::Value) -> bool {
+        let expected = parse_by(input, params.clone(), input.len().max(1), true);
+        let mut direct_to_the_end = true;
+        for chunk in [1, 2, 3, 5, 8, 13, 64, 4096, input.len().max(1)] {
+            let got = parse_by(input, params.clone(), chunk, false);
+            match (&expected, &got) {
+                (Ok((es, eb, _)), Ok((gs, gb, direct))) => {
+                    assert_eq!(
+                        es,
+                        gs,
+                        "schema, chunk {chunk}, input {:?}",
+                        String::from_utf8_lossy(input)
+                    );
+                    assert_eq!(
+                        table(es, eb),
+                        table(gs, gb),
+                        "table, chunk {chunk}, input {:?}",
+                        String::from_utf8_lossy(input)
+                    );
+                    direct_to_the_end &= direct;
+                }
+                (Err(e), Err(g)) => {
+                    assert_eq!(e.to_string(), g.to_string(), "chunk {chunk}");
+                    direct_to_the_end = false;
+                }
+                (e, g) => panic!(
+                    "chunk {chunk}, input {:?}: arrow-csv gave {:?}, the direct reader {:?}",
+                    String::from_utf8_lossy(input),
+                    e.as_ref().map(|(_, b, _)| b.len()),
+                    g.as_ref().map(|(_, b, _)| b.len())
+                ),
+            }
+        }
+        direct_to_the_end
+    }
+
+    #[test]
+    fn direct_reader_reads_plain_csv_as_arrow_csv_does() {
+        let typed = serde_json::json!({"types": {"flag": "boolean", "day": "date32"}});
+        let plain =
+            b"id,name,score,flag,day\n1,a,2.5,true,2024-02-29\n2,,-3e2,FALSE,1970-01-01\n,c,,,\n";
+        assert!(
+            same_as_arrow(plain, typed.clone()),
+            "plain input stays direct"
+        );
+        // \r\n terminators, empty lines, no final terminator, a final \r.
+        assert!(same_as_arrow(
+            b"a,b\r\n1,x\r\n\r\n\n2,y",
+            serde_json::json!({})
+        ));
+        assert!(same_as_arrow(b"a,b\n1,x\n2,y\r", serde_json::json!({})));
+        assert!(same_as_arrow(b"a\n1\n2\n\n3\n", serde_json::json!({})));
+        assert!(same_as_arrow(
+            b"a;b\n1;2\n",
+            serde_json::json!({"delimiter": ";"})
+        ));
+        assert!(same_as_arrow(
+            b"1,2\n3,4\n",
+            serde_json::json!({"header": false})
+        ));
+        assert!(same_as_arrow(
+            "name,n\ncaf\u{e9},1\n\u{1F600},2\n".as_bytes(),
+            serde_json::json!({})
+        ));
+        // Small batches: the direct reader cuts them as arrow-csv does not, the table is the same.
+        let many: String = std::iter::once("n,t\n".to_string())
+            .chain((0..500).map(|i| format!("{i},v{}\n", i % 7)))
+            .collect();
+        assert!(same_as_arrow(
+            many.as_bytes(),
+            serde_json::json!({"batch_rows": 7})
+        ));
+    }
+
+    #[test]
+    fn direct_reader_gives_way_where_arrow_csv_must_read() {
+        let cases: &[(&[u8], serde_json::Value)] = &[
+            // Quoting, at the start and later (the header alone quoted too).
+            (b"\"a\",b\n1,\"x,y\"\n", serde_json::json!({})),
+            (b"a,b\n1,x\n2,y\n3,\"z\"\"q\"\n4,w\n", serde_json::json!({})),
+            (b"a,b\n1,x\n2,\"multi\nline\"\n3,w\n", serde_json::json!({})),
+            // A lone \r ends a record for csv_core.
+            (b"a,b\n1,x\r2,y\n3,z\n", serde_json::json!({})),
+            (b"a,b\r1,x\r2,y\r", serde_json::json!({})),
+            // Ragged records, early and late: the same error and line number.
+            (b"a,b,c\n1,2,3\n4,5\n", serde_json::json!({})),
+            (b"a,b,c\n1,2,3\n\n4,5,6\n7,8,9,10\n", serde_json::json!({})),
+            (b"a,b\n1\n", serde_json::json!({"header": true})),
+            // A value that does not parse as its column's type.
+            (
+                b"a,b\n1,x\n2,y\nthree,z\n",
+                serde_json::json!({"types": {"a": "int64"}}),
+            ),
+            (
+                b"a,d\n1,2024-01-01\n2,2023-02-29\n",
+                serde_json::json!({"types": {"d": "date32"}}),
+            ),
+            (
+                b"a,f\n1,true\n2,yes\n",
+                serde_json::json!({"types": {"f": "boolean"}}),
+            ),
+            // Invalid UTF-8 in a later record.
+            (b"a,b\n1,x\n2,\xff\xfe\n3,z\n", serde_json::json!({})),
+            // A different quote byte, and an escape (never direct).
+            (b"a,b\n1,'x,y'\n", serde_json::json!({"quote": "'"})),
+            (b"a,b\n1,\"x\\\"y\"\n", serde_json::json!({"escape": "\\"})),
+            // Timestamps are left to arrow-csv.
+            (b"t,n\n2024-01-01T00:00:00,1\n", serde_json::json!({})),
+        ];
+        for (input, params) in cases {
+            assert!(
+                !same_as_arrow(input, params.clone()),
+                "{:?} should not be read directly to the end",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // The placeholder records keep the line numbers of the whole file.
+        let err = parse(b"a,b\n1,x\n2,y\n3\n", serde_json::json!({}), 4).expect_err("ragged");
+        assert!(err.to_string().contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn iso_dates_are_read_as_arrow_cast_reads_them() {
+        use arrow_array::types::Date32Type;
+        use arrow_cast::parse::Parser as _;
+        let mut checked = 0;
+        for year in (0..=9999).step_by(97).chain(1896..=2104) {
+            for month in 0..=13 {
+                for day in [0, 1, 15, 28, 29, 30, 31, 32] {
+                    let s = format!("{year:04}-{month:02}-{day:02}");
+                    let expected = Date32Type::parse(&s);
+                    let got = direct::iso_date(s.as_bytes());
+                    assert!(
+                        got.is_none() || got == expected,
+                        "{s}: {got:?} vs {expected:?}"
+                    );
+                    assert_eq!(got.is_some(), expected.is_some(), "{s}");
+                    checked += usize::from(got.is_some());
+                }
+            }
+        }
+        assert!(checked > 10_000);
+        for other in [
+            "2024-1-01",
+            "2024-01-01 ",
+            "+2024-01-01",
+            "2024/01/01",
+            "20240101",
+        ] {
+            assert_eq!(direct::iso_date(other.as_bytes()), None, "{other}");
+        }
     }
 
     #[test]
