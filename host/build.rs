@@ -18,6 +18,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("rename", "plugin-rename"),
     ("cast", "plugin-cast"),
     ("merge", "plugin-merge"),
+    ("geo-soft", "plugin-geo-soft"),
 ];
 
 fn main() {

@@ -19,6 +19,7 @@ mod pipelines;
 mod plugins;
 mod plugins_more;
 mod scaffold;
+mod sources;
 mod walkthrough;
 
 use std::sync::Arc;
