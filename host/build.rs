@@ -19,6 +19,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("cast", "plugin-cast"),
     ("merge", "plugin-merge"),
     ("geo-soft", "plugin-geo-soft"),
+    ("uniprot", "plugin-uniprot"),
 ];
 
 fn main() {

@@ -1,5 +1,5 @@
-//! The bundled source parsers (issue 5) through the real sandbox: GEO SOFT so far, on the real
-//! upstream files in `../shared/fixtures/geo`, with facts read by hand from them.
+//! The bundled source parsers (issue 5) through the real sandbox: GEO SOFT and UniProt so far, on
+//! the real upstream files in `../shared/fixtures/{geo,uniprot}`, with facts read by hand from them.
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
@@ -13,7 +13,7 @@ async fn parse(
     file: &str,
     params: serde_json::Value,
 ) -> Result<Table, InvokeError> {
-    let bytes = std::fs::read(shared().join("fixtures/geo").join(file)).expect("fixture");
+    let bytes = std::fs::read(shared().join("fixtures").join(file)).expect("fixture");
     let chunks: Vec<std::io::Result<bytes::Bytes>> = bytes
         .chunks(1000)
         .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
@@ -41,7 +41,7 @@ async fn geo_soft_reads_family_files_and_old_records_in_the_sandbox() {
         &parse(
             &p,
             "geo-soft",
-            "GSE105845_family.soft",
+            "geo/GSE105845_family.soft",
             serde_json::json!({}),
         )
         .await
@@ -68,7 +68,7 @@ async fn geo_soft_reads_family_files_and_old_records_in_the_sandbox() {
         &parse(
             &p,
             "geo-soft",
-            "GSM645.txt",
+            "geo/GSM645.txt",
             serde_json::json!({"table": "values"}),
         )
         .await
@@ -96,4 +96,37 @@ async fn geo_soft_reads_family_files_and_old_records_in_the_sandbox() {
         .result
         .expect_err("CSV is not SOFT");
     assert!(err.to_string().contains("not GEO SOFT"), "{err}");
+}
+
+#[tokio::test]
+async fn uniprot_reads_flat_text_and_fasta_in_the_sandbox() {
+    let p = open(&shared_cache());
+    for file in ["uniprot/multi_ex.txt", "uniprot/multi_ex.fasta"] {
+        let t = one_batch(
+            &parse(&p, "uniprot", file, serde_json::json!({}))
+                .await
+                .expect(file),
+        );
+        let accession = t
+            .column_by_name("accession")
+            .expect("accession")
+            .as_string::<i32>();
+        assert_eq!(
+            accession.iter().flatten().collect::<Vec<_>>(),
+            [
+                "P00750", "P56540", "Q51858", "Q51481", "Q8NE62", "P00981", "P28799", "Q01436"
+            ],
+            "{file}"
+        );
+        let length = t
+            .column_by_name("length")
+            .expect("length")
+            .as_primitive::<arrow_array::types::Int64Type>();
+        assert_eq!(length.value(0), 562, "{file}");
+    }
+    // XML is refused by name, not misread.
+    let err = parse(&p, "uniprot", "uniprot/Q13639.xml", serde_json::json!({}))
+        .await
+        .expect_err("XML is not read yet");
+    assert!(err.to_string().contains("XML"), "{err}");
 }
