@@ -20,6 +20,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("merge", "plugin-merge"),
     ("geo-soft", "plugin-geo-soft"),
     ("uniprot", "plugin-uniprot"),
+    ("pubmed", "plugin-pubmed"),
 ];
 
 fn main() {

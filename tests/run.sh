@@ -30,7 +30,7 @@ psql "$LAKE_TEST_PG_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LI
 step "tests"
 # The benchmarks are not run here, but they must keep compiling.
 cargo test --workspace --benches --no-run --quiet
-plugin_groups=("-p plugin-csv -p plugin-xlsx -p plugin-geo-soft -p plugin-uniprot"
+plugin_groups=("-p plugin-csv -p plugin-xlsx -p plugin-geo-soft -p plugin-uniprot -p plugin-pubmed"
     "-p plugin-select -p plugin-filter -p plugin-rename -p plugin-cast -p plugin-merge")
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"

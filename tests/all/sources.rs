@@ -1,5 +1,5 @@
-//! The bundled source parsers (issue 5) through the real sandbox: GEO SOFT and UniProt so far, on
-//! the real upstream files in `../shared/fixtures/{geo,uniprot}`, with facts read by hand from them.
+//! The bundled source parsers (issue 5) through the real sandbox: GEO SOFT, UniProt and PubMed, on
+//! the real upstream files in `../shared/fixtures/{geo,uniprot,pubmed}`, with facts read by hand from them.
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
@@ -129,4 +129,38 @@ async fn uniprot_reads_flat_text_and_fasta_in_the_sandbox() {
         .await
         .expect_err("XML is not read yet");
     assert!(err.to_string().contains("XML"), "{err}");
+}
+
+#[tokio::test]
+async fn pubmed_reads_efetch_xml_in_the_sandbox() {
+    let p = open(&shared_cache());
+    let t = one_batch(
+        &parse(&p, "pubmed", "pubmed/pubmed4.xml", serde_json::json!({}))
+            .await
+            .expect("efetch XML"),
+    );
+    // One article, though the file holds 50 PMIDs (the other 49 are cited articles).
+    assert_eq!(t.num_rows(), 1);
+    let text = |name: &str| {
+        t.column_by_name(name)
+            .expect(name)
+            .as_string::<i32>()
+            .value(0)
+            .to_owned()
+    };
+    assert_eq!(text("pmid"), "27797938");
+    assert_eq!(text("doi"), "10.1136/gutjnl-2016-312510");
+    let mesh = t
+        .column_by_name("mesh_terms")
+        .expect("mesh")
+        .as_list::<i32>()
+        .value(0);
+    let mesh = mesh.as_string::<i32>();
+    assert_eq!(mesh.len(), 21);
+    assert_eq!(mesh.value(0), "Adenocarcinoma");
+    // An esearch answer with no hits is not an efetch result: refused by name.
+    let err = parse(&p, "pubmed", "pubmed/esearch8.xml", serde_json::json!({}))
+        .await
+        .expect_err("esearch XML");
+    assert!(err.to_string().contains("eSearchResult"), "{err}");
 }
