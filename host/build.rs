@@ -19,8 +19,9 @@ const PLUGINS: &[(&str, &str)] = &[
     ("cast", "plugin-cast"),
     ("merge", "plugin-merge"),
     ("geo-soft", "plugin-geo-soft"),
-    ("uniprot", "plugin-uniprot"),
+    ("uniprot-entries", "plugin-uniprot-entries"),
     ("pubmed", "plugin-pubmed"),
+    ("uniprot", "plugin-uniprot"),
 ];
 
 fn main() {

@@ -30,11 +30,12 @@ psql "$LAKE_TEST_PG_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LI
 step "tests"
 # The benchmarks are not run here, but they must keep compiling.
 cargo test --workspace --benches --no-run --quiet
-plugin_groups=("-p plugin-csv -p plugin-xlsx -p plugin-geo-soft -p plugin-uniprot -p plugin-pubmed"
+plugin_groups=("-p plugin-csv -p plugin-xlsx -p plugin-geo-soft -p plugin-uniprot-entries -p plugin-pubmed"
+    "-p plugin-uniprot"
     "-p plugin-select -p plugin-filter -p plugin-rename -p plugin-cast -p plugin-merge")
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
-    # The bundled plugins' own logic, natively (their separate workspace), parsers and steps apart:
+    # The bundled plugins' own logic, natively (their separate workspace), parsers, steps and connectors apart:
     # each kind builds the SDK with its own exports, which cannot share one build.
     for group in "${plugin_groups[@]}"; do
         # shellcheck disable=SC2086

@@ -1,5 +1,7 @@
-//! The bundled source parsers (issue 5) through the real sandbox: GEO SOFT, UniProt and PubMed, on
-//! the real upstream files in `../shared/fixtures/{geo,uniprot,pubmed}`, with facts read by hand from them.
+//! The bundled source parsers and connectors (issue 5) through the real sandbox: GEO SOFT, UniProt
+//! and PubMed, on the real upstream files in `../shared/fixtures/{geo,uniprot,pubmed}`, with facts
+//! read by hand from them. Connectors fetch those files from a local server on a loopback address
+//! that answers as the upstream does (its paths, its headers).
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
@@ -99,11 +101,11 @@ async fn geo_soft_reads_family_files_and_old_records_in_the_sandbox() {
 }
 
 #[tokio::test]
-async fn uniprot_reads_flat_text_and_fasta_in_the_sandbox() {
+async fn uniprot_entries_reads_flat_text_and_fasta_in_the_sandbox() {
     let p = open(&shared_cache());
     for file in ["uniprot/multi_ex.txt", "uniprot/multi_ex.fasta"] {
         let t = one_batch(
-            &parse(&p, "uniprot", file, serde_json::json!({}))
+            &parse(&p, "uniprot-entries", file, serde_json::json!({}))
                 .await
                 .expect(file),
         );
@@ -125,9 +127,14 @@ async fn uniprot_reads_flat_text_and_fasta_in_the_sandbox() {
         assert_eq!(length.value(0), 562, "{file}");
     }
     // XML is refused by name, not misread.
-    let err = parse(&p, "uniprot", "uniprot/Q13639.xml", serde_json::json!({}))
-        .await
-        .expect_err("XML is not read yet");
+    let err = parse(
+        &p,
+        "uniprot-entries",
+        "uniprot/Q13639.xml",
+        serde_json::json!({}),
+    )
+    .await
+    .expect_err("XML is not read yet");
     assert!(err.to_string().contains("XML"), "{err}");
 }
 
@@ -163,4 +170,227 @@ async fn pubmed_reads_efetch_xml_in_the_sandbox() {
         .await
         .expect_err("esearch XML");
     assert!(err.to_string().contains("eSearchResult"), "{err}");
+}
+
+/// A local stand-in for rest.uniprot.org serving the recorded entries: `/uniprotkb/{acc}.{fmt}`
+/// (the real Q13639.xml; 404 for others) and a search whose two pages hold the eight entries of
+/// the real multi_ex.txt, linked by `Link: <...>; rel="next"` as UniProt does.
+async fn uniprot_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use axum::extract::{Path, RawQuery, State};
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+    let flat = String::from_utf8(
+        std::fs::read(shared().join("fixtures/uniprot/multi_ex.txt")).expect("fixture"),
+    )
+    .expect("utf-8");
+    let entries: Vec<String> = flat.split_inclusive("//\n").map(str::to_owned).collect();
+    assert_eq!(entries.len(), 8);
+    let pages = std::sync::Arc::new([entries[..4].concat(), entries[4..].concat()]);
+    async fn entry(
+        State((seen, _)): State<(Seen, std::sync::Arc<[String; 2]>)>,
+        Path(file): Path<String>,
+    ) -> axum::response::Response {
+        seen.lock()
+            .expect("lock")
+            .push(format!("/uniprotkb/{file}"));
+        if file == "Q13639.xml" {
+            let body =
+                std::fs::read(shared().join("fixtures/uniprot/Q13639.xml")).expect("fixture");
+            return (
+                [
+                    (header::CONTENT_TYPE, "application/xml"),
+                    (header::ETAG, "\"q13639-v1\""),
+                    (header::LAST_MODIFIED, "Wed, 13 Nov 2024 00:00:00 GMT"),
+                    (
+                        header::HeaderName::from_static("x-uniprot-release"),
+                        "2024_06",
+                    ),
+                ],
+                body,
+            )
+                .into_response();
+        }
+        (StatusCode::NOT_FOUND, "Error messages\nResource not found").into_response()
+    }
+    async fn search(
+        State((seen, pages)): State<(Seen, std::sync::Arc<[String; 2]>)>,
+        headers: axum::http::HeaderMap,
+        RawQuery(q): RawQuery,
+    ) -> axum::response::Response {
+        let q = q.unwrap_or_default();
+        seen.lock()
+            .expect("lock")
+            .push(format!("/uniprotkb/search?{q}"));
+        let second = q.contains("cursor=page2");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let mut res = (
+            [
+                (header::CONTENT_TYPE, "text/plain;format=flatfile"),
+                (header::HeaderName::from_static("x-total-results"), "8"),
+            ],
+            pages[usize::from(second)].clone(),
+        )
+            .into_response();
+        if !second {
+            let next = format!("<http://{host}/uniprotkb/search?{q}&cursor=page2>; rel=\"next\"");
+            res.headers_mut()
+                .insert(header::LINK, next.parse().expect("header"));
+        }
+        res
+    }
+    let seen: Seen = Default::default();
+    let app = axum::Router::new()
+        .route("/uniprotkb/search", axum::routing::get(search))
+        .route("/uniprotkb/{file}", axum::routing::get(entry))
+        .with_state((seen.clone(), pages));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+async fn collect(
+    p: &Plugins,
+    name: &str,
+    params: serde_json::Value,
+) -> (
+    Result<Vec<lake_host::plugins::Fetch>, InvokeError>,
+    Vec<lake_host::plugins::Part>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let drain = tokio::spawn(async move {
+        let mut parts = Vec::new();
+        while let Some(p) = rx.recv().await {
+            parts.push(p);
+        }
+        parts
+    });
+    let params = lake_host::plugins::params_from_json(&params).expect("params");
+    let inv = p.collect(name, params, tx).await;
+    (inv.result, drain.await.expect("drain"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uniprot_connector_fetches_entries_and_follows_search_pages() {
+    let (addr, seen) = uniprot_upstream().await;
+    let granted = lake_host::config::PluginOverride {
+        hosts: vec![format!("http://{addr}")],
+        ..Default::default()
+    };
+    let cfg = lake_host::config::PluginsConfig {
+        cache_dir: shared_cache(),
+        dir: shared_cache().join("none"),
+        overrides: [("uniprot".to_owned(), granted)].into(),
+        ..lake_host::config::PluginsConfig::default()
+    };
+    let p = Plugins::open(&cfg).expect("runtime");
+    let base = format!("http://{addr}");
+
+    // An entry by accession, byte for byte, with the upstream's version facts.
+    let (fetches, parts) = collect(
+        &p,
+        "uniprot",
+        serde_json::json!({"accessions": ["Q13639"], "format": "xml", "base_url": base}),
+    )
+    .await;
+    let fetches = fetches.expect("collected");
+    assert_eq!(fetches.len(), 1);
+    let body: Vec<u8> = parts.iter().flat_map(|x| x.bytes.clone()).collect();
+    assert_eq!(
+        body,
+        std::fs::read(shared().join("fixtures/uniprot/Q13639.xml")).expect("fixture")
+    );
+    let last = parts.last().expect("parts");
+    assert_eq!(last.name, "Q13639.xml");
+    assert!(
+        last.facts
+            .contains(&("x-uniprot-release".into(), "2024_06".into())),
+        "{:?}",
+        last.facts
+    );
+    assert!(
+        last.facts
+            .contains(&("etag".into(), "\"q13639-v1\"".into())),
+        "{:?}",
+        last.facts
+    );
+
+    // A search: both pages, following the Link header; the pages parse to the eight entries.
+    let (fetches, parts) = collect(
+        &p,
+        "uniprot",
+        serde_json::json!({"query": "organism_id:9606 OR reviewed:true", "page_size": 4, "base_url": base}),
+    )
+    .await;
+    assert_eq!(fetches.expect("collected").len(), 2);
+    let names: Vec<&str> = parts
+        .iter()
+        .filter(|x| x.last)
+        .map(|x| x.name.as_str())
+        .collect();
+    assert_eq!(names, ["search-0001.txt", "search-0002.txt"]);
+    let all: Vec<u8> = parts.iter().flat_map(|x| x.bytes.clone()).collect();
+    let bytes = bytes::Bytes::from(all);
+    let params = lake_host::plugins::params_from_json(&serde_json::json!({})).expect("params");
+    let t = p
+        .parse(
+            "uniprot-entries",
+            params,
+            Box::pin(futures::stream::iter([Ok(bytes)])),
+        )
+        .await
+        .result
+        .expect("the collected pages parse");
+    let t = one_batch(&t);
+    let accession = t
+        .column_by_name("accession")
+        .expect("accession")
+        .as_string::<i32>();
+    assert_eq!(accession.len(), 8);
+    assert_eq!(
+        (accession.value(0), accession.value(7)),
+        ("P00750", "Q01436")
+    );
+    let requests = seen.lock().expect("lock").clone();
+    assert!(
+        requests.iter().any(
+            |r| r.contains("query=organism_id%3A9606%20OR%20reviewed%3Atrue")
+                && r.contains("size=4")
+        ),
+        "{requests:?}"
+    );
+
+    // A missing entry is reported at once, by accession, with one request (no retries on a 404).
+    let before = seen.lock().expect("lock").len();
+    let (result, _) = collect(
+        &p,
+        "uniprot",
+        serde_json::json!({"accessions": ["P99999"], "base_url": base}),
+    )
+    .await;
+    let err = result.expect_err("404");
+    assert!(
+        err.to_string().contains("P99999") && err.to_string().contains("404"),
+        "{err}"
+    );
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        before + 1,
+        "one request, no retries"
+    );
+
+    // The real upstream is not granted: refused by the host, nothing sent.
+    let (result, _) = collect(&p, "uniprot", serde_json::json!({"accessions": ["P12345"]})).await;
+    let err = result.expect_err("not granted");
+    assert!(err.to_string().contains("rest.uniprot.org"), "{err}");
 }

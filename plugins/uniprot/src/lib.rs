@@ -1,445 +1,327 @@
-//! The bundled `uniprot` parser: UniProtKB entries, as flat text or FASTA, to an entries table.
+//! The bundled `uniprot` connector: UniProtKB entries from UniProt's REST API, untouched.
 //!
-//! One row per entry: `accession` (the primary one), `accessions` (all, primary first),
-//! `entry_name`, `reviewed` (Swiss-Prot rather than TrEMBL), `protein_name` (the recommended or
-//! submitted full name), `genes` (primary gene names), `organism`, `taxon_id`, `length` and
-//! `sequence`. Flat text gives `organism` as the `OS` line writes it (the scientific name, then any
-//! common name in parentheses); FASTA gives its `OS=` value and no accessions beyond the primary.
-//! Entries stream: each is read when its end (`//`, or the next `>`) arrives.
-//!
-//! UniProt's XML and JSON are not read yet: they are refused as unsupported, by name.
+//! `accessions` fetches each entry (`/uniprotkb/{accession}.{format}`) as one object named
+//! `{accession}.{format}`; `query` runs a search (`/uniprotkb/search?query=...`) and follows the
+//! `Link: <...>; rel="next"` header page by page, each page one object (`search-0001.{format}`, ...).
+//! Formats: `txt` (flat text, the default), `fasta`, `xml`, `json`. Each object's last part carries
+//! the upstream's version facts: `etag`, `last-modified`, `x-uniprot-release`, and for searches
+//! `x-total-results`. A `404` is reported at once, naming the accession; the host retries only
+//! `429`/`5xx` answers. `base_url` points elsewhere (a mirror, or a test server), and the host
+//! refuses it unless `lake.toml` grants that origin to this plugin.
 
-use std::sync::Arc;
-
-use arrow_array::builder::{BooleanBuilder, Int64Builder, ListBuilder, StringBuilder};
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use lake_sdk::{Info, Params, Parser, PluginError, Result};
+use lake_sdk::http::{Request, Response};
+use lake_sdk::{Connector, Info, Params, Part, PluginError, Result};
 use serde::Deserialize;
 
-/// Parameters of the UniProt parser.
+/// Parameters of the UniProt connector.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Options {
-    /// `auto` (from the first bytes), `text` or `fasta`.
+    /// UniProtKB accessions (`P12345`, `A0A023GPI8`).
+    accessions: Vec<String>,
+    /// A UniProt search query (`gene:BRCA1 AND organism_id:9606`).
+    query: Option<String>,
+    /// `txt`, `fasta`, `xml` or `json`.
     format: String,
+    /// Entries per search page (UniProt allows up to 500).
+    page_size: u32,
+    /// At most this many search pages.
+    max_pages: u32,
+    /// The REST API's base URL.
+    base_url: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
-            format: "auto".into(),
+            accessions: Vec::new(),
+            query: None,
+            format: "txt".into(),
+            page_size: 500,
+            max_pages: 1000,
+            base_url: "https://rest.uniprot.org".into(),
         }
     }
 }
 
-/// Entries per output batch.
-const BATCH_ROWS: usize = 1024;
+/// Bytes per part handed to the host.
+const PIECE: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Text,
-    Fasta,
-}
-
-/// One entry as read.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct Entry {
-    pub accessions: Vec<String>,
-    pub entry_name: String,
-    pub reviewed: bool,
-    pub protein_name: Option<String>,
-    pub genes: Vec<String>,
-    pub organism: Option<String>,
-    pub taxon_id: Option<i64>,
-    /// The length the entry states (flat text's `ID` line); checked against the sequence.
-    pub stated_length: Option<usize>,
-    pub sequence: String,
-}
-
-/// The parser state.
+/// The connector's state: what is left to fetch, and the response being handed over.
 pub struct Uniprot {
-    format: Option<Format>,
-    pending: Vec<u8>,
-    line: usize,
-    /// The entry being read, and the line it started on.
-    entry: Option<(Entry, usize)>,
-    /// Flat text: the entry's `OS` text so far, and whether its `DE` lines named a protein.
-    os: String,
-    /// Flat text: inside the sequence block.
-    in_sequence: bool,
-    done: Vec<Entry>,
+    opts: Options,
+    next_accession: usize,
+    /// The next search page's URL, and how many pages were fetched.
+    next_page: Option<String>,
+    pages: u32,
+    current: Option<(String, Response)>,
 }
 
-fn schema() -> SchemaRef {
-    let list = || DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
-    Arc::new(Schema::new(vec![
-        Field::new("accession", DataType::Utf8, false),
-        Field::new("accessions", list(), false),
-        Field::new("entry_name", DataType::Utf8, false),
-        Field::new("reviewed", DataType::Boolean, false),
-        Field::new("protein_name", DataType::Utf8, true),
-        Field::new("genes", list(), false),
-        Field::new("organism", DataType::Utf8, true),
-        Field::new("taxon_id", DataType::Int64, true),
-        Field::new("length", DataType::Int64, false),
-        Field::new("sequence", DataType::Utf8, false),
-    ]))
-}
-
-/// Drops UniProt's evidence tags (` {ECO:0000269|PubMed:123}`) from a value.
-fn without_evidence(s: &str) -> &str {
-    match s.find(" {ECO:") {
-        Some(i) => s[..i].trim_end(),
-        None => s.trim_end(),
+/// Whether `s` has the shape of a UniProtKB accession (UniProt's documented pattern).
+pub fn is_accession(s: &str) -> bool {
+    let b = s.as_bytes();
+    let upper_digit = |c: u8| c.is_ascii_uppercase() || c.is_ascii_digit();
+    let six = |b: &[u8]| {
+        b.len() == 6
+            && ((matches!(b[0], b'O' | b'P' | b'Q')
+                && b[1].is_ascii_digit()
+                && b[2..5].iter().all(|&c| upper_digit(c))
+                && b[5].is_ascii_digit())
+                || (b[0].is_ascii_uppercase()
+                    && !matches!(b[0], b'O' | b'P' | b'Q')
+                    && b[1].is_ascii_digit()
+                    && b[2].is_ascii_uppercase()
+                    && b[3..5].iter().all(|&c| upper_digit(c))
+                    && b[5].is_ascii_digit()))
+    };
+    match b.len() {
+        6 => six(b),
+        10 => {
+            six(&b[..6])
+                && !matches!(b[0], b'O' | b'P' | b'Q')
+                && b[6].is_ascii_uppercase()
+                && b[7..9].iter().all(|&c| upper_digit(c))
+                && b[9].is_ascii_digit()
+        }
+        _ => false,
     }
 }
 
-/// `Key=value;` pairs of a flat-text line (`GN   Name=nirQ; OrderedLocusNames=PA0520;`).
-fn pairs(s: &str) -> impl Iterator<Item = (&str, &str)> {
-    s.split(';').filter_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        Some((k.trim(), without_evidence(v.trim())))
-    })
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The `rel="next"` URL of a `Link` header (`<url>; rel="next", <url>; rel="prev"`).
+pub fn next_link(link: &str) -> Option<String> {
+    let mut rest = link;
+    while let Some(open) = rest.find('<') {
+        let after = &rest[open + 1..];
+        let close = after.find('>')?;
+        let url = &after[..close];
+        let tail = &after[close + 1..];
+        let end = tail.find('<').unwrap_or(tail.len());
+        let is_next = tail[..end].split([';', ',']).any(|p| {
+            let p: String = p.chars().filter(|c| !c.is_whitespace()).collect();
+            p == "rel=\"next\"" || p == "rel=next"
+        });
+        if is_next {
+            return Some(url.to_owned());
+        }
+        rest = &tail[end..];
+    }
+    None
 }
 
 impl Uniprot {
-    fn error(&self, message: impl std::fmt::Display) -> PluginError {
-        PluginError::InvalidInput(format!("line {}: {message}", self.line))
-    }
-
-    /// Checks and keeps the finished entry.
-    fn close_entry(&mut self) -> Result<()> {
-        let Some((mut entry, started)) = self.entry.take() else {
-            return Ok(());
-        };
-        if self.format == Some(Format::Text) {
-            let os = std::mem::take(&mut self.os);
-            let os = os.trim().trim_end_matches('.').trim();
-            entry.organism = (!os.is_empty()).then(|| os.to_owned());
-        }
-        let what = |m: &str| {
-            PluginError::InvalidInput(format!("the entry starting on line {started}: {m}"))
-        };
-        if entry.entry_name.is_empty() {
-            return Err(what("no entry name"));
-        }
-        if entry.accessions.is_empty() {
-            return Err(what("no accession"));
-        }
-        if entry.sequence.is_empty() {
-            return Err(what("no sequence"));
-        }
-        if let Some(n) = entry.stated_length
-            && n != entry.sequence.len()
-        {
-            return Err(what(&format!(
-                "the ID line says {n} residues, the sequence has {}",
-                entry.sequence.len()
-            )));
-        }
-        self.done.push(entry);
-        Ok(())
-    }
-
-    fn read_line(&mut self, raw: &[u8]) -> Result<()> {
-        self.line += 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let line = std::str::from_utf8(raw).map_err(|_| self.error("not UTF-8 text"))?;
-        if self.format.is_none() {
-            if line.trim().is_empty() {
-                return Ok(());
-            }
-            self.format = Some(if line.starts_with("ID   ") {
-                Format::Text
-            } else if line.starts_with('>') {
-                Format::Fasta
-            } else if line.starts_with('<') {
-                return Err(PluginError::Unsupported(
-                    "UniProt XML is not read yet; ask UniProt for format=txt or fasta".into(),
-                ));
-            } else if line.starts_with('{') || line.starts_with('[') {
-                return Err(PluginError::Unsupported(
-                    "UniProt JSON is not read yet; ask UniProt for format=txt or fasta".into(),
-                ));
-            } else {
-                return Err(self.error("not UniProt flat text (`ID   ...`) or FASTA (`>sp|...`)"));
-            });
-        }
-        match self.format {
-            Some(Format::Text) => self.text_line(line),
-            Some(Format::Fasta) => self.fasta_line(line),
-            None => Ok(()),
+    fn fetch(&self, url: &str, what: &str) -> Result<Response> {
+        let res = Request::get(url).send()?;
+        match res.status {
+            200 => Ok(res),
+            404 => Err(PluginError::InvalidInput(format!(
+                "UniProt has no {what} (404 from {url})"
+            ))),
+            400 => Err(PluginError::InvalidParams(format!(
+                "UniProt refused the request for {what} (400 from {url})"
+            ))),
+            s => Err(PluginError::InvalidInput(format!(
+                "UniProt answered {s} for {what} ({url})"
+            ))),
         }
     }
 
-    fn text_line(&mut self, line: &str) -> Result<()> {
-        if line.trim().is_empty() {
-            return Ok(());
+    /// Starts the next object, or says there is none.
+    fn open_next(&mut self) -> Result<bool> {
+        let base = self.opts.base_url.trim_end_matches('/');
+        let format = &self.opts.format;
+        if let Some(acc) = self.opts.accessions.get(self.next_accession).cloned() {
+            self.next_accession += 1;
+            let url = format!("{base}/uniprotkb/{acc}.{format}");
+            let res = self.fetch(&url, &format!("entry {acc}"))?;
+            self.current = Some((format!("{acc}.{format}"), res));
+            return Ok(true);
         }
-        let (code, rest) = (line.get(..2).unwrap_or(line), line.get(5..).unwrap_or(""));
-        if code == "//" {
-            if self.entry.is_none() {
-                return Err(self.error("`//` ends no entry"));
+        if let Some(url) = self.next_page.take() {
+            if self.pages >= self.opts.max_pages {
+                return Ok(false);
             }
-            self.in_sequence = false;
-            return self.close_entry();
+            self.pages += 1;
+            let res = self.fetch(&url, "search results")?;
+            self.next_page = res.header("link").and_then(next_link);
+            lake_sdk::progress(u64::from(self.pages), None);
+            self.current = Some((format!("search-{:04}.{format}", self.pages), res));
+            return Ok(true);
         }
-        if code == "ID" {
-            if self.entry.is_some() {
-                return Err(self.error("a new entry (`ID`) before the last one ended with `//`"));
-            }
-            let mut words = rest.split_whitespace();
-            let name = words.next().unwrap_or_default().to_owned();
-            let status = words.next().unwrap_or_default();
-            let length = words.next().and_then(|n| n.parse().ok());
-            self.entry = Some((
-                Entry {
-                    entry_name: name,
-                    reviewed: status == "Reviewed;",
-                    stated_length: length,
-                    ..Entry::default()
-                },
-                self.line,
-            ));
-            return Ok(());
-        }
-        let line_no = self.line;
-        let Some((entry, _)) = self.entry.as_mut() else {
-            return Err(PluginError::InvalidInput(format!(
-                "line {line_no}: a `{code}` line outside an entry (entries start with `ID`)"
-            )));
-        };
-        if self.in_sequence {
-            entry
-                .sequence
-                .extend(line.chars().filter(|c| !c.is_whitespace()));
-            return Ok(());
-        }
-        match code {
-            "AC" => entry.accessions.extend(
-                rest.split(';')
-                    .map(str::trim)
-                    .filter(|a| !a.is_empty())
-                    .map(str::to_owned),
-            ),
-            // The entry's own name: a top-level `RecName` (indented ones name its components),
-            // else a `SubName` (TrEMBL).
-            "DE" => {
-                let top = !rest.starts_with(' ');
-                let field = rest.trim_start();
-                for prefix in ["RecName: Full=", "SubName: Full="] {
-                    if top
-                        && entry.protein_name.is_none()
-                        && let Some(name) = field.strip_prefix(prefix)
-                    {
-                        let name = without_evidence(name.trim_end().trim_end_matches(';'));
-                        entry.protein_name = Some(name.to_owned());
-                    }
-                }
-            }
-            "GN" => entry.genes.extend(
-                pairs(rest)
-                    .filter(|(k, _)| *k == "Name")
-                    .map(|(_, v)| v.to_owned()),
-            ),
-            "OS" => {
-                self.os.push(' ');
-                self.os.push_str(rest.trim());
-            }
-            "OX" => {
-                if let Some((_, id)) = pairs(rest).find(|(k, _)| *k == "NCBI_TaxID") {
-                    entry.taxon_id = Some(id.parse().map_err(|_| {
-                        PluginError::InvalidInput(format!(
-                            "line {line_no}: taxon id {id:?} is not a number"
-                        ))
-                    })?);
-                }
-            }
-            "SQ" => self.in_sequence = true,
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn fasta_line(&mut self, line: &str) -> Result<()> {
-        if let Some(header) = line.strip_prefix('>') {
-            self.close_entry()?;
-            let entry = fasta_header(header).ok_or_else(|| {
-                self.error("a FASTA header that is not UniProt's `>db|ACCESSION|NAME ...`")
-            })?;
-            self.entry = Some((entry, self.line));
-            return Ok(());
-        }
-        match self.entry.as_mut() {
-            Some((entry, _)) => {
-                entry
-                    .sequence
-                    .extend(line.chars().filter(|c| !c.is_whitespace()));
-                Ok(())
-            }
-            None if line.trim().is_empty() => Ok(()),
-            None => Err(self.error("sequence before any `>` header")),
-        }
-    }
-
-    fn batch(&mut self) -> Result<RecordBatch> {
-        let entries = std::mem::take(&mut self.done);
-        let mut accession = StringBuilder::new();
-        let mut accessions = ListBuilder::new(StringBuilder::new());
-        let mut entry_name = StringBuilder::new();
-        let mut reviewed = BooleanBuilder::new();
-        let mut protein_name = StringBuilder::new();
-        let mut genes = ListBuilder::new(StringBuilder::new());
-        let mut organism = StringBuilder::new();
-        let mut taxon_id = Int64Builder::new();
-        let mut length = Int64Builder::new();
-        let mut sequence = StringBuilder::new();
-        for e in &entries {
-            accession.append_value(&e.accessions[0]);
-            for a in &e.accessions {
-                accessions.values().append_value(a);
-            }
-            accessions.append(true);
-            entry_name.append_value(&e.entry_name);
-            reviewed.append_value(e.reviewed);
-            protein_name.append_option(e.protein_name.as_deref());
-            for g in &e.genes {
-                genes.values().append_value(g);
-            }
-            genes.append(true);
-            organism.append_option(e.organism.as_deref());
-            taxon_id.append_option(e.taxon_id);
-            length.append_value(e.sequence.len() as i64);
-            sequence.append_value(&e.sequence);
-        }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(accession.finish()),
-            Arc::new(accessions.finish()),
-            Arc::new(entry_name.finish()),
-            Arc::new(reviewed.finish()),
-            Arc::new(protein_name.finish()),
-            Arc::new(genes.finish()),
-            Arc::new(organism.finish()),
-            Arc::new(taxon_id.finish()),
-            Arc::new(length.finish()),
-            Arc::new(sequence.finish()),
-        ];
-        RecordBatch::try_new(schema(), columns).map_err(|e| PluginError::Internal(e.to_string()))
+        Ok(false)
     }
 }
 
-/// `db|ACCESSION|NAME protein name OS=... OX=... GN=... PE=... SV=...`
-fn fasta_header(header: &str) -> Option<Entry> {
-    let mut parts = header.splitn(3, '|');
-    let db = parts.next()?;
-    let accession = parts.next()?.trim();
-    let rest = parts.next()?;
-    if accession.is_empty() || !matches!(db, "sp" | "tr") {
-        return None;
-    }
-    let (name, description) = rest.split_once(' ').unwrap_or((rest, ""));
-    // Field values run to the next ` XX=` key.
-    let mut keys: Vec<(usize, &str)> = ["OS=", "OX=", "GN=", "PE=", "SV="]
-        .iter()
-        .filter_map(|k| description.find(&format!(" {k}")).map(|i| (i, *k)))
-        .collect();
-    keys.sort();
-    let value = |key: &str| {
-        let at = keys.iter().position(|(_, k)| *k == key)?;
-        let start = keys[at].0 + 1 + key.len();
-        let end = keys.get(at + 1).map_or(description.len(), |(i, _)| *i);
-        Some(description[start..end].trim().to_owned())
-    };
-    let protein = description[..keys.first().map_or(description.len(), |(i, _)| *i)].trim();
-    Some(Entry {
-        accessions: vec![accession.to_owned()],
-        entry_name: name.to_owned(),
-        reviewed: db == "sp",
-        protein_name: (!protein.is_empty()).then(|| protein.to_owned()),
-        genes: value("GN=").into_iter().collect(),
-        organism: value("OS="),
-        taxon_id: value("OX=").and_then(|t| t.parse().ok()),
-        stated_length: None,
-        sequence: String::new(),
-    })
-}
-
-impl Parser for Uniprot {
+impl Connector for Uniprot {
     fn info() -> Info {
         Info {
             name: "uniprot",
             version: env!("CARGO_PKG_VERSION"),
-            description: "UniProtKB entries (flat text, FASTA) to a table of entries",
-            capabilities: &[],
+            description: "UniProtKB entries by accession, and search results page by page, as UniProt sends them",
+            capabilities: &["http:rest.uniprot.org"],
         }
     }
 
     fn start(params: Params) -> Result<Self> {
         let opts: Options = params.parse()?;
-        let format = match opts.format.as_str() {
-            "auto" => None,
-            "text" | "txt" => Some(Format::Text),
-            "fasta" => Some(Format::Fasta),
-            other => {
-                return Err(PluginError::InvalidParams(format!(
-                    "format must be auto, text or fasta, not {other:?}"
-                )));
-            }
-        };
+        if !matches!(opts.format.as_str(), "txt" | "fasta" | "xml" | "json") {
+            return Err(PluginError::InvalidParams(format!(
+                "format must be txt, fasta, xml or json, not {:?}",
+                opts.format
+            )));
+        }
+        if let Some(bad) = opts.accessions.iter().find(|a| !is_accession(a)) {
+            return Err(PluginError::InvalidParams(format!(
+                "{bad:?} is not a UniProtKB accession (like P12345 or A0A023GPI8)"
+            )));
+        }
+        if opts.accessions.is_empty() && opts.query.as_deref().is_none_or(str::is_empty) {
+            return Err(PluginError::InvalidParams(
+                "give accessions, a query, or both".into(),
+            ));
+        }
+        if !(1..=500).contains(&opts.page_size) {
+            return Err(PluginError::InvalidParams(
+                "page_size must be 1 to 500".into(),
+            ));
+        }
+        let next_page = opts.query.as_deref().filter(|q| !q.is_empty()).map(|q| {
+            format!(
+                "{}/uniprotkb/search?query={}&format={}&size={}",
+                opts.base_url.trim_end_matches('/'),
+                encode(q),
+                opts.format,
+                opts.page_size
+            )
+        });
         Ok(Self {
-            format,
-            pending: Vec::new(),
-            line: 0,
-            entry: None,
-            os: String::new(),
-            in_sequence: false,
-            done: Vec::new(),
+            opts,
+            next_accession: 0,
+            next_page,
+            pages: 0,
+            current: None,
         })
     }
 
-    fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
-        let mut rest = chunk;
-        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-            if self.pending.is_empty() {
-                self.read_line(&rest[..end])?;
-            } else {
-                let mut line = std::mem::take(&mut self.pending);
-                line.extend_from_slice(&rest[..end]);
-                self.read_line(&line)?;
+    fn next(&mut self) -> Result<Option<Part>> {
+        if self.current.is_none() && !self.open_next()? {
+            return Ok(None);
+        }
+        let Some((name, res)) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        let mut part = Part {
+            name: name.clone(),
+            bytes: res.read(PIECE)?.unwrap_or_default(),
+            ..Part::default()
+        };
+        if part.bytes.is_empty() {
+            part.last = true;
+            part.content_type = res.header("content-type").map(str::to_owned);
+            for fact in [
+                "etag",
+                "last-modified",
+                "x-uniprot-release",
+                "x-total-results",
+            ] {
+                if let Some(v) = res.header(fact) {
+                    part.facts.push((fact.to_owned(), v.to_owned()));
+                }
             }
-            rest = &rest[end + 1..];
+            self.current = None;
         }
-        self.pending.extend_from_slice(rest);
-        if self.done.len() >= BATCH_ROWS {
-            return Ok(vec![self.batch()?]);
-        }
-        Ok(Vec::new())
-    }
-
-    fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        if !self.pending.is_empty() {
-            let line = std::mem::take(&mut self.pending);
-            self.read_line(&line)?;
-        }
-        match self.format {
-            None => {
-                return Err(PluginError::InvalidInput(
-                    "the file is empty: no UniProt entries".into(),
-                ));
-            }
-            Some(Format::Text) if self.entry.is_some() => {
-                return Err(
-                    self.error("the last entry has no `//` end line: is the file cut short?")
-                );
-            }
-            _ => self.close_entry()?,
-        }
-        Ok((schema(), vec![self.batch()?]))
+        Ok(Some(part))
     }
 }
 
-lake_sdk::export_parser!(crate::Uniprot);
+lake_sdk::export_connector!(crate::Uniprot);
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accessions_have_uniprots_shape() {
+        for good in [
+            "P12345",
+            "Q13639",
+            "A0A023GPI8",
+            "O95793",
+            "Q8NE62",
+            "P00750",
+        ] {
+            assert!(is_accession(good), "{good}");
+        }
+        for bad in [
+            "",
+            "P1234",
+            "p12345",
+            "P12345X",
+            "12345P",
+            "A0A023GPI",
+            "GSE16",
+            "P12345;",
+        ] {
+            assert!(!is_accession(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_next_link_is_found_among_others() {
+        let link =
+            r#"<https://rest.uniprot.org/uniprotkb/search?query=x&cursor=abc&size=2>; rel="next""#;
+        assert_eq!(
+            next_link(link).as_deref(),
+            Some("https://rest.uniprot.org/uniprotkb/search?query=x&cursor=abc&size=2")
+        );
+        assert_eq!(
+            next_link(r#"<http://a/prev>; rel="prev", <http://a/next?x=1,2>; rel="next""#)
+                .as_deref(),
+            Some("http://a/next?x=1,2"),
+            "a comma inside the URL is part of it"
+        );
+        assert_eq!(next_link(r#"<http://a/prev>; rel="prev""#), None);
+        assert_eq!(next_link(""), None);
+    }
+
+    #[test]
+    fn parameters_are_checked_before_any_request() {
+        let start = |v: serde_json::Value| Uniprot::start(Params::from_json(&v));
+        assert!(matches!(
+            start(serde_json::json!({})),
+            Err(PluginError::InvalidParams(_))
+        ));
+        assert!(matches!(
+            start(serde_json::json!({"accessions": ["P12345", "nope"]})),
+            Err(PluginError::InvalidParams(m)) if m.contains("nope")
+        ));
+        assert!(matches!(
+            start(serde_json::json!({"accessions": ["P12345"], "format": "gff"})),
+            Err(PluginError::InvalidParams(_))
+        ));
+        assert!(matches!(
+            start(serde_json::json!({"query": "x", "page_size": 0})),
+            Err(PluginError::InvalidParams(_))
+        ));
+        let s = start(serde_json::json!({"query": "gene:BRCA1 AND organism_id:9606", "base_url": "http://127.0.0.1:9/"}))
+            .expect("query");
+        assert_eq!(
+            s.next_page.as_deref(),
+            Some(
+                "http://127.0.0.1:9/uniprotkb/search?query=gene%3ABRCA1%20AND%20organism_id%3A9606&format=txt&size=500"
+            )
+        );
+    }
+}

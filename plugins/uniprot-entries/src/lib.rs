@@ -1,0 +1,445 @@
+//! The bundled `uniprot-entries` parser: UniProtKB entries, as flat text or FASTA, to an entries table.
+//!
+//! One row per entry: `accession` (the primary one), `accessions` (all, primary first),
+//! `entry_name`, `reviewed` (Swiss-Prot rather than TrEMBL), `protein_name` (the recommended or
+//! submitted full name), `genes` (primary gene names), `organism`, `taxon_id`, `length` and
+//! `sequence`. Flat text gives `organism` as the `OS` line writes it (the scientific name, then any
+//! common name in parentheses); FASTA gives its `OS=` value and no accessions beyond the primary.
+//! Entries stream: each is read when its end (`//`, or the next `>`) arrives.
+//!
+//! UniProt's XML and JSON are not read yet: they are refused as unsupported, by name.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, Int64Builder, ListBuilder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use lake_sdk::{Info, Params, Parser, PluginError, Result};
+use serde::Deserialize;
+
+/// Parameters of the UniProt parser.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Options {
+    /// `auto` (from the first bytes), `text` or `fasta`.
+    format: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            format: "auto".into(),
+        }
+    }
+}
+
+/// Entries per output batch.
+const BATCH_ROWS: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    Fasta,
+}
+
+/// One entry as read.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Entry {
+    pub accessions: Vec<String>,
+    pub entry_name: String,
+    pub reviewed: bool,
+    pub protein_name: Option<String>,
+    pub genes: Vec<String>,
+    pub organism: Option<String>,
+    pub taxon_id: Option<i64>,
+    /// The length the entry states (flat text's `ID` line); checked against the sequence.
+    pub stated_length: Option<usize>,
+    pub sequence: String,
+}
+
+/// The parser state.
+pub struct Uniprot {
+    format: Option<Format>,
+    pending: Vec<u8>,
+    line: usize,
+    /// The entry being read, and the line it started on.
+    entry: Option<(Entry, usize)>,
+    /// Flat text: the entry's `OS` text so far, and whether its `DE` lines named a protein.
+    os: String,
+    /// Flat text: inside the sequence block.
+    in_sequence: bool,
+    done: Vec<Entry>,
+}
+
+fn schema() -> SchemaRef {
+    let list = || DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
+    Arc::new(Schema::new(vec![
+        Field::new("accession", DataType::Utf8, false),
+        Field::new("accessions", list(), false),
+        Field::new("entry_name", DataType::Utf8, false),
+        Field::new("reviewed", DataType::Boolean, false),
+        Field::new("protein_name", DataType::Utf8, true),
+        Field::new("genes", list(), false),
+        Field::new("organism", DataType::Utf8, true),
+        Field::new("taxon_id", DataType::Int64, true),
+        Field::new("length", DataType::Int64, false),
+        Field::new("sequence", DataType::Utf8, false),
+    ]))
+}
+
+/// Drops UniProt's evidence tags (` {ECO:0000269|PubMed:123}`) from a value.
+fn without_evidence(s: &str) -> &str {
+    match s.find(" {ECO:") {
+        Some(i) => s[..i].trim_end(),
+        None => s.trim_end(),
+    }
+}
+
+/// `Key=value;` pairs of a flat-text line (`GN   Name=nirQ; OrderedLocusNames=PA0520;`).
+fn pairs(s: &str) -> impl Iterator<Item = (&str, &str)> {
+    s.split(';').filter_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        Some((k.trim(), without_evidence(v.trim())))
+    })
+}
+
+impl Uniprot {
+    fn error(&self, message: impl std::fmt::Display) -> PluginError {
+        PluginError::InvalidInput(format!("line {}: {message}", self.line))
+    }
+
+    /// Checks and keeps the finished entry.
+    fn close_entry(&mut self) -> Result<()> {
+        let Some((mut entry, started)) = self.entry.take() else {
+            return Ok(());
+        };
+        if self.format == Some(Format::Text) {
+            let os = std::mem::take(&mut self.os);
+            let os = os.trim().trim_end_matches('.').trim();
+            entry.organism = (!os.is_empty()).then(|| os.to_owned());
+        }
+        let what = |m: &str| {
+            PluginError::InvalidInput(format!("the entry starting on line {started}: {m}"))
+        };
+        if entry.entry_name.is_empty() {
+            return Err(what("no entry name"));
+        }
+        if entry.accessions.is_empty() {
+            return Err(what("no accession"));
+        }
+        if entry.sequence.is_empty() {
+            return Err(what("no sequence"));
+        }
+        if let Some(n) = entry.stated_length
+            && n != entry.sequence.len()
+        {
+            return Err(what(&format!(
+                "the ID line says {n} residues, the sequence has {}",
+                entry.sequence.len()
+            )));
+        }
+        self.done.push(entry);
+        Ok(())
+    }
+
+    fn read_line(&mut self, raw: &[u8]) -> Result<()> {
+        self.line += 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let line = std::str::from_utf8(raw).map_err(|_| self.error("not UTF-8 text"))?;
+        if self.format.is_none() {
+            if line.trim().is_empty() {
+                return Ok(());
+            }
+            self.format = Some(if line.starts_with("ID   ") {
+                Format::Text
+            } else if line.starts_with('>') {
+                Format::Fasta
+            } else if line.starts_with('<') {
+                return Err(PluginError::Unsupported(
+                    "UniProt XML is not read yet; ask UniProt for format=txt or fasta".into(),
+                ));
+            } else if line.starts_with('{') || line.starts_with('[') {
+                return Err(PluginError::Unsupported(
+                    "UniProt JSON is not read yet; ask UniProt for format=txt or fasta".into(),
+                ));
+            } else {
+                return Err(self.error("not UniProt flat text (`ID   ...`) or FASTA (`>sp|...`)"));
+            });
+        }
+        match self.format {
+            Some(Format::Text) => self.text_line(line),
+            Some(Format::Fasta) => self.fasta_line(line),
+            None => Ok(()),
+        }
+    }
+
+    fn text_line(&mut self, line: &str) -> Result<()> {
+        if line.trim().is_empty() {
+            return Ok(());
+        }
+        let (code, rest) = (line.get(..2).unwrap_or(line), line.get(5..).unwrap_or(""));
+        if code == "//" {
+            if self.entry.is_none() {
+                return Err(self.error("`//` ends no entry"));
+            }
+            self.in_sequence = false;
+            return self.close_entry();
+        }
+        if code == "ID" {
+            if self.entry.is_some() {
+                return Err(self.error("a new entry (`ID`) before the last one ended with `//`"));
+            }
+            let mut words = rest.split_whitespace();
+            let name = words.next().unwrap_or_default().to_owned();
+            let status = words.next().unwrap_or_default();
+            let length = words.next().and_then(|n| n.parse().ok());
+            self.entry = Some((
+                Entry {
+                    entry_name: name,
+                    reviewed: status == "Reviewed;",
+                    stated_length: length,
+                    ..Entry::default()
+                },
+                self.line,
+            ));
+            return Ok(());
+        }
+        let line_no = self.line;
+        let Some((entry, _)) = self.entry.as_mut() else {
+            return Err(PluginError::InvalidInput(format!(
+                "line {line_no}: a `{code}` line outside an entry (entries start with `ID`)"
+            )));
+        };
+        if self.in_sequence {
+            entry
+                .sequence
+                .extend(line.chars().filter(|c| !c.is_whitespace()));
+            return Ok(());
+        }
+        match code {
+            "AC" => entry.accessions.extend(
+                rest.split(';')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned),
+            ),
+            // The entry's own name: a top-level `RecName` (indented ones name its components),
+            // else a `SubName` (TrEMBL).
+            "DE" => {
+                let top = !rest.starts_with(' ');
+                let field = rest.trim_start();
+                for prefix in ["RecName: Full=", "SubName: Full="] {
+                    if top
+                        && entry.protein_name.is_none()
+                        && let Some(name) = field.strip_prefix(prefix)
+                    {
+                        let name = without_evidence(name.trim_end().trim_end_matches(';'));
+                        entry.protein_name = Some(name.to_owned());
+                    }
+                }
+            }
+            "GN" => entry.genes.extend(
+                pairs(rest)
+                    .filter(|(k, _)| *k == "Name")
+                    .map(|(_, v)| v.to_owned()),
+            ),
+            "OS" => {
+                self.os.push(' ');
+                self.os.push_str(rest.trim());
+            }
+            "OX" => {
+                if let Some((_, id)) = pairs(rest).find(|(k, _)| *k == "NCBI_TaxID") {
+                    entry.taxon_id = Some(id.parse().map_err(|_| {
+                        PluginError::InvalidInput(format!(
+                            "line {line_no}: taxon id {id:?} is not a number"
+                        ))
+                    })?);
+                }
+            }
+            "SQ" => self.in_sequence = true,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn fasta_line(&mut self, line: &str) -> Result<()> {
+        if let Some(header) = line.strip_prefix('>') {
+            self.close_entry()?;
+            let entry = fasta_header(header).ok_or_else(|| {
+                self.error("a FASTA header that is not UniProt's `>db|ACCESSION|NAME ...`")
+            })?;
+            self.entry = Some((entry, self.line));
+            return Ok(());
+        }
+        match self.entry.as_mut() {
+            Some((entry, _)) => {
+                entry
+                    .sequence
+                    .extend(line.chars().filter(|c| !c.is_whitespace()));
+                Ok(())
+            }
+            None if line.trim().is_empty() => Ok(()),
+            None => Err(self.error("sequence before any `>` header")),
+        }
+    }
+
+    fn batch(&mut self) -> Result<RecordBatch> {
+        let entries = std::mem::take(&mut self.done);
+        let mut accession = StringBuilder::new();
+        let mut accessions = ListBuilder::new(StringBuilder::new());
+        let mut entry_name = StringBuilder::new();
+        let mut reviewed = BooleanBuilder::new();
+        let mut protein_name = StringBuilder::new();
+        let mut genes = ListBuilder::new(StringBuilder::new());
+        let mut organism = StringBuilder::new();
+        let mut taxon_id = Int64Builder::new();
+        let mut length = Int64Builder::new();
+        let mut sequence = StringBuilder::new();
+        for e in &entries {
+            accession.append_value(&e.accessions[0]);
+            for a in &e.accessions {
+                accessions.values().append_value(a);
+            }
+            accessions.append(true);
+            entry_name.append_value(&e.entry_name);
+            reviewed.append_value(e.reviewed);
+            protein_name.append_option(e.protein_name.as_deref());
+            for g in &e.genes {
+                genes.values().append_value(g);
+            }
+            genes.append(true);
+            organism.append_option(e.organism.as_deref());
+            taxon_id.append_option(e.taxon_id);
+            length.append_value(e.sequence.len() as i64);
+            sequence.append_value(&e.sequence);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(accession.finish()),
+            Arc::new(accessions.finish()),
+            Arc::new(entry_name.finish()),
+            Arc::new(reviewed.finish()),
+            Arc::new(protein_name.finish()),
+            Arc::new(genes.finish()),
+            Arc::new(organism.finish()),
+            Arc::new(taxon_id.finish()),
+            Arc::new(length.finish()),
+            Arc::new(sequence.finish()),
+        ];
+        RecordBatch::try_new(schema(), columns).map_err(|e| PluginError::Internal(e.to_string()))
+    }
+}
+
+/// `db|ACCESSION|NAME protein name OS=... OX=... GN=... PE=... SV=...`
+fn fasta_header(header: &str) -> Option<Entry> {
+    let mut parts = header.splitn(3, '|');
+    let db = parts.next()?;
+    let accession = parts.next()?.trim();
+    let rest = parts.next()?;
+    if accession.is_empty() || !matches!(db, "sp" | "tr") {
+        return None;
+    }
+    let (name, description) = rest.split_once(' ').unwrap_or((rest, ""));
+    // Field values run to the next ` XX=` key.
+    let mut keys: Vec<(usize, &str)> = ["OS=", "OX=", "GN=", "PE=", "SV="]
+        .iter()
+        .filter_map(|k| description.find(&format!(" {k}")).map(|i| (i, *k)))
+        .collect();
+    keys.sort();
+    let value = |key: &str| {
+        let at = keys.iter().position(|(_, k)| *k == key)?;
+        let start = keys[at].0 + 1 + key.len();
+        let end = keys.get(at + 1).map_or(description.len(), |(i, _)| *i);
+        Some(description[start..end].trim().to_owned())
+    };
+    let protein = description[..keys.first().map_or(description.len(), |(i, _)| *i)].trim();
+    Some(Entry {
+        accessions: vec![accession.to_owned()],
+        entry_name: name.to_owned(),
+        reviewed: db == "sp",
+        protein_name: (!protein.is_empty()).then(|| protein.to_owned()),
+        genes: value("GN=").into_iter().collect(),
+        organism: value("OS="),
+        taxon_id: value("OX=").and_then(|t| t.parse().ok()),
+        stated_length: None,
+        sequence: String::new(),
+    })
+}
+
+impl Parser for Uniprot {
+    fn info() -> Info {
+        Info {
+            name: "uniprot-entries",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "UniProtKB entries (flat text, FASTA) to a table of entries",
+            capabilities: &[],
+        }
+    }
+
+    fn start(params: Params) -> Result<Self> {
+        let opts: Options = params.parse()?;
+        let format = match opts.format.as_str() {
+            "auto" => None,
+            "text" | "txt" => Some(Format::Text),
+            "fasta" => Some(Format::Fasta),
+            other => {
+                return Err(PluginError::InvalidParams(format!(
+                    "format must be auto, text or fasta, not {other:?}"
+                )));
+            }
+        };
+        Ok(Self {
+            format,
+            pending: Vec::new(),
+            line: 0,
+            entry: None,
+            os: String::new(),
+            in_sequence: false,
+            done: Vec::new(),
+        })
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
+        let mut rest = chunk;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            if self.pending.is_empty() {
+                self.read_line(&rest[..end])?;
+            } else {
+                let mut line = std::mem::take(&mut self.pending);
+                line.extend_from_slice(&rest[..end]);
+                self.read_line(&line)?;
+            }
+            rest = &rest[end + 1..];
+        }
+        self.pending.extend_from_slice(rest);
+        if self.done.len() >= BATCH_ROWS {
+            return Ok(vec![self.batch()?]);
+        }
+        Ok(Vec::new())
+    }
+
+    fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.read_line(&line)?;
+        }
+        match self.format {
+            None => {
+                return Err(PluginError::InvalidInput(
+                    "the file is empty: no UniProt entries".into(),
+                ));
+            }
+            Some(Format::Text) if self.entry.is_some() => {
+                return Err(
+                    self.error("the last entry has no `//` end line: is the file cut short?")
+                );
+            }
+            _ => self.close_entry()?,
+        }
+        Ok((schema(), vec![self.batch()?]))
+    }
+}
+
+lake_sdk::export_parser!(crate::Uniprot);
+
+#[cfg(test)]
+mod tests;
