@@ -22,6 +22,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("uniprot-entries", "plugin-uniprot-entries"),
     ("pubmed", "plugin-pubmed"),
     ("uniprot", "plugin-uniprot"),
+    ("ncbi", "plugin-ncbi"),
 ];
 
 fn main() {

@@ -394,3 +394,166 @@ async fn uniprot_connector_fetches_entries_and_follows_search_pages() {
     let err = result.expect_err("not granted");
     assert!(err.to_string().contains("rest.uniprot.org"), "{err}");
 }
+
+/// A local stand-in for E-utilities serving recorded answers: esearch JSON (the real covid-19
+/// answer, with the `webenv` and `querykey` that `usehistory=y` adds; the real no-hits answer),
+/// efetch XML (the real pubmed1.xml) and esummary JSON. Every request's path and query is kept.
+async fn eutils_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use axum::extract::{Path, RawQuery, State};
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+    async fn eutil(
+        State(seen): State<Seen>,
+        Path(tool): Path<String>,
+        RawQuery(q): RawQuery,
+    ) -> axum::response::Response {
+        let q = q.unwrap_or_default();
+        seen.lock().expect("lock").push(format!("/{tool}?{q}"));
+        let read = |name: &str| {
+            std::fs::read(shared().join("fixtures/pubmed").join(name)).expect("fixture")
+        };
+        let (kind, body) = match tool.as_str() {
+            "esearch.fcgi" if q.contains("zxqwvjkplmhftyrbsound12345678unique") => {
+                ("application/json; charset=UTF-8", read("search_empty.json"))
+            }
+            "esearch.fcgi" => {
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(&read("search_covid19.json")).expect("json");
+                v["esearchresult"]["webenv"] = "MCID_6a1b2c3d4e5f".into();
+                v["esearchresult"]["querykey"] = "1".into();
+                (
+                    "application/json; charset=UTF-8",
+                    serde_json::to_vec(&v).expect("json"),
+                )
+            }
+            "efetch.fcgi" => ("text/xml; charset=UTF-8", read("pubmed1.xml")),
+            "esummary.fcgi" => (
+                "application/json; charset=UTF-8",
+                read("summary_25760099.json"),
+            ),
+            _ => return axum::http::StatusCode::NOT_FOUND.into_response(),
+        };
+        ([(header::CONTENT_TYPE, kind)], body).into_response()
+    }
+    let seen: Seen = Default::default();
+    let app = axum::Router::new()
+        .route("/entrez/eutils/{tool}", axum::routing::get(eutil))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ncbi_connector_searches_on_the_history_server_then_fetches_in_batches() {
+    use lake_host::config::{Credentials, PluginOverride, PluginsConfig, Secret};
+    let (addr, seen) = eutils_upstream().await;
+    let granted = PluginOverride {
+        hosts: vec![format!("http://{addr}")],
+        credentials: Credentials {
+            query: [
+                ("tool".to_owned(), Secret::new("lake")),
+                ("email".to_owned(), Secret::new("lab@example.org")),
+                ("api_key".to_owned(), Secret::new("s3cret")),
+            ]
+            .into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cfg = PluginsConfig {
+        cache_dir: shared_cache(),
+        dir: shared_cache().join("none"),
+        overrides: [("ncbi".to_owned(), granted)].into(),
+        ..PluginsConfig::default()
+    };
+    let p = Plugins::open(&cfg).expect("runtime");
+    let base = format!("http://{addr}/entrez/eutils");
+
+    let (fetches, parts) = collect(
+        &p,
+        "ncbi",
+        serde_json::json!({"term": "covid-19", "max_records": 2, "batch_size": 2, "summary": true, "base_url": base}),
+    )
+    .await;
+    let fetches = fetches.expect("collected");
+    let names: Vec<&str> = parts
+        .iter()
+        .filter(|x| x.last)
+        .map(|x| x.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["esearch.json", "efetch-0001.xml", "esummary-0001.json"]
+    );
+    let search = parts
+        .iter()
+        .find(|x| x.name == "esearch.json")
+        .expect("search");
+    assert!(
+        search.facts.contains(&("count".into(), "504475".into())),
+        "{:?}",
+        search.facts
+    );
+    let requests = seen.lock().expect("lock").clone();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert!(
+        requests[0].starts_with("/esearch.fcgi?db=pubmed&term=covid-19&usehistory=y"),
+        "{requests:?}"
+    );
+    assert!(
+        requests[1].contains("query_key=1&WebEnv=MCID_6a1b2c3d4e5f&retstart=0&retmax=2"),
+        "{requests:?}"
+    );
+    // NCBI's tool, email and key reach NCBI; the plugin and provenance never see the key.
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.contains("tool=lake") && r.contains("api_key=s3cret")),
+        "{requests:?}"
+    );
+    assert!(
+        fetches.iter().all(|f| !f.url.contains("s3cret")),
+        "{fetches:?}"
+    );
+
+    // The fetched batch is the real efetch XML and parses to its two articles.
+    let xml: Vec<u8> = parts
+        .iter()
+        .filter(|x| x.name == "efetch-0001.xml")
+        .flat_map(|x| x.bytes.clone())
+        .collect();
+    let params = lake_host::plugins::params_from_json(&serde_json::json!({})).expect("params");
+    let t = p
+        .parse(
+            "pubmed",
+            params,
+            Box::pin(futures::stream::iter([Ok(bytes::Bytes::from(xml))])),
+        )
+        .await
+        .result
+        .expect("efetch parses");
+    let t = one_batch(&t);
+    let pmid = t.column_by_name("pmid").expect("pmid").as_string::<i32>();
+    assert_eq!((pmid.value(0), pmid.value(1)), ("12091962", "9997"));
+
+    // No hits: the answer is collected (it says why) and nothing is fetched.
+    let before = seen.lock().expect("lock").len();
+    let (fetches, parts) = collect(
+        &p,
+        "ncbi",
+        serde_json::json!({"term": "zxqwvjkplmhftyrbsound12345678unique", "base_url": base}),
+    )
+    .await;
+    assert_eq!(fetches.expect("collected").len(), 1);
+    assert_eq!(parts.len(), 1);
+    assert!(parts[0].facts.contains(&("count".into(), "0".into())));
+    assert_eq!(seen.lock().expect("lock").len(), before + 1);
+}
