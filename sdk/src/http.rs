@@ -58,6 +58,19 @@ pub fn get(url: &str) -> Result<Response> {
     Request::get(url).send()
 }
 
+/// Percent-encodes a query value: everything but RFC 3986's unreserved characters.
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A response whose body has not been read yet.
 #[derive(Debug)]
 pub struct Response {
@@ -80,6 +93,27 @@ impl Response {
     /// The next piece of the body, at most `max` bytes; `None` at its end.
     pub fn read(&mut self, max: usize) -> Result<Option<Vec<u8>>> {
         self.body.read(max)
+    }
+
+    /// The next piece of the body (at most `max` bytes) as a part of the object `name`. At the end
+    /// of the body the part is empty and `last`, with the response's content type and the headers
+    /// named in `facts` that it has (`etag`, `last-modified`, ...) as upstream version facts.
+    pub fn next_part(&mut self, name: &str, max: usize, facts: &[&str]) -> Result<crate::Part> {
+        let mut part = crate::Part {
+            name: name.to_owned(),
+            bytes: self.read(max)?.unwrap_or_default(),
+            ..crate::Part::default()
+        };
+        if part.bytes.is_empty() {
+            part.last = true;
+            part.content_type = self.header("content-type").map(str::to_owned);
+            for fact in facts {
+                if let Some(v) = self.header(fact) {
+                    part.facts.push(((*fact).to_owned(), v.to_owned()));
+                }
+            }
+        }
+        Ok(part)
     }
 
     /// The whole body; refused with `TooLarge` beyond `limit` bytes.
@@ -275,6 +309,16 @@ mod imp {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            super::encode("gene:BRCA1 AND organism_id:9606"),
+            "gene%3ABRCA1%20AND%20organism_id%3A9606"
+        );
+        assert_eq!(super::encode("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(super::encode("caf\u{e9}/&"), "caf%C3%A9%2F%26");
+    }
+
     use super::*;
 
     #[test]

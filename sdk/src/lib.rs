@@ -146,6 +146,29 @@ pub enum Level {
     Error,
 }
 
+/// Splits a byte stream into lines for a line-based parser: hands `line` each complete line of
+/// `chunk` (without its `\n`; a `\r` before it is left for the parser), the first one joined to
+/// what `pending` held; an unfinished last line stays in `pending` for the next chunk.
+pub fn each_line(
+    pending: &mut Vec<u8>,
+    chunk: &[u8],
+    mut line: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut rest = chunk;
+    while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+        if pending.is_empty() {
+            line(&rest[..end])?;
+        } else {
+            pending.extend_from_slice(&rest[..end]);
+            let whole = std::mem::take(pending);
+            line(&whole)?;
+        }
+        rest = &rest[end + 1..];
+    }
+    pending.extend_from_slice(rest);
+    Ok(())
+}
+
 /// Writes to the host's structured log (to stderr when running natively, as in unit tests).
 pub fn log(level: Level, message: &str) {
     #[cfg(all(
@@ -166,4 +189,25 @@ pub fn progress(done: u64, total: Option<u64>) {
     glue::progress(done, total);
     #[cfg(not(all(target_arch = "wasm32", any(feature = "parser", feature = "step"))))]
     let _ = (done, total);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lines_are_whole_whatever_the_chunks() {
+        let input = b"one\ntwo\r\n\nthree";
+        for size in 1..=input.len() {
+            let mut pending = Vec::new();
+            let mut lines: Vec<Vec<u8>> = Vec::new();
+            for chunk in input.chunks(size) {
+                super::each_line(&mut pending, chunk, |l| {
+                    lines.push(l.to_vec());
+                    Ok(())
+                })
+                .expect("lines");
+            }
+            assert_eq!(lines, [&b"one"[..], b"two\r", b""], "chunks of {size}");
+            assert_eq!(pending, b"three", "the unfinished line waits");
+        }
+    }
 }

@@ -115,7 +115,12 @@ fn grant(addr: SocketAddr) -> PluginOverride {
     }
 }
 
-async fn collect(p: &Plugins, params: serde_json::Value) -> (Invocation<Vec<Fetch>>, Vec<Part>) {
+/// Runs connector `name` with `params`, gathering the parts it hands over.
+pub async fn collect_from(
+    p: &Plugins,
+    name: &str,
+    params: serde_json::Value,
+) -> (Invocation<Vec<Fetch>>, Vec<Part>) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let drain = tokio::spawn(async move {
         let mut parts = Vec::new();
@@ -125,8 +130,12 @@ async fn collect(p: &Plugins, params: serde_json::Value) -> (Invocation<Vec<Fetc
         parts
     });
     let params = lake_host::plugins::params_from_json(&params).expect("params");
-    let inv = p.collect("fetch", params, tx).await;
+    let inv = p.collect(name, params, tx).await;
     (inv, drain.await.expect("drain"))
+}
+
+async fn collect(p: &Plugins, params: serde_json::Value) -> (Invocation<Vec<Fetch>>, Vec<Part>) {
+    collect_from(p, "fetch", params).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -267,17 +267,8 @@ async fn collect(
     Result<Vec<lake_host::plugins::Fetch>, InvokeError>,
     Vec<lake_host::plugins::Part>,
 ) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    let drain = tokio::spawn(async move {
-        let mut parts = Vec::new();
-        while let Some(p) = rx.recv().await {
-            parts.push(p);
-        }
-        parts
-    });
-    let params = lake_host::plugins::params_from_json(&params).expect("params");
-    let inv = p.collect(name, params, tx).await;
-    (inv.result, drain.await.expect("drain"))
+    let (inv, parts) = crate::connectors::collect_from(p, name, params).await;
+    (inv.result, parts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

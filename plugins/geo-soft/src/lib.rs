@@ -341,18 +341,10 @@ impl Parser for GeoSoft {
     }
 
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
-        let mut rest = chunk;
-        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-            if self.pending.is_empty() {
-                self.read_line(&rest[..end])?;
-            } else {
-                let mut line = std::mem::take(&mut self.pending);
-                line.extend_from_slice(&rest[..end]);
-                self.read_line(&line)?;
-            }
-            rest = &rest[end + 1..];
-        }
-        self.pending.extend_from_slice(rest);
+        let mut pending = std::mem::take(&mut self.pending);
+        let read = lake_sdk::each_line(&mut pending, chunk, |line| self.read_line(line));
+        self.pending = pending;
+        read?;
         self.full_batches()
     }
 

@@ -11,7 +11,7 @@
 //! second): those are the host's to add, from `lake.toml` (`[plugins.overrides.ncbi.credentials]`),
 //! so the plugin never sees them, and the host spaces requests (`requests_per_sec`).
 
-use lake_sdk::http::{Request, Response};
+use lake_sdk::http::{Request, Response, encode};
 use lake_sdk::{Connector, Info, Params, Part, PluginError, Result};
 use serde::Deserialize;
 
@@ -93,19 +93,6 @@ pub fn read_search(body: &[u8]) -> Result<Search> {
         query_key: text("querykey"),
         ids,
     })
-}
-
-/// Percent-encodes a query value.
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Which records a batch request names.
@@ -312,19 +299,8 @@ impl Connector for Ncbi {
         let Some((name, res)) = self.current.as_mut() else {
             return Ok(None);
         };
-        let mut part = Part {
-            name: name.clone(),
-            bytes: res.read(PIECE)?.unwrap_or_default(),
-            ..Part::default()
-        };
-        if part.bytes.is_empty() {
-            part.last = true;
-            part.content_type = res.header("content-type").map(str::to_owned);
-            for fact in ["last-modified", "etag"] {
-                if let Some(v) = res.header(fact) {
-                    part.facts.push((fact.to_owned(), v.to_owned()));
-                }
-            }
+        let part = res.next_part(name, PIECE, &["last-modified", "etag"])?;
+        if part.last {
             self.current = None;
         }
         Ok(Some(part))

@@ -9,7 +9,7 @@
 //! `429`/`5xx` answers. `base_url` points elsewhere (a mirror, or a test server), and the host
 //! refuses it unless `lake.toml` grants that origin to this plugin.
 
-use lake_sdk::http::{Request, Response};
+use lake_sdk::http::{Request, Response, encode};
 use lake_sdk::{Connector, Info, Params, Part, PluginError, Result};
 use serde::Deserialize;
 
@@ -85,19 +85,6 @@ pub fn is_accession(s: &str) -> bool {
         }
         _ => false,
     }
-}
-
-/// Percent-encodes a query value.
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The `rel="next"` URL of a `Link` header (`<url>; rel="next", <url>; rel="prev"`).
@@ -222,24 +209,17 @@ impl Connector for Uniprot {
         let Some((name, res)) = self.current.as_mut() else {
             return Ok(None);
         };
-        let mut part = Part {
-            name: name.clone(),
-            bytes: res.read(PIECE)?.unwrap_or_default(),
-            ..Part::default()
-        };
-        if part.bytes.is_empty() {
-            part.last = true;
-            part.content_type = res.header("content-type").map(str::to_owned);
-            for fact in [
+        let part = res.next_part(
+            name,
+            PIECE,
+            &[
                 "etag",
                 "last-modified",
                 "x-uniprot-release",
                 "x-total-results",
-            ] {
-                if let Some(v) = res.header(fact) {
-                    part.facts.push((fact.to_owned(), v.to_owned()));
-                }
-            }
+            ],
+        )?;
+        if part.last {
             self.current = None;
         }
         Ok(Some(part))
