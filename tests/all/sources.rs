@@ -172,6 +172,16 @@ async fn pubmed_reads_efetch_xml_in_the_sandbox() {
     assert!(err.to_string().contains("eSearchResult"), "{err}");
 }
 
+/// Serves `app` on a loopback port.
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 /// A local stand-in for rest.uniprot.org serving the recorded entries: `/uniprotkb/{acc}.{fmt}`
 /// (the real Q13639.xml; 404 for others) and a search whose two pages hold the eight entries of
 /// the real multi_ex.txt, linked by `Link: <...>; rel="next"` as UniProt does.
@@ -251,12 +261,7 @@ async fn uniprot_upstream() -> (
         .route("/uniprotkb/search", axum::routing::get(search))
         .route("/uniprotkb/{file}", axum::routing::get(entry))
         .with_state((seen.clone(), pages));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, seen)
+    (serve(app).await, seen)
 }
 
 async fn collect(
@@ -434,12 +439,7 @@ async fn eutils_upstream() -> (
     let app = axum::Router::new()
         .route("/entrez/eutils/{tool}", axum::routing::get(eutil))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, seen)
+    (serve(app).await, seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
