@@ -23,6 +23,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("pubmed", "plugin-pubmed"),
     ("uniprot", "plugin-uniprot"),
     ("ncbi", "plugin-ncbi"),
+    ("geo", "plugin-geo"),
 ];
 
 fn main() {

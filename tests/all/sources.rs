@@ -1,7 +1,7 @@
 //! The bundled source parsers and connectors (issue 5) through the real sandbox: GEO SOFT, UniProt
 //! and PubMed, on the real upstream files in `../shared/fixtures/{geo,uniprot,pubmed}`, with facts
 //! read by hand from them. Connectors fetch those files from a local server on a loopback address
-//! that answers as the upstream does (its paths, its headers).
+//! that answers as the upstream does (its paths, its headers): GEO, UniProt, E-utilities.
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
@@ -547,4 +547,131 @@ async fn ncbi_connector_searches_on_the_history_server_then_fetches_in_batches()
     assert_eq!(parts.len(), 1);
     assert!(parts[0].facts.contains(&("count".into(), "0".into())));
     assert_eq!(seen.lock().expect("lock").len(), before + 1);
+}
+
+/// A local stand-in for GEO's acc.cgi serving recorded SOFT text: GSM804 (the real old sample page
+/// in GSE16.txt) and GSE105845 (the real family SOFT); 404 for anything else.
+async fn geo_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use axum::extract::{RawQuery, State};
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+    async fn acc(State(seen): State<Seen>, RawQuery(q): RawQuery) -> axum::response::Response {
+        let q = q.unwrap_or_default();
+        seen.lock()
+            .expect("lock")
+            .push(format!("/geo/query/acc.cgi?{q}"));
+        let file = if q.starts_with("acc=GSM804&") {
+            "GSE16.txt"
+        } else if q.starts_with("acc=GSE105845&") {
+            "GSE105845_family.soft"
+        } else {
+            return (StatusCode::NOT_FOUND, "No items found").into_response();
+        };
+        let body = std::fs::read(shared().join("fixtures/geo").join(file)).expect("fixture");
+        ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
+    }
+    let seen: Seen = Default::default();
+    let app = axum::Router::new()
+        .route("/geo/query/acc.cgi", axum::routing::get(acc))
+        .with_state(seen.clone());
+    (serve(app).await, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geo_connector_collects_soft_records_with_their_update_dates() {
+    let (addr, seen) = geo_upstream().await;
+    let cfg = lake_host::config::PluginsConfig {
+        cache_dir: shared_cache(),
+        dir: shared_cache().join("none"),
+        overrides: [(
+            "geo".to_owned(),
+            lake_host::config::PluginOverride {
+                hosts: vec![format!("http://{addr}")],
+                ..Default::default()
+            },
+        )]
+        .into(),
+        ..lake_host::config::PluginsConfig::default()
+    };
+    let p = Plugins::open(&cfg).expect("runtime");
+    let base = format!("http://{addr}/geo");
+
+    let (fetches, parts) = collect(
+        &p,
+        "geo",
+        serde_json::json!({"accessions": ["GSM804", "GSE105845"], "view": "full", "base_url": base}),
+    )
+    .await;
+    assert_eq!(fetches.expect("collected").len(), 2);
+    let requests = seen.lock().expect("lock").clone();
+    assert_eq!(
+        requests[0],
+        "/geo/query/acc.cgi?acc=GSM804&targ=self&view=full&form=text"
+    );
+    let ends: Vec<&lake_host::plugins::Part> = parts.iter().filter(|x| x.last).collect();
+    assert_eq!(
+        ends.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(),
+        ["GSM804.soft", "GSE105845.soft"]
+    );
+    assert!(
+        ends[1]
+            .facts
+            .contains(&("geo_last_update_date".into(), "Oct 29 2017".into())),
+        "{:?}",
+        ends[1].facts
+    );
+    assert!(
+        !ends[0]
+            .facts
+            .iter()
+            .any(|(k, _)| k == "geo_last_update_date")
+    );
+
+    // The collected sample page parses to its data table.
+    let soft: Vec<u8> = parts
+        .iter()
+        .filter(|x| x.name == "GSM804.soft")
+        .flat_map(|x| x.bytes.clone())
+        .collect();
+    assert_eq!(
+        soft,
+        std::fs::read(shared().join("fixtures/geo/GSE16.txt")).expect("fixture")
+    );
+    let params = lake_host::plugins::params_from_json(&serde_json::json!({"table": "values"}))
+        .expect("params");
+    let t = p
+        .parse(
+            "geo-soft",
+            params,
+            Box::pin(futures::stream::iter([Ok(bytes::Bytes::from(soft))])),
+        )
+        .await
+        .result
+        .expect("parses");
+    assert_eq!(t.num_rows(), 20);
+
+    // A missing record: reported at once, by name. A file over max_bytes: refused.
+    let (result, _) = collect(
+        &p,
+        "geo",
+        serde_json::json!({"accessions": ["GSM999999"], "base_url": base}),
+    )
+    .await;
+    let err = result.expect_err("404");
+    assert!(
+        err.to_string().contains("GSM999999") && err.to_string().contains("404"),
+        "{err}"
+    );
+    let (result, _) = collect(
+        &p,
+        "geo",
+        serde_json::json!({"accessions": ["GSE105845"], "max_bytes": 100, "base_url": base}),
+    )
+    .await;
+    let err = result.expect_err("too large");
+    assert!(err.to_string().contains("max_bytes"), "{err}");
 }
