@@ -20,6 +20,9 @@ pub mod glue;
 #[cfg(feature = "connector")]
 pub mod http;
 
+#[cfg(feature = "xml")]
+pub mod xml;
+
 pub use arrow_array;
 pub use arrow_array::RecordBatch;
 pub use arrow_schema;

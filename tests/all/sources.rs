@@ -126,16 +126,22 @@ async fn uniprot_entries_reads_flat_text_and_fasta_in_the_sandbox() {
             .as_primitive::<arrow_array::types::Int64Type>();
         assert_eq!(length.value(0), 562, "{file}");
     }
-    // XML is refused by name, not misread.
-    let err = parse(
-        &p,
-        "uniprot-entries",
-        "uniprot/Q13639.xml",
-        serde_json::json!({}),
-    )
-    .await
-    .expect_err("XML is not read yet");
-    assert!(err.to_string().contains("XML"), "{err}");
+    // UniProt XML too (read record by record with the SDK's `xml` helper).
+    let t = one_batch(
+        &parse(
+            &p,
+            "uniprot-entries",
+            "uniprot/Q13639.xml",
+            serde_json::json!({}),
+        )
+        .await
+        .expect("XML"),
+    );
+    let name = t
+        .column_by_name("entry_name")
+        .expect("entry_name")
+        .as_string::<i32>();
+    assert_eq!(name.value(0), "5HT4R_HUMAN");
 }
 
 #[tokio::test]

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use arrow_array::builder::{Int64Builder, ListBuilder, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use lake_sdk::xml::{Node, Records};
 use lake_sdk::{Info, Params, Parser, PluginError, Result};
-use quick_xml::events::Event;
 use serde::Deserialize;
 
 /// The parser takes no parameters yet.
@@ -26,66 +26,6 @@ struct Options {}
 
 /// Articles per output batch.
 const BATCH_ROWS: usize = 1024;
-/// The end tags of the records.
-const ENDS: [&[u8]; 2] = [b"</PubmedArticle>", b"</PubmedBookArticle>"];
-
-/// An element with its attributes and content, text and elements in document order.
-#[derive(Debug, Default)]
-struct Node {
-    name: String,
-    attrs: Vec<(String, String)>,
-    children: Vec<Child>,
-}
-
-#[derive(Debug)]
-enum Child {
-    Text(String),
-    Node(Node),
-}
-
-impl Node {
-    fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.children.iter().filter_map(|c| match c {
-            Child::Node(n) => Some(n),
-            Child::Text(_) => None,
-        })
-    }
-
-    fn child(&self, name: &str) -> Option<&Node> {
-        self.nodes().find(|n| n.name == name)
-    }
-
-    /// The element at this path of child names.
-    fn at(&self, path: &[&str]) -> Option<&Node> {
-        path.iter().try_fold(self, |n, name| n.child(name))
-    }
-
-    fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// All the text inside, markup dropped, whitespace runs folded to one space.
-    fn text(&self) -> String {
-        fn collect(n: &Node, out: &mut String) {
-            for c in &n.children {
-                match c {
-                    Child::Text(t) => out.push_str(t),
-                    Child::Node(n) => collect(n, out),
-                }
-            }
-        }
-        let mut raw = String::new();
-        collect(self, &mut raw);
-        raw.split_whitespace().collect::<Vec<_>>().join(" ")
-    }
-
-    fn text_at(&self, path: &[&str]) -> Option<String> {
-        self.at(path).map(Node::text).filter(|t| !t.is_empty())
-    }
-}
 
 /// One article as read.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -135,153 +75,18 @@ fn schema() -> SchemaRef {
 
 /// The parser state.
 pub struct Pubmed {
-    /// Input after the last complete record.
-    pending: Vec<u8>,
-    /// Bytes of input before `pending`, for error offsets.
-    offset: usize,
-    /// The root element, once seen (it must be `PubmedArticleSet`).
-    root: Option<String>,
+    records: Records,
     done: Vec<Article>,
 }
 
-fn xml_error(at: usize, e: impl std::fmt::Display) -> PluginError {
-    PluginError::InvalidInput(format!("not well-formed XML near byte {at}: {e}"))
-}
-
 impl Pubmed {
-    /// Reads the records in `data` (complete ones only, so it ends after a record end tag or at
-    /// the end of the input).
-    fn read(&mut self, data: &[u8]) -> Result<()> {
-        let mut reader = quick_xml::Reader::from_reader(data);
-        // Each part is read on its own: the root opens in the first and closes in the last.
-        reader.config_mut().check_end_names = false;
-        reader.config_mut().allow_unmatched_ends = true;
-        let mut stack: Vec<Node> = Vec::new();
-        let mut buf = Vec::new();
-        loop {
-            let at = self.offset + reader.buffer_position() as usize;
-            let event = reader
-                .read_event_into(&mut buf)
-                .map_err(|e| xml_error(at, e))?;
-            match event {
-                Event::Start(e) => {
-                    let name = e.local_name().as_ref().to_owned();
-                    if self.root.is_none() {
-                        if name != "PubmedArticleSet" {
-                            return Err(PluginError::InvalidInput(format!(
-                                "not PubMed efetch XML: the root element is <{name}>, not \
-                                 <PubmedArticleSet> (fetch with db=pubmed&retmode=xml)"
-                            )));
-                        }
-                        self.root = Some(name);
-                        continue;
-                    }
-                    if stack.is_empty() && !name.starts_with("Pubmed") {
-                        // Outside a record (DeleteCitation lists and the like).
-                        stack.push(Node {
-                            name,
-                            ..Node::default()
-                        });
-                        continue;
-                    }
-                    let mut attrs = Vec::new();
-                    for a in e.attributes() {
-                        let a = a.map_err(|e| xml_error(at, e))?;
-                        let value = a
-                            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                            .map_err(|e| xml_error(at, e))?;
-                        attrs.push((a.key.local_name().as_ref().to_owned(), value.into_owned()));
-                    }
-                    stack.push(Node {
-                        name,
-                        attrs,
-                        children: Vec::new(),
-                    });
-                }
-                Event::Empty(e) => {
-                    if let Some(top) = stack.last_mut() {
-                        let mut attrs = Vec::new();
-                        for a in e.attributes().flatten() {
-                            if let Ok(v) = a.normalized_value(quick_xml::XmlVersion::Implicit1_0) {
-                                attrs
-                                    .push((a.key.local_name().as_ref().to_owned(), v.into_owned()));
-                            }
-                        }
-                        top.children.push(Child::Node(Node {
-                            name: e.local_name().as_ref().to_owned(),
-                            attrs,
-                            children: Vec::new(),
-                        }));
-                    } else if self.root.is_none() {
-                        let name = e.local_name().as_ref().to_owned();
-                        if name != "PubmedArticleSet" {
-                            return Err(PluginError::InvalidInput(format!(
-                                "not PubMed efetch XML: the root element is <{name}/>"
-                            )));
-                        }
-                        self.root = Some(name);
-                    }
-                }
-                Event::Text(t) => {
-                    if let Some(top) = stack.last_mut() {
-                        top.children
-                            .push(Child::Text(t.xml10_content().into_owned()));
-                    }
-                }
-                Event::CData(t) => {
-                    if let Some(top) = stack.last_mut() {
-                        top.children
-                            .push(Child::Text(t.xml10_content().into_owned()));
-                    }
-                }
-                Event::GeneralRef(r) => {
-                    if let Some(top) = stack.last_mut() {
-                        let name = r.xml10_content();
-                        let text = match quick_xml::escape::resolve_predefined_entity(&name) {
-                            Some(s) => s.to_owned(),
-                            None => match r.resolve_char_ref().map_err(|e| xml_error(at, e))? {
-                                Some(c) => c.to_string(),
-                                None => {
-                                    return Err(xml_error(at, format!("unknown entity &{name};")));
-                                }
-                            },
-                        };
-                        top.children.push(Child::Text(text));
-                    }
-                }
-                Event::End(_) => {
-                    let Some(node) = stack.pop() else {
-                        continue;
-                    };
-                    match stack.last_mut() {
-                        Some(parent) => parent.children.push(Child::Node(node)),
-                        None if node.name == "PubmedArticle"
-                            || node.name == "PubmedBookArticle" =>
-                        {
-                            self.done.push(article(&node).ok_or_else(|| {
-                                PluginError::InvalidInput(format!(
-                                    "a <{}> without its PMID, near byte {at}",
-                                    node.name
-                                ))
-                            })?);
-                        }
-                        None => {}
-                    }
-                }
-                Event::Eof => break,
-                Event::Decl(_) | Event::DocType(_) | Event::PI(_) | Event::Comment(_) => {}
-            }
-            buf.clear();
-        }
-        if !stack.is_empty() {
-            return Err(PluginError::InvalidInput(format!(
-                "the XML ends inside <{}>: is the file cut short?",
-                stack
-                    .iter()
-                    .map(|n| n.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join("><")
-            )));
+    /// Keeps the articles of these records.
+    fn take(&mut self, records: Vec<Node>) -> Result<()> {
+        for node in records {
+            let article = article(&node).ok_or_else(|| {
+                PluginError::InvalidInput(format!("a <{}> without its PMID", node.name))
+            })?;
+            self.done.push(article);
         }
         Ok(())
     }
@@ -484,17 +289,6 @@ fn doi_of(ids: Option<&Node>) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// Where the last complete record in `data` ends.
-fn last_record_end(data: &[u8]) -> Option<usize> {
-    ENDS.iter()
-        .filter_map(|end| {
-            data.windows(end.len())
-                .rposition(|w| w == *end)
-                .map(|i| i + end.len())
-        })
-        .max()
-}
-
 impl Parser for Pubmed {
     fn info() -> Info {
         Info {
@@ -508,22 +302,18 @@ impl Parser for Pubmed {
     fn start(params: Params) -> Result<Self> {
         let _: Options = params.parse()?;
         Ok(Self {
-            pending: Vec::new(),
-            offset: 0,
-            root: None,
+            records: Records::new(
+                "PubmedArticleSet",
+                &["PubmedArticle", "PubmedBookArticle"],
+                "PubMed efetch XML: fetch with db=pubmed&retmode=xml",
+            ),
             done: Vec::new(),
         })
     }
 
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
-        // Only the new bytes (and an end tag straddling the chunks) can hold a new record end.
-        let from = self.pending.len().saturating_sub(ENDS[1].len());
-        self.pending.extend_from_slice(chunk);
-        if let Some(end) = last_record_end(&self.pending[from..]).map(|e| from + e) {
-            let data: Vec<u8> = self.pending.drain(..end).collect();
-            self.read(&data)?;
-            self.offset += end;
-        }
+        let records = self.records.push(chunk)?;
+        self.take(records)?;
         if self.done.len() >= BATCH_ROWS {
             return Ok(vec![self.batch()?]);
         }
@@ -531,13 +321,8 @@ impl Parser for Pubmed {
     }
 
     fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let data = std::mem::take(&mut self.pending);
-        self.read(&data)?;
-        if self.root.is_none() {
-            return Err(PluginError::InvalidInput(
-                "no XML elements: the file is empty or not PubMed efetch XML".into(),
-            ));
-        }
+        let records = self.records.finish()?;
+        self.take(records)?;
         Ok((schema(), vec![self.batch()?]))
     }
 }

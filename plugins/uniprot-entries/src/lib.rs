@@ -1,4 +1,4 @@
-//! The bundled `uniprot-entries` parser: UniProtKB entries, as flat text or FASTA, to an entries table.
+//! The bundled `uniprot-entries` parser: UniProtKB entries, as flat text, FASTA or XML, to a table.
 //!
 //! One row per entry: `accession` (the primary one), `accessions` (all, primary first),
 //! `entry_name`, `reviewed` (Swiss-Prot rather than TrEMBL), `protein_name` (the recommended or
@@ -7,13 +7,15 @@
 //! common name in parentheses); FASTA gives its `OS=` value and no accessions beyond the primary.
 //! Entries stream: each is read when its end (`//`, or the next `>`) arrives.
 //!
-//! UniProt's XML and JSON are not read yet: they are refused as unsupported, by name.
+//! XML is read entry by entry (`lake_sdk::xml`) and gives the scientific name as `organism`.
+//! UniProt's JSON is not read yet: it is refused as unsupported, by name.
 
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, Int64Builder, ListBuilder, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use lake_sdk::xml::{Node, Records};
 use lake_sdk::{Info, Params, Parser, PluginError, Result};
 use serde::Deserialize;
 
@@ -40,6 +42,7 @@ const BATCH_ROWS: usize = 1024;
 enum Format {
     Text,
     Fasta,
+    Xml,
 }
 
 /// One entry as read.
@@ -60,6 +63,8 @@ pub(crate) struct Entry {
 /// The parser state.
 pub struct Uniprot {
     format: Option<Format>,
+    /// UniProt XML: its `entry` records.
+    xml: Records,
     pending: Vec<u8>,
     line: usize,
     /// The entry being read, and the line it started on.
@@ -118,8 +123,13 @@ impl Uniprot {
             let os = os.trim().trim_end_matches('.').trim();
             entry.organism = (!os.is_empty()).then(|| os.to_owned());
         }
+        let xml = self.format == Some(Format::Xml);
         let what = |m: &str| {
-            PluginError::InvalidInput(format!("the entry starting on line {started}: {m}"))
+            PluginError::InvalidInput(if xml {
+                format!("entry {} of the XML: {m}", started + 1)
+            } else {
+                format!("the entry starting on line {started}: {m}")
+            })
         };
         if entry.entry_name.is_empty() {
             return Err(what("no entry name"));
@@ -154,10 +164,6 @@ impl Uniprot {
                 Format::Text
             } else if line.starts_with('>') {
                 Format::Fasta
-            } else if line.starts_with('<') {
-                return Err(PluginError::Unsupported(
-                    "UniProt XML is not read yet; ask UniProt for format=txt or fasta".into(),
-                ));
             } else if line.starts_with('{') || line.starts_with('[') {
                 return Err(PluginError::Unsupported(
                     "UniProt JSON is not read yet; ask UniProt for format=txt or fasta".into(),
@@ -169,7 +175,8 @@ impl Uniprot {
         match self.format {
             Some(Format::Text) => self.text_line(line),
             Some(Format::Fasta) => self.fasta_line(line),
-            None => Ok(()),
+            // XML is read by records, not lines.
+            Some(Format::Xml) | None => Ok(()),
         }
     }
 
@@ -283,6 +290,17 @@ impl Uniprot {
         }
     }
 
+    /// Checks and keeps entries read from UniProt XML.
+    fn take_xml(&mut self, entries: Vec<Node>) -> Result<()> {
+        for node in entries {
+            let n = self.line;
+            self.entry = Some((entry_from_xml(&node), n));
+            self.close_entry()?;
+            self.line += 1;
+        }
+        Ok(())
+    }
+
     fn batch(&mut self) -> Result<RecordBatch> {
         let entries = std::mem::take(&mut self.done);
         let mut accession = StringBuilder::new();
@@ -329,6 +347,50 @@ impl Uniprot {
     }
 }
 
+/// One `<entry>` of UniProt XML.
+fn entry_from_xml(node: &Node) -> Entry {
+    let named = |parent: &Node, name: &str, kind: &str| -> Vec<String> {
+        parent
+            .nodes()
+            .filter(|n| n.name == name && n.attr("type") == Some(kind))
+            .map(Node::text)
+            .collect()
+    };
+    let protein = node.child("protein");
+    let organism = node.child("organism");
+    // The entry's own sequence is its direct child (isoforms' are inside comments).
+    let sequence = node.child("sequence");
+    Entry {
+        accessions: node
+            .nodes()
+            .filter(|n| n.name == "accession")
+            .map(Node::text)
+            .filter(|a| !a.is_empty())
+            .collect(),
+        entry_name: node.text_at(&["name"]).unwrap_or_default(),
+        reviewed: node.attr("dataset") == Some("Swiss-Prot"),
+        protein_name: protein.and_then(|p| {
+            p.text_at(&["recommendedName", "fullName"])
+                .or_else(|| p.text_at(&["submittedName", "fullName"]))
+        }),
+        genes: node
+            .nodes()
+            .filter(|n| n.name == "gene")
+            .flat_map(|g| named(g, "name", "primary"))
+            .collect(),
+        organism: organism.and_then(|o| named(o, "name", "scientific").into_iter().next()),
+        taxon_id: organism.and_then(|o| {
+            o.nodes()
+                .find(|n| n.name == "dbReference" && n.attr("type") == Some("NCBI Taxonomy"))
+                .and_then(|r| r.attr("id")?.parse().ok())
+        }),
+        stated_length: sequence.and_then(|s| s.attr("length")?.parse().ok()),
+        sequence: sequence
+            .map(|s| s.text().chars().filter(|c| !c.is_whitespace()).collect())
+            .unwrap_or_default(),
+    }
+}
+
 /// `db|ACCESSION|NAME protein name OS=... OX=... GN=... PE=... SV=...`
 fn fasta_header(header: &str) -> Option<Entry> {
     let mut parts = header.splitn(3, '|');
@@ -370,7 +432,7 @@ impl Parser for Uniprot {
         Info {
             name: "uniprot-entries",
             version: env!("CARGO_PKG_VERSION"),
-            description: "UniProtKB entries (flat text, FASTA) to a table of entries",
+            description: "UniProtKB entries (flat text, FASTA, XML) to a table of entries",
             capabilities: &[],
         }
     }
@@ -381,14 +443,16 @@ impl Parser for Uniprot {
             "auto" => None,
             "text" | "txt" => Some(Format::Text),
             "fasta" => Some(Format::Fasta),
+            "xml" => Some(Format::Xml),
             other => {
                 return Err(PluginError::InvalidParams(format!(
-                    "format must be auto, text or fasta, not {other:?}"
+                    "format must be auto, text, fasta or xml, not {other:?}"
                 )));
             }
         };
         Ok(Self {
             format,
+            xml: Records::new("uniprot", &["entry"], "UniProtKB XML: ask for format=xml"),
             pending: Vec::new(),
             line: 0,
             entry: None,
@@ -399,6 +463,17 @@ impl Parser for Uniprot {
     }
 
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
+        if self.format.is_none() && chunk.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<') {
+            self.format = Some(Format::Xml);
+        }
+        if self.format == Some(Format::Xml) {
+            let entries = self.xml.push(chunk)?;
+            self.take_xml(entries)?;
+            if self.done.len() >= BATCH_ROWS {
+                return Ok(vec![self.batch()?]);
+            }
+            return Ok(Vec::new());
+        }
         let mut pending = std::mem::take(&mut self.pending);
         let read = lake_sdk::each_line(&mut pending, chunk, |line| self.read_line(line));
         self.pending = pending;
@@ -410,6 +485,11 @@ impl Parser for Uniprot {
     }
 
     fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        if self.format == Some(Format::Xml) {
+            let entries = self.xml.finish()?;
+            self.take_xml(entries)?;
+            return Ok((schema(), vec![self.batch()?]));
+        }
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
             self.read_line(&line)?;

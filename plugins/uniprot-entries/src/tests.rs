@@ -184,8 +184,57 @@ fn fasta_gives_the_same_entries_as_flat_text() {
 }
 
 #[test]
+fn xml_gives_the_same_entries_as_flat_text() {
+    let flat = rows(&parse(&fixture("multi_ex.txt"), serde_json::json!({}), 1000).expect("flat"));
+    let xml = rows(&parse(&fixture("multi_ex.xml"), serde_json::json!({}), 1000).expect("xml"));
+    assert_eq!(xml.len(), 8);
+    for (f, x) in flat.iter().zip(&xml) {
+        assert_eq!(x.accessions, f.accessions, "{}", f.accession);
+        assert_eq!((&x.entry_name, x.reviewed), (&f.entry_name, f.reviewed));
+        assert_eq!(x.protein_name, f.protein_name, "{}", f.accession);
+        assert_eq!(x.genes, f.genes, "{}", f.accession);
+        assert_eq!(x.taxon_id, f.taxon_id, "{}", f.accession);
+        assert_eq!(
+            (x.length, &x.sequence),
+            (f.length, &f.sequence),
+            "{}",
+            f.accession
+        );
+        // XML names the scientific name alone; the OS line adds the common name.
+        let organism = x.organism.as_deref().expect("xml organism");
+        assert!(
+            f.organism
+                .as_deref()
+                .expect("flat organism")
+                .starts_with(organism)
+        );
+    }
+    let one = rows(
+        &parse(
+            &fixture("Q13639.xml"),
+            serde_json::json!({"format": "xml"}),
+            333,
+        )
+        .expect("Q13639"),
+    );
+    assert_eq!(one.len(), 1);
+    let e = &one[0];
+    assert_eq!((e.accession.as_str(), e.accessions.len()), ("Q13639", 10));
+    assert_eq!(e.entry_name, "5HT4R_HUMAN");
+    assert_eq!(
+        e.protein_name.as_deref(),
+        Some("5-hydroxytryptamine receptor 4")
+    );
+    assert_eq!(e.genes, ["HTR4"]);
+    assert_eq!(
+        (e.organism.as_deref(), e.taxon_id, e.length),
+        (Some("Homo sapiens"), Some(9606), 388)
+    );
+}
+
+#[test]
 fn every_chunking_gives_the_same_table() {
-    for name in ["multi_ex.txt", "multi_ex.fasta"] {
+    for name in ["multi_ex.txt", "multi_ex.fasta", "multi_ex.xml"] {
         let input = fixture(name);
         let whole = parse(&input, serde_json::json!({}), input.len()).expect("whole");
         for chunk in [1, 2, 7, 100, 4096] {
@@ -220,11 +269,6 @@ fn damaged_or_other_input_is_refused_clearly() {
         matches!(&e, PluginError::InvalidInput(m) if m.contains("line 1") && m.contains("563")),
         "{e}"
     );
-    let e = err(b"<?xml version='1.0'?>\n<uniprot>\n", serde_json::json!({}));
-    assert!(
-        matches!(&e, PluginError::Unsupported(m) if m.contains("XML")),
-        "{e}"
-    );
     let e = err(b"{\"results\": []}\n", serde_json::json!({}));
     assert!(
         matches!(&e, PluginError::Unsupported(m) if m.contains("JSON")),
@@ -245,6 +289,21 @@ fn damaged_or_other_input_is_refused_clearly() {
         matches!(&e, PluginError::InvalidInput(m) if m.contains("line 1")),
         "{e}"
     );
-    let e = err(b"ID   X\n", serde_json::json!({"format": "xml"}));
+    let e = err(b"ID   X\n", serde_json::json!({"format": "gff"}));
     assert!(matches!(e, PluginError::InvalidParams(_)), "{e}");
+    // XML that is not UniProt's, and UniProt XML cut short.
+    let e = err(
+        b"<?xml version='1.0'?>\n<PubmedArticleSet/>\n",
+        serde_json::json!({}),
+    );
+    assert!(
+        matches!(&e, PluginError::InvalidInput(m) if m.contains("PubmedArticleSet")),
+        "{e}"
+    );
+    let xml = fixture("Q13639.xml");
+    let e = err(&xml[..xml.len() / 2], serde_json::json!({}));
+    assert!(
+        matches!(&e, PluginError::InvalidInput(m) if m.contains("cut short") || m.contains("not closed")),
+        "{e}"
+    );
 }
