@@ -399,7 +399,8 @@ async fn uniprot_connector_fetches_entries_and_follows_search_pages() {
 
 /// A local stand-in for E-utilities serving recorded answers: esearch JSON (the real covid-19
 /// answer, with the `webenv` and `querykey` that `usehistory=y` adds; the real no-hits answer),
-/// efetch XML (the real pubmed1.xml) and esummary JSON. Every request's path and query is kept.
+/// efetch XML (the real pubmed1.xml) and esummary JSON. Every request's path and query is kept,
+/// with its arrival time.
 async fn eutils_upstream() -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -414,7 +415,13 @@ async fn eutils_upstream() -> (
         RawQuery(q): RawQuery,
     ) -> axum::response::Response {
         let q = q.unwrap_or_default();
-        seen.lock().expect("lock").push(format!("/{tool}?{q}"));
+        // When it arrived, in microseconds since the epoch, after ` @`.
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        seen.lock()
+            .expect("lock")
+            .push(format!("/{tool}?{q} @{at}"));
         let read = |name: &str| {
             std::fs::read(shared().join("fixtures/pubmed").join(name)).expect("fixture")
         };
@@ -680,4 +687,59 @@ async fn geo_connector_collects_soft_records_with_their_update_dates() {
     .await;
     let err = result.expect_err("too large");
     assert!(err.to_string().contains("max_bytes"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_collections_share_one_rate_limit() {
+    use lake_host::config::{PluginOverride, PluginsConfig};
+    let (addr, seen) = eutils_upstream().await;
+    let cfg = PluginsConfig {
+        cache_dir: shared_cache(),
+        dir: shared_cache().join("none"),
+        overrides: [(
+            "ncbi".to_owned(),
+            PluginOverride {
+                hosts: vec![format!("http://{addr}")],
+                requests_per_sec: Some(10.0),
+                ..Default::default()
+            },
+        )]
+        .into(),
+        ..PluginsConfig::default()
+    };
+    let p = std::sync::Arc::new(Plugins::open(&cfg).expect("runtime"));
+    let base = format!("http://{addr}/entrez/eutils");
+    // Ten collections at once, each an esearch and one efetch: 20 requests at 10 a second.
+    let runs: Vec<_> = (0..10)
+        .map(|i| {
+            let (p, base) = (p.clone(), base.clone());
+            tokio::spawn(async move {
+                collect(
+                    &p,
+                    "ncbi",
+                    serde_json::json!({"term": format!("covid-19 run{i}"), "max_records": 2, "batch_size": 2, "base_url": base}),
+                )
+                .await
+                .0
+                .map(|f| f.len())
+            })
+        })
+        .collect();
+    for run in runs {
+        assert_eq!(run.await.expect("join").expect("collected"), 2);
+    }
+    let mut times: Vec<u128> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|r| r.rsplit_once(" @")?.1.parse().ok())
+        .collect();
+    times.sort_unstable();
+    assert_eq!(times.len(), 20);
+    // Measured at the upstream: the 20 arrivals span at least 19 gaps of 100 ms (less jitter),
+    // and no two come closer than half a gap.
+    let span = times[19] - times[0];
+    assert!(span >= 1_700_000, "20 requests in {span} µs");
+    let closest = times.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(0);
+    assert!(closest >= 50_000, "two requests {closest} µs apart");
 }
