@@ -270,6 +270,25 @@ async fn uniprot_upstream() -> (
     (serve(app).await, seen)
 }
 
+/// Lets a connector reach the local stand-in at `addr`, and nothing else.
+fn grant(addr: std::net::SocketAddr) -> lake_host::config::PluginOverride {
+    lake_host::config::PluginOverride {
+        hosts: vec![format!("http://{addr}")],
+        ..Default::default()
+    }
+}
+
+/// The bundled plugins, with `rules` (hosts, limits, credentials) for plugin `name`.
+fn granting(name: &str, rules: lake_host::config::PluginOverride) -> Plugins {
+    let cfg = lake_host::config::PluginsConfig {
+        cache_dir: shared_cache(),
+        dir: shared_cache().join("none"),
+        overrides: [(name.to_owned(), rules)].into(),
+        ..lake_host::config::PluginsConfig::default()
+    };
+    Plugins::open(&cfg).expect("runtime")
+}
+
 async fn collect(
     p: &Plugins,
     name: &str,
@@ -285,17 +304,7 @@ async fn collect(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uniprot_connector_fetches_entries_and_follows_search_pages() {
     let (addr, seen) = uniprot_upstream().await;
-    let granted = lake_host::config::PluginOverride {
-        hosts: vec![format!("http://{addr}")],
-        ..Default::default()
-    };
-    let cfg = lake_host::config::PluginsConfig {
-        cache_dir: shared_cache(),
-        dir: shared_cache().join("none"),
-        overrides: [("uniprot".to_owned(), granted)].into(),
-        ..lake_host::config::PluginsConfig::default()
-    };
-    let p = Plugins::open(&cfg).expect("runtime");
+    let p = granting("uniprot", grant(addr));
     let base = format!("http://{addr}");
 
     // An entry by accession, byte for byte, with the upstream's version facts.
@@ -457,28 +466,23 @@ async fn eutils_upstream() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ncbi_connector_searches_on_the_history_server_then_fetches_in_batches() {
-    use lake_host::config::{Credentials, PluginOverride, PluginsConfig, Secret};
+    use lake_host::config::{Credentials, PluginOverride, Secret};
     let (addr, seen) = eutils_upstream().await;
-    let granted = PluginOverride {
-        hosts: vec![format!("http://{addr}")],
-        credentials: Credentials {
-            query: [
-                ("tool".to_owned(), Secret::new("lake")),
-                ("email".to_owned(), Secret::new("lab@example.org")),
-                ("api_key".to_owned(), Secret::new("s3cret")),
-            ]
-            .into(),
-            ..Default::default()
+    let p = granting(
+        "ncbi",
+        PluginOverride {
+            credentials: Credentials {
+                query: [
+                    ("tool".to_owned(), Secret::new("lake")),
+                    ("email".to_owned(), Secret::new("lab@example.org")),
+                    ("api_key".to_owned(), Secret::new("s3cret")),
+                ]
+                .into(),
+                ..Default::default()
+            },
+            ..grant(addr)
         },
-        ..Default::default()
-    };
-    let cfg = PluginsConfig {
-        cache_dir: shared_cache(),
-        dir: shared_cache().join("none"),
-        overrides: [("ncbi".to_owned(), granted)].into(),
-        ..PluginsConfig::default()
-    };
-    let p = Plugins::open(&cfg).expect("runtime");
+    );
     let base = format!("http://{addr}/entrez/eutils");
 
     let (fetches, parts) = collect(
@@ -597,20 +601,7 @@ async fn geo_upstream() -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn geo_connector_collects_soft_records_with_their_update_dates() {
     let (addr, seen) = geo_upstream().await;
-    let cfg = lake_host::config::PluginsConfig {
-        cache_dir: shared_cache(),
-        dir: shared_cache().join("none"),
-        overrides: [(
-            "geo".to_owned(),
-            lake_host::config::PluginOverride {
-                hosts: vec![format!("http://{addr}")],
-                ..Default::default()
-            },
-        )]
-        .into(),
-        ..lake_host::config::PluginsConfig::default()
-    };
-    let p = Plugins::open(&cfg).expect("runtime");
+    let p = granting("geo", grant(addr));
     let base = format!("http://{addr}/geo");
 
     let (fetches, parts) = collect(
@@ -691,23 +682,14 @@ async fn geo_connector_collects_soft_records_with_their_update_dates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_concurrent_collections_share_one_rate_limit() {
-    use lake_host::config::{PluginOverride, PluginsConfig};
     let (addr, seen) = eutils_upstream().await;
-    let cfg = PluginsConfig {
-        cache_dir: shared_cache(),
-        dir: shared_cache().join("none"),
-        overrides: [(
-            "ncbi".to_owned(),
-            PluginOverride {
-                hosts: vec![format!("http://{addr}")],
-                requests_per_sec: Some(10.0),
-                ..Default::default()
-            },
-        )]
-        .into(),
-        ..PluginsConfig::default()
-    };
-    let p = std::sync::Arc::new(Plugins::open(&cfg).expect("runtime"));
+    let p = std::sync::Arc::new(granting(
+        "ncbi",
+        lake_host::config::PluginOverride {
+            requests_per_sec: Some(10.0),
+            ..grant(addr)
+        },
+    ));
     let base = format!("http://{addr}/entrez/eutils");
     // Ten collections at once, each an esearch and one efetch: 20 requests at 10 a second.
     let runs: Vec<_> = (0..10)

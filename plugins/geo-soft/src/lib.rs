@@ -13,6 +13,7 @@
 //! pick which blocks' tables to read. Lines are read as UTF-8, or as Latin-1 where they are not
 //! valid UTF-8 (older GEO files are Latin-1), and may end in `\n` or `\r\n`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -61,8 +62,8 @@ enum Mode {
 
 /// One block being read.
 struct Block {
-    entity: String,
-    id: String,
+    entity: Arc<str>,
+    id: Arc<str>,
     /// Keys in first-seen order, with their values.
     keys: Vec<(String, Vec<String>)>,
     index: HashMap<String, usize>,
@@ -81,7 +82,7 @@ pub struct GeoSoft {
     line: usize,
     block: Option<Block>,
     /// Attributes rows not yet in a batch.
-    attributes: Vec<(String, String, String, Vec<String>)>,
+    attributes: Vec<(Arc<str>, Arc<str>, String, Vec<String>)>,
     /// `values`: the union of table columns, and each row as (entity, id, cells by union position).
     names: Vec<String>,
     positions: HashMap<String, usize>,
@@ -102,10 +103,10 @@ fn attributes_schema() -> SchemaRef {
 }
 
 /// A line as text: UTF-8, or Latin-1 where it is not valid UTF-8.
-fn text(bytes: &[u8]) -> String {
+fn text(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()),
     }
 }
 
@@ -156,8 +157,8 @@ impl GeoSoft {
             let entity = entity.to_ascii_uppercase();
             let wanted = self.wanted(&entity, id);
             self.block = Some(Block {
-                entity,
-                id: id.to_owned(),
+                entity: entity.into(),
+                id: id.into(),
                 keys: Vec::new(),
                 index: HashMap::new(),
                 mode: Mode::Head,
@@ -235,16 +236,11 @@ impl GeoSoft {
                 .collect();
             return Ok(());
         }
-        let mut row = vec![None; 0];
+        let mut row = vec![None; self.names.len()];
         let mut extra = false;
         for (i, cell) in cells.enumerate() {
             match block.columns.get(i) {
-                Some(&at) => {
-                    if row.len() <= at {
-                        row.resize(at + 1, None);
-                    }
-                    row[at] = (!cell.is_empty()).then(|| cell.to_owned());
-                }
+                Some(&at) => row[at] = (!cell.is_empty()).then(|| cell.to_owned()),
                 None => extra |= !cell.trim().is_empty(),
             }
         }
@@ -256,11 +252,8 @@ impl GeoSoft {
                 block.columns.len()
             )));
         }
-        self.rows.push((
-            Arc::from(block.entity.as_str()),
-            Arc::from(block.id.as_str()),
-            row,
-        ));
+        self.rows
+            .push((block.entity.clone(), block.id.clone(), row));
         Ok(())
     }
 
@@ -273,7 +266,7 @@ impl GeoSoft {
             }
             values.append(true);
         }
-        let column = |f: fn(&(String, String, String, Vec<String>)) -> &str| -> ArrayRef {
+        let column = |f: fn(&(Arc<str>, Arc<str>, String, Vec<String>)) -> &str| -> ArrayRef {
             Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>())
         };
         RecordBatch::try_new(

@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{Int64Builder, ListBuilder, StringBuilder};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use lake_sdk::xml::{Node, Records};
 use lake_sdk::{Info, Params, Parser, PluginError, Result};
@@ -93,63 +93,35 @@ impl Pubmed {
 
     fn batch(&mut self) -> Result<RecordBatch> {
         let articles = std::mem::take(&mut self.done);
-        let mut text: Vec<StringBuilder> = (0..12).map(|_| StringBuilder::new()).collect();
-        let mut year = Int64Builder::new();
-        let mut lists: Vec<ListBuilder<StringBuilder>> = (0..3)
-            .map(|_| ListBuilder::new(StringBuilder::new()))
-            .collect();
-        for a in &articles {
-            let cells = [
-                Some(a.pmid.as_str()),
-                a.title.as_deref(),
-                a.abstract_text.as_deref(),
-                a.journal.as_deref(),
-                a.journal_abbrev.as_deref(),
-                a.volume.as_deref(),
-                a.issue.as_deref(),
-                a.pub_date.as_deref(),
-                a.language.as_deref(),
-                a.doi.as_deref(),
-            ];
-            for (b, c) in text.iter_mut().zip(cells) {
-                b.append_option(c);
-            }
-            year.append_option(a.pub_year);
-            for (b, l) in lists
-                .iter_mut()
-                .zip([&a.authors, &a.mesh_terms, &a.publication_types])
-            {
-                for v in l {
+        let text = |cell: fn(&Article) -> Option<&str>| -> ArrayRef {
+            Arc::new(articles.iter().map(cell).collect::<StringArray>())
+        };
+        let list = |cell: fn(&Article) -> &[String]| -> ArrayRef {
+            let mut b = ListBuilder::new(StringBuilder::new());
+            for a in &articles {
+                for v in cell(a) {
                     b.values().append_value(v);
                 }
                 b.append(true);
             }
-        }
-        let mut t: Vec<ArrayRef> = text
-            .iter_mut()
-            .take(10)
-            .map(|b| Arc::new(b.finish()) as ArrayRef)
-            .collect();
-        let l: Vec<ArrayRef> = lists
-            .iter_mut()
-            .map(|b| Arc::new(b.finish()) as ArrayRef)
-            .collect();
-        // Schema order: pmid .. issue, pub_year, pub_date, lists, language, doi.
+            Arc::new(b.finish())
+        };
+        // In schema order.
         let columns = vec![
-            t.remove(0),
-            t.remove(0),
-            t.remove(0),
-            t.remove(0),
-            t.remove(0),
-            t.remove(0),
-            t.remove(0),
-            Arc::new(year.finish()),
-            t.remove(0),
-            l[0].clone(),
-            l[1].clone(),
-            l[2].clone(),
-            t.remove(0),
-            t.remove(0),
+            text(|a| Some(&a.pmid)),
+            text(|a| a.title.as_deref()),
+            text(|a| a.abstract_text.as_deref()),
+            text(|a| a.journal.as_deref()),
+            text(|a| a.journal_abbrev.as_deref()),
+            text(|a| a.volume.as_deref()),
+            text(|a| a.issue.as_deref()),
+            Arc::new(articles.iter().map(|a| a.pub_year).collect::<Int64Array>()),
+            text(|a| a.pub_date.as_deref()),
+            list(|a| &a.authors),
+            list(|a| &a.mesh_terms),
+            list(|a| &a.publication_types),
+            text(|a| a.language.as_deref()),
+            text(|a| a.doi.as_deref()),
         ];
         RecordBatch::try_new(schema(), columns).map_err(|e| PluginError::Internal(e.to_string()))
     }

@@ -63,8 +63,9 @@ pub(crate) struct Entry {
 /// The parser state.
 pub struct Uniprot {
     format: Option<Format>,
-    /// UniProt XML: its `entry` records.
+    /// UniProt XML: its `entry` records, and how many were read.
     xml: Records,
+    xml_entries: usize,
     pending: Vec<u8>,
     line: usize,
     /// The entry being read, and the line it started on.
@@ -123,14 +124,12 @@ impl Uniprot {
             let os = os.trim().trim_end_matches('.').trim();
             entry.organism = (!os.is_empty()).then(|| os.to_owned());
         }
-        let xml = self.format == Some(Format::Xml);
-        let what = |m: &str| {
-            PluginError::InvalidInput(if xml {
-                format!("entry {} of the XML: {m}", started + 1)
-            } else {
-                format!("the entry starting on line {started}: {m}")
-            })
-        };
+        self.keep(entry, &format!("the entry starting on line {started}"))
+    }
+
+    /// Checks an entry and keeps it; `place` says where it is, for errors.
+    fn keep(&mut self, entry: Entry, place: &str) -> Result<()> {
+        let what = |m: &str| PluginError::InvalidInput(format!("{place}: {m}"));
         if entry.entry_name.is_empty() {
             return Err(what("no entry name"));
         }
@@ -144,7 +143,7 @@ impl Uniprot {
             && n != entry.sequence.len()
         {
             return Err(what(&format!(
-                "the ID line says {n} residues, the sequence has {}",
+                "it states {n} residues, the sequence has {}",
                 entry.sequence.len()
             )));
         }
@@ -293,10 +292,9 @@ impl Uniprot {
     /// Checks and keeps entries read from UniProt XML.
     fn take_xml(&mut self, entries: Vec<Node>) -> Result<()> {
         for node in entries {
-            let n = self.line;
-            self.entry = Some((entry_from_xml(&node), n));
-            self.close_entry()?;
-            self.line += 1;
+            self.xml_entries += 1;
+            let place = format!("entry {} of the XML", self.xml_entries);
+            self.keep(entry_from_xml(&node), &place)?;
         }
         Ok(())
     }
@@ -453,6 +451,7 @@ impl Parser for Uniprot {
         Ok(Self {
             format,
             xml: Records::new("uniprot", &["entry"], "UniProtKB XML: ask for format=xml"),
+            xml_entries: 0,
             pending: Vec::new(),
             line: 0,
             entry: None,
