@@ -261,6 +261,91 @@ pub struct Stats {
     pub by_source: Vec<GroupStats>,
 }
 
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Recorded, not yet claimed.
+    Queued,
+    /// Claimed by one replica and running there.
+    Running,
+    /// Finished; `result` says what it did.
+    Succeeded,
+    /// Finished with `error`.
+    Failed,
+}
+
+impl JobStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    /// Whether the job is over.
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed)
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            other => return Err(format!("unknown job status {other:?}")),
+        })
+    }
+}
+
+/// Background work recorded in the catalog (a collection, a backup), visible to every replica.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Job {
+    /// Job id (UUIDv7).
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    /// `collection`, ...
+    pub kind: String,
+    /// Where it is.
+    pub status: JobStatus,
+    /// What was asked.
+    #[schema(value_type = Object)]
+    pub request: serde_json::Value,
+    /// What it did, once finished.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// For scheduled runs: the source and time slot, unique across replicas.
+    pub schedule_key: Option<String>,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+    /// When a replica claimed it.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A job to record.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Its id (UUIDv7).
+    pub id: uuid::Uuid,
+    /// `collection`, ...
+    pub kind: String,
+    /// What is asked (a JSON object).
+    pub request: serde_json::Value,
+    /// For scheduled runs: a key only one job may hold ([`CatalogError::Conflict`] otherwise).
+    pub schedule_key: Option<String>,
+}
+
 /// Catalog failures; each variant is a decision for the caller.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -363,6 +448,25 @@ pub trait Catalog: Send + Sync + fmt::Debug {
     ) -> Result<Vec<ProvenanceEntry>, CatalogError>;
     /// One entry.
     async fn entry(&self, id: uuid::Uuid) -> Result<ProvenanceEntry, CatalogError>;
+    /// Records a queued job. [`CatalogError::Conflict`] when its `schedule_key` is taken: another
+    /// replica recorded that scheduled run first.
+    async fn insert_job(&self, job: &NewJob) -> Result<Job, CatalogError>;
+    /// Claims a queued job (queued to running). [`CatalogError::Conflict`] when it is not queued:
+    /// only one caller ever wins.
+    async fn start_job(&self, id: uuid::Uuid) -> Result<Job, CatalogError>;
+    /// Ends a running or queued job with its result or error. [`CatalogError::Conflict`] when it
+    /// has ended already.
+    async fn finish_job(
+        &self,
+        id: uuid::Uuid,
+        status: JobStatus,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) -> Result<Job, CatalogError>;
+    /// One job.
+    async fn get_job(&self, id: uuid::Uuid) -> Result<Job, CatalogError>;
+    /// The newest jobs of one kind, newest first.
+    async fn list_jobs(&self, kind: &str, limit: u32) -> Result<Vec<Job>, CatalogError>;
     /// Ancestors and/or descendants of a dataset up to `depth` steps.
     async fn lineage(
         &self,

@@ -14,6 +14,7 @@ use crate::layers::{Layer, PromoteRequest};
 use crate::provenance::Direction;
 
 mod files;
+mod ingest;
 
 /// The lake: a governed data lake for biomedical research labs.
 #[derive(Debug, Parser)]
@@ -104,6 +105,16 @@ enum Command {
         /// The lake's URL (default: http:// + server.listen).
         #[arg(long, env = "LAKE_SERVER")]
         server: Option<String>,
+    },
+    /// Collect lake.toml's [[sources]] now, each as a recorded job (the same as
+    /// POST /collections), and parse what came; prints one JSON line per source.
+    Ingest {
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Show what would be collected, without a request.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run a plugin over datasets (the same as POST /pipelines/run).
     Run {
@@ -413,6 +424,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
+        Command::Ingest { source, dry_run } => {
+            let lake = with_plugins(Lake::open(&cfg).await?, &cfg)?;
+            ingest::ingest(&lake, &cfg, source.as_deref(), dry_run).await
+        }
         Command::Upload { files, server } => {
             let base = files::base_url(server, &cfg.server.listen);
             Ok(if files::upload(&base, &files).await? {
@@ -545,6 +560,7 @@ fn with_plugins(lake: Lake, cfg: &Config) -> Result<Lake> {
 pub async fn serve(cfg: Config) -> Result<()> {
     let metrics = crate::telemetry::init_metrics();
     let lake = with_plugins(Lake::open(&cfg).await?, &cfg)?;
+    let _scheduler = lake.spawn_scheduler(std::time::Duration::from_secs(30));
     let app = crate::http::router(crate::http::AppState { lake, metrics });
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await

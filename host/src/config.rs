@@ -41,6 +41,92 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// The file service: uploads and merges.
     pub files: FilesConfig,
+    /// Upstream collections run by `lake ingest`, and on their schedule by `lake serve`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// One upstream collection (`[[sources]]`): a connector with its parameters, and what to parse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceConfig {
+    /// Unique name; `lake ingest --source NAME` and `POST /collections {"source": NAME}` use it.
+    pub name: String,
+    /// The connector plugin (`geo`, `uniprot`, `ncbi`, or a third-party one).
+    pub plugin: String,
+    /// The catalog's identifier for what is collected (default: the name).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The connector's parameters: ids or a query, and its options.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Parsers to run over the collected files.
+    #[serde(default)]
+    pub parse: Vec<ParseConfig>,
+    /// Tags given to the collected and parsed datasets.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// How often `lake serve` collects it: `hourly`, `daily`, `weekly` or a duration such as `6h`
+    /// (runs once per slot across replicas). Unset: only when asked.
+    #[serde(default)]
+    pub schedule: Option<String>,
+}
+
+/// A parser run over some of a collection's files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParseConfig {
+    /// Which files: a name, or a pattern with `*` (`efetch-*.xml`).
+    pub files: String,
+    /// The parser plugin.
+    pub plugin: String,
+    /// Its parameters.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+}
+
+/// Reads a schedule: `hourly`, `daily`, `weekly`, or a number with `m`, `h` or `d` (at least 1m).
+pub fn parse_schedule(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let secs = match t {
+        "hourly" => 3600,
+        "daily" => 86_400,
+        "weekly" => 7 * 86_400,
+        _ => {
+            let (n, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+            let n: u64 = n
+                .parse()
+                .map_err(|_| format!("{s:?} is not a schedule such as daily or 6h"))?;
+            let mult = match unit.trim() {
+                "m" | "min" => 60,
+                "h" => 3600,
+                "d" => 86_400,
+                "w" => 7 * 86_400,
+                _ => return Err(format!("{s:?} is not a schedule such as daily or 6h")),
+            };
+            n.checked_mul(mult)
+                .ok_or_else(|| format!("{s:?} is too long"))?
+        }
+    };
+    if secs < 60 {
+        return Err(format!("{s:?}: a schedule must be at least one minute"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// Whether a string may be a collection's external id (it becomes part of object keys).
+pub fn check_external_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 200
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '+'))
+        && !id.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "external id {id:?} must be 1 to 200 of A-Z a-z 0-9 . _ - : + (not starting with .)"
+        ))
+    }
 }
 
 /// The file service (`/files`): uploads parsed into tables, merges served from a cache.
@@ -586,6 +672,10 @@ pub fn from_parts(
                 section_from(section, value, &mut problems),
             ),
             "files" => set(&mut cfg.files, section_from(section, value, &mut problems)),
+            "sources" => set(
+                &mut cfg.sources,
+                section_from(section, value, &mut problems),
+            ),
             other => problems.push(format!("unknown section or key `{other}`")),
         }
     }
@@ -699,6 +789,8 @@ fn known_paths() -> BTreeMap<String, Kind> {
                 toml::Value::Boolean(_) => {
                     out.insert(p, Kind::Bool);
                 }
+                // Lists of tables (`[[sources]]`) are set in the file, not by variables.
+                toml::Value::Array(_) => {}
                 _ => {
                     out.insert(p, Kind::Str);
                 }
@@ -769,6 +861,35 @@ fn set_path(root: &mut toml::Table, path: &[&str], value: toml::Value) {
 /// Checks the meaning of a well-formed configuration; returns every problem.
 pub fn validate(cfg: &Config) -> Vec<String> {
     let mut p = Vec::new();
+    for (i, src) in cfg.sources.iter().enumerate() {
+        let at = format!("sources[{i}] ({:?})", src.name);
+        if src.name.trim().is_empty() {
+            p.push(format!("{at}: name must not be empty"));
+        }
+        if cfg.sources[..i].iter().any(|o| o.name == src.name) {
+            p.push(format!("{at}: another source has this name"));
+        }
+        if let Err(e) = check_external_id(src.external_id.as_deref().unwrap_or(&src.name)) {
+            p.push(format!(
+                "{at}: {e}{}",
+                if src.external_id.is_none() {
+                    " (set external_id)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if let Some(sch) = &src.schedule
+            && let Err(e) = parse_schedule(sch)
+        {
+            p.push(format!("{at}.schedule: {e}"));
+        }
+        for (j, parse) in src.parse.iter().enumerate() {
+            if parse.files.trim().is_empty() {
+                p.push(format!("{at}.parse[{j}].files: must name files"));
+            }
+        }
+    }
     if cfg.server.listen.parse::<SocketAddr>().is_err() {
         p.push(format!(
             "server.listen: {:?} is not an address such as 127.0.0.1:8080",

@@ -1282,7 +1282,7 @@ fn write_csv(table: &Table) -> Result<Vec<u8>, LakeError> {
 }
 
 /// A receiver as a stream.
-fn tokio_stream_of(
+pub(crate) fn tokio_stream_of(
     mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))

@@ -27,6 +27,7 @@ use crate::pipeline::{Run, RunOutcome, RunRequest};
 use crate::plugins::{Limits, Manifest, Plugins, Rejected};
 use crate::provenance::{Direction, LineageGraph};
 
+mod collections;
 mod files;
 
 /// Shared state of the HTTP server.
@@ -179,6 +180,11 @@ pub fn router(state: AppState) -> Router {
             "/files/upload",
             post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .route(
+            "/collections",
+            get(collections::list).post(collections::start),
+        )
+        .route("/collections/{id}", get(collections::get_one))
         .route("/files", get(files::list))
         .route("/files/merge", get(files::merge))
         .route("/files/save_merged", post(files::save_merged))
@@ -766,6 +772,9 @@ async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Js
         run_pipeline,
         list_runs,
         get_run,
+        collections::start,
+        collections::list,
+        collections::get_one,
         files::upload,
         files::list,
         files::get_one,
@@ -801,7 +810,13 @@ async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Js
         Rejected,
         Limits,
         RunRequest,
-        Run
+        Run,
+        crate::catalog::Job,
+        crate::catalog::JobStatus,
+        crate::collect::CollectRequest,
+        crate::collect::Collected,
+        crate::collect::CollectedFile,
+        crate::collect::ParsedFile
     ))
 )]
 struct ApiDoc;

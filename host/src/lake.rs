@@ -96,6 +96,8 @@ pub struct Settings {
     pub archive_expiration_days: Option<u32>,
     /// The file service's cache and defaults.
     pub files: crate::config::FilesConfig,
+    /// Configured upstream collections.
+    pub sources: Vec<crate::config::SourceConfig>,
 }
 
 impl Settings {
@@ -121,6 +123,7 @@ impl Settings {
             archive_expiration_days: (cfg.layers.archive_expiration_days > 0)
                 .then_some(cfg.layers.archive_expiration_days),
             files: cfg.files.clone(),
+            sources: cfg.sources.clone(),
         }
     }
 }
@@ -219,6 +222,8 @@ pub struct Lake {
     reports: Arc<std::sync::RwLock<Vec<(Layer, BucketReport)>>>,
     plugins: Option<crate::plugins::Plugins>,
     pub(crate) files: Arc<crate::files::FileState>,
+    /// Serialises a collection's check for an earlier version with its insert.
+    pub(crate) collect_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How long an upload's claim on a file name lasts when its server died mid-upload.
@@ -315,6 +320,7 @@ impl Lake {
             settings: Arc::new(settings),
             reports: Arc::default(),
             plugins: None,
+            collect_lock: Arc::default(),
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod blob;
 pub mod catalog;
 pub mod cli;
+pub mod collect;
 pub mod config;
 pub mod files;
 pub mod http;

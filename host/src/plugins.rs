@@ -963,33 +963,51 @@ impl Plugins {
         params: Vec<(String, String)>,
         parts: tokio::sync::mpsc::Sender<Part>,
     ) -> Invocation<Vec<Fetch>> {
+        self.collect_recorded(name, params, parts).await.0
+    }
+
+    /// [`Plugins::collect`], also returning the requests made when the connector failed (a refused
+    /// request is what provenance must show).
+    pub async fn collect_recorded(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        parts: tokio::sync::mpsc::Sender<Part>,
+    ) -> (Invocation<Vec<Fetch>>, Vec<Fetch>) {
         let cfg = self.cfg.clone();
         let rates = self.rates.clone();
-        self.invoke(name, move |runtime, e, l| {
-            let plugin = &e.manifest.name;
-            let rate = rates
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(plugin.clone())
-                .or_default()
-                .clone();
-            let policy = policy::HttpPolicy::for_plugin(
-                plugin,
-                cfg.overrides.get(plugin),
-                rate,
-                std::time::Instant::now() + l.timeout,
-            );
-            let mut check = PartCheck::default();
-            let mut sink = |p: Part| {
-                check.accept(&p)?;
-                parts
-                    .blocking_send(p)
-                    .map_err(|_| InvokeError::Input("the collection was abandoned".into()))
-            };
-            let (result, usage) = runtime.collect(&e.pre, plugin, &params, policy, &mut sink, l);
-            (result.and_then(|f| check.finish().map(|()| f)), usage)
-        })
-        .await
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let inv = self
+            .invoke(name, move |runtime, e, l| {
+                let plugin = &e.manifest.name;
+                let rate = rates
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(plugin.clone())
+                    .or_default()
+                    .clone();
+                let policy = policy::HttpPolicy::for_plugin(
+                    plugin,
+                    cfg.overrides.get(plugin),
+                    rate,
+                    std::time::Instant::now() + l.timeout,
+                );
+                let mut check = PartCheck::default();
+                let mut sink = |p: Part| {
+                    check.accept(&p)?;
+                    parts
+                        .blocking_send(p)
+                        .map_err(|_| InvokeError::Input("the collection was abandoned".into()))
+                };
+                let (result, usage, fetches) =
+                    runtime.collect(&e.pre, plugin, &params, policy, &mut sink, l);
+                *seen.lock().unwrap_or_else(|p| p.into_inner()) = fetches;
+                (result.and_then(|f| check.finish().map(|()| f)), usage)
+            })
+            .await;
+        let requests = std::mem::take(&mut *requests.lock().unwrap_or_else(|p| p.into_inner()));
+        (inv, requests)
     }
 }
 

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use lake_host::catalog::{
-    Catalog, CatalogError, DatasetId, DatasetStatus, FileRecord, NewDataset, SearchQuery,
+    Catalog, CatalogError, DatasetId, DatasetStatus, FileRecord, JobStatus, NewDataset, NewJob,
+    SearchQuery,
 };
 use lake_host::layers::Layer;
 use lake_host::provenance::{Action, Direction, NewProvenance};
@@ -613,6 +614,101 @@ pub async fn search_by_content_and_external_id(c: Arc<dyn Catalog>) {
     assert!(none.items.is_empty());
 }
 
+pub async fn jobs_are_claimed_and_scheduled_once(c: Arc<dyn Catalog>) {
+    let job = |key: Option<&str>| NewJob {
+        id: uuid::Uuid::now_v7(),
+        kind: "collection".into(),
+        request: json!({"source": "pubmed"}),
+        schedule_key: key.map(str::to_owned),
+    };
+    let first = c.insert_job(&job(None)).await.expect("insert");
+    assert_eq!(first.status, JobStatus::Queued);
+    assert_eq!(first.request, json!({"source": "pubmed"}));
+    assert!(first.started_at.is_none() && first.result.is_none());
+
+    // Ten concurrent claims of one job: exactly one wins.
+    let claims = futures::future::join_all((0..10).map(|_| c.start_job(first.id))).await;
+    let won = claims.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "one claim wins: {claims:?}");
+    assert!(
+        claims
+            .iter()
+            .all(|r| r.is_ok() || matches!(r, Err(CatalogError::Conflict(_))))
+    );
+    let running = c.get_job(first.id).await.expect("get");
+    assert_eq!(running.status, JobStatus::Running);
+    assert!(running.started_at.is_some());
+
+    let done = c
+        .finish_job(
+            first.id,
+            JobStatus::Succeeded,
+            Some(&json!({"outcome": "new"})),
+            None,
+        )
+        .await
+        .expect("finish");
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.result, Some(json!({"outcome": "new"})));
+    assert!(done.finished_at.is_some());
+    assert!(
+        matches!(
+            c.finish_job(first.id, JobStatus::Failed, None, Some("late"))
+                .await,
+            Err(CatalogError::Conflict(_))
+        ),
+        "a finished job stays finished"
+    );
+    assert!(matches!(
+        c.start_job(first.id).await,
+        Err(CatalogError::Conflict(_))
+    ));
+
+    // Ten replicas schedule the same slot at once: one job exists.
+    let key = "source:pubmed@2026-12-01T00:00:00Z";
+    let inserts = futures::future::join_all((0..10).map(|_| {
+        let c = c.clone();
+        async move { c.insert_job(&job(Some(key))).await }
+    }))
+    .await;
+    assert_eq!(
+        inserts.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{inserts:?}"
+    );
+    assert!(
+        inserts
+            .iter()
+            .all(|r| r.is_ok() || matches!(r, Err(CatalogError::Conflict(_))))
+    );
+    c.insert_job(&job(Some("source:pubmed@2026-12-02T00:00:00Z")))
+        .await
+        .expect("the next slot is free");
+
+    let failed = c.insert_job(&job(None)).await.expect("insert");
+    let failed = c
+        .finish_job(
+            failed.id,
+            JobStatus::Failed,
+            None,
+            Some("upstream said 500"),
+        )
+        .await
+        .expect("a queued job can fail");
+    assert_eq!(failed.error.as_deref(), Some("upstream said 500"));
+
+    let listed = c.list_jobs("collection", 10).await.expect("list");
+    assert_eq!(listed.len(), 4);
+    assert_eq!(listed[0].id, failed.id, "newest first");
+    assert_eq!(listed[3].id, first.id);
+    assert_eq!(c.list_jobs("collection", 2).await.expect("list").len(), 2);
+    assert!(c.list_jobs("backup", 10).await.expect("list").is_empty());
+    assert!(matches!(
+        c.get_job(uuid::Uuid::now_v7()).await,
+        Err(CatalogError::NotFound(_))
+    ));
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -628,6 +724,7 @@ macro_rules! conformance {
             conformance!(@one $make, upload_claims_are_exclusive);
             conformance!(@one $make, one_promotion_target_per_layer);
             conformance!(@one $make, lineage_walks_both_ways);
+            conformance!(@one $make, jobs_are_claimed_and_scheduled_once);
         }
     };
     (@one $make:expr, $name:ident) => {

@@ -14,6 +14,7 @@ mod connectors;
 mod files;
 mod hostile;
 mod http_api;
+mod ingest;
 mod object_lock;
 mod pipelines;
 mod plugins;

@@ -179,7 +179,7 @@ async fn pubmed_reads_efetch_xml_in_the_sandbox() {
 }
 
 /// Serves `app` on a loopback port.
-async fn serve(app: axum::Router) -> std::net::SocketAddr {
+pub(crate) async fn serve(app: axum::Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -191,7 +191,7 @@ async fn serve(app: axum::Router) -> std::net::SocketAddr {
 /// A local stand-in for rest.uniprot.org serving the recorded entries: `/uniprotkb/{acc}.{fmt}`
 /// (the real Q13639.xml; 404 for others) and a search whose two pages hold the eight entries of
 /// the real multi_ex.txt, linked by `Link: <...>; rel="next"` as UniProt does.
-async fn uniprot_upstream() -> (
+pub(crate) async fn uniprot_upstream() -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
@@ -410,7 +410,7 @@ async fn uniprot_connector_fetches_entries_and_follows_search_pages() {
 /// answer, with the `webenv` and `querykey` that `usehistory=y` adds; the real no-hits answer),
 /// efetch XML (the real pubmed1.xml) and esummary JSON. Every request's path and query is kept,
 /// with its arrival time.
-async fn eutils_upstream() -> (
+pub(crate) async fn eutils_upstream() -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
@@ -568,7 +568,7 @@ async fn ncbi_connector_searches_on_the_history_server_then_fetches_in_batches()
 
 /// A local stand-in for GEO's acc.cgi serving recorded SOFT text: GSM804 (the real old sample page
 /// in GSE16.txt) and GSE105845 (the real family SOFT); 404 for anything else.
-async fn geo_upstream() -> (
+pub(crate) async fn geo_upstream() -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {

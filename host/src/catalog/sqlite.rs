@@ -17,7 +17,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
     Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, GraphBuilder, GroupStats,
-    NewDataset, Page, SearchQuery, Stats, WalkRow, like_pattern, page_of, stats_of,
+    Job, JobStatus, NewDataset, NewJob, Page, SearchQuery, Stats, WalkRow, like_pattern, page_of,
+    stats_of,
 };
 use uuid::Uuid;
 
@@ -618,6 +619,104 @@ impl Catalog for SqliteCatalog {
             .ok_or_else(|| CatalogError::NotFound(format!("provenance entry {id}")))
     }
 
+    async fn insert_job(&self, job: &NewJob) -> Result<Job, CatalogError> {
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, status, request, schedule_key, created_at) \
+             VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
+        )
+        .bind(job.id.to_string())
+        .bind(&job.kind)
+        .bind(job.request.to_string())
+        .bind(&job.schedule_key)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match db_err(e) {
+            CatalogError::Conflict(_) => CatalogError::Conflict(format!(
+                "a job with schedule key {:?} exists already",
+                job.schedule_key.as_deref().unwrap_or("")
+            )),
+            other => other,
+        })?;
+        self.get_job(job.id).await
+    }
+
+    async fn start_job(&self, id: Uuid) -> Result<Job, CatalogError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
+        )
+        .bind(id.to_string())
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let job = self.get_job(id).await?;
+        if done.rows_affected() == 0 {
+            return Err(CatalogError::Conflict(format!(
+                "job {id} is {}, not queued",
+                job.status.as_str()
+            )));
+        }
+        Ok(job)
+    }
+
+    async fn finish_job(
+        &self,
+        id: Uuid,
+        status: JobStatus,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) -> Result<Job, CatalogError> {
+        if !status.is_finished() {
+            return Err(CatalogError::Invalid(format!(
+                "a job cannot finish as {}",
+                status.as_str()
+            )));
+        }
+        let done = sqlx::query(
+            "UPDATE jobs SET status = ?2, result = ?3, error = ?4, finished_at = ?5 \
+             WHERE id = ?1 AND status IN ('queued', 'running')",
+        )
+        .bind(id.to_string())
+        .bind(status.as_str())
+        .bind(result.map(|r| r.to_string()))
+        .bind(error)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let job = self.get_job(id).await?;
+        if done.rows_affected() == 0 {
+            return Err(CatalogError::Conflict(format!(
+                "job {id} has ended already ({})",
+                job.status.as_str()
+            )));
+        }
+        Ok(job)
+    }
+
+    async fn get_job(&self, id: Uuid) -> Result<Job, CatalogError> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| CatalogError::NotFound(format!("job {id}")))?;
+        row_to_job(&row)
+    }
+
+    async fn list_jobs(&self, kind: &str, limit: u32) -> Result<Vec<Job>, CatalogError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE kind = ?1 ORDER BY id DESC LIMIT ?2"
+        ))
+        .bind(kind)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(row_to_job).collect()
+    }
+
     async fn lineage(
         &self,
         id: DatasetId,
@@ -677,4 +776,29 @@ impl Catalog for SqliteCatalog {
         }
         Ok(graph.finish())
     }
+}
+
+const JOB_COLS: &str =
+    "id, kind, status, request, result, error, schedule_key, created_at, started_at, finished_at";
+
+fn row_to_job(row: &sqlx::sqlite::SqliteRow) -> Result<Job, CatalogError> {
+    let id: String = row.try_get("id").map_err(bad_row)?;
+    let status: String = row.try_get("status").map_err(bad_row)?;
+    let request: String = row.try_get("request").map_err(bad_row)?;
+    let result: Option<String> = row.try_get("result").map_err(bad_row)?;
+    Ok(Job {
+        id: Uuid::parse_str(&id).map_err(bad_row)?,
+        kind: row.try_get("kind").map_err(bad_row)?,
+        status: status.parse().map_err(bad_row)?,
+        request: serde_json::from_str(&request).map_err(bad_row)?,
+        result: result
+            .map(|r| serde_json::from_str(&r))
+            .transpose()
+            .map_err(bad_row)?,
+        error: row.try_get("error").map_err(bad_row)?,
+        schedule_key: row.try_get("schedule_key").map_err(bad_row)?,
+        created_at: row.try_get("created_at").map_err(bad_row)?,
+        started_at: row.try_get("started_at").map_err(bad_row)?,
+        finished_at: row.try_get("finished_at").map_err(bad_row)?,
+    })
 }

@@ -815,7 +815,8 @@ impl Runtime {
         })
     }
 
-    /// Runs a connector, handing each part to `sink` as it comes. Returns the requests it made.
+    /// Runs a connector, handing each part to `sink` as it comes. Returns the requests it made
+    /// (on success in the result too), failed or refused ones included.
     pub(super) fn collect(
         &self,
         pre: &Pre,
@@ -824,11 +825,12 @@ impl Runtime {
         policy: HttpPolicy,
         sink: &mut dyn FnMut(Part) -> Result<(), InvokeError>,
         limits: &Limits,
-    ) -> (Result<Vec<Fetch>, InvokeError>, Usage) {
+    ) -> (Result<Vec<Fetch>, InvokeError>, Usage, Vec<Fetch>) {
         let Pre::Connector(pre) = pre else {
             return (
                 Err(InvokeError::Load(format!("{plugin} is not a connector"))),
                 Usage::default(),
+                Vec::new(),
             );
         };
         let record = policy.clone();
@@ -874,9 +876,9 @@ impl Runtime {
                     None => Err(e),
                 }
             }
-            other => other.map(|()| fetches),
+            other => other.map(|()| fetches.clone()),
         };
-        (result, usage)
+        (result, usage, fetches)
     }
 
     fn usage(&self, store: &mut Store<HostState>, started: Instant, limits: &Limits) -> Usage {

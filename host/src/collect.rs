@@ -1,0 +1,938 @@
+//! Collections: a connector plugin's upstream bytes stored untouched in raw, then parsed.
+//!
+//! A collection runs one connector ([`crate::plugins::Plugins::collect`]) and streams each object
+//! it hands over straight to its final raw key, `{plugin}/{external_id}/{dataset id}/{name}`,
+//! hashing it on the way. When the connector succeeds, the set of files is compared with the newest
+//! earlier collection of the same `(plugin, external_id)`: the same names and SHA-256s mean
+//! *unchanged* (the new copies are deleted, the old dataset stands), anything else becomes a new
+//! raw dataset whose metadata names the version it follows. Every collection, failed, unchanged or
+//! new, appends one `collection` provenance entry naming the plugin, its component SHA-256, the
+//! parameters and every request made (refused ones included). Configured parsers then run over the
+//! files through [`Lake::run_pipeline`], so each table has its own `pipeline` entry; a parse that
+//! already succeeded with the same component and parameters is not repeated.
+//!
+//! Collections run as jobs recorded in the catalog ([`crate::catalog::Job`]), so every replica
+//! sees them. Scheduled sources take a per-slot `schedule_key`, which the catalog lets only one
+//! replica insert: a slot runs once however many replicas tick.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use crate::blob::{self, Sha256};
+use crate::catalog::{
+    CatalogError, DatasetId, DatasetStatus, FileRecord, Job, JobStatus, NewDataset, NewJob,
+    SearchQuery,
+};
+use crate::config::{ParseConfig, SourceConfig, check_external_id, parse_schedule};
+use crate::lake::{Lake, LakeError};
+use crate::layers::Layer;
+use crate::pipeline::{RunOutcome, RunRequest};
+use crate::plugins::{Kind, Part};
+use crate::provenance::{Action, NewProvenance};
+
+/// The job kind of collections.
+pub const JOB_KIND: &str = "collection";
+
+/// `POST /collections`: what to collect.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CollectRequest {
+    /// A `[[sources]]` name from lake.toml, or a connector plugin's name.
+    pub source: String,
+    /// What the catalog calls the collected data (`GSE105845`, `brca1-papers`). Required with a
+    /// plugin name; a configured source defaults to its own.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The connector's parameters; with a configured source they override its own, key by key.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub params: serde_json::Value,
+    /// Parsers to run over the collected files (default: the configured source's).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub parse: Option<Vec<ParseConfig>>,
+    /// Tags for the collected datasets (added to the configured source's).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A resolved collection: everything needed to run it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The configured source's name, when it came from one.
+    pub source: Option<String>,
+    /// The connector.
+    pub plugin: String,
+    /// The catalog's identifier.
+    pub external_id: String,
+    /// The connector's parameters.
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Parsers to run.
+    pub parse: Vec<ParseConfig>,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+/// One file of a collection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct CollectedFile {
+    /// Name inside the dataset.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 (hex).
+    pub sha256: String,
+    /// Content type, as the upstream said or guessed from the name.
+    pub content_type: String,
+    /// Upstream version facts (etag, last-modified, release, last-update date).
+    pub facts: BTreeMap<String, String>,
+}
+
+/// What a parser made of one collected file.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ParsedFile {
+    /// The raw file.
+    pub file: String,
+    /// The parser.
+    pub plugin: String,
+    /// `succeeded`, `failed`, or `skipped` (an equal run succeeded before).
+    pub status: String,
+    /// The pipeline run (its provenance entry).
+    #[schema(value_type = Option<String>)]
+    pub run_id: Option<uuid::Uuid>,
+    /// The table's dataset.
+    #[schema(value_type = Option<String>)]
+    pub dataset_id: Option<DatasetId>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// The result of a collection.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Collected {
+    /// `new` (first collection), `changed` (a new version) or `unchanged`.
+    pub outcome: String,
+    /// The raw dataset holding these bytes (the earlier one when unchanged).
+    #[schema(value_type = String)]
+    pub dataset_id: DatasetId,
+    /// Its version (1 for the first collection).
+    pub version: u32,
+    /// The version this one follows, when changed.
+    #[schema(value_type = Option<String>)]
+    pub previous: Option<DatasetId>,
+    /// The files.
+    pub files: Vec<CollectedFile>,
+    /// Requests the connector made.
+    pub requests: usize,
+    /// The `collection` provenance entry.
+    #[schema(value_type = String)]
+    pub entry_id: uuid::Uuid,
+    /// The parses run over the files.
+    pub parsed: Vec<ParsedFile>,
+}
+
+/// A collection that failed; the failure is recorded when `entry_id` is set.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct CollectFailure {
+    /// A stable code (`capability_denied`, `plugin_error`, `unavailable`, ...).
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+    /// The `collection` provenance entry recording it.
+    pub entry_id: Option<uuid::Uuid>,
+}
+
+impl From<LakeError> for CollectFailure {
+    fn from(e: LakeError) -> Self {
+        let code = match &e {
+            LakeError::NotFound(_) => "not_found",
+            LakeError::Invalid(_) => "invalid_request",
+            LakeError::Conflict(_) => "conflict",
+            LakeError::Unavailable(_) => "unavailable",
+            _ => "failed",
+        };
+        CollectFailure {
+            code: code.into(),
+            message: e.to_string(),
+            entry_id: None,
+        }
+    }
+}
+
+/// What a running collection reports, for progress bars.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// A new object started.
+    Object(String),
+    /// Bytes of the current object arrived.
+    Bytes(u64),
+    /// A parser started on a file.
+    Parsing {
+        /// The file.
+        file: String,
+        /// The parser.
+        plugin: String,
+    },
+}
+
+/// Receives [`Progress`].
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters.
+pub fn matches(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The schedule slot `now` falls in, and the key that makes it run once.
+pub fn schedule_key(
+    source: &str,
+    every: std::time::Duration,
+    now: chrono::DateTime<Utc>,
+) -> String {
+    let secs = every.as_secs().max(60) as i64;
+    let start = now.timestamp().div_euclid(secs) * secs;
+    let at = chrono::DateTime::from_timestamp(start, 0).unwrap_or(now);
+    format!("source:{source}@{}", at.format("%Y-%m-%dT%H:%M:%SZ"))
+}
+
+fn json_object(
+    v: &serde_json::Value,
+    what: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, LakeError> {
+    match v {
+        serde_json::Value::Null => Ok(serde_json::Map::new()),
+        serde_json::Value::Object(o) => Ok(o.clone()),
+        _ => Err(LakeError::Invalid(format!("{what} must be a JSON object"))),
+    }
+}
+
+/// Fingerprint of a set of files: SHA-256 over their sorted names and hashes.
+fn content_sha(files: &[CollectedFile]) -> String {
+    let mut lines: Vec<String> = files
+        .iter()
+        .map(|f| format!("{}\t{}\n", f.name, f.sha256))
+        .collect();
+    lines.sort();
+    Sha256::of(lines.concat().as_bytes()).to_hex()
+}
+
+impl Lake {
+    fn sources(&self) -> &[SourceConfig] {
+        &self.settings().sources
+    }
+
+    /// Resolves a request against lake.toml's sources and the loaded plugins.
+    pub fn plan(&self, req: &CollectRequest) -> Result<Plan, LakeError> {
+        let configured = self.sources().iter().find(|s| s.name == req.source);
+        let extra = json_object(&req.params, "params")?;
+        let plan = match configured {
+            Some(src) => {
+                let mut params: serde_json::Map<String, serde_json::Value> =
+                    src.params.clone().into_iter().collect();
+                params.extend(extra);
+                let mut tags = src.tags.clone();
+                tags.extend(req.tags.iter().cloned());
+                Plan {
+                    source: Some(src.name.clone()),
+                    plugin: src.plugin.clone(),
+                    external_id: req
+                        .external_id
+                        .clone()
+                        .or_else(|| src.external_id.clone())
+                        .unwrap_or_else(|| src.name.clone()),
+                    params,
+                    parse: req.parse.clone().unwrap_or_else(|| src.parse.clone()),
+                    tags,
+                }
+            }
+            None => {
+                let external_id = req.external_id.clone().ok_or_else(|| {
+                    LakeError::Invalid(format!(
+                        "{:?} is not a configured source, so external_id is required to name what is collected",
+                        req.source
+                    ))
+                })?;
+                Plan {
+                    source: None,
+                    plugin: req.source.clone(),
+                    external_id,
+                    params: extra,
+                    parse: req.parse.clone().unwrap_or_default(),
+                    tags: req.tags.clone(),
+                }
+            }
+        };
+        check_external_id(&plan.external_id).map_err(LakeError::Invalid)?;
+        let plugins = self
+            .plugins()
+            .ok_or_else(|| LakeError::Unavailable("the plugin runtime is not running".into()))?;
+        let kind_of = |name: &str| plugins.get(name).map(|m| m.kind);
+        match kind_of(&plan.plugin) {
+            Some(Kind::Connector) => {}
+            Some(_) => {
+                return Err(LakeError::Invalid(format!(
+                    "{} is not a connector",
+                    plan.plugin
+                )));
+            }
+            None => {
+                let names: Vec<&str> = self.sources().iter().map(|s| s.name.as_str()).collect();
+                return Err(LakeError::NotFound(format!(
+                    "no source or connector named {:?} (configured sources: {}; GET /plugins lists connectors)",
+                    plan.plugin,
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            }
+        }
+        for p in &plan.parse {
+            if kind_of(&p.plugin) != Some(Kind::Parser) {
+                return Err(LakeError::Invalid(format!(
+                    "parse: {:?} is not a parser plugin",
+                    p.plugin
+                )));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Records a collection job and runs it in the background; `GET /collections/{id}` follows it.
+    pub async fn submit_collection(&self, req: CollectRequest) -> Result<Job, LakeError> {
+        let plan = self.plan(&req)?;
+        let job = self.record_job(&req, None).await?;
+        let lake = self.clone();
+        let id = job.id;
+        tokio::spawn(async move { lake.run_job(id, plan, None).await });
+        Ok(job)
+    }
+
+    async fn record_job(
+        &self,
+        req: &CollectRequest,
+        schedule_key: Option<String>,
+    ) -> Result<Job, LakeError> {
+        let request = serde_json::to_value(req)
+            .map_err(|e| LakeError::Invalid(format!("the request cannot be recorded: {e}")))?;
+        Ok(self
+            .catalog()
+            .insert_job(&NewJob {
+                id: uuid::Uuid::now_v7(),
+                kind: JOB_KIND.into(),
+                request,
+                schedule_key,
+            })
+            .await?)
+    }
+
+    /// Claims a recorded job, runs its collection and records how it ended.
+    pub async fn run_job(
+        &self,
+        id: uuid::Uuid,
+        plan: Plan,
+        progress: Option<ProgressFn>,
+    ) -> Result<Job, LakeError> {
+        self.catalog().start_job(id).await?;
+        let outcome = self.collect(&plan, progress).await;
+        let job = match &outcome {
+            Ok(c) => {
+                let result = serde_json::to_value(c).unwrap_or_default();
+                self.catalog()
+                    .finish_job(id, JobStatus::Succeeded, Some(&result), None)
+                    .await?
+            }
+            Err(f) => {
+                tracing::warn!(job = %id, plugin = plan.plugin, error = %f, "Collection failed");
+                let result = serde_json::json!({"code": f.code, "entry_id": f.entry_id});
+                self.catalog()
+                    .finish_job(id, JobStatus::Failed, Some(&result), Some(&f.message))
+                    .await?
+            }
+        };
+        Ok(job)
+    }
+
+    /// Runs a collection now, in this task, as a recorded job (`lake ingest`).
+    pub async fn collect_now(
+        &self,
+        req: &CollectRequest,
+        progress: Option<ProgressFn>,
+    ) -> Result<Job, LakeError> {
+        let plan = self.plan(req)?;
+        let job = self.record_job(req, None).await?;
+        self.run_job(job.id, plan, progress).await
+    }
+
+    /// Starts every scheduled source whose current slot has not run on any replica. Returns the
+    /// jobs this replica started.
+    pub async fn run_due_sources(&self, now: chrono::DateTime<Utc>) -> Vec<Job> {
+        let mut started = Vec::new();
+        for src in self.sources() {
+            let Some(every) = src.schedule.as_deref().and_then(|s| parse_schedule(s).ok()) else {
+                continue;
+            };
+            let req = CollectRequest {
+                source: src.name.clone(),
+                ..CollectRequest::default()
+            };
+            let plan = match self.plan(&req) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(source = src.name, error = %e, "Scheduled source cannot run");
+                    continue;
+                }
+            };
+            let key = schedule_key(&src.name, every, now);
+            match self.record_job(&req, Some(key.clone())).await {
+                Ok(job) => {
+                    tracing::info!(source = src.name, job = %job.id, slot = key, "Scheduled collection started");
+                    let lake = self.clone();
+                    let id = job.id;
+                    tokio::spawn(async move { lake.run_job(id, plan, None).await });
+                    started.push(job);
+                }
+                // Another replica (or an earlier tick) has this slot.
+                Err(LakeError::Conflict(_)) => {}
+                Err(e) => tracing::error!(source = src.name, error = %e, "Scheduling failed"),
+            }
+        }
+        started
+    }
+
+    /// Checks the schedules every `tick` for as long as the server runs.
+    pub fn spawn_scheduler(
+        &self,
+        tick: std::time::Duration,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.sources().iter().any(|s| s.schedule.is_some()) {
+            return None;
+        }
+        let lake = self.clone();
+        Some(tokio::spawn(async move {
+            let mut every = tokio::time::interval(tick);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                lake.run_due_sources(Utc::now()).await;
+            }
+        }))
+    }
+
+    /// One collection job.
+    pub async fn collection(&self, id: uuid::Uuid) -> Result<Job, LakeError> {
+        let job = self.catalog().get_job(id).await?;
+        if job.kind != JOB_KIND {
+            return Err(LakeError::NotFound(format!("collection {id} not found")));
+        }
+        Ok(job)
+    }
+
+    /// The newest collection jobs.
+    pub async fn collections(&self, limit: u32) -> Result<Vec<Job>, LakeError> {
+        Ok(self.catalog().list_jobs(JOB_KIND, limit).await?)
+    }
+
+    /// Runs one collection: connector, raw storage, dedup, provenance, then the parsers.
+    pub async fn collect(
+        &self,
+        plan: &Plan,
+        progress: Option<ProgressFn>,
+    ) -> Result<Collected, CollectFailure> {
+        let plugins = self
+            .plugins()
+            .ok_or_else(|| LakeError::Unavailable("the plugin runtime is not running".into()))?
+            .clone();
+        let params =
+            crate::plugins::params_from_json(&serde_json::Value::Object(plan.params.clone()))
+                .map_err(LakeError::Invalid)?;
+        let id = DatasetId::new();
+        let bucket = self.bucket(Layer::Raw).to_owned();
+        let prefix = format!("{}/{}/{id}/", plan.plugin, plan.external_id);
+
+        let (tx, rx) = tokio::sync::mpsc::channel::<Part>(8);
+        let store = self.store_parts(rx, &bucket, &prefix, progress.clone());
+        let ((inv, requests), stored) =
+            tokio::join!(plugins.collect_recorded(&plan.plugin, params, tx), store);
+        let (files, keys, store_err) = stored;
+
+        let mut details = crate::files::run_details(
+            &inv,
+            serde_json::Value::Object(plan.params.clone()),
+            None,
+            Layer::Raw,
+        );
+        details["external_id"] = plan.external_id.clone().into();
+        details["source"] = serde_json::json!(plan.source);
+        details["requests"] = serde_json::to_value(&requests).unwrap_or_default();
+
+        let failure = match (&inv.result, store_err) {
+            (_, Some(e)) => Some(("unavailable".to_owned(), e)),
+            (Err(e), None) => Some((e.code().to_owned(), e.to_string())),
+            (Ok(_), None) if files.is_empty() => Some((
+                "plugin_error".to_owned(),
+                "the connector finished without handing over any object".to_owned(),
+            )),
+            (Ok(_), None) => None,
+        };
+        if let Some((code, message)) = failure {
+            for key in &keys {
+                self.discard_object(&bucket, key).await;
+            }
+            details["status"] = "failed".into();
+            details["error"] = serde_json::json!({"code": code, "message": message});
+            let entry = self
+                .catalog()
+                .append_provenance(&NewProvenance {
+                    action: Action::Collection,
+                    inputs: vec![],
+                    outputs: vec![],
+                    parameters: details,
+                    notes: None,
+                    actor: None,
+                })
+                .await
+                .map_err(LakeError::from)?;
+            metrics::counter!("lake_collections_total", "plugin" => plan.plugin.clone(), "outcome" => "failed").increment(1);
+            return Err(CollectFailure {
+                code,
+                message,
+                entry_id: Some(entry.id),
+            });
+        }
+
+        let fingerprint = content_sha(&files);
+        let _guard = self.collect_lock.lock().await;
+        let previous = self
+            .catalog()
+            .search(&SearchQuery {
+                layer: Some(Layer::Raw),
+                source: Some(plan.plugin.clone()),
+                external_id: Some(plan.external_id.clone()),
+                limit: 1,
+                ..SearchQuery::default()
+            })
+            .await
+            .map_err(LakeError::from)?
+            .items
+            .into_iter()
+            .next();
+        let prev_version = previous.as_ref().map_or(0, |d| {
+            d.metadata
+                .get("version")
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(1)
+        });
+        details["content_sha256"] = fingerprint.clone().into();
+
+        let (outcome, dataset_id, version, prev, entry) = match previous {
+            Some(p)
+                if p.metadata.get("content_sha256").and_then(|v| v.as_str())
+                    == Some(fingerprint.as_str()) =>
+            {
+                drop(_guard);
+                for key in &keys {
+                    self.discard_object(&bucket, key).await;
+                }
+                details["status"] = "unchanged".into();
+                details["same_as"] = p.id.to_string().into();
+                let entry = self
+                    .catalog()
+                    .append_provenance(&NewProvenance {
+                        action: Action::Collection,
+                        inputs: vec![p.id],
+                        outputs: vec![],
+                        parameters: details,
+                        notes: None,
+                        actor: None,
+                    })
+                    .await
+                    .map_err(LakeError::from)?;
+                ("unchanged", p.id, prev_version, None, entry.id)
+            }
+            previous => {
+                let version = prev_version + 1;
+                details["status"] = "succeeded".into();
+                details["version"] = version.into();
+                let mut facts = serde_json::Map::new();
+                for f in &files {
+                    for (k, v) in &f.facts {
+                        facts.entry(k.clone()).or_insert_with(|| v.clone().into());
+                    }
+                }
+                let mut metadata = serde_json::json!({
+                    "source": plan.plugin,
+                    "date": Utc::now().format("%Y-%m-%d").to_string(),
+                    "version": version.to_string(),
+                    "external_id": plan.external_id,
+                    "content_sha256": fingerprint,
+                    "collected_by": {
+                        "plugin": plan.plugin,
+                        "component_sha256": details["component_sha256"],
+                        "configured_source": plan.source,
+                    },
+                    "upstream": facts,
+                    "files": files,
+                });
+                if let Some(p) = &previous {
+                    metadata["previous_version"] =
+                        serde_json::json!({"dataset_id": p.id, "version": prev_version});
+                    details["previous_version"] = metadata["previous_version"].clone();
+                }
+                let new = NewDataset {
+                    id,
+                    name: format!("{} {}", plan.plugin, plan.external_id),
+                    source: plan.plugin.clone(),
+                    external_id: Some(plan.external_id.clone()),
+                    layer: Layer::Raw,
+                    bucket: bucket.clone(),
+                    prefix: prefix.clone(),
+                    metadata,
+                    tags: plan.tags.clone(),
+                    status: DatasetStatus::Ready,
+                    promoted_from: None,
+                };
+                let records: Vec<FileRecord> = files
+                    .iter()
+                    .map(|f| FileRecord {
+                        name: f.name.clone(),
+                        size: f.size,
+                        sha256: f.sha256.clone(),
+                        content_type: f.content_type.clone(),
+                        created_at: Utc::now(),
+                    })
+                    .collect();
+                let prov = NewProvenance {
+                    action: Action::Collection,
+                    inputs: vec![],
+                    outputs: vec![id],
+                    parameters: details,
+                    notes: None,
+                    actor: None,
+                };
+                let inserted = self
+                    .catalog()
+                    .insert_datasets(&[(new, records)], std::slice::from_ref(&prov))
+                    .await;
+                drop(_guard);
+                if let Err(e) = inserted {
+                    for key in &keys {
+                        self.discard_object(&bucket, key).await;
+                    }
+                    return Err(LakeError::from(e).into());
+                }
+                let entry = self
+                    .catalog()
+                    .provenance_of(&[id])
+                    .await
+                    .map_err(LakeError::from)?
+                    .into_iter()
+                    .find(|e| e.action == Action::Collection)
+                    .ok_or_else(|| {
+                        LakeError::Unavailable("the collection was not recorded".into())
+                    })?;
+                let outcome = if previous.is_some() { "changed" } else { "new" };
+                (outcome, id, version, previous.map(|p| p.id), entry.id)
+            }
+        };
+        metrics::counter!("lake_collections_total", "plugin" => plan.plugin.clone(), "outcome" => outcome).increment(1);
+
+        let stored_files = if outcome == "unchanged" {
+            self.files(dataset_id)
+                .await
+                .map_err(CollectFailure::from)?
+                .into_iter()
+                .map(|f| f.name)
+                .collect::<Vec<_>>()
+        } else {
+            files.iter().map(|f| f.name.clone()).collect()
+        };
+        let parsed = self
+            .parse_collected(plan, dataset_id, &stored_files, progress)
+            .await?;
+        Ok(Collected {
+            outcome: outcome.into(),
+            dataset_id,
+            version,
+            previous: prev,
+            files,
+            requests: requests.len(),
+            entry_id: entry,
+            parsed,
+        })
+    }
+
+    /// Streams the connector's parts to their raw keys. Returns the finished files, every key
+    /// written (to delete on failure) and the store's error, if any; on an error it stops taking
+    /// parts, which fails the connector too.
+    async fn store_parts(
+        &self,
+        mut rx: tokio::sync::mpsc::Receiver<Part>,
+        bucket: &str,
+        prefix: &str,
+        progress: Option<ProgressFn>,
+    ) -> (Vec<CollectedFile>, Vec<String>, Option<String>) {
+        type Open = (
+            String,
+            tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+            tokio::task::JoinHandle<Result<u64, crate::blob::BlobError>>,
+            blob::HashHandle,
+        );
+        let mut files = Vec::new();
+        let mut keys = Vec::new();
+        let mut open: Option<Open> = None;
+        let report = |p: Progress| {
+            if let Some(f) = &progress {
+                f(p);
+            }
+        };
+        while let Some(part) = rx.recv().await {
+            if open.is_none() {
+                if let Err(e) = crate::lake::check_file_name(&part.name) {
+                    return (files, keys, Some(format!("the connector's object: {e}")));
+                }
+                let key = format!("{prefix}{}", part.name);
+                let (btx, brx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+                let (stream, hash) =
+                    blob::hashing(Box::pin(crate::files::tokio_stream_of(brx)), None);
+                let blobs = self.blobs().clone();
+                let b = bucket.to_owned();
+                let k = key.clone();
+                let put = tokio::spawn(async move { blobs.put(&b, &k, stream).await });
+                keys.push(key);
+                report(Progress::Object(part.name.clone()));
+                open = Some((part.name.clone(), btx, put, hash));
+            }
+            let Some((name, btx, _, _)) = open.as_ref() else {
+                continue;
+            };
+            let n = part.bytes.len() as u64;
+            if !part.bytes.is_empty() && btx.send(Ok(Bytes::from(part.bytes))).await.is_err() {
+                // The put ended early: its error is taken below.
+                let name = name.clone();
+                let err = match open.take() {
+                    Some((_, _, put, _)) => match put.await {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "the store stopped taking the object".into(),
+                    },
+                    None => String::new(),
+                };
+                return (files, keys, Some(format!("storing {name}: {err}")));
+            }
+            report(Progress::Bytes(n));
+            if part.last {
+                let Some((name, btx, put, hash)) = open.take() else {
+                    continue;
+                };
+                drop(btx);
+                let size = match put.await {
+                    Ok(Ok(size)) => size,
+                    Ok(Err(e)) => return (files, keys, Some(format!("storing {name}: {e}"))),
+                    Err(e) => return (files, keys, Some(format!("storing {name}: {e}"))),
+                };
+                let (sha, _) = hash.finish();
+                let content_type = part
+                    .content_type
+                    .clone()
+                    .map(|c| c.split(';').next().unwrap_or("").trim().to_owned())
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| crate::lake::content_type_for(&name).to_owned());
+                files.push(CollectedFile {
+                    name,
+                    size,
+                    sha256: sha.to_hex(),
+                    content_type,
+                    facts: part.facts.into_iter().collect(),
+                });
+            }
+        }
+        if let Some((name, btx, put, _)) = open.take() {
+            // The connector stopped mid-object: break the stream so nothing half-written stays.
+            let _ = btx
+                .send(Err(std::io::Error::other(
+                    "the connector stopped mid-object",
+                )))
+                .await;
+            drop(btx);
+            let _ = put.await;
+            tracing::debug!(name, "Connector stopped mid-object");
+        }
+        (files, keys, None)
+    }
+
+    async fn discard_object(&self, bucket: &str, key: &str) {
+        if let Err(e) = self.blobs().delete(bucket, key).await {
+            tracing::warn!(bucket, key, error = %e, "An uncataloged object was left behind");
+        }
+    }
+
+    /// Runs the plan's parsers over a raw dataset's files, skipping runs that already succeeded
+    /// with the same component and parameters.
+    async fn parse_collected(
+        &self,
+        plan: &Plan,
+        dataset: DatasetId,
+        files: &[String],
+        progress: Option<ProgressFn>,
+    ) -> Result<Vec<ParsedFile>, CollectFailure> {
+        let mut out = Vec::new();
+        if plan.parse.is_empty() {
+            return Ok(out);
+        }
+        let earlier = self
+            .catalog()
+            .provenance_of(&[dataset])
+            .await
+            .map_err(LakeError::from)?;
+        let plugins = self
+            .plugins()
+            .ok_or_else(|| LakeError::Unavailable("the plugin runtime is not running".into()))?;
+        for p in &plan.parse {
+            let params = serde_json::Value::Object(p.params.clone().into_iter().collect());
+            let sha = plugins.get(&p.plugin).map(|m| m.sha256);
+            let mut names: Vec<&String> = files.iter().filter(|f| matches(&p.files, f)).collect();
+            names.sort();
+            for file in names {
+                let done = earlier.iter().find(|e| {
+                    e.action == Action::Pipeline
+                        && e.inputs.contains(&dataset)
+                        && e.parameters["status"] == "succeeded"
+                        && e.parameters["input_file"] == file.as_str()
+                        && e.parameters["component_sha256"].as_str() == sha.as_deref()
+                        && e.parameters["params"] == params
+                });
+                if let Some(e) = done {
+                    out.push(ParsedFile {
+                        file: file.clone(),
+                        plugin: p.plugin.clone(),
+                        status: "skipped".into(),
+                        run_id: Some(e.id),
+                        dataset_id: e.outputs.first().copied(),
+                        error: None,
+                    });
+                    continue;
+                }
+                if let Some(f) = &progress {
+                    f(Progress::Parsing {
+                        file: file.clone(),
+                        plugin: p.plugin.clone(),
+                    });
+                }
+                let run = self
+                    .run_pipeline(RunRequest {
+                        plugin: p.plugin.clone(),
+                        inputs: vec![dataset],
+                        params: params.clone(),
+                        target_layer: None,
+                        file: Some(file.clone()),
+                        name: Some(format!("{} {file} ({})", plan.external_id, p.plugin)),
+                    })
+                    .await?;
+                out.push(match run {
+                    RunOutcome::Succeeded(r) => ParsedFile {
+                        file: file.clone(),
+                        plugin: p.plugin.clone(),
+                        status: "succeeded".into(),
+                        run_id: Some(r.id),
+                        dataset_id: r.output,
+                        error: None,
+                    },
+                    RunOutcome::Failed(f) => ParsedFile {
+                        file: file.clone(),
+                        plugin: p.plugin.clone(),
+                        status: "failed".into(),
+                        run_id: Some(f.run_id),
+                        dataset_id: None,
+                        error: Some(f.error.to_string()),
+                    },
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl From<CatalogError> for CollectFailure {
+    fn from(e: CatalogError) -> Self {
+        LakeError::from(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_names() {
+        assert!(matches("efetch-*.xml", "efetch-0001.xml"));
+        assert!(!matches("efetch-*.xml", "esearch.json"));
+        assert!(matches("*", "anything"));
+        assert!(matches("a*b*c", "a-x-b-y-c"));
+        assert!(!matches("a*b*c", "a-x-c-y-b"));
+        assert!(!matches("ab*ba", "aba"));
+        assert!(matches("GSE105845_family.soft", "GSE105845_family.soft"));
+        assert!(!matches(
+            "GSE105845_family.soft",
+            "GSE105845_family.soft.gz"
+        ));
+    }
+
+    #[test]
+    fn schedule_keys_name_one_slot() {
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|d| d.with_timezone(&Utc))
+                .unwrap_or_default()
+        };
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(
+            schedule_key("pubmed", day, at("2026-12-01T16:59:00Z")),
+            "source:pubmed@2026-12-01T00:00:00Z"
+        );
+        assert_eq!(
+            schedule_key("pubmed", day, at("2026-12-01T00:00:00Z")),
+            schedule_key("pubmed", day, at("2026-12-01T23:59:59Z"))
+        );
+        assert_ne!(
+            schedule_key("pubmed", day, at("2026-12-01T23:59:59Z")),
+            schedule_key("pubmed", day, at("2026-12-02T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_order_but_not_content() {
+        let f = |name: &str, sha: &str| CollectedFile {
+            name: name.into(),
+            size: 1,
+            sha256: sha.into(),
+            content_type: "text/plain".into(),
+            facts: BTreeMap::new(),
+        };
+        let a = content_sha(&[f("a", "1"), f("b", "2")]);
+        assert_eq!(a, content_sha(&[f("b", "2"), f("a", "1")]));
+        assert_ne!(a, content_sha(&[f("a", "1"), f("b", "3")]));
+        assert_ne!(a, content_sha(&[f("a", "1")]));
+    }
+}

@@ -1,0 +1,63 @@
+//! The `/collections` routes: start a collection (asynchronous, a job), list and follow jobs.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::{ApiError, ApiJson, AppState, ErrorBody};
+use crate::catalog::Job;
+use crate::collect::CollectRequest;
+
+/// Collect from an upstream source: a `[[sources]]` name from lake.toml, or a connector with its
+/// parameters. Answers at once with the job; `GET /collections/{id}` follows it.
+#[utoipa::path(post, path = "/collections", request_body = CollectRequest,
+    responses((status = 202, body = Job), (status = 404, body = ErrorBody, description = "No such source or connector"),
+        (status = 422, body = ErrorBody)))]
+pub(super) async fn start(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<CollectRequest>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(s.lake.submit_collection(req).await?),
+    ))
+}
+
+/// Query of `GET /collections`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(super) struct ListQuery {
+    /// How many, newest first (1 to 500, default 50).
+    limit: Option<u32>,
+}
+
+/// Collection jobs, newest first.
+#[utoipa::path(get, path = "/collections", params(ListQuery), responses((status = 200, body = Vec<Job>)))]
+pub(super) async fn list(
+    State(s): State<AppState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Job>>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit: must be between 1 and 500"));
+    }
+    Ok(Json(s.lake.collections(limit).await?))
+}
+
+/// One collection job: its status, and once finished the dataset, files, requests and parses.
+#[utoipa::path(get, path = "/collections/{id}", params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
+pub(super) async fn get_one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no collection {id:?}"),
+        )
+    })?;
+    Ok(Json(s.lake.collection(id).await?))
+}
