@@ -19,6 +19,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("cast", "plugin-cast"),
     ("merge", "plugin-merge"),
     ("geo-soft", "plugin-geo-soft"),
+    ("geo-matrix", "plugin-geo-matrix"),
     ("uniprot-entries", "plugin-uniprot-entries"),
     ("pubmed", "plugin-pubmed"),
     ("uniprot", "plugin-uniprot"),

@@ -30,7 +30,7 @@ psql "$LAKE_TEST_PG_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LI
 step "tests"
 # The benchmarks are not run here, but they must keep compiling.
 cargo test --workspace --benches --no-run --quiet
-plugin_groups=("-p plugin-csv -p plugin-xlsx -p plugin-geo-soft -p plugin-uniprot-entries -p plugin-pubmed"
+plugin_groups=("-p plugin-csv -p plugin-xlsx -p plugin-geo-soft -p plugin-geo-matrix -p plugin-uniprot-entries -p plugin-pubmed"
     "-p plugin-uniprot -p plugin-ncbi -p plugin-geo"
     "-p plugin-select -p plugin-filter -p plugin-rename -p plugin-cast -p plugin-merge")
 if cargo nextest --version >/dev/null 2>&1; then

@@ -23,6 +23,9 @@ pub mod http;
 #[cfg(feature = "xml")]
 pub mod xml;
 
+#[cfg(feature = "gzip")]
+pub mod gzip;
+
 pub use arrow_array;
 pub use arrow_array::RecordBatch;
 pub use arrow_schema;

@@ -138,10 +138,11 @@ async fn the_example_config_ingests_and_traces_every_table_to_its_raw_bytes() {
     );
     for src in cfg["sources"].as_array_mut().expect("sources") {
         let plugin = src["plugin"].as_str().expect("plugin").to_owned();
-        src["params"]
-            .as_table_mut()
-            .expect("params")
-            .insert("base_url".into(), local(&plugin).1.into());
+        let params = src["params"].as_table_mut().expect("params");
+        params.insert("base_url".into(), local(&plugin).1.into());
+        if plugin == "geo" {
+            params.insert("download_url".into(), local(&plugin).1.into());
+        }
     }
     let mut catalog = toml::Table::new();
     catalog.insert(
@@ -170,9 +171,15 @@ async fn the_example_config_ingests_and_traces_every_table_to_its_raw_bytes() {
     let names: Vec<&str> = plans.iter().filter_map(|p| p["source"].as_str()).collect();
     assert_eq!(
         names,
-        ["gse105845", "gsm804", "ptprc-family", "covid19-papers"]
+        [
+            "gse105845",
+            "gsm804",
+            "gse285754-matrix",
+            "ptprc-family",
+            "covid19-papers"
+        ]
     );
-    assert_eq!(plans[3]["params"]["term"], "covid-19");
+    assert_eq!(plans[4]["params"]["term"], "covid-19");
     assert_eq!(plans[0]["hosts_granted"], json!([format!("http://{geo}")]));
     assert!(geo_seen.lock().expect("lock").is_empty());
     assert!(uniprot_seen.lock().expect("lock").is_empty());
@@ -180,7 +187,7 @@ async fn the_example_config_ingests_and_traces_every_table_to_its_raw_bytes() {
 
     let (ok, lines, err) = lake_cli(&config, &["ingest"]);
     assert!(ok, "{lines:?}\n{err}");
-    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines.len(), 5, "{lines:?}");
     for l in &lines {
         assert_eq!(l["status"], "succeeded", "{l}");
         assert_eq!(l["result"]["outcome"], "new", "{l}");
@@ -197,8 +204,9 @@ async fn the_example_config_ingests_and_traces_every_table_to_its_raw_bytes() {
     };
     assert_eq!(parsed(0).len(), 1, "the family SOFT's attributes");
     assert_eq!(parsed(1).len(), 1, "the old record's data table");
-    assert_eq!(parsed(2).len(), 2, "one table per search page");
-    assert_eq!(parsed(3).len(), 1, "one efetch batch");
+    assert_eq!(parsed(2).len(), 2, "the matrix's samples and values");
+    assert_eq!(parsed(3).len(), 2, "one table per search page");
+    assert_eq!(parsed(4).len(), 1, "one efetch batch");
     // NCBI's credentials were added by the host, not the plugin, and are on the wire only.
     let wire = eutils_seen.lock().expect("lock").clone();
     assert!(
@@ -224,7 +232,14 @@ async fn the_example_config_ingests_and_traces_every_table_to_its_raw_bytes() {
             "geo-soft",
         ),
         (1, "GSM804.soft", "geo/GSE16.txt", "geo", "geo-soft"),
-        (3, "efetch-0001.xml", "pubmed/pubmed1.xml", "ncbi", "pubmed"),
+        (
+            2,
+            "GSE285754_series_matrix.txt.gz",
+            "../main/plugins/geo-matrix/fixtures/GSE285754_series_matrix.txt.gz",
+            "geo",
+            "geo-matrix",
+        ),
+        (4, "efetch-0001.xml", "pubmed/pubmed1.xml", "ncbi", "pubmed"),
     ];
     for (line, file, fixture, connector, parser) in fixtures {
         let raw: DatasetId = lines[line]["result"]["dataset_id"]
@@ -233,7 +248,16 @@ async fn the_example_config_ingests_and_traces_every_table_to_its_raw_bytes() {
             .parse()
             .expect("uuid");
         // The raw bytes are the upstream's, untouched, with their SHA-256 in the catalog.
-        let upstream = std::fs::read(shared().join("fixtures").join(fixture)).expect("fixture");
+        let upstream = if fixture.starts_with("../main/") {
+            std::fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join(&fixture[8..]),
+            )
+        } else {
+            std::fs::read(shared().join("fixtures").join(fixture))
+        }
+        .expect("fixture");
         let files = lake.files(raw).await.expect("files");
         let rec = files
             .iter()
@@ -311,11 +335,20 @@ async fn the_example_config_ingests_and_traces_every_table_to_its_raw_bytes() {
             .iter()
             .all(|i| i == "GSM804")
     );
-    let mut accessions = column(&lake, table_of(2, 0), "accession").await;
-    accessions.extend(column(&lake, table_of(2, 1), "accession").await);
+    let samples = column(&lake, table_of(2, 0), "sample").await;
+    assert_eq!(samples.len(), 18);
+    assert_eq!(samples[0], "GSM8708195");
+    assert_eq!(
+        column(&lake, table_of(2, 0), "title").await[0],
+        "AD-Veh-rep1"
+    );
+    let matrix_ids = column(&lake, table_of(2, 1), "ID_REF").await;
+    assert_eq!(matrix_ids.len(), 757);
+    let mut accessions = column(&lake, table_of(3, 0), "accession").await;
+    accessions.extend(column(&lake, table_of(3, 1), "accession").await);
     assert_eq!(accessions.len(), 8, "eight entries over two pages");
     assert_eq!(
-        column(&lake, table_of(3, 0), "pmid").await,
+        column(&lake, table_of(4, 0), "pmid").await,
         ["12091962", "9997"]
     );
 

@@ -592,8 +592,34 @@ pub(crate) async fn geo_upstream() -> (
         ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
     }
     let seen: Seen = Default::default();
+    /// GEO's download tree: the recorded series matrix of GSE285754, gzipped as GEO serves it.
+    async fn download(
+        State(seen): State<Seen>,
+        axum::extract::Path(path): axum::extract::Path<String>,
+    ) -> axum::response::Response {
+        seen.lock()
+            .expect("lock")
+            .push(format!("/geo/series/{path}"));
+        if path != "GSE285nnn/GSE285754/matrix/GSE285754_series_matrix.txt.gz" {
+            return (StatusCode::NOT_FOUND, "Not Found").into_response();
+        }
+        let body = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../plugins/geo-matrix/fixtures/GSE285754_series_matrix.txt.gz"
+        ))
+        .expect("fixture");
+        (
+            [
+                (header::CONTENT_TYPE, "application/x-gzip"),
+                (header::LAST_MODIFIED, "Fri, 17 Jan 2025 15:21:09 GMT"),
+            ],
+            body,
+        )
+            .into_response()
+    }
     let app = axum::Router::new()
         .route("/geo/query/acc.cgi", axum::routing::get(acc))
+        .route("/geo/series/{*path}", axum::routing::get(download))
         .with_state(seen.clone());
     (serve(app).await, seen)
 }

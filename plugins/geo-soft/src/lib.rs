@@ -11,7 +11,8 @@
 //! `table = "values"` gives the rows of the data tables, `entity` and `id` first, then every column
 //! any table has, as text (a column a table lacks, or an empty cell, is null); `entity` and `id`
 //! pick which blocks' tables to read. Lines are read as UTF-8, or as Latin-1 where they are not
-//! valid UTF-8 (older GEO files are Latin-1), and may end in `\n` or `\r\n`.
+//! valid UTF-8 (older GEO files are Latin-1), and may end in `\n` or `\r\n`. Gzip-compressed
+//! input (`GSE..._family.soft.gz` as GEO serves it) is inflated on the way in.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -77,6 +78,10 @@ struct Block {
 pub struct GeoSoft {
     opts: Options,
     values: bool,
+    /// Inflates `.soft.gz` input; plain input passes through.
+    gunzip: lake_sdk::gzip::MaybeGunzip,
+    /// The first byte, while it is all there is.
+    held: Vec<u8>,
     /// A line not yet ended by `\n`.
     pending: Vec<u8>,
     line: usize,
@@ -323,6 +328,8 @@ impl Parser for GeoSoft {
         Ok(Self {
             opts,
             values,
+            gunzip: lake_sdk::gzip::MaybeGunzip::new(),
+            held: Vec::new(),
             pending: Vec::new(),
             line: 0,
             block: None,
@@ -335,13 +342,24 @@ impl Parser for GeoSoft {
 
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
         let mut pending = std::mem::take(&mut self.pending);
-        let read = lake_sdk::each_line(&mut pending, chunk, |line| self.read_line(line));
-        self.pending = pending;
+        let mut gunzip = std::mem::take(&mut self.gunzip);
+        let mut held = std::mem::take(&mut self.held);
+        let read = gunzip.push(&mut held, chunk, |plain| {
+            lake_sdk::each_line(&mut pending, plain, |line| self.read_line(line))
+        });
+        (self.pending, self.gunzip, self.held) = (pending, gunzip, held);
         read?;
         self.full_batches()
     }
 
     fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let mut pending = std::mem::take(&mut self.pending);
+        let mut gunzip = std::mem::take(&mut self.gunzip);
+        let mut held = std::mem::take(&mut self.held);
+        gunzip.finish(&mut held, |plain| {
+            lake_sdk::each_line(&mut pending, plain, |line| self.read_line(line))
+        })?;
+        self.pending = pending;
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
             self.read_line(&line)?;

@@ -318,3 +318,31 @@ fn what_is_not_soft_is_refused_clearly() {
     let e = err(b"^SAMPLE = A\n", serde_json::json!({"tabel": "values"}));
     assert!(matches!(e, PluginError::InvalidParams(_)), "{e}");
 }
+
+#[test]
+fn gzip_input_gives_the_same_tables_as_plain() {
+    use std::io::Write;
+    for file in ["GSE105845_family.soft", "soft_ex_family.txt", "GSM645.txt"] {
+        let plain = fixture(file);
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&plain).expect("write");
+        let packed = e.finish().expect("gzip");
+        for table in ["attributes", "values"] {
+            let params = serde_json::json!({ "table": table });
+            let want = parse(&plain, params.clone(), 4096).expect("plain");
+            for chunk in [1, 777, 1 << 20] {
+                let got = parse(&packed, params.clone(), chunk).expect("gzip");
+                assert_eq!(got, want, "{file} {table} at chunk {chunk}");
+            }
+        }
+    }
+    // A cut-off download is refused, not read as a shorter file.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&fixture("soft_ex_family.txt")).expect("write");
+    let packed = e.finish().expect("gzip");
+    let cut = &packed[..packed.len() / 2];
+    assert!(matches!(
+        parse(cut, serde_json::json!({}), 1000),
+        Err(PluginError::InvalidInput(m)) if m.contains("gzip")
+    ));
+}
