@@ -8,7 +8,9 @@
 //! Entries stream: each is read when its end (`//`, or the next `>`) arrives.
 //!
 //! XML is read entry by entry (`lake_sdk::xml`) and gives the scientific name as `organism`.
-//! UniProt's JSON is not read yet: it is refused as unsupported, by name.
+//! JSON (the REST API's `format=json`: one entry, or a search page `{"results": [...]}`) is read
+//! whole when it ends, and gives the scientific name too. Every entry needs a sequence: a search
+//! asked for with a `fields=` list that leaves it out is refused, naming the entry.
 
 use std::sync::Arc;
 
@@ -23,7 +25,7 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Options {
-    /// `auto` (from the first bytes), `text` or `fasta`.
+    /// `auto` (from the first bytes), `text`, `fasta`, `xml` or `json`.
     format: String,
 }
 
@@ -43,6 +45,7 @@ enum Format {
     Text,
     Fasta,
     Xml,
+    Json,
 }
 
 /// One entry as read.
@@ -66,6 +69,8 @@ pub struct Uniprot {
     /// UniProt XML: its `entry` records, and how many were read.
     xml: Records,
     xml_entries: usize,
+    /// UniProt JSON, gathered until the input ends.
+    json: Vec<u8>,
     pending: Vec<u8>,
     line: usize,
     /// The entry being read, and the line it started on.
@@ -163,10 +168,6 @@ impl Uniprot {
                 Format::Text
             } else if line.starts_with('>') {
                 Format::Fasta
-            } else if line.starts_with('{') || line.starts_with('[') {
-                return Err(PluginError::Unsupported(
-                    "UniProt JSON is not read yet; ask UniProt for format=txt or fasta".into(),
-                ));
             } else {
                 return Err(self.error("not UniProt flat text (`ID   ...`) or FASTA (`>sp|...`)"));
             });
@@ -174,8 +175,8 @@ impl Uniprot {
         match self.format {
             Some(Format::Text) => self.text_line(line),
             Some(Format::Fasta) => self.fasta_line(line),
-            // XML is read by records, not lines.
-            Some(Format::Xml) | None => Ok(()),
+            // XML is read by records, JSON whole; not by lines.
+            Some(Format::Xml | Format::Json) | None => Ok(()),
         }
     }
 
@@ -290,6 +291,49 @@ impl Uniprot {
     }
 
     /// Checks and keeps entries read from UniProt XML.
+    /// Reads a JSON answer: one entry, a search page `{"results": [...]}`, or a list of entries.
+    fn take_json(&mut self, bytes: &[u8]) -> Result<()> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            PluginError::InvalidInput(format!(
+                "not valid JSON: {e} (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let entries: Vec<&serde_json::Value> = match &v {
+            serde_json::Value::Object(o) if o.contains_key("primaryAccession") => vec![&v],
+            serde_json::Value::Object(o) => match o.get("results") {
+                Some(serde_json::Value::Array(a)) => a.iter().collect(),
+                _ => {
+                    return Err(PluginError::InvalidInput(
+                        "JSON without primaryAccession or a results list: not a UniProtKB entry or search answer".into(),
+                    ));
+                }
+            },
+            serde_json::Value::Array(a) => a.iter().collect(),
+            _ => {
+                return Err(PluginError::InvalidInput(
+                    "JSON that is neither an entry nor a list of entries".into(),
+                ));
+            }
+        };
+        for (i, e) in entries.into_iter().enumerate() {
+            let entry = entry_from_json(e);
+            let name = entry.accessions.first().cloned().unwrap_or_default();
+            let mut place = format!("entry {} of the JSON", i + 1);
+            if !name.is_empty() {
+                place.push_str(&format!(" ({name})"));
+            }
+            if entry.sequence.is_empty() && !entry.accessions.is_empty() {
+                return Err(PluginError::InvalidInput(format!(
+                    "{place}: no sequence; ask UniProt for the sequence field (or no fields= list)"
+                )));
+            }
+            self.keep(entry, &place)?;
+        }
+        Ok(())
+    }
+
     fn take_xml(&mut self, entries: Vec<Node>) -> Result<()> {
         for node in entries {
             self.xml_entries += 1;
@@ -390,6 +434,43 @@ fn entry_from_xml(node: &Node) -> Entry {
 }
 
 /// `db|ACCESSION|NAME protein name OS=... OX=... GN=... PE=... SV=...`
+/// An entry from UniProt's REST JSON.
+fn entry_from_json(e: &serde_json::Value) -> Entry {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let mut accessions: Vec<String> = text(&e["primaryAccession"]).into_iter().collect();
+    if let Some(more) = e["secondaryAccessions"].as_array() {
+        accessions.extend(more.iter().filter_map(text));
+    }
+    let desc = &e["proteinDescription"];
+    let protein_name = text(&desc["recommendedName"]["fullName"]["value"]).or_else(|| {
+        desc["submissionNames"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|n| text(&n["fullName"]["value"]))
+    });
+    let genes = e["genes"]
+        .as_array()
+        .map(|g| {
+            g.iter()
+                .filter_map(|g| text(&g["geneName"]["value"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    Entry {
+        accessions,
+        entry_name: text(&e["uniProtkbId"]).unwrap_or_default(),
+        reviewed: e["entryType"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("UniProtKB reviewed")),
+        protein_name,
+        genes,
+        organism: text(&e["organism"]["scientificName"]),
+        taxon_id: e["organism"]["taxonId"].as_i64(),
+        stated_length: e["sequence"]["length"].as_u64().map(|n| n as usize),
+        sequence: text(&e["sequence"]["value"]).unwrap_or_default(),
+    }
+}
+
 fn fasta_header(header: &str) -> Option<Entry> {
     let mut parts = header.splitn(3, '|');
     let db = parts.next()?;
@@ -430,7 +511,7 @@ impl Parser for Uniprot {
         Info {
             name: "uniprot-entries",
             version: env!("CARGO_PKG_VERSION"),
-            description: "UniProtKB entries (flat text, FASTA, XML) to a table of entries",
+            description: "UniProtKB entries (flat text, FASTA, XML, JSON) to a table of entries",
             capabilities: &[],
         }
     }
@@ -442,9 +523,10 @@ impl Parser for Uniprot {
             "text" | "txt" => Some(Format::Text),
             "fasta" => Some(Format::Fasta),
             "xml" => Some(Format::Xml),
+            "json" => Some(Format::Json),
             other => {
                 return Err(PluginError::InvalidParams(format!(
-                    "format must be auto, text, fasta or xml, not {other:?}"
+                    "format must be auto, text, fasta, xml or json, not {other:?}"
                 )));
             }
         };
@@ -452,6 +534,7 @@ impl Parser for Uniprot {
             format,
             xml: Records::new("uniprot", &["entry"], "UniProtKB XML: ask for format=xml"),
             xml_entries: 0,
+            json: Vec::new(),
             pending: Vec::new(),
             line: 0,
             entry: None,
@@ -462,8 +545,16 @@ impl Parser for Uniprot {
     }
 
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
-        if self.format.is_none() && chunk.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<') {
-            self.format = Some(Format::Xml);
+        if self.format.is_none() {
+            match chunk.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(b'<') => self.format = Some(Format::Xml),
+                Some(b'{' | b'[') => self.format = Some(Format::Json),
+                _ => {}
+            }
+        }
+        if self.format == Some(Format::Json) {
+            self.json.extend_from_slice(chunk);
+            return Ok(Vec::new());
         }
         if self.format == Some(Format::Xml) {
             let entries = self.xml.push(chunk)?;
@@ -484,6 +575,18 @@ impl Parser for Uniprot {
     }
 
     fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        if self.format == Some(Format::Json) {
+            let json = std::mem::take(&mut self.json);
+            self.take_json(&json)?;
+            let mut batches = Vec::new();
+            while self.done.len() > BATCH_ROWS {
+                let rest = self.done.split_off(BATCH_ROWS);
+                batches.push(self.batch()?);
+                self.done = rest;
+            }
+            batches.push(self.batch()?);
+            return Ok((schema(), batches));
+        }
         if self.format == Some(Format::Xml) {
             let entries = self.xml.finish()?;
             self.take_xml(entries)?;

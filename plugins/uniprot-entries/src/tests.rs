@@ -269,9 +269,20 @@ fn damaged_or_other_input_is_refused_clearly() {
         matches!(&e, PluginError::InvalidInput(m) if m.contains("line 1") && m.contains("563")),
         "{e}"
     );
-    let e = err(b"{\"results\": []}\n", serde_json::json!({}));
+    // A search page asked for without the sequence field.
+    let e = err(&fixture("search_ec_2_6_1_7.json"), serde_json::json!({}));
     assert!(
-        matches!(&e, PluginError::Unsupported(m) if m.contains("JSON")),
+        matches!(&e, PluginError::InvalidInput(m) if m.contains("entry 1 of the JSON (X2BBW9)") && m.contains("no sequence")),
+        "{e}"
+    );
+    let e = err(b"{\"results\": [", serde_json::json!({}));
+    assert!(
+        matches!(&e, PluginError::InvalidInput(m) if m.contains("not valid JSON")),
+        "{e}"
+    );
+    let e = err(b"{\"error\": \"x\"}", serde_json::json!({}));
+    assert!(
+        matches!(&e, PluginError::InvalidInput(m) if m.contains("primaryAccession")),
         "{e}"
     );
     let e = err(b"id,name\n1,a\n", serde_json::json!({}));
@@ -305,5 +316,39 @@ fn damaged_or_other_input_is_refused_clearly() {
     assert!(
         matches!(&e, PluginError::InvalidInput(m) if m.contains("cut short") || m.contains("not closed")),
         "{e}"
+    );
+}
+
+#[test]
+fn json_entries_as_read_by_hand() {
+    let entry = fixture("P12345.json");
+    let t = rows(&parse(&entry, serde_json::json!({}), 777).expect("json"));
+    assert_eq!(
+        t,
+        [Row {
+            accession: "P12345".into(),
+            accessions: vec!["P12345".into(), "G1SKL2".into()],
+            entry_name: "AATM_RABIT".into(),
+            reviewed: true,
+            protein_name: Some("Aspartate aminotransferase, mitochondrial".into()),
+            genes: vec!["GOT2".into()],
+            organism: Some("Oryctolagus cuniculus".into()),
+            taxon_id: Some(9986),
+            length: 430,
+            sequence: t[0].sequence.clone(),
+        }]
+    );
+    assert!(t[0].sequence.starts_with('M') && t[0].sequence.len() == 430);
+    // A search page of two entries, compact as the API sends it, at any chunking.
+    let v: serde_json::Value = serde_json::from_slice(&entry).expect("json");
+    let page = serde_json::to_vec(&serde_json::json!({ "results": [v.clone(), v] })).expect("page");
+    for chunk in [1, 100, 1 << 20] {
+        let two = rows(&parse(&page, serde_json::json!({}), chunk).expect("page"));
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[0], t[0]);
+    }
+    assert_eq!(
+        rows(&parse(&entry, serde_json::json!({"format": "json"}), 4096).expect("named")),
+        t
     );
 }
