@@ -335,6 +335,12 @@ async fn uniprot_connector_fetches_entries_and_follows_search_pages() {
         "{:?}",
         last.facts
     );
+    // The entry's own version, from `<entry ... version="95">`.
+    assert!(
+        last.facts.contains(&("entry_version".into(), "95".into())),
+        "{:?}",
+        last.facts
+    );
 
     // A search: both pages, following the Link header; the pages parse to the eight entries.
     let (fetches, parts) = collect(
@@ -709,32 +715,44 @@ async fn geo_connector_collects_soft_records_with_their_update_dates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_concurrent_collections_share_one_rate_limit() {
     let (addr, seen) = eutils_upstream().await;
-    let p = std::sync::Arc::new(granting(
+    let p = granting(
         "ncbi",
         lake_host::config::PluginOverride {
             requests_per_sec: Some(10.0),
             ..grant(addr)
         },
-    ));
+    );
+    let t = crate::http_api::embedded_with(1 << 30, Some(p)).await;
     let base = format!("http://{addr}/entrez/eutils");
-    // Ten collections at once, each an esearch and one efetch: 20 requests at 10 a second.
-    let runs: Vec<_> = (0..10)
-        .map(|i| {
-            let (p, base) = (p.clone(), base.clone());
-            tokio::spawn(async move {
-                collect(
-                    &p,
-                    "ncbi",
-                    serde_json::json!({"term": format!("covid-19 run{i}"), "max_records": 2, "batch_size": 2, "base_url": base}),
-                )
-                .await
-                .0
-                .map(|f| f.len())
-            })
-        })
-        .collect();
-    for run in runs {
-        assert_eq!(run.await.expect("join").expect("collected"), 2);
+    // Ten collections at once through the lake's own route, each an esearch and one efetch: 20
+    // requests at 10 a second.
+    let mut jobs = Vec::new();
+    for i in 0..10 {
+        let (status, job) = t
+            .call(
+                axum::http::Method::POST,
+                "/collections",
+                Some(serde_json::json!({
+                    "source": "ncbi",
+                    "external_id": format!("covid-19-run{i}"),
+                    "params": {"term": format!("covid-19 run{i}"), "max_records": 2, "batch_size": 2, "base_url": base},
+                })),
+            )
+            .await;
+        assert_eq!(status, axum::http::StatusCode::ACCEPTED, "{job}");
+        jobs.push(job["id"].as_str().expect("job id").to_owned());
+    }
+    for id in &jobs {
+        let mut job = serde_json::Value::Null;
+        for _ in 0..400 {
+            job = t.call(axum::http::Method::GET, &format!("/collections/{id}"), None).await.1;
+            if job["status"] == "succeeded" || job["status"] == "failed" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["result"]["requests"], 2, "{job}");
     }
     let mut times: Vec<u128> = seen
         .lock()

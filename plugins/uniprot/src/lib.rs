@@ -4,8 +4,8 @@
 //! `{accession}.{format}`; `query` runs a search (`/uniprotkb/search?query=...`) and follows the
 //! `Link: <...>; rel="next"` header page by page, each page one object (`search-0001.{format}`, ...).
 //! Formats: `txt` (flat text, the default), `fasta`, `xml`, `json`. Each object's last part carries
-//! the upstream's version facts: `etag`, `last-modified`, `x-uniprot-release`, and for searches
-//! `x-total-results`. A `404` is reported at once, naming the accession; the host retries only
+//! the upstream's version facts: `etag`, `last-modified`, `x-uniprot-release`, for an entry the
+//! `entry_version` its text states, and for searches `x-total-results`. A `404` is reported at once, naming the accession; the host retries only
 //! `429`/`5xx` answers. `base_url` points elsewhere (a mirror, or a test server), and the host
 //! refuses it unless `lake.toml` grants that origin to this plugin.
 
@@ -54,7 +54,34 @@ pub struct Uniprot {
     /// The next search page's URL, and how many pages were fetched.
     next_page: Option<String>,
     pages: u32,
+    /// The object being handed over, and for an entry its version once its head was read.
     current: Option<(String, Response)>,
+    /// `None` until the first piece of an entry was read; then its entry version, if stated.
+    entry_version: Option<Option<String>>,
+}
+
+/// The entry version an entry's head states: flat text's `DT ... entry version N.`, XML's
+/// `<entry ... version="N">`, JSON's `"entryVersion": N`. FASTA states none.
+pub fn entry_version(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    let digits = |s: &str| -> Option<String> {
+        let d: String = s.trim_start().chars().take_while(char::is_ascii_digit).collect();
+        (!d.is_empty()).then_some(d)
+    };
+    if let Some(line) = text.lines().find(|l| l.starts_with("DT ") && l.contains("entry version")) {
+        return line.split("entry version").nth(1).and_then(digits);
+    }
+    if let Some(i) = text.find("<entry ") {
+        let tag = &text[i..];
+        let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+        return tag
+            .split_whitespace()
+            .find_map(|a| a.strip_prefix("version=\""))
+            .and_then(digits);
+    }
+    let i = text.find("\"entryVersion\"")?;
+    let rest = text[i + "\"entryVersion\"".len()..].trim_start().strip_prefix(':')?;
+    digits(rest)
 }
 
 /// Whether `s` has the shape of a UniProtKB accession (UniProt's documented pattern).
@@ -199,6 +226,7 @@ impl Connector for Uniprot {
             next_page,
             pages: 0,
             current: None,
+            entry_version: None,
         })
     }
 
@@ -209,7 +237,7 @@ impl Connector for Uniprot {
         let Some((name, res)) = self.current.as_mut() else {
             return Ok(None);
         };
-        let part = res.next_part(
+        let mut part = res.next_part(
             name,
             PIECE,
             &[
@@ -219,7 +247,15 @@ impl Connector for Uniprot {
                 "x-total-results",
             ],
         )?;
+        // One entry per object: its head says which version of the entry this is.
+        if self.entry_version.is_none() && !part.name.starts_with("search-") {
+            self.entry_version = Some(entry_version(&part.bytes[..part.bytes.len().min(64 << 10)]));
+        }
         if part.last {
+            if let Some(Some(v)) = self.entry_version.take() {
+                part.facts.push(("entry_version".into(), v));
+            }
+            self.entry_version = None;
             self.current = None;
         }
         Ok(Some(part))
@@ -231,6 +267,26 @@ lake_sdk::export_connector!(crate::Uniprot);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_versions_are_read_from_every_format_that_states_one() {
+        let fixture = |name: &str| {
+            std::fs::read(format!(
+                "{}/../uniprot-entries/fixtures/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .expect("fixture")
+        };
+        assert_eq!(entry_version(&fixture("multi_ex.txt")).as_deref(), Some("160"));
+        assert_eq!(entry_version(&fixture("Q13639.xml")).as_deref(), Some("95"));
+        assert_eq!(entry_version(&fixture("P12345.json")).as_deref(), Some("145"));
+        let compact = serde_json::to_vec(
+            &serde_json::from_slice::<serde_json::Value>(&fixture("P12345.json")).expect("json"),
+        )
+        .expect("json");
+        assert_eq!(entry_version(&compact).as_deref(), Some("145"));
+        assert_eq!(entry_version(&fixture("multi_ex.fasta")), None);
+    }
 
     #[test]
     fn accessions_have_uniprots_shape() {
