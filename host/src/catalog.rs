@@ -105,7 +105,7 @@ impl FromStr for DatasetStatus {
 }
 
 /// A cataloged dataset.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Dataset {
     /// Dataset id.
     #[schema(value_type = String, format = Uuid)]
@@ -172,7 +172,7 @@ pub struct NewDataset {
 }
 
 /// A file in a dataset.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileRecord {
     /// File name inside the dataset (no `/`).
     pub name: String,
@@ -261,6 +261,27 @@ pub struct Stats {
     pub by_source: Vec<GroupStats>,
 }
 
+/// Everything a catalog holds, as one consistent snapshot: the backup's copy of the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogDump {
+    /// Every dataset, whatever its status, by id.
+    pub datasets: Vec<Dataset>,
+    /// Every file, by dataset and name.
+    pub files: Vec<DumpFile>,
+    /// Every provenance entry, in the order recorded.
+    pub provenance: Vec<ProvenanceEntry>,
+}
+
+/// A file of a dataset, in a [`CatalogDump`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpFile {
+    /// Its dataset.
+    pub dataset_id: DatasetId,
+    /// The file.
+    #[serde(flatten)]
+    pub file: FileRecord,
+}
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -329,6 +350,8 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     /// When a replica claimed it.
     pub started_at: Option<DateTime<Utc>>,
+    /// When its replica last said it was at work.
+    pub heartbeat_at: Option<DateTime<Utc>>,
     /// When it ended.
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -448,6 +471,12 @@ pub trait Catalog: Send + Sync + fmt::Debug {
     ) -> Result<Vec<ProvenanceEntry>, CatalogError>;
     /// One entry.
     async fn entry(&self, id: uuid::Uuid) -> Result<ProvenanceEntry, CatalogError>;
+    /// Reads everything (datasets of every status, files, provenance in order) in one consistent
+    /// snapshot, so concurrent writes are either wholly in it or wholly out.
+    async fn export(&self) -> Result<CatalogDump, CatalogError>;
+    /// Loads a dump into an empty catalog in one transaction, keeping ids, times, statuses and
+    /// provenance. [`CatalogError::Conflict`] when the catalog already holds datasets or provenance.
+    async fn import(&self, dump: &CatalogDump) -> Result<(), CatalogError>;
     /// Records a queued job. [`CatalogError::Conflict`] when its `schedule_key` is taken: another
     /// replica recorded that scheduled run first.
     async fn insert_job(&self, job: &NewJob) -> Result<Job, CatalogError>;
@@ -463,6 +492,11 @@ pub trait Catalog: Send + Sync + fmt::Debug {
         result: Option<&serde_json::Value>,
         error: Option<&str>,
     ) -> Result<Job, CatalogError>;
+    /// A running job's replica says it is still at work.
+    async fn heartbeat_job(&self, id: uuid::Uuid) -> Result<(), CatalogError>;
+    /// Marks failed every running job whose heartbeat (or start) is older than `before`: its
+    /// replica stopped. Returns them.
+    async fn fail_stale_jobs(&self, before: DateTime<Utc>) -> Result<Vec<Job>, CatalogError>;
     /// One job.
     async fn get_job(&self, id: uuid::Uuid) -> Result<Job, CatalogError>;
     /// The newest jobs of one kind, newest first.

@@ -13,6 +13,7 @@ use crate::lake::{Lake, LakeError, RegisterRequest};
 use crate::layers::{Layer, PromoteRequest};
 use crate::provenance::Direction;
 
+mod backup;
 mod files;
 mod ingest;
 
@@ -105,6 +106,15 @@ enum Command {
         /// The lake's URL (default: http:// + server.listen).
         #[arg(long, env = "LAKE_SERVER")]
         server: Option<String>,
+    },
+    /// Backup commands: run, list, verify.
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
+    /// Restore a backup into this lake, which must be empty (objects, then the catalog).
+    Restore {
+        /// The backup's id (`lake backup list`).
+        #[arg(long = "from")]
+        from: String,
     },
     /// Collect lake.toml's [[sources]] now, each as a recorded job (the same as
     /// POST /collections), and parse what came; prints one JSON line per source.
@@ -424,6 +434,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
+        Command::Backup(cmd) => {
+            let lake = Lake::open(&cfg).await?;
+            backup::backup(&lake, cmd).await
+        }
+        Command::Restore { from } => {
+            let lake = Lake::open(&cfg).await?;
+            backup::restore(&lake, &from).await
+        }
         Command::Ingest { source, dry_run } => {
             let lake = with_plugins(Lake::open(&cfg).await?, &cfg)?;
             ingest::ingest(&lake, &cfg, source.as_deref(), dry_run).await
@@ -560,11 +578,12 @@ fn with_plugins(lake: Lake, cfg: &Config) -> Result<Lake> {
 pub async fn serve(cfg: Config) -> Result<()> {
     let metrics = crate::telemetry::init_metrics();
     let lake = with_plugins(Lake::open(&cfg).await?, &cfg)?;
-    let _scheduler = lake.spawn_scheduler(std::time::Duration::from_secs(30));
-    let app = crate::http::router(crate::http::AppState { lake, metrics });
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
+    // Scheduled backups and sources, and the check for jobs whose server died.
+    let scheduler = lake.spawn_scheduler(std::time::Duration::from_secs(30));
+    let app = crate::http::router(crate::http::AppState { lake, metrics });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, catalog = %if cfg.catalog.url.expose().starts_with("sqlite:") { "sqlite" } else { "postgres" }, storage = ?cfg.storage.backend, "Lake listening");
     eprintln!("lake listening on http://{addr} (API docs: http://{addr}/docs)");
@@ -572,6 +591,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         .with_graceful_shutdown(shutdown())
         .await
         .context("serving HTTP")?;
+    scheduler.abort();
     Ok(())
 }
 

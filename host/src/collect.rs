@@ -421,23 +421,19 @@ impl Lake {
         started
     }
 
-    /// Checks the schedules every `tick` for as long as the server runs.
-    pub fn spawn_scheduler(
-        &self,
-        tick: std::time::Duration,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        if !self.sources().iter().any(|s| s.schedule.is_some()) {
-            return None;
-        }
+    /// Checks the schedules (sources and backups) and abandoned jobs every `tick` for as long as
+    /// the server runs.
+    pub fn spawn_scheduler(&self, tick: std::time::Duration) -> tokio::task::JoinHandle<()> {
         let lake = self.clone();
-        Some(tokio::spawn(async move {
+        tokio::spawn(async move {
             let mut every = tokio::time::interval(tick);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
+                lake.run_due_backups(Utc::now()).await;
                 lake.run_due_sources(Utc::now()).await;
             }
-        }))
+        })
     }
 
     /// One collection job.

@@ -41,6 +41,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// The file service: uploads and merges.
     pub files: FilesConfig,
+    /// Backups: target, schedules, retention.
+    pub backup: BackupConfig,
     /// Upstream collections run by `lake ingest`, and on their schedule by `lake serve`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceConfig>,
@@ -464,6 +466,79 @@ impl Default for LayersConfig {
     }
 }
 
+/// Where backups are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupTarget {
+    /// The archive layer's bucket in the lake's own store.
+    #[default]
+    Archive,
+    /// A local directory of its own (another disk, a mount): `backup.dir`.
+    Dir,
+}
+
+/// Backups (`[backup]`): a consistent copy of the catalog and every object, incremental.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackupConfig {
+    /// `archive` or `dir`.
+    pub target: BackupTarget,
+    /// The directory for `target = "dir"`.
+    pub dir: PathBuf,
+    /// Key prefix of everything a backup writes.
+    pub prefix: String,
+    /// The daily backup's time, `HH:MM` UTC; empty disables it.
+    pub daily_at: String,
+    /// The weekly backup's day and time, `sun 03:00` UTC; empty disables it.
+    pub weekly_at: String,
+    /// Daily backups kept.
+    pub keep_daily: u32,
+    /// Weekly backups kept.
+    pub keep_weekly: u32,
+    /// Objects copied at once.
+    pub parallelism: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            target: BackupTarget::Archive,
+            dir: PathBuf::from("lake-data/backups"),
+            prefix: "backups".into(),
+            daily_at: "02:00".into(),
+            weekly_at: "sun 03:00".into(),
+            keep_daily: 7,
+            keep_weekly: 4,
+            parallelism: 8,
+        }
+    }
+}
+
+/// Reads `HH:MM` into minutes after midnight.
+pub fn parse_clock(s: &str) -> Result<u32, String> {
+    let bad = || format!("{s:?} is not a time such as 02:00");
+    let (h, m) = s.trim().split_once(':').ok_or_else(bad)?;
+    let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 23 || m > 59 {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
+}
+
+/// Reads `sun 03:00` into (days from Monday, minutes after midnight).
+pub fn parse_weekly(s: &str) -> Result<(u32, u32), String> {
+    let (day, clock) = s
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| format!("{s:?} is not a day and time such as \"sun 03:00\""))?;
+    let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let d = days
+        .iter()
+        .position(|x| day.to_ascii_lowercase().starts_with(x))
+        .ok_or_else(|| format!("{day:?} is not a day (mon ... sun)"))?;
+    Ok((d as u32, parse_clock(clock)?))
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -672,6 +747,7 @@ pub fn from_parts(
                 section_from(section, value, &mut problems),
             ),
             "files" => set(&mut cfg.files, section_from(section, value, &mut problems)),
+            "backup" => set(&mut cfg.backup, section_from(section, value, &mut problems)),
             "sources" => set(
                 &mut cfg.sources,
                 section_from(section, value, &mut problems),
@@ -861,6 +937,26 @@ fn set_path(root: &mut toml::Table, path: &[&str], value: toml::Value) {
 /// Checks the meaning of a well-formed configuration; returns every problem.
 pub fn validate(cfg: &Config) -> Vec<String> {
     let mut p = Vec::new();
+    let b = &cfg.backup;
+    if !b.daily_at.trim().is_empty()
+        && let Err(e) = parse_clock(&b.daily_at)
+    {
+        p.push(format!("backup.daily_at: {e}"));
+    }
+    if !b.weekly_at.trim().is_empty()
+        && let Err(e) = parse_weekly(&b.weekly_at)
+    {
+        p.push(format!("backup.weekly_at: {e}"));
+    }
+    if b.prefix.trim_matches('/').is_empty() {
+        p.push("backup.prefix: must not be empty".to_owned());
+    }
+    if b.parallelism == 0 {
+        p.push("backup.parallelism: must be at least 1".to_owned());
+    }
+    if b.target == BackupTarget::Dir && b.dir.as_os_str().is_empty() {
+        p.push("backup.dir: required with backup.target = \"dir\"".to_owned());
+    }
     for (i, src) in cfg.sources.iter().enumerate() {
         let at = format!("sources[{i}] ({:?})", src.name);
         if src.name.trim().is_empty() {

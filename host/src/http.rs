@@ -27,6 +27,7 @@ use crate::pipeline::{Run, RunOutcome, RunRequest};
 use crate::plugins::{Limits, Manifest, Plugins, Rejected};
 use crate::provenance::{Direction, LineageGraph};
 
+mod backup;
 mod collections;
 mod files;
 
@@ -180,6 +181,9 @@ pub fn router(state: AppState) -> Router {
             "/files/upload",
             post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .route("/backup/trigger", post(backup::trigger))
+        .route("/backup/jobs", get(backup::list))
+        .route("/backup/jobs/{id}", get(backup::get_one))
         .route(
             "/collections",
             get(collections::list).post(collections::start),
@@ -715,25 +719,32 @@ async fn run_pipeline(
     }
 }
 
-/// Query of `GET /pipelines/runs`.
+/// `?limit=` of the newest-first lists (runs, collections, backup jobs).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-struct RunsQuery {
+struct LimitQuery {
     /// How many, newest first (1 to 500, default 50).
     limit: Option<u32>,
 }
 
-/// Recorded pipeline runs, newest first.
-#[utoipa::path(get, path = "/pipelines/runs", params(RunsQuery), responses((status = 200, body = Vec<Run>)))]
-async fn list_runs(
-    State(s): State<AppState>,
-    q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<Run>>, ApiError> {
+/// The limit a list was asked for, checked.
+fn limit_of(
+    q: Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<u32, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit: must be between 1 and 500"));
     }
-    Ok(Json(s.lake.runs(limit).await?))
+    Ok(limit)
+}
+
+/// Recorded pipeline runs, newest first.
+#[utoipa::path(get, path = "/pipelines/runs", params(LimitQuery), responses((status = 200, body = Vec<Run>)))]
+async fn list_runs(
+    State(s): State<AppState>,
+    q: Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Run>>, ApiError> {
+    Ok(Json(s.lake.runs(limit_of(q)?).await?))
 }
 
 /// One recorded run.
@@ -772,6 +783,9 @@ async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Js
         run_pipeline,
         list_runs,
         get_run,
+        backup::trigger,
+        backup::list,
+        backup::get_one,
         collections::start,
         collections::list,
         collections::get_one,
@@ -816,7 +830,8 @@ async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Js
         crate::collect::CollectRequest,
         crate::collect::Collected,
         crate::collect::CollectedFile,
-        crate::collect::ParsedFile
+        crate::collect::ParsedFile,
+        crate::backup::BackupResult
     ))
 )]
 struct ApiDoc;

@@ -98,6 +98,8 @@ pub struct Settings {
     pub files: crate::config::FilesConfig,
     /// Configured upstream collections.
     pub sources: Vec<crate::config::SourceConfig>,
+    /// Backup target, schedules and retention.
+    pub backup: crate::config::BackupConfig,
 }
 
 impl Settings {
@@ -124,6 +126,7 @@ impl Settings {
                 .then_some(cfg.layers.archive_expiration_days),
             files: cfg.files.clone(),
             sources: cfg.sources.clone(),
+            backup: cfg.backup.clone(),
         }
     }
 }

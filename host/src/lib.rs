@@ -5,6 +5,7 @@
 //! shells over it. [`catalog`] and [`blob`] each define one contract with two adapters, and nothing
 //! outside an adapter names its driver. See `ARCHITECTURE.md` at the repository root for the map.
 
+pub mod backup;
 pub mod blob;
 pub mod catalog;
 pub mod cli;

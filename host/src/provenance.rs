@@ -31,6 +31,10 @@ pub enum Action {
     Manual,
     /// A non-raw dataset removed from the catalog (its row stays, marked deleted).
     Deletion,
+    /// The catalog and every object copied to a backup.
+    Backup,
+    /// A lake restored from a backup.
+    Restore,
 }
 
 impl Action {
@@ -43,6 +47,8 @@ impl Action {
             Action::Pipeline => "pipeline",
             Action::Manual => "manual",
             Action::Deletion => "deletion",
+            Action::Backup => "backup",
+            Action::Restore => "restore",
         }
     }
 }
@@ -63,6 +69,8 @@ impl FromStr for Action {
             "pipeline" => Action::Pipeline,
             "manual" => Action::Manual,
             "deletion" => Action::Deletion,
+            "backup" => Action::Backup,
+            "restore" => Action::Restore,
             other => return Err(format!("unknown provenance action {other:?}")),
         })
     }
@@ -102,7 +110,7 @@ impl NewProvenance {
 }
 
 /// A recorded entry.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProvenanceEntry {
     /// Entry id.
     #[schema(value_type = String, format = Uuid)]

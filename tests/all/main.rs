@@ -6,6 +6,7 @@
 //! they are skipped with a message instead.
 
 mod architecture;
+mod backup;
 mod blob_conformance;
 mod catalog_conformance;
 mod cli;

@@ -745,7 +745,10 @@ async fn ten_concurrent_collections_share_one_rate_limit() {
     for id in &jobs {
         let mut job = serde_json::Value::Null;
         for _ in 0..400 {
-            job = t.call(axum::http::Method::GET, &format!("/collections/{id}"), None).await.1;
+            job = t
+                .call(axum::http::Method::GET, &format!("/collections/{id}"), None)
+                .await
+                .1;
             if job["status"] == "succeeded" || job["status"] == "failed" {
                 break;
             }

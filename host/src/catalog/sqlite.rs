@@ -20,6 +20,7 @@ use super::{
     Job, JobStatus, NewDataset, NewJob, Page, SearchQuery, Stats, WalkRow, like_pattern, page_of,
     stats_of,
 };
+use super::{CatalogDump, DumpFile};
 use uuid::Uuid;
 
 use crate::layers::Layer;
@@ -182,7 +183,16 @@ impl SqliteCatalog {
         p: &NewProvenance,
         now: DateTime<Utc>,
     ) -> Result<ProvenanceEntry, CatalogError> {
-        let id = uuid::Uuid::now_v7();
+        Self::insert_entry(tx, p, uuid::Uuid::now_v7(), now).await
+    }
+
+    /// Records an entry under a given id and time (an import keeps the originals).
+    async fn insert_entry(
+        tx: &mut Transaction<'_, Sqlite>,
+        p: &NewProvenance,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<ProvenanceEntry, CatalogError> {
         sqlx::query("INSERT INTO provenance (id, action, parameters, notes, actor, created_at) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(id.to_string())
             .bind(p.action.as_str())
@@ -226,19 +236,30 @@ impl SqliteCatalog {
 
     /// Entries by id, oldest first, with their inputs and outputs.
     async fn entries_by_ids(&self, ids: &[String]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
-        let ids_json = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        Self::entries_in(&mut conn, Some(ids)).await
+    }
+
+    /// Entries with these ids (all of them with `None`), oldest first, over one connection.
+    async fn entries_in(
+        conn: &mut sqlx::SqliteConnection,
+        ids: Option<&[String]>,
+    ) -> Result<Vec<ProvenanceEntry>, CatalogError> {
+        let ids_json = serde_json::to_string(&ids).unwrap_or_else(|_| "null".into());
         let rows = sqlx::query(
-            "SELECT id, action, parameters, notes, actor, created_at FROM provenance WHERE id IN (SELECT value FROM json_each(?)) ORDER BY seq",
+            "SELECT id, action, parameters, notes, actor, created_at FROM provenance \
+             WHERE ?1 = 'null' OR id IN (SELECT value FROM json_each(?1)) ORDER BY seq",
         )
         .bind(&ids_json)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
         let links = sqlx::query(
-            "SELECT entry_id, dataset_id, role FROM provenance_datasets WHERE entry_id IN (SELECT value FROM json_each(?)) ORDER BY position",
+            "SELECT entry_id, dataset_id, role FROM provenance_datasets \
+             WHERE ?1 = 'null' OR entry_id IN (SELECT value FROM json_each(?1)) ORDER BY position",
         )
         .bind(&ids_json)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
         let mut io: HashMap<String, (Vec<DatasetId>, Vec<DatasetId>)> = HashMap::new();
@@ -431,17 +452,7 @@ impl Catalog for SqliteCatalog {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(FileRecord {
-                    name: r.try_get("name").map_err(bad_row)?,
-                    size: r.try_get::<i64, _>("size").map_err(bad_row)?.max(0) as u64,
-                    sha256: r.try_get("sha256").map_err(bad_row)?,
-                    content_type: r.try_get("content_type").map_err(bad_row)?,
-                    created_at: r.try_get("created_at").map_err(bad_row)?,
-                })
-            })
-            .collect()
+        rows.iter().map(row_to_file).collect()
     }
 
     async fn commit(
@@ -619,6 +630,108 @@ impl Catalog for SqliteCatalog {
             .ok_or_else(|| CatalogError::NotFound(format!("provenance entry {id}")))
     }
 
+    async fn export(&self) -> Result<CatalogDump, CatalogError> {
+        // One read transaction: in WAL mode it reads one snapshot throughout.
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let rows = sqlx::query(&format!("SELECT {COLS} FROM datasets ORDER BY id"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let datasets = rows
+            .iter()
+            .map(Self::row_to_dataset)
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query(
+            "SELECT dataset_id, name, size, sha256, content_type, created_at FROM files ORDER BY dataset_id, name",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let files = rows
+            .iter()
+            .map(|r| {
+                let id: String = r.try_get("dataset_id").map_err(bad_row)?;
+                Ok(DumpFile {
+                    dataset_id: id.parse().map_err(bad_row)?,
+                    file: row_to_file(r)?,
+                })
+            })
+            .collect::<Result<Vec<_>, CatalogError>>()?;
+        let provenance = Self::entries_in(&mut tx, None).await?;
+        tx.rollback().await.map_err(db_err)?;
+        Ok(CatalogDump {
+            datasets,
+            files,
+            provenance,
+        })
+    }
+
+    async fn import(&self, dump: &CatalogDump) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let held: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM datasets) + (SELECT count(*) FROM provenance)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if held > 0 {
+            return Err(CatalogError::Conflict(
+                "the catalog is not empty: a restore needs an empty lake".into(),
+            ));
+        }
+        for d in &dump.datasets {
+            sqlx::query(
+                "INSERT INTO datasets (id, name, source, external_id, layer, bucket, prefix, file_count, total_size, \
+                 metadata, tags, status, promoted_from, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(d.id.to_string())
+            .bind(&d.name)
+            .bind(&d.source)
+            .bind(&d.external_id)
+            .bind(d.layer.as_str())
+            .bind(&d.bucket)
+            .bind(&d.prefix)
+            .bind(d.file_count)
+            .bind(d.total_size)
+            .bind(d.metadata.to_string())
+            .bind(serde_json::to_string(&d.tags).unwrap_or_else(|_| "[]".into()))
+            .bind(d.status.as_str())
+            .bind(d.promoted_from.map(|p| p.to_string()))
+            .bind(d.created_at)
+            .bind(d.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        for f in &dump.files {
+            sqlx::query(
+                "INSERT INTO files (dataset_id, name, size, sha256, content_type, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(f.dataset_id.to_string())
+            .bind(&f.file.name)
+            .bind(f.file.size as i64)
+            .bind(&f.file.sha256)
+            .bind(&f.file.content_type)
+            .bind(f.file.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        for e in &dump.provenance {
+            let p = NewProvenance {
+                action: e.action,
+                inputs: e.inputs.clone(),
+                outputs: e.outputs.clone(),
+                parameters: e.parameters.clone(),
+                notes: e.notes.clone(),
+                actor: e.actor.clone(),
+            };
+            Self::insert_entry(&mut tx, &p, e.id, e.created_at).await?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
     async fn insert_job(&self, job: &NewJob) -> Result<Job, CatalogError> {
         sqlx::query(
             "INSERT INTO jobs (id, kind, status, request, schedule_key, created_at) \
@@ -643,7 +756,7 @@ impl Catalog for SqliteCatalog {
 
     async fn start_job(&self, id: Uuid) -> Result<Job, CatalogError> {
         let done = sqlx::query(
-            "UPDATE jobs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
+            "UPDATE jobs SET status = 'running', started_at = ?2, heartbeat_at = ?2 WHERE id = ?1 AND status = 'queued'",
         )
         .bind(id.to_string())
         .bind(Utc::now())
@@ -693,6 +806,33 @@ impl Catalog for SqliteCatalog {
             )));
         }
         Ok(job)
+    }
+
+    async fn heartbeat_job(&self, id: Uuid) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE jobs SET heartbeat_at = ?2 WHERE id = ?1 AND status = 'running'")
+            .bind(id.to_string())
+            .bind(Utc::now())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn fail_stale_jobs(
+        &self,
+        before: chrono::DateTime<Utc>,
+    ) -> Result<Vec<Job>, CatalogError> {
+        let rows = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'failed', finished_at = ?2, \
+             error = 'abandoned: the server running it stopped before it finished; the next run completes it' \
+             WHERE status = 'running' AND coalesce(heartbeat_at, started_at) < ?1 RETURNING {JOB_COLS}"
+        ))
+        .bind(before)
+        .bind(Utc::now())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(row_to_job).collect()
     }
 
     async fn get_job(&self, id: Uuid) -> Result<Job, CatalogError> {
@@ -778,8 +918,8 @@ impl Catalog for SqliteCatalog {
     }
 }
 
-const JOB_COLS: &str =
-    "id, kind, status, request, result, error, schedule_key, created_at, started_at, finished_at";
+const JOB_COLS: &str = "id, kind, status, request, result, error, schedule_key, created_at, started_at, \
+                        heartbeat_at, finished_at";
 
 fn row_to_job(row: &sqlx::sqlite::SqliteRow) -> Result<Job, CatalogError> {
     let id: String = row.try_get("id").map_err(bad_row)?;
@@ -799,6 +939,17 @@ fn row_to_job(row: &sqlx::sqlite::SqliteRow) -> Result<Job, CatalogError> {
         schedule_key: row.try_get("schedule_key").map_err(bad_row)?,
         created_at: row.try_get("created_at").map_err(bad_row)?,
         started_at: row.try_get("started_at").map_err(bad_row)?,
+        heartbeat_at: row.try_get("heartbeat_at").map_err(bad_row)?,
         finished_at: row.try_get("finished_at").map_err(bad_row)?,
+    })
+}
+
+fn row_to_file(r: &SqliteRow) -> Result<FileRecord, CatalogError> {
+    Ok(FileRecord {
+        name: r.try_get("name").map_err(bad_row)?,
+        size: r.try_get::<i64, _>("size").map_err(bad_row)?.max(0) as u64,
+        sha256: r.try_get("sha256").map_err(bad_row)?,
+        content_type: r.try_get("content_type").map_err(bad_row)?,
+        created_at: r.try_get("created_at").map_err(bad_row)?,
     })
 }

@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
 
 use super::{ApiError, ApiJson, AppState, ErrorBody};
 use crate::catalog::Job;
@@ -24,25 +23,13 @@ pub(super) async fn start(
     ))
 }
 
-/// Query of `GET /collections`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub(super) struct ListQuery {
-    /// How many, newest first (1 to 500, default 50).
-    limit: Option<u32>,
-}
-
 /// Collection jobs, newest first.
-#[utoipa::path(get, path = "/collections", params(ListQuery), responses((status = 200, body = Vec<Job>)))]
+#[utoipa::path(get, path = "/collections", params(super::LimitQuery), responses((status = 200, body = Vec<Job>)))]
 pub(super) async fn list(
     State(s): State<AppState>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<super::LimitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Job>>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid("limit: must be between 1 and 500"));
-    }
-    Ok(Json(s.lake.collections(limit).await?))
+    Ok(Json(s.lake.collections(super::limit_of(q)?).await?))
 }
 
 /// One collection job: its status, and once finished the dataset, files, requests and parses.

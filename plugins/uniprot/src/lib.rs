@@ -65,10 +65,17 @@ pub struct Uniprot {
 pub fn entry_version(head: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(head);
     let digits = |s: &str| -> Option<String> {
-        let d: String = s.trim_start().chars().take_while(char::is_ascii_digit).collect();
+        let d: String = s
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         (!d.is_empty()).then_some(d)
     };
-    if let Some(line) = text.lines().find(|l| l.starts_with("DT ") && l.contains("entry version")) {
+    if let Some(line) = text
+        .lines()
+        .find(|l| l.starts_with("DT ") && l.contains("entry version"))
+    {
         return line.split("entry version").nth(1).and_then(digits);
     }
     if let Some(i) = text.find("<entry ") {
@@ -80,7 +87,9 @@ pub fn entry_version(head: &[u8]) -> Option<String> {
             .and_then(digits);
     }
     let i = text.find("\"entryVersion\"")?;
-    let rest = text[i + "\"entryVersion\"".len()..].trim_start().strip_prefix(':')?;
+    let rest = text[i + "\"entryVersion\"".len()..]
+        .trim_start()
+        .strip_prefix(':')?;
     digits(rest)
 }
 
@@ -277,9 +286,15 @@ mod tests {
             ))
             .expect("fixture")
         };
-        assert_eq!(entry_version(&fixture("multi_ex.txt")).as_deref(), Some("160"));
+        assert_eq!(
+            entry_version(&fixture("multi_ex.txt")).as_deref(),
+            Some("160")
+        );
         assert_eq!(entry_version(&fixture("Q13639.xml")).as_deref(), Some("95"));
-        assert_eq!(entry_version(&fixture("P12345.json")).as_deref(), Some("145"));
+        assert_eq!(
+            entry_version(&fixture("P12345.json")).as_deref(),
+            Some("145")
+        );
         let compact = serde_json::to_vec(
             &serde_json::from_slice::<serde_json::Value>(&fixture("P12345.json")).expect("json"),
         )

@@ -1,0 +1,868 @@
+//! Backups and restores: the catalog as one consistent snapshot plus every object, incremental,
+//! verifiable, run once across replicas.
+//!
+//! A backup writes under the target's prefix (the archive bucket, or a directory of its own):
+//! `objects/{sha256}` holds each object's bytes once, whatever dataset or backup names them, so a
+//! backup copies only content no earlier backup holds (an object a lifecycle rule expired is simply
+//! copied again); `{kind}/{backup id}/catalog.json` is the catalog's snapshot
+//! ([`crate::catalog::Catalog::export`]) and `{kind}/{backup id}/manifest.json` lists every object
+//! with its dataset, key, size and SHA-256, and the catalog file's own SHA-256. The manifest is
+//! written last: a backup without one is incomplete and is never listed or restored.
+//!
+//! Backups run as catalog jobs (kind `backup`). A scheduled run carries the slot's `schedule_key`,
+//! so one replica runs it; the slot is the latest due one, so a run missed while every server was
+//! down runs when one comes back. A running backup refreshes its heartbeat; a job whose heartbeat
+//! stops (its server was killed) is marked failed by the next scheduler tick on any replica, and
+//! the next run copies what it had not.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::blob::{self, BlobError, BlobStore, BucketPolicy};
+use crate::catalog::{CatalogDump, DatasetId, DatasetStatus, Job, JobStatus, NewJob};
+use crate::config::{BackupTarget, parse_clock, parse_weekly};
+use crate::lake::{Lake, LakeError};
+use crate::layers::Layer;
+use crate::provenance::{Action, NewProvenance};
+
+/// The job kind of backups.
+pub const JOB_KIND: &str = "backup";
+
+/// The bucket (a subdirectory) of a `dir` target.
+const DIR_BUCKET: &str = "lake-backups";
+
+/// How often a running backup says it is alive, and how long silence means its server died.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// A running job silent this long was abandoned.
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// One object in a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestObject {
+    /// Its dataset.
+    pub dataset_id: DatasetId,
+    /// The dataset's layer.
+    pub layer: Layer,
+    /// The file's name.
+    pub name: String,
+    /// Where it lives in the lake (bucket and key at backup time).
+    pub bucket: String,
+    /// Its key.
+    pub key: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 (hex): its key in the backup is `objects/{sha256}`.
+    pub sha256: String,
+}
+
+/// What a backup holds; written last.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The backup's id (its job's id).
+    pub backup_id: uuid::Uuid,
+    /// `daily`, `weekly` or `manual`.
+    pub kind: String,
+    /// When the catalog snapshot was taken.
+    pub created_at: DateTime<Utc>,
+    /// SHA-256 of `catalog.json`.
+    pub catalog_sha256: String,
+    /// Datasets in the snapshot.
+    pub datasets: usize,
+    /// Provenance entries in the snapshot.
+    pub entries: usize,
+    /// Every object of every ready dataset.
+    pub objects: Vec<ManifestObject>,
+}
+
+/// What a backup did.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BackupResult {
+    /// The backup's id.
+    #[schema(value_type = String, format = Uuid)]
+    pub backup_id: uuid::Uuid,
+    /// `daily`, `weekly` or `manual`.
+    pub kind: String,
+    /// Where it is: target, bucket and prefix.
+    pub location: String,
+    /// Datasets in the catalog snapshot.
+    pub datasets: usize,
+    /// Provenance entries in it.
+    pub entries: usize,
+    /// Objects the backup names.
+    pub objects: usize,
+    /// Objects whose bytes were copied now.
+    pub objects_copied: usize,
+    /// Bytes copied now.
+    pub bytes_copied: u64,
+    /// Objects an earlier backup already held.
+    pub objects_present: usize,
+    /// Backups removed by retention after this one.
+    pub removed: Vec<String>,
+}
+
+/// A backup found at the target.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BackupSummary {
+    /// Its id.
+    #[schema(value_type = String, format = Uuid)]
+    pub backup_id: uuid::Uuid,
+    /// `daily`, `weekly` or `manual`.
+    pub kind: String,
+    /// When its snapshot was taken.
+    pub created_at: DateTime<Utc>,
+    /// Datasets.
+    pub datasets: usize,
+    /// Objects.
+    pub objects: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// One problem `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// The dataset whose file it is (absent for the catalog file).
+    pub dataset_id: Option<DatasetId>,
+    /// The file's name, or `catalog.json`.
+    pub name: String,
+    /// The key in the backup.
+    pub key: String,
+    /// What is wrong: `missing`, or the SHA-256 and size found.
+    pub problem: String,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// The backup.
+    pub backup_id: uuid::Uuid,
+    /// Distinct objects re-read.
+    pub objects_checked: usize,
+    /// Bytes re-read.
+    pub bytes_checked: u64,
+    /// Every mismatch; empty when the backup is sound.
+    pub problems: Vec<Problem>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The backup restored.
+    pub backup_id: uuid::Uuid,
+    /// Datasets restored.
+    pub datasets: usize,
+    /// Provenance entries restored.
+    pub entries: usize,
+    /// Objects written.
+    pub objects: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Progress of a backup, verify or restore: objects done of a total.
+pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Where backups are read and written.
+#[derive(Debug, Clone)]
+struct Target {
+    store: Arc<dyn BlobStore>,
+    bucket: String,
+    prefix: String,
+    /// The lake's own store (server-side copies) rather than a store of its own.
+    shared: bool,
+    name: String,
+}
+
+impl Target {
+    fn object_key(&self, sha: &str) -> String {
+        format!("{}/objects/{sha}", self.prefix)
+    }
+    fn run_key(&self, kind: &str, id: uuid::Uuid, file: &str) -> String {
+        format!("{}/{kind}/{id}/{file}", self.prefix)
+    }
+}
+
+/// The latest due slot of each schedule at `now`: (kind, slot start).
+pub fn due_slots(
+    daily_at: &str,
+    weekly_at: &str,
+    now: DateTime<Utc>,
+) -> Vec<(&'static str, DateTime<Utc>)> {
+    let mut out = Vec::new();
+    let midnight = now
+        .with_hour(0)
+        .and_then(|t| t.with_minute(0))
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or(now);
+    if let Ok(min) = parse_clock(daily_at) {
+        let today = midnight + chrono::Duration::minutes(i64::from(min));
+        out.push((
+            "daily",
+            if today <= now {
+                today
+            } else {
+                today - chrono::Duration::days(1)
+            },
+        ));
+    }
+    if let Ok((day, min)) = parse_weekly(weekly_at) {
+        let back = (i64::from(now.weekday().num_days_from_monday()) - i64::from(day)).rem_euclid(7);
+        let mut slot =
+            midnight - chrono::Duration::days(back) + chrono::Duration::minutes(i64::from(min));
+        if slot > now {
+            slot -= chrono::Duration::days(7);
+        }
+        out.push(("weekly", slot));
+    }
+    out
+}
+
+fn json_err(e: serde_json::Error) -> LakeError {
+    LakeError::Invalid(format!("the backup's JSON is unreadable: {e}"))
+}
+
+async fn read_all(store: &dyn BlobStore, bucket: &str, key: &str) -> Result<Vec<u8>, LakeError> {
+    let mut s = store.get(bucket, key).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = s.next().await {
+        out.extend_from_slice(&chunk.map_err(|e| LakeError::Unavailable(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+fn body_of(bytes: Vec<u8>) -> blob::ByteStream {
+    Box::pin(futures::stream::once(async move {
+        Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))
+    }))
+}
+
+impl Lake {
+    async fn backup_target(&self) -> Result<Target, LakeError> {
+        let cfg = &self.settings().backup;
+        let prefix = cfg.prefix.trim_matches('/').to_owned();
+        match cfg.target {
+            BackupTarget::Archive => Ok(Target {
+                store: self.blobs().clone(),
+                bucket: self.bucket(Layer::Archive).to_owned(),
+                name: format!("archive bucket {}/{prefix}", self.bucket(Layer::Archive)),
+                prefix,
+                shared: true,
+            }),
+            BackupTarget::Dir => {
+                let store = blob::local::LocalStore::open(&cfg.dir).await?;
+                store
+                    .prepare_bucket(DIR_BUCKET, &BucketPolicy::default())
+                    .await?;
+                Ok(Target {
+                    store: Arc::new(store),
+                    bucket: DIR_BUCKET.into(),
+                    name: format!("directory {}/{DIR_BUCKET}/{prefix}", cfg.dir.display()),
+                    prefix,
+                    shared: false,
+                })
+            }
+        }
+    }
+
+    /// Records a manual backup job and runs it in the background.
+    pub async fn trigger_backup(&self) -> Result<Job, LakeError> {
+        let job = self
+            .catalog()
+            .insert_job(&NewJob {
+                id: uuid::Uuid::now_v7(),
+                kind: JOB_KIND.into(),
+                request: serde_json::json!({"kind": "manual"}),
+                schedule_key: None,
+            })
+            .await?;
+        let lake = self.clone();
+        let id = job.id;
+        tokio::spawn(async move { lake.run_backup_job(id, "manual", None).await });
+        Ok(job)
+    }
+
+    /// Runs a backup now in this task as a recorded job (`lake backup run`).
+    pub async fn backup_now(
+        &self,
+        kind: &str,
+        progress: Option<ProgressFn>,
+    ) -> Result<Job, LakeError> {
+        let job = self
+            .catalog()
+            .insert_job(&NewJob {
+                id: uuid::Uuid::now_v7(),
+                kind: JOB_KIND.into(),
+                request: serde_json::json!({ "kind": kind }),
+                schedule_key: None,
+            })
+            .await?;
+        self.run_backup_job(job.id, kind, progress).await
+    }
+
+    /// Starts the due daily and weekly backups no replica has run yet, and fails running jobs
+    /// whose server stopped. Returns the jobs this replica started.
+    pub async fn run_due_backups(&self, now: DateTime<Utc>) -> Vec<Job> {
+        let stale = chrono::Duration::from_std(STALE_AFTER).unwrap_or(chrono::Duration::minutes(1));
+        // Silence is measured on the clock, whatever slot `now` names.
+        match self.catalog().fail_stale_jobs(Utc::now() - stale).await {
+            Ok(jobs) => {
+                for j in jobs {
+                    tracing::warn!(job = %j.id, kind = j.kind, "A job's server stopped; marked failed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "Checking for abandoned jobs failed"),
+        }
+        let cfg = &self.settings().backup;
+        let mut started = Vec::new();
+        for (kind, slot) in due_slots(&cfg.daily_at, &cfg.weekly_at, now) {
+            let key = format!("backup:{kind}@{}", slot.format("%Y-%m-%dT%H:%MZ"));
+            let new = NewJob {
+                id: uuid::Uuid::now_v7(),
+                kind: JOB_KIND.into(),
+                request: serde_json::json!({"kind": kind, "slot": slot}),
+                schedule_key: Some(key.clone()),
+            };
+            match self.catalog().insert_job(&new).await {
+                Ok(job) => {
+                    tracing::info!(kind, slot = key, job = %job.id, "Scheduled backup started");
+                    let lake = self.clone();
+                    let id = job.id;
+                    tokio::spawn(async move { lake.run_backup_job(id, kind, None).await });
+                    started.push(job);
+                }
+                Err(crate::catalog::CatalogError::Conflict(_)) => {}
+                Err(e) => tracing::error!(error = %e, "Scheduling a backup failed"),
+            }
+        }
+        started
+    }
+
+    /// Claims a recorded backup job, runs it with a heartbeat, and records how it ended.
+    pub async fn run_backup_job(
+        &self,
+        id: uuid::Uuid,
+        kind: &str,
+        progress: Option<ProgressFn>,
+    ) -> Result<Job, LakeError> {
+        self.catalog().start_job(id).await?;
+        let catalog = self.catalog().clone();
+        let beat = tokio::spawn(async move {
+            let mut t = tokio::time::interval(HEARTBEAT);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                if let Err(e) = catalog.heartbeat_job(id).await {
+                    tracing::warn!(job = %id, error = %e, "Backup heartbeat failed");
+                }
+            }
+        });
+        let outcome = self.backup(id, kind, progress).await;
+        beat.abort();
+        match outcome {
+            Ok(r) => {
+                let result = serde_json::to_value(&r).unwrap_or_default();
+                Ok(self
+                    .catalog()
+                    .finish_job(id, JobStatus::Succeeded, Some(&result), None)
+                    .await?)
+            }
+            Err(e) => {
+                tracing::error!(job = %id, error = %e, "Backup failed");
+                Ok(self
+                    .catalog()
+                    .finish_job(id, JobStatus::Failed, None, Some(&e.to_string()))
+                    .await?)
+            }
+        }
+    }
+
+    /// One backup: the catalog snapshot, the objects it names not yet in the backup, the
+    /// manifest, a `backup` provenance entry, then retention.
+    pub async fn backup(
+        &self,
+        id: uuid::Uuid,
+        kind: &str,
+        progress: Option<ProgressFn>,
+    ) -> Result<BackupResult, LakeError> {
+        let target = self.backup_target().await?;
+        let created_at = Utc::now();
+        let dump = self.catalog().export().await?;
+        let by_id: HashMap<DatasetId, &crate::catalog::Dataset> =
+            dump.datasets.iter().map(|d| (d.id, d)).collect();
+        let mut objects = Vec::new();
+        for f in &dump.files {
+            let Some(d) = by_id.get(&f.dataset_id) else {
+                continue;
+            };
+            if d.status != DatasetStatus::Ready {
+                continue;
+            }
+            objects.push(ManifestObject {
+                dataset_id: d.id,
+                layer: d.layer,
+                name: f.file.name.clone(),
+                bucket: d.bucket.clone(),
+                key: format!("{}{}", d.prefix, f.file.name),
+                size: f.file.size,
+                sha256: f.file.sha256.clone(),
+            });
+        }
+        // One copy per content.
+        let mut unique: BTreeMap<&str, &ManifestObject> = BTreeMap::new();
+        for o in &objects {
+            unique.entry(o.sha256.as_str()).or_insert(o);
+        }
+        let total = unique.len() as u64;
+        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let parallel = self.settings().backup.parallelism.max(1);
+        let todo: Vec<ManifestObject> = unique.values().map(|o| (*o).clone()).collect();
+        let results: Vec<Result<Option<u64>, LakeError>> = futures::stream::iter(todo)
+            .map(|o| {
+                let (target, done, progress) = (&target, done.clone(), progress.clone());
+                async move {
+                    let copied = self.back_up_object(target, &o).await;
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if let Some(p) = &progress {
+                        p(n, total);
+                    }
+                    copied
+                }
+            })
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+        let (mut copied, mut bytes, mut present) = (0usize, 0u64, 0usize);
+        for r in results {
+            match r? {
+                Some(n) => {
+                    copied += 1;
+                    bytes += n;
+                }
+                None => present += 1,
+            }
+        }
+        let catalog_json = serde_json::to_vec(&dump).map_err(json_err)?;
+        let manifest = Manifest {
+            backup_id: id,
+            kind: kind.to_owned(),
+            created_at,
+            catalog_sha256: blob::Sha256::of(&catalog_json).to_hex(),
+            datasets: dump.datasets.len(),
+            entries: dump.provenance.len(),
+            objects,
+        };
+        target
+            .store
+            .put(
+                &target.bucket,
+                &target.run_key(kind, id, "catalog.json"),
+                body_of(catalog_json),
+            )
+            .await?;
+        let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(json_err)?;
+        target
+            .store
+            .put(
+                &target.bucket,
+                &target.run_key(kind, id, "manifest.json"),
+                body_of(manifest_json),
+            )
+            .await?;
+        let removed = self.apply_retention(&target, kind).await?;
+        let result = BackupResult {
+            backup_id: id,
+            kind: kind.to_owned(),
+            location: target.name.clone(),
+            datasets: manifest.datasets,
+            entries: manifest.entries,
+            objects: manifest.objects.len(),
+            objects_copied: copied,
+            bytes_copied: bytes,
+            objects_present: present,
+            removed,
+        };
+        self.catalog()
+            .append_provenance(&NewProvenance {
+                action: Action::Backup,
+                inputs: vec![],
+                outputs: vec![],
+                parameters: serde_json::to_value(&result).unwrap_or_default(),
+                notes: None,
+                actor: None,
+            })
+            .await?;
+        metrics::counter!("lake_backups_total", "kind" => kind.to_owned()).increment(1);
+        Ok(result)
+    }
+
+    /// Copies one object's bytes into the backup unless it holds them; `Some(bytes)` when copied.
+    async fn back_up_object(
+        &self,
+        target: &Target,
+        o: &ManifestObject,
+    ) -> Result<Option<u64>, LakeError> {
+        let dest = target.object_key(&o.sha256);
+        match target.store.head(&target.bucket, &dest).await {
+            Ok(info) if info.size == o.size => return Ok(None),
+            Ok(_) | Err(BlobError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if target.shared {
+            self.blobs()
+                .copy(&o.bucket, &o.key, &target.bucket, &dest)
+                .await?;
+        } else {
+            let body = self.blobs().get(&o.bucket, &o.key).await?;
+            target.store.put(&target.bucket, &dest, body).await?;
+        }
+        Ok(Some(o.size))
+    }
+
+    /// Keeps the newest `keep_daily` / `keep_weekly` backups of `kind`; removes the rest, then the
+    /// objects no remaining backup names.
+    async fn apply_retention(&self, target: &Target, kind: &str) -> Result<Vec<String>, LakeError> {
+        let cfg = &self.settings().backup;
+        let keep = match kind {
+            "daily" => cfg.keep_daily,
+            "weekly" => cfg.keep_weekly,
+            _ => return Ok(Vec::new()),
+        } as usize;
+        let mut ids = self.backup_ids(target, kind).await?;
+        if ids.len() <= keep {
+            return Ok(Vec::new());
+        }
+        ids.sort();
+        let drop_n = ids.len() - keep;
+        let mut removed = Vec::new();
+        for id in ids.into_iter().take(drop_n) {
+            // The manifest first: without it the rest is never read.
+            for file in ["manifest.json", "catalog.json"] {
+                target
+                    .store
+                    .delete(&target.bucket, &target.run_key(kind, id, file))
+                    .await?;
+            }
+            removed.push(id.to_string());
+        }
+        // Objects no remaining manifest names.
+        let mut named = std::collections::HashSet::new();
+        for s in self.list_backups_in(target).await? {
+            let m = self.read_manifest(target, &s.kind, s.backup_id).await?;
+            named.extend(m.objects.into_iter().map(|o| o.sha256));
+        }
+        for obj in target
+            .store
+            .list(&target.bucket, &format!("{}/objects/", target.prefix))
+            .await?
+        {
+            let sha = obj.key.rsplit('/').next().unwrap_or_default();
+            if !named.contains(sha) {
+                target.store.delete(&target.bucket, &obj.key).await?;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn backup_ids(&self, target: &Target, kind: &str) -> Result<Vec<uuid::Uuid>, LakeError> {
+        let listed = target
+            .store
+            .list(&target.bucket, &format!("{}/{kind}/", target.prefix))
+            .await?;
+        Ok(listed
+            .iter()
+            .filter_map(|o| {
+                let rest = o.key.strip_prefix(&format!("{}/{kind}/", target.prefix))?;
+                let (id, file) = rest.split_once('/')?;
+                (file == "manifest.json").then(|| id.parse().ok()).flatten()
+            })
+            .collect())
+    }
+
+    async fn read_manifest(
+        &self,
+        target: &Target,
+        kind: &str,
+        id: uuid::Uuid,
+    ) -> Result<Manifest, LakeError> {
+        let bytes = read_all(
+            target.store.as_ref(),
+            &target.bucket,
+            &target.run_key(kind, id, "manifest.json"),
+        )
+        .await?;
+        serde_json::from_slice(&bytes).map_err(json_err)
+    }
+
+    async fn list_backups_in(&self, target: &Target) -> Result<Vec<BackupSummary>, LakeError> {
+        let mut out = Vec::new();
+        for kind in ["daily", "weekly", "manual"] {
+            for id in self.backup_ids(target, kind).await? {
+                let m = self.read_manifest(target, kind, id).await?;
+                out.push(BackupSummary {
+                    backup_id: id,
+                    kind: kind.to_owned(),
+                    created_at: m.created_at,
+                    datasets: m.datasets,
+                    objects: m.objects.len(),
+                    bytes: m.objects.iter().map(|o| o.size).sum(),
+                });
+            }
+        }
+        out.sort_by_key(|s| std::cmp::Reverse(s.backup_id));
+        Ok(out)
+    }
+
+    /// Complete backups at the target, newest first.
+    pub async fn list_backups(&self) -> Result<Vec<BackupSummary>, LakeError> {
+        let target = self.backup_target().await?;
+        self.list_backups_in(&target).await
+    }
+
+    async fn find_backup(&self, target: &Target, id: uuid::Uuid) -> Result<Manifest, LakeError> {
+        for kind in ["daily", "weekly", "manual"] {
+            match self.read_manifest(target, kind, id).await {
+                Ok(m) => return Ok(m),
+                Err(LakeError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(LakeError::NotFound(format!(
+            "no complete backup {id} in the {}",
+            target.name
+        )))
+    }
+
+    /// Re-reads a backup: every object's SHA-256 and size, and the catalog file's, against the
+    /// manifest. Problems name the dataset and file.
+    pub async fn verify_backup(
+        &self,
+        id: uuid::Uuid,
+        progress: Option<ProgressFn>,
+    ) -> Result<VerifyReport, LakeError> {
+        let target = self.backup_target().await?;
+        let m = self.find_backup(&target, id).await?;
+        let mut problems = Vec::new();
+        let catalog_key = target.run_key(&m.kind, id, "catalog.json");
+        match read_all(target.store.as_ref(), &target.bucket, &catalog_key).await {
+            Ok(bytes) if blob::Sha256::of(&bytes).to_hex() == m.catalog_sha256 => {}
+            Ok(bytes) => problems.push(Problem {
+                dataset_id: None,
+                name: "catalog.json".into(),
+                key: catalog_key,
+                problem: format!(
+                    "SHA-256 {} instead of {}",
+                    blob::Sha256::of(&bytes).to_hex(),
+                    m.catalog_sha256
+                ),
+            }),
+            Err(LakeError::NotFound(_)) => problems.push(Problem {
+                dataset_id: None,
+                name: "catalog.json".into(),
+                key: catalog_key,
+                problem: "missing".into(),
+            }),
+            Err(e) => return Err(e),
+        }
+        let mut by_sha: BTreeMap<&str, Vec<&ManifestObject>> = BTreeMap::new();
+        for o in &m.objects {
+            by_sha.entry(o.sha256.as_str()).or_default().push(o);
+        }
+        let total = by_sha.len() as u64;
+        let (mut checked, mut bytes) = (0usize, 0u64);
+        for (sha, names) in &by_sha {
+            let key = target.object_key(sha);
+            let found = match target.store.get(&target.bucket, &key).await {
+                Ok(body) => {
+                    let (mut s, hash) = blob::hashing(body, None);
+                    let mut failed = None;
+                    while let Some(c) = s.next().await {
+                        if let Err(e) = c {
+                            failed = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    let (got, size) = hash.finish();
+                    bytes += size;
+                    match failed {
+                        Some(e) => Some(format!("unreadable: {e}")),
+                        None if got.to_hex() != *sha || size != names[0].size => Some(format!(
+                            "SHA-256 {} and {size} bytes instead of {sha} and {} bytes",
+                            got.to_hex(),
+                            names[0].size
+                        )),
+                        None => None,
+                    }
+                }
+                Err(BlobError::NotFound { .. }) => Some("missing".into()),
+                Err(e) => return Err(e.into()),
+            };
+            checked += 1;
+            if let Some(p) = &progress {
+                p(checked as u64, total);
+            }
+            if let Some(problem) = found {
+                for o in names {
+                    problems.push(Problem {
+                        dataset_id: Some(o.dataset_id),
+                        name: o.name.clone(),
+                        key: key.clone(),
+                        problem: problem.clone(),
+                    });
+                }
+            }
+        }
+        Ok(VerifyReport {
+            backup_id: id,
+            objects_checked: checked,
+            bytes_checked: bytes,
+            problems,
+        })
+    }
+
+    /// Restores a backup into this lake, which must be empty: every object is written to its
+    /// layer's bucket here (its SHA-256 checked on the way), then the catalog is loaded in one
+    /// transaction, then a `restore` entry is appended.
+    pub async fn restore(
+        &self,
+        id: uuid::Uuid,
+        progress: Option<ProgressFn>,
+    ) -> Result<RestoreReport, LakeError> {
+        let here = self.catalog().export().await?;
+        if !here.datasets.is_empty() || !here.provenance.is_empty() {
+            return Err(LakeError::Conflict(format!(
+                "this lake is not empty ({} datasets, {} provenance entries): restore into an empty lake",
+                here.datasets.len(),
+                here.provenance.len()
+            )));
+        }
+        let target = self.backup_target().await?;
+        let m = self.find_backup(&target, id).await?;
+        let catalog_json = read_all(
+            target.store.as_ref(),
+            &target.bucket,
+            &target.run_key(&m.kind, id, "catalog.json"),
+        )
+        .await?;
+        if blob::Sha256::of(&catalog_json).to_hex() != m.catalog_sha256 {
+            return Err(LakeError::Invalid(format!(
+                "backup {id}: catalog.json does not match its manifest; `lake backup verify {id}` names the damage"
+            )));
+        }
+        let mut dump: CatalogDump = serde_json::from_slice(&catalog_json).map_err(json_err)?;
+        // Datasets live in this lake's layer buckets.
+        for d in &mut dump.datasets {
+            d.bucket = self.bucket(d.layer).to_owned();
+            d.location = format!("{}/{}", d.bucket, d.prefix);
+        }
+        let by_id: HashMap<DatasetId, &crate::catalog::Dataset> =
+            dump.datasets.iter().map(|d| (d.id, d)).collect();
+        let total = m.objects.len() as u64;
+        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let parallel = self.settings().backup.parallelism.max(1);
+        let written: Vec<Result<u64, LakeError>> = futures::stream::iter(m.objects.clone())
+            .map(|o| {
+                let (target, by_id, done, progress) = (&target, &by_id, done.clone(), progress.clone());
+                async move {
+                    let d = by_id.get(&o.dataset_id).ok_or_else(|| {
+                        LakeError::Invalid(format!("backup {id}: object {} names no dataset of its catalog", o.key))
+                    })?;
+                    let dest_key = format!("{}{}", d.prefix, o.name);
+                    let body = target.store.get(&target.bucket, &target.object_key(&o.sha256)).await?;
+                    let (body, hash) = blob::hashing(body, None);
+                    let size = self.blobs().put(&d.bucket, &dest_key, body).await?;
+                    let (sha, _) = hash.finish();
+                    if sha.to_hex() != o.sha256 {
+                        let _ = self.blobs().delete(&d.bucket, &dest_key).await;
+                        return Err(LakeError::Invalid(format!(
+                            "backup {id}: the copy of {} (dataset {}) does not match its SHA-256; `lake backup verify {id}` names the damage",
+                            o.name, o.dataset_id
+                        )));
+                    }
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if let Some(p) = &progress {
+                        p(n, total);
+                    }
+                    Ok(size)
+                }
+            })
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+        let mut bytes = 0;
+        for w in written {
+            bytes += w?;
+        }
+        self.catalog().import(&dump).await?;
+        let report = RestoreReport {
+            backup_id: id,
+            datasets: dump.datasets.len(),
+            entries: dump.provenance.len(),
+            objects: m.objects.len(),
+            bytes,
+        };
+        self.catalog()
+            .append_provenance(&NewProvenance {
+                action: Action::Restore,
+                inputs: vec![],
+                outputs: vec![],
+                parameters: serde_json::json!({"from": target.name, "report": report}),
+                notes: None,
+                actor: None,
+            })
+            .await?;
+        Ok(report)
+    }
+
+    /// The newest backup jobs.
+    pub async fn backup_jobs(&self, limit: u32) -> Result<Vec<Job>, LakeError> {
+        Ok(self.catalog().list_jobs(JOB_KIND, limit).await?)
+    }
+
+    /// One backup job.
+    pub async fn backup_job(&self, id: uuid::Uuid) -> Result<Job, LakeError> {
+        let job = self.catalog().get_job(id).await?;
+        if job.kind != JOB_KIND {
+            return Err(LakeError::NotFound(format!("backup job {id} not found")));
+        }
+        Ok(job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_latest_due_slot_is_run_even_when_it_was_missed() {
+        // 2026-12-01 is a Tuesday.
+        let slots = due_slots("02:00", "sun 03:00", at("2026-12-01T09:30:00Z"));
+        assert_eq!(
+            slots,
+            [
+                ("daily", at("2026-12-01T02:00:00Z")),
+                ("weekly", at("2026-11-29T03:00:00Z"))
+            ]
+        );
+        // Before 02:00 the due daily slot is yesterday's.
+        let slots = due_slots("02:00", "", at("2026-12-01T01:59:00Z"));
+        assert_eq!(slots, [("daily", at("2026-11-30T02:00:00Z"))]);
+        // On Sunday before 03:00 the due weekly slot is last week's.
+        let slots = due_slots("", "sun 03:00", at("2026-11-29T02:00:00Z"));
+        assert_eq!(slots, [("weekly", at("2026-11-22T03:00:00Z"))]);
+        let slots = due_slots("", "sun 03:00", at("2026-11-29T03:00:00Z"));
+        assert_eq!(slots, [("weekly", at("2026-11-29T03:00:00Z"))]);
+        assert!(due_slots("", "", at("2026-11-29T03:00:00Z")).is_empty());
+    }
+}
