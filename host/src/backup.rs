@@ -4,7 +4,8 @@
 //! A backup writes under the target's prefix (the archive bucket, or a directory of its own):
 //! `objects/{sha256}` holds each object's bytes once, whatever dataset or backup names them, so a
 //! backup copies only content no earlier backup holds (an object a lifecycle rule expired is simply
-//! copied again); `{kind}/{backup id}/catalog.json` is the catalog's snapshot
+//! copied again; retention removes an object once no kept backup names it);
+//! `{kind}/{backup id}/catalog.json` is the catalog's snapshot
 //! ([`crate::catalog::Catalog::export`]) and `{kind}/{backup id}/manifest.json` lists every object
 //! with its dataset, key, size and SHA-256, and the catalog file's own SHA-256. The manifest is
 //! written last: a backup without one is incomplete and is never listed or restored.
@@ -32,9 +33,6 @@ use crate::provenance::{Action, NewProvenance};
 
 /// The job kind of backups.
 pub const JOB_KIND: &str = "backup";
-
-/// The bucket (a subdirectory) of a `dir` target.
-const DIR_BUCKET: &str = "lake-backups";
 
 /// How often a running backup says it is alive, and how long silence means its server died.
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -254,15 +252,33 @@ impl Lake {
                 prefix,
                 shared: true,
             }),
-            BackupTarget::Dir => {
-                let store = blob::local::LocalStore::open(&cfg.dir).await?;
+            BackupTarget::Dir | BackupTarget::S3 => {
+                let (store, name): (Arc<dyn BlobStore>, String) = match (&cfg.target, &cfg.s3) {
+                    (BackupTarget::S3, Some(s3)) => (
+                        Arc::new(blob::s3::S3Store::new(s3)?),
+                        format!(
+                            "bucket {} at {}",
+                            cfg.bucket,
+                            s3.endpoint.as_deref().unwrap_or("AWS S3")
+                        ),
+                    ),
+                    (BackupTarget::S3, None) => {
+                        return Err(LakeError::Invalid(
+                            "backup.target = \"s3\" needs [backup.s3]".into(),
+                        ));
+                    }
+                    _ => (
+                        Arc::new(blob::local::LocalStore::open(&cfg.dir).await?),
+                        format!("directory {}/{}", cfg.dir.display(), cfg.bucket),
+                    ),
+                };
                 store
-                    .prepare_bucket(DIR_BUCKET, &BucketPolicy::default())
+                    .prepare_bucket(&cfg.bucket, &BucketPolicy::default())
                     .await?;
                 Ok(Target {
-                    store: Arc::new(store),
-                    bucket: DIR_BUCKET.into(),
-                    name: format!("directory {}/{DIR_BUCKET}/{prefix}", cfg.dir.display()),
+                    store,
+                    bucket: cfg.bucket.clone(),
+                    name: format!("{name}/{prefix}"),
                     prefix,
                     shared: false,
                 })
@@ -351,19 +367,7 @@ impl Lake {
         progress: Option<ProgressFn>,
     ) -> Result<Job, LakeError> {
         self.catalog().start_job(id).await?;
-        let catalog = self.catalog().clone();
-        let beat = tokio::spawn(async move {
-            let mut t = tokio::time::interval(HEARTBEAT);
-            t.tick().await;
-            loop {
-                t.tick().await;
-                if let Err(e) = catalog.heartbeat_job(id).await {
-                    tracing::warn!(job = %id, error = %e, "Backup heartbeat failed");
-                }
-            }
-        });
-        let outcome = self.backup(id, kind, progress).await;
-        beat.abort();
+        let outcome = self.heartbeating(id, self.backup(id, kind, progress)).await;
         match outcome {
             Ok(r) => {
                 let result = serde_json::to_value(&r).unwrap_or_default();
@@ -380,6 +384,25 @@ impl Lake {
                     .await?)
             }
         }
+    }
+
+    /// Runs `work` for running job `id`, refreshing its heartbeat meanwhile, so other replicas
+    /// know its server is alive.
+    pub(crate) async fn heartbeating<T>(&self, id: uuid::Uuid, work: impl Future<Output = T>) -> T {
+        let catalog = self.catalog().clone();
+        let beat = tokio::spawn(async move {
+            let mut t = tokio::time::interval(HEARTBEAT);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                if let Err(e) = catalog.heartbeat_job(id).await {
+                    tracing::warn!(job = %id, error = %e, "Job heartbeat failed");
+                }
+            }
+        });
+        let out = work.await;
+        beat.abort();
+        out
     }
 
     /// One backup: the catalog snapshot, the objects it names not yet in the backup, the
@@ -474,7 +497,7 @@ impl Lake {
                 body_of(manifest_json),
             )
             .await?;
-        let removed = self.apply_retention(&target, kind).await?;
+        let removed = self.apply_retention(&target, kind, id).await?;
         let result = BackupResult {
             backup_id: id,
             kind: kind.to_owned(),
@@ -526,7 +549,12 @@ impl Lake {
 
     /// Keeps the newest `keep_daily` / `keep_weekly` backups of `kind`; removes the rest, then the
     /// objects no remaining backup names.
-    async fn apply_retention(&self, target: &Target, kind: &str) -> Result<Vec<String>, LakeError> {
+    async fn apply_retention(
+        &self,
+        target: &Target,
+        kind: &str,
+        this: uuid::Uuid,
+    ) -> Result<Vec<String>, LakeError> {
         let cfg = &self.settings().backup;
         let keep = match kind {
             "daily" => cfg.keep_daily,
@@ -540,7 +568,11 @@ impl Lake {
         ids.sort();
         let drop_n = ids.len() - keep;
         let mut removed = Vec::new();
+        // Objects only the removed backups may name: the only candidates for the sweep.
+        let mut candidates = std::collections::HashSet::new();
         for id in ids.into_iter().take(drop_n) {
+            let m = self.read_manifest(target, kind, id).await?;
+            candidates.extend(m.objects.into_iter().map(|o| o.sha256));
             // The manifest first: without it the rest is never read.
             for file in ["manifest.json", "catalog.json"] {
                 target
@@ -550,21 +582,28 @@ impl Lake {
             }
             removed.push(id.to_string());
         }
-        // Objects no remaining manifest names.
-        let mut named = std::collections::HashSet::new();
+        // Another backup in progress may be counting on an object it found present; leave the
+        // sweep to a later run.
+        let busy = self
+            .backup_jobs(50)
+            .await?
+            .iter()
+            .any(|j| j.status == JobStatus::Running && j.id != this);
+        if busy {
+            tracing::info!("Another backup is running; unused objects are left for a later sweep");
+            return Ok(removed);
+        }
         for s in self.list_backups_in(target).await? {
             let m = self.read_manifest(target, &s.kind, s.backup_id).await?;
-            named.extend(m.objects.into_iter().map(|o| o.sha256));
-        }
-        for obj in target
-            .store
-            .list(&target.bucket, &format!("{}/objects/", target.prefix))
-            .await?
-        {
-            let sha = obj.key.rsplit('/').next().unwrap_or_default();
-            if !named.contains(sha) {
-                target.store.delete(&target.bucket, &obj.key).await?;
+            for o in m.objects {
+                candidates.remove(&o.sha256);
             }
+        }
+        for sha in candidates {
+            target
+                .store
+                .delete(&target.bucket, &target.object_key(&sha))
+                .await?;
         }
         Ok(removed)
     }

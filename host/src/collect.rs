@@ -355,7 +355,7 @@ impl Lake {
         progress: Option<ProgressFn>,
     ) -> Result<Job, LakeError> {
         self.catalog().start_job(id).await?;
-        let outcome = self.collect(&plan, progress).await;
+        let outcome = self.heartbeating(id, self.collect(&plan, progress)).await;
         let job = match &outcome {
             Ok(c) => {
                 let result = serde_json::to_value(c).unwrap_or_default();

@@ -475,16 +475,23 @@ pub enum BackupTarget {
     Archive,
     /// A local directory of its own (another disk, a mount): `backup.dir`.
     Dir,
+    /// A bucket of its own on an S3 endpoint (another region, another provider): `backup.s3`.
+    S3,
 }
 
 /// Backups (`[backup]`): a consistent copy of the catalog and every object, incremental.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BackupConfig {
-    /// `archive` or `dir`.
+    /// `archive`, `dir` or `s3`.
     pub target: BackupTarget,
     /// The directory for `target = "dir"`.
     pub dir: PathBuf,
+    /// The bucket (a subdirectory with `dir`) for `target = "dir"` or `"s3"`.
+    pub bucket: String,
+    /// The endpoint and credentials for `target = "s3"` (the `storage.s3` keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
     /// Key prefix of everything a backup writes.
     pub prefix: String,
     /// The daily backup's time, `HH:MM` UTC; empty disables it.
@@ -504,6 +511,8 @@ impl Default for BackupConfig {
         Self {
             target: BackupTarget::Archive,
             dir: PathBuf::from("lake-data/backups"),
+            bucket: "lake-backups".into(),
+            s3: None,
             prefix: "backups".into(),
             daily_at: "02:00".into(),
             weekly_at: "sun 03:00".into(),
@@ -956,6 +965,20 @@ pub fn validate(cfg: &Config) -> Vec<String> {
     }
     if b.target == BackupTarget::Dir && b.dir.as_os_str().is_empty() {
         p.push("backup.dir: required with backup.target = \"dir\"".to_owned());
+    }
+    if b.target != BackupTarget::Archive
+        && let Err(e) = check_bucket_name(&b.bucket)
+    {
+        p.push(format!("backup.bucket: {e}"));
+    }
+    if b.target == BackupTarget::S3 {
+        match &b.s3 {
+            None => p.push("backup.s3: required with backup.target = \"s3\" (endpoint, region, access_key_id, secret)".to_owned()),
+            Some(s3) if s3.access_key_id.as_deref().is_none_or(str::is_empty) => {
+                p.push("backup.s3.access_key_id: required with backup.target = \"s3\"".to_owned())
+            }
+            Some(_) => {}
+        }
     }
     for (i, src) in cfg.sources.iter().enumerate() {
         let at = format!("sources[{i}] ({:?})", src.name);

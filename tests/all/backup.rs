@@ -271,6 +271,23 @@ async fn restore_drill_from_postgres_garage_into_sqlite_local() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_drill_through_a_backup_bucket_of_its_own_on_s3() {
+    let Some(s3) = crate::garage_config() else {
+        return;
+    };
+    let mut s = settings(1 << 30);
+    s.backup = BackupConfig {
+        target: BackupTarget::S3,
+        bucket: crate::unique("bk"),
+        s3: Some(s3),
+        ..BackupConfig::default()
+    };
+    let from = embedded_settings(s.clone(), Some(plugins())).await;
+    let into = embedded_settings(s, Some(plugins())).await;
+    drill(from, into).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_backup_copies_only_the_new_file() {
     // The default target: the archive layer's bucket in the lake's own store.
     let t = embedded_settings(settings(1 << 30), None).await;
@@ -529,4 +546,92 @@ async fn two_servers_run_a_due_backup_once_and_abandoned_jobs_fail() {
     }
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
     assert_eq!(job.result.expect("result")["kind"], "daily");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_the_newest_and_a_cut_short_backup_is_completed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = backup_settings(dir.path());
+    s.backup.keep_daily = 2;
+    let t = embedded_settings(s, None).await;
+    let objects = dir.path().join("lake-backups/backups/objects");
+    let keep = t.create(json!({"name": "kept", "source": "upload"})).await;
+    let (st, _) = t.upload(&keep, "kept.csv", b"a\n1\n").await;
+    assert_eq!(st, StatusCode::CREATED);
+    // A processed dataset only the first backup holds: deleted before the others.
+    let gone = t
+        .create(json!({"name": "gone", "source": "upload", "layer": "processed"}))
+        .await;
+    let (st, _) = t
+        .upload(&gone, "gone.csv", b"only in the first backup\n")
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let gone_sha = lake_host::blob::Sha256::of(b"only in the first backup\n").to_hex();
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        if i == 1 {
+            let (st, v) = t
+                .call(Method::DELETE, &format!("/catalog/{gone}"), None)
+                .await;
+            assert!(st.is_success(), "{v}");
+        }
+        let (st, _) = t
+            .upload(
+                &keep,
+                &format!("day{i}.csv"),
+                format!("a\n{i}\n").as_bytes(),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED);
+        let job = t.lake.backup_now("daily", None).await.expect("backup");
+        assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+        let r = job.result.expect("result");
+        ids.push(r["backup_id"].as_str().expect("id").to_owned());
+        if i == 2 {
+            assert_eq!(r["removed"], json!([ids[0]]), "{r}");
+        }
+        if i == 0 {
+            assert!(objects.join(&gone_sha).exists());
+        }
+    }
+    let listed: Vec<String> = t
+        .lake
+        .list_backups()
+        .await
+        .expect("list")
+        .iter()
+        .map(|b| b.backup_id.to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        [ids[2].clone(), ids[1].clone()],
+        "the newest two, newest first"
+    );
+    assert!(!objects.join(&gone_sha).exists(), "no kept backup names it");
+    // A manual backup is not counted against the daily ones.
+    let manual = t.lake.backup_now("manual", None).await.expect("manual");
+    assert_eq!(manual.status, JobStatus::Succeeded);
+    assert_eq!(t.lake.list_backups().await.expect("list").len(), 3);
+
+    // A backup cut short left some objects uncopied: the next one copies exactly those.
+    let day2 = lake_host::blob::Sha256::of(b"a\n2\n").to_hex();
+    std::fs::remove_file(objects.join(&day2)).expect("remove a copy");
+    let next = t.lake.backup_now("manual", None).await.expect("backup");
+    let r = next.result.expect("result");
+    assert_eq!(
+        (r["objects_copied"].as_u64(), r["bytes_copied"].as_u64()),
+        (Some(1), Some(4)),
+        "{r}"
+    );
+    assert!(objects.join(&day2).exists());
+    let id: uuid::Uuid = r["backup_id"].as_str().expect("id").parse().expect("uuid");
+    assert!(
+        t.lake
+            .verify_backup(id, None)
+            .await
+            .expect("verify")
+            .problems
+            .is_empty()
+    );
 }
