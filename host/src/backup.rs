@@ -162,6 +162,16 @@ pub struct RestoreReport {
     pub bytes: u64,
 }
 
+/// What happened to one content during a backup.
+enum Copied {
+    /// Copied now: its bytes.
+    Now(u64),
+    /// An earlier backup holds it.
+    Before,
+    /// Every dataset holding it was deleted since the snapshot.
+    Deleted(Vec<DatasetId>),
+}
+
 /// Progress of a backup, verify or restore: objects done of a total.
 pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
@@ -286,6 +296,22 @@ impl Lake {
         }
     }
 
+    /// What an operator should know about the backup setup (logged at start).
+    pub fn backup_caveats(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.settings().backup.target == BackupTarget::Archive
+            && let Some(days) = self.settings().archive_expiration_days
+        {
+            out.push(format!(
+                "backups are kept in the archive bucket, whose lifecycle rule expires objects after {days} days: \
+                 a backup object copied that long ago disappears even while newer backups name it (the next backup \
+                 copies it again if the lake still holds it). Set backup.target to \"dir\" or \"s3\", or \
+                 layers.archive_expiration_days = 0, to keep backups whole"
+            ));
+        }
+        out
+    }
+
     /// Records a manual backup job and runs it in the background.
     pub async fn trigger_backup(&self) -> Result<Job, LakeError> {
         let job = self
@@ -324,15 +350,30 @@ impl Lake {
     /// Starts the due daily and weekly backups no replica has run yet, and fails running jobs
     /// whose server stopped. Returns the jobs this replica started.
     pub async fn run_due_backups(&self, now: DateTime<Utc>) -> Vec<Job> {
-        let stale = chrono::Duration::from_std(STALE_AFTER).unwrap_or(chrono::Duration::minutes(1));
-        // Silence is measured on the clock, whatever slot `now` names.
-        match self.catalog().fail_stale_jobs(Utc::now() - stale).await {
+        match self.catalog().fail_stale_jobs(STALE_AFTER).await {
             Ok(jobs) => {
                 for j in jobs {
                     tracing::warn!(job = %j.id, kind = j.kind, "A job's server stopped; marked failed");
                 }
             }
             Err(e) => tracing::error!(error = %e, "Checking for abandoned jobs failed"),
+        }
+        // An empty lake (a new one, or one about to be restored) has nothing to back up; its
+        // empty backups would only push real ones out of retention.
+        match self
+            .catalog()
+            .search(&crate::catalog::SearchQuery {
+                limit: 1,
+                ..crate::catalog::SearchQuery::default()
+            })
+            .await
+        {
+            Ok(page) if page.items.is_empty() => return Vec::new(),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "Scheduling backups failed");
+                return Vec::new();
+            }
         }
         let cfg = &self.settings().backup;
         let mut started = Vec::new();
@@ -368,21 +409,37 @@ impl Lake {
     ) -> Result<Job, LakeError> {
         self.catalog().start_job(id).await?;
         let outcome = self.heartbeating(id, self.backup(id, kind, progress)).await;
-        match outcome {
-            Ok(r) => {
-                let result = serde_json::to_value(&r).unwrap_or_default();
-                Ok(self
-                    .catalog()
-                    .finish_job(id, JobStatus::Succeeded, Some(&result), None)
-                    .await?)
-            }
+        let (status, result, error) = match outcome {
+            Ok(r) => (
+                JobStatus::Succeeded,
+                Some(serde_json::to_value(&r).unwrap_or_default()),
+                None,
+            ),
             Err(e) => {
                 tracing::error!(job = %id, error = %e, "Backup failed");
-                Ok(self
-                    .catalog()
-                    .finish_job(id, JobStatus::Failed, None, Some(&e.to_string()))
-                    .await?)
+                (JobStatus::Failed, None, Some(e.to_string()))
             }
+        };
+        self.end_job(id, status, result.as_ref(), error.as_deref())
+            .await
+    }
+
+    /// Records how a job ended. When another replica already marked it failed (its heartbeat
+    /// looked silent), that record stands and is returned.
+    pub(crate) async fn end_job(
+        &self,
+        id: uuid::Uuid,
+        status: JobStatus,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) -> Result<Job, LakeError> {
+        match self.catalog().finish_job(id, status, result, error).await {
+            Ok(job) => Ok(job),
+            Err(crate::catalog::CatalogError::Conflict(m)) => {
+                tracing::warn!(job = %id, reason = m, "The job had already been ended elsewhere");
+                Ok(self.catalog().get_job(id).await?)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -400,9 +457,15 @@ impl Lake {
                 }
             }
         });
-        let out = work.await;
-        beat.abort();
-        out
+        // Stops the heartbeat however `work` ends, dropped included.
+        struct Stop(tokio::task::JoinHandle<()>);
+        impl Drop for Stop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let _stop = Stop(beat);
+        work.await
     }
 
     /// One backup: the catalog snapshot, the objects it names not yet in the backup, the
@@ -415,9 +478,9 @@ impl Lake {
     ) -> Result<BackupResult, LakeError> {
         let target = self.backup_target().await?;
         let created_at = Utc::now();
-        let dump = self.catalog().export().await?;
-        let by_id: HashMap<DatasetId, &crate::catalog::Dataset> =
-            dump.datasets.iter().map(|d| (d.id, d)).collect();
+        let mut dump = self.catalog().export().await?;
+        let by_id: HashMap<DatasetId, crate::catalog::Dataset> =
+            dump.datasets.iter().map(|d| (d.id, d.clone())).collect();
         let mut objects = Vec::new();
         for f in &dump.files {
             let Some(d) = by_id.get(&f.dataset_id) else {
@@ -436,20 +499,19 @@ impl Lake {
                 sha256: f.file.sha256.clone(),
             });
         }
-        // One copy per content.
-        let mut unique: BTreeMap<&str, &ManifestObject> = BTreeMap::new();
+        // One copy per content; any object holding it will do as the source.
+        let mut by_sha: BTreeMap<String, Vec<ManifestObject>> = BTreeMap::new();
         for o in &objects {
-            unique.entry(o.sha256.as_str()).or_insert(o);
+            by_sha.entry(o.sha256.clone()).or_default().push(o.clone());
         }
-        let total = unique.len() as u64;
+        let total = by_sha.len() as u64;
         let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let parallel = self.settings().backup.parallelism.max(1);
-        let todo: Vec<ManifestObject> = unique.values().map(|o| (*o).clone()).collect();
-        let results: Vec<Result<Option<u64>, LakeError>> = futures::stream::iter(todo)
-            .map(|o| {
+        let results: Vec<Result<Copied, LakeError>> = futures::stream::iter(by_sha.into_values())
+            .map(|sources| {
                 let (target, done, progress) = (&target, done.clone(), progress.clone());
                 async move {
-                    let copied = self.back_up_object(target, &o).await;
+                    let copied = self.back_up_content(target, &sources).await;
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     if let Some(p) = &progress {
                         p(n, total);
@@ -461,14 +523,25 @@ impl Lake {
             .collect()
             .await;
         let (mut copied, mut bytes, mut present) = (0usize, 0u64, 0usize);
+        let mut gone = std::collections::HashSet::new();
         for r in results {
             match r? {
-                Some(n) => {
+                Copied::Now(n) => {
                     copied += 1;
                     bytes += n;
                 }
-                None => present += 1,
+                Copied::Before => present += 1,
+                Copied::Deleted(ids) => gone.extend(ids),
             }
+        }
+        // Datasets deleted since the snapshot: recorded as deleted, their objects left out.
+        if !gone.is_empty() {
+            for d in &mut dump.datasets {
+                if gone.contains(&d.id) {
+                    d.status = DatasetStatus::Deleted;
+                }
+            }
+            objects.retain(|o| !gone.contains(&o.dataset_id));
         }
         let catalog_json = serde_json::to_vec(&dump).map_err(json_err)?;
         let manifest = Manifest {
@@ -497,7 +570,14 @@ impl Lake {
                 body_of(manifest_json),
             )
             .await?;
-        let removed = self.apply_retention(&target, kind, id).await?;
+        // The backup is complete and sound; a retention problem is reported, not fatal.
+        let removed = match self.apply_retention(&target, kind, id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(backup = %id, error = %e, "Retention failed; older backups stay");
+                Vec::new()
+            }
+        };
         let result = BackupResult {
             backup_id: id,
             kind: kind.to_owned(),
@@ -524,27 +604,57 @@ impl Lake {
         Ok(result)
     }
 
-    /// Copies one object's bytes into the backup unless it holds them; `Some(bytes)` when copied.
-    async fn back_up_object(
+    /// Copies one content's bytes into the backup unless it holds them, from the first of its
+    /// objects still in the lake. When none is (their datasets were deleted since the snapshot),
+    /// says which datasets went.
+    async fn back_up_content(
         &self,
         target: &Target,
-        o: &ManifestObject,
-    ) -> Result<Option<u64>, LakeError> {
-        let dest = target.object_key(&o.sha256);
+        sources: &[ManifestObject],
+    ) -> Result<Copied, LakeError> {
+        let Some(first) = sources.first() else {
+            return Ok(Copied::Before);
+        };
+        let dest = target.object_key(&first.sha256);
         match target.store.head(&target.bucket, &dest).await {
-            Ok(info) if info.size == o.size => return Ok(None),
+            Ok(info) if info.size == first.size => return Ok(Copied::Before),
             Ok(_) | Err(BlobError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        if target.shared {
-            self.blobs()
-                .copy(&o.bucket, &o.key, &target.bucket, &dest)
-                .await?;
-        } else {
-            let body = self.blobs().get(&o.bucket, &o.key).await?;
-            target.store.put(&target.bucket, &dest, body).await?;
+        for o in sources {
+            let copied = if target.shared {
+                self.blobs()
+                    .copy(&o.bucket, &o.key, &target.bucket, &dest)
+                    .await
+            } else {
+                match self.blobs().get(&o.bucket, &o.key).await {
+                    Ok(body) => target
+                        .store
+                        .put(&target.bucket, &dest, body)
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            };
+            match copied {
+                Ok(()) => return Ok(Copied::Now(o.size)),
+                Err(BlobError::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(Some(o.size))
+        // No object with these bytes is left: only a deletion since the snapshot explains that.
+        let mut deleted = Vec::new();
+        for o in sources {
+            let d = self.catalog().get_dataset(o.dataset_id).await?;
+            if d.status != DatasetStatus::Deleted {
+                return Err(LakeError::Unavailable(format!(
+                    "{} of dataset {} is missing from {}/{}",
+                    o.name, o.dataset_id, o.bucket, o.key
+                )));
+            }
+            deleted.push(o.dataset_id);
+        }
+        Ok(Copied::Deleted(deleted))
     }
 
     /// Keeps the newest `keep_daily` / `keep_weekly` backups of `kind`; removes the rest, then the
@@ -582,22 +692,28 @@ impl Lake {
             }
             removed.push(id.to_string());
         }
+        for s in self.list_backups_in(target).await? {
+            match self.read_manifest(target, &s.kind, s.backup_id).await {
+                Ok(m) => {
+                    for o in m.objects {
+                        candidates.remove(&o.sha256);
+                    }
+                }
+                // Removed meanwhile by another run's retention.
+                Err(LakeError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         // Another backup in progress may be counting on an object it found present; leave the
         // sweep to a later run.
         let busy = self
             .backup_jobs(50)
             .await?
             .iter()
-            .any(|j| j.status == JobStatus::Running && j.id != this);
+            .any(|j| !j.status.is_finished() && j.id != this);
         if busy {
             tracing::info!("Another backup is running; unused objects are left for a later sweep");
             return Ok(removed);
-        }
-        for s in self.list_backups_in(target).await? {
-            let m = self.read_manifest(target, &s.kind, s.backup_id).await?;
-            for o in m.objects {
-                candidates.remove(&o.sha256);
-            }
         }
         for sha in candidates {
             target
@@ -773,11 +889,15 @@ impl Lake {
         progress: Option<ProgressFn>,
     ) -> Result<RestoreReport, LakeError> {
         let here = self.catalog().export().await?;
-        if !here.datasets.is_empty() || !here.provenance.is_empty() {
+        let entries = here
+            .provenance
+            .iter()
+            .filter(|e| !matches!(e.action, Action::Backup | Action::Restore))
+            .count();
+        if !here.datasets.is_empty() || entries > 0 {
             return Err(LakeError::Conflict(format!(
-                "this lake is not empty ({} datasets, {} provenance entries): restore into an empty lake",
+                "this lake is not empty ({} datasets, {entries} provenance entries): restore into an empty lake",
                 here.datasets.len(),
-                here.provenance.len()
             )));
         }
         let target = self.backup_target().await?;

@@ -475,7 +475,8 @@ pub trait Catalog: Send + Sync + fmt::Debug {
     /// snapshot, so concurrent writes are either wholly in it or wholly out.
     async fn export(&self) -> Result<CatalogDump, CatalogError>;
     /// Loads a dump into an empty catalog in one transaction, keeping ids, times, statuses and
-    /// provenance. [`CatalogError::Conflict`] when the catalog already holds datasets or provenance.
+    /// provenance. [`CatalogError::Conflict`] when the catalog already holds datasets or provenance
+    /// (other than `backup` and `restore` entries).
     async fn import(&self, dump: &CatalogDump) -> Result<(), CatalogError>;
     /// Records a queued job. [`CatalogError::Conflict`] when its `schedule_key` is taken: another
     /// replica recorded that scheduled run first.
@@ -494,9 +495,13 @@ pub trait Catalog: Send + Sync + fmt::Debug {
     ) -> Result<Job, CatalogError>;
     /// A running job's replica says it is still at work.
     async fn heartbeat_job(&self, id: uuid::Uuid) -> Result<(), CatalogError>;
-    /// Marks failed every running job whose heartbeat (or start) is older than `before`: its
-    /// replica stopped. Returns them.
-    async fn fail_stale_jobs(&self, before: DateTime<Utc>) -> Result<Vec<Job>, CatalogError>;
+    /// Marks failed every queued or running job silent (no heartbeat, start or creation) for
+    /// longer than `silent_for`, by the database's clock where it has one: its replica stopped.
+    /// Returns them.
+    async fn fail_stale_jobs(
+        &self,
+        silent_for: std::time::Duration,
+    ) -> Result<Vec<Job>, CatalogError>;
     /// One job.
     async fn get_job(&self, id: uuid::Uuid) -> Result<Job, CatalogError>;
     /// The newest jobs of one kind, newest first.

@@ -581,6 +581,9 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
+    for caveat in lake.backup_caveats() {
+        tracing::warn!("{caveat}");
+    }
     // Scheduled backups and sources, and the check for jobs whose server died.
     let scheduler = lake.spawn_scheduler(std::time::Duration::from_secs(30));
     let app = crate::http::router(crate::http::AppState { lake, metrics });

@@ -356,22 +356,19 @@ impl Lake {
     ) -> Result<Job, LakeError> {
         self.catalog().start_job(id).await?;
         let outcome = self.heartbeating(id, self.collect(&plan, progress)).await;
-        let job = match &outcome {
+        match &outcome {
             Ok(c) => {
                 let result = serde_json::to_value(c).unwrap_or_default();
-                self.catalog()
-                    .finish_job(id, JobStatus::Succeeded, Some(&result), None)
-                    .await?
+                self.end_job(id, JobStatus::Succeeded, Some(&result), None)
+                    .await
             }
             Err(f) => {
                 tracing::warn!(job = %id, plugin = plan.plugin, error = %f, "Collection failed");
                 let result = serde_json::json!({"code": f.code, "entry_id": f.entry_id});
-                self.catalog()
-                    .finish_job(id, JobStatus::Failed, Some(&result), Some(&f.message))
-                    .await?
+                self.end_job(id, JobStatus::Failed, Some(&result), Some(&f.message))
+                    .await
             }
-        };
-        Ok(job)
+        }
     }
 
     /// Runs a collection now, in this task, as a recorded job (`lake ingest`).
@@ -520,27 +517,30 @@ impl Lake {
 
         let fingerprint = content_sha(&files);
         let _guard = self.collect_lock.lock().await;
+        // The newest version by number: a slow collection that started earlier has the smaller
+        // id but may finish later.
+        let version_of = |d: &crate::catalog::Dataset| {
+            d.metadata
+                .get("version")
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(1)
+        };
         let previous = self
             .catalog()
             .search(&SearchQuery {
                 layer: Some(Layer::Raw),
                 source: Some(plan.plugin.clone()),
                 external_id: Some(plan.external_id.clone()),
-                limit: 1,
+                limit: 500,
                 ..SearchQuery::default()
             })
             .await
             .map_err(LakeError::from)?
             .items
             .into_iter()
-            .next();
-        let prev_version = previous.as_ref().map_or(0, |d| {
-            d.metadata
-                .get("version")
-                .and_then(|v| v.as_str())
-                .and_then(|v| v.parse::<u32>().ok())
-                .unwrap_or(1)
-        });
+            .max_by_key(|d| (version_of(d), d.id));
+        let prev_version = previous.as_ref().map_or(0, version_of);
         details["content_sha256"] = fingerprint.clone().into();
 
         let (outcome, dataset_id, version, prev, entry) = match previous {
@@ -637,7 +637,25 @@ impl Lake {
                     for key in &keys {
                         self.discard_object(&bucket, key).await;
                     }
-                    return Err(LakeError::from(e).into());
+                    // Nothing is stored, but the collection and its requests are still recorded.
+                    let e = LakeError::from(e);
+                    let mut parameters = prov.parameters.clone();
+                    parameters["status"] = "failed".into();
+                    parameters["error"] =
+                        serde_json::json!({"code": "not_stored", "message": e.to_string()});
+                    let failure = CollectFailure::from(e);
+                    let entry = self
+                        .catalog()
+                        .append_provenance(&NewProvenance {
+                            outputs: vec![],
+                            parameters,
+                            ..prov
+                        })
+                        .await;
+                    return Err(CollectFailure {
+                        entry_id: entry.ok().map(|e| e.id),
+                        ..failure
+                    });
                 }
                 let entry = self
                     .catalog()

@@ -963,6 +963,9 @@ pub fn validate(cfg: &Config) -> Vec<String> {
     if b.parallelism == 0 {
         p.push("backup.parallelism: must be at least 1".to_owned());
     }
+    if b.keep_daily == 0 || b.keep_weekly == 0 {
+        p.push("backup.keep_daily, backup.keep_weekly: must be at least 1 (turn a schedule off with daily_at = \"\" or weekly_at = \"\")".to_owned());
+    }
     if b.target == BackupTarget::Dir && b.dir.as_os_str().is_empty() {
         p.push("backup.dir: required with backup.target = \"dir\"".to_owned());
     }

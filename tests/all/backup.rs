@@ -487,14 +487,35 @@ async fn two_servers_run_a_due_backup_once_and_abandoned_jobs_fail() {
         .await
         .expect("job");
     catalog.start_job(killed.id).await.expect("start");
-    let later = chrono::Utc::now() + chrono::Duration::seconds(61);
-    let failed = catalog
-        .fail_stale_jobs(
-            later - chrono::Duration::from_std(lake_host::backup::STALE_AFTER).expect("duration"),
-        )
+    // A job queued by a server that died before starting it.
+    let orphan = catalog
+        .insert_job(&NewJob {
+            id: uuid::Uuid::now_v7(),
+            kind: "backup".into(),
+            request: json!({"kind": "daily"}),
+            schedule_key: None,
+        })
         .await
-        .expect("check");
-    assert_eq!(failed.iter().map(|j| j.id).collect::<Vec<_>>(), [killed.id]);
+        .expect("job");
+    // Silence longer than the limit (zero here, rather than a minute).
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut failed = catalog
+        .fail_stale_jobs(std::time::Duration::ZERO)
+        .await
+        .expect("check")
+        .iter()
+        .map(|j| j.id)
+        .collect::<Vec<_>>();
+    failed.sort();
+    assert_eq!(failed, [killed.id, orphan.id]);
+    assert!(
+        catalog
+            .fail_stale_jobs(lake_host::backup::STALE_AFTER)
+            .await
+            .expect("check")
+            .is_empty()
+    );
+
     let gone = catalog.get_job(killed.id).await.expect("job");
     assert_eq!(
         gone.status,
@@ -515,8 +536,26 @@ async fn two_servers_run_a_due_backup_once_and_abandoned_jobs_fail() {
         Err(lake_host::catalog::CatalogError::Conflict(_))
     ));
 
-    // Both servers tick for the same due slot at once: one runs it.
+    // An empty lake is not backed up on schedule.
     let now = chrono::Utc::now();
+    assert!(servers[0].run_due_backups(now).await.is_empty());
+    let d = servers[0]
+        .register(lake_host::lake::RegisterRequest {
+            name: "plates".into(),
+            source: "upload".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("register");
+    let body: lake_host::blob::ByteStream = Box::pin(futures::stream::once(async {
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"well,od\nA1,0.5\n"))
+    }));
+    servers[0]
+        .put_file(d.id, "plate.csv", None, body)
+        .await
+        .expect("file");
+
+    // Both servers tick for the same due slot at once: one runs it.
     let (a, b) = tokio::join!(
         servers[0].run_due_backups(now),
         servers[1].run_due_backups(now)

@@ -238,23 +238,33 @@ impl PostgresCatalog {
         conn: &mut sqlx::PgConnection,
         entry_ids: Option<&[Uuid]>,
     ) -> Result<Vec<ProvenanceEntry>, CatalogError> {
-        let ids = entry_ids.map(<[Uuid]>::to_vec);
-        let rows = sqlx::query(
-            "SELECT id, action, parameters, notes, actor, created_at FROM provenance \
-             WHERE $1::uuid[] IS NULL OR id = ANY($1) ORDER BY seq",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
-        let links = sqlx::query(
-            "SELECT entry_id, dataset_id, role FROM provenance_datasets \
-             WHERE $1::uuid[] IS NULL OR entry_id = ANY($1) ORDER BY position",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
+        // Separate statements for "all" and "these", so a lookup by id keeps its index.
+        let ids = entry_ids.map(<[Uuid]>::to_vec).unwrap_or_default();
+        let (entries_sql, links_sql) = if entry_ids.is_some() {
+            (
+                "SELECT id, action, parameters, notes, actor, created_at FROM provenance \
+                 WHERE id = ANY($1) ORDER BY seq",
+                "SELECT entry_id, dataset_id, role FROM provenance_datasets \
+                 WHERE entry_id = ANY($1) ORDER BY position",
+            )
+        } else {
+            (
+                "SELECT id, action, parameters, notes, actor, created_at FROM provenance \
+                 WHERE cardinality($1::uuid[]) = 0 ORDER BY seq",
+                "SELECT entry_id, dataset_id, role FROM provenance_datasets \
+                 WHERE cardinality($1::uuid[]) = 0 ORDER BY position",
+            )
+        };
+        let rows = sqlx::query(entries_sql)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let links = sqlx::query(links_sql)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
         let mut io: HashMap<Uuid, (Vec<DatasetId>, Vec<DatasetId>)> = HashMap::new();
         for l in &links {
             let entry: Uuid = l.try_get("entry_id").map_err(bad_row)?;
@@ -662,7 +672,8 @@ impl Catalog for PostgresCatalog {
             .await
             .map_err(db_err)?;
         let held: i64 = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM datasets) + (SELECT count(*) FROM provenance)",
+            "SELECT (SELECT count(*) FROM datasets) + \
+             (SELECT count(*) FROM provenance WHERE action NOT IN ('backup', 'restore'))",
         )
         .fetch_one(&mut *tx)
         .await
@@ -749,7 +760,7 @@ impl Catalog for PostgresCatalog {
 
     async fn start_job(&self, id: Uuid) -> Result<Job, CatalogError> {
         let done = sqlx::query(
-            "UPDATE jobs SET status = 'running', started_at = $2, heartbeat_at = $2 WHERE id = $1 AND status = 'queued'",
+            "UPDATE jobs SET status = 'running', started_at = $2, heartbeat_at = now() WHERE id = $1 AND status = 'queued'",
         )
         .bind(id)
         .bind(Utc::now())
@@ -802,9 +813,9 @@ impl Catalog for PostgresCatalog {
     }
 
     async fn heartbeat_job(&self, id: Uuid) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE jobs SET heartbeat_at = $2 WHERE id = $1 AND status = 'running'")
+        // The database's clock, so replicas' clocks never disagree about silence.
+        sqlx::query("UPDATE jobs SET heartbeat_at = now() WHERE id = $1 AND status = 'running'")
             .bind(id)
-            .bind(Utc::now())
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
@@ -813,14 +824,16 @@ impl Catalog for PostgresCatalog {
 
     async fn fail_stale_jobs(
         &self,
-        before: chrono::DateTime<Utc>,
+        silent_for: std::time::Duration,
     ) -> Result<Vec<Job>, CatalogError> {
         let rows = sqlx::query(&format!(
             "UPDATE jobs SET status = 'failed', finished_at = $2, \
              error = 'abandoned: the server running it stopped before it finished; the next run completes it' \
-             WHERE status = 'running' AND coalesce(heartbeat_at, started_at) < $1 RETURNING {JOB_COLS}"
+             WHERE status IN ('queued', 'running') \
+             AND coalesce(heartbeat_at, started_at, created_at) < now() - make_interval(secs => $1) \
+             RETURNING {JOB_COLS}"
         ))
-        .bind(before)
+        .bind(silent_for.as_secs_f64())
         .bind(Utc::now())
         .fetch_all(&self.pool)
         .await

@@ -245,23 +245,30 @@ impl SqliteCatalog {
         conn: &mut sqlx::SqliteConnection,
         ids: Option<&[String]>,
     ) -> Result<Vec<ProvenanceEntry>, CatalogError> {
-        let ids_json = serde_json::to_string(&ids).unwrap_or_else(|_| "null".into());
-        let rows = sqlx::query(
-            "SELECT id, action, parameters, notes, actor, created_at FROM provenance \
-             WHERE ?1 = 'null' OR id IN (SELECT value FROM json_each(?1)) ORDER BY seq",
-        )
-        .bind(&ids_json)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
-        let links = sqlx::query(
-            "SELECT entry_id, dataset_id, role FROM provenance_datasets \
-             WHERE ?1 = 'null' OR entry_id IN (SELECT value FROM json_each(?1)) ORDER BY position",
-        )
-        .bind(&ids_json)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
+        // Separate statements for "all" and "these", so a lookup by id keeps its index.
+        let ids_json = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+        let (entries_sql, links_sql) = match ids {
+            Some(_) => (
+                "SELECT id, action, parameters, notes, actor, created_at FROM provenance \
+                 WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY seq",
+                "SELECT entry_id, dataset_id, role FROM provenance_datasets \
+                 WHERE entry_id IN (SELECT value FROM json_each(?1)) ORDER BY position",
+            ),
+            None => (
+                "SELECT id, action, parameters, notes, actor, created_at FROM provenance ORDER BY seq",
+                "SELECT entry_id, dataset_id, role FROM provenance_datasets ORDER BY position",
+            ),
+        };
+        let rows = sqlx::query(entries_sql)
+            .bind(&ids_json)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let links = sqlx::query(links_sql)
+            .bind(&ids_json)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
         let mut io: HashMap<String, (Vec<DatasetId>, Vec<DatasetId>)> = HashMap::new();
         for l in &links {
             let entry: String = l.try_get("entry_id").map_err(bad_row)?;
@@ -668,8 +675,14 @@ impl Catalog for SqliteCatalog {
 
     async fn import(&self, dump: &CatalogDump) -> Result<(), CatalogError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Write first, so the transaction holds the write lock before it reads.
+        sqlx::query("DELETE FROM file_claims WHERE claimed_at IS NULL")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         let held: i64 = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM datasets) + (SELECT count(*) FROM provenance)",
+            "SELECT (SELECT count(*) FROM datasets) + \
+             (SELECT count(*) FROM provenance WHERE action NOT IN ('backup', 'restore'))",
         )
         .fetch_one(&mut *tx)
         .await
@@ -818,14 +831,14 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
-    async fn fail_stale_jobs(
-        &self,
-        before: chrono::DateTime<Utc>,
-    ) -> Result<Vec<Job>, CatalogError> {
+    async fn fail_stale_jobs(&self, silent_for: Duration) -> Result<Vec<Job>, CatalogError> {
+        let before = Utc::now()
+            - chrono::Duration::from_std(silent_for).unwrap_or(chrono::Duration::minutes(1));
         let rows = sqlx::query(&format!(
             "UPDATE jobs SET status = 'failed', finished_at = ?2, \
              error = 'abandoned: the server running it stopped before it finished; the next run completes it' \
-             WHERE status = 'running' AND coalesce(heartbeat_at, started_at) < ?1 RETURNING {JOB_COLS}"
+             WHERE status IN ('queued', 'running') AND coalesce(heartbeat_at, started_at, created_at) < ?1 \
+             RETURNING {JOB_COLS}"
         ))
         .bind(before)
         .bind(Utc::now())
