@@ -516,160 +516,174 @@ impl Lake {
         }
 
         let fingerprint = content_sha(&files);
-        let _guard = self.collect_lock.lock().await;
-        // The newest version by number: a slow collection that started earlier has the smaller
-        // id but may finish later.
-        let version_of = |d: &crate::catalog::Dataset| {
-            d.metadata
-                .get("version")
-                .and_then(|v| v.as_str())
-                .and_then(|v| v.parse::<u32>().ok())
-                .unwrap_or(1)
-        };
-        let previous = self
-            .catalog()
-            .search(&SearchQuery {
-                layer: Some(Layer::Raw),
-                source: Some(plan.plugin.clone()),
-                external_id: Some(plan.external_id.clone()),
-                limit: 500,
-                ..SearchQuery::default()
-            })
-            .await
-            .map_err(LakeError::from)?
-            .items
-            .into_iter()
-            .max_by_key(|d| (version_of(d), d.id));
-        let prev_version = previous.as_ref().map_or(0, version_of);
         details["content_sha256"] = fingerprint.clone().into();
-
-        let (outcome, dataset_id, version, prev, entry) = match previous {
-            Some(p)
-                if p.metadata.get("content_sha256").and_then(|v| v.as_str())
-                    == Some(fingerprint.as_str()) =>
-            {
-                drop(_guard);
-                for key in &keys {
-                    self.discard_object(&bucket, key).await;
-                }
-                details["status"] = "unchanged".into();
-                details["same_as"] = p.id.to_string().into();
-                let entry = self
-                    .catalog()
-                    .append_provenance(&NewProvenance {
-                        action: Action::Collection,
-                        inputs: vec![p.id],
-                        outputs: vec![],
-                        parameters: details,
-                        notes: None,
-                        actor: None,
-                    })
-                    .await
-                    .map_err(LakeError::from)?;
-                ("unchanged", p.id, prev_version, None, entry.id)
-            }
-            previous => {
-                let version = prev_version + 1;
-                details["status"] = "succeeded".into();
-                details["version"] = version.into();
-                let mut facts = serde_json::Map::new();
-                for f in &files {
-                    for (k, v) in &f.facts {
-                        facts.entry(k.clone()).or_insert_with(|| v.clone().into());
-                    }
-                }
-                let mut metadata = serde_json::json!({
-                    "source": plan.plugin,
-                    "date": Utc::now().format("%Y-%m-%d").to_string(),
-                    "version": version.to_string(),
-                    "external_id": plan.external_id,
-                    "content_sha256": fingerprint,
-                    "collected_by": {
-                        "plugin": plan.plugin,
-                        "component_sha256": details["component_sha256"],
-                        "configured_source": plan.source,
-                    },
-                    "upstream": facts,
-                    "files": files,
-                });
-                if let Some(p) = &previous {
-                    metadata["previous_version"] =
-                        serde_json::json!({"dataset_id": p.id, "version": prev_version});
-                    details["previous_version"] = metadata["previous_version"].clone();
-                }
-                let new = NewDataset {
-                    id,
-                    name: format!("{} {}", plan.plugin, plan.external_id),
-                    source: plan.plugin.clone(),
+        let base = details;
+        let mut attempt = 0u32;
+        let (outcome, dataset_id, version, prev, entry) = loop {
+            attempt += 1;
+            let mut details = base.clone();
+            let _guard = self.collect_lock.lock().await;
+            // The newest version by number: a slow collection that started earlier has the smaller
+            // id but may finish later.
+            let version_of = |d: &crate::catalog::Dataset| {
+                d.metadata
+                    .get("version")
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or(1)
+            };
+            let previous = self
+                .catalog()
+                .search(&SearchQuery {
+                    layer: Some(Layer::Raw),
+                    source: Some(plan.plugin.clone()),
                     external_id: Some(plan.external_id.clone()),
-                    layer: Layer::Raw,
-                    bucket: bucket.clone(),
-                    prefix: prefix.clone(),
-                    metadata,
-                    tags: plan.tags.clone(),
-                    status: DatasetStatus::Ready,
-                    promoted_from: None,
-                };
-                let records: Vec<FileRecord> = files
-                    .iter()
-                    .map(|f| FileRecord {
-                        name: f.name.clone(),
-                        size: f.size,
-                        sha256: f.sha256.clone(),
-                        content_type: f.content_type.clone(),
-                        created_at: Utc::now(),
-                    })
-                    .collect();
-                let prov = NewProvenance {
-                    action: Action::Collection,
-                    inputs: vec![],
-                    outputs: vec![id],
-                    parameters: details,
-                    notes: None,
-                    actor: None,
-                };
-                let inserted = self
-                    .catalog()
-                    .insert_datasets(&[(new, records)], std::slice::from_ref(&prov))
-                    .await;
-                drop(_guard);
-                if let Err(e) = inserted {
+                    limit: 500,
+                    ..SearchQuery::default()
+                })
+                .await
+                .map_err(LakeError::from)?
+                .items
+                .into_iter()
+                .max_by_key(|d| (version_of(d), d.id));
+            let prev_version = previous.as_ref().map_or(0, version_of);
+
+            let decided = match previous {
+                Some(p)
+                    if p.metadata.get("content_sha256").and_then(|v| v.as_str())
+                        == Some(fingerprint.as_str()) =>
+                {
+                    drop(_guard);
                     for key in &keys {
                         self.discard_object(&bucket, key).await;
                     }
-                    // Nothing is stored, but the collection and its requests are still recorded.
-                    let e = LakeError::from(e);
-                    let mut parameters = prov.parameters.clone();
-                    parameters["status"] = "failed".into();
-                    parameters["error"] =
-                        serde_json::json!({"code": "not_stored", "message": e.to_string()});
-                    let failure = CollectFailure::from(e);
+                    details["status"] = "unchanged".into();
+                    details["same_as"] = p.id.to_string().into();
                     let entry = self
                         .catalog()
                         .append_provenance(&NewProvenance {
+                            action: Action::Collection,
+                            inputs: vec![p.id],
                             outputs: vec![],
-                            parameters,
-                            ..prov
+                            parameters: details,
+                            notes: None,
+                            actor: None,
                         })
-                        .await;
-                    return Err(CollectFailure {
-                        entry_id: entry.ok().map(|e| e.id),
-                        ..failure
-                    });
+                        .await
+                        .map_err(LakeError::from)?;
+                    ("unchanged", p.id, prev_version, None, entry.id)
                 }
-                let entry = self
-                    .catalog()
-                    .provenance_of(&[id])
-                    .await
-                    .map_err(LakeError::from)?
-                    .into_iter()
-                    .find(|e| e.action == Action::Collection)
-                    .ok_or_else(|| {
-                        LakeError::Unavailable("the collection was not recorded".into())
-                    })?;
-                let outcome = if previous.is_some() { "changed" } else { "new" };
-                (outcome, id, version, previous.map(|p| p.id), entry.id)
-            }
+                previous => {
+                    let version = prev_version + 1;
+                    details["status"] = "succeeded".into();
+                    details["version"] = version.into();
+                    let mut facts = serde_json::Map::new();
+                    for f in &files {
+                        for (k, v) in &f.facts {
+                            facts.entry(k.clone()).or_insert_with(|| v.clone().into());
+                        }
+                    }
+                    let mut metadata = serde_json::json!({
+                        "source": plan.plugin,
+                        "date": Utc::now().format("%Y-%m-%d").to_string(),
+                        "version": version.to_string(),
+                        "external_id": plan.external_id,
+                        "content_sha256": fingerprint,
+                        "collected_by": {
+                            "plugin": plan.plugin,
+                            "component_sha256": details["component_sha256"],
+                            "configured_source": plan.source,
+                        },
+                        "upstream": facts,
+                        "files": files,
+                    });
+                    if let Some(p) = &previous {
+                        metadata["previous_version"] =
+                            serde_json::json!({"dataset_id": p.id, "version": prev_version});
+                        details["previous_version"] = metadata["previous_version"].clone();
+                    }
+                    let new = NewDataset {
+                        id,
+                        name: format!("{} {}", plan.plugin, plan.external_id),
+                        source: plan.plugin.clone(),
+                        external_id: Some(plan.external_id.clone()),
+                        layer: Layer::Raw,
+                        bucket: bucket.clone(),
+                        prefix: prefix.clone(),
+                        metadata,
+                        tags: plan.tags.clone(),
+                        status: DatasetStatus::Ready,
+                        promoted_from: None,
+                    };
+                    let records: Vec<FileRecord> = files
+                        .iter()
+                        .map(|f| FileRecord {
+                            name: f.name.clone(),
+                            size: f.size,
+                            sha256: f.sha256.clone(),
+                            content_type: f.content_type.clone(),
+                            created_at: Utc::now(),
+                        })
+                        .collect();
+                    let prov = NewProvenance {
+                        action: Action::Collection,
+                        inputs: vec![],
+                        outputs: vec![id],
+                        parameters: details,
+                        notes: None,
+                        actor: None,
+                    };
+                    let inserted = self
+                        .catalog()
+                        .insert_datasets(&[(new, records)], std::slice::from_ref(&prov))
+                        .await;
+                    drop(_guard);
+                    if let Err(CatalogError::Conflict(m)) = &inserted
+                        && attempt < 3
+                        && m.contains("datasets_collection_version")
+                    {
+                        // Another replica recorded this version first: decide again against it.
+                        continue;
+                    }
+                    if let Err(e) = inserted {
+                        for key in &keys {
+                            self.discard_object(&bucket, key).await;
+                        }
+                        // Nothing is stored, but the collection and its requests are still recorded.
+                        let e = LakeError::from(e);
+                        let mut parameters = prov.parameters.clone();
+                        parameters["status"] = "failed".into();
+                        parameters["error"] =
+                            serde_json::json!({"code": "not_stored", "message": e.to_string()});
+                        let failure = CollectFailure::from(e);
+                        let entry = self
+                            .catalog()
+                            .append_provenance(&NewProvenance {
+                                outputs: vec![],
+                                parameters,
+                                ..prov
+                            })
+                            .await;
+                        return Err(CollectFailure {
+                            entry_id: entry.ok().map(|e| e.id),
+                            ..failure
+                        });
+                    }
+                    let entry = self
+                        .catalog()
+                        .provenance_of(&[id])
+                        .await
+                        .map_err(LakeError::from)?
+                        .into_iter()
+                        .find(|e| e.action == Action::Collection)
+                        .ok_or_else(|| {
+                            LakeError::Unavailable("the collection was not recorded".into())
+                        })?;
+                    let outcome = if previous.is_some() { "changed" } else { "new" };
+                    (outcome, id, version, previous.map(|p| p.id), entry.id)
+                }
+            };
+            break decided;
         };
         metrics::counter!("lake_collections_total", "plugin" => plan.plugin.clone(), "outcome" => outcome).increment(1);
 

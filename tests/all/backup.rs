@@ -355,21 +355,6 @@ async fn finished(t: &TestLake, id: &str) -> Value {
     panic!("backup {id} did not finish");
 }
 
-fn lake_cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lake"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("LAKE_CONFIG")
-        .env("LAKE_LOG", "warn")
-        .output()
-        .expect("run lake");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn verify_names_a_tampered_object() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -379,7 +364,7 @@ fn verify_names_a_tampered_object() {
         "[backup]\ntarget = \"dir\"\ndir = \"backups\"\n",
     )
     .expect("config");
-    let (ok, out, err) = lake_cli(
+    let (ok, out, err) = crate::cli::lake(
         d,
         &[
             "catalog", "register", "--name", "plates", "--source", "upload",
@@ -392,10 +377,10 @@ fn verify_names_a_tampered_object() {
         .to_owned();
     for (name, body) in [("a.csv", "x\n1\n"), ("b.csv", "x\n2\n")] {
         std::fs::write(d.join(name), body).expect("write");
-        let (ok, _, err) = lake_cli(d, &["catalog", "upload", &id, name]);
+        let (ok, _, err) = crate::cli::lake(d, &["catalog", "upload", &id, name]);
         assert!(ok, "{err}");
     }
-    let (ok, out, err) = lake_cli(d, &["backup", "run"]);
+    let (ok, out, err) = crate::cli::lake(d, &["backup", "run"]);
     assert!(ok, "{out}{err}");
     let job: Value = serde_json::from_str(&out).expect("job");
     assert_eq!(job["status"], "succeeded");
@@ -403,9 +388,9 @@ fn verify_names_a_tampered_object() {
         .as_str()
         .expect("backup id")
         .to_owned();
-    let (ok, out, err) = lake_cli(d, &["backup", "verify", &backup]);
+    let (ok, out, err) = crate::cli::lake(d, &["backup", "verify", &backup]);
     assert!(ok, "{out}{err}");
-    let (ok, out, _) = lake_cli(d, &["backup", "list"]);
+    let (ok, out, _) = crate::cli::lake(d, &["backup", "list"]);
     assert!(ok && out.contains(&backup), "{out}");
 
     // `lake restore` into a new, empty lake that reads the same backup directory.
@@ -419,17 +404,17 @@ fn verify_names_a_tampered_object() {
         ),
     )
     .expect("config");
-    let (ok, out, err) = lake_cli(other.path(), &["restore", "--from", &backup]);
+    let (ok, out, err) = crate::cli::lake(other.path(), &["restore", "--from", &backup]);
     assert!(ok, "{out}{err}");
     let report: Value = serde_json::from_str(&out).expect("report");
     assert_eq!(
         (report["datasets"].as_u64(), report["objects"].as_u64()),
         (Some(1), Some(2))
     );
-    let (ok, out, err) = lake_cli(other.path(), &["catalog", "files", &id]);
+    let (ok, out, err) = crate::cli::lake(other.path(), &["catalog", "files", &id]);
     assert!(ok, "{err}");
     assert!(out.contains("a.csv") && out.contains("b.csv"), "{out}");
-    let (ok, _, err) = lake_cli(other.path(), &["restore", "--from", &backup]);
+    let (ok, _, err) = crate::cli::lake(other.path(), &["restore", "--from", &backup]);
     assert!(!ok && err.contains("not empty"), "{err}");
 
     // Change one byte of b.csv's copy in the backup.
@@ -437,7 +422,7 @@ fn verify_names_a_tampered_object() {
     let copy = d.join("backups/lake-backups/backups/objects").join(&sha);
     assert!(copy.exists(), "{} holds the copy", copy.display());
     std::fs::write(&copy, b"x\n3\n").expect("tamper");
-    let (ok, out, err) = lake_cli(d, &["backup", "verify", &backup]);
+    let (ok, out, err) = crate::cli::lake(d, &["backup", "verify", &backup]);
     assert!(!ok, "a tampered backup fails verification");
     assert!(err.contains("b.csv") && err.contains(&id), "{err}");
     assert!(!err.contains("a.csv"), "{err}");
@@ -445,7 +430,7 @@ fn verify_names_a_tampered_object() {
     assert_eq!(report["problems"].as_array().expect("problems").len(), 1);
     // A missing copy is named too.
     std::fs::remove_file(&copy).expect("remove");
-    let (ok, _, err) = lake_cli(d, &["backup", "verify", &backup]);
+    let (ok, _, err) = crate::cli::lake(d, &["backup", "verify", &backup]);
     assert!(
         !ok && err.contains("b.csv") && err.contains("missing"),
         "{err}"

@@ -709,6 +709,37 @@ pub async fn jobs_are_claimed_and_scheduled_once(c: Arc<dyn Catalog>) {
     ));
 }
 
+pub async fn one_raw_dataset_per_collected_version(c: Arc<dyn Catalog>) {
+    let collected = |version: &str| {
+        let mut d = new_ds("uniprot P1", "uniprot", Layer::Raw);
+        d.external_id = Some("P1".into());
+        d.metadata = json!({"source": "uniprot", "date": "2026-12-01", "version": version, "content_sha256": "ab"});
+        d
+    };
+    c.insert_dataset(&collected("1"), &[], None)
+        .await
+        .expect("v1");
+    assert!(
+        matches!(c.insert_dataset(&collected("1"), &[], None).await, Err(CatalogError::Conflict(m)) if m.contains("datasets_collection_version")),
+        "a second version 1 is refused"
+    );
+    c.insert_dataset(&collected("2"), &[], None)
+        .await
+        .expect("v2");
+    // Other raw datasets (uploads, registrations) are not collections: no such rule.
+    let mut upload = collected("1");
+    upload.metadata = json!({"source": "uniprot", "date": "2026-12-01", "version": "1"});
+    c.insert_dataset(&upload, &[], None)
+        .await
+        .expect("not a collection");
+    let mut again = upload.clone();
+    again.id = DatasetId::new();
+    again.prefix = format!("uniprot/{}/", again.id);
+    c.insert_dataset(&again, &[], None)
+        .await
+        .expect("not a collection");
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -725,6 +756,7 @@ macro_rules! conformance {
             conformance!(@one $make, one_promotion_target_per_layer);
             conformance!(@one $make, lineage_walks_both_ways);
             conformance!(@one $make, jobs_are_claimed_and_scheduled_once);
+            conformance!(@one $make, one_raw_dataset_per_collected_version);
         }
     };
     (@one $make:expr, $name:ident) => {

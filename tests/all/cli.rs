@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-fn lake(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn lake(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_lake"))
         .args(args)
         .current_dir(dir)
