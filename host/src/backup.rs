@@ -479,8 +479,8 @@ impl Lake {
         let target = self.backup_target().await?;
         let created_at = Utc::now();
         let mut dump = self.catalog().export().await?;
-        let by_id: HashMap<DatasetId, crate::catalog::Dataset> =
-            dump.datasets.iter().map(|d| (d.id, d.clone())).collect();
+        let by_id: HashMap<DatasetId, &crate::catalog::Dataset> =
+            dump.datasets.iter().map(|d| (d.id, d)).collect();
         let mut objects = Vec::new();
         for f in &dump.files {
             let Some(d) = by_id.get(&f.dataset_id) else {
@@ -985,11 +985,7 @@ impl Lake {
 
     /// One backup job.
     pub async fn backup_job(&self, id: uuid::Uuid) -> Result<Job, LakeError> {
-        let job = self.catalog().get_job(id).await?;
-        if job.kind != JOB_KIND {
-            return Err(LakeError::NotFound(format!("backup job {id} not found")));
-        }
-        Ok(job)
+        self.job_of_kind(id, JOB_KIND).await
     }
 }
 

@@ -435,11 +435,7 @@ impl Lake {
 
     /// One collection job.
     pub async fn collection(&self, id: uuid::Uuid) -> Result<Job, LakeError> {
-        let job = self.catalog().get_job(id).await?;
-        if job.kind != JOB_KIND {
-            return Err(LakeError::NotFound(format!("collection {id} not found")));
-        }
-        Ok(job)
+        self.job_of_kind(id, JOB_KIND).await
     }
 
     /// The newest collection jobs.
@@ -495,23 +491,12 @@ impl Lake {
             }
             details["status"] = "failed".into();
             details["error"] = serde_json::json!({"code": code, "message": message});
-            let entry = self
-                .catalog()
-                .append_provenance(&NewProvenance {
-                    action: Action::Collection,
-                    inputs: vec![],
-                    outputs: vec![],
-                    parameters: details,
-                    notes: None,
-                    actor: None,
-                })
-                .await
-                .map_err(LakeError::from)?;
+            let entry = self.record_collection(vec![], details).await?;
             metrics::counter!("lake_collections_total", "plugin" => plan.plugin.clone(), "outcome" => "failed").increment(1);
             return Err(CollectFailure {
                 code,
                 message,
-                entry_id: Some(entry.id),
+                entry_id: Some(entry),
             });
         }
 
@@ -559,19 +544,8 @@ impl Lake {
                     }
                     details["status"] = "unchanged".into();
                     details["same_as"] = p.id.to_string().into();
-                    let entry = self
-                        .catalog()
-                        .append_provenance(&NewProvenance {
-                            action: Action::Collection,
-                            inputs: vec![p.id],
-                            outputs: vec![],
-                            parameters: details,
-                            notes: None,
-                            actor: None,
-                        })
-                        .await
-                        .map_err(LakeError::from)?;
-                    ("unchanged", p.id, prev_version, None, entry.id)
+                    let entry = self.record_collection(vec![p.id], details).await?;
+                    ("unchanged", p.id, prev_version, None, entry)
                 }
                 previous => {
                     let version = prev_version + 1;
@@ -656,16 +630,9 @@ impl Lake {
                         parameters["error"] =
                             serde_json::json!({"code": "not_stored", "message": e.to_string()});
                         let failure = CollectFailure::from(e);
-                        let entry = self
-                            .catalog()
-                            .append_provenance(&NewProvenance {
-                                outputs: vec![],
-                                parameters,
-                                ..prov
-                            })
-                            .await;
+                        let entry = self.record_collection(vec![], parameters).await;
                         return Err(CollectFailure {
-                            entry_id: entry.ok().map(|e| e.id),
+                            entry_id: entry.ok(),
                             ..failure
                         });
                     }
@@ -808,6 +775,27 @@ impl Lake {
             tracing::debug!(name, "Connector stopped mid-object");
         }
         (files, keys, None)
+    }
+
+    /// Appends a `collection` entry that stored nothing (failed, or unchanged: `inputs` names the
+    /// dataset that already holds the bytes); returns its id.
+    async fn record_collection(
+        &self,
+        inputs: Vec<DatasetId>,
+        parameters: serde_json::Value,
+    ) -> Result<uuid::Uuid, LakeError> {
+        let entry = self
+            .catalog()
+            .append_provenance(&NewProvenance {
+                action: Action::Collection,
+                inputs,
+                outputs: vec![],
+                parameters,
+                notes: None,
+                actor: None,
+            })
+            .await?;
+        Ok(entry.id)
     }
 
     async fn discard_object(&self, bucket: &str, key: &str) {

@@ -751,9 +751,18 @@ async fn list_runs(
 #[utoipa::path(get, path = "/pipelines/runs/{id}", params(("id" = String, Path, description = "Run id")),
     responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
 async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Run>, ApiError> {
-    let id = uuid::Uuid::parse_str(&id)
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no run {id:?}")))?;
-    Ok(Json(s.lake.run(id).await?))
+    Ok(Json(s.lake.run(parse_uuid(&id, "run")?).await?))
+}
+
+/// A run's or job's id from the path; anything else names nothing (404).
+fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(s).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {what} {s:?}"),
+        )
+    })
 }
 
 #[derive(OpenApi)]

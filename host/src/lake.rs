@@ -271,6 +271,19 @@ pub fn content_type_for(name: &str) -> &'static str {
 }
 
 impl Lake {
+    /// A job of one kind (`collection`, `backup`); another kind's id is not found.
+    pub(crate) async fn job_of_kind(
+        &self,
+        id: uuid::Uuid,
+        kind: &str,
+    ) -> Result<crate::catalog::Job, LakeError> {
+        let job = self.catalog.get_job(id).await?;
+        if job.kind != kind {
+            return Err(LakeError::NotFound(format!("{kind} job {id} not found")));
+        }
+        Ok(job)
+    }
+
     /// Builds a lake from configuration: connects the catalog (migrating if configured) and prepares
     /// one bucket per layer, recording what the store enforces. The plugin runtime is not started
     /// here (on a cold cache it compiles every component): callers that run plugins attach it with

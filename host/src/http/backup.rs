@@ -32,12 +32,9 @@ pub(super) async fn get_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no backup job {id:?}"),
-        )
-    })?;
-    Ok(Json(s.lake.backup_job(id).await?))
+    Ok(Json(
+        s.lake
+            .backup_job(super::parse_uuid(&id, "backup job")?)
+            .await?,
+    ))
 }

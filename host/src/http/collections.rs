@@ -39,12 +39,9 @@ pub(super) async fn get_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no collection {id:?}"),
-        )
-    })?;
-    Ok(Json(s.lake.collection(id).await?))
+    Ok(Json(
+        s.lake
+            .collection(super::parse_uuid(&id, "collection")?)
+            .await?,
+    ))
 }
