@@ -1,31 +1,37 @@
 //! Builds the bundled plugins in `plugins/` for `wasm32-wasip2` and embeds them in the binary, so
 //! `cargo run -- serve` needs no extra step.
 //!
-//! Each plugin is built in its own cargo invocation: the SDK generates one world per feature, and a
-//! shared build would unify the `parser` and `step` features into every component. The nested
-//! builds share one target directory (`<target>/wasm-plugins`) so dependencies compile once and stay
-//! cached between builds. `LAKE_SKIP_PLUGIN_BUILD=1` embeds no plugins (for docs or quick checks).
+//! The guests need the `wasm32-wasip2` standard library; when rustup has not installed it yet, the
+//! build adds it (`rustup target add`), so a fresh machine needs no step of its own before
+//! `cargo run`. Plugins are built one cargo invocation per kind: the SDK generates one world per
+//! cargo feature, so parsers, steps and connectors must not share a build (features would unify
+//! `parser` and `step` into every component), but plugins of one kind can, and cargo then compiles
+//! them in parallel. The builds share one target directory (`<target>/wasm-plugins`) so dependencies
+//! compile once and stay cached. `LAKE_SKIP_PLUGIN_BUILD=1` embeds no plugins (for docs or quick
+//! checks).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Bundled plugins: (plugin name, package name).
-const PLUGINS: &[(&str, &str)] = &[
-    ("csv", "plugin-csv"),
-    ("select", "plugin-select"),
-    ("xlsx", "plugin-xlsx"),
-    ("filter", "plugin-filter"),
-    ("rename", "plugin-rename"),
-    ("cast", "plugin-cast"),
-    ("merge", "plugin-merge"),
-    ("geo-soft", "plugin-geo-soft"),
-    ("geo-matrix", "plugin-geo-matrix"),
-    ("uniprot-entries", "plugin-uniprot-entries"),
-    ("pubmed", "plugin-pubmed"),
-    ("uniprot", "plugin-uniprot"),
-    ("ncbi", "plugin-ncbi"),
-    ("geo", "plugin-geo"),
+/// Bundled plugins: (plugin name, package name, kind). One cargo invocation builds each kind.
+const PLUGINS: &[(&str, &str, &str)] = &[
+    ("csv", "plugin-csv", "parser"),
+    ("xlsx", "plugin-xlsx", "parser"),
+    ("geo-soft", "plugin-geo-soft", "parser"),
+    ("geo-matrix", "plugin-geo-matrix", "parser"),
+    ("uniprot-entries", "plugin-uniprot-entries", "parser"),
+    ("pubmed", "plugin-pubmed", "parser"),
+    ("select", "plugin-select", "step"),
+    ("filter", "plugin-filter", "step"),
+    ("rename", "plugin-rename", "step"),
+    ("cast", "plugin-cast", "step"),
+    ("merge", "plugin-merge", "step"),
+    ("uniprot", "plugin-uniprot", "connector"),
+    ("ncbi", "plugin-ncbi", "connector"),
+    ("geo", "plugin-geo", "connector"),
 ];
+
+const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest_dir =
@@ -42,13 +48,21 @@ fn main() {
 
     let mut entries = Vec::new();
     if std::env::var_os("LAKE_SKIP_PLUGIN_BUILD").is_none() {
+        ensure_target();
         // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
         let target_dir = out
             .ancestors()
             .nth(4)
             .map_or_else(|| out.join("wasm-plugins"), |t| t.join("wasm-plugins"));
-        for (name, package) in PLUGINS {
-            build_plugin(&root, &target_dir, package);
+        for kind in ["parser", "step", "connector"] {
+            let packages: Vec<&str> = PLUGINS
+                .iter()
+                .filter(|p| p.2 == kind)
+                .map(|p| p.1)
+                .collect();
+            build_plugins(&root, &target_dir, kind, &packages);
+        }
+        for (name, package, _) in PLUGINS {
             let wasm = target_dir
                 .join("wasm32-wasip2/release")
                 .join(format!("{}.wasm", package.replace('-', "_")));
@@ -73,21 +87,42 @@ fn main() {
     std::fs::write(out.join("bundled_plugins.rs"), code).expect("write bundled_plugins.rs");
 }
 
-fn build_plugin(root: &Path, target_dir: &Path, name: &str) {
+/// Adds the guests' target with rustup when this toolchain lacks its standard library. Without
+/// rustup (a toolchain installed otherwise) the plugin build below says what is missing.
+fn ensure_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if sysroot.is_some_and(|s| s.join("lib/rustlib").join(TARGET).is_dir()) {
+        return;
+    }
+    println!("cargo:warning=adding the {TARGET} target with rustup (the bundled plugins need it)");
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", TARGET]);
+    // Inside `cargo +toolchain` or a rust-toolchain.toml, add it to the toolchain that builds.
+    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
+        cmd.args(["--toolchain", &toolchain]);
+    }
+    match cmd.status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => println!("cargo:warning=`rustup target add {TARGET}` failed ({s})"),
+        Err(e) => println!("cargo:warning=could not run rustup to add {TARGET}: {e}"),
+    }
+}
+
+fn build_plugins(root: &Path, target_dir: &Path, kind: &str, packages: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--release",
-        "--target",
-        "wasm32-wasip2",
-        "-p",
-        name,
-    ])
-    .arg("--manifest-path")
-    .arg(root.join("plugins/Cargo.toml"))
-    .arg("--target-dir")
-    .arg(target_dir);
+    cmd.args(["build", "--release", "--target", TARGET])
+        .args(packages.iter().flat_map(|p| ["-p", p]))
+        .arg("--manifest-path")
+        .arg(root.join("plugins/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
     // The outer build's settings are for the host, not for wasm guests.
     for var in [
         "RUSTFLAGS",
@@ -107,9 +142,9 @@ fn build_plugin(root: &Path, target_dir: &Path, name: &str) {
     cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+simd128");
     let status = cmd
         .status()
-        .unwrap_or_else(|e| panic!("running cargo for plugin {name}: {e}"));
+        .unwrap_or_else(|e| panic!("running cargo for the {kind} plugins: {e}"));
     assert!(
         status.success(),
-        "building plugin {name} for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"
+        "building the {kind} plugins for {TARGET} failed (is the target installed? `rustup target add {TARGET}`)"
     );
 }

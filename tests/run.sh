@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a warm one: installs and starts what the tests need
-# (the wasm32-wasip2 target, PostgreSQL, Garage, moto, jq/curl for the README walkthrough), then
-# runs every test in the workspace against those real services.
+# (the wasm32-wasip2 target, PostgreSQL, Garage, moto, a venv of pinned Python clients, Chromium,
+# jq/curl for the README walkthrough, compressors for fixtures), then runs every test in the
+# workspace against those real services.
 #
 #     bash tests/run.sh [extra arguments for cargo nextest / cargo test]
 set -euo pipefail
@@ -11,10 +12,17 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "tools"
 missing=()
-for tool in jq curl psql; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+# jq and curl for the README blocks; the compressors make the compressed-upload fixtures.
+for tool in jq curl psql gzip bzip2 xz zstd; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if ((${#missing[@]})); then
     pkgs=()
-    for t in "${missing[@]}"; do [[ $t == psql ]] && pkgs+=(postgresql-client) || pkgs+=("$t"); done
+    for t in "${missing[@]}"; do
+        case $t in
+            psql) pkgs+=(postgresql-client) ;;
+            xz) pkgs+=(xz-utils) ;;
+            *) pkgs+=("$t") ;;
+        esac
+    done
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"
 fi
 

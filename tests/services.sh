@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 #
-# Real services for the test suite: PostgreSQL, Garage (S3) and moto_server (S3 with Object Lock).
+# Real services for the test suite: PostgreSQL, Garage (S3) and moto_server (S3 with Object Lock),
+# plus the Python venv of real clients and Chromium.
 #
 # Source this file, then start everything:
 #
@@ -18,7 +19,12 @@
 #     LAKE_TEST_MOTO_ENDPOINT           http://127.0.0.1:<port> of moto_server (any credentials,
 #                                       region us-east-1); only for the Object Lock path, which
 #                                       Garage does not implement
+#     LAKE_TEST_PYTHON                  the venv's python (tests/requirements.txt: pyarrow, Polars,
+#                                       DuckDB, moto), for tests that read the lake's output with
+#                                       real clients
 #     LAKE_TEST_REQUIRE_SERVICES=1      tests must fail, not skip, when a service is missing
+#
+# It also installs Debian's chromium and chromium-driver when missing (the browser tests).
 #
 # Garage wants path-style addressing and region "garage".
 #
@@ -412,21 +418,26 @@ EOF
   export LAKE_TEST_S3_SECRET_ACCESS_KEY=$secret
 }
 
-# --- moto ------------------------------------------------------------------------------------------
+# --- Python venv (moto and the real clients the tests read the lake's output with) -----------------
 
-_lake_ensure_moto_venv() {
-  local venv lock_fd cache
+# One venv per machine for tests/requirements.txt; its marker names the requirements' hash, so a
+# changed file rebuilds it and an unchanged one costs nothing.
+_lake_ensure_venv() {
+  local venv lock_fd cache req hash
   cache=$(_lake_cache_dir)
-  venv=$cache/moto-venv
+  venv=$cache/venv
+  req=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/requirements.txt
+  hash=$(sha256sum "$req" | cut -c1-16) || return 1
   _LAKE_MOTO_BIN=$venv/bin/moto_server
+  export LAKE_TEST_PYTHON=$venv/bin/python
   # The marker is written last, so a venv whose pip install was interrupted is rebuilt.
-  [ -f "$venv/.lake-ready" ] && [ -x "$_LAKE_MOTO_BIN" ] && return 0
+  [ -f "$venv/.lake-ready-$hash" ] && [ -x "$_LAKE_MOTO_BIN" ] && return 0
 
   mkdir -p "$cache" || return 1
-  exec {lock_fd}>"$cache/moto-venv.lock"
-  flock -w 900 "$lock_fd" || { exec {lock_fd}>&-; _lake_fail "timed out on $cache/moto-venv.lock"; return 1; }
-  if ! { [ -f "$venv/.lake-ready" ] && [ -x "$_LAKE_MOTO_BIN" ]; }; then
-    _lake_log "creating moto venv in $venv"
+  exec {lock_fd}>"$cache/venv.lock"
+  flock -w 1800 "$lock_fd" || { exec {lock_fd}>&-; _lake_fail "timed out on $cache/venv.lock"; return 1; }
+  if ! { [ -f "$venv/.lake-ready-$hash" ] && [ -x "$_LAKE_MOTO_BIN" ]; }; then
+    _lake_log "creating the test venv in $venv from $req"
     rm -rf "$venv"
     if ! python3 -m venv "$venv" >&2; then
       # Debian splits ensurepip into python3-venv.
@@ -437,14 +448,26 @@ _lake_ensure_moto_venv() {
         python3 -m venv "$venv" >&2; } ||
         { exec {lock_fd}>&-; _lake_fail "could not create a python venv at $venv"; return 1; }
     fi
-    if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]' >&2; then
+    if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" >&2; then
       exec {lock_fd}>&-
-      _lake_fail "pip install 'moto[server]' failed"
+      _lake_fail "pip install -r $req failed"
       return 1
     fi
-    touch "$venv/.lake-ready"
+    touch "$venv/.lake-ready-$hash"
   fi
   exec {lock_fd}>&-
+}
+
+# --- Chromium (the browser tests) ------------------------------------------------------------------
+
+_lake_ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    return 0
+  fi
+  _lake_log "installing Debian's chromium and chromium-driver"
+  { _lake_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 &&
+    _lake_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >&2; } ||
+    _lake_fail "apt-get install chromium chromium-driver failed"
 }
 
 _lake_start_moto_once() {
@@ -565,7 +588,8 @@ lake_services_up() {
   _lake_ensure_wasm_target || return 1
   _lake_ensure_postgres || return 1
   _lake_ensure_garage || return 1
-  _lake_ensure_moto_venv || return 1
+  _lake_ensure_venv || return 1
+  _lake_ensure_chromium || return 1
 
   _lake_install_exit_trap
   _LAKE_SVC_DIR=$(mktemp -d "${TMPDIR:-/tmp}/lake-services.XXXXXX") || _lake_fail "mktemp failed" || return 1

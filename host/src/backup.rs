@@ -262,7 +262,8 @@ impl Lake {
                 prefix,
                 shared: true,
             }),
-            BackupTarget::Dir | BackupTarget::S3 => {
+            // `Settings::from_config` resolves `auto`; a directory is the safe reading if not.
+            BackupTarget::Auto | BackupTarget::Dir | BackupTarget::S3 => {
                 let (store, name): (Arc<dyn BlobStore>, String) = match (&cfg.target, &cfg.s3) {
                     (BackupTarget::S3, Some(s3)) => (
                         Arc::new(blob::s3::S3Store::new(s3)?),

@@ -398,7 +398,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 } => return plugin_run(&plugins, &name, &inputs, &params, out.as_deref()).await,
                 PluginCmd::Inspect { name } => {
                     let m = plugins
-                        .get(&name)
+                        .manifest(&name)
+                        .await
                         .ok_or_else(|| anyhow::anyhow!("no plugin named {name:?}"))?;
                     print_json(
                         &serde_json::json!({"manifest": m, "limits": plugins.limits_for(&name)}),
@@ -528,6 +529,7 @@ async fn catalog_cmd(lake: &Lake, cmd: CatalogCmd) -> Result<()> {
                 layer,
                 bucket: None,
                 object_path,
+                prefix: None,
                 metadata,
                 tags: tags
                     .map(|t| t.split(',').map(str::to_owned).collect())
@@ -577,7 +579,12 @@ fn with_plugins(lake: Lake, cfg: &Config) -> Result<Lake> {
 /// Runs the HTTP server until Ctrl-C or SIGTERM.
 pub async fn serve(cfg: Config) -> Result<()> {
     let metrics = crate::telemetry::init_metrics();
-    let lake = with_plugins(Lake::open(&cfg).await?, &cfg)?;
+    // Components load in the background: a cold cache takes a minute or more to compile them, and
+    // the server answers meanwhile (a request for a plugin waits for it; GET /plugins says which).
+    let plugins = crate::plugins::Plugins::start(&cfg.plugins)
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("starting the plugin runtime")?;
+    let lake = Lake::open(&cfg).await?.with_plugins(plugins);
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;

@@ -242,7 +242,7 @@ impl Lake {
     }
 
     /// Resolves a request against lake.toml's sources and the loaded plugins.
-    pub fn plan(&self, req: &CollectRequest) -> Result<Plan, LakeError> {
+    pub async fn plan(&self, req: &CollectRequest) -> Result<Plan, LakeError> {
         let configured = self.sources().iter().find(|s| s.name == req.source);
         let extra = json_object(&req.params, "params")?;
         let plan = match configured {
@@ -286,8 +286,7 @@ impl Lake {
         let plugins = self
             .plugins()
             .ok_or_else(|| LakeError::Unavailable("the plugin runtime is not running".into()))?;
-        let kind_of = |name: &str| plugins.get(name).map(|m| m.kind);
-        match kind_of(&plan.plugin) {
+        match plugins.manifest(&plan.plugin).await.map(|m| m.kind) {
             Some(Kind::Connector) => {}
             Some(_) => {
                 return Err(LakeError::Invalid(format!(
@@ -309,7 +308,7 @@ impl Lake {
             }
         }
         for p in &plan.parse {
-            if kind_of(&p.plugin) != Some(Kind::Parser) {
+            if plugins.manifest(&p.plugin).await.map(|m| m.kind) != Some(Kind::Parser) {
                 return Err(LakeError::Invalid(format!(
                     "parse: {:?} is not a parser plugin",
                     p.plugin
@@ -321,7 +320,7 @@ impl Lake {
 
     /// Records a collection job and runs it in the background; `GET /collections/{id}` follows it.
     pub async fn submit_collection(&self, req: CollectRequest) -> Result<Job, LakeError> {
-        let plan = self.plan(&req)?;
+        let plan = self.plan(&req).await?;
         let job = self.record_job(&req, None).await?;
         let lake = self.clone();
         let id = job.id;
@@ -377,7 +376,7 @@ impl Lake {
         req: &CollectRequest,
         progress: Option<ProgressFn>,
     ) -> Result<Job, LakeError> {
-        let plan = self.plan(req)?;
+        let plan = self.plan(req).await?;
         let job = self.record_job(req, None).await?;
         self.run_job(job.id, plan, progress).await
     }
@@ -394,7 +393,7 @@ impl Lake {
                 source: src.name.clone(),
                 ..CollectRequest::default()
             };
-            let plan = match self.plan(&req) {
+            let plan = match self.plan(&req).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(source = src.name, error = %e, "Scheduled source cannot run");
@@ -827,7 +826,7 @@ impl Lake {
             .ok_or_else(|| LakeError::Unavailable("the plugin runtime is not running".into()))?;
         for p in &plan.parse {
             let params = serde_json::Value::Object(p.params.clone().into_iter().collect());
-            let sha = plugins.get(&p.plugin).map(|m| m.sha256);
+            let sha = plugins.manifest(&p.plugin).await.map(|m| m.sha256);
             let mut names: Vec<&String> = files.iter().filter(|f| matches(&p.files, f)).collect();
             names.sort();
             for file in names {

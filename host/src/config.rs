@@ -470,8 +470,13 @@ impl Default for LayersConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackupTarget {
-    /// The archive layer's bucket in the lake's own store.
+    /// The safe choice for the storage backend: `dir` on the local backend, `s3` (a bucket of its
+    /// own, `bucket`, on the lake's own endpoint unless `backup.s3` says otherwise) on S3. Never
+    /// the archive bucket, whose lifecycle rule would expire backup objects.
     #[default]
+    Auto,
+    /// The archive layer's bucket in the lake's own store. Its lifecycle rule
+    /// (`layers.archive_expiration_days`) also expires backup objects.
     Archive,
     /// A local directory of its own (another disk, a mount): `backup.dir`.
     Dir,
@@ -483,7 +488,7 @@ pub enum BackupTarget {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BackupConfig {
-    /// `archive`, `dir` or `s3`.
+    /// `auto` (default: `dir` on the local backend, `s3` on S3), `archive`, `dir` or `s3`.
     pub target: BackupTarget,
     /// The directory for `target = "dir"`.
     pub dir: PathBuf,
@@ -509,7 +514,7 @@ pub struct BackupConfig {
 impl Default for BackupConfig {
     fn default() -> Self {
         Self {
-            target: BackupTarget::Archive,
+            target: BackupTarget::Auto,
             dir: PathBuf::from("lake-data/backups"),
             bucket: "lake-backups".into(),
             s3: None,
@@ -764,11 +769,30 @@ pub fn from_parts(
             other => problems.push(format!("unknown section or key `{other}`")),
         }
     }
+    resolve_backup_target(&mut cfg.backup, &cfg.storage);
     problems.extend(validate(&cfg));
     if problems.is_empty() {
         Ok(cfg)
     } else {
         Err(ConfigErrors(problems))
+    }
+}
+
+/// Turns `backup.target = "auto"` into the safe target for the storage backend: a directory of its
+/// own beside a local store; on S3, a bucket of its own (`backup.bucket`) on the endpoint of
+/// `backup.s3`, or of the lake's own store when that is not given.
+pub fn resolve_backup_target(backup: &mut BackupConfig, storage: &StorageConfig) {
+    if backup.target != BackupTarget::Auto {
+        return;
+    }
+    match storage.backend {
+        StorageBackend::Local => backup.target = BackupTarget::Dir,
+        StorageBackend::S3 => {
+            backup.target = BackupTarget::S3;
+            if backup.s3.is_none() {
+                backup.s3 = Some(storage.s3.clone());
+            }
+        }
     }
 }
 

@@ -98,6 +98,10 @@ pub struct FileInfo {
     pub columns: Option<usize>,
     /// The table's columns.
     pub schema: Vec<Column>,
+    /// Columns stored under another name than the file gives them: an empty header becomes
+    /// `column_N`, a repeated one `name_2` (Parquet readers refuse both).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renamed_columns: Vec<crate::tables::Renamed>,
     /// Why the file has no table, when it has none.
     pub parse_error: Option<ParseFailure>,
     /// True when these bytes were already in the lake: nothing new was stored.
@@ -309,11 +313,10 @@ pub fn detect_format(head: &[u8], name: &str) -> Result<Format, String> {
                 .into(),
         );
     }
-    if head.starts_with(&[0x1F, 0x8B]) {
-        return Err("the file is gzip-compressed; upload it uncompressed".into());
-    }
-    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
-        return Err("the file is UTF-16 text; save it as UTF-8 and upload that".into());
+    // Compressed text and UTF-16 text are decoded by the csv parser, in the sandbox: the host only
+    // recognises them (a table is what labs compress and what Excel's "Unicode text" writes).
+    if crate::plugins::text_encoding(head).is_some() {
+        return Ok(Format::Csv);
     }
     if head.starts_with(b"%PDF") {
         return Err("the file is a PDF, not a table".into());
@@ -324,9 +327,38 @@ pub fn detect_format(head: &[u8], name: &str) -> Result<Format, String> {
     Ok(Format::Csv)
 }
 
+/// The name without a compression suffix: `samples.csv.gz` is a `samples.csv`.
+fn without_compression(name: &str) -> &str {
+    let lower = name.to_ascii_lowercase();
+    [".gz", ".gzip", ".bz2", ".xz", ".zst", ".zstd"]
+        .iter()
+        .find(|ext| lower.ends_with(*ext))
+        .map_or(name, |ext| &name[..name.len() - ext.len()])
+}
+
+/// The stem a file's table is named after: `samples.csv.gz` gives `samples`.
+fn table_stem(name: &str) -> &str {
+    let name = without_compression(name);
+    name.rsplit_once('.').map_or(name, |(s, _)| s)
+}
+
 /// Parser parameters for a CSV file: the delimiter read from the first line (comma, tab or
 /// semicolon; the extension decides for `.tsv`), and Latin-1 when the head is not UTF-8.
+/// Compressed or UTF-16 bytes cannot be read here, so the parser is asked to sniff both itself
+/// (`"auto"`) once it has decoded them.
 fn csv_params(head: &[u8], name: &str) -> Vec<(String, String)> {
+    if crate::plugins::text_encoding(head).is_some() {
+        let lower = without_compression(name).to_ascii_lowercase();
+        let delimiter = if lower.ends_with(".tsv") || lower.ends_with(".tab") {
+            "\"\\t\""
+        } else {
+            "\"auto\""
+        };
+        return vec![
+            ("delimiter".to_owned(), delimiter.to_owned()),
+            ("encoding".to_owned(), "\"auto\"".to_owned()),
+        ];
+    }
     let text = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
     let line_end = text
         .iter()
@@ -427,6 +459,10 @@ struct ParquetSink {
     writer: Option<parquet::arrow::ArrowWriter<ChannelWriter>>,
     rows: u64,
     row_group_rows: usize,
+    /// The schema written: the parser's, with unique column names ([`crate::tables`]).
+    written: Option<SchemaRef>,
+    /// Columns renamed on the way.
+    renamed: Vec<crate::tables::Renamed>,
 }
 
 impl ParquetSink {
@@ -437,6 +473,8 @@ impl ParquetSink {
             writer: None,
             rows: 0,
             row_group_rows,
+            written: None,
+            renamed: Vec::new(),
         }
     }
 
@@ -454,14 +492,26 @@ impl ParquetSink {
                 tx,
                 buf: Vec::with_capacity(PIECE),
             };
+            let written = match crate::tables::unique_names(schema) {
+                Some((written, renamed)) => {
+                    self.renamed = renamed;
+                    written
+                }
+                None => schema.clone(),
+            };
             self.writer = Some(
-                parquet::arrow::ArrowWriter::try_new(w, schema.clone(), Some(props))
+                parquet::arrow::ArrowWriter::try_new(w, written.clone(), Some(props))
                     .map_err(|e| format!("the table cannot be written as Parquet: {e}"))?,
             );
+            self.written = Some(written);
         }
         if let (Some(b), Some(w)) = (batch, self.writer.as_mut()) {
             self.rows += b.num_rows() as u64;
-            w.write(&b).map_err(|e| format!("writing Parquet: {e}"))?;
+            match (&self.written, self.renamed.is_empty()) {
+                (Some(schema), false) => w.write(&crate::tables::rename_batch(&b, schema)?),
+                _ => w.write(&b),
+            }
+            .map_err(|e| format!("writing Parquet: {e}"))?;
         }
         Ok(())
     }
@@ -496,7 +546,9 @@ struct Parsed {
     key: String,
     file: FileRecord,
     rows: u64,
+    /// The schema as stored (unique column names).
     schema: SchemaRef,
+    renamed: Vec<crate::tables::Renamed>,
 }
 
 impl Lake {
@@ -619,6 +671,10 @@ impl Lake {
                 .as_ref()
                 .map(|p| columns_of(&p.schema))
                 .unwrap_or_default(),
+            renamed_columns: parsed
+                .as_ref()
+                .map(|p| p.renamed.clone())
+                .unwrap_or_default(),
             parse_error: parsed.as_ref().err().cloned(),
             duplicate: false,
         };
@@ -728,8 +784,7 @@ impl Lake {
         table_id: DatasetId,
     ) -> Result<(Result<Parsed, ParseFailure>, Invocation<SchemaRef>), LakeError> {
         let input = self.blobs().get(bucket, key).await?;
-        let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
-        let out_name = format!("{stem}.parquet");
+        let out_name = format!("{}.parquet", table_stem(name));
         let out_bucket = self.bucket(Layer::Processed).to_owned();
         let out_key = format!("{SOURCE}/{table_id}/{out_name}");
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
@@ -761,7 +816,14 @@ impl Lake {
         };
         let put = self.blobs().put(&out_bucket, &out_key, out_stream);
         let ((inv, closed), put) = tokio::join!(parse, put);
-        let rows = sink.lock().unwrap_or_else(|p| p.into_inner()).rows;
+        let (rows, written, renamed) = {
+            let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                sink.rows,
+                sink.written.take(),
+                std::mem::take(&mut sink.renamed),
+            )
+        };
 
         let schema = match (&inv.result, closed, put) {
             // The store failed (reading the upload back or taking the table): not the file's fault.
@@ -787,7 +849,7 @@ impl Lake {
                 )));
             }
             (Ok(_), Ok(()), Err(e)) => return Err(e.into()),
-            (Ok(schema), Ok(()), Ok(size)) => (schema.clone(), size),
+            (Ok(schema), Ok(()), Ok(size)) => (written.unwrap_or_else(|| schema.clone()), size),
         };
         let (schema, size) = schema;
         let (sha, _) = out_hash.finish();
@@ -803,6 +865,7 @@ impl Lake {
                 },
                 rows,
                 schema,
+                renamed,
             }),
             inv,
         ))
@@ -965,7 +1028,7 @@ impl Lake {
         right: &FileInfo,
     ) -> Result<(String, [(Dataset, String); 2]), LakeError> {
         let plugins = self.merge_plugins()?;
-        let manifest = plugins.get(MERGE_PLUGIN).ok_or_else(|| {
+        let manifest = plugins.manifest(MERGE_PLUGIN).await.ok_or_else(|| {
             LakeError::Unavailable("the bundled merge plugin is not loaded".into())
         })?;
         let (l, r) = tokio::try_join!(self.file_table(left), self.file_table(right))?;
@@ -1329,7 +1392,7 @@ mod tests {
                 "old.xls",
                 Err(()),
             ),
-            (&[0x1F, 0x8B, 8, 0], "t.csv.gz", Err(())),
+            (&[0x1F, 0x8B, 8, 0], "t.csv.gz", Ok(Format::Csv)),
             (b"ab\0cd", "t.csv", Err(())),
         ];
         for (head, name, want) in checks {

@@ -18,17 +18,17 @@ use futures::TryStreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
-use utoipa_scalar::{Scalar, Servable};
 
 use crate::catalog::{Dataset, DatasetId, DatasetStatus, FileRecord, Page, SearchQuery, Stats};
 use crate::lake::{Download, Lake, LakeError, LayerSummary, Lineage, RegisterRequest};
 use crate::layers::{Layer, PromoteRequest};
 use crate::pipeline::{Run, RunOutcome, RunRequest};
-use crate::plugins::{Limits, Manifest, Plugins, Rejected};
+use crate::plugins::{Limits, LoadState, Manifest, Plugins, Rejected};
 use crate::provenance::{Direction, LineageGraph};
 
 mod backup;
 mod collections;
+mod docs;
 mod files;
 
 /// Shared state of the HTTP server.
@@ -193,7 +193,9 @@ pub fn router(state: AppState) -> Router {
         .route("/files/merge", get(files::merge))
         .route("/files/save_merged", post(files::save_merged))
         .route("/files/{id}", get(files::get_one))
-        .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
+        .route("/", get(|| async { Redirect::to("/docs") }))
+        .route("/docs", get(docs::page))
+        .route("/docs/docs.css", get(docs::stylesheet))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -353,11 +355,14 @@ struct CreateDataset {
     external_id: Option<String>,
     /// Layer (default `raw`).
     layer: Option<String>,
-    /// Seed field: the bucket holding the objects; must be the layer's bucket.
+    /// Seed field: the bucket holding the objects: the layer's bucket, by its configured name or
+    /// by the layer's name (`raw`).
     minio_bucket: Option<String>,
-    /// Seed field: a prefix of existing objects to register.
+    /// Seed field: a key prefix in the layer's bucket; what is there is registered, and an empty
+    /// prefix gives an empty dataset to upload into.
     minio_prefix: Option<String>,
-    /// Collector field: an existing object or prefix to register.
+    /// Existing objects to register, which must exist (422 otherwise): `{bucket}/{key}`,
+    /// `s3://{bucket}/{key}` or a bare key, naming one object or a prefix.
     object_path: Option<String>,
     /// Free-form metadata (a JSON object); `metadata_` is the seed's spelling.
     #[serde(alias = "metadata_")]
@@ -380,18 +385,14 @@ async fn create_dataset(
             .parse()
             .map_err(|e: crate::layers::UnknownLayer| ApiError::invalid(e.to_string()))?,
     };
-    if body.object_path.is_some() && body.minio_prefix.is_some() {
-        return Err(ApiError::invalid(
-            "give object_path or minio_prefix, not both",
-        ));
-    }
     let req = RegisterRequest {
         name: body.name,
         source: body.source,
         external_id: body.external_id,
         layer,
         bucket: body.minio_bucket,
-        object_path: body.object_path.or(body.minio_prefix),
+        object_path: body.object_path,
+        prefix: body.minio_prefix,
         metadata: body.metadata.unwrap_or(serde_json::Value::Null),
         tags: body.tags.unwrap_or_default(),
         action: None,
@@ -646,6 +647,9 @@ struct PluginList {
     plugins: Vec<Manifest>,
     /// Components that were refused at load, and why.
     rejected: Vec<Rejected>,
+    /// How far loading has come: on a first start the components compile in the background, and
+    /// `loading.pending` names the bundled plugins not yet ready.
+    loading: LoadState,
 }
 
 fn plugins_of(s: &AppState) -> Result<&Plugins, ApiError> {
@@ -665,6 +669,7 @@ async fn list_plugins(State(s): State<AppState>) -> Result<Json<PluginList>, Api
     Ok(Json(PluginList {
         plugins: p.list(),
         rejected: p.rejected(),
+        loading: p.load_state(),
     }))
 }
 
@@ -684,7 +689,7 @@ async fn get_plugin(
     Path(name): Path<String>,
 ) -> Result<Json<PluginDetail>, ApiError> {
     let p = plugins_of(&s)?;
-    let manifest = p.get(&name).ok_or_else(|| {
+    let manifest = p.manifest(&name).await.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -806,6 +811,7 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     ),
     components(schemas(
         crate::files::FileInfo,
+        crate::tables::Renamed,
         crate::files::DatasetIds,
         crate::files::Column,
         crate::files::ParseFailure,
@@ -831,6 +837,7 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         PluginDetail,
         Manifest,
         Rejected,
+        LoadState,
         Limits,
         RunRequest,
         Run,

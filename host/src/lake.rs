@@ -126,7 +126,12 @@ impl Settings {
                 .then_some(cfg.layers.archive_expiration_days),
             files: cfg.files.clone(),
             sources: cfg.sources.clone(),
-            backup: cfg.backup.clone(),
+            backup: {
+                // Configurations built in code skip `config::from_parts`, which resolves `auto`.
+                let mut b = cfg.backup.clone();
+                crate::config::resolve_backup_target(&mut b, &cfg.storage);
+                b
+            },
         }
     }
 }
@@ -161,10 +166,15 @@ pub struct RegisterRequest {
     pub external_id: Option<String>,
     /// Layer (default raw).
     pub layer: Layer,
-    /// The bucket the caller believes the objects are in; must be the layer's bucket.
+    /// The bucket the caller believes the objects are in (the seed's `minio_bucket`): the layer's
+    /// bucket, by its configured name or by the layer's name.
     pub bucket: Option<String>,
-    /// An existing object or prefix to register, inside the layer's bucket.
+    /// Existing objects to register, which must be there: `{bucket}/{key}`, `s3://{bucket}/{key}`
+    /// or a bare key in the layer's bucket, naming one object or a prefix.
     pub object_path: Option<String>,
+    /// A key prefix in the layer's bucket (the seed's `minio_prefix`): whatever is there is
+    /// registered, and an empty prefix gives an empty dataset to upload into later.
+    pub prefix: Option<String>,
     /// Metadata (a JSON object or null).
     pub metadata: serde_json::Value,
     /// Tags.
@@ -399,6 +409,69 @@ impl Lake {
         &self.settings.buckets[i]
     }
 
+    /// Whether `name` is the layer's bucket: its configured name, or the layer's own name.
+    fn names_layer_bucket(&self, layer: Layer, name: &str) -> bool {
+        name == self.bucket(layer) || name == layer.as_str()
+    }
+
+    /// The keys an `object_path` may mean, most likely first: `s3://{bucket}/{key}` is the key in
+    /// that bucket (which must be the layer's); a path starting with the layer's bucket (or the
+    /// layer's name) is first read as `{bucket}/{key}`, as the seed family's MinIO helpers return
+    /// it, then as a bare key; anything else is a bare key.
+    fn object_path_keys(&self, layer: Layer, path: &str) -> Result<Vec<String>, LakeError> {
+        let path = path.trim();
+        let mut keys = Vec::new();
+        if let Some(rest) = path.strip_prefix("s3://") {
+            let (b, key) = rest.split_once('/').unwrap_or((rest, ""));
+            if !self.names_layer_bucket(layer, b) {
+                return Err(LakeError::Invalid(format!(
+                    "object_path {path:?} is in bucket {b:?}, but a {layer} dataset's objects are in the {layer} layer's bucket {:?}",
+                    self.bucket(layer)
+                )));
+            }
+            keys.push(key.to_owned());
+        } else {
+            let bare = path.trim_start_matches('/');
+            if let Some((first, key)) = bare.split_once('/')
+                && self.names_layer_bucket(layer, first)
+                && !key.trim_matches('/').is_empty()
+            {
+                keys.push(key.to_owned());
+            }
+            keys.push(bare.to_owned());
+        }
+        for key in &keys {
+            if key.trim_matches('/').is_empty() {
+                return Err(LakeError::Invalid(format!(
+                    "object_path {path:?} names no key inside the bucket"
+                )));
+            }
+            blob::check_key(key.trim_end_matches('/'))?;
+        }
+        Ok(keys)
+    }
+
+    /// The objects at `key`: the one object of that name, or else everything under `key/`, with the
+    /// prefix the dataset keeps.
+    async fn objects_at(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(String, Vec<blob::ObjectInfo>), LakeError> {
+        if !key.ends_with('/')
+            && let Ok(obj) = self.blobs.head(bucket, key).await
+        {
+            let dir = key
+                .rsplit_once('/')
+                .map(|(d, _)| format!("{d}/"))
+                .unwrap_or_default();
+            return Ok((dir, vec![obj]));
+        }
+        let prefix = format!("{}/", key.trim_end_matches('/'));
+        let objects = self.blobs.list(bucket, &prefix).await?;
+        Ok((prefix, objects))
+    }
+
     /// Registers a dataset, cataloging any objects already at `object_path` with their size and
     /// SHA-256 (read once, streamed).
     pub async fn register(&self, req: RegisterRequest) -> Result<Dataset, LakeError> {
@@ -415,12 +488,16 @@ impl Lake {
             ));
         }
         let bucket = self.bucket(req.layer).to_owned();
+        // Seed deployments name their buckets after the layers (`"minio_bucket": "raw"`), so the
+        // layer's name stands for its bucket as well as the configured name does.
         if let Some(b) = req.bucket.as_deref().filter(|b| !b.is_empty())
-            && b != bucket
+            && !self.names_layer_bucket(req.layer, b)
         {
             return Err(LakeError::Invalid(format!(
-                "bucket {b:?} is not the {} layer's bucket; this lake keeps {} data in {bucket:?}",
-                req.layer, req.layer
+                "bucket {b:?} is not the {} layer's bucket; this lake keeps {} data in {bucket:?} (or name the layer, {:?})",
+                req.layer,
+                req.layer,
+                req.layer.as_str()
             )));
         }
         let tags = normalise_tags(&req.tags)?;
@@ -428,34 +505,41 @@ impl Lake {
         let metadata = fill_metadata(req.metadata, source)?;
 
         // Find the objects to register: one object, or everything under a prefix.
-        let (prefix, objects) = match req
-            .object_path
-            .as_deref()
-            .map(|p| p.trim().trim_start_matches('/'))
-        {
-            None | Some("") => (format!("{source}/{id}/"), Vec::new()),
-            Some(path) => {
-                blob::check_key(path.trim_end_matches('/'))?;
-                let exact = if path.ends_with('/') {
-                    None
-                } else {
-                    self.blobs.head(&bucket, path).await.ok()
-                };
-                match exact {
-                    Some(obj) => {
-                        let (dir, _) = path
-                            .rsplit_once('/')
-                            .map(|(d, f)| (format!("{d}/"), f))
-                            .unwrap_or((String::new(), path));
-                        (dir, vec![obj])
-                    }
-                    None => {
-                        let prefix = format!("{}/", path.trim_end_matches('/'));
-                        let objs = self.blobs.list(&bucket, &prefix).await?;
-                        (prefix, objs)
+        let (prefix, objects) = match (req.object_path.as_deref(), req.prefix.as_deref()) {
+            (Some(_), Some(_)) => {
+                return Err(LakeError::Invalid(
+                    "give object_path or minio_prefix, not both".into(),
+                ));
+            }
+            (Some(path), None) => {
+                let keys = self.object_path_keys(req.layer, path)?;
+                let mut found = None;
+                for key in &keys {
+                    let (prefix, objects) = self.objects_at(&bucket, key).await?;
+                    if !objects.is_empty() {
+                        found = Some((prefix, objects));
+                        break;
                     }
                 }
+                // A client that names an object believes it is cataloged: an empty dataset would
+                // tell it so falsely.
+                found.ok_or_else(|| {
+                    LakeError::Invalid(format!(
+                        "object_path {path:?} names no object and no prefix holding objects in the {} layer's bucket {bucket:?} (looked for {})",
+                        req.layer,
+                        keys.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(" and ")
+                    ))
+                })?
             }
+            // The seed catalogs a prefix first and uploads into it later, so an empty one is kept.
+            (None, Some(p)) if !p.trim().trim_matches('/').is_empty() => {
+                let key = p.trim().trim_start_matches('/');
+                blob::check_key(key.trim_end_matches('/'))?;
+                let prefix = format!("{}/", key.trim_end_matches('/'));
+                let objects = self.blobs.list(&bucket, &prefix).await?;
+                (prefix, objects)
+            }
+            (None, _) => (format!("{source}/{id}/"), Vec::new()),
         };
         if prefix.is_empty() {
             return Err(LakeError::Invalid(

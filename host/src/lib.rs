@@ -19,4 +19,5 @@ pub mod pipeline;
 pub mod plugins;
 pub mod provenance;
 pub mod scaffold;
+pub mod tables;
 pub mod telemetry;

@@ -109,7 +109,7 @@ impl Lake {
     /// count) are `LakeError`s and record nothing; every invocation is recorded, failed or not.
     pub async fn run_pipeline(&self, req: RunRequest) -> Result<RunOutcome, LakeError> {
         let plugins = self.plugins_or_err()?.clone();
-        let manifest = plugins.get(&req.plugin).ok_or_else(|| {
+        let manifest = plugins.manifest(&req.plugin).await.ok_or_else(|| {
             LakeError::NotFound(format!(
                 "no plugin named {:?}; GET /plugins lists them",
                 req.plugin
@@ -448,10 +448,17 @@ pub fn write_parquet(table: &Table) -> Result<Vec<u8>, String> {
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
         .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, table.schema.clone(), Some(props))
+    // Parquet readers refuse empty and repeated column names (see `crate::tables`).
+    let renamed = crate::tables::unique_names(&table.schema).map(|(s, _)| s);
+    let schema = renamed.clone().unwrap_or_else(|| table.schema.clone());
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, Some(props))
         .map_err(|e| format!("the table cannot be written as Parquet: {e}"))?;
     for b in &table.batches {
-        w.write(b).map_err(|e| format!("writing Parquet: {e}"))?;
+        match &renamed {
+            Some(s) => w.write(&crate::tables::rename_batch(b, s)?),
+            None => w.write(b),
+        }
+        .map_err(|e| format!("writing Parquet: {e}"))?;
     }
     w.close().map_err(|e| format!("writing Parquet: {e}"))?;
     Ok(buf)

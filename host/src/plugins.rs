@@ -11,6 +11,7 @@ mod runtime;
 mod split;
 
 pub use policy::Fetch;
+pub use split::text_encoding;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -290,6 +291,21 @@ pub struct Plugins {
     workers: usize,
     /// Per-plugin request spacing for connectors, shared by all invocations.
     rates: Arc<std::sync::Mutex<BTreeMap<String, Arc<policy::RateLimiter>>>>,
+    /// How far loading has come; waiters on a plugin not yet loaded watch it.
+    loading: Arc<tokio::sync::watch::Sender<LoadState>>,
+}
+
+/// Progress of loading the components (see [`Plugins::start`]).
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct LoadState {
+    /// True once every component (bundled and third-party) has been loaded or refused.
+    pub done: bool,
+    /// Bundled plugins not yet compiled and loaded, in the order they will be.
+    pub pending: Vec<String>,
+    /// Components handled so far, of `total`.
+    pub loaded: usize,
+    /// Components to load: the bundled ones and the `.wasm` files in the plugin directory.
+    pub total: usize,
 }
 
 impl fmt::Debug for Plugins {
@@ -315,15 +331,44 @@ pub struct Invocation<T = Table> {
 }
 
 impl Plugins {
-    /// Starts the engine and loads the bundled plugins and every `.wasm` in the plugin directory.
-    /// A component that fails to load is listed as rejected, with its reason; it never stops the lake.
+    /// Starts the engine and loads the bundled plugins and every `.wasm` in the plugin directory
+    /// before returning (the command line and tests). A component that fails to load is listed as
+    /// rejected, with its reason; it never stops the lake.
     pub fn open(cfg: &PluginsConfig) -> Result<Self, InvokeError> {
+        let plugins = Self::new(cfg)?;
+        plugins.load_all(plugin_files(&cfg.dir));
+        Ok(plugins)
+    }
+
+    /// Starts the engine and returns at once; the components load on a thread of their own, so a
+    /// server answers while a cold cache compiles them (a minute or more on two cores). A request
+    /// for a plugin not yet loaded waits for it ([`Plugins::ready`]); [`Plugins::load_state`]
+    /// says how far loading has come.
+    pub fn start(cfg: &PluginsConfig) -> Result<Self, InvokeError> {
+        let plugins = Self::new(cfg)?;
+        let files = plugin_files(&cfg.dir);
+        plugins.loading.send_modify(|s| {
+            s.pending = bundled::BUNDLED
+                .iter()
+                .map(|(n, _)| (*n).to_owned())
+                .collect();
+            s.total = bundled::BUNDLED.len() + files.len();
+        });
+        let loader = plugins.clone();
+        std::thread::Builder::new()
+            .name("plugin-loader".into())
+            .spawn(move || loader.load_all(files))
+            .map_err(|e| InvokeError::Load(format!("starting the plugin loader: {e}")))?;
+        Ok(plugins)
+    }
+
+    fn new(cfg: &PluginsConfig) -> Result<Self, InvokeError> {
         let runtime = Arc::new(runtime::Runtime::new(
             &cfg.cache_dir,
             cfg.fuel.is_some(),
             cfg.instance_pool,
         )?);
-        let plugins = Plugins {
+        Ok(Plugins {
             runtime,
             entries: Arc::default(),
             rejected: Arc::default(),
@@ -333,27 +378,63 @@ impl Plugins {
             )),
             rates: Arc::default(),
             workers: crate::config::instances(cfg.parse_parallelism),
+            loading: Arc::new(tokio::sync::watch::Sender::new(LoadState::default())),
+        })
+    }
+
+    /// Loads the bundled components, then the plugin directory's, logging each with its progress.
+    fn load_all(&self, files: Vec<std::path::PathBuf>) {
+        let total = bundled::BUNDLED.len() + files.len();
+        self.loading.send_modify(|s| s.total = total);
+        let started = std::time::Instant::now();
+        let mut n = 0;
+        let mut step = |what: &str, load: &mut dyn FnMut()| {
+            n += 1;
+            let t = std::time::Instant::now();
+            tracing::info!(plugin = %what, n, total, "Loading plugin");
+            load();
+            tracing::debug!(plugin = %what, ms = t.elapsed().as_millis() as u64, "Plugin loaded");
+            self.loading.send_modify(|s| {
+                s.pending.retain(|p| p != what);
+                s.loaded = n;
+            });
         };
         for (name, bytes) in bundled::BUNDLED {
-            plugins.add(bytes, "bundled", name);
+            step(name, &mut || {
+                self.add(bytes, "bundled", name);
+            });
         }
-        if let Ok(dir) = std::fs::read_dir(&cfg.dir) {
-            let mut paths: Vec<_> = dir
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-                .collect();
-            paths.sort();
-            for p in paths {
-                match std::fs::read(&p) {
-                    Ok(bytes) => {
-                        plugins.add(&bytes, &p.display().to_string(), "");
-                    }
-                    Err(e) => plugins.reject(p.display().to_string(), format!("cannot read: {e}")),
+        for p in files {
+            let source = p.display().to_string();
+            step(&source, &mut || match std::fs::read(&p) {
+                Ok(bytes) => {
+                    self.add(&bytes, &source, "");
                 }
-            }
+                Err(e) => self.reject(source.clone(), format!("cannot read: {e}")),
+            });
         }
-        Ok(plugins)
+        self.loading.send_modify(|s| {
+            s.done = true;
+            s.pending.clear();
+        });
+        tracing::info!(
+            loaded = self.list().len(),
+            rejected = self.rejected().len(),
+            ms = started.elapsed().as_millis() as u64,
+            "Plugins ready"
+        );
+    }
+
+    /// How far loading has come.
+    pub fn load_state(&self) -> LoadState {
+        self.loading.borrow().clone()
+    }
+
+    /// Waits until every component has been loaded or refused.
+    pub async fn loaded(&self) {
+        let mut rx = self.loading.subscribe();
+        // The sender lives as long as `self`, so this only ends when loading is done.
+        let _ = rx.wait_for(|s| s.done).await;
     }
 
     fn reject(&self, source: String, reason: String) {
@@ -463,13 +544,14 @@ impl Plugins {
             .clone()
     }
 
-    /// One plugin's manifest.
+    /// One loaded plugin's manifest, now (`None` also while it may still be loading).
     pub fn get(&self, name: &str) -> Option<Manifest> {
-        self.entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .map(|e| e.manifest.clone())
+        self.entry(name).map(|e| e.manifest.clone())
+    }
+
+    /// One plugin's manifest, waiting while it may still be loading (see [`Plugins::ready`]).
+    pub async fn manifest(&self, name: &str) -> Option<Manifest> {
+        self.ready(name).await.map(|e| e.manifest.clone())
     }
 
     /// The limits a plugin runs with: defaults, then its overrides from lake.toml.
@@ -494,6 +576,25 @@ impl Plugins {
             .cloned()
     }
 
+    /// The loaded plugin `name`, waiting while loading goes on: a bundled plugin not yet compiled
+    /// is on its way, and any name may still turn up in the plugin directory. `None` once loading
+    /// is done and no component has the name.
+    async fn ready(&self, name: &str) -> Option<Arc<Entry>> {
+        let mut rx = self.loading.subscribe();
+        loop {
+            if let Some(e) = self.entry(name) {
+                return Some(e);
+            }
+            if rx.borrow_and_update().done {
+                // Loaded between the lookup and the check: look once more.
+                return self.entry(name);
+            }
+            if rx.changed().await.is_err() {
+                return self.entry(name);
+            }
+        }
+    }
+
     /// Runs `f` for the plugin `name` on a blocking thread (guest code is CPU-bound), once an
     /// instance slot is free, and wraps what it returns with the manifest and limits.
     async fn invoke<T: Send + 'static>(
@@ -504,7 +605,7 @@ impl Plugins {
         + 'static,
     ) -> Invocation<T> {
         let limits = self.limits_for(name);
-        let Some(entry) = self.entry(name) else {
+        let Some(entry) = self.ready(name).await else {
             return Invocation {
                 manifest: None,
                 limits,
@@ -543,7 +644,8 @@ impl Plugins {
         mut input: ByteStream,
     ) -> Invocation {
         let plan = self
-            .entry(name)
+            .ready(name)
+            .await
             .filter(|e| e.manifest.name == "csv" && e.manifest.source == "bundled")
             .and_then(|_| split::CsvPlan::from_params(&params))
             .filter(|_| self.workers > 1);
@@ -564,7 +666,13 @@ impl Plugins {
                     None => break,
                 }
             }
-            let large = size >= split::MIN_BYTES;
+            // Compressed or UTF-16 input cannot be cut at raw byte offsets: the parser decodes it
+            // in one stream.
+            let plain = head
+                .first()
+                .and_then(|c| c.as_ref().ok())
+                .is_none_or(|c| text_encoding(c).is_none());
+            let large = size >= split::MIN_BYTES && plain;
             let input: ByteStream = Box::pin(futures::stream::iter(head).chain(input));
             if large {
                 return self.parse_parallel(name, params, plan, input).await;
@@ -1066,6 +1174,20 @@ impl PartCheck {
 
 /// The interface version this host speaks.
 pub const WIT_VERSION: &str = "0.1.0";
+
+/// The `.wasm` files of the plugin directory, sorted (none when it does not exist).
+fn plugin_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    paths.sort();
+    paths
+}
 
 /// Turns a JSON object of parameters into the name/value pairs the interface carries.
 pub fn params_from_json(v: &serde_json::Value) -> Result<Vec<(String, String)>, String> {

@@ -13,8 +13,10 @@ pub fn init_logging(cfg: &LogConfig) {
         .unwrap_or_else(|| {
             EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"))
         });
+    // Colours only on a terminal: a log file or a pipe gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match cfg.format {
         LogFormat::Json => builder.json().try_init(),

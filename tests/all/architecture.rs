@@ -52,6 +52,7 @@ const INVARIANTS: &[&str] = &[
     "Architecture Invariant: no code issues `UPDATE` or `DELETE` against provenance tables; the schemas reject both with triggers.",
     "Architecture Invariant: no `.unwrap()` or `.expect(` in `host/src`: request and plugin paths return errors, never panic.",
     "Architecture Invariant: every module of `host/src` starts with a `//!` paragraph.",
+    "Architecture Invariant: every asset the lake serves is embedded in the binary (`include_str!`/`include_bytes!` of files under `host/src`), and none of them (`.html`, `.css`, `.js`) names a URL outside loopback.",
 ];
 
 #[test]
@@ -161,6 +162,53 @@ fn every_module_has_a_doc_paragraph() {
             text.trim_start().starts_with("//!"),
             "{} has no //! paragraph",
             rel(&p)
+        );
+    }
+}
+
+#[test]
+fn served_assets_are_embedded_and_name_no_remote_url() {
+    let mut stack = vec![root().join("host/src")];
+    let mut assets = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "html" || x == "css" || x == "js")
+            {
+                assets.push(p);
+            }
+        }
+    }
+    assert!(!assets.is_empty(), "the docs stylesheet at least");
+    let sources: String = rust_files(&root().join("host/src"))
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("read"))
+        .collect();
+    for a in &assets {
+        let text = std::fs::read_to_string(a).expect("read asset");
+        for scheme in ["http://", "https://"] {
+            for (i, _) in text.match_indices(scheme) {
+                let host = &text[i + scheme.len()..];
+                assert!(
+                    ["127.0.0.1", "localhost", "[::1]"]
+                        .iter()
+                        .any(|h| host.starts_with(h)),
+                    "{} names a remote URL: {}",
+                    rel(a),
+                    &text[i..(i + 60).min(text.len())]
+                );
+            }
+        }
+        let name = a.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        assert!(
+            sources.contains(&format!("include_str!(\"{name}\")"))
+                || sources.contains(&format!("include_bytes!(\"{name}\")")),
+            "{} is not embedded in the binary",
+            rel(a)
         );
     }
 }

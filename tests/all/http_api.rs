@@ -891,3 +891,114 @@ async fn nested_objects_are_refused_not_half_registered() {
         "{v}"
     );
 }
+
+/// A downstream client writes an object itself and registers it with `object_path` as its MinIO
+/// helper returns it (`{bucket}/{key}`), or as `s3://{bucket}/{key}`, or as a bare key; the lake
+/// records size and SHA-256, and a path naming nothing is refused rather than cataloged empty.
+async fn object_paths_name_what_the_client_wrote(t: &TestLake) {
+    let body: &[u8] = b"##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\n1\t12345\t.\tA\tG\n";
+    let bucket = t
+        .lake
+        .bucket(lake_host::layers::Layer::Processed)
+        .to_owned();
+    for key in [
+        "runs/r1/calls.vcf",
+        "runs/r2/calls.vcf",
+        "runs/r3/calls.vcf",
+    ] {
+        let s: lake_host::blob::ByteStream = Box::pin(futures::stream::once(async move {
+            Ok(bytes::Bytes::from_static(body))
+        }));
+        t.lake.blobs().put(&bucket, key, s).await.expect("put");
+    }
+    let sha = lake_host::blob::Sha256::of(body).to_hex();
+    for path in [
+        "processed/runs/r1/calls.vcf".to_owned(),
+        format!("s3://{bucket}/runs/r2/calls.vcf"),
+        "s3://processed/runs/r3/calls.vcf".to_owned(),
+        format!("{bucket}/runs/r3/"),
+        "runs/r1/calls.vcf".to_owned(),
+    ] {
+        let (s, v) = t
+            .call(
+                Method::POST,
+                "/catalog",
+                Some(
+                    json!({"name": "variant calls", "source": "genomics", "layer": "processed",
+                    "object_path": path, "metadata": {"run": "r1", "caller": "gatk"}}),
+                ),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{path}: {v}");
+        assert_eq!(v["file_count"], 1, "{path}: {v}");
+        let id = v["id"].as_str().expect("id");
+        let (_, files) = t
+            .call(Method::GET, &format!("/catalog/{id}/files"), None)
+            .await;
+        assert_eq!(files[0]["name"], "calls.vcf", "{path}: {files}");
+        assert_eq!(files[0]["size"], body.len(), "{path}: {files}");
+        assert_eq!(files[0]["sha256"], sha.as_str(), "{path}: {files}");
+    }
+    for (path, named) in [
+        (
+            "processed/runs/missing/calls.vcf",
+            "processed/runs/missing/calls.vcf",
+        ),
+        ("s3://processed/nothing-here", "nothing-here"),
+        ("runs/none/", "runs/none/"),
+    ] {
+        let (s, v) = t
+            .call(
+                Method::POST,
+                "/catalog",
+                Some(json!({"name": "x", "source": "genomics", "layer": "processed", "object_path": path})),
+            )
+            .await;
+        assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{path}: {v}");
+    }
+    // Another layer's bucket is refused by name.
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "x", "source": "genomics", "layer": "processed", "object_path": "s3://raw/runs/r1/calls.vcf"})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"raw\""),
+        "{v}"
+    );
+    let (_, page) = t.call(Method::GET, "/catalog?layer=processed", None).await;
+    assert_eq!(
+        page["items"].as_array().map(Vec::len),
+        Some(5),
+        "refused paths catalog nothing: {page}"
+    );
+
+    // The first seed's body, verbatim: the layer's name as the bucket, an empty prefix kept.
+    let (s, v) = t
+        .call(Method::POST, "/catalog", Some(json!({"name": "GSE2034 - Breast Cancer Metastasis", "source": "geo",
+            "external_id": "GSE2034", "layer": "raw", "minio_bucket": "raw", "minio_prefix": "geo/GSE2034"})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["file_count"], 0, "{v}");
+}
+
+#[tokio::test]
+async fn object_paths_name_what_the_client_wrote_embedded() {
+    object_paths_name_what_the_client_wrote(&embedded(1 << 20).await).await;
+}
+
+#[tokio::test]
+async fn object_paths_name_what_the_client_wrote_on_garage() {
+    let Some(t) = production().await else {
+        return;
+    };
+    object_paths_name_what_the_client_wrote(&t).await;
+}

@@ -6,6 +6,13 @@ use std::process::{Child, Command, Stdio};
 
 pub(crate) struct Server(Child);
 
+impl Server {
+    /// Owns a started server: dropping it ends that process (and only that one).
+    pub(crate) fn new(child: Child) -> Self {
+        Self(child)
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         // Only the process this test started, by its handle.
@@ -130,7 +137,7 @@ fn readme_walkthrough_on_the_embedded_default() {
 }
 
 /// `LAKE_*` variables for a server on PostgreSQL and Garage (fresh database and buckets).
-fn production_envs() -> Option<Vec<(String, String)>> {
+pub(crate) fn production_envs() -> Option<Vec<(String, String)>> {
     let s3 = crate::garage_config()?;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let pg = rt.block_on(crate::scratch_pg())?;
@@ -158,6 +165,8 @@ fn production_envs() -> Option<Vec<(String, String)>> {
             format!("{tag}-{layer}"),
         ));
     }
+    // The default backup target on S3 is a bucket of its own; one per test keeps runs apart.
+    envs.push(("LAKE_BACKUP__BUCKET".into(), format!("{tag}-backups")));
     Some(envs)
 }
 
@@ -231,4 +240,44 @@ fn readme_plugin_example_runs() {
         out.trim_end().ends_with('1'),
         "select kept one column: {out}"
     );
+}
+
+/// What the seed's walkthrough must print: the registered and promoted datasets, the promotion
+/// edge with its note, and a backup that succeeded.
+fn check_seed_output(out: &str) {
+    assert!(
+        out.contains("{\"file_count\":1,"),
+        "the upload went into the seed-registered dataset:\n{out}"
+    );
+    assert!(
+        out.contains("{\"name\":\"GSE2034 - Breast Cancer Metastasis\",\"layer\":\"raw\"}")
+            && out.contains(
+                "{\"name\":\"GSE2034 - Breast Cancer Metastasis\",\"layer\":\"processed\"}"
+            ),
+        "the graph holds both datasets:\n{out}"
+    );
+    assert!(
+        out.contains("\"edges\":[\"promotion\"]")
+            && out.contains("{\"action\":\"promotion\",\"notes\":\"RMA normalization applied\"}"),
+        "{out}"
+    );
+    assert!(
+        out.contains("{\"status\":\"succeeded\",\"kind\":\"backup\"}"),
+        "the backup must succeed on the default target:\n{out}"
+    );
+}
+
+#[test]
+fn the_seed_walkthrough_runs_verbatim_on_the_embedded_default() {
+    let (_server, url, _dir) = start(&[]);
+    check_seed_output(&run_script(&url, &readme_block("seed")));
+}
+
+#[test]
+fn the_seed_walkthrough_runs_verbatim_on_postgres_and_garage() {
+    let Some(envs) = production_envs() else {
+        return;
+    };
+    let (_server, url, _dir) = start(&envs);
+    check_seed_output(&run_script(&url, &readme_block("seed")));
 }

@@ -47,7 +47,7 @@ pub async fn ingest(
             source: src.name.clone(),
             ..CollectRequest::default()
         };
-        let plan = match lake.plan(&req) {
+        let plan = match lake.plan(&req).await {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: source {:?}: {e}", src.name);

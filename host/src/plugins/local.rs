@@ -21,7 +21,8 @@ impl Plugins {
         let plugins = self;
         let params = params_from_json(params).map_err(|e| anyhow::anyhow!(e))?;
         let manifest = plugins
-            .get(name)
+            .manifest(name)
+            .await
             .ok_or_else(|| anyhow::anyhow!("no plugin named {name:?} (see lake plugin list)"))?;
         let summary = |usage: &Usage, result: serde_json::Value| {
             serde_json::json!({

@@ -560,8 +560,15 @@ impl Runtime {
                 }
             }
         }
+        let started = std::time::Instant::now();
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| InvokeError::Load(format!("not a valid component: {e:#}")))?;
+        tracing::info!(
+            sha256 = %sha256.get(..12).unwrap_or(sha256),
+            bytes = bytes.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "Compiled a component (cached for later starts)"
+        );
         match component.serialize() {
             Ok(compiled) => {
                 let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));

@@ -25,6 +25,23 @@ pub(super) const HEAD_LIMIT: usize = 64 << 20;
 /// Later segments.
 pub(super) const SEGMENT_BYTES: usize = 2 << 20;
 
+/// How text is wrapped when the host cannot read it directly: a compression (gzip, bzip2, xz,
+/// zstd) or UTF-16 (by its byte-order mark). `None` for plain bytes.
+pub fn text_encoding(head: &[u8]) -> Option<&'static str> {
+    const MAGIC: [(&[u8], &str); 6] = [
+        (&[0x1F, 0x8B], "gzip"),
+        (b"BZh", "bzip2"),
+        (&[0xFD, b'7', b'z', b'X', b'Z', 0x00], "xz"),
+        (&[0x28, 0xB5, 0x2F, 0xFD], "zstd"),
+        (&[0xFF, 0xFE], "utf-16"),
+        (&[0xFE, 0xFF], "utf-16"),
+    ];
+    MAGIC
+        .iter()
+        .find(|(magic, _)| head.starts_with(magic))
+        .map(|(_, name)| *name)
+}
+
 /// What the cutter needs from the csv parameters; `None` when the parse must stay serial.
 #[derive(Debug, Clone)]
 pub(super) struct CsvPlan {
@@ -55,6 +72,10 @@ impl CsvPlan {
                 }
                 ("escape", serde_json::Value::Null) => {}
                 ("escape", _) => return None,
+                // Sniffed by the parser from the first line: segments must not each guess.
+                ("delimiter" | "encoding", serde_json::Value::String(v)) if v == "auto" => {
+                    return None;
+                }
                 ("delimiter" | "encoding" | "infer_types" | "types" | "batch_rows", _) => {}
                 _ => return None,
             }
