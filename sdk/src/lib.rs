@@ -26,6 +26,9 @@ pub mod xml;
 #[cfg(feature = "gzip")]
 pub mod gzip;
 
+#[cfg(feature = "decompress")]
+pub mod decompress;
+
 pub use arrow_array;
 pub use arrow_array::RecordBatch;
 pub use arrow_schema;

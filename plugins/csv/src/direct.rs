@@ -10,8 +10,8 @@
 //! It gives way, for good, at the first record it does not handle: one holding the quote byte or a
 //! lone `\r`, with the wrong number of fields, with a value that does not parse, or with invalid
 //! UTF-8. The caller then hands that record and everything after it to arrow-csv, which reads
-//! quoting its own way and words the errors; [`Direct::records`] tells it how many records came
-//! before, so its line numbers stay those of the whole file.
+//! quoting its own way and words the errors; [`Direct::records`] and [`Direct::lines`] tell it how
+//! many records and lines came before, so its line numbers stay those of the whole file.
 
 use std::sync::Arc;
 
@@ -56,6 +56,9 @@ pub(crate) struct Direct {
     rows: usize,
     /// Records read so far, the header included.
     records: usize,
+    /// Lines read so far, empty ones included (all end in `\n`, but for a last one at the end of
+    /// the input): where arrow-csv's line numbers continue from.
+    lines: u64,
     /// The header record is still to be skipped.
     header: bool,
     /// Per record: where each field ends, and its parsed value.
@@ -92,6 +95,7 @@ impl Direct {
             batch_rows,
             rows: 0,
             records: 0,
+            lines: 0,
             header,
             ends: Vec::new(),
             values: Vec::new(),
@@ -101,6 +105,11 @@ impl Direct {
     /// Records read so far, the header included: the line number arrow-csv continues from.
     pub(crate) fn records(&self) -> usize {
         self.records
+    }
+
+    /// Lines read so far, empty ones included.
+    pub(crate) fn lines(&self) -> u64 {
+        self.lines
     }
 
     /// Reads the complete records at the start of `data` (with `last`, also a final record without
@@ -173,6 +182,7 @@ impl Direct {
                     out.extend(self.flush()?);
                 }
             }
+            self.lines += 1;
             pos = next;
         }
         Ok((end, gave_way))
