@@ -56,5 +56,5 @@ else
         cargo test --manifest-path plugins/Cargo.toml $group --no-fail-fast "$@"
     done
 fi
-# The SDK's connector, XML and gzip helpers compile only with their features.
-cargo test -p lake-sdk --features connector,xml,gzip --lib --quiet
+# The SDK's connector, XML, gzip and decompress helpers compile only with their features.
+cargo test -p lake-sdk --features connector,xml,gzip,decompress --lib --quiet
