@@ -356,7 +356,7 @@ impl Lake {
             .first()
             .ok_or_else(|| LakeError::Invalid("no inputs".into()))?;
         let id = DatasetId::new();
-        let buf = write_parquet(table).map_err(LakeError::Invalid)?;
+        let (buf, schema, renamed) = write_parquet_as_stored(table).map_err(LakeError::Invalid)?;
         let sha = crate::blob::Sha256::of(&buf).to_hex();
         let size = buf.len() as u64;
         let name = req
@@ -371,10 +371,12 @@ impl Lake {
         );
         metadata.insert("version".into(), "1".into());
         metadata.insert("rows".into(), table.num_rows().into());
+        if !renamed.is_empty() {
+            metadata.insert("renamed_columns".into(), serde_json::json!(renamed));
+        }
         metadata.insert(
             "columns".into(),
-            table
-                .schema
+            schema
                 .fields()
                 .iter()
                 .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
@@ -444,24 +446,39 @@ impl Lake {
 
 /// A table as one Parquet file (Snappy-compressed).
 pub fn write_parquet(table: &Table) -> Result<Vec<u8>, String> {
+    write_parquet_as_stored(table).map(|(bytes, _, _)| bytes)
+}
+
+/// [`write_parquet`], and the schema as stored with the columns renamed on the way (Parquet readers
+/// refuse empty and repeated column names; see [`crate::tables`]).
+pub fn write_parquet_as_stored(
+    table: &Table,
+) -> Result<
+    (
+        Vec<u8>,
+        arrow_schema::SchemaRef,
+        Vec<crate::tables::Renamed>,
+    ),
+    String,
+> {
     let mut buf = Vec::new();
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
         .build();
-    // Parquet readers refuse empty and repeated column names (see `crate::tables`).
-    let renamed = crate::tables::unique_names(&table.schema).map(|(s, _)| s);
-    let schema = renamed.clone().unwrap_or_else(|| table.schema.clone());
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, Some(props))
+    let (schema, renamed) = crate::tables::unique_names(&table.schema)
+        .unwrap_or_else(|| (table.schema.clone(), Vec::new()));
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema.clone(), Some(props))
         .map_err(|e| format!("the table cannot be written as Parquet: {e}"))?;
     for b in &table.batches {
-        match &renamed {
-            Some(s) => w.write(&crate::tables::rename_batch(b, s)?),
-            None => w.write(b),
+        if renamed.is_empty() {
+            w.write(b)
+        } else {
+            w.write(&crate::tables::rename_batch(b, &schema)?)
         }
         .map_err(|e| format!("writing Parquet: {e}"))?;
     }
     w.close().map_err(|e| format!("writing Parquet: {e}"))?;
-    Ok(buf)
+    Ok((buf, schema, renamed))
 }
 
 /// Decoded batches a step input's decoding thread keeps ready for the plugin.

@@ -248,11 +248,11 @@ async fn the_example_config_ingests_and_traces_every_table_to_its_raw_bytes() {
             .parse()
             .expect("uuid");
         // The raw bytes are the upstream's, untouched, with their SHA-256 in the catalog.
-        let upstream = if fixture.starts_with("../main/") {
+        let upstream = if let Some(in_repo) = fixture.strip_prefix("../main/") {
             std::fs::read(
                 Path::new(env!("CARGO_MANIFEST_DIR"))
                     .join("..")
-                    .join(&fixture[8..]),
+                    .join(in_repo),
             )
         } else {
             std::fs::read(shared().join("fixtures").join(fixture))

@@ -258,6 +258,30 @@ async fn empty_and_repeated_headers_are_stored_under_unique_names() {
         file["renamed_columns"], v["renamed_columns"],
         "kept in the file record"
     );
+
+    // The same through a pipeline run: the output dataset's metadata names the renames.
+    let raw = v["dataset_ids"]["raw"].as_str().expect("raw");
+    let (status, run) = lake
+        .post("/pipelines/run", json!({"plugin": "csv", "inputs": [raw]}))
+        .await;
+    assert!(status.is_success(), "{run}");
+    let out = lake
+        .get(&format!(
+            "/catalog/{}",
+            run["output"].as_str().expect("output")
+        ))
+        .await;
+    assert_eq!(
+        out["metadata"]["renamed_columns"], v["renamed_columns"],
+        "{out}"
+    );
+    let stored: Vec<&str> = out["metadata"]["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(stored, ["well", "column_2", "od", "od_2", "column_5"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

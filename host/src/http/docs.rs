@@ -240,6 +240,9 @@ fn operation(method: &str, path: &str, op: &Value, out: &mut String) {
     out.push_str("</section>");
 }
 
+/// One operation: method, path, and its OpenAPI object.
+type Route<'a> = (&'a str, &'a str, &'a Value);
+
 /// The whole page.
 fn render(doc: &Value) -> String {
     let info = doc.get("info").cloned().unwrap_or(Value::Null);
@@ -263,7 +266,7 @@ fn render(doc: &Value) -> String {
         .and_then(Value::as_object)
         .unwrap_or(&empty);
     // Group routes by their first path segment: catalog, layers, provenance, files, ...
-    let mut groups: Vec<(String, Vec<(&str, &str, &Value)>)> = Vec::new();
+    let mut groups: Vec<(String, Vec<Route<'_>>)> = Vec::new();
     for (path, item) in paths {
         let group = path
             .trim_start_matches('/')

@@ -90,15 +90,15 @@ impl Plugins {
                             f.write_all(&p.bytes).await?;
                             *n += p.bytes.len() as u64;
                         }
-                        if p.last {
-                            if let Some((mut f, n)) = open.take() {
-                                f.flush().await?;
-                                objects.push(serde_json::json!({
+                        if p.last
+                            && let Some((mut f, n)) = open.take()
+                        {
+                            f.flush().await?;
+                            objects.push(serde_json::json!({
                                 "name": p.name, "bytes": n, "path": path,
                                 "content_type": p.content_type,
                                 "facts": p.facts.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
                             }));
-                            }
                         }
                     }
                     Ok::<_, std::io::Error>(objects)

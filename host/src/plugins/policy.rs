@@ -149,7 +149,7 @@ impl HttpPolicy {
     /// Whether the plugin may reach this URL; the reason when not.
     pub(crate) fn check(&self, uri: &http::Uri) -> Result<String, String> {
         let origin = origin_of(uri).ok_or_else(|| format!("{uri} is not an http(s) URL"))?;
-        if self.origins.iter().any(|o| *o == origin) {
+        if self.origins.contains(&origin) {
             Ok(origin)
         } else if self.origins.is_empty() {
             Err(format!(

@@ -104,9 +104,10 @@ pub(super) fn denied_imports(imports: &[String], granted: &[String], kind: Kind)
     let denied: Vec<&str> = imports
         .iter()
         .filter(|i| {
-            !always_allowed(i)
-                && !(kind == Kind::Connector && CONNECTOR_ALLOWED.iter().any(|p| i.starts_with(p)))
-                && !granted.iter().any(|g| i.starts_with(g.as_str()))
+            let connector_http =
+                kind == Kind::Connector && CONNECTOR_ALLOWED.iter().any(|p| i.starts_with(p));
+            let granted = granted.iter().any(|g| i.starts_with(g.as_str()));
+            !(always_allowed(i) || connector_http || granted)
         })
         .map(String::as_str)
         .collect();
