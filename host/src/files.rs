@@ -84,6 +84,10 @@ pub struct FileInfo {
     pub version: u32,
     /// The format read from the content.
     pub format: Format,
+    /// How the text was wrapped, when it was: `gzip`, `bzip2`, `xz`, `zstd` or `utf-16` (the
+    /// parser decoded it; the raw layer keeps the bytes as uploaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
     /// Bytes.
     pub size: u64,
     /// SHA-256 of the bytes, hex.
@@ -658,6 +662,7 @@ impl Lake {
             filename: name.clone(),
             version,
             format,
+            encoding: crate::plugins::text_encoding(&head).map(str::to_owned),
             size,
             sha256: sha.clone(),
             created_at: raw_file.created_at,

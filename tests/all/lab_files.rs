@@ -204,6 +204,8 @@ async fn compressed_and_utf16_csvs_give_the_plain_files_table() {
             };
             let got = lake.upload(&form_name, bytes).await;
             let what = format!("{} as {ext}", path.display());
+            let encoding = if tool.is_empty() { "utf-16" } else { tool };
+            assert_eq!(got["encoding"], encoding, "{what}: {got}");
             assert_eq!(got["rows"], want["rows"], "{what}: {got}");
             assert_eq!(got["schema"], want["schema"], "{what}: {got}");
             assert_eq!(
