@@ -259,6 +259,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 
 /// Query of `GET /catalog`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CatalogQuery {
     /// Only this layer.
     layer: Option<String>,
@@ -595,6 +596,7 @@ async fn provenance(
 
 /// Query of the graph routes.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct GraphQuery {
     /// Steps to walk each way, 1 to 100000 (default 50).
     depth: Option<u32>,
@@ -726,6 +728,7 @@ async fn run_pipeline(
 
 /// `?limit=` of the newest-first lists (runs, collections, backup jobs).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LimitQuery {
     /// How many, newest first (1 to 500, default 50).
     limit: Option<u32>,

@@ -289,8 +289,11 @@ async fn restore_drill_through_a_backup_bucket_of_its_own_on_s3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_backup_copies_only_the_new_file() {
-    // The default target: the archive layer's bucket in the lake's own store.
-    let t = embedded_settings(settings(1 << 30), None).await;
+    // The archive layer's bucket in the lake's own store (server-side copies); the default target
+    // is a directory of its own now, which the other tests use.
+    let mut s = settings(1 << 30);
+    s.backup.target = BackupTarget::Archive;
+    let t = embedded_settings(s, None).await;
     let id = t
         .create(json!({"name": "plates", "source": "upload"}))
         .await;

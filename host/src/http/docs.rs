@@ -287,6 +287,21 @@ fn render(doc: &Value) -> String {
             }
         }
     }
+    // The lab's nouns first, the service routes last; anything new goes before those.
+    const ORDER: [&str; 11] = [
+        "catalog",
+        "files",
+        "layers",
+        "provenance",
+        "pipelines",
+        "plugins",
+        "collections",
+        "backup",
+        "health",
+        "metrics",
+        "openapi.json",
+    ];
+    groups.sort_by_key(|(g, _)| ORDER.iter().position(|o| o == g).unwrap_or(ORDER.len() - 3));
     for (group, ops) in &groups {
         let _ = write!(out, "<h2>{}</h2><ul>", esc(group));
         for (method, path, _) in ops {

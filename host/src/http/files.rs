@@ -17,6 +17,7 @@ const MULTIPART_SLACK: u64 = 64 << 10;
 
 /// Query of `POST /files/upload` for a raw body.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct UploadQuery {
     /// The file's name when the body is the file itself (else `X-Filename` or
     /// `Content-Disposition: attachment; filename=...`).
@@ -154,6 +155,7 @@ fn disposition_filename(headers: &HeaderMap) -> Option<String> {
 
 /// Query of `GET /files`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct FilesQuery {
     /// Page size, 1 to 500 (default 50).
     limit: Option<u32>,
@@ -205,6 +207,7 @@ fn parse_file_id(s: &str, field: &str) -> Result<DatasetId, ApiError> {
 
 /// Query of `GET /files/merge`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct MergeQuery {
     /// The left file.
     file_id_1: String,
