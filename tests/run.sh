@@ -41,8 +41,11 @@ cargo test --workspace --benches --no-run --quiet
 plugin_groups=("-p plugin-csv -p plugin-xlsx -p plugin-geo-soft -p plugin-geo-matrix -p plugin-uniprot-entries -p plugin-pubmed"
     "-p plugin-uniprot -p plugin-ncbi -p plugin-geo"
     "-p plugin-select -p plugin-filter -p plugin-rename -p plugin-cast -p plugin-merge")
+# Every Parquet object the tests wrote to Garage must open in pyarrow, Polars and DuckDB.
+sweep() { "$LAKE_TEST_PYTHON" tests/parquet_sweep.py; }
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
+    sweep
     # The bundled plugins' own logic, natively (their separate workspace), parsers, steps and connectors apart:
     # each kind builds the SDK with its own exports, which cannot share one build.
     for group in "${plugin_groups[@]}"; do
@@ -51,6 +54,7 @@ if cargo nextest --version >/dev/null 2>&1; then
     done
 else
     cargo test --workspace --no-fail-fast "$@"
+    sweep
     for group in "${plugin_groups[@]}"; do
         # shellcheck disable=SC2086
         cargo test --manifest-path plugins/Cargo.toml $group --no-fail-fast "$@"
