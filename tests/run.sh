@@ -35,6 +35,11 @@ lake_services_up
 psql "$LAKE_TEST_PG_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'lake\_test\_%'" |
     while read -r db; do psql "$LAKE_TEST_PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null || true; done
 
+step "format"
+# Formatting is checked before anything builds: a diff here is a minute to fix, not a CI run.
+cargo fmt --all --check
+cargo fmt --manifest-path plugins/Cargo.toml --all --check
+
 step "tests"
 # The benchmarks are not run here, but they must keep compiling.
 cargo test --workspace --benches --no-run --quiet

@@ -21,9 +21,14 @@ pub(super) const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'sel
 
 /// `GET /docs`: the reference page.
 pub(super) async fn page() -> Response {
-    let doc =
-        serde_json::to_value(<super::ApiDoc as utoipa::OpenApi>::openapi()).unwrap_or(Value::Null);
-    let mut resp = Html(render(&doc)).into_response();
+    // The document is fixed at build time, so the page is rendered once per process.
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let html = PAGE.get_or_init(|| {
+        let doc = serde_json::to_value(<super::ApiDoc as utoipa::OpenApi>::openapi())
+            .unwrap_or(Value::Null);
+        render(&doc)
+    });
+    let mut resp = Html(html.as_str()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
