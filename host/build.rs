@@ -3,33 +3,44 @@
 //!
 //! The guests need the `wasm32-wasip2` standard library; when rustup has not installed it yet, the
 //! build adds it (`rustup target add`), so a fresh machine needs no step of its own before
-//! `cargo run`. Plugins are built one cargo invocation per kind: the SDK generates one world per
-//! cargo feature, so parsers, steps and connectors must not share a build (features would unify
-//! `parser` and `step` into every component), but plugins of one kind can, and cargo then compiles
-//! them in parallel. The builds share one target directory (`<target>/wasm-plugins`) so dependencies
+//! `cargo run`. The plugins are those `plugins/bundled.txt` lists, built one cargo invocation per
+//! kind: the SDK generates one world per cargo feature, so parsers, steps and connectors must not
+//! share a build (features would unify `parser` and `step` into every component), but plugins of
+//! one kind can, and cargo then compiles them in parallel. The builds share one target directory (`<target>/wasm-plugins`) so dependencies
 //! compile once and stay cached. `LAKE_SKIP_PLUGIN_BUILD=1` embeds no plugins (for docs or quick
 //! checks).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Bundled plugins: (plugin name, package name, kind). One cargo invocation builds each kind.
-const PLUGINS: &[(&str, &str, &str)] = &[
-    ("csv", "plugin-csv", "parser"),
-    ("xlsx", "plugin-xlsx", "parser"),
-    ("geo-soft", "plugin-geo-soft", "parser"),
-    ("geo-matrix", "plugin-geo-matrix", "parser"),
-    ("uniprot-entries", "plugin-uniprot-entries", "parser"),
-    ("pubmed", "plugin-pubmed", "parser"),
-    ("select", "plugin-select", "step"),
-    ("filter", "plugin-filter", "step"),
-    ("rename", "plugin-rename", "step"),
-    ("cast", "plugin-cast", "step"),
-    ("merge", "plugin-merge", "step"),
-    ("uniprot", "plugin-uniprot", "connector"),
-    ("ncbi", "plugin-ncbi", "connector"),
-    ("geo", "plugin-geo", "connector"),
-];
+/// A bundled plugin: a line of `plugins/bundled.txt`.
+struct Bundled {
+    name: String,
+    package: String,
+    kind: String,
+}
+
+/// Reads `plugins/bundled.txt`: `name package kind` per line, `#` comments.
+fn bundled(root: &Path) -> Vec<Bundled> {
+    let path = root.join("plugins/bundled.txt");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [name, package, kind] if ["parser", "step", "connector"].contains(&kind) => Bundled {
+                name: name.to_owned(),
+                package: package.to_owned(),
+                kind: kind.to_owned(),
+            },
+            _ => panic!(
+                "{}: {l:?} is not `name package parser|step|connector`",
+                path.display()
+            ),
+        })
+        .collect()
+}
 
 const TARGET: &str = "wasm32-wasip2";
 
@@ -54,15 +65,18 @@ fn main() {
             .ancestors()
             .nth(4)
             .map_or_else(|| out.join("wasm-plugins"), |t| t.join("wasm-plugins"));
+        let plugins = bundled(&root);
         for kind in ["parser", "step", "connector"] {
-            let packages: Vec<&str> = PLUGINS
+            let packages: Vec<&str> = plugins
                 .iter()
-                .filter(|p| p.2 == kind)
-                .map(|p| p.1)
+                .filter(|p| p.kind == kind)
+                .map(|p| p.package.as_str())
                 .collect();
-            build_plugins(&root, &target_dir, kind, &packages);
+            if !packages.is_empty() {
+                build_plugins(&root, &target_dir, kind, &packages);
+            }
         }
-        for (name, package, _) in PLUGINS {
+        for Bundled { name, package, .. } in &plugins {
             let wasm = target_dir
                 .join("wasm32-wasip2/release")
                 .join(format!("{}.wasm", package.replace('-', "_")));

@@ -43,9 +43,11 @@ cargo fmt --manifest-path plugins/Cargo.toml --all --check
 step "tests"
 # The benchmarks are not run here, but they must keep compiling.
 cargo test --workspace --benches --no-run --quiet
-plugin_groups=("-p plugin-csv -p plugin-xlsx -p plugin-geo-soft -p plugin-geo-matrix -p plugin-uniprot-entries -p plugin-pubmed"
-    "-p plugin-uniprot -p plugin-ncbi -p plugin-geo"
-    "-p plugin-select -p plugin-filter -p plugin-rename -p plugin-cast -p plugin-merge")
+# One group of `-p` flags per kind, from the one list of bundled plugins.
+plugin_groups=()
+for kind in parser connector step; do
+    plugin_groups+=("$(awk -v k="$kind" '!/^#/ && NF == 3 && $3 == k { printf "-p %s ", $2 }' plugins/bundled.txt)")
+done
 # Every Parquet object the tests wrote to Garage must open in pyarrow, Polars and DuckDB.
 sweep() { "$LAKE_TEST_PYTHON" tests/parquet_sweep.py; }
 if cargo nextest --version >/dev/null 2>&1; then

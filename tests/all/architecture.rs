@@ -212,3 +212,71 @@ fn served_assets_are_embedded_and_name_no_remote_url() {
         );
     }
 }
+
+/// The bundled plugins as `plugins/bundled.txt` lists them: (name, package, kind).
+fn bundled() -> Vec<(String, String, String)> {
+    std::fs::read_to_string(root().join("plugins/bundled.txt"))
+        .expect("plugins/bundled.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 3, "bundled.txt: {l:?}");
+            (f[0].to_owned(), f[1].to_owned(), f[2].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_code_map_names_every_host_file_and_bundled_plugin() {
+    let doc = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    for p in rust_files(&root().join("host/src")) {
+        let r = rel(&p);
+        assert!(
+            doc.contains(&format!("`host/src/{r}`")) || doc.contains(&format!("`{r}`")),
+            "ARCHITECTURE.md's code map does not name host/src/{r}"
+        );
+    }
+    let plugins = bundled();
+    assert!(plugins.len() >= 14, "{} bundled plugins", plugins.len());
+    let manifest =
+        std::fs::read_to_string(root().join("plugins/Cargo.toml")).expect("plugins/Cargo.toml");
+    let members_line = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("members"))
+        .expect("a members line");
+    let members: Vec<&str> = members_line.split('"').skip(1).step_by(2).collect();
+    let readme =
+        std::fs::read_to_string(root().join("plugins/README.md")).expect("plugins/README.md");
+    for (name, package, kind) in &plugins {
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "ARCHITECTURE.md does not name the bundled {kind} `{name}`"
+        );
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "plugins/README.md does not describe the bundled {kind} `{name}`"
+        );
+        let cargo = std::fs::read_to_string(root().join("plugins").join(name).join("Cargo.toml"))
+            .unwrap_or_else(|e| panic!("plugins/{name}/Cargo.toml: {e}"));
+        assert!(
+            cargo.contains(&format!("name = \"{package}\"")),
+            "plugins/{name} is not the package {package}"
+        );
+        assert!(
+            cargo.contains(&format!("\"{kind}\"")),
+            "plugins/{name} does not build the SDK's {kind} world"
+        );
+        assert!(
+            members.contains(&name.as_str()),
+            "{name} is not a plugins workspace member"
+        );
+    }
+    for m in &members {
+        assert!(
+            plugins.iter().any(|(n, _, _)| n == m),
+            "plugins/{m} is in the workspace but not in plugins/bundled.txt"
+        );
+    }
+}
