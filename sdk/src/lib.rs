@@ -179,13 +179,20 @@ pub fn each_line(
 }
 
 /// Writes to the host's structured log (to stderr when running natively, as in unit tests).
+///
+/// Inside a component the message goes to the host alone: stderr is where the host looks for a
+/// panic's message, so a log line there would read as one. The two `cfg`s are exact complements
+/// (every world, connectors included), so exactly one branch is compiled.
 pub fn log(level: Level, message: &str) {
     #[cfg(all(
         target_arch = "wasm32",
         any(feature = "parser", feature = "step", feature = "connector")
     ))]
     glue::log(level, message);
-    #[cfg(not(all(target_arch = "wasm32", any(feature = "parser", feature = "step"))))]
+    #[cfg(not(all(
+        target_arch = "wasm32",
+        any(feature = "parser", feature = "step", feature = "connector")
+    )))]
     eprintln!("[{level:?}] {message}");
 }
 
@@ -196,7 +203,10 @@ pub fn progress(done: u64, total: Option<u64>) {
         any(feature = "parser", feature = "step", feature = "connector")
     ))]
     glue::progress(done, total);
-    #[cfg(not(all(target_arch = "wasm32", any(feature = "parser", feature = "step"))))]
+    #[cfg(not(all(
+        target_arch = "wasm32",
+        any(feature = "parser", feature = "step", feature = "connector")
+    )))]
     let _ = (done, total);
 }
 
