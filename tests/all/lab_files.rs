@@ -135,7 +135,7 @@ impl Lake {
         (r.status(), r.json().await.expect("json"))
     }
 
-    /// The one Parquet object of a table dataset, on the local store, and its rows as recorded.
+    /// The path of a table dataset's one Parquet object on the local store.
     async fn table_file(&self, table_id: &str) -> PathBuf {
         let d = self.get(&format!("/catalog/{table_id}")).await;
         let files = self.get(&format!("/catalog/{table_id}/files")).await;
@@ -162,18 +162,7 @@ impl Lake {
 /// The batches as one, so tables cut into batches differently compare equal.
 fn concat(batches: &[RecordBatch]) -> Option<RecordBatch> {
     let first = batches.first()?;
-    Some(arrow_select_concat(first.schema(), batches))
-}
-
-fn arrow_select_concat(schema: arrow_schema::SchemaRef, batches: &[RecordBatch]) -> RecordBatch {
-    let columns = (0..schema.fields().len())
-        .map(|i| {
-            let arrays: Vec<&dyn arrow_array::Array> =
-                batches.iter().map(|b| b.column(i).as_ref()).collect();
-            arrow_select::concat::concat(&arrays).expect("concat")
-        })
-        .collect();
-    RecordBatch::try_new(schema, columns).expect("batch")
+    Some(arrow_select::concat::concat_batches(&first.schema(), batches).expect("concat"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
