@@ -283,9 +283,7 @@ impl Lake {
             }
         };
         check_external_id(&plan.external_id).map_err(LakeError::Invalid)?;
-        let plugins = self
-            .plugins()
-            .ok_or_else(|| LakeError::Unavailable("the plugin runtime is not running".into()))?;
+        let plugins = self.running_plugins()?;
         match plugins.manifest(&plan.plugin).await.map(|m| m.kind) {
             Some(Kind::Connector) => {}
             Some(_) => {
@@ -448,10 +446,7 @@ impl Lake {
         plan: &Plan,
         progress: Option<ProgressFn>,
     ) -> Result<Collected, CollectFailure> {
-        let plugins = self
-            .plugins()
-            .ok_or_else(|| LakeError::Unavailable("the plugin runtime is not running".into()))?
-            .clone();
+        let plugins = self.running_plugins()?.clone();
         let params =
             crate::plugins::params_from_json(&serde_json::Value::Object(plan.params.clone()))
                 .map_err(LakeError::Invalid)?;
@@ -821,9 +816,7 @@ impl Lake {
             .provenance_of(&[dataset])
             .await
             .map_err(LakeError::from)?;
-        let plugins = self
-            .plugins()
-            .ok_or_else(|| LakeError::Unavailable("the plugin runtime is not running".into()))?;
+        let plugins = self.running_plugins()?;
         for p in &plan.parse {
             let params = serde_json::Value::Object(p.params.clone().into_iter().collect());
             let sha = plugins.manifest(&p.plugin).await.map(|m| m.sha256);

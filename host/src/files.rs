@@ -560,15 +560,10 @@ impl Lake {
         &self.files
     }
 
-    fn merge_plugins(&self) -> Result<&crate::plugins::Plugins, LakeError> {
-        self.plugins()
-            .ok_or_else(|| LakeError::Unavailable("the plugin runtime is not running".into()))
-    }
-
     /// Uploads one file: bytes to raw (streamed, hashed), table to processed (streamed Parquet).
     /// Returns the file; `duplicate` is set when the same bytes were uploaded before.
     pub async fn upload(&self, filename: &str, body: ByteStream) -> Result<FileInfo, LakeError> {
-        let plugins = self.merge_plugins()?.clone();
+        let plugins = self.running_plugins()?.clone();
         let name = sanitise_file_name(filename).ok_or_else(|| {
             LakeError::Invalid(format!(
                 "invalid file name {filename:?}: nothing is left of it once path and control characters are removed"
@@ -1032,7 +1027,7 @@ impl Lake {
         left: &FileInfo,
         right: &FileInfo,
     ) -> Result<(String, [(Dataset, String); 2]), LakeError> {
-        let plugins = self.merge_plugins()?;
+        let plugins = self.running_plugins()?;
         let manifest = plugins.manifest(MERGE_PLUGIN).await.ok_or_else(|| {
             LakeError::Unavailable("the bundled merge plugin is not loaded".into())
         })?;
@@ -1052,7 +1047,7 @@ impl Lake {
         spec: &MergeSpec,
         inputs: [(Dataset, String); 2],
     ) -> Result<Merged, LakeError> {
-        let plugins = self.merge_plugins()?;
+        let plugins = self.running_plugins()?;
         let [(l, _), (r, _)] = inputs;
         let started = std::time::Instant::now();
         let (lt, rt) = tokio::try_join!(self.read_table(&l), self.read_table(&r))?;

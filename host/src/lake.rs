@@ -361,6 +361,14 @@ impl Lake {
         self.plugins.as_ref()
     }
 
+    /// The plugin registry, or the error every operation that runs a plugin gives without one
+    /// (a lake opened by a command that runs no plugins).
+    pub fn running_plugins(&self) -> Result<&crate::plugins::Plugins, LakeError> {
+        self.plugins
+            .as_ref()
+            .ok_or_else(|| LakeError::Unavailable("the plugin runtime is not running".into()))
+    }
+
     /// Creates the layer buckets if needed and applies raw's lock and archive's lifecycle.
     pub async fn prepare_buckets(&self) -> Result<(), LakeError> {
         let mut reports = Vec::new();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Dataset, DatasetId, DatasetStatus, FileRecord, NewDataset};
 use crate::lake::{Lake, LakeError};
 use crate::layers::Layer;
-use crate::plugins::{InvokeError, Kind, Plugins, StepInput, Table};
+use crate::plugins::{InvokeError, Kind, StepInput, Table};
 use crate::provenance::{Action, NewProvenance, ProvenanceEntry};
 
 /// What to run.
@@ -100,15 +100,10 @@ pub enum RunOutcome {
 }
 
 impl Lake {
-    fn plugins_or_err(&self) -> Result<&Plugins, LakeError> {
-        self.plugins()
-            .ok_or_else(|| LakeError::Unavailable("the plugin runtime is not running".into()))
-    }
-
     /// Runs a plugin over datasets. Errors in the request (unknown plugin or dataset, wrong input
     /// count) are `LakeError`s and record nothing; every invocation is recorded, failed or not.
     pub async fn run_pipeline(&self, req: RunRequest) -> Result<RunOutcome, LakeError> {
-        let plugins = self.plugins_or_err()?.clone();
+        let plugins = self.running_plugins()?.clone();
         let manifest = plugins.manifest(&req.plugin).await.ok_or_else(|| {
             LakeError::NotFound(format!(
                 "no plugin named {:?}; GET /plugins lists them",
