@@ -668,10 +668,14 @@ impl Plugins {
             }
             // Compressed or UTF-16 input cannot be cut at raw byte offsets: the parser decodes it
             // in one stream.
-            let plain = head
-                .first()
-                .and_then(|c| c.as_ref().ok())
-                .is_none_or(|c| text_encoding(c).is_none());
+            let mut start = Vec::with_capacity(16);
+            for c in head.iter().flatten() {
+                start.extend_from_slice(&c[..c.len().min(16 - start.len())]);
+                if start.len() == 16 {
+                    break;
+                }
+            }
+            let plain = text_encoding(&start).is_none();
             let large = size >= split::MIN_BYTES && plain;
             let input: ByteStream = Box::pin(futures::stream::iter(head).chain(input));
             if large {

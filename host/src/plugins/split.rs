@@ -28,14 +28,25 @@ pub(super) const SEGMENT_BYTES: usize = 2 << 20;
 /// How text is wrapped when the host cannot read it directly: a compression (gzip, bzip2, xz,
 /// zstd) or UTF-16 (by its byte-order mark). `None` for plain bytes.
 pub fn text_encoding(head: &[u8]) -> Option<&'static str> {
-    const MAGIC: [(&[u8], &str); 6] = [
+    const MAGIC: [(&[u8], &str); 5] = [
         (&[0x1F, 0x8B], "gzip"),
-        (b"BZh", "bzip2"),
         (&[0xFD, b'7', b'z', b'X', b'Z', 0x00], "xz"),
         (&[0x28, 0xB5, 0x2F, 0xFD], "zstd"),
         (&[0xFF, 0xFE], "utf-16"),
         (&[0xFE, 0xFF], "utf-16"),
     ];
+    // bzip2 as the SDK's decoder recognises it: "BZh", the block size, then the first block's
+    // magic or the end-of-stream one, so a text that starts with "BZh" stays text.
+    let bzip2 = head.len() >= 10
+        && head.starts_with(b"BZh")
+        && (b'1'..=b'9').contains(&head[3])
+        && matches!(
+            &head[4..10],
+            [0x31, 0x41, 0x59, 0x26, 0x53, 0x59] | [0x17, 0x72, 0x45, 0x38, 0x50, 0x90]
+        );
+    if bzip2 {
+        return Some("bzip2");
+    }
     MAGIC
         .iter()
         .find(|(magic, _)| head.starts_with(magic))
@@ -384,6 +395,30 @@ mod tests {
             let segs: Vec<Vec<u8>> = segs.iter().map(|s| s.concat()).collect();
             assert_eq!(segs, whole, "chunk size {size}");
         }
+    }
+
+    #[test]
+    fn wrapped_text_is_recognised_by_the_same_magic_as_the_sdk() {
+        assert_eq!(text_encoding(&[0x1F, 0x8B, 8, 0]), Some("gzip"));
+        assert_eq!(
+            text_encoding(b"BZh91AY&SY\x00\x01"),
+            Some("bzip2"),
+            "a bzip2 stream's header"
+        );
+        assert_eq!(
+            text_encoding(b"BZh9\x17\x72\x45\x38\x50\x90"),
+            Some("bzip2"),
+            "an empty bzip2 stream"
+        );
+        assert_eq!(
+            text_encoding(b"BZh,sample\n1,2\n"),
+            None,
+            "text that starts with BZh"
+        );
+        assert_eq!(text_encoding(b"\xFD7zXZ\x00\x00"), Some("xz"));
+        assert_eq!(text_encoding(&[0x28, 0xB5, 0x2F, 0xFD, 0]), Some("zstd"));
+        assert_eq!(text_encoding(b"\xFF\xFEa\x00"), Some("utf-16"));
+        assert_eq!(text_encoding(b"a,b\n"), None);
     }
 
     #[test]

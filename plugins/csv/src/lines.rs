@@ -381,14 +381,7 @@ impl Lines {
     /// report a record with too many fields before its end (and then cannot say how many): the
     /// caller reads on with [`Lines::scan`] until [`Lines::wrong_fields`] can tell.
     pub(crate) fn field_count_record(e: &ArrowError) -> Option<u64> {
-        let text = e.to_string();
-        let key = "incorrect number of fields for line ";
-        let at = text.find(key)? + key.len();
-        let digits: String = text[at..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().ok()
+        number_after(&e.to_string(), "incorrect number of fields for line ")
     }
 
     /// The error for record `record`, once its end has been read and it has the wrong number of
@@ -443,14 +436,7 @@ impl Lines {
     /// arrow-csv's error `e`, reworded with the line (and field) where the record starts.
     pub(crate) fn error(&self, e: &ArrowError, schema: &SchemaRef) -> PluginError {
         let text = e.to_string();
-        let number_after = |key: &str| -> Option<u64> {
-            let at = text.find(key)? + key.len();
-            let digits: String = text[at..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            digits.parse().ok()
-        };
+        let number_after = |key: &str| number_after(&text, key);
         let field_name = |index: u64| {
             usize::try_from(index)
                 .ok()
@@ -533,4 +519,14 @@ fn type_name(ty: &DataType) -> &'static str {
         DataType::Timestamp(..) => "timestamp",
         _ => "its type",
     }
+}
+
+/// The number right after `key` in an arrow-csv error message.
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(key)? + key.len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
