@@ -211,6 +211,12 @@ impl fmt::Display for Sha256 {
     }
 }
 
+/// The pieces a channel receives, as a [`ByteStream`] (a writer on another task or thread sends
+/// them; closing the channel ends the stream, sending an error fails it).
+pub fn stream_of(mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> ByteStream {
+    Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
 /// Wraps a stream so that its bytes are hashed and counted as they pass, without buffering them.
 /// Optionally fails the stream once more than `limit` bytes have passed.
 pub fn hashing(inner: ByteStream, limit: Option<u64>) -> (ByteStream, HashHandle) {

@@ -507,7 +507,9 @@ async fn catalog_cmd(lake: &Lake, cmd: CatalogCmd) -> Result<()> {
         CatalogCmd::Show { id } => {
             print_json(&lake.get_dataset(id_arg(&id)?).await.map_err(lake_err)?)
         }
-        CatalogCmd::Files { id } => print_json(&lake.files(id_arg(&id)?).await.map_err(lake_err)?),
+        CatalogCmd::Files { id } => {
+            print_json(&lake.dataset_files(id_arg(&id)?).await.map_err(lake_err)?)
+        }
         CatalogCmd::Stats => print_json(&lake.stats().await.map_err(lake_err)?),
         CatalogCmd::Register {
             name,

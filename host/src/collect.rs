@@ -460,7 +460,7 @@ impl Lake {
             tokio::join!(plugins.collect_recorded(&plan.plugin, params, tx), store);
         let (files, keys, store_err) = stored;
 
-        let mut details = crate::files::run_details(
+        let mut details = crate::provenance::run_details(
             &inv,
             serde_json::Value::Object(plan.params.clone()),
             None,
@@ -649,7 +649,7 @@ impl Lake {
         metrics::counter!("lake_collections_total", "plugin" => plan.plugin.clone(), "outcome" => outcome).increment(1);
 
         let stored_files = if outcome == "unchanged" {
-            self.files(dataset_id)
+            self.dataset_files(dataset_id)
                 .await
                 .map_err(CollectFailure::from)?
                 .into_iter()
@@ -704,8 +704,7 @@ impl Lake {
                 }
                 let key = format!("{prefix}{}", part.name);
                 let (btx, brx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-                let (stream, hash) =
-                    blob::hashing(Box::pin(crate::files::tokio_stream_of(brx)), None);
+                let (stream, hash) = blob::hashing(blob::stream_of(brx), None);
                 let blobs = self.blobs().clone();
                 let b = bucket.to_owned();
                 let k = key.clone();

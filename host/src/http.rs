@@ -444,7 +444,7 @@ async fn list_files(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<FileRecord>>, ApiError> {
-    Ok(Json(s.lake.files(parse_id(&id)?).await?))
+    Ok(Json(s.lake.dataset_files(parse_id(&id)?).await?))
 }
 
 /// Stream a new file into a dataset (the body is the file's bytes).

@@ -635,7 +635,7 @@ impl Lake {
     }
 
     /// A visible dataset's files.
-    pub async fn files(&self, id: DatasetId) -> Result<Vec<FileRecord>, LakeError> {
+    pub async fn dataset_files(&self, id: DatasetId) -> Result<Vec<FileRecord>, LakeError> {
         self.get_dataset(id).await?;
         Ok(self.catalog.list_files(id).await?)
     }

@@ -6,15 +6,13 @@
 //! interface version, the parameters, inputs and outputs, the limits granted and what was used, and
 //! the error when there is one. Runs are those entries: `GET /pipelines/runs` reads them back.
 
-use arrow_array::RecordBatchReader;
 use chrono::Utc;
-use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Dataset, DatasetId, DatasetStatus, FileRecord, NewDataset};
 use crate::lake::{Lake, LakeError};
 use crate::layers::Layer;
-use crate::plugins::{InvokeError, Kind, StepInput, Table};
+use crate::plugins::{InvokeError, Kind, Table};
 use crate::provenance::{Action, NewProvenance, ProvenanceEntry};
 
 /// What to run.
@@ -143,7 +141,10 @@ impl Lake {
                 }
                 let mut tables = Vec::with_capacity(inputs.len());
                 for d in &inputs {
-                    tables.push(self.read_table(d).await?);
+                    tables.push(
+                        crate::tables::read_dataset(self.catalog.as_ref(), self.blobs.as_ref(), d)
+                            .await?,
+                    );
                 }
                 (plugins.step(&manifest.name, params, tables).await, None)
             }
@@ -156,7 +157,7 @@ impl Lake {
         };
         let (inv, file) = invocation;
         let mut details =
-            crate::files::run_details(&inv, req.params.clone(), file.as_deref(), target_layer);
+            crate::provenance::run_details(&inv, req.params.clone(), file.as_deref(), target_layer);
         let input_ids: Vec<DatasetId> = inputs.iter().map(|d| d.id).collect();
         match inv.result {
             Ok(table) => {
@@ -264,80 +265,6 @@ impl Lake {
         }
     }
 
-    /// Reads a dataset's Parquet files as a step input. The files' bytes are fetched first (Parquet
-    /// needs random access to its footer; they are compressed), then a blocking thread decodes
-    /// them a batch at a time, at most [`DECODED_AHEAD`] batches ahead of the plugin taking them,
-    /// so two inputs start decoding at once and the decoding overlaps the plugin's work.
-    pub async fn read_table(&self, d: &Dataset) -> Result<StepInput, LakeError> {
-        let files: Vec<FileRecord> = self
-            .catalog
-            .list_files(d.id)
-            .await?
-            .into_iter()
-            .filter(|f| f.name.ends_with(".parquet"))
-            .collect();
-        if files.is_empty() {
-            return Err(LakeError::Invalid(format!(
-                "dataset {} ({}) holds no Parquet table; parse it first",
-                d.id, d.name
-            )));
-        }
-        let mut schema = None;
-        let mut readers = Vec::new();
-        let mut rows = 0;
-        for f in files {
-            let stream = self
-                .blobs
-                .get(&d.bucket, &format!("{}{}", d.prefix, f.name))
-                .await?;
-            // One buffer, filled as the stream arrives.
-            let bytes = stream
-                .try_fold(
-                    bytes::BytesMut::with_capacity(f.size as usize),
-                    |mut acc, chunk| async move {
-                        acc.extend_from_slice(&chunk);
-                        Ok(acc)
-                    },
-                )
-                .await
-                .map_err(|e| LakeError::Unavailable(e.to_string()))?
-                .freeze();
-            let (reader, n) = parquet_rows_reader(bytes).map_err(|e| {
-                LakeError::Invalid(format!(
-                    "{} in dataset {} is not readable Parquet: {e}",
-                    f.name, d.id
-                ))
-            })?;
-            let s = schema.get_or_insert_with(|| reader.schema());
-            if s.fields() != reader.schema().fields() {
-                return Err(LakeError::Invalid(format!(
-                    "the Parquet files of dataset {} do not share one schema",
-                    d.id
-                )));
-            }
-            readers.push(reader);
-            rows += n;
-        }
-        let schema = schema.ok_or_else(|| LakeError::Invalid("no schema".into()))?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(DECODED_AHEAD);
-        let id = d.id;
-        tokio::task::spawn_blocking(move || {
-            for batch in readers.into_iter().flatten() {
-                let batch = batch.map_err(|e| format!("decoding Parquet of dataset {id}: {e}"));
-                let failed = batch.is_err();
-                // The receiver is gone when the invocation ended early: stop decoding.
-                if tx.send(batch).is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(StepInput {
-            schema,
-            rows: Some(rows),
-            batches: Box::new(rx.into_iter()),
-        })
-    }
-
     /// Writes a table as Parquet into a new pending dataset; the caller commits it with provenance.
     async fn store_table(
         &self,
@@ -351,7 +278,7 @@ impl Lake {
             .first()
             .ok_or_else(|| LakeError::Invalid("no inputs".into()))?;
         let id = DatasetId::new();
-        let (buf, schema, renamed) = write_parquet_as_stored(table).map_err(LakeError::Invalid)?;
+        let (buf, written) = crate::tables::write_parquet(table).map_err(LakeError::Invalid)?;
         let sha = crate::blob::Sha256::of(&buf).to_hex();
         let size = buf.len() as u64;
         let name = req
@@ -366,17 +293,12 @@ impl Lake {
         );
         metadata.insert("version".into(), "1".into());
         metadata.insert("rows".into(), table.num_rows().into());
-        if !renamed.is_empty() {
-            metadata.insert("renamed_columns".into(), serde_json::json!(renamed));
+        if !written.renamed.is_empty() {
+            metadata.insert("renamed_columns".into(), serde_json::json!(written.renamed));
         }
         metadata.insert(
             "columns".into(),
-            schema
-                .fields()
-                .iter()
-                .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
-                .collect::<Vec<_>>()
-                .into(),
+            serde_json::json!(crate::tables::columns_of(&written.schema)),
         );
         let new = NewDataset {
             id,
@@ -437,73 +359,4 @@ impl Lake {
         }
         Ok(Run::from_entry(e))
     }
-}
-
-/// A table as one Parquet file (Snappy-compressed).
-pub fn write_parquet(table: &Table) -> Result<Vec<u8>, String> {
-    write_parquet_as_stored(table).map(|(bytes, _, _)| bytes)
-}
-
-/// [`write_parquet`], and the schema as stored with the columns renamed on the way (Parquet readers
-/// refuse empty and repeated column names; see [`crate::tables`]).
-pub fn write_parquet_as_stored(
-    table: &Table,
-) -> Result<
-    (
-        Vec<u8>,
-        arrow_schema::SchemaRef,
-        Vec<crate::tables::Renamed>,
-    ),
-    String,
-> {
-    let mut buf = Vec::new();
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::SNAPPY)
-        .build();
-    let (schema, renamed) = crate::tables::unique_names(&table.schema)
-        .unwrap_or_else(|| (table.schema.clone(), Vec::new()));
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema.clone(), Some(props))
-        .map_err(|e| format!("the table cannot be written as Parquet: {e}"))?;
-    for b in &table.batches {
-        if renamed.is_empty() {
-            w.write(b)
-        } else {
-            w.write(&crate::tables::rename_batch(b, &schema)?)
-        }
-        .map_err(|e| format!("writing Parquet: {e}"))?;
-    }
-    w.close().map_err(|e| format!("writing Parquet: {e}"))?;
-    Ok((buf, schema, renamed))
-}
-
-/// Decoded batches a step input's decoding thread keeps ready for the plugin.
-const DECODED_AHEAD: usize = 2;
-
-/// A reader of Parquet bytes, 64k rows a batch.
-fn parquet_reader(
-    bytes: bytes::Bytes,
-) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, String> {
-    parquet_rows_reader(bytes).map(|(reader, _)| reader)
-}
-
-/// A Parquet reader and the file's row count.
-fn parquet_rows_reader(
-    bytes: bytes::Bytes,
-) -> Result<(parquet::arrow::arrow_reader::ParquetRecordBatchReader, u64), String> {
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| {
-            let rows = u64::try_from(b.metadata().file_metadata().num_rows()).unwrap_or(0);
-            Ok((b.with_batch_size(64 * 1024).build()?, rows))
-        })
-        .map_err(|e| e.to_string())
-}
-
-/// A Parquet file's table.
-pub fn read_parquet(bytes: bytes::Bytes) -> Result<Table, String> {
-    let reader = parquet_reader(bytes)?;
-    let schema = reader.schema();
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    Ok(Table { schema, batches })
 }

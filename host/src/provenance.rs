@@ -257,3 +257,40 @@ pub fn to_prov_json(graph: &LineageGraph, entries: &[ProvenanceEntry]) -> serde_
         "wasDerivedFrom": to_map(derived),
     })
 }
+
+/// Plugin parameters as the JSON object provenance records: each value parsed as JSON where it
+/// is JSON, else kept as a string.
+pub(crate) fn params_json(params: &[(String, String)]) -> serde_json::Value {
+    params
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone())),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// What a `pipeline` provenance entry says about an invocation, before its outcome.
+pub(crate) fn run_details<T>(
+    inv: &crate::plugins::Invocation<T>,
+    params: serde_json::Value,
+    input_file: Option<&str>,
+    target_layer: Layer,
+) -> serde_json::Value {
+    let m = inv.manifest.as_ref();
+    serde_json::json!({
+        "plugin": m.map(|m| m.name.clone()),
+        "plugin_version": m.map(|m| m.version.clone()),
+        "component_sha256": m.map(|m| m.sha256.clone()),
+        "wit_version": m.map(|m| m.wit_version.clone()),
+        "kind": m.map(|m| m.kind),
+        "params": params,
+        "input_file": input_file,
+        "target_layer": target_layer,
+        "limits": inv.limits,
+        "usage": inv.usage,
+    })
+}

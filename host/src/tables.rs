@@ -1,17 +1,55 @@
-//! Tables as the lake stores them: the rules every Parquet object it writes follows, whatever
-//! plugin produced the batches.
+//! Tables as the lake stores them: the one Parquet writer and the one Parquet reader every path
+//! uses (uploads, pipeline outputs, saved merges, step inputs, `lake plugin run`), and the rules
+//! every Parquet object the lake writes follows, whatever plugin produced the batches.
+//!
+//! [`TableWriter`] writes batches as they come (Snappy, a bounded row group); [`ParquetSink`] is
+//! that writer feeding an async byte stream, so a parser's table streams into the store without
+//! ever being whole in memory; [`write_parquet`] is the writer over a table already in memory.
+//! [`parquet_reader`] and [`decode_ahead`] read back, a batch at a time.
 //!
 //! Arrow allows a schema with empty or repeated column names, and a spreadsheet's header row often
 //! has both; Parquet readers do not (Polars refuses a file with two columns named `""`). So the
-//! writers give each column a unique, non-empty name before the first batch, and the caller records
-//! what was renamed next to the table, so nobody is left guessing where `name_2` came from.
+//! writer gives each column a unique, non-empty name before the first batch, and the caller records
+//! what was renamed next to the table ([`Written`]), so nobody is left guessing where `name_2` came
+//! from. Every table's columns are recorded the same way, as [`Column`]s.
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::sync::Arc;
 
-use arrow_array::{RecordBatch, RecordBatchOptions};
+use arrow_array::{RecordBatch, RecordBatchOptions, RecordBatchReader};
 use arrow_schema::{Field, Schema, SchemaRef};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use serde::{Deserialize, Serialize};
+
+use crate::plugins::{StepInput, Table};
+
+/// One column of a stored table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Column {
+    /// Name.
+    pub name: String,
+    /// Arrow type, e.g. `Int64`, `Utf8`, `Date32`.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Whether it may hold nulls.
+    pub nullable: bool,
+}
+
+/// The columns of a schema.
+pub fn columns_of(schema: &SchemaRef) -> Vec<Column> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| Column {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        })
+        .collect()
+}
 
 /// One column whose name the lake changed on the way to Parquet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -82,6 +120,328 @@ pub fn rename_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBat
         &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
     )
     .map_err(|e| format!("renaming the table's columns: {e}"))
+}
+
+/// What a [`TableWriter`] wrote: the schema as stored, the columns it renamed, the rows.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The schema as stored (unique, non-empty column names).
+    pub schema: SchemaRef,
+    /// Columns stored under another name than the producer gave them.
+    pub renamed: Vec<Renamed>,
+    /// Rows written.
+    pub rows: u64,
+}
+
+/// Writes batches as one Parquet file (Snappy-compressed) into `W`, under unique column names.
+pub struct TableWriter<W: Write + Send> {
+    writer: ArrowWriter<W>,
+    schema: SchemaRef,
+    renamed: Vec<Renamed>,
+    rows: u64,
+}
+
+impl<W: Write + Send> std::fmt::Debug for TableWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableWriter")
+            .field("schema", &self.schema)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Write + Send> TableWriter<W> {
+    /// A writer of tables shaped `schema`; `row_group_rows` bounds a row group (the Parquet
+    /// default otherwise).
+    pub fn new(out: W, schema: &SchemaRef, row_group_rows: Option<usize>) -> Result<Self, String> {
+        let mut props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY);
+        if let Some(n) = row_group_rows {
+            props = props.set_max_row_group_row_count(Some(n));
+        }
+        let (schema, renamed) =
+            unique_names(schema).unwrap_or_else(|| (schema.clone(), Vec::new()));
+        let writer = ArrowWriter::try_new(out, schema.clone(), Some(props.build()))
+            .map_err(|e| format!("the table cannot be written as Parquet: {e}"))?;
+        Ok(Self {
+            writer,
+            schema,
+            renamed,
+            rows: 0,
+        })
+    }
+
+    /// Writes one batch (under the stored names).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        self.rows += batch.num_rows() as u64;
+        if self.renamed.is_empty() {
+            self.writer.write(batch)
+        } else {
+            self.writer.write(&rename_batch(batch, &self.schema)?)
+        }
+        .map_err(|e| format!("writing Parquet: {e}"))
+    }
+
+    /// Writes the footer and hands back the output and what was written.
+    pub fn finish(self) -> Result<(W, Written), String> {
+        let out = self
+            .writer
+            .into_inner()
+            .map_err(|e| format!("finishing Parquet: {e}"))?;
+        Ok((
+            out,
+            Written {
+                schema: self.schema,
+                renamed: self.renamed,
+                rows: self.rows,
+            },
+        ))
+    }
+}
+
+/// A table in memory as one Parquet file, and what was written.
+pub fn write_parquet(table: &Table) -> Result<(Vec<u8>, Written), String> {
+    let mut w = TableWriter::new(Vec::new(), &table.schema, None)?;
+    for b in &table.batches {
+        w.write(b)?;
+    }
+    w.finish()
+}
+
+/// A `Write` that hands its bytes to an async consumer in pieces of about 1 MiB.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+const PIECE: usize = 1 << 20;
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE)));
+        self.tx
+            .blocking_send(Ok(piece))
+            .map_err(|_| std::io::Error::other("the store stopped taking the table"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PIECE {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// A [`TableWriter`] feeding a byte stream (see [`ParquetSink::new`]), for batches that arrive on a
+/// blocking thread (a parser's) while the store takes the bytes. The writer starts with the first
+/// schema it is given.
+pub struct ParquetSink {
+    /// The writer's end of the channel, until the first schema creates the writer.
+    tx: Option<tokio::sync::mpsc::Sender<std::io::Result<Bytes>>>,
+    /// A second end, to break the stream when the producer fails (the store then keeps nothing).
+    control: Option<tokio::sync::mpsc::Sender<std::io::Result<Bytes>>>,
+    writer: Option<TableWriter<ChannelWriter>>,
+    row_group_rows: usize,
+    written: Option<Written>,
+}
+
+impl std::fmt::Debug for ParquetSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetSink")
+            .field("writer", &self.writer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ParquetSink {
+    /// A sink and the stream of its Parquet bytes (for `BlobStore::put`).
+    pub fn new(row_group_rows: usize) -> (Self, crate::blob::ByteStream) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        let sink = Self {
+            control: Some(tx.clone()),
+            tx: Some(tx),
+            writer: None,
+            row_group_rows,
+            written: None,
+        };
+        (sink, crate::blob::stream_of(rx))
+    }
+
+    /// Takes the producer's schema (the first call starts the file) and a batch, if any. Blocks
+    /// while the store is behind: call it from a blocking thread.
+    pub fn take(&mut self, schema: &SchemaRef, batch: Option<RecordBatch>) -> Result<(), String> {
+        if self.writer.is_none() {
+            let tx = self
+                .tx
+                .take()
+                .ok_or_else(|| "the table's output was already closed".to_owned())?;
+            let out = ChannelWriter {
+                tx,
+                buf: Vec::with_capacity(PIECE),
+            };
+            self.writer = Some(TableWriter::new(out, schema, Some(self.row_group_rows))?);
+        }
+        if let (Some(b), Some(w)) = (batch, self.writer.as_mut()) {
+            w.write(&b)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the Parquet file (footer included) and the stream; after a failed producer, breaks the
+    /// stream instead, so the store discards the partial object. Blocks like [`ParquetSink::take`].
+    pub fn close(&mut self, ok: bool) -> Result<(), String> {
+        let control = self.control.take();
+        let writer = self.writer.take();
+        self.tx = None;
+        if !ok {
+            if let Some(c) = control {
+                let _ = c.blocking_send(Err(std::io::Error::other("the parse failed")));
+            }
+            return Ok(());
+        }
+        drop(control);
+        match writer {
+            Some(w) => {
+                let (mut out, written) = w.finish()?;
+                self.written = Some(written);
+                out.send().map_err(|e| e.to_string())
+            }
+            None => Err("the parser returned no schema".into()),
+        }
+    }
+
+    /// What was written, once [`ParquetSink::close`] succeeded.
+    pub fn written(&mut self) -> Option<Written> {
+        self.written.take()
+    }
+}
+
+/// Rows a reader decodes per batch.
+const READ_BATCH_ROWS: usize = 64 * 1024;
+
+/// A reader of Parquet bytes, [`READ_BATCH_ROWS`] a batch, and the file's row count.
+pub fn parquet_reader(bytes: Bytes) -> Result<(ParquetRecordBatchReader, u64), String> {
+    ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| {
+            let rows = u64::try_from(b.metadata().file_metadata().num_rows()).unwrap_or(0);
+            Ok((b.with_batch_size(READ_BATCH_ROWS).build()?, rows))
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// A Parquet file's whole table.
+pub fn read_parquet(bytes: Bytes) -> Result<Table, String> {
+    let (reader, _) = parquet_reader(bytes)?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok(Table { schema, batches })
+}
+
+/// Decoded batches a step input's decoding thread keeps ready for the plugin.
+const DECODED_AHEAD: usize = 2;
+
+/// A step input that decodes `readers` in turn on a blocking thread, at most [`DECODED_AHEAD`]
+/// batches ahead of whoever takes them, so decoding overlaps the plugin's work and the host never
+/// holds a whole decoded table. `what` names the table in errors.
+pub fn decode_ahead(
+    schema: SchemaRef,
+    rows: u64,
+    readers: Vec<ParquetRecordBatchReader>,
+    what: String,
+) -> StepInput {
+    let (tx, rx) = std::sync::mpsc::sync_channel(DECODED_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        for batch in readers.into_iter().flatten() {
+            let batch = batch.map_err(|e| format!("decoding Parquet of {what}: {e}"));
+            let failed = batch.is_err();
+            // The receiver is gone when the invocation ended early: stop decoding.
+            if tx.send(batch).is_err() || failed {
+                return;
+            }
+        }
+    });
+    StepInput {
+        schema,
+        rows: Some(rows),
+        batches: Box::new(rx.into_iter()),
+    }
+}
+
+/// A dataset's Parquet files as one step input. The files' bytes are fetched first (Parquet needs
+/// random access to its footer; they are compressed), then [`decode_ahead`] decodes them a batch
+/// at a time, so two inputs start decoding at once and the decoding overlaps the plugin's work.
+pub async fn read_dataset(
+    catalog: &dyn crate::catalog::Catalog,
+    blobs: &dyn crate::blob::BlobStore,
+    d: &crate::catalog::Dataset,
+) -> Result<StepInput, crate::lake::LakeError> {
+    use crate::lake::LakeError;
+    use futures::TryStreamExt;
+    let files: Vec<_> = catalog
+        .list_files(d.id)
+        .await?
+        .into_iter()
+        .filter(|f| f.name.ends_with(".parquet"))
+        .collect();
+    if files.is_empty() {
+        return Err(LakeError::Invalid(format!(
+            "dataset {} ({}) holds no Parquet table; parse it first",
+            d.id, d.name
+        )));
+    }
+    let mut schema = None;
+    let mut readers = Vec::new();
+    let mut rows = 0;
+    for f in files {
+        let stream = blobs
+            .get(&d.bucket, &format!("{}{}", d.prefix, f.name))
+            .await?;
+        // One buffer, filled as the stream arrives.
+        let bytes = stream
+            .try_fold(
+                bytes::BytesMut::with_capacity(f.size as usize),
+                |mut acc, chunk| async move {
+                    acc.extend_from_slice(&chunk);
+                    Ok(acc)
+                },
+            )
+            .await
+            .map_err(|e| LakeError::Unavailable(e.to_string()))?
+            .freeze();
+        let (reader, n) = parquet_reader(bytes).map_err(|e| {
+            LakeError::Invalid(format!(
+                "{} in dataset {} is not readable Parquet: {e}",
+                f.name, d.id
+            ))
+        })?;
+        let s = schema.get_or_insert_with(|| reader.schema());
+        if s.fields() != reader.schema().fields() {
+            return Err(LakeError::Invalid(format!(
+                "the Parquet files of dataset {} do not share one schema",
+                d.id
+            )));
+        }
+        readers.push(reader);
+        rows += n;
+    }
+    let schema = schema.ok_or_else(|| LakeError::Invalid("no schema".into()))?;
+    Ok(decode_ahead(
+        schema,
+        rows,
+        readers,
+        format!("dataset {}", d.id),
+    ))
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ async fn column(lake: &Lake, table: DatasetId, name: &str) -> Vec<String> {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     let bytes = bytes_of(lake, table, "table.parquet").await;
-    let t = lake_host::pipeline::read_parquet(bytes.into()).expect("parquet");
+    let t = lake_host::tables::read_parquet(bytes.into()).expect("parquet");
     let i = t.schema.index_of(name).expect("column");
     let mut out = Vec::new();
     for b in &t.batches {
@@ -258,7 +258,7 @@ async fn the_example_config_ingests_and_traces_every_table_to_its_raw_bytes() {
             std::fs::read(shared().join("fixtures").join(fixture))
         }
         .expect("fixture");
-        let files = lake.files(raw).await.expect("files");
+        let files = lake.dataset_files(raw).await.expect("files");
         let rec = files
             .iter()
             .find(|f| f.name == file)

@@ -153,7 +153,7 @@ impl Lake {
     async fn table(&self, table_id: &str) -> Vec<RecordBatch> {
         let path = self.table_file(table_id).await;
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        lake_host::pipeline::read_parquet(bytes::Bytes::from(bytes))
+        lake_host::tables::read_parquet(bytes::Bytes::from(bytes))
             .expect("read the table")
             .batches
     }

@@ -107,7 +107,8 @@ pub(super) async fn upload(
             let mut rx = rx;
             move |cx| rx.poll_recv(cx)
         }));
-        let (info, ()) = tokio::join!(s.lake.upload(&name, body), pump);
+        let files = s.lake.files();
+        let (info, ()) = tokio::join!(files.upload(&name, body), pump);
         info?
     } else {
         let name = q
@@ -123,7 +124,7 @@ pub(super) async fn upload(
             .into_body()
             .into_data_stream()
             .map_err(std::io::Error::other);
-        s.lake.upload(&name, Box::pin(stream)).await?
+        s.lake.files().upload(&name, Box::pin(stream)).await?
     };
     let status = if info.duplicate {
         StatusCode::OK
@@ -180,6 +181,7 @@ pub(super) async fn list(
     let after = parse_cursor(q.cursor.as_deref())?;
     Ok(Json(
         s.lake
+            .files()
             .list_uploads(limit, after, q.offset.unwrap_or(0))
             .await?,
     ))
@@ -192,7 +194,7 @@ pub(super) async fn get_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<FileInfo>, ApiError> {
-    Ok(Json(s.lake.file(parse_file_id(&id, "id")?).await?))
+    Ok(Json(s.lake.files().file(parse_file_id(&id, "id")?).await?))
 }
 
 fn parse_file_id(s: &str, field: &str) -> Result<DatasetId, ApiError> {
@@ -266,7 +268,7 @@ pub(super) async fn merge(
         suffixes,
         nulls_equal: q.nulls_equal.unwrap_or(false),
     };
-    Ok(Json(s.lake.merge(spec, q.preview).await?))
+    Ok(Json(s.lake.files().merge(spec, q.preview).await?))
 }
 
 /// Body of `POST /files/save_merged`.
@@ -292,6 +294,7 @@ pub(super) async fn save_merged(
 ) -> Result<(StatusCode, Json<SavedMerge>), ApiError> {
     let saved = s
         .lake
+        .files()
         .save_merged(body.cache_key.trim(), &body.name, body.format)
         .await?;
     Ok((StatusCode::CREATED, Json(saved)))

@@ -58,7 +58,7 @@ impl Plugins {
                         .await
                         .with_context(|| format!("reading {}", input.display()))?;
                     tables.push(
-                        crate::pipeline::read_parquet(bytes.into())
+                        crate::tables::read_parquet(bytes.into())
                             .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?
                             .into(),
                     );
@@ -128,7 +128,8 @@ impl Plugins {
             .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
             .collect();
         if let Some(out) = out {
-            let bytes = crate::pipeline::write_parquet(&table).map_err(|e| anyhow::anyhow!(e))?;
+            let (bytes, _) =
+                crate::tables::write_parquet(&table).map_err(|e| anyhow::anyhow!(e))?;
             std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
         }
         Ok((

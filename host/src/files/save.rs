@@ -1,0 +1,160 @@
+//! Saving a merge result as a processed dataset, with `pipeline` provenance from both inputs.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use crate::blob::{self, ByteStream};
+use crate::catalog::{DatasetId, DatasetStatus, FileRecord, NewDataset};
+use crate::lake::LakeError;
+use crate::layers::Layer;
+use crate::plugins::Table;
+use crate::provenance::{Action, NewProvenance};
+
+use super::sniff::sanitise_file_name;
+use super::{Files, SOURCE, SaveFormat, SavedMerge, columns_of};
+
+impl Files<'_> {
+    /// Saves a merge result as a processed dataset with `pipeline` provenance from both inputs, and
+    /// evicts it from the cache. An expired result is computed again from the inputs.
+    pub async fn save_merged(
+        &self,
+        cache_key: &str,
+        name: &str,
+        format: SaveFormat,
+    ) -> Result<SavedMerge, LakeError> {
+        let state = &self.state.merges;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(LakeError::Invalid(
+                "name: must be 1 to 200 characters".into(),
+            ));
+        }
+        let (merged, recomputed) = match state.results.get(cache_key).await {
+            Some(m) => (m, false),
+            None => {
+                let spec = state.specs.get(cache_key).ok_or_else(|| {
+                    LakeError::NotFound(format!(
+                        "no merge with cache key {cache_key:?} is known here; run GET /files/merge again"
+                    ))
+                })?;
+                let (left, right) =
+                    tokio::try_join!(self.file(spec.file_id_1), self.file(spec.file_id_2))?;
+                let (key, inputs) = self.merge_key(&spec, &left, &right).await?;
+                if key != cache_key {
+                    return Err(LakeError::Conflict(format!(
+                        "the merge behind {cache_key:?} can no longer be reproduced (the merge plugin changed); run GET /files/merge again"
+                    )));
+                }
+                (Arc::new(self.compute_merge(&spec, inputs).await?), true)
+            }
+        };
+        let stem = sanitise_file_name(name)
+            .map(|n| n.replace(['.', ' '], "_"))
+            .unwrap_or_else(|| "merged".into());
+        let (file_name, bytes) = match format {
+            SaveFormat::Parquet => (
+                format!("{stem}.parquet"),
+                crate::tables::write_parquet(&merged.table)
+                    .map(|(bytes, _)| bytes)
+                    .map_err(LakeError::Invalid)?,
+            ),
+            SaveFormat::Csv => (format!("{stem}.csv"), write_csv(&merged.table)?),
+        };
+        let id = DatasetId::new();
+        let bucket = self.bucket(Layer::Processed).to_owned();
+        let prefix = format!("{SOURCE}/{id}/");
+        let key = format!("{prefix}{file_name}");
+        let sha = blob::Sha256::of(&bytes).to_hex();
+        let size = bytes.len() as u64;
+        let body: ByteStream = Box::pin(futures::stream::once(async move {
+            Ok::<_, std::io::Error>(Bytes::from(bytes))
+        }));
+        self.blobs().put(&bucket, &key, body).await?;
+        let file = FileRecord {
+            name: file_name.clone(),
+            size,
+            sha256: sha.clone(),
+            content_type: crate::lake::content_type_for(&file_name).to_owned(),
+            created_at: Utc::now(),
+        };
+        let rows = merged.table.num_rows() as u64;
+        let columns = merged.table.schema.fields().len();
+        let mut details = merged.details.clone();
+        details["status"] = "succeeded".into();
+        details["rows"] = rows.into();
+        details["columns"] = columns.into();
+        details["cache_key"] = cache_key.into();
+        details["merge"] = serde_json::to_value(&merged.spec).unwrap_or_default();
+        details["output_file"] =
+            serde_json::json!({"name": file_name, "size": size, "sha256": sha});
+        details["plugin"] = merged.manifest.name.clone().into();
+        let new = NewDataset {
+            id,
+            name: name.to_owned(),
+            source: SOURCE.into(),
+            external_id: None,
+            layer: Layer::Processed,
+            bucket: bucket.clone(),
+            prefix,
+            metadata: serde_json::json!({
+                "source": SOURCE, "date": Utc::now().format("%Y-%m-%d").to_string(), "version": "1",
+                "rows": rows, "columns": columns_of(&merged.table.schema),
+                "merge": {"cache_key": cache_key, "file_ids": [merged.spec.file_id_1, merged.spec.file_id_2]},
+            }),
+            tags: vec![],
+            status: DatasetStatus::Ready,
+            promoted_from: None,
+        };
+        let prov = NewProvenance {
+            action: Action::Pipeline,
+            inputs: merged.inputs.to_vec(),
+            outputs: vec![id],
+            parameters: details,
+            notes: None,
+            actor: None,
+        };
+        if let Err(e) = self
+            .catalog()
+            .insert_dataset(&new, std::slice::from_ref(&file), Some(&prov))
+            .await
+        {
+            self.discard(&bucket, &key).await;
+            return Err(e.into());
+        }
+        state.results.invalidate(cache_key).await;
+        Ok(SavedMerge {
+            dataset_id: id,
+            file,
+            rows,
+            columns,
+            recomputed,
+        })
+    }
+}
+
+fn write_csv(table: &Table) -> Result<Vec<u8>, LakeError> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow_csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut buf);
+        for b in &table.batches {
+            w.write(b).map_err(|e| {
+                LakeError::Invalid(format!("the result cannot be written as CSV: {e}"))
+            })?;
+        }
+    }
+    if table.batches.is_empty() {
+        let names: Vec<&str> = table
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        buf.extend_from_slice(names.join(",").as_bytes());
+        buf.push(b'\n');
+    }
+    Ok(buf)
+}

@@ -1,0 +1,237 @@
+//! What an upload is: its format read from the first bytes, its CSV dialect, a name safe to store.
+//!
+//! The host only recognises; it never decodes. Compressed and UTF-16 text is recognised by its magic
+//! bytes (`crate::plugins::text_encoding`) and handed to the sandboxed csv parser, which decodes it.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use crate::blob::ByteStream;
+
+use super::Format;
+
+/// Makes a client's file name safe to store: the last path segment, without control characters,
+/// at most 255 bytes (the extension kept). `None` when nothing usable is left.
+pub fn sanitise_file_name(raw: &str) -> Option<String> {
+    let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let clean: String = last.chars().filter(|c| !c.is_control()).collect();
+    let clean = clean.trim().trim_start_matches('.').trim().to_owned();
+    if clean.is_empty() {
+        return None;
+    }
+    if clean.len() <= 255 {
+        return Some(clean);
+    }
+    let (stem, ext) = match clean.rsplit_once('.') {
+        Some((s, e)) if e.len() <= 16 => (s, format!(".{e}")),
+        _ => (clean.as_str(), String::new()),
+    };
+    let mut cut = 255 - ext.len();
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Some(format!("{}{ext}", &stem[..cut]))
+}
+
+/// Reads the format from the first bytes of a file; the name only decides between plausible ones.
+/// `Err` says why the bytes are neither CSV nor XLSX.
+pub fn detect_format(head: &[u8], name: &str) -> Result<Format, String> {
+    let lower = name.to_ascii_lowercase();
+    if head.starts_with(b"PK\x03\x04") {
+        let looks_like_workbook = head.windows(19).any(|w| w == b"[Content_Types].xml")
+            || head.windows(3).any(|w| w == b"xl/");
+        return if looks_like_workbook || lower.ends_with(".xlsx") || lower.ends_with(".xlsm") {
+            Ok(Format::Xlsx)
+        } else {
+            Err("the file is a ZIP archive but not an XLSX workbook".into())
+        };
+    }
+    if head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]) {
+        return Err(
+            "the file is a legacy Excel (.xls) workbook; save it as .xlsx or CSV and upload that"
+                .into(),
+        );
+    }
+    // Compressed text and UTF-16 text are decoded by the csv parser, in the sandbox: the host only
+    // recognises them (a table is what labs compress and what Excel's "Unicode text" writes).
+    if crate::plugins::text_encoding(head).is_some() {
+        return Ok(Format::Csv);
+    }
+    if head.starts_with(b"%PDF") {
+        return Err("the file is a PDF, not a table".into());
+    }
+    if head.contains(&0) {
+        return Err("the file holds binary data, neither CSV nor XLSX".into());
+    }
+    Ok(Format::Csv)
+}
+
+/// The name without a compression suffix: `samples.csv.gz` is a `samples.csv`.
+pub(super) fn without_compression(name: &str) -> &str {
+    let lower = name.to_ascii_lowercase();
+    [".gz", ".gzip", ".bz2", ".xz", ".zst", ".zstd"]
+        .iter()
+        .find(|ext| lower.ends_with(*ext))
+        .map_or(name, |ext| &name[..name.len() - ext.len()])
+}
+
+/// The stem a file's table is named after: `samples.csv.gz` gives `samples`.
+pub(super) fn table_stem(name: &str) -> &str {
+    let name = without_compression(name);
+    name.rsplit_once('.').map_or(name, |(s, _)| s)
+}
+
+/// Parser parameters for a CSV file: the delimiter read from the first line (comma, tab or
+/// semicolon; the extension decides for `.tsv`), and Latin-1 when the head is not UTF-8.
+/// Compressed or UTF-16 bytes cannot be read here, so the parser is asked to sniff both itself
+/// (`"auto"`) once it has decoded them.
+pub(super) fn csv_params(head: &[u8], name: &str) -> Vec<(String, String)> {
+    if crate::plugins::text_encoding(head).is_some() {
+        let lower = without_compression(name).to_ascii_lowercase();
+        let delimiter = if lower.ends_with(".tsv") || lower.ends_with(".tab") {
+            "\"\\t\""
+        } else {
+            "\"auto\""
+        };
+        return vec![
+            ("delimiter".to_owned(), delimiter.to_owned()),
+            ("encoding".to_owned(), "\"auto\"".to_owned()),
+        ];
+    }
+    let text = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let line_end = text
+        .iter()
+        .position(|&b| b == b'\n' || b == b'\r')
+        .unwrap_or(text.len());
+    let line = &text[..line_end];
+    let count = |c: u8| line.iter().filter(|&&b| b == c).count();
+    let lower = name.to_ascii_lowercase();
+    let delimiter = if lower.ends_with(".tsv") || lower.ends_with(".tab") {
+        '\t'
+    } else {
+        let (comma, tab, semi) = (count(b','), count(b'\t'), count(b';'));
+        if tab > comma && tab >= semi {
+            '\t'
+        } else if semi > comma && semi > tab {
+            ';'
+        } else {
+            ','
+        }
+    };
+    let mut params = Vec::new();
+    if delimiter != ',' {
+        params.push((
+            "delimiter".to_owned(),
+            serde_json::Value::from(delimiter.to_string()).to_string(),
+        ));
+    }
+    // A cut in the middle of a multi-byte character at the end of the head is not an error.
+    let valid_utf8 = match std::str::from_utf8(text) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none(),
+    };
+    if !valid_utf8 {
+        params.push(("encoding".to_owned(), "\"latin-1\"".to_owned()));
+    }
+    params
+}
+
+/// Bytes of an upload read to tell its format.
+pub(super) const HEAD_BYTES: usize = 64 << 10;
+
+/// Keeps the first [`HEAD_BYTES`] of a stream as it passes.
+pub(super) fn keep_head(inner: ByteStream) -> (ByteStream, Arc<std::sync::Mutex<Vec<u8>>>) {
+    let head = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = head.clone();
+    let stream = inner.map(move |chunk| {
+        if let Ok(c) = &chunk {
+            let mut h = h.lock().unwrap_or_else(|p| p.into_inner());
+            if h.len() < HEAD_BYTES {
+                let take = (HEAD_BYTES - h.len()).min(c.len());
+                h.extend_from_slice(&c[..take]);
+            }
+        }
+        chunk
+    });
+    (Box::pin(stream), head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_lose_their_paths_and_controls() -> Result<(), String> {
+        let cases = [
+            ("../../etc/passwd", Some("passwd")),
+            ("C:\\Users\\me\\plate 1.csv", Some("plate 1.csv")),
+            ("a\u{0}b\nc.csv", Some("abc.csv")),
+            ("..", None),
+            ("/", None),
+            ("  .hidden.csv ", Some("hidden.csv")),
+        ];
+        for (raw, want) in cases {
+            let got = sanitise_file_name(raw);
+            if got.as_deref() != want {
+                return Err(format!("{raw:?}: got {got:?}, want {want:?}"));
+            }
+        }
+        let long = format!("{}.xlsx", "x".repeat(400));
+        let cut = sanitise_file_name(&long).ok_or("long name vanished")?;
+        if cut.len() != 255 || !cut.ends_with(".xlsx") {
+            return Err(format!("long name cut badly: {} bytes", cut.len()));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn formats_come_from_content() -> Result<(), String> {
+        let zip_xlsx = b"PK\x03\x04\x14\x00\x00\x00[Content_Types].xml";
+        let checks: [(&[u8], &str, Result<Format, ()>); 7] = [
+            (b"a,b\n1,2\n", "data.xlsx", Ok(Format::Csv)),
+            (zip_xlsx, "data.csv", Ok(Format::Xlsx)),
+            (b"PK\x03\x04plain zip", "x.zip", Err(())),
+            (b"PK\x03\x04plain zip", "x.xlsx", Ok(Format::Xlsx)),
+            (
+                &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1, 0],
+                "old.xls",
+                Err(()),
+            ),
+            (&[0x1F, 0x8B, 8, 0], "t.csv.gz", Ok(Format::Csv)),
+            (b"ab\0cd", "t.csv", Err(())),
+        ];
+        for (head, name, want) in checks {
+            let got = detect_format(head, name).map_err(|_| ());
+            if got != want {
+                return Err(format!("{name}: got {got:?}, want {want:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn csv_delimiter_and_encoding_are_sniffed() -> Result<(), String> {
+        let p = |head: &[u8], name: &str| csv_params(head, name);
+        if !p(b"a,b,c\n1,2,3", "x.csv").is_empty() {
+            return Err("plain CSV needs no parameters".into());
+        }
+        if p(b"a\tb\tc\n", "x.txt") != vec![("delimiter".to_owned(), "\"\\t\"".to_owned())] {
+            return Err(format!("tabs: {:?}", p(b"a\tb\tc\n", "x.txt")));
+        }
+        if p(b"a;b;c\n1,5;2;3", "x.csv")[0].1 != "\";\"" {
+            return Err("semicolons".into());
+        }
+        if !p(b"name\ncaf\xe9\n", "x.csv")
+            .iter()
+            .any(|(k, v)| k == "encoding" && v == "\"latin-1\"")
+        {
+            return Err("latin-1 not detected".into());
+        }
+        // A head that ends inside a UTF-8 character is still UTF-8.
+        if !p(b"name\ncaf\xc3", "x.csv").is_empty() {
+            return Err("a cut character is not Latin-1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,358 @@
+//! Uploading a file: the bytes to raw (streamed, hashed), the parser's table to processed (streamed
+//! Parquet), both cataloged in one transaction, or neither.
+
+use std::sync::Arc;
+
+use arrow_schema::SchemaRef;
+use chrono::Utc;
+
+use crate::blob::{self, ByteStream};
+use crate::catalog::{DatasetId, DatasetStatus, FileRecord, NewDataset};
+use crate::lake::{LakeError, check_file_name};
+use crate::layers::Layer;
+use crate::plugins::{Invocation, InvokeError};
+use crate::provenance::{Action, NewProvenance};
+
+use super::sniff::{csv_params, detect_format, keep_head, sanitise_file_name, table_stem};
+use super::{DatasetIds, FileInfo, Files, Format, ParseFailure, SOURCE, columns_of};
+
+/// A parsed upload, stored but not yet cataloged.
+struct Parsed {
+    key: String,
+    file: FileRecord,
+    rows: u64,
+    /// The schema as stored (unique column names).
+    schema: SchemaRef,
+    renamed: Vec<crate::tables::Renamed>,
+}
+
+impl Files<'_> {
+    /// Uploads one file: bytes to raw (streamed, hashed), table to processed (streamed Parquet).
+    /// Returns the file; `duplicate` is set when the same bytes were uploaded before.
+    pub async fn upload(&self, filename: &str, body: ByteStream) -> Result<FileInfo, LakeError> {
+        let plugins = self.running_plugins()?.clone();
+        let name = sanitise_file_name(filename).ok_or_else(|| {
+            LakeError::Invalid(format!(
+                "invalid file name {filename:?}: nothing is left of it once path and control characters are removed"
+            ))
+        })?;
+        check_file_name(&name)?;
+        let raw_id = DatasetId::new();
+        let raw_bucket = self.bucket(Layer::Raw).to_owned();
+        let raw_prefix = format!("{SOURCE}/{raw_id}/");
+        let raw_key = format!("{raw_prefix}{name}");
+
+        let (stream, head) = keep_head(body);
+        let (stream, hash) = blob::hashing(stream, Some(self.settings().max_upload_bytes));
+        let size = self.blobs().put(&raw_bucket, &raw_key, stream).await?;
+        let (sha, _) = hash.finish();
+        let sha = sha.to_hex();
+        let head = std::mem::take(&mut *head.lock().unwrap_or_else(|p| p.into_inner()));
+
+        // Known bytes: drop the copy just written and answer with the file that has them.
+        if let Some(existing) = self.file_with_sha(&sha).await? {
+            self.discard(&raw_bucket, &raw_key).await;
+            return Ok(FileInfo {
+                duplicate: true,
+                ..existing
+            });
+        }
+        let raw_file = FileRecord {
+            name: name.clone(),
+            size,
+            sha256: sha.clone(),
+            content_type: crate::lake::content_type_for(&name).to_owned(),
+            created_at: Utc::now(),
+        };
+
+        let detected = detect_format(&head, &name);
+        let (format, parser, params) = match &detected {
+            Ok(Format::Csv) => (Format::Csv, "csv", csv_params(&head, &name)),
+            Ok(Format::Xlsx) => (Format::Xlsx, "xlsx", Vec::new()),
+            Ok(Format::Unknown) | Err(_) => (Format::Unknown, "", Vec::new()),
+        };
+        let table_id = DatasetId::new();
+        let (parsed, run) = if format == Format::Unknown {
+            let why = detected
+                .err()
+                .unwrap_or_else(|| "the format is not known".into());
+            (
+                Err(ParseFailure {
+                    code: "unsupported_format".into(),
+                    message: why,
+                }),
+                None,
+            )
+        } else {
+            let run = self
+                .parse_upload(
+                    &plugins,
+                    parser,
+                    params.clone(),
+                    &raw_bucket,
+                    &raw_key,
+                    &name,
+                    table_id,
+                )
+                .await;
+            match run {
+                Ok((parsed, inv)) => (parsed, Some((inv, params))),
+                Err(e) => {
+                    // No row will name the raw object: remove it (best effort; the store may be down).
+                    self.discard(&raw_bucket, &raw_key).await;
+                    return Err(e);
+                }
+            }
+        };
+
+        // Catalog both datasets (or the raw one alone) with their provenance, in one transaction.
+        let _guard = self.state.commit.lock().await;
+        if let Some(existing) = self.file_with_sha(&sha).await? {
+            // The same bytes finished uploading meanwhile.
+            self.discard(&raw_bucket, &raw_key).await;
+            if let Ok(p) = &parsed {
+                self.discard(self.bucket(Layer::Processed), &p.key).await;
+            }
+            return Ok(FileInfo {
+                duplicate: true,
+                ..existing
+            });
+        }
+        let version = self.next_version(&name).await?;
+        let info = FileInfo {
+            file_id: raw_id,
+            filename: name.clone(),
+            version,
+            format,
+            encoding: crate::plugins::text_encoding(&head).map(str::to_owned),
+            size,
+            sha256: sha.clone(),
+            created_at: raw_file.created_at,
+            dataset_ids: DatasetIds {
+                raw: raw_id,
+                table: parsed.as_ref().ok().map(|_| table_id),
+            },
+            rows: parsed.as_ref().ok().map(|p| p.rows),
+            columns: parsed.as_ref().ok().map(|p| p.schema.fields().len()),
+            schema: parsed
+                .as_ref()
+                .map(|p| columns_of(&p.schema))
+                .unwrap_or_default(),
+            renamed_columns: parsed
+                .as_ref()
+                .map(|p| p.renamed.clone())
+                .unwrap_or_default(),
+            parse_error: parsed.as_ref().err().cloned(),
+            duplicate: false,
+        };
+        let today = Utc::now().format("%Y-%m-%d").to_string();
+        let raw = NewDataset {
+            id: raw_id,
+            name: name.clone(),
+            source: SOURCE.into(),
+            external_id: Some(name.clone()),
+            layer: Layer::Raw,
+            bucket: raw_bucket.clone(),
+            prefix: raw_prefix,
+            metadata: serde_json::json!({
+                "source": SOURCE, "date": today, "version": version.to_string(), "file": info,
+            }),
+            tags: vec![],
+            status: DatasetStatus::Ready,
+            promoted_from: None,
+        };
+        let mut datasets = vec![(raw, vec![raw_file.clone()])];
+        let mut provenance = vec![NewProvenance {
+            action: Action::Registration,
+            inputs: vec![],
+            outputs: vec![raw_id],
+            parameters: serde_json::json!({
+                "upload": {"filename": filename, "stored_as": name, "version": version},
+                "files": [{"name": name, "sha256": sha, "size": size}],
+            }),
+            notes: None,
+            actor: None,
+        }];
+        if let Some((inv, params)) = &run {
+            let mut details = crate::provenance::run_details(
+                inv,
+                crate::provenance::params_json(params),
+                Some(&name),
+                Layer::Processed,
+            );
+            match &parsed {
+                Ok(p) => {
+                    details["status"] = "succeeded".into();
+                    details["rows"] = p.rows.into();
+                    details["columns"] = p.schema.fields().len().into();
+                    details["output_file"] = serde_json::json!({"name": p.file.name, "size": p.file.size, "sha256": p.file.sha256});
+                    let table = NewDataset {
+                        id: table_id,
+                        name: format!("{name} (table)"),
+                        source: SOURCE.into(),
+                        external_id: Some(name.clone()),
+                        layer: Layer::Processed,
+                        bucket: self.bucket(Layer::Processed).to_owned(),
+                        prefix: format!("{SOURCE}/{table_id}/"),
+                        metadata: serde_json::json!({
+                            "source": SOURCE, "date": today, "version": version.to_string(),
+                            "file_id": raw_id, "rows": p.rows, "columns": columns_of(&p.schema),
+                        }),
+                        tags: vec![],
+                        status: DatasetStatus::Ready,
+                        promoted_from: None,
+                    };
+                    datasets.push((table, vec![p.file.clone()]));
+                    provenance.push(NewProvenance {
+                        action: Action::Pipeline,
+                        inputs: vec![raw_id],
+                        outputs: vec![table_id],
+                        parameters: details,
+                        notes: None,
+                        actor: None,
+                    });
+                }
+                Err(f) => {
+                    details["status"] = "failed".into();
+                    details["error"] = serde_json::json!({"code": f.code, "message": f.message});
+                    provenance.push(NewProvenance {
+                        action: Action::Pipeline,
+                        inputs: vec![raw_id],
+                        outputs: vec![],
+                        parameters: details,
+                        notes: None,
+                        actor: None,
+                    });
+                }
+            }
+        }
+        if let Err(e) = self.catalog().insert_datasets(&datasets, &provenance).await {
+            self.discard(&raw_bucket, &raw_key).await;
+            if let Ok(p) = &parsed {
+                self.discard(self.bucket(Layer::Processed), &p.key).await;
+            }
+            return Err(e.into());
+        }
+        metrics::counter!("lake_files_uploaded_total", "format" => match format {
+            Format::Csv => "csv",
+            Format::Xlsx => "xlsx",
+            Format::Unknown => "unknown",
+        })
+        .increment(1);
+        Ok(info)
+    }
+
+    /// Parses a stored upload with `parser`, streaming the table as Parquet into the processed
+    /// layer. The outer error is the store's; the inner one is why the file has no table.
+    #[allow(clippy::too_many_arguments)]
+    async fn parse_upload(
+        &self,
+        plugins: &crate::plugins::Plugins,
+        parser: &str,
+        params: Vec<(String, String)>,
+        bucket: &str,
+        key: &str,
+        name: &str,
+        table_id: DatasetId,
+    ) -> Result<(Result<Parsed, ParseFailure>, Invocation<SchemaRef>), LakeError> {
+        let input = self.blobs().get(bucket, key).await?;
+        let out_name = format!("{}.parquet", table_stem(name));
+        let out_bucket = self.bucket(Layer::Processed).to_owned();
+        let out_key = format!("{SOURCE}/{table_id}/{out_name}");
+        let (sink, out_stream) = crate::tables::ParquetSink::new(self.state.row_group_rows);
+        let sink = Arc::new(std::sync::Mutex::new(sink));
+        let (out_stream, out_hash) = blob::hashing(out_stream, None);
+
+        let writer = sink.clone();
+        let parse = async {
+            let inv = plugins
+                .parse_into(parser, params, input, move |schema, batch| {
+                    writer
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take(schema, batch)
+                })
+                .await;
+            let ok = inv.result.is_ok();
+            let closer = sink.clone();
+            let closed = tokio::task::spawn_blocking(move || {
+                closer.lock().unwrap_or_else(|p| p.into_inner()).close(ok)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+            (inv, closed)
+        };
+        let put = self.blobs().put(&out_bucket, &out_key, out_stream);
+        let ((inv, closed), put) = tokio::join!(parse, put);
+        let written = sink.lock().unwrap_or_else(|p| p.into_inner()).written();
+
+        let schema = match (&inv.result, closed, put) {
+            // The store failed (reading the upload back or taking the table): not the file's fault.
+            (Err(InvokeError::Sink(e) | InvokeError::Input(e)), _, put) => {
+                self.discard(&out_bucket, &out_key).await;
+                return Err(match put {
+                    Err(pe) => pe.into(),
+                    Ok(_) => LakeError::Unavailable(format!("storing the parsed table: {e}")),
+                });
+            }
+            (Err(e), _, put) => {
+                // The broken stream made the put fail, so nothing is stored; make sure of it.
+                if put.is_ok() {
+                    self.discard(&out_bucket, &out_key).await;
+                }
+                let failure = parse_failure(e);
+                return Ok((Err(failure), inv));
+            }
+            (Ok(_), Err(e), _) => {
+                self.discard(&out_bucket, &out_key).await;
+                return Err(LakeError::Unavailable(format!(
+                    "writing the parsed table: {e}"
+                )));
+            }
+            (Ok(_), Ok(()), Err(e)) => return Err(e.into()),
+            (Ok(_), Ok(()), Ok(size)) => match written {
+                Some(w) => (w, size),
+                None => {
+                    self.discard(&out_bucket, &out_key).await;
+                    return Err(LakeError::Unavailable(
+                        "the parsed table was stored but not described".into(),
+                    ));
+                }
+            },
+        };
+        let (written, size) = schema;
+        let (sha, _) = out_hash.finish();
+        Ok((
+            Ok(Parsed {
+                key: out_key,
+                file: FileRecord {
+                    name: out_name.clone(),
+                    size,
+                    sha256: sha.to_hex(),
+                    content_type: crate::lake::content_type_for(&out_name).to_owned(),
+                    created_at: Utc::now(),
+                },
+                rows: written.rows,
+                schema: written.schema,
+                renamed: written.renamed,
+            }),
+            inv,
+        ))
+    }
+}
+
+fn parse_failure(e: &InvokeError) -> ParseFailure {
+    let code = match e {
+        InvokeError::Plugin { kind, .. } => kind,
+        other => other.code(),
+    };
+    let message = match e {
+        InvokeError::Plugin { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    ParseFailure {
+        code: code.to_owned(),
+        message,
+    }
+}
