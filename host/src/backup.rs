@@ -25,19 +25,35 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::blob::{self, BlobError, BlobStore, BucketPolicy};
-use crate::catalog::{CatalogDump, DatasetId, DatasetStatus, Job, JobStatus, NewJob};
+use crate::catalog::{CatalogDump, DatasetId, DatasetStatus, Job};
 use crate::config::{BackupTarget, parse_clock, parse_weekly};
+use crate::jobs::{Ended, JobKind};
 use crate::lake::{Lake, LakeError};
 use crate::layers::Layer;
 use crate::provenance::{Action, NewProvenance};
 
-/// The job kind of backups.
-pub const JOB_KIND: &str = "backup";
+/// A running job silent this long was abandoned (see [`crate::jobs`]).
+pub const STALE_AFTER: Duration = crate::jobs::STALE_AFTER;
 
-/// How often a running backup says it is alive, and how long silence means its server died.
-const HEARTBEAT: Duration = Duration::from_secs(10);
-/// A running job silent this long was abandoned.
-pub const STALE_AFTER: Duration = Duration::from_secs(60);
+/// The backup service, borrowed from a [`Lake`] (`lake.backups()`).
+#[derive(Debug, Clone, Copy)]
+pub struct Backups<'a> {
+    lake: &'a Lake,
+}
+
+impl std::ops::Deref for Backups<'_> {
+    type Target = Lake;
+    fn deref(&self) -> &Lake {
+        self.lake
+    }
+}
+
+impl Lake {
+    /// The backup service: backups, verification, restores, their jobs and schedules.
+    pub fn backups(&self) -> Backups<'_> {
+        Backups { lake: self }
+    }
+}
 
 /// One object in a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,7 +266,7 @@ fn body_of(bytes: Vec<u8>) -> blob::ByteStream {
     }))
 }
 
-impl Lake {
+impl Backups<'_> {
     async fn backup_target(&self) -> Result<Target, LakeError> {
         let cfg = &self.settings().backup;
         let prefix = cfg.prefix.trim_matches('/').to_owned();
@@ -298,7 +314,7 @@ impl Lake {
     }
 
     /// What an operator should know about the backup setup (logged at start).
-    pub fn backup_caveats(&self) -> Vec<String> {
+    pub fn caveats(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.settings().backup.target == BackupTarget::Archive
             && let Some(days) = self.settings().archive_expiration_days
@@ -314,51 +330,33 @@ impl Lake {
     }
 
     /// Records a manual backup job and runs it in the background.
-    pub async fn trigger_backup(&self) -> Result<Job, LakeError> {
+    pub async fn trigger(&self) -> Result<Job, LakeError> {
         let job = self
-            .catalog()
-            .insert_job(&NewJob {
-                id: uuid::Uuid::now_v7(),
-                kind: JOB_KIND.into(),
-                request: serde_json::json!({"kind": "manual"}),
-                schedule_key: None,
-            })
+            .jobs()
+            .record(JobKind::Backup, serde_json::json!({"kind": "manual"}))
             .await?;
-        let lake = self.clone();
+        let lake = self.lake.clone();
         let id = job.id;
-        tokio::spawn(async move { lake.run_backup_job(id, "manual", None).await });
+        tokio::spawn(async move { lake.backups().run_job(id, "manual", None).await });
         Ok(job)
     }
 
     /// Runs a backup now in this task as a recorded job (`lake backup run`).
-    pub async fn backup_now(
+    pub async fn run_now(
         &self,
         kind: &str,
         progress: Option<ProgressFn>,
     ) -> Result<Job, LakeError> {
         let job = self
-            .catalog()
-            .insert_job(&NewJob {
-                id: uuid::Uuid::now_v7(),
-                kind: JOB_KIND.into(),
-                request: serde_json::json!({ "kind": kind }),
-                schedule_key: None,
-            })
+            .jobs()
+            .record(JobKind::Backup, serde_json::json!({ "kind": kind }))
             .await?;
-        self.run_backup_job(job.id, kind, progress).await
+        self.run_job(job.id, kind, progress).await
     }
 
-    /// Starts the due daily and weekly backups no replica has run yet, and fails running jobs
-    /// whose server stopped. Returns the jobs this replica started.
-    pub async fn run_due_backups(&self, now: DateTime<Utc>) -> Vec<Job> {
-        match self.catalog().fail_stale_jobs(STALE_AFTER).await {
-            Ok(jobs) => {
-                for j in jobs {
-                    tracing::warn!(job = %j.id, kind = j.kind, "A job's server stopped; marked failed");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "Checking for abandoned jobs failed"),
-        }
+    /// Starts the due daily and weekly backups no replica has run yet. Returns the jobs this
+    /// replica started.
+    pub async fn run_due(&self, now: DateTime<Utc>) -> Vec<Job> {
         // An empty lake (a new one, or one about to be restored) has nothing to back up; its
         // empty backups would only push real ones out of retention.
         match self
@@ -380,21 +378,21 @@ impl Lake {
         let mut started = Vec::new();
         for (kind, slot) in due_slots(&cfg.daily_at, &cfg.weekly_at, now) {
             let key = format!("backup:{kind}@{}", slot.format("%Y-%m-%dT%H:%MZ"));
-            let new = NewJob {
-                id: uuid::Uuid::now_v7(),
-                kind: JOB_KIND.into(),
-                request: serde_json::json!({"kind": kind, "slot": slot}),
-                schedule_key: Some(key.clone()),
-            };
-            match self.catalog().insert_job(&new).await {
-                Ok(job) => {
+            let request = serde_json::json!({"kind": kind, "slot": slot});
+            match self
+                .jobs()
+                .record_scheduled(JobKind::Backup, request, key.clone())
+                .await
+            {
+                Ok(Some(job)) => {
                     tracing::info!(kind, slot = key, job = %job.id, "Scheduled backup started");
-                    let lake = self.clone();
+                    let lake = self.lake.clone();
                     let id = job.id;
-                    tokio::spawn(async move { lake.run_backup_job(id, kind, None).await });
+                    tokio::spawn(async move { lake.backups().run_job(id, kind, None).await });
                     started.push(job);
                 }
-                Err(crate::catalog::CatalogError::Conflict(_)) => {}
+                // Another replica (or an earlier tick) has this slot.
+                Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "Scheduling a backup failed"),
             }
         }
@@ -402,71 +400,25 @@ impl Lake {
     }
 
     /// Claims a recorded backup job, runs it with a heartbeat, and records how it ended.
-    pub async fn run_backup_job(
+    pub async fn run_job(
         &self,
         id: uuid::Uuid,
         kind: &str,
         progress: Option<ProgressFn>,
     ) -> Result<Job, LakeError> {
-        self.catalog().start_job(id).await?;
-        let outcome = self.heartbeating(id, self.backup(id, kind, progress)).await;
-        let (status, result, error) = match outcome {
-            Ok(r) => (
-                JobStatus::Succeeded,
-                Some(serde_json::to_value(&r).unwrap_or_default()),
-                None,
-            ),
-            Err(e) => {
-                tracing::error!(job = %id, error = %e, "Backup failed");
-                (JobStatus::Failed, None, Some(e.to_string()))
-            }
-        };
-        self.end_job(id, status, result.as_ref(), error.as_deref())
-            .await
-    }
-
-    /// Records how a job ended. When another replica already marked it failed (its heartbeat
-    /// looked silent), that record stands and is returned.
-    pub(crate) async fn end_job(
-        &self,
-        id: uuid::Uuid,
-        status: JobStatus,
-        result: Option<&serde_json::Value>,
-        error: Option<&str>,
-    ) -> Result<Job, LakeError> {
-        match self.catalog().finish_job(id, status, result, error).await {
-            Ok(job) => Ok(job),
-            Err(crate::catalog::CatalogError::Conflict(m)) => {
-                tracing::warn!(job = %id, reason = m, "The job had already been ended elsewhere");
-                Ok(self.catalog().get_job(id).await?)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Runs `work` for running job `id`, refreshing its heartbeat meanwhile, so other replicas
-    /// know its server is alive.
-    pub(crate) async fn heartbeating<T>(&self, id: uuid::Uuid, work: impl Future<Output = T>) -> T {
-        let catalog = self.catalog().clone();
-        let beat = tokio::spawn(async move {
-            let mut t = tokio::time::interval(HEARTBEAT);
-            t.tick().await;
-            loop {
-                t.tick().await;
-                if let Err(e) = catalog.heartbeat_job(id).await {
-                    tracing::warn!(job = %id, error = %e, "Job heartbeat failed");
+        let work = async {
+            match self.backup(id, kind, progress).await {
+                Ok(r) => Ended::Succeeded(serde_json::to_value(&r).unwrap_or_default()),
+                Err(e) => {
+                    tracing::error!(job = %id, error = %e, "Backup failed");
+                    Ended::Failed {
+                        result: None,
+                        error: e.to_string(),
+                    }
                 }
             }
-        });
-        // Stops the heartbeat however `work` ends, dropped included.
-        struct Stop(tokio::task::JoinHandle<()>);
-        impl Drop for Stop {
-            fn drop(&mut self) {
-                self.0.abort();
-            }
-        }
-        let _stop = Stop(beat);
-        work.await
+        };
+        self.jobs().run(id, work).await
     }
 
     /// One backup: the catalog snapshot, the objects it names not yet in the backup, the
@@ -708,7 +660,7 @@ impl Lake {
         // Another backup in progress may be counting on an object it found present; leave the
         // sweep to a later run.
         let busy = self
-            .backup_jobs(50)
+            .list_jobs(50)
             .await?
             .iter()
             .any(|j| !j.status.is_finished() && j.id != this);
@@ -775,7 +727,7 @@ impl Lake {
     }
 
     /// Complete backups at the target, newest first.
-    pub async fn list_backups(&self) -> Result<Vec<BackupSummary>, LakeError> {
+    pub async fn list(&self) -> Result<Vec<BackupSummary>, LakeError> {
         let target = self.backup_target().await?;
         self.list_backups_in(&target).await
     }
@@ -796,7 +748,7 @@ impl Lake {
 
     /// Re-reads a backup: every object's SHA-256 and size, and the catalog file's, against the
     /// manifest. Problems name the dataset and file.
-    pub async fn verify_backup(
+    pub async fn verify(
         &self,
         id: uuid::Uuid,
         progress: Option<ProgressFn>,
@@ -980,13 +932,13 @@ impl Lake {
     }
 
     /// The newest backup jobs.
-    pub async fn backup_jobs(&self, limit: u32) -> Result<Vec<Job>, LakeError> {
-        Ok(self.catalog().list_jobs(JOB_KIND, limit).await?)
+    pub async fn list_jobs(&self, limit: u32) -> Result<Vec<Job>, LakeError> {
+        self.jobs().list(JobKind::Backup, limit).await
     }
 
     /// One backup job.
-    pub async fn backup_job(&self, id: uuid::Uuid) -> Result<Job, LakeError> {
-        self.job_of_kind(id, JOB_KIND).await
+    pub async fn job(&self, id: uuid::Uuid) -> Result<Job, LakeError> {
+        self.jobs().get(id, JobKind::Backup).await
     }
 }
 

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use crate::catalog::{DatasetId, SearchQuery};
 use crate::config::{self, CliOverrides, Config};
 use crate::lake::{Lake, LakeError, RegisterRequest};
-use crate::layers::{Layer, PromoteRequest};
+use crate::layers::Layer;
+use crate::promotion::PromoteRequest;
 use crate::provenance::Direction;
 
 mod backup;
@@ -322,6 +323,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Promote { id, to, notes } => {
             let lake = Lake::open(&cfg).await?;
             let p = lake
+                .promotions()
                 .promote(PromoteRequest {
                     dataset_id: id_arg(&id)?,
                     target_layer: to,
@@ -424,7 +426,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 file,
                 name: None,
             };
-            match lake.run_pipeline(req).await.map_err(lake_err)? {
+            match lake.pipelines().run(req).await.map_err(lake_err)? {
                 crate::pipeline::RunOutcome::Succeeded(run) => {
                     print_json(&run)?;
                     Ok(ExitCode::SUCCESS)
@@ -590,11 +592,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
-    for caveat in lake.backup_caveats() {
+    for caveat in lake.backups().caveats() {
         tracing::warn!("{caveat}");
     }
     // Scheduled backups and sources, and the check for jobs whose server died.
-    let scheduler = lake.spawn_scheduler(std::time::Duration::from_secs(30));
+    let scheduler = lake
+        .jobs()
+        .spawn_scheduler(std::time::Duration::from_secs(30));
     let app = crate::http::router(crate::http::AppState { lake, metrics });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, catalog = %if cfg.catalog.url.expose().starts_with("sqlite:") { "sqlite" } else { "postgres" }, storage = ?cfg.storage.backend, "Lake listening");

@@ -8,7 +8,7 @@
 //! raw dataset whose metadata names the version it follows. Every collection, failed, unchanged or
 //! new, appends one `collection` provenance entry naming the plugin, its component SHA-256, the
 //! parameters and every request made (refused ones included). Configured parsers then run over the
-//! files through [`Lake::run_pipeline`], so each table has its own `pipeline` entry; a parse that
+//! files through [`crate::pipeline::Pipelines::run`], so each table has its own `pipeline` entry; a parse that
 //! already succeeded with the same component and parameters is not repeated.
 //!
 //! Collections run as jobs recorded in the catalog ([`crate::catalog::Job`]), so every replica
@@ -24,18 +24,46 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::{self, Sha256};
 use crate::catalog::{
-    CatalogError, DatasetId, DatasetStatus, FileRecord, Job, JobStatus, NewDataset, NewJob,
-    SearchQuery,
+    CatalogError, DatasetId, DatasetStatus, FileRecord, Job, NewDataset, SearchQuery,
 };
 use crate::config::{ParseConfig, SourceConfig, check_external_id, parse_schedule};
+use crate::jobs::{Ended, JobKind};
 use crate::lake::{Lake, LakeError};
 use crate::layers::Layer;
 use crate::pipeline::{RunOutcome, RunRequest};
 use crate::plugins::{Kind, Part};
 use crate::provenance::{Action, NewProvenance};
 
-/// The job kind of collections.
-pub const JOB_KIND: &str = "collection";
+/// The collection service's own state inside [`Lake`].
+#[derive(Debug, Default)]
+pub(crate) struct CollectState {
+    /// Serialises a collection's check for an earlier version with its insert.
+    decide: tokio::sync::Mutex<()>,
+}
+
+/// The collection service, borrowed from a [`Lake`] (`lake.collections()`).
+#[derive(Debug, Clone, Copy)]
+pub struct Collections<'a> {
+    lake: &'a Lake,
+    state: &'a CollectState,
+}
+
+impl std::ops::Deref for Collections<'_> {
+    type Target = Lake;
+    fn deref(&self) -> &Lake {
+        self.lake
+    }
+}
+
+impl Lake {
+    /// The collection service: plans, jobs, the connector run, dedup, the parsers.
+    pub fn collections(&self) -> Collections<'_> {
+        Collections {
+            lake: self,
+            state: &self.collect,
+        }
+    }
+}
 
 /// `POST /collections`: what to collect.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -215,6 +243,12 @@ pub fn schedule_key(
     format!("source:{source}@{}", at.format("%Y-%m-%dT%H:%M:%SZ"))
 }
 
+/// A request as its job records it.
+fn request_json(req: &CollectRequest) -> Result<serde_json::Value, LakeError> {
+    serde_json::to_value(req)
+        .map_err(|e| LakeError::Invalid(format!("the request cannot be recorded: {e}")))
+}
+
 fn json_object(
     v: &serde_json::Value,
     what: &str,
@@ -236,7 +270,7 @@ fn content_sha(files: &[CollectedFile]) -> String {
     Sha256::of(lines.concat().as_bytes()).to_hex()
 }
 
-impl Lake {
+impl Collections<'_> {
     fn sources(&self) -> &[SourceConfig] {
         &self.settings().sources
     }
@@ -317,31 +351,16 @@ impl Lake {
     }
 
     /// Records a collection job and runs it in the background; `GET /collections/{id}` follows it.
-    pub async fn submit_collection(&self, req: CollectRequest) -> Result<Job, LakeError> {
+    pub async fn submit(&self, req: CollectRequest) -> Result<Job, LakeError> {
         let plan = self.plan(&req).await?;
-        let job = self.record_job(&req, None).await?;
-        let lake = self.clone();
+        let job = self
+            .jobs()
+            .record(JobKind::Collection, request_json(&req)?)
+            .await?;
+        let lake = self.lake.clone();
         let id = job.id;
-        tokio::spawn(async move { lake.run_job(id, plan, None).await });
+        tokio::spawn(async move { lake.collections().run_job(id, plan, None).await });
         Ok(job)
-    }
-
-    async fn record_job(
-        &self,
-        req: &CollectRequest,
-        schedule_key: Option<String>,
-    ) -> Result<Job, LakeError> {
-        let request = serde_json::to_value(req)
-            .map_err(|e| LakeError::Invalid(format!("the request cannot be recorded: {e}")))?;
-        Ok(self
-            .catalog()
-            .insert_job(&NewJob {
-                id: uuid::Uuid::now_v7(),
-                kind: JOB_KIND.into(),
-                request,
-                schedule_key,
-            })
-            .await?)
     }
 
     /// Claims a recorded job, runs its collection and records how it ended.
@@ -351,37 +370,38 @@ impl Lake {
         plan: Plan,
         progress: Option<ProgressFn>,
     ) -> Result<Job, LakeError> {
-        self.catalog().start_job(id).await?;
-        let outcome = self.heartbeating(id, self.collect(&plan, progress)).await;
-        match &outcome {
-            Ok(c) => {
-                let result = serde_json::to_value(c).unwrap_or_default();
-                self.end_job(id, JobStatus::Succeeded, Some(&result), None)
-                    .await
+        let work = async {
+            match self.collect(&plan, progress).await {
+                Ok(c) => Ended::Succeeded(serde_json::to_value(&c).unwrap_or_default()),
+                Err(f) => {
+                    tracing::warn!(job = %id, plugin = plan.plugin, error = %f, "Collection failed");
+                    Ended::Failed {
+                        result: Some(serde_json::json!({"code": f.code, "entry_id": f.entry_id})),
+                        error: f.message,
+                    }
+                }
             }
-            Err(f) => {
-                tracing::warn!(job = %id, plugin = plan.plugin, error = %f, "Collection failed");
-                let result = serde_json::json!({"code": f.code, "entry_id": f.entry_id});
-                self.end_job(id, JobStatus::Failed, Some(&result), Some(&f.message))
-                    .await
-            }
-        }
+        };
+        self.jobs().run(id, work).await
     }
 
     /// Runs a collection now, in this task, as a recorded job (`lake ingest`).
-    pub async fn collect_now(
+    pub async fn run_now(
         &self,
         req: &CollectRequest,
         progress: Option<ProgressFn>,
     ) -> Result<Job, LakeError> {
         let plan = self.plan(req).await?;
-        let job = self.record_job(req, None).await?;
+        let job = self
+            .jobs()
+            .record(JobKind::Collection, request_json(req)?)
+            .await?;
         self.run_job(job.id, plan, progress).await
     }
 
     /// Starts every scheduled source whose current slot has not run on any replica. Returns the
     /// jobs this replica started.
-    pub async fn run_due_sources(&self, now: chrono::DateTime<Utc>) -> Vec<Job> {
+    pub async fn run_due(&self, now: chrono::DateTime<Utc>) -> Vec<Job> {
         let mut started = Vec::new();
         for src in self.sources() {
             let Some(every) = src.schedule.as_deref().and_then(|s| parse_schedule(s).ok()) else {
@@ -399,45 +419,38 @@ impl Lake {
                 }
             };
             let key = schedule_key(&src.name, every, now);
-            match self.record_job(&req, Some(key.clone())).await {
-                Ok(job) => {
+            let recorded = match request_json(&req) {
+                Ok(request) => {
+                    self.jobs()
+                        .record_scheduled(JobKind::Collection, request, key.clone())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match recorded {
+                Ok(Some(job)) => {
                     tracing::info!(source = src.name, job = %job.id, slot = key, "Scheduled collection started");
-                    let lake = self.clone();
+                    let lake = self.lake.clone();
                     let id = job.id;
-                    tokio::spawn(async move { lake.run_job(id, plan, None).await });
+                    tokio::spawn(async move { lake.collections().run_job(id, plan, None).await });
                     started.push(job);
                 }
                 // Another replica (or an earlier tick) has this slot.
-                Err(LakeError::Conflict(_)) => {}
+                Ok(None) => {}
                 Err(e) => tracing::error!(source = src.name, error = %e, "Scheduling failed"),
             }
         }
         started
     }
 
-    /// Checks the schedules (sources and backups) and abandoned jobs every `tick` for as long as
-    /// the server runs.
-    pub fn spawn_scheduler(&self, tick: std::time::Duration) -> tokio::task::JoinHandle<()> {
-        let lake = self.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(tick);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                lake.run_due_backups(Utc::now()).await;
-                lake.run_due_sources(Utc::now()).await;
-            }
-        })
-    }
-
     /// One collection job.
-    pub async fn collection(&self, id: uuid::Uuid) -> Result<Job, LakeError> {
-        self.job_of_kind(id, JOB_KIND).await
+    pub async fn get(&self, id: uuid::Uuid) -> Result<Job, LakeError> {
+        self.jobs().get(id, JobKind::Collection).await
     }
 
     /// The newest collection jobs.
-    pub async fn collections(&self, limit: u32) -> Result<Vec<Job>, LakeError> {
-        Ok(self.catalog().list_jobs(JOB_KIND, limit).await?)
+    pub async fn list(&self, limit: u32) -> Result<Vec<Job>, LakeError> {
+        self.jobs().list(JobKind::Collection, limit).await
     }
 
     /// Runs one collection: connector, raw storage, dedup, provenance, then the parsers.
@@ -501,7 +514,7 @@ impl Lake {
         let (outcome, dataset_id, version, prev, entry) = loop {
             attempt += 1;
             let mut details = base.clone();
-            let _guard = self.collect_lock.lock().await;
+            let _guard = self.state.decide.lock().await;
             // The newest version by number: a slow collection that started earlier has the smaller
             // id but may finish later.
             let version_of = |d: &crate::catalog::Dataset| {
@@ -848,7 +861,8 @@ impl Lake {
                     });
                 }
                 let run = self
-                    .run_pipeline(RunRequest {
+                    .pipelines()
+                    .run(RunRequest {
                         plugin: p.plugin.clone(),
                         inputs: vec![dataset],
                         params: params.clone(),

@@ -21,9 +21,10 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::catalog::{Dataset, DatasetId, DatasetStatus, FileRecord, Page, SearchQuery, Stats};
 use crate::lake::{Download, Lake, LakeError, LayerSummary, Lineage, RegisterRequest};
-use crate::layers::{Layer, PromoteRequest};
+use crate::layers::Layer;
 use crate::pipeline::{Run, RunOutcome, RunRequest};
 use crate::plugins::{Limits, LoadState, Manifest, Plugins, Rejected};
+use crate::promotion::PromoteRequest;
 use crate::provenance::{Direction, LineageGraph};
 
 mod backup;
@@ -562,6 +563,7 @@ async fn promote(
         .map_err(|e: crate::layers::UnknownLayer| ApiError::invalid(e.to_string()))?;
     let p = s
         .lake
+        .promotions()
         .promote(PromoteRequest {
             dataset_id,
             target_layer,
@@ -712,7 +714,7 @@ async fn run_pipeline(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<RunRequest>,
 ) -> Result<(StatusCode, Json<Run>), ApiError> {
-    match s.lake.run_pipeline(req).await? {
+    match s.lake.pipelines().run(req).await? {
         RunOutcome::Succeeded(run) => Ok((StatusCode::CREATED, Json(run))),
         RunOutcome::Failed(f) => {
             let mut e = ApiError::new(
@@ -752,14 +754,14 @@ async fn list_runs(
     State(s): State<AppState>,
     q: Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Run>>, ApiError> {
-    Ok(Json(s.lake.runs(limit_of(q)?).await?))
+    Ok(Json(s.lake.pipelines().runs(limit_of(q)?).await?))
 }
 
 /// One recorded run.
 #[utoipa::path(get, path = "/pipelines/runs/{id}", params(("id" = String, Path, description = "Run id")),
     responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
 async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Run>, ApiError> {
-    Ok(Json(s.lake.run(parse_uuid(&id, "run")?).await?))
+    Ok(Json(s.lake.pipelines().get(parse_uuid(&id, "run")?).await?))
 }
 
 /// A run's or job's id from the path; anything else names nothing (404).

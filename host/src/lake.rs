@@ -235,8 +235,7 @@ pub struct Lake {
     reports: Arc<std::sync::RwLock<Vec<(Layer, BucketReport)>>>,
     plugins: Option<crate::plugins::Plugins>,
     pub(crate) files: Arc<crate::files::FileState>,
-    /// Serialises a collection's check for an earlier version with its insert.
-    pub(crate) collect_lock: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) collect: Arc<crate::collect::CollectState>,
 }
 
 /// How long an upload's claim on a file name lasts when its server died mid-upload.
@@ -281,19 +280,6 @@ pub fn content_type_for(name: &str) -> &'static str {
 }
 
 impl Lake {
-    /// A job of one kind (`collection`, `backup`); another kind's id is not found.
-    pub(crate) async fn job_of_kind(
-        &self,
-        id: uuid::Uuid,
-        kind: &str,
-    ) -> Result<crate::catalog::Job, LakeError> {
-        let job = self.catalog.get_job(id).await?;
-        if job.kind != kind {
-            return Err(LakeError::NotFound(format!("{kind} job {id} not found")));
-        }
-        Ok(job)
-    }
-
     /// Builds a lake from configuration: connects the catalog (migrating if configured) and prepares
     /// one bucket per layer, recording what the store enforces. The plugin runtime is not started
     /// here (on a cold cache it compiles every component): callers that run plugins attach it with
@@ -346,7 +332,7 @@ impl Lake {
             settings: Arc::new(settings),
             reports: Arc::default(),
             plugins: None,
-            collect_lock: Arc::default(),
+            collect: Arc::default(),
         }
     }
 

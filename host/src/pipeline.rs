@@ -88,7 +88,7 @@ pub struct RunFailure {
     pub run_id: uuid::Uuid,
 }
 
-/// The outcome of [`Lake::run_pipeline`].
+/// The outcome of [`Pipelines::run`].
 #[derive(Debug)]
 pub enum RunOutcome {
     /// The run succeeded.
@@ -97,10 +97,30 @@ pub enum RunOutcome {
     Failed(RunFailure),
 }
 
+/// The pipeline service, borrowed from a [`Lake`] (`lake.pipelines()`).
+#[derive(Debug, Clone, Copy)]
+pub struct Pipelines<'a> {
+    lake: &'a Lake,
+}
+
+impl std::ops::Deref for Pipelines<'_> {
+    type Target = Lake;
+    fn deref(&self) -> &Lake {
+        self.lake
+    }
+}
+
 impl Lake {
+    /// The pipeline service: runs plugins over datasets and reads the runs back.
+    pub fn pipelines(&self) -> Pipelines<'_> {
+        Pipelines { lake: self }
+    }
+}
+
+impl Pipelines<'_> {
     /// Runs a plugin over datasets. Errors in the request (unknown plugin or dataset, wrong input
     /// count) are `LakeError`s and record nothing; every invocation is recorded, failed or not.
-    pub async fn run_pipeline(&self, req: RunRequest) -> Result<RunOutcome, LakeError> {
+    pub async fn run(&self, req: RunRequest) -> Result<RunOutcome, LakeError> {
         let plugins = self.running_plugins()?.clone();
         let manifest = plugins.manifest(&req.plugin).await.ok_or_else(|| {
             LakeError::NotFound(format!(
@@ -352,7 +372,7 @@ impl Lake {
     }
 
     /// One recorded run.
-    pub async fn run(&self, id: uuid::Uuid) -> Result<Run, LakeError> {
+    pub async fn get(&self, id: uuid::Uuid) -> Result<Run, LakeError> {
         let e = self.catalog.entry(id).await?;
         if e.action != Action::Pipeline {
             return Err(LakeError::NotFound(format!("no pipeline run {id}")));

@@ -182,7 +182,12 @@ async fn stored_hashes(lake: &Lake) -> BTreeMap<String, String> {
 
 async fn drill(from: TestLake, into: TestLake) {
     populate(&from, "drill").await;
-    let job = from.lake.backup_now("manual", None).await.expect("backup");
+    let job = from
+        .lake
+        .backups()
+        .run_now("manual", None)
+        .await
+        .expect("backup");
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
     let result = job.result.expect("result");
     assert!(
@@ -195,12 +200,17 @@ async fn drill(from: TestLake, into: TestLake) {
         .parse()
         .expect("uuid");
     // Listed, and sound.
-    let list = into.lake.list_backups().await.expect("list");
+    let list = into.lake.backups().list().await.expect("list");
     assert!(list.iter().any(|b| b.backup_id == id));
-    let report = into.lake.verify_backup(id, None).await.expect("verify");
+    let report = into.lake.backups().verify(id, None).await.expect("verify");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 
-    let restored = into.lake.restore(id, None).await.expect("restore");
+    let restored = into
+        .lake
+        .backups()
+        .restore(id, None)
+        .await
+        .expect("restore");
     assert_eq!(
         restored.objects as u64,
         result["objects"].as_u64().expect("objects")
@@ -245,7 +255,7 @@ async fn drill(from: TestLake, into: TestLake) {
     // The restore is recorded; a second restore into the now non-empty lake is refused.
     assert!(b.provenance.iter().any(|e| e.action == Action::Restore));
     assert!(matches!(
-        into.lake.restore(id, None).await,
+        into.lake.backups().restore(id, None).await,
         Err(lake_host::lake::LakeError::Conflict(_))
     ));
 }
@@ -526,7 +536,7 @@ async fn two_servers_run_a_due_backup_once_and_abandoned_jobs_fail() {
 
     // An empty lake is not backed up on schedule.
     let now = chrono::Utc::now();
-    assert!(servers[0].run_due_backups(now).await.is_empty());
+    assert!(servers[0].backups().run_due(now).await.is_empty());
     let d = servers[0]
         .register(lake_host::lake::RegisterRequest {
             name: "plates".into(),
@@ -544,10 +554,8 @@ async fn two_servers_run_a_due_backup_once_and_abandoned_jobs_fail() {
         .expect("file");
 
     // Both servers tick for the same due slot at once: one runs it.
-    let (a, b) = tokio::join!(
-        servers[0].run_due_backups(now),
-        servers[1].run_due_backups(now)
-    );
+    let (b0, b1) = (servers[0].backups(), servers[1].backups());
+    let (a, b) = tokio::join!(b0.run_due(now), b1.run_due(now));
     assert_eq!(a.len() + b.len(), 1, "one server runs the slot");
     let started = a.iter().chain(&b).next().expect("a job").clone();
     let (_, slot) = lake_host::backup::due_slots("02:00", "", now)[0];
@@ -556,11 +564,11 @@ async fn two_servers_run_a_due_backup_once_and_abandoned_jobs_fail() {
         Some(format!("backup:daily@{}", slot.format("%Y-%m-%dT%H:%MZ")))
     );
     assert!(
-        servers[1].run_due_backups(now).await.is_empty(),
+        servers[1].backups().run_due(now).await.is_empty(),
         "a slot runs once"
     );
     assert!(
-        servers[0].run_due_backups(now).await.is_empty(),
+        servers[0].backups().run_due(now).await.is_empty(),
         "a slot runs once"
     );
     let mut job = started.clone();
@@ -611,7 +619,12 @@ async fn retention_keeps_the_newest_and_a_cut_short_backup_is_completed() {
             )
             .await;
         assert_eq!(st, StatusCode::CREATED);
-        let job = t.lake.backup_now("daily", None).await.expect("backup");
+        let job = t
+            .lake
+            .backups()
+            .run_now("daily", None)
+            .await
+            .expect("backup");
         assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
         let r = job.result.expect("result");
         ids.push(r["backup_id"].as_str().expect("id").to_owned());
@@ -624,7 +637,8 @@ async fn retention_keeps_the_newest_and_a_cut_short_backup_is_completed() {
     }
     let listed: Vec<String> = t
         .lake
-        .list_backups()
+        .backups()
+        .list()
         .await
         .expect("list")
         .iter()
@@ -637,14 +651,24 @@ async fn retention_keeps_the_newest_and_a_cut_short_backup_is_completed() {
     );
     assert!(!objects.join(&gone_sha).exists(), "no kept backup names it");
     // A manual backup is not counted against the daily ones.
-    let manual = t.lake.backup_now("manual", None).await.expect("manual");
+    let manual = t
+        .lake
+        .backups()
+        .run_now("manual", None)
+        .await
+        .expect("manual");
     assert_eq!(manual.status, JobStatus::Succeeded);
-    assert_eq!(t.lake.list_backups().await.expect("list").len(), 3);
+    assert_eq!(t.lake.backups().list().await.expect("list").len(), 3);
 
     // A backup cut short left some objects uncopied: the next one copies exactly those.
     let day2 = lake_host::blob::Sha256::of(b"a\n2\n").to_hex();
     std::fs::remove_file(objects.join(&day2)).expect("remove a copy");
-    let next = t.lake.backup_now("manual", None).await.expect("backup");
+    let next = t
+        .lake
+        .backups()
+        .run_now("manual", None)
+        .await
+        .expect("backup");
     let r = next.result.expect("result");
     assert_eq!(
         (r["objects_copied"].as_u64(), r["bytes_copied"].as_u64()),
@@ -655,7 +679,8 @@ async fn retention_keeps_the_newest_and_a_cut_short_backup_is_completed() {
     let id: uuid::Uuid = r["backup_id"].as_str().expect("id").parse().expect("uuid");
     assert!(
         t.lake
-            .verify_backup(id, None)
+            .backups()
+            .verify(id, None)
             .await
             .expect("verify")
             .problems

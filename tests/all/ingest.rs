@@ -652,19 +652,15 @@ async fn a_scheduled_source_runs_once_per_slot_across_replicas() {
         replicas.push((lake, dir));
     }
     let now = chrono::Utc::now();
-    let (a, b) = tokio::join!(
-        replicas[0].0.run_due_sources(now),
-        replicas[1].0.run_due_sources(now)
-    );
+    let (c0, c1) = (replicas[0].0.collections(), replicas[1].0.collections());
+    let (a, b) = tokio::join!(c0.run_due(now), c1.run_due(now));
     assert_eq!(a.len() + b.len(), 1, "one replica runs the slot");
     // Later ticks in the same slot start nothing; the next slot runs once.
-    assert!(replicas[0].0.run_due_sources(now).await.is_empty());
-    assert!(replicas[1].0.run_due_sources(now).await.is_empty());
+    assert!(replicas[0].0.collections().run_due(now).await.is_empty());
+    assert!(replicas[1].0.collections().run_due(now).await.is_empty());
     let tomorrow = now + chrono::Duration::days(1);
-    let (a, b) = tokio::join!(
-        replicas[1].0.run_due_sources(tomorrow),
-        replicas[0].0.run_due_sources(tomorrow)
-    );
+    let (c1, c0) = (replicas[1].0.collections(), replicas[0].0.collections());
+    let (a, b) = tokio::join!(c1.run_due(tomorrow), c0.run_due(tomorrow));
     assert_eq!(a.len() + b.len(), 1);
     let catalog = replicas[0].0.catalog().clone();
     let mut jobs = Vec::new();

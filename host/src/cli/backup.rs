@@ -61,7 +61,8 @@ pub async fn backup(lake: &Lake, cmd: BackupCmd) -> Result<ExitCode> {
             }
             let b = bar("backup");
             let job = lake
-                .backup_now(&kind, Some(progress_of(&b)))
+                .backups()
+                .run_now(&kind, Some(progress_of(&b)))
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
             b.finish_and_clear();
@@ -73,14 +74,19 @@ pub async fn backup(lake: &Lake, cmd: BackupCmd) -> Result<ExitCode> {
             })
         }
         BackupCmd::List => {
-            let list = lake.list_backups().await.map_err(|e| anyhow::anyhow!(e))?;
+            let list = lake
+                .backups()
+                .list()
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
             println!("{}", serde_json::to_string_pretty(&list)?);
             Ok(ExitCode::SUCCESS)
         }
         BackupCmd::Verify { id } => {
             let b = bar("verify");
             let report = lake
-                .verify_backup(backup_id(&id)?, Some(progress_of(&b)))
+                .backups()
+                .verify(backup_id(&id)?, Some(progress_of(&b)))
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
             b.finish_and_clear();
@@ -110,6 +116,7 @@ pub async fn backup(lake: &Lake, cmd: BackupCmd) -> Result<ExitCode> {
 pub async fn restore(lake: &Lake, from: &str) -> Result<ExitCode> {
     let b = bar("restore");
     let report = lake
+        .backups()
         .restore(backup_id(from)?, Some(progress_of(&b)))
         .await
         .map_err(|e| anyhow::anyhow!(e))?;

@@ -47,7 +47,7 @@ pub async fn ingest(
             source: src.name.clone(),
             ..CollectRequest::default()
         };
-        let plan = match lake.plan(&req).await {
+        let plan = match lake.collections().plan(&req).await {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: source {:?}: {e}", src.name);
@@ -93,7 +93,8 @@ pub async fn ingest(
             }
         });
         let job = lake
-            .collect_now(&req, Some(progress))
+            .collections()
+            .run_now(&req, Some(progress))
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         let ok = job.status == JobStatus::Succeeded;

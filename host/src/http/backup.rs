@@ -13,7 +13,10 @@ use crate::catalog::Job;
 pub(super) async fn trigger(
     State(s): State<AppState>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
-    Ok((StatusCode::ACCEPTED, Json(s.lake.trigger_backup().await?)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(s.lake.backups().trigger().await?),
+    ))
 }
 
 /// Backup jobs, newest first: status, kind, times, objects and bytes copied, errors.
@@ -22,7 +25,7 @@ pub(super) async fn list(
     State(s): State<AppState>,
     q: Result<Query<super::LimitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Job>>, ApiError> {
-    Ok(Json(s.lake.backup_jobs(super::limit_of(q)?).await?))
+    Ok(Json(s.lake.backups().list_jobs(super::limit_of(q)?).await?))
 }
 
 /// One backup job.
@@ -34,7 +37,8 @@ pub(super) async fn get_one(
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(
         s.lake
-            .backup_job(super::parse_uuid(&id, "backup job")?)
+            .backups()
+            .job(super::parse_uuid(&id, "backup job")?)
             .await?,
     ))
 }

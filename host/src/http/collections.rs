@@ -19,7 +19,7 @@ pub(super) async fn start(
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(s.lake.submit_collection(req).await?),
+        Json(s.lake.collections().submit(req).await?),
     ))
 }
 
@@ -29,7 +29,7 @@ pub(super) async fn list(
     State(s): State<AppState>,
     q: Result<Query<super::LimitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Job>>, ApiError> {
-    Ok(Json(s.lake.collections(super::limit_of(q)?).await?))
+    Ok(Json(s.lake.collections().list(super::limit_of(q)?).await?))
 }
 
 /// One collection job: its status, and once finished the dataset, files, requests and parses.
@@ -41,7 +41,8 @@ pub(super) async fn get_one(
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(
         s.lake
-            .collection(super::parse_uuid(&id, "collection")?)
+            .collections()
+            .get(super::parse_uuid(&id, "collection")?)
             .await?,
     ))
 }

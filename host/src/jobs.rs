@@ -1,0 +1,241 @@
+//! Jobs: background work (collections, backups) recorded in the catalog, so every replica sees it.
+//!
+//! This module alone claims, heartbeats and ends jobs. A job is recorded `queued`
+//! ([`Jobs::record`]), claimed by one replica with a conditional `queued -> running` update, run
+//! while a heartbeat refreshes `heartbeat_at` every [`HEARTBEAT`], and ended once with its result
+//! or error ([`Jobs::run`]). A scheduled run carries a `schedule_key` (its source or backup kind
+//! and time slot) under a unique index, so one replica runs each slot ([`Jobs::record_scheduled`]).
+//! Every scheduler tick on every replica fails the jobs silent for [`STALE_AFTER`]: a killed
+//! server's job ends `failed`, never `succeeded`. The scheduler ([`Jobs::spawn_scheduler`]) then
+//! asks the backup and collection services for their due slots.
+
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{CatalogError, Job, JobStatus, NewJob};
+use crate::lake::{Lake, LakeError};
+
+/// How often a running job says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// A running job silent this long was abandoned: its server stopped.
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// A connector's collection ([`crate::collect`]).
+    Collection,
+    /// A backup ([`crate::backup`]).
+    Backup,
+}
+
+impl JobKind {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Collection => "collection",
+            JobKind::Backup => "backup",
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "collection" => Ok(JobKind::Collection),
+            "backup" => Ok(JobKind::Backup),
+            other => Err(format!("unknown job kind {other:?}")),
+        }
+    }
+}
+
+/// How a job's work ended, as its record keeps it.
+#[derive(Debug, Clone)]
+pub enum Ended {
+    /// Done; the result to record.
+    Succeeded(serde_json::Value),
+    /// Failed, with what to record beside the error, if anything.
+    Failed {
+        /// Structured detail (a code, the provenance entry).
+        result: Option<serde_json::Value>,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// The job queue, borrowed from a [`Lake`] (`lake.jobs()`).
+#[derive(Debug, Clone, Copy)]
+pub struct Jobs<'a> {
+    lake: &'a Lake,
+}
+
+impl Lake {
+    /// The job queue: record, claim, heartbeat, end, and the scheduler.
+    pub fn jobs(&self) -> Jobs<'_> {
+        Jobs { lake: self }
+    }
+}
+
+impl Jobs<'_> {
+    /// Records a queued job.
+    pub async fn record(
+        &self,
+        kind: JobKind,
+        request: serde_json::Value,
+    ) -> Result<Job, LakeError> {
+        Ok(self.insert(kind, request, None).await?)
+    }
+
+    /// Records a scheduled run under its slot's key; `None` when another replica (or an earlier
+    /// tick) holds the slot.
+    pub async fn record_scheduled(
+        &self,
+        kind: JobKind,
+        request: serde_json::Value,
+        schedule_key: String,
+    ) -> Result<Option<Job>, LakeError> {
+        match self.insert(kind, request, Some(schedule_key)).await {
+            Ok(job) => Ok(Some(job)),
+            Err(CatalogError::Conflict(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn insert(
+        &self,
+        kind: JobKind,
+        request: serde_json::Value,
+        schedule_key: Option<String>,
+    ) -> Result<Job, CatalogError> {
+        self.lake
+            .catalog
+            .insert_job(&NewJob {
+                id: uuid::Uuid::now_v7(),
+                kind: kind.as_str().to_owned(),
+                request,
+                schedule_key,
+            })
+            .await
+    }
+
+    /// A job of one kind; another kind's id is not found.
+    pub async fn get(&self, id: uuid::Uuid, kind: JobKind) -> Result<Job, LakeError> {
+        let job = self.lake.catalog.get_job(id).await?;
+        if job.kind != kind.as_str() {
+            return Err(LakeError::NotFound(format!("{kind} job {id} not found")));
+        }
+        Ok(job)
+    }
+
+    /// The newest jobs of one kind, newest first.
+    pub async fn list(&self, kind: JobKind, limit: u32) -> Result<Vec<Job>, LakeError> {
+        Ok(self.lake.catalog.list_jobs(kind.as_str(), limit).await?)
+    }
+
+    /// Claims recorded job `id` (only one caller ever wins), runs `work` with a heartbeat, and
+    /// records how it ended.
+    pub async fn run(
+        &self,
+        id: uuid::Uuid,
+        work: impl Future<Output = Ended>,
+    ) -> Result<Job, LakeError> {
+        self.lake.catalog.start_job(id).await?;
+        let ended = self.heartbeating(id, work).await;
+        let (status, result, error) = match ended {
+            Ended::Succeeded(r) => (JobStatus::Succeeded, Some(r), None),
+            Ended::Failed { result, error } => (JobStatus::Failed, result, Some(error)),
+        };
+        self.end(id, status, result.as_ref(), error.as_deref())
+            .await
+    }
+
+    /// Records how a job ended. When another replica already marked it failed (its heartbeat
+    /// looked silent), that record stands and is returned.
+    async fn end(
+        &self,
+        id: uuid::Uuid,
+        status: JobStatus,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) -> Result<Job, LakeError> {
+        match self
+            .lake
+            .catalog
+            .finish_job(id, status, result, error)
+            .await
+        {
+            Ok(job) => Ok(job),
+            Err(CatalogError::Conflict(m)) => {
+                tracing::warn!(job = %id, reason = m, "The job had already been ended elsewhere");
+                Ok(self.lake.catalog.get_job(id).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs `work` for running job `id`, refreshing its heartbeat meanwhile, so other replicas
+    /// know its server is alive.
+    async fn heartbeating<T>(&self, id: uuid::Uuid, work: impl Future<Output = T>) -> T {
+        let catalog = self.lake.catalog.clone();
+        let beat = tokio::spawn(async move {
+            let mut t = tokio::time::interval(HEARTBEAT);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                if let Err(e) = catalog.heartbeat_job(id).await {
+                    tracing::warn!(job = %id, error = %e, "Job heartbeat failed");
+                }
+            }
+        });
+        // Stops the heartbeat however `work` ends, dropped included.
+        struct Stop(tokio::task::JoinHandle<()>);
+        impl Drop for Stop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let _stop = Stop(beat);
+        work.await
+    }
+
+    /// Fails every job silent for [`STALE_AFTER`] (its server stopped), on any replica.
+    pub async fn fail_silent(&self) {
+        match self.lake.catalog.fail_stale_jobs(STALE_AFTER).await {
+            Ok(jobs) => {
+                for j in jobs {
+                    tracing::warn!(job = %j.id, kind = j.kind, "A job's server stopped; marked failed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "Checking for abandoned jobs failed"),
+        }
+    }
+
+    /// Every `tick` for as long as the server runs: fails silent jobs, then starts the due backups
+    /// and scheduled collections no replica has run yet.
+    pub fn spawn_scheduler(&self, tick: Duration) -> tokio::task::JoinHandle<()> {
+        let lake = self.lake.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(tick);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                lake.jobs().fail_silent().await;
+                lake.backups().run_due(Utc::now()).await;
+                lake.collections().run_due(Utc::now()).await;
+            }
+        })
+    }
+}

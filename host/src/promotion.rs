@@ -1,0 +1,197 @@
+//! Promotion: a dataset copied to the next layer.
+//!
+//! Promotion copies a dataset's objects server-side into the next layer's bucket and catalogs the
+//! copy as a new dataset linked to its source by a `promotion` provenance edge. The source dataset
+//! and its bytes are never touched. A `pending` target is inserted first (unique per source and
+//! layer, which makes retries idempotent), the copies run with bounded parallelism, and the target
+//! turns `ready` in the same transaction that records its files and the edge.
+
+use futures::{StreamExt, TryStreamExt};
+
+use crate::catalog::{DatasetId, DatasetStatus, FileRecord, NewDataset};
+use crate::lake::{Lake, LakeError};
+use crate::layers::Layer;
+use crate::provenance::{Action, NewProvenance};
+
+/// What a caller asks for when promoting.
+#[derive(Debug, Clone)]
+pub struct PromoteRequest {
+    /// The dataset to promote.
+    pub dataset_id: DatasetId,
+    /// Must be the layer right after the dataset's own.
+    pub target_layer: Layer,
+    /// Free text kept on the promotion's provenance edge.
+    pub notes: Option<String>,
+}
+
+/// The outcome of a promotion.
+#[derive(Debug, Clone)]
+pub struct Promotion {
+    /// The dataset in the target layer.
+    pub target: crate::catalog::Dataset,
+    /// False when an earlier promotion had already completed and its target is returned again.
+    pub created: bool,
+}
+
+/// The promotion service, borrowed from a [`Lake`] (`lake.promotions()`).
+#[derive(Debug, Clone, Copy)]
+pub struct Promotions<'a> {
+    lake: &'a Lake,
+}
+
+impl std::ops::Deref for Promotions<'_> {
+    type Target = Lake;
+    fn deref(&self) -> &Lake {
+        self.lake
+    }
+}
+
+impl Lake {
+    /// The promotion service: datasets to the next layer.
+    pub fn promotions(&self) -> Promotions<'_> {
+        Promotions { lake: self }
+    }
+}
+
+impl Promotions<'_> {
+    /// Promotes a dataset to the adjacent layer.
+    ///
+    /// Idempotent: the catalog allows one promotion target per (source, layer), so a retry after a
+    /// completed promotion returns the existing target, and a retry after a failure resumes the
+    /// pending target. The target becomes `ready` only in the same transaction that records its files
+    /// and the provenance edge, so a failure part-way never leaves a target visible as ready.
+    pub async fn promote(&self, req: PromoteRequest) -> Result<Promotion, LakeError> {
+        let source = self.get_dataset(req.dataset_id).await?;
+        let allowed = source.layer.next();
+        if allowed != Some(req.target_layer) {
+            return Err(LakeError::Invalid(match allowed {
+                Some(next) => format!(
+                    "dataset {} is in {}; it can only be promoted to the adjacent layer {next}, not {}",
+                    source.id, source.layer, req.target_layer
+                ),
+                None => format!(
+                    "dataset {} is in archive, the last layer; it cannot be promoted",
+                    source.id
+                ),
+            }));
+        }
+
+        let target = match self
+            .catalog
+            .find_promotion(source.id, req.target_layer)
+            .await?
+        {
+            Some(t) if t.status == DatasetStatus::Ready => {
+                return Ok(Promotion {
+                    target: t,
+                    created: false,
+                });
+            }
+            Some(t) => t,
+            None => {
+                let id = DatasetId::new();
+                let mut metadata = source.metadata.clone();
+                if let Some(obj) = metadata.as_object_mut() {
+                    obj.insert("promoted_from".into(), serde_json::json!(source.id));
+                }
+                let new = NewDataset {
+                    id,
+                    name: source.name.clone(),
+                    source: source.source.clone(),
+                    external_id: source.external_id.clone(),
+                    layer: req.target_layer,
+                    bucket: self.bucket(req.target_layer).to_owned(),
+                    prefix: format!("{}/{}/", source.source, id),
+                    metadata,
+                    tags: source.tags.clone(),
+                    status: DatasetStatus::Pending,
+                    promoted_from: Some(source.id),
+                };
+                match self.catalog.insert_dataset(&new, &[], None).await {
+                    Ok(d) => d,
+                    // A concurrent promotion of the same dataset won the race: resume or return it.
+                    Err(crate::catalog::CatalogError::Conflict(_)) => {
+                        match self
+                            .catalog
+                            .find_promotion(source.id, req.target_layer)
+                            .await?
+                        {
+                            Some(t) if t.status == DatasetStatus::Ready => {
+                                return Ok(Promotion {
+                                    target: t,
+                                    created: false,
+                                });
+                            }
+                            Some(t) => t,
+                            None => {
+                                return Err(LakeError::Conflict(
+                                    "a concurrent promotion is in progress".into(),
+                                ));
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+
+        let files = self.catalog.list_files(source.id).await?;
+        let copied: Result<Vec<FileRecord>, LakeError> =
+            futures::stream::iter(files.iter().cloned())
+                .map(|f| {
+                    let src_key = format!("{}{}", source.prefix, f.name);
+                    let dst_key = format!("{}{}", target.prefix, f.name);
+                    let (src_bucket, dst_bucket) = (source.bucket.clone(), target.bucket.clone());
+                    async move {
+                        self.blobs
+                            .copy(&src_bucket, &src_key, &dst_bucket, &dst_key)
+                            .await?;
+                        // The copy is server-side; check its size so a truncated copy never becomes ready.
+                        let info = self.blobs.head(&dst_bucket, &dst_key).await?;
+                        if info.size != f.size {
+                            return Err(LakeError::Unavailable(format!(
+                                "copy of {} has {} bytes, expected {}",
+                                f.name, info.size, f.size
+                            )));
+                        }
+                        Ok(f)
+                    }
+                })
+                .buffer_unordered(self.settings.promotion_parallelism)
+                .try_collect()
+                .await;
+        let copied = match copied {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(source = %source.id, target = %target.id, error = %e, "Promotion failed part-way");
+                let _ = self
+                    .catalog
+                    .set_status(target.id, DatasetStatus::Failed)
+                    .await;
+                return Err(e);
+            }
+        };
+
+        let prov = NewProvenance {
+            action: Action::Promotion,
+            inputs: vec![source.id],
+            outputs: vec![target.id],
+            parameters: serde_json::json!({
+                "from_layer": source.layer,
+                "to_layer": req.target_layer,
+                "files": copied.len(),
+            }),
+            notes: req.notes.clone(),
+            actor: None,
+        };
+        let done = self
+            .catalog
+            .commit(target.id, &copied, DatasetStatus::Ready, Some(&prov))
+            .await?;
+        metrics::counter!("lake_promotions_total", "to" => req.target_layer.as_str()).increment(1);
+        Ok(Promotion {
+            target: done,
+            created: true,
+        })
+    }
+}
