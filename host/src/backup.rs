@@ -544,14 +544,7 @@ impl Backups<'_> {
             removed,
         };
         self.catalog()
-            .append_provenance(&NewProvenance {
-                action: Action::Backup,
-                inputs: vec![],
-                outputs: vec![],
-                parameters: serde_json::to_value(&result).unwrap_or_default(),
-                notes: None,
-                actor: None,
-            })
+            .append_provenance(&NewProvenance::backup(&result))
             .await?;
         metrics::counter!("lake_backups_total", "kind" => kind.to_owned()).increment(1);
         Ok(result)
@@ -919,14 +912,7 @@ impl Backups<'_> {
             bytes,
         };
         self.catalog()
-            .append_provenance(&NewProvenance {
-                action: Action::Restore,
-                inputs: vec![],
-                outputs: vec![],
-                parameters: serde_json::json!({"from": target.name, "report": report}),
-                notes: None,
-                actor: None,
-            })
+            .append_provenance(&NewProvenance::restore(&target.name, &report))
             .await?;
         Ok(report)
     }

@@ -32,7 +32,10 @@ use crate::lake::{Lake, LakeError};
 use crate::layers::Layer;
 use crate::pipeline::{RunOutcome, RunRequest};
 use crate::plugins::{Kind, Part};
-use crate::provenance::{Action, NewProvenance};
+use crate::provenance::{
+    Action, CollectionRecord, CollectionStatus, InvocationRecord, NewProvenance, PreviousVersion,
+    RunStatus,
+};
 
 /// The collection service's own state inside [`Lake`].
 #[derive(Debug, Default)]
@@ -120,6 +123,41 @@ pub struct CollectedFile {
     pub facts: BTreeMap<String, String>,
 }
 
+/// What a collection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectionOutcome {
+    /// The first collection of its `(plugin, external_id)`.
+    New,
+    /// A new version.
+    Changed,
+    /// The same files as the newest earlier version; nothing new is stored.
+    Unchanged,
+}
+
+impl CollectionOutcome {
+    /// The spelling in JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CollectionOutcome::New => "new",
+            CollectionOutcome::Changed => "changed",
+            CollectionOutcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// What became of one configured parse of a collected file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ParseStatus {
+    /// The table was stored.
+    Succeeded,
+    /// The parser failed; its run is recorded.
+    Failed,
+    /// An equal run (same component, parameters and file) succeeded before.
+    Skipped,
+}
+
 /// What a parser made of one collected file.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ParsedFile {
@@ -128,7 +166,7 @@ pub struct ParsedFile {
     /// The parser.
     pub plugin: String,
     /// `succeeded`, `failed`, or `skipped` (an equal run succeeded before).
-    pub status: String,
+    pub status: ParseStatus,
     /// The pipeline run (its provenance entry).
     #[schema(value_type = Option<String>)]
     pub run_id: Option<uuid::Uuid>,
@@ -143,7 +181,7 @@ pub struct ParsedFile {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Collected {
     /// `new` (first collection), `changed` (a new version) or `unchanged`.
-    pub outcome: String,
+    pub outcome: CollectionOutcome,
     /// The raw dataset holding these bytes (the earlier one when unchanged).
     #[schema(value_type = String)]
     pub dataset_id: DatasetId,
@@ -473,15 +511,23 @@ impl Collections<'_> {
             tokio::join!(plugins.collect_recorded(&plan.plugin, params, tx), store);
         let (files, keys, store_err) = stored;
 
-        let mut details = crate::provenance::run_details(
-            &inv,
-            serde_json::Value::Object(plan.params.clone()),
-            None,
-            Layer::Raw,
-        );
-        details["external_id"] = plan.external_id.clone().into();
-        details["source"] = serde_json::json!(plan.source);
-        details["requests"] = serde_json::to_value(&requests).unwrap_or_default();
+        let record = CollectionRecord {
+            invocation: InvocationRecord::of(
+                &inv,
+                serde_json::Value::Object(plan.params.clone()),
+                None,
+                Layer::Raw,
+            ),
+            external_id: plan.external_id.clone(),
+            source: plan.source.clone(),
+            requests: serde_json::to_value(&requests).unwrap_or_default(),
+            status: CollectionStatus::Succeeded,
+            content_sha256: None,
+            same_as: None,
+            version: None,
+            previous_version: None,
+            error: None,
+        };
 
         let failure = match (&inv.result, store_err) {
             (_, Some(e)) => Some(("unavailable".to_owned(), e)),
@@ -496,9 +542,8 @@ impl Collections<'_> {
             for key in &keys {
                 self.discard_object(&bucket, key).await;
             }
-            details["status"] = "failed".into();
-            details["error"] = serde_json::json!({"code": code, "message": message});
-            let entry = self.record_collection(vec![], details).await?;
+            let record = record.failed(&code, message.clone());
+            let entry = self.record_collection(vec![], &record).await?;
             metrics::counter!("lake_collections_total", "plugin" => plan.plugin.clone(), "outcome" => "failed").increment(1);
             return Err(CollectFailure {
                 code,
@@ -508,12 +553,13 @@ impl Collections<'_> {
         }
 
         let fingerprint = content_sha(&files);
-        details["content_sha256"] = fingerprint.clone().into();
-        let base = details;
+        let base = CollectionRecord {
+            content_sha256: Some(fingerprint.clone()),
+            ..record
+        };
         let mut attempt = 0u32;
         let (outcome, dataset_id, version, prev, entry) = loop {
             attempt += 1;
-            let mut details = base.clone();
             let _guard = self.state.decide.lock().await;
             // The newest version by number: a slow collection that started earlier has the smaller
             // id but may finish later.
@@ -549,15 +595,26 @@ impl Collections<'_> {
                     for key in &keys {
                         self.discard_object(&bucket, key).await;
                     }
-                    details["status"] = "unchanged".into();
-                    details["same_as"] = p.id.to_string().into();
-                    let entry = self.record_collection(vec![p.id], details).await?;
-                    ("unchanged", p.id, prev_version, None, entry)
+                    let record = CollectionRecord {
+                        status: CollectionStatus::Unchanged,
+                        same_as: Some(p.id.to_string()),
+                        ..base.clone()
+                    };
+                    let entry = self.record_collection(vec![p.id], &record).await?;
+                    (
+                        CollectionOutcome::Unchanged,
+                        p.id,
+                        prev_version,
+                        None,
+                        entry,
+                    )
                 }
                 previous => {
                     let version = prev_version + 1;
-                    details["status"] = "succeeded".into();
-                    details["version"] = version.into();
+                    let mut record = CollectionRecord {
+                        version: Some(version),
+                        ..base.clone()
+                    };
                     let mut facts = serde_json::Map::new();
                     for f in &files {
                         for (k, v) in &f.facts {
@@ -572,16 +629,20 @@ impl Collections<'_> {
                         "content_sha256": fingerprint,
                         "collected_by": {
                             "plugin": plan.plugin,
-                            "component_sha256": details["component_sha256"],
+                            "component_sha256": record.invocation.component_sha256,
                             "configured_source": plan.source,
                         },
                         "upstream": facts,
                         "files": files,
                     });
                     if let Some(p) = &previous {
+                        let previous_version = PreviousVersion {
+                            dataset_id: p.id,
+                            version: prev_version,
+                        };
                         metadata["previous_version"] =
-                            serde_json::json!({"dataset_id": p.id, "version": prev_version});
-                        details["previous_version"] = metadata["previous_version"].clone();
+                            serde_json::to_value(&previous_version).unwrap_or_default();
+                        record.previous_version = Some(previous_version);
                     }
                     let new = NewDataset {
                         id,
@@ -606,14 +667,7 @@ impl Collections<'_> {
                             created_at: Utc::now(),
                         })
                         .collect();
-                    let prov = NewProvenance {
-                        action: Action::Collection,
-                        inputs: vec![],
-                        outputs: vec![id],
-                        parameters: details,
-                        notes: None,
-                        actor: None,
-                    };
+                    let prov = NewProvenance::collection(vec![], Some(id), &record);
                     let inserted = self
                         .catalog()
                         .insert_datasets(&[(new, records)], std::slice::from_ref(&prov))
@@ -632,12 +686,9 @@ impl Collections<'_> {
                         }
                         // Nothing is stored, but the collection and its requests are still recorded.
                         let e = LakeError::from(e);
-                        let mut parameters = prov.parameters.clone();
-                        parameters["status"] = "failed".into();
-                        parameters["error"] =
-                            serde_json::json!({"code": "not_stored", "message": e.to_string()});
+                        let record = record.failed("not_stored", e.to_string());
                         let failure = CollectFailure::from(e);
-                        let entry = self.record_collection(vec![], parameters).await;
+                        let entry = self.record_collection(vec![], &record).await;
                         return Err(CollectFailure {
                             entry_id: entry.ok(),
                             ..failure
@@ -653,15 +704,19 @@ impl Collections<'_> {
                         .ok_or_else(|| {
                             LakeError::Unavailable("the collection was not recorded".into())
                         })?;
-                    let outcome = if previous.is_some() { "changed" } else { "new" };
+                    let outcome = if previous.is_some() {
+                        CollectionOutcome::Changed
+                    } else {
+                        CollectionOutcome::New
+                    };
                     (outcome, id, version, previous.map(|p| p.id), entry.id)
                 }
             };
             break decided;
         };
-        metrics::counter!("lake_collections_total", "plugin" => plan.plugin.clone(), "outcome" => outcome).increment(1);
+        metrics::counter!("lake_collections_total", "plugin" => plan.plugin.clone(), "outcome" => outcome.as_str()).increment(1);
 
-        let stored_files = if outcome == "unchanged" {
+        let stored_files = if outcome == CollectionOutcome::Unchanged {
             self.dataset_files(dataset_id)
                 .await
                 .map_err(CollectFailure::from)?
@@ -675,7 +730,7 @@ impl Collections<'_> {
             .parse_collected(plan, dataset_id, &stored_files, progress)
             .await?;
         Ok(Collected {
-            outcome: outcome.into(),
+            outcome,
             dataset_id,
             version,
             previous: prev,
@@ -788,18 +843,11 @@ impl Collections<'_> {
     async fn record_collection(
         &self,
         inputs: Vec<DatasetId>,
-        parameters: serde_json::Value,
+        record: &CollectionRecord,
     ) -> Result<uuid::Uuid, LakeError> {
         let entry = self
             .catalog()
-            .append_provenance(&NewProvenance {
-                action: Action::Collection,
-                inputs,
-                outputs: vec![],
-                parameters,
-                notes: None,
-                actor: None,
-            })
+            .append_provenance(&NewProvenance::collection(inputs, None, record))
             .await?;
         Ok(entry.id)
     }
@@ -836,18 +884,19 @@ impl Collections<'_> {
             names.sort();
             for file in names {
                 let done = earlier.iter().find(|e| {
-                    e.action == Action::Pipeline
-                        && e.inputs.contains(&dataset)
-                        && e.parameters["status"] == "succeeded"
-                        && e.parameters["input_file"] == file.as_str()
-                        && e.parameters["component_sha256"].as_str() == sha.as_deref()
-                        && e.parameters["params"] == params
+                    e.inputs.contains(&dataset)
+                        && e.pipeline_record().is_some_and(|r| {
+                            r.status == RunStatus::Succeeded
+                                && r.invocation.input_file.as_deref() == Some(file.as_str())
+                                && r.invocation.component_sha256 == sha
+                                && r.invocation.params == params
+                        })
                 });
                 if let Some(e) = done {
                     out.push(ParsedFile {
                         file: file.clone(),
                         plugin: p.plugin.clone(),
-                        status: "skipped".into(),
+                        status: ParseStatus::Skipped,
                         run_id: Some(e.id),
                         dataset_id: e.outputs.first().copied(),
                         error: None,
@@ -875,7 +924,7 @@ impl Collections<'_> {
                     RunOutcome::Succeeded(r) => ParsedFile {
                         file: file.clone(),
                         plugin: p.plugin.clone(),
-                        status: "succeeded".into(),
+                        status: ParseStatus::Succeeded,
                         run_id: Some(r.id),
                         dataset_id: r.output,
                         error: None,
@@ -883,7 +932,7 @@ impl Collections<'_> {
                     RunOutcome::Failed(f) => ParsedFile {
                         file: file.clone(),
                         plugin: p.plugin.clone(),
-                        status: "failed".into(),
+                        status: ParseStatus::Failed,
                         run_id: Some(f.run_id),
                         dataset_id: None,
                         error: Some(f.error.to_string()),

@@ -846,12 +846,15 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         Limits,
         RunRequest,
         Run,
+        crate::provenance::RunStatus,
         crate::catalog::Job,
         crate::catalog::JobStatus,
         crate::collect::CollectRequest,
         crate::collect::Collected,
         crate::collect::CollectedFile,
         crate::collect::ParsedFile,
+        crate::collect::CollectionOutcome,
+        crate::collect::ParseStatus,
         crate::backup::BackupResult
     ))
 )]

@@ -21,7 +21,10 @@ use crate::catalog::{
 };
 use crate::config::{Config, LockMode, StorageBackend};
 use crate::layers::Layer;
-use crate::provenance::{Action, Direction, LineageGraph, NewProvenance, ProvenanceEntry};
+use crate::provenance::{
+    Action, DeletionRecord, Direction, FileFacts, LineageGraph, NewProvenance, ProvenanceEntry,
+    RegistrationRecord,
+};
 
 /// Errors of lake operations; the HTTP layer maps each to one status.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -577,17 +580,21 @@ impl Lake {
             status: DatasetStatus::Ready,
             promoted_from: None,
         };
-        let prov = NewProvenance {
+        let prov = NewProvenance::registration(
             action,
-            inputs: vec![],
-            outputs: vec![id],
-            parameters: serde_json::json!({
-                "object_path": req.object_path,
-                "files": files.iter().map(|f| serde_json::json!({"name": f.name, "sha256": f.sha256, "size": f.size})).collect::<Vec<_>>(),
-            }),
-            notes: None,
-            actor: None,
-        };
+            id,
+            &RegistrationRecord::Objects {
+                object_path: req.object_path.clone(),
+                files: files
+                    .iter()
+                    .map(|f| FileFacts {
+                        name: f.name.clone(),
+                        size: f.size,
+                        sha256: f.sha256.clone(),
+                    })
+                    .collect(),
+            },
+        );
         let d = self
             .catalog
             .insert_dataset(&new, &files, Some(&prov))
@@ -657,14 +664,15 @@ impl Lake {
                 content_type: content_type.filter(|c| !c.is_empty()).unwrap_or(content_type_for(name)).to_owned(),
                 created_at: Utc::now(),
             };
-            let prov = NewProvenance {
-                action: Action::Registration,
-                inputs: vec![],
-                outputs: vec![id],
-                parameters: serde_json::json!({"file": name, "sha256": file.sha256, "size": size}),
-                notes: None,
-                actor: None,
-            };
+            let prov = NewProvenance::registration(
+                Action::Registration,
+                id,
+                &RegistrationRecord::File {
+                    file: name.to_owned(),
+                    sha256: file.sha256.clone(),
+                    size,
+                },
+            );
             match self.catalog.commit(id, std::slice::from_ref(&file), DatasetStatus::Ready, Some(&prov)).await {
                 Ok(d) => Ok((d, size)),
                 Err(e) => {
@@ -734,14 +742,14 @@ impl Lake {
             )));
         }
         let files = self.catalog.list_files(id).await?;
-        let prov = NewProvenance {
-            action: Action::Deletion,
-            inputs: vec![id],
-            outputs: vec![],
-            parameters: serde_json::json!({"layer": d.layer, "files": files.len()}),
-            notes: None,
+        let prov = NewProvenance::deletion(
+            id,
+            &DeletionRecord {
+                layer: d.layer,
+                files: files.len(),
+            },
             actor,
-        };
+        );
         // Mark deleted first: a failure while removing objects leaves orphans, never a visible row
         // whose objects are gone.
         self.catalog
@@ -769,14 +777,7 @@ impl Lake {
         for id in inputs.iter().chain(&outputs) {
             self.catalog.get_dataset(*id).await?;
         }
-        let entry = NewProvenance {
-            action: Action::Manual,
-            inputs,
-            outputs,
-            parameters: serde_json::json!({}),
-            notes: Some(notes),
-            actor: None,
-        };
+        let entry = NewProvenance::manual(inputs, outputs, notes);
         Ok(self.catalog.append_provenance(&entry).await?)
     }
 

@@ -13,7 +13,9 @@ use crate::catalog::{Dataset, DatasetId, DatasetStatus, FileRecord, NewDataset};
 use crate::lake::{Lake, LakeError};
 use crate::layers::Layer;
 use crate::plugins::{InvokeError, Kind, Table};
-use crate::provenance::{Action, NewProvenance, ProvenanceEntry};
+use crate::provenance::{
+    Action, FileFacts, InvocationRecord, NewProvenance, PipelineRecord, ProvenanceEntry, RunStatus,
+};
 
 /// What to run.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -46,7 +48,7 @@ pub struct Run {
     #[schema(value_type = String, format = Uuid)]
     pub id: uuid::Uuid,
     /// `succeeded` or `failed`.
-    pub status: String,
+    pub status: RunStatus,
     /// Input datasets.
     #[schema(value_type = Vec<String>)]
     pub inputs: Vec<DatasetId>,
@@ -65,12 +67,7 @@ impl Run {
     pub fn from_entry(e: ProvenanceEntry) -> Run {
         Run {
             id: e.id,
-            status: e
-                .parameters
-                .get("status")
-                .and_then(|s| s.as_str())
-                .unwrap_or("unknown")
-                .to_owned(),
+            status: e.pipeline_record().map_or(RunStatus::Unknown, |r| r.status),
             inputs: e.inputs,
             output: e.outputs.first().copied(),
             details: e.parameters,
@@ -176,8 +173,8 @@ impl Pipelines<'_> {
             }
         };
         let (inv, file) = invocation;
-        let mut details =
-            crate::provenance::run_details(&inv, req.params.clone(), file.as_deref(), target_layer);
+        let invocation =
+            InvocationRecord::of(&inv, req.params.clone(), file.as_deref(), target_layer);
         let input_ids: Vec<DatasetId> = inputs.iter().map(|d| d.id).collect();
         match inv.result {
             Ok(table) => {
@@ -186,18 +183,17 @@ impl Pipelines<'_> {
                     .await;
                 match written {
                     Ok((dataset, file)) => {
-                        details["status"] = "succeeded".into();
-                        details["rows"] = table.num_rows().into();
-                        details["columns"] = table.schema.fields().len().into();
-                        details["output_file"] = serde_json::json!({"name": file.name, "size": file.size, "sha256": file.sha256});
-                        let prov = NewProvenance {
-                            action: Action::Pipeline,
-                            inputs: input_ids,
-                            outputs: vec![dataset.id],
-                            parameters: details,
-                            notes: None,
-                            actor: None,
-                        };
+                        let record = PipelineRecord::succeeded(
+                            invocation,
+                            table.num_rows() as u64,
+                            table.schema.fields().len(),
+                            FileFacts {
+                                name: file.name.clone(),
+                                size: file.size,
+                                sha256: file.sha256.clone(),
+                            },
+                        );
+                        let prov = NewProvenance::pipeline(input_ids, Some(dataset.id), &record);
                         let d = self
                             .catalog
                             .commit(
@@ -223,13 +219,13 @@ impl Pipelines<'_> {
                     }
                     Err(e) => {
                         let err = InvokeError::Output(e.to_string());
-                        self.record_failure(details, input_ids, err, &manifest.name)
+                        self.record_failure(invocation, input_ids, err, &manifest.name)
                             .await
                     }
                 }
             }
             Err(err) => {
-                self.record_failure(details, input_ids, err, &manifest.name)
+                self.record_failure(invocation, input_ids, err, &manifest.name)
                     .await
             }
         }
@@ -237,21 +233,13 @@ impl Pipelines<'_> {
 
     async fn record_failure(
         &self,
-        mut details: serde_json::Value,
+        invocation: InvocationRecord,
         inputs: Vec<DatasetId>,
         error: InvokeError,
         plugin: &str,
     ) -> Result<RunOutcome, LakeError> {
-        details["status"] = "failed".into();
-        details["error"] = serde_json::json!({"code": error.code(), "message": error.to_string()});
-        let prov = NewProvenance {
-            action: Action::Pipeline,
-            inputs,
-            outputs: vec![],
-            parameters: details,
-            notes: None,
-            actor: None,
-        };
+        let record = PipelineRecord::failed(invocation, error.code(), error.to_string());
+        let prov = NewProvenance::pipeline(inputs, None, &record);
         let entry = self.catalog.append_provenance(&prov).await?;
         tracing::warn!(plugin, run = %entry.id, error = %error, "Pipeline run failed");
         metrics::counter!("lake_pipeline_runs_total", "plugin" => plugin.to_owned(), "status" => "failed").increment(1);

@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::catalog::{DatasetId, DatasetStatus, FileRecord, NewDataset};
 use crate::lake::{Lake, LakeError};
 use crate::layers::Layer;
-use crate::provenance::{Action, NewProvenance};
+use crate::provenance::{NewProvenance, PromotionRecord};
 
 /// What a caller asks for when promoting.
 #[derive(Debug, Clone)]
@@ -172,18 +172,16 @@ impl Promotions<'_> {
             }
         };
 
-        let prov = NewProvenance {
-            action: Action::Promotion,
-            inputs: vec![source.id],
-            outputs: vec![target.id],
-            parameters: serde_json::json!({
-                "from_layer": source.layer,
-                "to_layer": req.target_layer,
-                "files": copied.len(),
-            }),
-            notes: req.notes.clone(),
-            actor: None,
-        };
+        let prov = NewProvenance::promotion(
+            source.id,
+            target.id,
+            &PromotionRecord {
+                from_layer: source.layer,
+                to_layer: req.target_layer,
+                files: copied.len(),
+            },
+            req.notes.clone(),
+        );
         let done = self
             .catalog
             .commit(target.id, &copied, DatasetStatus::Ready, Some(&prov))

@@ -1,6 +1,11 @@
 //! Provenance: the append-only record of every action, and lineage built from it.
 //!
 //! An entry names an action, its input and output datasets, its parameters and when it happened.
+//! Parameters are typed: one record per action ([`PipelineRecord`], [`CollectionRecord`],
+//! [`RegistrationRecord`], [`PromotionRecord`], [`DeletionRecord`], the backup's and restore's
+//! reports), written by the `NewProvenance` constructors here and read back by the typed readers
+//! here ([`ProvenanceEntry::pipeline_record`]); no other module builds or picks apart an entry's
+//! JSON.
 //! Entries are never updated or deleted: the database adapters only insert them, and both schemas
 //! carry triggers that reject `UPDATE` and `DELETE` on the provenance tables. Lineage is the graph whose
 //! edges run from each input of an entry to each of its outputs.
@@ -94,6 +99,104 @@ pub struct NewProvenance {
 }
 
 impl NewProvenance {
+    fn of(
+        action: Action,
+        inputs: Vec<DatasetId>,
+        outputs: Vec<DatasetId>,
+        record: &impl Serialize,
+    ) -> Self {
+        Self {
+            action,
+            inputs,
+            outputs,
+            // The records are plain data: serialising them cannot fail.
+            parameters: serde_json::to_value(record).unwrap_or_default(),
+            notes: None,
+            actor: None,
+        }
+    }
+
+    /// A dataset registered (or collected, as `action` says) with its files.
+    pub fn registration(action: Action, output: DatasetId, record: &RegistrationRecord) -> Self {
+        Self::of(action, vec![], vec![output], record)
+    }
+
+    /// One plugin invocation: its output when it made one.
+    pub fn pipeline(
+        inputs: Vec<DatasetId>,
+        output: Option<DatasetId>,
+        record: &PipelineRecord,
+    ) -> Self {
+        Self::of(
+            Action::Pipeline,
+            inputs,
+            output.into_iter().collect(),
+            record,
+        )
+    }
+
+    /// One collection: the new dataset, or (unchanged) the one that already holds the bytes as its
+    /// input, or neither (failed).
+    pub fn collection(
+        inputs: Vec<DatasetId>,
+        output: Option<DatasetId>,
+        record: &CollectionRecord,
+    ) -> Self {
+        Self::of(
+            Action::Collection,
+            inputs,
+            output.into_iter().collect(),
+            record,
+        )
+    }
+
+    /// A dataset copied to the next layer, with the caller's notes.
+    pub fn promotion(
+        source: DatasetId,
+        target: DatasetId,
+        record: &PromotionRecord,
+        notes: Option<String>,
+    ) -> Self {
+        Self {
+            notes,
+            ..Self::of(Action::Promotion, vec![source], vec![target], record)
+        }
+    }
+
+    /// A dataset deleted by `actor`.
+    pub fn deletion(id: DatasetId, record: &DeletionRecord, actor: Option<String>) -> Self {
+        Self {
+            actor,
+            ..Self::of(Action::Deletion, vec![id], vec![], record)
+        }
+    }
+
+    /// A backup, as its result says.
+    pub fn backup(result: &crate::backup::BackupResult) -> Self {
+        Self::of(Action::Backup, vec![], vec![], result)
+    }
+
+    /// A restore from `from`, as its report says.
+    pub fn restore(from: &str, report: &crate::backup::RestoreReport) -> Self {
+        Self::of(
+            Action::Restore,
+            vec![],
+            vec![],
+            &RestoreRecord {
+                from: from.to_owned(),
+                report: report.clone(),
+            },
+        )
+    }
+
+    /// A person's note on datasets.
+    pub fn manual(inputs: Vec<DatasetId>, outputs: Vec<DatasetId>, notes: String) -> Self {
+        Self {
+            notes: Some(notes),
+            ..Self::of(Action::Manual, inputs, outputs, &serde_json::Map::new())
+        }
+    }
+
     /// The entry as recorded under `id` at `at`.
     pub fn recorded(&self, id: uuid::Uuid, at: DateTime<Utc>) -> ProvenanceEntry {
         ProvenanceEntry {
@@ -132,6 +235,312 @@ pub struct ProvenanceEntry {
     pub actor: Option<String>,
     /// When it was recorded.
     pub created_at: DateTime<Utc>,
+}
+
+impl ProvenanceEntry {
+    /// The record of a `pipeline` entry; `None` for other actions, or an entry that does not read
+    /// as one.
+    pub fn pipeline_record(&self) -> Option<PipelineRecord> {
+        (self.action == Action::Pipeline)
+            .then(|| serde_json::from_value(self.parameters.clone()).ok())
+            .flatten()
+    }
+}
+
+/// How a pipeline run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// The plugin's table was stored.
+    Succeeded,
+    /// The plugin failed, or its table could not be stored.
+    Failed,
+    /// An entry written in a form this version does not read.
+    #[serde(other)]
+    Unknown,
+}
+
+/// What a `collection` entry says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectionStatus {
+    /// A new raw dataset holds the bytes.
+    Succeeded,
+    /// The bytes equal the newest earlier version's; nothing new was stored.
+    Unchanged,
+    /// Nothing was stored.
+    Failed,
+}
+
+/// A failure as an entry records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecordedError {
+    /// A stable code (`timeout`, `invalid_input`, `not_stored`, ...).
+    pub code: String,
+    /// What a person needs to know.
+    pub message: String,
+}
+
+/// A file as an entry names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FileFacts {
+    /// Name inside its dataset.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+/// What every plugin invocation's entry says about the invocation: the component, its parameters,
+/// the limits granted and what it used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InvocationRecord {
+    /// The plugin's name.
+    pub plugin: Option<String>,
+    /// Its version.
+    pub plugin_version: Option<String>,
+    /// SHA-256 of the component that ran.
+    pub component_sha256: Option<String>,
+    /// The interface version it was built against.
+    pub wit_version: Option<String>,
+    /// Parser, step or connector.
+    pub kind: Option<crate::plugins::Kind>,
+    /// The parameters it was given.
+    pub params: serde_json::Value,
+    /// The file a parser read.
+    pub input_file: Option<String>,
+    /// Where its output goes.
+    pub target_layer: Layer,
+    /// Limits granted.
+    pub limits: serde_json::Value,
+    /// What it used.
+    pub usage: serde_json::Value,
+}
+
+impl InvocationRecord {
+    /// The record of `inv`, given its parameters as JSON (see [`params_json`]).
+    pub fn of<T>(
+        inv: &crate::plugins::Invocation<T>,
+        params: serde_json::Value,
+        input_file: Option<&str>,
+        target_layer: Layer,
+    ) -> Self {
+        let m = inv.manifest.as_ref();
+        Self {
+            plugin: m.map(|m| m.name.clone()),
+            plugin_version: m.map(|m| m.version.clone()),
+            component_sha256: m.map(|m| m.sha256.clone()),
+            wit_version: m.map(|m| m.wit_version.clone()),
+            kind: m.map(|m| m.kind),
+            params,
+            input_file: input_file.map(str::to_owned),
+            target_layer,
+            limits: serde_json::to_value(&inv.limits).unwrap_or_default(),
+            usage: serde_json::to_value(&inv.usage).unwrap_or_default(),
+        }
+    }
+}
+
+/// Plugin parameters as an entry records them: each value parsed as JSON where it is JSON, else
+/// kept as a string.
+pub fn params_json(params: &[(String, String)]) -> serde_json::Value {
+    params
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone())),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// A `pipeline` entry: one invocation of a parser or step and what became of its table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineRecord {
+    /// The invocation.
+    #[serde(flatten)]
+    pub invocation: InvocationRecord,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Rows of the stored table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Columns of the stored table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<usize>,
+    /// The stored table's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_file: Option<FileFacts>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RecordedError>,
+    /// A saved merge: the cache key it was saved from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
+    /// A saved merge: the merge asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<serde_json::Value>,
+}
+
+impl PipelineRecord {
+    /// A run that stored a table of `rows` x `columns` in `output_file`.
+    pub fn succeeded(
+        invocation: InvocationRecord,
+        rows: u64,
+        columns: usize,
+        output_file: FileFacts,
+    ) -> Self {
+        Self {
+            invocation,
+            status: RunStatus::Succeeded,
+            rows: Some(rows),
+            columns: Some(columns),
+            output_file: Some(output_file),
+            error: None,
+            cache_key: None,
+            merge: None,
+        }
+    }
+
+    /// A run that failed with `code` and `message`.
+    pub fn failed(invocation: InvocationRecord, code: &str, message: String) -> Self {
+        Self {
+            invocation,
+            status: RunStatus::Failed,
+            rows: None,
+            columns: None,
+            output_file: None,
+            error: Some(RecordedError {
+                code: code.to_owned(),
+                message,
+            }),
+            cache_key: None,
+            merge: None,
+        }
+    }
+}
+
+/// The version a collected dataset follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousVersion {
+    /// Its dataset.
+    pub dataset_id: DatasetId,
+    /// Its version number.
+    pub version: u32,
+}
+
+/// A `collection` entry: one connector run, whatever came of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionRecord {
+    /// The connector's invocation.
+    #[serde(flatten)]
+    pub invocation: InvocationRecord,
+    /// What the catalog calls the collected data.
+    pub external_id: String,
+    /// The configured source, when it came from one.
+    pub source: Option<String>,
+    /// Every request the connector made, refused ones included.
+    pub requests: serde_json::Value,
+    /// What happened.
+    pub status: CollectionStatus,
+    /// Fingerprint of the (name, SHA-256) pairs collected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
+    /// Unchanged: the dataset that already holds these bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_as: Option<String>,
+    /// The new dataset's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// The version the new dataset follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<PreviousVersion>,
+    /// Why nothing was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RecordedError>,
+}
+
+impl CollectionRecord {
+    /// The same record, ended in failure with `code` and `message`.
+    pub fn failed(mut self, code: &str, message: String) -> Self {
+        self.status = CollectionStatus::Failed;
+        self.error = Some(RecordedError {
+            code: code.to_owned(),
+            message,
+        });
+        self
+    }
+}
+
+/// An upload as its `registration` entry names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadFacts {
+    /// The name the client gave.
+    pub filename: String,
+    /// The name it is stored under.
+    pub stored_as: String,
+    /// Its version among uploads of that name.
+    pub version: u32,
+}
+
+/// A `registration` entry: what was registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RegistrationRecord {
+    /// A file uploaded through `/files`.
+    Upload {
+        /// The upload.
+        upload: UploadFacts,
+        /// Its bytes.
+        files: Vec<FileFacts>,
+    },
+    /// Objects registered where they are (or an empty dataset).
+    Objects {
+        /// The path the caller named, if any.
+        object_path: Option<String>,
+        /// The objects found.
+        files: Vec<FileFacts>,
+    },
+    /// One file streamed into a dataset.
+    File {
+        /// Its name.
+        file: String,
+        /// SHA-256, hex.
+        sha256: String,
+        /// Bytes.
+        size: u64,
+    },
+}
+
+/// A `promotion` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionRecord {
+    /// The source's layer.
+    pub from_layer: Layer,
+    /// The target's layer.
+    pub to_layer: Layer,
+    /// Files copied.
+    pub files: usize,
+}
+
+/// A `deletion` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionRecord {
+    /// The deleted dataset's layer.
+    pub layer: Layer,
+    /// Its files, removed from the store.
+    pub files: usize,
+}
+
+/// A `restore` entry.
+#[derive(Debug, Clone, Serialize)]
+struct RestoreRecord {
+    from: String,
+    report: crate::backup::RestoreReport,
 }
 
 /// Which way to walk lineage from a dataset.
@@ -255,42 +664,5 @@ pub fn to_prov_json(graph: &LineageGraph, entries: &[ProvenanceEntry]) -> serde_
         "used": to_map(used),
         "wasGeneratedBy": to_map(generated),
         "wasDerivedFrom": to_map(derived),
-    })
-}
-
-/// Plugin parameters as the JSON object provenance records: each value parsed as JSON where it
-/// is JSON, else kept as a string.
-pub(crate) fn params_json(params: &[(String, String)]) -> serde_json::Value {
-    params
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone())),
-            )
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into()
-}
-
-/// What a `pipeline` provenance entry says about an invocation, before its outcome.
-pub(crate) fn run_details<T>(
-    inv: &crate::plugins::Invocation<T>,
-    params: serde_json::Value,
-    input_file: Option<&str>,
-    target_layer: Layer,
-) -> serde_json::Value {
-    let m = inv.manifest.as_ref();
-    serde_json::json!({
-        "plugin": m.map(|m| m.name.clone()),
-        "plugin_version": m.map(|m| m.version.clone()),
-        "component_sha256": m.map(|m| m.sha256.clone()),
-        "wit_version": m.map(|m| m.wit_version.clone()),
-        "kind": m.map(|m| m.kind),
-        "params": params,
-        "input_file": input_file,
-        "target_layer": target_layer,
-        "limits": inv.limits,
-        "usage": inv.usage,
     })
 }

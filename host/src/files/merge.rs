@@ -24,7 +24,7 @@ pub(super) struct Merged {
     /// The input tables' datasets, for provenance.
     pub(super) inputs: [DatasetId; 2],
     pub(super) manifest: Manifest,
-    pub(super) details: serde_json::Value,
+    pub(super) invocation: crate::provenance::InvocationRecord,
 }
 
 /// The largest right table an inner or left merge shares out among instances. Measured on 2 cores
@@ -176,7 +176,7 @@ impl Files<'_> {
         let manifest = inv.manifest.clone().ok_or_else(|| {
             LakeError::Unavailable("the bundled merge plugin is not loaded".into())
         })?;
-        let details = crate::provenance::run_details(
+        let invocation = crate::provenance::InvocationRecord::of(
             &inv,
             crate::provenance::params_json(&params),
             None,
@@ -188,7 +188,7 @@ impl Files<'_> {
                 table,
                 inputs: [l.id, r.id],
                 manifest,
-                details,
+                invocation,
             }),
             Err(InvokeError::Plugin { kind, message })
                 if kind == "invalid_params" || kind == "invalid_input" =>

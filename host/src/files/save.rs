@@ -10,7 +10,7 @@ use crate::catalog::{DatasetId, DatasetStatus, FileRecord, NewDataset};
 use crate::lake::LakeError;
 use crate::layers::Layer;
 use crate::plugins::Table;
-use crate::provenance::{Action, NewProvenance};
+use crate::provenance::{FileFacts, NewProvenance, PipelineRecord};
 
 use super::sniff::sanitise_file_name;
 use super::{Files, SOURCE, SaveFormat, SavedMerge, columns_of};
@@ -81,15 +81,22 @@ impl Files<'_> {
         };
         let rows = merged.table.num_rows() as u64;
         let columns = merged.table.schema.fields().len();
-        let mut details = merged.details.clone();
-        details["status"] = "succeeded".into();
-        details["rows"] = rows.into();
-        details["columns"] = columns.into();
-        details["cache_key"] = cache_key.into();
-        details["merge"] = serde_json::to_value(&merged.spec).unwrap_or_default();
-        details["output_file"] =
-            serde_json::json!({"name": file_name, "size": size, "sha256": sha});
-        details["plugin"] = merged.manifest.name.clone().into();
+        let mut invocation = merged.invocation.clone();
+        invocation.plugin = Some(merged.manifest.name.clone());
+        let record = PipelineRecord {
+            cache_key: Some(cache_key.to_owned()),
+            merge: serde_json::to_value(&merged.spec).ok(),
+            ..PipelineRecord::succeeded(
+                invocation,
+                rows,
+                columns,
+                FileFacts {
+                    name: file_name.clone(),
+                    size,
+                    sha256: sha.clone(),
+                },
+            )
+        };
         let new = NewDataset {
             id,
             name: name.to_owned(),
@@ -107,14 +114,7 @@ impl Files<'_> {
             status: DatasetStatus::Ready,
             promoted_from: None,
         };
-        let prov = NewProvenance {
-            action: Action::Pipeline,
-            inputs: merged.inputs.to_vec(),
-            outputs: vec![id],
-            parameters: details,
-            notes: None,
-            actor: None,
-        };
+        let prov = NewProvenance::pipeline(merged.inputs.to_vec(), Some(id), &record);
         if let Err(e) = self
             .catalog()
             .insert_dataset(&new, std::slice::from_ref(&file), Some(&prov))

@@ -11,7 +11,10 @@ use crate::catalog::{DatasetId, DatasetStatus, FileRecord, NewDataset};
 use crate::lake::{LakeError, check_file_name};
 use crate::layers::Layer;
 use crate::plugins::{Invocation, InvokeError};
-use crate::provenance::{Action, NewProvenance};
+use crate::provenance::{
+    Action, FileFacts, InvocationRecord, NewProvenance, PipelineRecord, RegistrationRecord,
+    UploadFacts, params_json,
+};
 
 use super::sniff::{csv_params, detect_format, keep_head, sanitise_file_name, table_stem};
 use super::{DatasetIds, FileInfo, Files, Format, ParseFailure, SOURCE, columns_of};
@@ -162,30 +165,27 @@ impl Files<'_> {
             promoted_from: None,
         };
         let mut datasets = vec![(raw, vec![raw_file.clone()])];
-        let mut provenance = vec![NewProvenance {
-            action: Action::Registration,
-            inputs: vec![],
-            outputs: vec![raw_id],
-            parameters: serde_json::json!({
-                "upload": {"filename": filename, "stored_as": name, "version": version},
-                "files": [{"name": name, "sha256": sha, "size": size}],
-            }),
-            notes: None,
-            actor: None,
-        }];
+        let mut provenance = vec![NewProvenance::registration(
+            Action::Registration,
+            raw_id,
+            &RegistrationRecord::Upload {
+                upload: UploadFacts {
+                    filename: filename.to_owned(),
+                    stored_as: name.clone(),
+                    version,
+                },
+                files: vec![FileFacts {
+                    name: name.clone(),
+                    size,
+                    sha256: sha.clone(),
+                }],
+            },
+        )];
         if let Some((inv, params)) = &run {
-            let mut details = crate::provenance::run_details(
-                inv,
-                crate::provenance::params_json(params),
-                Some(&name),
-                Layer::Processed,
-            );
+            let invocation =
+                InvocationRecord::of(inv, params_json(params), Some(&name), Layer::Processed);
             match &parsed {
                 Ok(p) => {
-                    details["status"] = "succeeded".into();
-                    details["rows"] = p.rows.into();
-                    details["columns"] = p.schema.fields().len().into();
-                    details["output_file"] = serde_json::json!({"name": p.file.name, "size": p.file.size, "sha256": p.file.sha256});
                     let table = NewDataset {
                         id: table_id,
                         name: format!("{name} (table)"),
@@ -203,26 +203,25 @@ impl Files<'_> {
                         promoted_from: None,
                     };
                     datasets.push((table, vec![p.file.clone()]));
-                    provenance.push(NewProvenance {
-                        action: Action::Pipeline,
-                        inputs: vec![raw_id],
-                        outputs: vec![table_id],
-                        parameters: details,
-                        notes: None,
-                        actor: None,
-                    });
+                    let record = PipelineRecord::succeeded(
+                        invocation,
+                        p.rows,
+                        p.schema.fields().len(),
+                        FileFacts {
+                            name: p.file.name.clone(),
+                            size: p.file.size,
+                            sha256: p.file.sha256.clone(),
+                        },
+                    );
+                    provenance.push(NewProvenance::pipeline(
+                        vec![raw_id],
+                        Some(table_id),
+                        &record,
+                    ));
                 }
                 Err(f) => {
-                    details["status"] = "failed".into();
-                    details["error"] = serde_json::json!({"code": f.code, "message": f.message});
-                    provenance.push(NewProvenance {
-                        action: Action::Pipeline,
-                        inputs: vec![raw_id],
-                        outputs: vec![],
-                        parameters: details,
-                        notes: None,
-                        actor: None,
-                    });
+                    let record = PipelineRecord::failed(invocation, &f.code, f.message.clone());
+                    provenance.push(NewProvenance::pipeline(vec![raw_id], None, &record));
                 }
             }
         }
