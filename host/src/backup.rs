@@ -28,31 +28,16 @@ use crate::blob::{self, BlobError, BlobStore, BucketPolicy};
 use crate::catalog::{CatalogDump, DatasetId, DatasetStatus, Job};
 use crate::config::{BackupTarget, parse_clock, parse_weekly};
 use crate::jobs::{Ended, JobKind};
-use crate::lake::{Lake, LakeError};
+use crate::lake::LakeError;
 use crate::layers::Layer;
 use crate::provenance::{Action, NewProvenance};
 
 /// A running job silent this long was abandoned (see [`crate::jobs`]).
 pub const STALE_AFTER: Duration = crate::jobs::STALE_AFTER;
 
-/// The backup service, borrowed from a [`Lake`] (`lake.backups()`).
-#[derive(Debug, Clone, Copy)]
-pub struct Backups<'a> {
-    lake: &'a Lake,
-}
-
-impl std::ops::Deref for Backups<'_> {
-    type Target = Lake;
-    fn deref(&self) -> &Lake {
-        self.lake
-    }
-}
-
-impl Lake {
+crate::lake::service! {
     /// The backup service: backups, verification, restores, their jobs and schedules.
-    pub fn backups(&self) -> Backups<'_> {
-        Backups { lake: self }
-    }
+    Backups, backups
 }
 
 /// One object in a backup.

@@ -28,7 +28,7 @@ use crate::catalog::{
 };
 use crate::config::{ParseConfig, SourceConfig, check_external_id, parse_schedule};
 use crate::jobs::{Ended, JobKind};
-use crate::lake::{Lake, LakeError};
+use crate::lake::LakeError;
 use crate::layers::Layer;
 use crate::pipeline::{RunOutcome, RunRequest};
 use crate::plugins::{Kind, Part};
@@ -44,28 +44,9 @@ pub(crate) struct CollectState {
     decide: tokio::sync::Mutex<()>,
 }
 
-/// The collection service, borrowed from a [`Lake`] (`lake.collections()`).
-#[derive(Debug, Clone, Copy)]
-pub struct Collections<'a> {
-    lake: &'a Lake,
-    state: &'a CollectState,
-}
-
-impl std::ops::Deref for Collections<'_> {
-    type Target = Lake;
-    fn deref(&self) -> &Lake {
-        self.lake
-    }
-}
-
-impl Lake {
+crate::lake::service! {
     /// The collection service: plans, jobs, the connector run, dedup, the parsers.
-    pub fn collections(&self) -> Collections<'_> {
-        Collections {
-            lake: self,
-            state: &self.collect,
-        }
-    }
+    Collections, collections, CollectState = collect
 }
 
 /// `POST /collections`: what to collect.
@@ -228,6 +209,26 @@ impl From<LakeError> for CollectFailure {
             entry_id: None,
         }
     }
+}
+
+/// A connector's objects, stored at their raw keys but not yet cataloged.
+struct Stored {
+    /// The dataset they will be.
+    id: DatasetId,
+    bucket: String,
+    prefix: String,
+    files: Vec<CollectedFile>,
+    /// Every key written, to delete when nothing is cataloged.
+    keys: Vec<String>,
+}
+
+/// What a collection was recorded as.
+struct Decided {
+    outcome: CollectionOutcome,
+    dataset_id: DatasetId,
+    version: u32,
+    previous: Option<DatasetId>,
+    entry: uuid::Uuid,
 }
 
 /// What a running collection reports, for progress bars.
@@ -539,9 +540,7 @@ impl Collections<'_> {
             (Ok(_), None) => None,
         };
         if let Some((code, message)) = failure {
-            for key in &keys {
-                self.discard_object(&bucket, key).await;
-            }
+            self.discard_all(&bucket, &keys).await;
             let record = record.failed(&code, message.clone());
             let entry = self.record_collection(vec![], &record).await?;
             metrics::counter!("lake_collections_total", "plugin" => plan.plugin.clone(), "outcome" => "failed").increment(1);
@@ -552,168 +551,24 @@ impl Collections<'_> {
             });
         }
 
-        let fingerprint = content_sha(&files);
-        let base = CollectionRecord {
-            content_sha256: Some(fingerprint.clone()),
+        let stored = Stored {
+            id,
+            bucket,
+            prefix,
+            files,
+            keys,
+        };
+        let record = CollectionRecord {
+            content_sha256: Some(content_sha(&stored.files)),
             ..record
         };
-        let mut attempt = 0u32;
-        let (outcome, dataset_id, version, prev, entry) = loop {
-            attempt += 1;
-            let _guard = self.state.decide.lock().await;
-            // The newest version by number: a slow collection that started earlier has the smaller
-            // id but may finish later.
-            let version_of = |d: &crate::catalog::Dataset| {
-                d.metadata
-                    .get("version")
-                    .and_then(|v| v.as_str())
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .unwrap_or(1)
-            };
-            let previous = self
-                .catalog()
-                .search(&SearchQuery {
-                    layer: Some(Layer::Raw),
-                    source: Some(plan.plugin.clone()),
-                    external_id: Some(plan.external_id.clone()),
-                    limit: 500,
-                    ..SearchQuery::default()
-                })
-                .await
-                .map_err(LakeError::from)?
-                .items
-                .into_iter()
-                .max_by_key(|d| (version_of(d), d.id));
-            let prev_version = previous.as_ref().map_or(0, version_of);
-
-            let decided = match previous {
-                Some(p)
-                    if p.metadata.get("content_sha256").and_then(|v| v.as_str())
-                        == Some(fingerprint.as_str()) =>
-                {
-                    drop(_guard);
-                    for key in &keys {
-                        self.discard_object(&bucket, key).await;
-                    }
-                    let record = CollectionRecord {
-                        status: CollectionStatus::Unchanged,
-                        same_as: Some(p.id.to_string()),
-                        ..base.clone()
-                    };
-                    let entry = self.record_collection(vec![p.id], &record).await?;
-                    (
-                        CollectionOutcome::Unchanged,
-                        p.id,
-                        prev_version,
-                        None,
-                        entry,
-                    )
-                }
-                previous => {
-                    let version = prev_version + 1;
-                    let mut record = CollectionRecord {
-                        version: Some(version),
-                        ..base.clone()
-                    };
-                    let mut facts = serde_json::Map::new();
-                    for f in &files {
-                        for (k, v) in &f.facts {
-                            facts.entry(k.clone()).or_insert_with(|| v.clone().into());
-                        }
-                    }
-                    let mut metadata = serde_json::json!({
-                        "source": plan.plugin,
-                        "date": Utc::now().format("%Y-%m-%d").to_string(),
-                        "version": version.to_string(),
-                        "external_id": plan.external_id,
-                        "content_sha256": fingerprint,
-                        "collected_by": {
-                            "plugin": plan.plugin,
-                            "component_sha256": record.invocation.component_sha256,
-                            "configured_source": plan.source,
-                        },
-                        "upstream": facts,
-                        "files": files,
-                    });
-                    if let Some(p) = &previous {
-                        let previous_version = PreviousVersion {
-                            dataset_id: p.id,
-                            version: prev_version,
-                        };
-                        metadata["previous_version"] =
-                            serde_json::to_value(&previous_version).unwrap_or_default();
-                        record.previous_version = Some(previous_version);
-                    }
-                    let new = NewDataset {
-                        id,
-                        name: format!("{} {}", plan.plugin, plan.external_id),
-                        source: plan.plugin.clone(),
-                        external_id: Some(plan.external_id.clone()),
-                        layer: Layer::Raw,
-                        bucket: bucket.clone(),
-                        prefix: prefix.clone(),
-                        metadata,
-                        tags: plan.tags.clone(),
-                        status: DatasetStatus::Ready,
-                        promoted_from: None,
-                    };
-                    let records: Vec<FileRecord> = files
-                        .iter()
-                        .map(|f| FileRecord {
-                            name: f.name.clone(),
-                            size: f.size,
-                            sha256: f.sha256.clone(),
-                            content_type: f.content_type.clone(),
-                            created_at: Utc::now(),
-                        })
-                        .collect();
-                    let prov = NewProvenance::collection(vec![], Some(id), &record);
-                    let inserted = self
-                        .catalog()
-                        .insert_datasets(&[(new, records)], std::slice::from_ref(&prov))
-                        .await;
-                    drop(_guard);
-                    if let Err(CatalogError::Conflict(m)) = &inserted
-                        && attempt < 3
-                        && m.contains("datasets_collection_version")
-                    {
-                        // Another replica recorded this version first: decide again against it.
-                        continue;
-                    }
-                    if let Err(e) = inserted {
-                        for key in &keys {
-                            self.discard_object(&bucket, key).await;
-                        }
-                        // Nothing is stored, but the collection and its requests are still recorded.
-                        let e = LakeError::from(e);
-                        let record = record.failed("not_stored", e.to_string());
-                        let failure = CollectFailure::from(e);
-                        let entry = self.record_collection(vec![], &record).await;
-                        return Err(CollectFailure {
-                            entry_id: entry.ok(),
-                            ..failure
-                        });
-                    }
-                    let entry = self
-                        .catalog()
-                        .provenance_of(&[id])
-                        .await
-                        .map_err(LakeError::from)?
-                        .into_iter()
-                        .find(|e| e.action == Action::Collection)
-                        .ok_or_else(|| {
-                            LakeError::Unavailable("the collection was not recorded".into())
-                        })?;
-                    let outcome = if previous.is_some() {
-                        CollectionOutcome::Changed
-                    } else {
-                        CollectionOutcome::New
-                    };
-                    (outcome, id, version, previous.map(|p| p.id), entry.id)
-                }
-            };
-            break decided;
-        };
+        let Decided {
+            outcome,
+            dataset_id,
+            version,
+            previous: prev,
+            entry,
+        } = self.decide(plan, &stored, record).await?;
         metrics::counter!("lake_collections_total", "plugin" => plan.plugin.clone(), "outcome" => outcome.as_str()).increment(1);
 
         let stored_files = if outcome == CollectionOutcome::Unchanged {
@@ -724,7 +579,7 @@ impl Collections<'_> {
                 .map(|f| f.name)
                 .collect::<Vec<_>>()
         } else {
-            files.iter().map(|f| f.name.clone()).collect()
+            stored.files.iter().map(|f| f.name.clone()).collect()
         };
         let parsed = self
             .parse_collected(plan, dataset_id, &stored_files, progress)
@@ -734,11 +589,206 @@ impl Collections<'_> {
             dataset_id,
             version,
             previous: prev,
-            files,
+            files: stored.files,
             requests: requests.len(),
             entry_id: entry,
             parsed,
         })
+    }
+
+    /// Decides what the stored files are against the newest earlier version, and records it: an
+    /// unchanged collection discards its copies and names the version that holds the bytes; a new
+    /// or changed one becomes the next version. A version another replica recorded first makes it
+    /// decide again.
+    async fn decide(
+        &self,
+        plan: &Plan,
+        stored: &Stored,
+        record: CollectionRecord,
+    ) -> Result<Decided, CollectFailure> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let guard = self.state.decide.lock().await;
+            let previous = self.newest_version(plan).await?;
+            match previous {
+                Some((p, version))
+                    if p.metadata.get("content_sha256").and_then(|v| v.as_str())
+                        == record.content_sha256.as_deref() =>
+                {
+                    drop(guard);
+                    self.discard_all(&stored.bucket, &stored.keys).await;
+                    let record = CollectionRecord {
+                        status: CollectionStatus::Unchanged,
+                        same_as: Some(p.id.to_string()),
+                        ..record
+                    };
+                    let entry = self.record_collection(vec![p.id], &record).await?;
+                    return Ok(Decided {
+                        outcome: CollectionOutcome::Unchanged,
+                        dataset_id: p.id,
+                        version,
+                        previous: None,
+                        entry,
+                    });
+                }
+                previous => {
+                    let inserted = self
+                        .insert_version(plan, stored, record.clone(), previous.as_ref())
+                        .await;
+                    drop(guard);
+                    match inserted {
+                        Err(CatalogError::Conflict(m))
+                            if attempt < 3 && m.contains("datasets_collection_version") =>
+                        {
+                            // Another replica recorded this version first: decide again against it.
+                            continue;
+                        }
+                        Err(e) => {
+                            self.discard_all(&stored.bucket, &stored.keys).await;
+                            // Nothing is stored, but the collection and its requests are still
+                            // recorded.
+                            let e = LakeError::from(e);
+                            let record = record.failed("not_stored", e.to_string());
+                            let failure = CollectFailure::from(e);
+                            let entry = self.record_collection(vec![], &record).await;
+                            return Err(CollectFailure {
+                                entry_id: entry.ok(),
+                                ..failure
+                            });
+                        }
+                        Ok(decided) => return Ok(decided),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The newest earlier collection of the plan's `(plugin, external_id)` and its version number,
+    /// by number: a slow collection that started earlier has the smaller id but may finish later.
+    async fn newest_version(
+        &self,
+        plan: &Plan,
+    ) -> Result<Option<(crate::catalog::Dataset, u32)>, LakeError> {
+        let version_of = |d: &crate::catalog::Dataset| {
+            d.metadata
+                .get("version")
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(1)
+        };
+        Ok(self
+            .catalog()
+            .search(&SearchQuery {
+                layer: Some(Layer::Raw),
+                source: Some(plan.plugin.clone()),
+                external_id: Some(plan.external_id.clone()),
+                limit: 500,
+                ..SearchQuery::default()
+            })
+            .await?
+            .items
+            .into_iter()
+            .map(|d| {
+                let v = version_of(&d);
+                (d, v)
+            })
+            .max_by_key(|(d, v)| (*v, d.id)))
+    }
+
+    /// Inserts the stored files as the version after `previous`, with their `collection` entry,
+    /// in one transaction.
+    async fn insert_version(
+        &self,
+        plan: &Plan,
+        stored: &Stored,
+        mut record: CollectionRecord,
+        previous: Option<&(crate::catalog::Dataset, u32)>,
+    ) -> Result<Decided, CatalogError> {
+        let version = previous.map_or(0, |(_, v)| *v) + 1;
+        record.version = Some(version);
+        let mut facts = serde_json::Map::new();
+        for f in &stored.files {
+            for (k, v) in &f.facts {
+                facts.entry(k.clone()).or_insert_with(|| v.clone().into());
+            }
+        }
+        let mut metadata = serde_json::json!({
+            "source": plan.plugin,
+            "date": Utc::now().format("%Y-%m-%d").to_string(),
+            "version": version.to_string(),
+            "external_id": plan.external_id,
+            "content_sha256": record.content_sha256,
+            "collected_by": {
+                "plugin": plan.plugin,
+                "component_sha256": record.invocation.component_sha256,
+                "configured_source": plan.source,
+            },
+            "upstream": facts,
+            "files": stored.files,
+        });
+        if let Some((p, v)) = previous {
+            let previous_version = PreviousVersion {
+                dataset_id: p.id,
+                version: *v,
+            };
+            metadata["previous_version"] =
+                serde_json::to_value(&previous_version).unwrap_or_default();
+            record.previous_version = Some(previous_version);
+        }
+        let id = stored.id;
+        let new = NewDataset {
+            id,
+            name: format!("{} {}", plan.plugin, plan.external_id),
+            source: plan.plugin.clone(),
+            external_id: Some(plan.external_id.clone()),
+            layer: Layer::Raw,
+            bucket: stored.bucket.clone(),
+            prefix: stored.prefix.clone(),
+            metadata,
+            tags: plan.tags.clone(),
+            status: DatasetStatus::Ready,
+            promoted_from: None,
+        };
+        let records: Vec<FileRecord> = stored
+            .files
+            .iter()
+            .map(|f| FileRecord {
+                name: f.name.clone(),
+                size: f.size,
+                sha256: f.sha256.clone(),
+                content_type: f.content_type.clone(),
+                created_at: Utc::now(),
+            })
+            .collect();
+        let prov = NewProvenance::collection(vec![], Some(id), &record);
+        self.catalog()
+            .insert_datasets(&[(new, records)], std::slice::from_ref(&prov))
+            .await?;
+        let entry = self
+            .catalog()
+            .provenance_of(&[id])
+            .await?
+            .into_iter()
+            .find(|e| e.action == Action::Collection)
+            .ok_or_else(|| CatalogError::Unavailable("the collection was not recorded".into()))?;
+        Ok(Decided {
+            outcome: if previous.is_some() {
+                CollectionOutcome::Changed
+            } else {
+                CollectionOutcome::New
+            },
+            dataset_id: id,
+            version,
+            previous: previous.map(|(p, _)| p.id),
+            entry: entry.id,
+        })
+    }
+
+    async fn discard_all(&self, bucket: &str, keys: &[String]) {
+        for key in keys {
+            self.discard_object(bucket, key).await;
+        }
     }
 
     /// Streams the connector's parts to their raw keys. Returns the finished files, every key

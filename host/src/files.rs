@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Dataset, DatasetId, FileRecord, Page, SearchQuery};
-use crate::lake::{Lake, LakeError};
+use crate::lake::LakeError;
 use crate::layers::Layer;
 
 pub use crate::tables::{Column, columns_of};
@@ -215,28 +215,9 @@ impl FileState {
     }
 }
 
-/// The file service, borrowed from a [`Lake`] (`lake.files()`).
-#[derive(Debug, Clone, Copy)]
-pub struct Files<'a> {
-    lake: &'a Lake,
-    state: &'a FileState,
-}
-
-impl std::ops::Deref for Files<'_> {
-    type Target = Lake;
-    fn deref(&self) -> &Lake {
-        self.lake
-    }
-}
-
-impl Lake {
+crate::lake::service! {
     /// The file service: uploads, merges, saved merges.
-    pub fn files(&self) -> Files<'_> {
-        Files {
-            lake: self,
-            state: &self.files,
-        }
-    }
+    Files, files, FileState = files
 }
 
 impl Files<'_> {

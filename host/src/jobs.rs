@@ -18,7 +18,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CatalogError, Job, JobStatus, NewJob};
-use crate::lake::{Lake, LakeError};
+use crate::lake::LakeError;
 
 /// How often a running job says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -76,17 +76,9 @@ pub enum Ended {
     },
 }
 
-/// The job queue, borrowed from a [`Lake`] (`lake.jobs()`).
-#[derive(Debug, Clone, Copy)]
-pub struct Jobs<'a> {
-    lake: &'a Lake,
-}
-
-impl Lake {
+crate::lake::service! {
     /// The job queue: record, claim, heartbeat, end, and the scheduler.
-    pub fn jobs(&self) -> Jobs<'_> {
-        Jobs { lake: self }
-    }
+    Jobs, jobs
 }
 
 impl Jobs<'_> {

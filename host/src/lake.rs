@@ -229,6 +229,41 @@ pub struct Lineage {
     pub entries: Vec<ProvenanceEntry>,
 }
 
+/// Declares a service: a type that borrows the [`Lake`] (and the state the lake keeps for it, when
+/// it has some), reads the lake's parts through `Deref`, and the lake's one accessor for it. The
+/// service's operations go on its own type, in its own module.
+macro_rules! service {
+    ($(#[$doc:meta])* $name:ident, $accessor:ident $(, $state:ty = $field:ident)?) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name<'a> {
+            lake: &'a $crate::lake::Lake,
+            $(state: &'a $state,)?
+        }
+
+        impl std::ops::Deref for $name<'_> {
+            type Target = $crate::lake::Lake;
+            fn deref(&self) -> &$crate::lake::Lake {
+                self.lake
+            }
+        }
+
+        impl $crate::lake::Lake {
+            $(#[$doc])*
+            pub fn $accessor(&self) -> $name<'_> {
+                $name {
+                    lake: self,
+                    $(state: {
+                        let state: &$state = &self.$field;
+                        state
+                    },)?
+                }
+            }
+        }
+    };
+}
+pub(crate) use service;
+
 /// The lake service.
 #[derive(Debug, Clone)]
 pub struct Lake {

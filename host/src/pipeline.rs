@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Dataset, DatasetId, DatasetStatus, FileRecord, NewDataset};
-use crate::lake::{Lake, LakeError};
+use crate::lake::LakeError;
 use crate::layers::Layer;
 use crate::plugins::{InvokeError, Kind, Table};
 use crate::provenance::{
@@ -94,24 +94,9 @@ pub enum RunOutcome {
     Failed(RunFailure),
 }
 
-/// The pipeline service, borrowed from a [`Lake`] (`lake.pipelines()`).
-#[derive(Debug, Clone, Copy)]
-pub struct Pipelines<'a> {
-    lake: &'a Lake,
-}
-
-impl std::ops::Deref for Pipelines<'_> {
-    type Target = Lake;
-    fn deref(&self) -> &Lake {
-        self.lake
-    }
-}
-
-impl Lake {
+crate::lake::service! {
     /// The pipeline service: runs plugins over datasets and reads the runs back.
-    pub fn pipelines(&self) -> Pipelines<'_> {
-        Pipelines { lake: self }
-    }
+    Pipelines, pipelines
 }
 
 impl Pipelines<'_> {

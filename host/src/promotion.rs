@@ -9,7 +9,7 @@
 use futures::{StreamExt, TryStreamExt};
 
 use crate::catalog::{DatasetId, DatasetStatus, FileRecord, NewDataset};
-use crate::lake::{Lake, LakeError};
+use crate::lake::LakeError;
 use crate::layers::Layer;
 use crate::provenance::{NewProvenance, PromotionRecord};
 
@@ -33,24 +33,9 @@ pub struct Promotion {
     pub created: bool,
 }
 
-/// The promotion service, borrowed from a [`Lake`] (`lake.promotions()`).
-#[derive(Debug, Clone, Copy)]
-pub struct Promotions<'a> {
-    lake: &'a Lake,
-}
-
-impl std::ops::Deref for Promotions<'_> {
-    type Target = Lake;
-    fn deref(&self) -> &Lake {
-        self.lake
-    }
-}
-
-impl Lake {
+crate::lake::service! {
     /// The promotion service: datasets to the next layer.
-    pub fn promotions(&self) -> Promotions<'_> {
-        Promotions { lake: self }
-    }
+    Promotions, promotions
 }
 
 impl Promotions<'_> {

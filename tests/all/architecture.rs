@@ -53,6 +53,10 @@ const INVARIANTS: &[&str] = &[
     "Architecture Invariant: no `.unwrap()` or `.expect(` in `host/src`: request and plugin paths return errors, never panic.",
     "Architecture Invariant: every module of `host/src` starts with a `//!` paragraph.",
     "Architecture Invariant: every asset the lake serves is embedded in the binary (`include_str!`/`include_bytes!` of files under `host/src`), and none of them (`.html`, `.css`, `.js`) names a URL outside loopback.",
+    "Architecture Invariant: provenance parameters are built and read only in `provenance.rs`: outside it (and the catalog adapters, which store and copy entries) no code writes a `NewProvenance {` literal or reads `.parameters[` or `.parameters.get(`.",
+    "Architecture Invariant: only `jobs.rs` records, claims, heartbeats or ends jobs (`insert_job`, `start_job`, `heartbeat_job`, `finish_job`, `fail_stale_jobs`).",
+    "Architecture Invariant: only `tables.rs` names `parquet`: every Parquet object the lake writes or reads goes through it.",
+    "Architecture Invariant: `Lake` is the composition root: `impl Lake` appears only in `lake.rs`; a service is declared with `service!` (its type borrowing the lake, and the lake's one accessor for it) and puts its operations on its own type, in its own module.",
 ];
 
 #[test]
@@ -277,6 +281,78 @@ fn the_code_map_names_every_host_file_and_bundled_plugin() {
         assert!(
             plugins.iter().any(|(n, _, _)| n == m),
             "plugins/{m} is in the workspace but not in plugins/bundled.txt"
+        );
+    }
+}
+
+/// Files under `host/src` (relative names) whose code lines contain any of `words`.
+fn files_naming_any(words: &[&str]) -> Vec<String> {
+    rust_files(&root().join("host/src"))
+        .into_iter()
+        .filter(|p| {
+            code_lines(p)
+                .iter()
+                .any(|(_, l)| words.iter().any(|w| l.contains(w)))
+        })
+        .map(|p| rel(&p))
+        .collect()
+}
+
+#[test]
+fn provenance_records_are_built_and_read_in_provenance_rs() {
+    let outside: Vec<String> =
+        files_naming_any(&["NewProvenance {", ".parameters[", ".parameters.get("])
+            .into_iter()
+            .filter(|f| f != "provenance.rs" && !f.starts_with("catalog/"))
+            .collect();
+    assert!(
+        outside.is_empty(),
+        "provenance parameters built or read outside provenance.rs: {outside:?}"
+    );
+    assert!(
+        files_naming_any(&["NewProvenance {"]).contains(&"provenance.rs".to_owned()),
+        "the check looks for the right words"
+    );
+}
+
+#[test]
+fn only_jobs_rs_drives_jobs() {
+    let callers: Vec<String> = files_naming_any(&[
+        ".insert_job(",
+        ".start_job(",
+        ".heartbeat_job(",
+        ".finish_job(",
+        ".fail_stale_jobs(",
+    ])
+    .into_iter()
+    .filter(|f| !f.starts_with("catalog"))
+    .collect();
+    assert_eq!(callers, ["jobs.rs"]);
+}
+
+#[test]
+fn only_tables_rs_names_parquet() {
+    assert_eq!(files_naming_any(&["parquet::"]), ["tables.rs"]);
+}
+
+#[test]
+fn lake_is_a_composition_root() {
+    assert_eq!(
+        files_naming_any(&["impl Lake {", "impl Lake<"]),
+        ["lake.rs"]
+    );
+    let services = files_naming_any(&["crate::lake::service!"]);
+    for module in [
+        "backup.rs",
+        "collect.rs",
+        "files.rs",
+        "jobs.rs",
+        "pipeline.rs",
+        "promotion.rs",
+    ] {
+        assert!(
+            services.contains(&module.to_owned()),
+            "{module} declares no service: {services:?}"
         );
     }
 }
