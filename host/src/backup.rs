@@ -437,7 +437,7 @@ impl Lake {
         match self.catalog().finish_job(id, status, result, error).await {
             Ok(job) => Ok(job),
             Err(crate::catalog::CatalogError::Conflict(m)) => {
-                tracing::warn!(job = %id, reason = m, "The job had already been ended elsewhere");
+                tracing::warn!(job = %id, reason = %m, "The job had already been ended elsewhere");
                 Ok(self.catalog().get_job(id).await?)
             }
             Err(e) => Err(e.into()),

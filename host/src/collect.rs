@@ -606,9 +606,9 @@ impl Lake {
                         .insert_datasets(&[(new, records)], std::slice::from_ref(&prov))
                         .await;
                     drop(_guard);
-                    if let Err(CatalogError::Conflict(m)) = &inserted
+                    if let Err(CatalogError::Conflict(c)) = &inserted
                         && attempt < 3
-                        && m.contains("datasets_collection_version")
+                        && c.constraint == crate::catalog::Constraint::CollectionVersion
                     {
                         // Another replica recorded this version first: decide again against it.
                         continue;
