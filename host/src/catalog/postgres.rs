@@ -341,6 +341,7 @@ impl PostgresCatalog {
         found.iter().map(rows::group).collect()
     }
 
+    /// The `id` column of a statement's rows.
     async fn ids_of(
         &self,
         sql: &str,

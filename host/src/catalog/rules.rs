@@ -1,7 +1,6 @@
 //! What both catalog adapters decide alike: the messages of conflicts (each with its
-//! [`Constraint`]) and the job state
-//! machine's checks (a job finishes only as succeeded or failed; a start or finish that changed no
-//! row lost to another caller).
+//! [`Constraint`]) and the job state machine's checks (a job finishes only as succeeded or failed;
+//! a start or finish that changed no row lost to another caller).
 
 use uuid::Uuid;
 

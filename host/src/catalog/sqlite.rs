@@ -339,6 +339,7 @@ impl SqliteCatalog {
         found.iter().map(rows::group).collect()
     }
 
+    /// The `id` column of a statement's rows.
     async fn ids_of(
         &self,
         sql: &str,
