@@ -1,20 +1,60 @@
-//! The catalog: datasets, their files and the provenance record, behind one contract.
+//! The catalog: datasets, their files, the provenance record and the job queue, behind one contract.
 //!
-//! # Contract (checked by the conformance suite in `tests/all/catalog_conformance.rs`, run against
-//! SQLite and PostgreSQL)
+//! The contract comes in parts, each a trait: [`Datasets`], [`ProvenanceLog`], [`JobQueue`] and
+//! [`Dump`]; [`Catalog`] is all of them plus `kind`, `migrate` and `ping`, so `Arc<dyn Catalog>`
+//! serves every caller. Each part is checked by the conformance suite in
+//! `tests/all/catalog_conformance.rs`, run against SQLite and PostgreSQL.
+//!
+//! # Datasets
 //!
 //! * A dataset is inserted with its files and (optionally) a provenance entry in one transaction:
 //!   all or nothing.
-//! * [`Catalog::commit`] adds files, sets a status and appends provenance in one transaction. A file
-//!   name already present in the dataset is [`CatalogError::Conflict`] and nothing is written.
-//! * A file name can be claimed by one upload at a time; committing the file releases the claim.
-//! * Only one promotion target may exist per (source dataset, layer): a second insert is a `Conflict`.
+//! * [`Datasets::commit`] adds files, sets a status and appends provenance in one transaction. A
+//!   file name already present in the dataset is a [`Constraint::FileName`] conflict and nothing is
+//!   written.
+//! * A file name can be claimed by one upload at a time ([`Constraint::FileClaim`]); committing the
+//!   file releases the claim.
+//! * Only one promotion target may exist per (source dataset, layer): a second insert is a
+//!   [`Constraint::PromotionTarget`] conflict. Only one raw dataset may hold a collected (source,
+//!   external id, version): [`Constraint::CollectionVersion`].
 //! * Searches and stats see only `ready` datasets unless asked for another status; pages are ordered
 //!   newest first and continue from an opaque cursor.
-//! * Unknown ids are [`CatalogError::NotFound`]. Driver errors never leave the adapter.
-//! * Provenance is append-only; lineage walks are bounded by a depth.
+//!
+//! # Provenance
+//!
+//! * Provenance is append-only; entries come back oldest first with their inputs and outputs in the
+//!   order recorded.
+//! * Lineage walks are bounded by a depth; a dataset reached twice keeps its shortest distance.
+//!
+//! # Jobs
+//!
+//! * A job moves queued → running → succeeded or failed, and each move happens once: a second start
+//!   is a [`Constraint::JobNotQueued`] conflict, a second finish [`Constraint::JobEnded`]. A taken
+//!   schedule key is [`Constraint::ScheduleKey`].
+//! * Jobs silent for too long are failed by whichever replica looks first.
+//!
+//! # Dump
+//!
+//! * An export is one consistent snapshot; an import loads it into an empty catalog in one
+//!   transaction ([`Constraint::NotEmpty`] otherwise), keeping ids, times and statuses.
+//!
+//! # Errors
+//!
+//! * Unknown ids are [`CatalogError::NotFound`]. Driver errors never leave the adapter: a broken
+//!   uniqueness rule becomes a [`CatalogError::Conflict`] whose [`Constraint`] the adapter derives
+//!   from the database's constraint or index name, never left for callers to parse.
+//!
+//! # Inside
+//!
+//! The adapters (`catalog/sqlite.rs`, `catalog/postgres.rs`) hold only what differs between the
+//! databases: connecting, column types, dialect-only statements. What they share is written once:
+//! the SQL text both accept (`catalog/sql.rs`), the mapping between rows and these types
+//! (`catalog/rows.rs`), and the conflict messages and job state checks (`catalog/rules.rs`).
 
 pub mod postgres;
+mod rows;
+mod rules;
+mod sql;
 pub mod sqlite;
 
 use std::fmt;
@@ -369,6 +409,69 @@ pub struct NewJob {
     pub schedule_key: Option<String>,
 }
 
+/// Which rule a [`CatalogError::Conflict`] broke. The adapter decides it from the database's own
+/// constraint or index name (or, for the rules it checks itself, from the check), so callers branch
+/// on this value and never on message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Constraint {
+    /// A dataset with this id exists already.
+    DatasetId,
+    /// The dataset already has a file of this name.
+    FileName,
+    /// Another live upload holds this file name.
+    FileClaim,
+    /// The source dataset already has a promotion target in this layer (`datasets_promotion`).
+    PromotionTarget,
+    /// This (source, external id, version) was collected already (`datasets_collection_version`).
+    CollectionVersion,
+    /// Another job holds this schedule key.
+    ScheduleKey,
+    /// A job or provenance entry with this id exists already.
+    RecordId,
+    /// The job is not queued, so it cannot be started.
+    JobNotQueued,
+    /// The job has ended already.
+    JobEnded,
+    /// The catalog holds data, so a dump cannot be loaded into it.
+    NotEmpty,
+    /// A uniqueness rule the adapter does not know by name.
+    Other,
+}
+
+/// A refused write: which rule it broke, and a message for people (an HTTP 409 body, a log line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The rule, for decisions.
+    pub constraint: Constraint,
+    /// What happened, for people.
+    pub message: String,
+}
+
+impl Conflict {
+    /// A conflict over `constraint`, described by `message`.
+    pub fn new(constraint: Constraint, message: impl Into<String>) -> Self {
+        Self {
+            constraint,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A conflict reads as its message (for reports and assertions); decisions use `constraint`.
+impl std::ops::Deref for Conflict {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
 /// Catalog failures; each variant is a decision for the caller.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -376,9 +479,9 @@ pub enum CatalogError {
     /// No such dataset or file.
     #[error("{0} not found")]
     NotFound(String),
-    /// A uniqueness rule was hit (file name taken, promotion target exists).
+    /// A uniqueness or state rule was hit; [`Conflict::constraint`] says which.
     #[error("conflict: {0}")]
-    Conflict(String),
+    Conflict(Conflict),
     /// The request cannot be satisfied as asked.
     #[error("invalid: {0}")]
     Invalid(String),
@@ -387,15 +490,24 @@ pub enum CatalogError {
     Unavailable(String),
 }
 
-/// The catalog contract. See the module documentation.
+impl CatalogError {
+    /// A [`CatalogError::Conflict`] over `constraint`.
+    pub fn conflict(constraint: Constraint, message: impl Into<String>) -> Self {
+        CatalogError::Conflict(Conflict::new(constraint, message))
+    }
+
+    /// The constraint a conflict broke; `None` for other errors.
+    pub fn constraint(&self) -> Option<Constraint> {
+        match self {
+            CatalogError::Conflict(c) => Some(c.constraint),
+            _ => None,
+        }
+    }
+}
+
+/// Datasets and their files. See "Datasets" in the module documentation.
 #[async_trait::async_trait]
-pub trait Catalog: Send + Sync + fmt::Debug {
-    /// `sqlite` or `postgres`, for reports.
-    fn kind(&self) -> &'static str;
-    /// Applies pending migrations.
-    async fn migrate(&self) -> Result<(), CatalogError>;
-    /// Checks the database answers.
-    async fn ping(&self) -> Result<(), CatalogError>;
+pub trait Datasets: Send + Sync {
     /// Inserts a dataset with its files and an optional provenance entry, atomically.
     async fn insert_dataset(
         &self,
@@ -438,8 +550,9 @@ pub trait Catalog: Send + Sync + fmt::Debug {
         provenance: Option<&NewProvenance>,
     ) -> Result<Dataset, CatalogError>;
     /// Claims a file name for an upload in progress: [`CatalogError::Conflict`] when the dataset
-    /// already has that file or another live upload holds the name. Claims older than `stale_after`
-    /// (left by a crashed server) are taken over. [`Catalog::commit`] of the file removes the claim.
+    /// already has that file ([`Constraint::FileName`]) or another live upload holds the name
+    /// ([`Constraint::FileClaim`]). Claims older than `stale_after` (left by a crashed server) are
+    /// taken over. [`Datasets::commit`] of the file removes the claim.
     async fn claim_file(
         &self,
         id: DatasetId,
@@ -456,6 +569,12 @@ pub trait Catalog: Send + Sync + fmt::Debug {
         source: DatasetId,
         layer: Layer,
     ) -> Result<Option<Dataset>, CatalogError>;
+}
+
+/// The provenance record and the lineage walked over it. See "Provenance" in the module
+/// documentation.
+#[async_trait::async_trait]
+pub trait ProvenanceLog: Send + Sync {
     /// Appends a provenance entry on its own.
     async fn append_provenance(
         &self,
@@ -471,21 +590,26 @@ pub trait Catalog: Send + Sync + fmt::Debug {
     ) -> Result<Vec<ProvenanceEntry>, CatalogError>;
     /// One entry.
     async fn entry(&self, id: uuid::Uuid) -> Result<ProvenanceEntry, CatalogError>;
-    /// Reads everything (datasets of every status, files, provenance in order) in one consistent
-    /// snapshot, so concurrent writes are either wholly in it or wholly out.
-    async fn export(&self) -> Result<CatalogDump, CatalogError>;
-    /// Loads a dump into an empty catalog in one transaction, keeping ids, times, statuses and
-    /// provenance. [`CatalogError::Conflict`] when the catalog already holds datasets or provenance
-    /// (other than `backup` and `restore` entries).
-    async fn import(&self, dump: &CatalogDump) -> Result<(), CatalogError>;
-    /// Records a queued job. [`CatalogError::Conflict`] when its `schedule_key` is taken: another
-    /// replica recorded that scheduled run first.
+    /// Ancestors and/or descendants of a dataset up to `depth` steps.
+    async fn lineage(
+        &self,
+        id: DatasetId,
+        depth: u32,
+        direction: Direction,
+    ) -> Result<LineageGraph, CatalogError>;
+}
+
+/// Background work every replica can see. See "Jobs" in the module documentation.
+#[async_trait::async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Records a queued job. [`Constraint::ScheduleKey`] conflict when its `schedule_key` is taken:
+    /// another replica recorded that scheduled run first.
     async fn insert_job(&self, job: &NewJob) -> Result<Job, CatalogError>;
-    /// Claims a queued job (queued to running). [`CatalogError::Conflict`] when it is not queued:
-    /// only one caller ever wins.
+    /// Claims a queued job (queued to running). [`Constraint::JobNotQueued`] conflict when it is
+    /// not queued: only one caller ever wins.
     async fn start_job(&self, id: uuid::Uuid) -> Result<Job, CatalogError>;
-    /// Ends a running or queued job with its result or error. [`CatalogError::Conflict`] when it
-    /// has ended already.
+    /// Ends a running or queued job with its result or error. [`Constraint::JobEnded`] conflict
+    /// when it has ended already.
     async fn finish_job(
         &self,
         id: uuid::Uuid,
@@ -506,13 +630,37 @@ pub trait Catalog: Send + Sync + fmt::Debug {
     async fn get_job(&self, id: uuid::Uuid) -> Result<Job, CatalogError>;
     /// The newest jobs of one kind, newest first.
     async fn list_jobs(&self, kind: &str, limit: u32) -> Result<Vec<Job>, CatalogError>;
-    /// Ancestors and/or descendants of a dataset up to `depth` steps.
-    async fn lineage(
-        &self,
-        id: DatasetId,
-        depth: u32,
-        direction: Direction,
-    ) -> Result<LineageGraph, CatalogError>;
+}
+
+/// The whole catalog as one snapshot, out and in: the backup's copy. See "Dump" in the module
+/// documentation.
+#[async_trait::async_trait]
+pub trait Dump: Send + Sync {
+    /// Reads everything (datasets of every status, files, provenance in order) in one consistent
+    /// snapshot, so concurrent writes are either wholly in it or wholly out.
+    async fn export(&self) -> Result<CatalogDump, CatalogError>;
+    /// Loads a dump into an empty catalog in one transaction, keeping ids, times, statuses and
+    /// provenance. [`Constraint::NotEmpty`] conflict when the catalog already holds datasets or
+    /// provenance (other than `backup` and `restore` entries).
+    async fn import(&self, dump: &CatalogDump) -> Result<(), CatalogError>;
+}
+
+/// The catalog contract: every part, plus what concerns the database as a whole. Methods of the
+/// parts are callable on `dyn Catalog` without importing the parts; on a concrete adapter, import
+/// [`prelude`].
+#[async_trait::async_trait]
+pub trait Catalog: Datasets + ProvenanceLog + JobQueue + Dump + Send + Sync + fmt::Debug {
+    /// `sqlite` or `postgres`, for reports.
+    fn kind(&self) -> &'static str;
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), CatalogError>;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), CatalogError>;
+}
+
+/// The catalog's traits, for `use crate::catalog::prelude::*`.
+pub mod prelude {
+    pub use super::{Catalog, Datasets, Dump, JobQueue, ProvenanceLog};
 }
 
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern and wraps it for substring search.
@@ -561,6 +709,16 @@ pub(crate) fn stats_of(layers: &[GroupStats], by_source: Vec<GroupStats>) -> Sta
         total_bytes: by_layer.iter().map(|g| g.bytes).sum(),
         by_layer,
         by_source,
+    }
+}
+
+/// The walks a lineage in `direction` takes over `lineage_edges`: (the column to move to, the
+/// column to arrive by, the sign of distances).
+pub(crate) fn lineage_walks(direction: Direction) -> &'static [(&'static str, &'static str, i64)] {
+    match direction {
+        Direction::Ancestors => &[("parent_id", "child_id", -1)],
+        Direction::Descendants => &[("child_id", "parent_id", 1)],
+        Direction::Both => &[("parent_id", "child_id", -1), ("child_id", "parent_id", 1)],
     }
 }
 

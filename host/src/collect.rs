@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::{self, Sha256};
 use crate::catalog::{
-    CatalogError, DatasetId, DatasetStatus, FileRecord, Job, NewDataset, SearchQuery,
+    CatalogError, Constraint, DatasetId, DatasetStatus, FileRecord, Job, NewDataset, SearchQuery,
 };
 use crate::config::{ParseConfig, SourceConfig, check_external_id, parse_schedule};
 use crate::jobs::{Ended, JobKind};
@@ -638,8 +638,8 @@ impl Collections<'_> {
                         .await;
                     drop(guard);
                     match inserted {
-                        Err(CatalogError::Conflict(m))
-                            if attempt < 3 && m.contains("datasets_collection_version") =>
+                        Err(CatalogError::Conflict(c))
+                            if attempt < 3 && c.constraint == Constraint::CollectionVersion =>
                         {
                             // Another replica recorded this version first: decide again against it.
                             continue;

@@ -171,7 +171,7 @@ impl Jobs<'_> {
         {
             Ok(job) => Ok(job),
             Err(CatalogError::Conflict(m)) => {
-                tracing::warn!(job = %id, reason = m, "The job had already been ended elsewhere");
+                tracing::warn!(job = %id, reason = %m, "The job had already been ended elsewhere");
                 Ok(self.lake.catalog.get_job(id).await?)
             }
             Err(e) => Err(e.into()),

@@ -57,7 +57,7 @@ impl From<CatalogError> for LakeError {
     fn from(e: CatalogError) -> Self {
         match e {
             CatalogError::NotFound(m) => LakeError::NotFound(format!("{m} not found")),
-            CatalogError::Conflict(m) => LakeError::Conflict(m),
+            CatalogError::Conflict(c) => LakeError::Conflict(c.message),
             CatalogError::Invalid(m) => LakeError::Invalid(m),
             CatalogError::Unavailable(m) => LakeError::Unavailable(m),
         }

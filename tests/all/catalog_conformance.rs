@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use lake_host::catalog::prelude::*;
 use lake_host::catalog::{
-    Catalog, CatalogDump, CatalogError, DatasetId, DatasetStatus, FileRecord, JobStatus,
-    NewDataset, NewJob, SearchQuery,
+    CatalogDump, CatalogError, DatasetId, DatasetStatus, FileRecord, JobStatus, NewDataset, NewJob,
+    SearchQuery,
 };
 use lake_host::layers::Layer;
 use lake_host::provenance::{Action, Direction, NewProvenance};

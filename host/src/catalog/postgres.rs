@@ -2,29 +2,25 @@
 //!
 //! Several `lake serve` replicas share one database; everything that must happen once is decided by
 //! the database (unique indexes, transactions), never by process memory. Free-text search uses a
-//! trigram index over a generated `search_text` column, tag filters a GIN index over `tags`.
+//! trigram index over a generated `search_text` column, tag filters a GIN index over `tags`. The
+//! statements both databases share are in `catalog/sql.rs`, the row mapping in `catalog/rows.rs`.
 
-use std::collections::HashMap;
-
-use chrono::Utc;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
+use sqlx::query_builder::Separated;
 use sqlx::types::Json;
-use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Arguments as _, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
+use super::rows::{self, Columns, Values, bad_row};
 use super::{
-    Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, GraphBuilder, GroupStats,
-    Job, JobStatus, NewDataset, NewJob, Page, SearchQuery, Stats, WalkRow, like_pattern, page_of,
-    stats_of,
+    Catalog, CatalogDump, CatalogError, Constraint, Dataset, DatasetId, DatasetStatus, Datasets,
+    Dump, FileRecord, GraphBuilder, Job, JobQueue, JobStatus, NewDataset, NewJob, Page,
+    ProvenanceLog, SearchQuery, Stats, like_pattern, lineage_walks, page_of, rules, sql, stats_of,
 };
-use super::{CatalogDump, DumpFile};
 use crate::layers::Layer;
-use crate::provenance::{
-    Action, Direction, LineageGraph, LineageNode, NewProvenance, ProvenanceEntry,
-};
-
-const COLS: &str = "id, name, source, external_id, layer, bucket, prefix, file_count, total_size, metadata, tags, \
-                    status, promoted_from, created_at, updated_at";
+use crate::provenance::{Action, Direction, LineageGraph, NewProvenance, ProvenanceEntry};
 
 /// The PostgreSQL catalog.
 #[derive(Debug, Clone)]
@@ -32,10 +28,24 @@ pub struct PostgresCatalog {
     pool: PgPool,
 }
 
+/// Which rule a unique violation broke, from the constraint or index PostgreSQL names.
+fn constraint_of(name: Option<&str>) -> Constraint {
+    match name.unwrap_or_default() {
+        "datasets_collection_version" => Constraint::CollectionVersion,
+        "datasets_promotion" => Constraint::PromotionTarget,
+        "datasets_pkey" => Constraint::DatasetId,
+        "files_pkey" => Constraint::FileName,
+        "file_claims_pkey" => Constraint::FileClaim,
+        "jobs_schedule_key_key" => Constraint::ScheduleKey,
+        "jobs_pkey" | "provenance_id_key" => Constraint::RecordId,
+        _ => Constraint::Other,
+    }
+}
+
 fn db_err(e: sqlx::Error) -> CatalogError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => {
-            CatalogError::Conflict(d.message().to_owned())
+            CatalogError::conflict(constraint_of(d.constraint()), d.message())
         }
         sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
             CatalogError::Invalid(d.message().to_owned())
@@ -44,12 +54,132 @@ fn db_err(e: sqlx::Error) -> CatalogError {
     }
 }
 
-fn bad_row(e: impl std::fmt::Display) -> CatalogError {
-    CatalogError::Unavailable(format!("unreadable catalog row: {e}"))
+fn get<'r, T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>>(
+    row: &'r PgRow,
+    col: &str,
+) -> Result<T, CatalogError> {
+    row.try_get(col).map_err(bad_row)
 }
 
-fn uuids(ids: impl IntoIterator<Item = DatasetId>) -> Vec<Uuid> {
-    ids.into_iter().map(|i| i.0).collect()
+/// Ids are UUIDs, JSON is JSONB, tags a text array.
+impl Columns for PgRow {
+    fn text(&self, col: &str) -> Result<String, CatalogError> {
+        get(self, col)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, CatalogError> {
+        get(self, col)
+    }
+    fn int(&self, col: &str) -> Result<i64, CatalogError> {
+        // BIGINT columns, and INTEGER ones (a walk's distance).
+        get::<i64>(self, col).or_else(|_| get::<i32>(self, col).map(i64::from))
+    }
+    fn id(&self, col: &str) -> Result<Uuid, CatalogError> {
+        get(self, col)
+    }
+    fn opt_id(&self, col: &str) -> Result<Option<Uuid>, CatalogError> {
+        get(self, col)
+    }
+    fn json(&self, col: &str) -> Result<Value, CatalogError> {
+        get::<Json<Value>>(self, col).map(|j| j.0)
+    }
+    fn opt_json(&self, col: &str) -> Result<Option<Value>, CatalogError> {
+        get::<Option<Json<Value>>>(self, col).map(|j| j.map(|j| j.0))
+    }
+    fn tags(&self, col: &str) -> Result<Vec<String>, CatalogError> {
+        get(self, col)
+    }
+    fn time(&self, col: &str) -> Result<DateTime<Utc>, CatalogError> {
+        get(self, col)
+    }
+    fn opt_time(&self, col: &str) -> Result<Option<DateTime<Utc>>, CatalogError> {
+        get(self, col)
+    }
+}
+
+/// Values in PostgreSQL's own types, to whatever takes them (a statement's arguments, a row of a
+/// multi-row insert).
+trait Bind {
+    fn put<T: sqlx::Encode<'static, Postgres> + sqlx::Type<Postgres> + Send + 'static>(
+        &mut self,
+        v: T,
+    );
+}
+
+impl<B: Bind> Values for B {
+    fn text(&mut self, v: &str) {
+        self.put(v.to_owned())
+    }
+    fn opt_text(&mut self, v: Option<&str>) {
+        self.put(v.map(str::to_owned))
+    }
+    fn int(&mut self, v: i64) {
+        self.put(v)
+    }
+    fn id(&mut self, v: Uuid) {
+        self.put(v)
+    }
+    fn opt_id(&mut self, v: Option<Uuid>) {
+        self.put(v)
+    }
+    fn json(&mut self, v: &Value) {
+        self.put(Json(v.clone()))
+    }
+    fn opt_json(&mut self, v: Option<&Value>) {
+        self.put(v.cloned().map(Json))
+    }
+    fn tags(&mut self, v: &[String]) {
+        self.put(v.to_vec())
+    }
+    fn time(&mut self, v: DateTime<Utc>) {
+        self.put(v)
+    }
+}
+
+/// Parameters for one statement; the first value that cannot be encoded is kept as the error.
+#[derive(Default)]
+struct Args {
+    args: PgArguments,
+    error: Option<String>,
+}
+
+impl Bind for Args {
+    fn put<T: sqlx::Encode<'static, Postgres> + sqlx::Type<Postgres> + Send + 'static>(
+        &mut self,
+        v: T,
+    ) {
+        if let Err(e) = self.args.add(v) {
+            self.error.get_or_insert(e.to_string());
+        }
+    }
+}
+
+impl Bind for Separated<'_, 'static, Postgres, &'static str> {
+    fn put<T: sqlx::Encode<'static, Postgres> + sqlx::Type<Postgres> + Send + 'static>(
+        &mut self,
+        v: T,
+    ) {
+        self.push_bind(v);
+    }
+}
+
+impl Args {
+    /// Fills the parameters with `bind`.
+    fn of(bind: impl FnOnce(&mut Self)) -> Result<PgArguments, CatalogError> {
+        let mut a = Args::default();
+        bind(&mut a);
+        match a.error {
+            Some(e) => Err(CatalogError::Invalid(format!("an unstorable value: {e}"))),
+            None => Ok(a.args),
+        }
+    }
+}
+
+/// A statement of `catalog/sql.rs` with its parameters.
+fn query<'q>(
+    sql: &'q str,
+    bind: impl FnOnce(&mut Args),
+) -> Result<sqlx::query::Query<'q, Postgres, PgArguments>, CatalogError> {
+    Ok(sqlx::query_with(sql, Args::of(bind)?))
 }
 
 impl PostgresCatalog {
@@ -70,44 +200,16 @@ impl PostgresCatalog {
         &self.pool
     }
 
-    fn row_to_dataset(row: &PgRow) -> Result<Dataset, CatalogError> {
-        let layer: String = row.try_get("layer").map_err(bad_row)?;
-        let status: String = row.try_get("status").map_err(bad_row)?;
-        let metadata: Json<serde_json::Value> = row.try_get("metadata").map_err(bad_row)?;
-        let bucket: String = row.try_get("bucket").map_err(bad_row)?;
-        let prefix: String = row.try_get("prefix").map_err(bad_row)?;
-        let promoted_from: Option<Uuid> = row.try_get("promoted_from").map_err(bad_row)?;
-        Ok(Dataset {
-            id: DatasetId(row.try_get("id").map_err(bad_row)?),
-            name: row.try_get("name").map_err(bad_row)?,
-            source: row.try_get("source").map_err(bad_row)?,
-            external_id: row.try_get("external_id").map_err(bad_row)?,
-            layer: layer.parse::<Layer>().map_err(bad_row)?,
-            location: format!("{bucket}/{prefix}"),
-            bucket,
-            prefix,
-            file_count: row.try_get("file_count").map_err(bad_row)?,
-            total_size: row.try_get("total_size").map_err(bad_row)?,
-            metadata: metadata.0,
-            tags: row.try_get("tags").map_err(bad_row)?,
-            status: status.parse().map_err(bad_row)?,
-            promoted_from: promoted_from.map(DatasetId),
-            created_at: row.try_get("created_at").map_err(bad_row)?,
-            updated_at: row.try_get("updated_at").map_err(bad_row)?,
-        })
-    }
-
     async fn fetch_dataset(
         tx: &mut Transaction<'_, Postgres>,
         id: DatasetId,
     ) -> Result<Dataset, CatalogError> {
-        let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE id = $1"))
-            .bind(id.0)
+        let row = query(sql::SELECT_DATASET, |v| v.id(id.0))?
             .fetch_optional(&mut **tx)
             .await
             .map_err(db_err)?
             .ok_or_else(|| CatalogError::NotFound(format!("dataset {id}")))?;
-        Self::row_to_dataset(&row)
+        rows::dataset(&row)
     }
 
     async fn insert_files(
@@ -116,55 +218,33 @@ impl PostgresCatalog {
         files: &[FileRecord],
     ) -> Result<(), CatalogError> {
         if !files.is_empty() {
-            let mut b: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO files (dataset_id, name, size, sha256, content_type, created_at) ",
-            );
-            b.push_values(files, |mut row, f| {
-                row.push_bind(id.0)
-                    .push_bind(&f.name)
-                    .push_bind(f.size as i64)
-                    .push_bind(&f.sha256)
-                    .push_bind(&f.content_type)
-                    .push_bind(f.created_at);
-            });
+            let mut b: QueryBuilder<Postgres> = QueryBuilder::new(sql::INSERT_FILES);
+            b.push_values(files, |mut row, f| rows::file(&mut row, id, f));
             b.build()
                 .execute(&mut **tx)
                 .await
                 .map_err(|e| match db_err(e) {
                     CatalogError::Conflict(_) => {
                         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-                        CatalogError::Conflict(format!(
-                            "a file named {names:?} already exists in dataset {id}"
-                        ))
+                        rules::file_taken(id, &names)
                     }
                     other => other,
                 })?;
         }
         for f in files {
-            sqlx::query("DELETE FROM file_claims WHERE dataset_id = $1 AND name = $2")
-                .bind(id.0)
-                .bind(&f.name)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_err)?;
+            query(sql::DELETE_CLAIM, |v| {
+                v.id(id.0);
+                v.text(&f.name)
+            })?
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
         }
-        sqlx::query(
-            "UPDATE datasets SET file_count = (SELECT count(*) FROM files WHERE dataset_id = $1), \
-             total_size = (SELECT coalesce(sum(size), 0) FROM files WHERE dataset_id = $1) WHERE id = $1",
-        )
-        .bind(id.0)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
+        query(sql::RECOUNT_FILES, |v| v.id(id.0))?
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
         Ok(())
-    }
-
-    async fn insert_provenance(
-        tx: &mut Transaction<'_, Postgres>,
-        p: &NewProvenance,
-        now: chrono::DateTime<Utc>,
-    ) -> Result<ProvenanceEntry, CatalogError> {
-        Self::insert_entry(tx, p, Uuid::now_v7(), now).await
     }
 
     /// Records an entry under a given id and time (an import keeps the originals).
@@ -172,15 +252,9 @@ impl PostgresCatalog {
         tx: &mut Transaction<'_, Postgres>,
         p: &NewProvenance,
         id: Uuid,
-        now: chrono::DateTime<Utc>,
+        at: DateTime<Utc>,
     ) -> Result<ProvenanceEntry, CatalogError> {
-        sqlx::query("INSERT INTO provenance (id, action, parameters, notes, actor, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(id)
-            .bind(p.action.as_str())
-            .bind(Json(&p.parameters))
-            .bind(&p.notes)
-            .bind(&p.actor)
-            .bind(now)
+        query(sql::INSERT_ENTRY, |v| rows::entry(v, p, id, at))?
             .execute(&mut **tx)
             .await
             .map_err(db_err)?;
@@ -221,99 +295,63 @@ impl PostgresCatalog {
             b.push(" ON CONFLICT DO NOTHING");
             b.build().execute(&mut **tx).await.map_err(db_err)?;
         }
-        Ok(p.recorded(id, now))
+        Ok(p.recorded(id, at))
     }
 
     /// Entries by id, oldest first, with their inputs and outputs.
-    async fn entries_by_ids(
-        &self,
-        entry_ids: &[Uuid],
-    ) -> Result<Vec<ProvenanceEntry>, CatalogError> {
+    async fn entries_by_ids(&self, ids: &[Uuid]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        Self::entries_in(&mut conn, Some(entry_ids)).await
+        Self::entries_in(&mut conn, Some(ids)).await
     }
 
     /// Entries with these ids (all of them with `None`), oldest first, over one connection.
     async fn entries_in(
         conn: &mut sqlx::PgConnection,
-        entry_ids: Option<&[Uuid]>,
+        ids: Option<&[Uuid]>,
     ) -> Result<Vec<ProvenanceEntry>, CatalogError> {
         // Separate statements for "all" and "these", so a lookup by id keeps its index.
-        let ids = entry_ids.map(<[Uuid]>::to_vec).unwrap_or_default();
-        let (entries_sql, links_sql) = if entry_ids.is_some() {
-            (
+        let ids_bound = ids.map(<[Uuid]>::to_vec).unwrap_or_default();
+        let (entries_sql, links_sql) = match ids {
+            Some(_) => (
                 "SELECT id, action, parameters, notes, actor, created_at FROM provenance \
                  WHERE id = ANY($1) ORDER BY seq",
                 "SELECT entry_id, dataset_id, role FROM provenance_datasets \
                  WHERE entry_id = ANY($1) ORDER BY position",
-            )
-        } else {
-            (
-                "SELECT id, action, parameters, notes, actor, created_at FROM provenance \
-                 WHERE cardinality($1::uuid[]) = 0 ORDER BY seq",
-                "SELECT entry_id, dataset_id, role FROM provenance_datasets \
-                 WHERE cardinality($1::uuid[]) = 0 ORDER BY position",
-            )
+            ),
+            None => (sql::ALL_ENTRIES, sql::ALL_ENTRY_LINKS),
         };
-        let rows = sqlx::query(entries_sql)
-            .bind(&ids)
+        let entries = sqlx::query(entries_sql)
+            .bind(&ids_bound)
             .fetch_all(&mut *conn)
             .await
             .map_err(db_err)?;
         let links = sqlx::query(links_sql)
-            .bind(&ids)
+            .bind(&ids_bound)
             .fetch_all(&mut *conn)
             .await
             .map_err(db_err)?;
-        let mut io: HashMap<Uuid, (Vec<DatasetId>, Vec<DatasetId>)> = HashMap::new();
-        for l in &links {
-            let entry: Uuid = l.try_get("entry_id").map_err(bad_row)?;
-            let ds: Uuid = l.try_get("dataset_id").map_err(bad_row)?;
-            let role: String = l.try_get("role").map_err(bad_row)?;
-            let slot = io.entry(entry).or_default();
-            if role == "input" {
-                slot.0.push(DatasetId(ds))
-            } else {
-                slot.1.push(DatasetId(ds))
-            }
-        }
-        rows.iter()
-            .map(|r| {
-                let id: Uuid = r.try_get("id").map_err(bad_row)?;
-                let action: String = r.try_get("action").map_err(bad_row)?;
-                let params: Json<serde_json::Value> = r.try_get("parameters").map_err(bad_row)?;
-                let (inputs, outputs) = io.remove(&id).unwrap_or_default();
-                Ok(ProvenanceEntry {
-                    id,
-                    action: action.parse::<Action>().map_err(bad_row)?,
-                    inputs,
-                    outputs,
-                    parameters: params.0,
-                    notes: r.try_get("notes").map_err(bad_row)?,
-                    actor: r.try_get("actor").map_err(bad_row)?,
-                    created_at: r.try_get("created_at").map_err(bad_row)?,
-                })
-            })
-            .collect()
+        rows::entries(&entries, &links)
     }
 
-    async fn group_stats(&self, column: &str) -> Result<Vec<GroupStats>, CatalogError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {column} AS k, count(*) AS n, coalesce(sum(total_size), 0)::bigint AS b FROM datasets \
-             WHERE status = 'ready' GROUP BY {column} ORDER BY n DESC, k"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(GroupStats {
-                    key: r.try_get("k").map_err(bad_row)?,
-                    datasets: r.try_get("n").map_err(bad_row)?,
-                    bytes: r.try_get("b").map_err(bad_row)?,
-                })
-            })
-            .collect()
+    async fn group_stats(&self, column: &str) -> Result<Vec<super::GroupStats>, CatalogError> {
+        let found = sqlx::query(&sql::group_stats(column))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        found.iter().map(rows::group).collect()
+    }
+
+    /// The `id` column of a statement's rows.
+    async fn ids_of(
+        &self,
+        sql: &str,
+        bind: impl FnOnce(&mut Args),
+    ) -> Result<Vec<Uuid>, CatalogError> {
+        let found = query(sql, bind)?
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        found.iter().map(|r| r.id("id")).collect()
     }
 }
 
@@ -340,7 +378,10 @@ impl Catalog for PostgresCatalog {
             .map_err(db_err)
             .map(|_| ())
     }
+}
 
+#[async_trait::async_trait]
+impl Datasets for PostgresCatalog {
     async fn insert_datasets(
         &self,
         datasets: &[(NewDataset, Vec<FileRecord>)],
@@ -349,29 +390,14 @@ impl Catalog for PostgresCatalog {
         let now = Utc::now();
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         for (new, files) in datasets {
-            sqlx::query(
-            "INSERT INTO datasets (id, name, source, external_id, layer, bucket, prefix, metadata, tags, status, \
-             promoted_from, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
-        )
-        .bind(new.id.0)
-        .bind(&new.name)
-        .bind(&new.source)
-        .bind(&new.external_id)
-        .bind(new.layer.as_str())
-        .bind(&new.bucket)
-        .bind(&new.prefix)
-        .bind(Json(&new.metadata))
-        .bind(&new.tags)
-        .bind(new.status.as_str())
-        .bind(new.promoted_from.map(|p| p.0))
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+            query(sql::INSERT_DATASET, |v| rows::new_dataset(v, new, now))?
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
             Self::insert_files(&mut tx, new.id, files).await?;
         }
         for p in provenance {
-            Self::insert_provenance(&mut tx, p, now).await?;
+            Self::insert_entry(&mut tx, p, Uuid::now_v7(), now).await?;
         }
         let mut out = Vec::with_capacity(datasets.len());
         for (new, _) in datasets {
@@ -382,20 +408,21 @@ impl Catalog for PostgresCatalog {
     }
 
     async fn get_dataset(&self, id: DatasetId) -> Result<Dataset, CatalogError> {
-        let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE id = $1"))
-            .bind(id.0)
+        let row = query(sql::SELECT_DATASET, |v| v.id(id.0))?
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?
             .ok_or_else(|| CatalogError::NotFound(format!("dataset {id}")))?;
-        Self::row_to_dataset(&row)
+        rows::dataset(&row)
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<Page<Dataset>, CatalogError> {
         // Built per request with only the filters in use, so every query gets a plan that can use
         // its index (a generic "$n IS NULL OR ..." plan could not).
-        let mut b: QueryBuilder<Postgres> =
-            QueryBuilder::new(format!("SELECT {COLS} FROM datasets WHERE status = "));
+        let mut b: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "SELECT {} FROM datasets WHERE status = ",
+            sql::DATASET_COLS
+        ));
         b.push_bind(q.status.as_str());
         if let Some(l) = q.layer {
             b.push(" AND layer = ").push_bind(l.as_str());
@@ -425,10 +452,10 @@ impl Catalog for PostgresCatalog {
         b.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(q.limit) + 1);
         b.push(" OFFSET ").push_bind(q.offset as i64);
-        let rows = b.build().fetch_all(&self.pool).await.map_err(db_err)?;
-        let items = rows
+        let found = b.build().fetch_all(&self.pool).await.map_err(db_err)?;
+        let items = found
             .iter()
-            .map(Self::row_to_dataset)
+            .map(rows::dataset)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page_of(items, q.limit))
     }
@@ -440,14 +467,11 @@ impl Catalog for PostgresCatalog {
 
     async fn list_files(&self, id: DatasetId) -> Result<Vec<FileRecord>, CatalogError> {
         self.get_dataset(id).await?;
-        let rows = sqlx::query(
-            "SELECT name, size, sha256, content_type, created_at FROM files WHERE dataset_id = $1 ORDER BY name",
-        )
-        .bind(id.0)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(row_to_file).collect()
+        let found = query(sql::SELECT_FILES, |v| v.id(id.0))?
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        found.iter().map(rows::file_record).collect()
     }
 
     async fn commit(
@@ -459,19 +483,20 @@ impl Catalog for PostgresCatalog {
     ) -> Result<Dataset, CatalogError> {
         let now = Utc::now();
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let updated = sqlx::query("UPDATE datasets SET status = $1, updated_at = $2 WHERE id = $3")
-            .bind(status.as_str())
-            .bind(now)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let updated = query(sql::SET_STATUS, |v| {
+            v.text(status.as_str());
+            v.time(now);
+            v.id(id.0)
+        })?
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         if updated.rows_affected() == 0 {
             return Err(CatalogError::NotFound(format!("dataset {id}")));
         }
         Self::insert_files(&mut tx, id, files).await?;
         if let Some(p) = provenance {
-            Self::insert_provenance(&mut tx, p, now).await?;
+            Self::insert_entry(&mut tx, p, Uuid::now_v7(), now).await?;
         }
         let d = Self::fetch_dataset(&mut tx, id).await?;
         tx.commit().await.map_err(db_err)?;
@@ -488,65 +513,60 @@ impl Catalog for PostgresCatalog {
         let stale =
             now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::hours(1));
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        sqlx::query(
-            "DELETE FROM file_claims WHERE dataset_id = $1 AND name = $2 AND claimed_at < $3",
-        )
-        .bind(id.0)
-        .bind(name)
-        .bind(stale)
+        query(sql::DELETE_STALE_CLAIM, |v| {
+            v.id(id.0);
+            v.text(name);
+            v.time(stale)
+        })?
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
         // Claim first, then look for a committed file: a claim can only be won after the previous
         // holder committed (or gave up), so this check always sees its file.
-        sqlx::query("INSERT INTO file_claims (dataset_id, name, claimed_at) VALUES ($1, $2, $3)")
-            .bind(id.0)
-            .bind(name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match db_err(e) {
-                CatalogError::Conflict(_) => CatalogError::Conflict(format!(
-                    "another upload of {name:?} into dataset {id} is in progress"
-                )),
-                CatalogError::Invalid(_) => CatalogError::NotFound(format!("dataset {id}")),
-                other => other,
-            })?;
+        query(sql::INSERT_CLAIM, |v| {
+            v.id(id.0);
+            v.text(name);
+            v.time(now)
+        })?
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| rules::claim_refused(id, name, db_err(e)))?;
         tx.commit().await.map_err(db_err)?;
-        let exists = sqlx::query("SELECT 1 FROM files WHERE dataset_id = $1 AND name = $2")
-            .bind(id.0)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .is_some();
+        let exists = query(sql::FILE_EXISTS, |v| {
+            v.id(id.0);
+            v.text(name)
+        })?
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .is_some();
         if exists {
             self.release_claim(id, name).await?;
-            return Err(CatalogError::Conflict(format!(
-                "dataset {id} already has a file named {name:?}; datasets are immutable, so upload under a new name or into a new dataset"
-            )));
+            return Err(rules::file_exists(id, name));
         }
         Ok(())
     }
 
     async fn release_claim(&self, id: DatasetId, name: &str) -> Result<(), CatalogError> {
-        sqlx::query("DELETE FROM file_claims WHERE dataset_id = $1 AND name = $2")
-            .bind(id.0)
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        query(sql::DELETE_CLAIM, |v| {
+            v.id(id.0);
+            v.text(name)
+        })?
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
     async fn set_status(&self, id: DatasetId, status: DatasetStatus) -> Result<(), CatalogError> {
-        let r = sqlx::query("UPDATE datasets SET status = $1, updated_at = $2 WHERE id = $3")
-            .bind(status.as_str())
-            .bind(Utc::now())
-            .bind(id.0)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let r = query(sql::SET_STATUS, |v| {
+            v.text(status.as_str());
+            v.time(Utc::now());
+            v.id(id.0)
+        })?
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         if r.rows_affected() == 0 {
             return Err(CatalogError::NotFound(format!("dataset {id}")));
         }
@@ -558,41 +578,42 @@ impl Catalog for PostgresCatalog {
         source: DatasetId,
         layer: Layer,
     ) -> Result<Option<Dataset>, CatalogError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLS} FROM datasets WHERE promoted_from = $1 AND layer = $2"
-        ))
-        .bind(source.0)
-        .bind(layer.as_str())
+        let row = query(sql::FIND_PROMOTION, |v| {
+            v.id(source.0);
+            v.text(layer.as_str())
+        })?
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?;
-        row.as_ref().map(Self::row_to_dataset).transpose()
+        row.as_ref().map(rows::dataset).transpose()
     }
+}
 
+#[async_trait::async_trait]
+impl ProvenanceLog for PostgresCatalog {
     async fn append_provenance(
         &self,
         entry: &NewProvenance,
     ) -> Result<ProvenanceEntry, CatalogError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let e = Self::insert_provenance(&mut tx, entry, Utc::now()).await?;
+        let e = Self::insert_entry(&mut tx, entry, Uuid::now_v7(), Utc::now()).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(e)
     }
 
     async fn provenance_of(&self, ids: &[DatasetId]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
-        let ids = uuids(ids.iter().copied());
-        let rows = sqlx::query(
+        let ids: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+        let found = sqlx::query(
             "SELECT DISTINCT entry_id FROM provenance_datasets WHERE dataset_id = ANY($1)",
         )
         .bind(&ids)
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let entry_ids = rows
+        let entry_ids = found
             .iter()
-            .map(|r| r.try_get::<Uuid, _>("entry_id"))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(bad_row)?;
+            .map(|r| r.id("entry_id"))
+            .collect::<Result<Vec<_>, _>>()?;
         self.entries_by_ids(&entry_ids).await
     }
 
@@ -601,18 +622,12 @@ impl Catalog for PostgresCatalog {
         action: Action,
         limit: u32,
     ) -> Result<Vec<ProvenanceEntry>, CatalogError> {
-        let rows =
-            sqlx::query("SELECT id FROM provenance WHERE action = $1 ORDER BY seq DESC LIMIT $2")
-                .bind(action.as_str())
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-        let ids = rows
-            .iter()
-            .map(|r| r.try_get::<Uuid, _>("id"))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(bad_row)?;
+        let ids = self
+            .ids_of(sql::ENTRY_IDS_BY_ACTION, |v| {
+                v.text(action.as_str());
+                v.int(i64::from(limit))
+            })
+            .await?;
         let mut entries = self.entries_by_ids(&ids).await?;
         entries.reverse();
         Ok(entries)
@@ -625,6 +640,40 @@ impl Catalog for PostgresCatalog {
             .ok_or_else(|| CatalogError::NotFound(format!("provenance entry {id}")))
     }
 
+    async fn lineage(
+        &self,
+        id: DatasetId,
+        depth: u32,
+        direction: Direction,
+    ) -> Result<LineageGraph, CatalogError> {
+        let root = self.get_dataset(id).await?;
+        let mut graph = GraphBuilder::new(&root, depth);
+        for (next, here, sign) in lineage_walks(direction) {
+            // One statement per direction: each walk row remembers the edge it arrived by, and the
+            // dataset columns are joined in, so a deep lineage costs one round trip, not one per node.
+            // UNION (not UNION ALL) keeps diamonds from multiplying rows.
+            let found = sqlx::query(&format!(
+                "WITH RECURSIVE walk(id, dist, other, entry_id, action) AS (SELECT $1::uuid, 0, NULL::uuid, NULL::uuid, NULL::text UNION \
+                 SELECT e.{next}, w.dist + 1, e.{here}, e.entry_id, e.action FROM lineage_edges e \
+                 JOIN walk w ON e.{here} = w.id WHERE w.dist < $2) \
+                 SELECT w.id, w.dist, w.other, w.entry_id, w.action, d.name, d.source, d.layer, d.status \
+                 FROM walk w JOIN datasets d ON d.id = w.id WHERE w.dist > 0"
+            ))
+            .bind(id.0)
+            .bind(depth as i32)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+            for r in &found {
+                graph.add(rows::walk_row(r, *sign)?);
+            }
+        }
+        Ok(graph.finish())
+    }
+}
+
+#[async_trait::async_trait]
+impl Dump for PostgresCatalog {
     async fn export(&self) -> Result<CatalogDump, CatalogError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         // One snapshot for every read below.
@@ -632,29 +681,22 @@ impl Catalog for PostgresCatalog {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        let rows = sqlx::query(&format!("SELECT {COLS} FROM datasets ORDER BY id"))
+        let found = sqlx::query(sql::ALL_DATASETS)
             .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
-        let datasets = rows
+        let datasets = found
             .iter()
-            .map(Self::row_to_dataset)
+            .map(rows::dataset)
             .collect::<Result<Vec<_>, _>>()?;
-        let rows = sqlx::query(
-            "SELECT dataset_id, name, size, sha256, content_type, created_at FROM files ORDER BY dataset_id, name",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let files = rows
+        let found = sqlx::query(sql::ALL_FILES)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let files = found
             .iter()
-            .map(|r| {
-                Ok(DumpFile {
-                    dataset_id: DatasetId(r.try_get("dataset_id").map_err(bad_row)?),
-                    file: row_to_file(r)?,
-                })
-            })
-            .collect::<Result<Vec<_>, CatalogError>>()?;
+            .map(rows::dump_file)
+            .collect::<Result<Vec<_>, _>>()?;
         let provenance = Self::entries_in(&mut tx, None).await?;
         tx.rollback().await.map_err(db_err)?;
         Ok(CatalogDump {
@@ -671,154 +713,83 @@ impl Catalog for PostgresCatalog {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        let held: i64 = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM datasets) + \
-             (SELECT count(*) FROM provenance WHERE action NOT IN ('backup', 'restore'))",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        let held: i64 = sqlx::query_scalar(sql::HELD_ROWS)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
         if held > 0 {
-            return Err(CatalogError::Conflict(
-                "the catalog is not empty: a restore needs an empty lake".into(),
-            ));
+            return Err(rules::not_empty());
         }
         for d in &dump.datasets {
-            sqlx::query(
-                "INSERT INTO datasets (id, name, source, external_id, layer, bucket, prefix, file_count, total_size, \
-                 metadata, tags, status, promoted_from, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-            )
-            .bind(d.id.0)
-            .bind(&d.name)
-            .bind(&d.source)
-            .bind(&d.external_id)
-            .bind(d.layer.as_str())
-            .bind(&d.bucket)
-            .bind(&d.prefix)
-            .bind(d.file_count)
-            .bind(d.total_size)
-            .bind(Json(&d.metadata))
-            .bind(&d.tags)
-            .bind(d.status.as_str())
-            .bind(d.promoted_from.map(|p| p.0))
-            .bind(d.created_at)
-            .bind(d.updated_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+            query(sql::IMPORT_DATASET, |v| rows::dumped_dataset(v, d))?
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         }
         for f in &dump.files {
-            sqlx::query(
-                "INSERT INTO files (dataset_id, name, size, sha256, content_type, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(f.dataset_id.0)
-            .bind(&f.file.name)
-            .bind(f.file.size as i64)
-            .bind(&f.file.sha256)
-            .bind(&f.file.content_type)
-            .bind(f.file.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+            query(sql::INSERT_FILE, |v| rows::file(v, f.dataset_id, &f.file))?
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         }
         for e in &dump.provenance {
-            let p = NewProvenance {
-                action: e.action,
-                inputs: e.inputs.clone(),
-                outputs: e.outputs.clone(),
-                parameters: e.parameters.clone(),
-                notes: e.notes.clone(),
-                actor: e.actor.clone(),
-            };
-            Self::insert_entry(&mut tx, &p, e.id, e.created_at).await?;
+            Self::insert_entry(&mut tx, &rows::as_new(e), e.id, e.created_at).await?;
         }
         tx.commit().await.map_err(db_err)
     }
+}
 
+#[async_trait::async_trait]
+impl JobQueue for PostgresCatalog {
     async fn insert_job(&self, job: &NewJob) -> Result<Job, CatalogError> {
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, status, request, schedule_key, created_at) \
-             VALUES ($1, $2, 'queued', $3, $4, $5)",
-        )
-        .bind(job.id)
-        .bind(&job.kind)
-        .bind(Json(&job.request))
-        .bind(&job.schedule_key)
-        .bind(Utc::now())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| match db_err(e) {
-            CatalogError::Conflict(_) => CatalogError::Conflict(format!(
-                "a job with schedule key {:?} exists already",
-                job.schedule_key.as_deref().unwrap_or("")
-            )),
-            other => other,
-        })?;
+        query(sql::INSERT_JOB, |v| rows::new_job(v, job, Utc::now()))?
+            .execute(&self.pool)
+            .await
+            .map_err(|e| rules::job_refused(job, db_err(e)))?;
         self.get_job(job.id).await
     }
 
     async fn start_job(&self, id: Uuid) -> Result<Job, CatalogError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'running', started_at = $2, heartbeat_at = now() WHERE id = $1 AND status = 'queued'",
-        )
-        .bind(id)
-        .bind(Utc::now())
+        let done = query(
+            "UPDATE jobs SET status = 'running', started_at = $2, heartbeat_at = now() \
+             WHERE id = $1 AND status = 'queued'",
+            |v| {
+                v.id(id);
+                v.time(Utc::now())
+            },
+        )?
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        let job = self.get_job(id).await?;
-        if done.rows_affected() == 0 {
-            return Err(CatalogError::Conflict(format!(
-                "job {id} is {}, not queued",
-                job.status.as_str()
-            )));
-        }
-        Ok(job)
+        rules::started(id, self.get_job(id).await?, done.rows_affected() > 0)
     }
 
     async fn finish_job(
         &self,
         id: Uuid,
         status: JobStatus,
-        result: Option<&serde_json::Value>,
+        result: Option<&Value>,
         error: Option<&str>,
     ) -> Result<Job, CatalogError> {
-        if !status.is_finished() {
-            return Err(CatalogError::Invalid(format!(
-                "a job cannot finish as {}",
-                status.as_str()
-            )));
-        }
-        let done = sqlx::query(
-            "UPDATE jobs SET status = $2, result = $3, error = $4, finished_at = $5 \
-             WHERE id = $1 AND status IN ('queued', 'running')",
-        )
-        .bind(id)
-        .bind(status.as_str())
-        .bind(result.map(Json))
-        .bind(error)
-        .bind(Utc::now())
+        rules::check_finish_status(status)?;
+        let done = query(sql::FINISH_JOB, |v| {
+            rows::finished_job(v, id, status, result, error, Utc::now())
+        })?
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        let job = self.get_job(id).await?;
-        if done.rows_affected() == 0 {
-            return Err(CatalogError::Conflict(format!(
-                "job {id} has ended already ({})",
-                job.status.as_str()
-            )));
-        }
-        Ok(job)
+        rules::finished(id, self.get_job(id).await?, done.rows_affected() > 0)
     }
 
     async fn heartbeat_job(&self, id: Uuid) -> Result<(), CatalogError> {
         // The database's clock, so replicas' clocks never disagree about silence.
-        sqlx::query("UPDATE jobs SET heartbeat_at = now() WHERE id = $1 AND status = 'running'")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        query(
+            "UPDATE jobs SET heartbeat_at = now() WHERE id = $1 AND status = 'running'",
+            |v| v.id(id),
+        )?
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
@@ -826,130 +797,40 @@ impl Catalog for PostgresCatalog {
         &self,
         silent_for: std::time::Duration,
     ) -> Result<Vec<Job>, CatalogError> {
-        let rows = sqlx::query(&format!(
-            "UPDATE jobs SET status = 'failed', finished_at = $2, \
-             error = 'abandoned: the server running it stopped before it finished; the next run completes it' \
+        let sql = format!(
+            "UPDATE jobs SET status = 'failed', finished_at = $2, error = $3 \
              WHERE status IN ('queued', 'running') \
              AND coalesce(heartbeat_at, started_at, created_at) < now() - make_interval(secs => $1) \
-             RETURNING {JOB_COLS}"
-        ))
-        .bind(silent_for.as_secs_f64())
-        .bind(Utc::now())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(row_to_job).collect()
+             RETURNING {}",
+            sql::JOB_COLS
+        );
+        let found = sqlx::query(&sql)
+            .bind(silent_for.as_secs_f64())
+            .bind(Utc::now())
+            .bind(rules::ABANDONED)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        found.iter().map(rows::job).collect()
     }
 
     async fn get_job(&self, id: Uuid) -> Result<Job, CatalogError> {
-        let row = sqlx::query(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1"))
-            .bind(id)
+        let row = query(sql::SELECT_JOB, |v| v.id(id))?
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?
             .ok_or_else(|| CatalogError::NotFound(format!("job {id}")))?;
-        row_to_job(&row)
+        rows::job(&row)
     }
 
     async fn list_jobs(&self, kind: &str, limit: u32) -> Result<Vec<Job>, CatalogError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {JOB_COLS} FROM jobs WHERE kind = $1 ORDER BY id DESC LIMIT $2"
-        ))
-        .bind(kind)
-        .bind(i64::from(limit))
+        let found = query(sql::LIST_JOBS, |v| {
+            v.text(kind);
+            v.int(i64::from(limit))
+        })?
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter().map(row_to_job).collect()
+        found.iter().map(rows::job).collect()
     }
-
-    async fn lineage(
-        &self,
-        id: DatasetId,
-        depth: u32,
-        direction: Direction,
-    ) -> Result<LineageGraph, CatalogError> {
-        let root = self.get_dataset(id).await?;
-        let mut graph = GraphBuilder::new(&root, depth);
-        let walks: &[(&str, &str, i64)] = match direction {
-            Direction::Ancestors => &[("parent_id", "child_id", -1)],
-            Direction::Descendants => &[("child_id", "parent_id", 1)],
-            Direction::Both => &[("parent_id", "child_id", -1), ("child_id", "parent_id", 1)],
-        };
-        for (next, here, sign) in walks {
-            // One statement per direction: each walk row remembers the edge it arrived by, and the
-            // dataset columns are joined in, so a deep lineage costs one round trip, not one per node.
-            // UNION (not UNION ALL) keeps diamonds from multiplying rows.
-            let rows = sqlx::query(&format!(
-                "WITH RECURSIVE walk(id, dist, other, entry_id, action) AS (SELECT $1::uuid, 0, NULL::uuid, NULL::uuid, NULL::text UNION \
-                 SELECT e.{next}, w.dist + 1, e.{here}, e.entry_id, e.action FROM lineage_edges e \
-                 JOIN walk w ON e.{here} = w.id WHERE w.dist < $2) \
-                 SELECT w.id, w.dist, w.other, w.entry_id, w.action, d.name, d.source, d.layer, d.status \
-                 FROM walk w JOIN datasets d ON d.id = w.id WHERE w.dist > 0"
-            ))
-            .bind(id.0)
-            .bind(depth as i32)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-            for r in &rows {
-                let nid: Uuid = r.try_get("id").map_err(bad_row)?;
-                let nid = DatasetId(nid);
-                let dist: i32 = r.try_get("dist").map_err(bad_row)?;
-                let distance = i64::from(dist) * sign;
-                let other: Option<Uuid> = r.try_get("other").map_err(bad_row)?;
-                let entry: Option<Uuid> = r.try_get("entry_id").map_err(bad_row)?;
-                let other = other.map(DatasetId);
-                let layer: String = r.try_get("layer").map_err(bad_row)?;
-                let action: Option<String> = r.try_get("action").map_err(bad_row)?;
-                graph.add(WalkRow {
-                    node: LineageNode {
-                        id: nid,
-                        name: r.try_get("name").map_err(bad_row)?,
-                        source: r.try_get("source").map_err(bad_row)?,
-                        layer: layer.parse().map_err(bad_row)?,
-                        status: r.try_get("status").map_err(bad_row)?,
-                        distance,
-                    },
-                    via: match (other, entry, action) {
-                        (Some(o), Some(e), Some(a)) => Some((o, e, a)),
-                        _ => None,
-                    },
-                });
-            }
-        }
-        Ok(graph.finish())
-    }
-}
-
-const JOB_COLS: &str = "id, kind, status, request, result, error, schedule_key, created_at, started_at, \
-                        heartbeat_at, finished_at";
-
-fn row_to_job(row: &PgRow) -> Result<Job, CatalogError> {
-    let status: String = row.try_get("status").map_err(bad_row)?;
-    let request: Json<serde_json::Value> = row.try_get("request").map_err(bad_row)?;
-    let result: Option<Json<serde_json::Value>> = row.try_get("result").map_err(bad_row)?;
-    Ok(Job {
-        id: row.try_get("id").map_err(bad_row)?,
-        kind: row.try_get("kind").map_err(bad_row)?,
-        status: status.parse().map_err(bad_row)?,
-        request: request.0,
-        result: result.map(|r| r.0),
-        error: row.try_get("error").map_err(bad_row)?,
-        schedule_key: row.try_get("schedule_key").map_err(bad_row)?,
-        created_at: row.try_get("created_at").map_err(bad_row)?,
-        started_at: row.try_get("started_at").map_err(bad_row)?,
-        heartbeat_at: row.try_get("heartbeat_at").map_err(bad_row)?,
-        finished_at: row.try_get("finished_at").map_err(bad_row)?,
-    })
-}
-
-fn row_to_file(r: &PgRow) -> Result<FileRecord, CatalogError> {
-    Ok(FileRecord {
-        name: r.try_get("name").map_err(bad_row)?,
-        size: r.try_get::<i64, _>("size").map_err(bad_row)?.max(0) as u64,
-        sha256: r.try_get("sha256").map_err(bad_row)?,
-        content_type: r.try_get("content_type").map_err(bad_row)?,
-        created_at: r.try_get("created_at").map_err(bad_row)?,
-    })
 }

@@ -2,34 +2,30 @@
 //!
 //! Ids are stored as hyphenated UUID text (UUIDv7 text sorts by time), JSON as text, timestamps as
 //! RFC 3339 text. Write transactions start with a write so that SQLite takes its write lock up front
-//! and waits on `busy_timeout` instead of failing a read-to-write upgrade.
+//! and waits on `busy_timeout` instead of failing a read-to-write upgrade. The statements both
+//! databases share are in `catalog/sql.rs`, the row mapping in `catalog/rows.rs`.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
-
-use super::{
-    Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, GraphBuilder, GroupStats,
-    Job, JobStatus, NewDataset, NewJob, Page, SearchQuery, Stats, WalkRow, like_pattern, page_of,
-    stats_of,
-};
-use super::{CatalogDump, DumpFile};
+use sqlx::{Arguments as _, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
-use crate::layers::Layer;
-use crate::provenance::{
-    Action, Direction, LineageGraph, LineageNode, NewProvenance, ProvenanceEntry,
+use super::rows::{self, Columns, Values, bad_row};
+use super::{
+    Catalog, CatalogDump, CatalogError, Constraint, Dataset, DatasetId, DatasetStatus, Datasets,
+    Dump, FileRecord, GraphBuilder, Job, JobQueue, JobStatus, NewDataset, NewJob, Page,
+    ProvenanceLog, SearchQuery, Stats, like_pattern, lineage_walks, page_of, rules, sql, stats_of,
 };
-
-const COLS: &str = "id, name, source, external_id, layer, bucket, prefix, file_count, total_size, metadata, tags, \
-                    status, promoted_from, created_at, updated_at";
+use crate::layers::Layer;
+use crate::provenance::{Action, Direction, LineageGraph, NewProvenance, ProvenanceEntry};
 
 /// The SQLite catalog.
 #[derive(Debug, Clone)]
@@ -37,10 +33,28 @@ pub struct SqliteCatalog {
     pool: SqlitePool,
 }
 
+/// Which rule a unique violation broke, from SQLite's message: it names an expression index
+/// (`index 'name'`), or the columns of a key (`table.column, ...`).
+fn constraint_of(message: &str) -> Constraint {
+    let what = message
+        .rsplit_once("constraint failed: ")
+        .map_or(message, |(_, w)| w);
+    match what {
+        "index 'datasets_collection_version'" => Constraint::CollectionVersion,
+        "datasets.promoted_from, datasets.layer" => Constraint::PromotionTarget,
+        "datasets.id" => Constraint::DatasetId,
+        "files.dataset_id, files.name" => Constraint::FileName,
+        "file_claims.dataset_id, file_claims.name" => Constraint::FileClaim,
+        "jobs.schedule_key" => Constraint::ScheduleKey,
+        "jobs.id" | "provenance.id" => Constraint::RecordId,
+        _ => Constraint::Other,
+    }
+}
+
 fn db_err(e: sqlx::Error) -> CatalogError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => {
-            CatalogError::Conflict(d.message().to_owned())
+            CatalogError::conflict(constraint_of(d.message()), d.message())
         }
         sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
             CatalogError::Invalid(d.message().to_owned())
@@ -49,8 +63,114 @@ fn db_err(e: sqlx::Error) -> CatalogError {
     }
 }
 
-fn bad_row(e: impl std::fmt::Display) -> CatalogError {
-    CatalogError::Unavailable(format!("unreadable catalog row: {e}"))
+fn get<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(
+    row: &'r SqliteRow,
+    col: &str,
+) -> Result<T, CatalogError> {
+    row.try_get(col).map_err(bad_row)
+}
+
+/// Ids, JSON and tags are text here.
+impl Columns for SqliteRow {
+    fn text(&self, col: &str) -> Result<String, CatalogError> {
+        get(self, col)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, CatalogError> {
+        get(self, col)
+    }
+    fn int(&self, col: &str) -> Result<i64, CatalogError> {
+        get(self, col)
+    }
+    fn id(&self, col: &str) -> Result<Uuid, CatalogError> {
+        get::<String>(self, col)?.parse().map_err(bad_row)
+    }
+    fn opt_id(&self, col: &str) -> Result<Option<Uuid>, CatalogError> {
+        get::<Option<String>>(self, col)?
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(bad_row)
+    }
+    fn json(&self, col: &str) -> Result<Value, CatalogError> {
+        serde_json::from_str(&get::<String>(self, col)?).map_err(bad_row)
+    }
+    fn opt_json(&self, col: &str) -> Result<Option<Value>, CatalogError> {
+        get::<Option<String>>(self, col)?
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(bad_row)
+    }
+    fn tags(&self, col: &str) -> Result<Vec<String>, CatalogError> {
+        serde_json::from_str(&get::<String>(self, col)?).map_err(bad_row)
+    }
+    fn time(&self, col: &str) -> Result<DateTime<Utc>, CatalogError> {
+        get(self, col)
+    }
+    fn opt_time(&self, col: &str) -> Result<Option<DateTime<Utc>>, CatalogError> {
+        get(self, col)
+    }
+}
+
+/// Parameters for one statement; the first value that cannot be encoded is kept as the error.
+#[derive(Default)]
+struct Args {
+    args: SqliteArguments<'static>,
+    error: Option<String>,
+}
+
+impl Args {
+    fn add<T: sqlx::Encode<'static, Sqlite> + sqlx::Type<Sqlite> + 'static>(&mut self, v: T) {
+        if let Err(e) = self.args.add(v) {
+            self.error.get_or_insert(e.to_string());
+        }
+    }
+
+    /// Fills the parameters with `bind`.
+    fn of(bind: impl FnOnce(&mut Self)) -> Result<SqliteArguments<'static>, CatalogError> {
+        let mut a = Args::default();
+        bind(&mut a);
+        match a.error {
+            Some(e) => Err(CatalogError::Invalid(format!("an unstorable value: {e}"))),
+            None => Ok(a.args),
+        }
+    }
+}
+
+impl Values for Args {
+    fn text(&mut self, v: &str) {
+        self.add(v.to_owned())
+    }
+    fn opt_text(&mut self, v: Option<&str>) {
+        self.add(v.map(str::to_owned))
+    }
+    fn int(&mut self, v: i64) {
+        self.add(v)
+    }
+    fn id(&mut self, v: Uuid) {
+        self.add(v.to_string())
+    }
+    fn opt_id(&mut self, v: Option<Uuid>) {
+        self.add(v.map(|v| v.to_string()))
+    }
+    fn json(&mut self, v: &Value) {
+        self.add(v.to_string())
+    }
+    fn opt_json(&mut self, v: Option<&Value>) {
+        self.add(v.map(Value::to_string))
+    }
+    fn tags(&mut self, v: &[String]) {
+        self.add(serde_json::to_string(v).unwrap_or_else(|_| "[]".into()))
+    }
+    fn time(&mut self, v: DateTime<Utc>) {
+        self.add(v)
+    }
+}
+
+/// A statement of `catalog/sql.rs` with its parameters.
+fn query<'q>(
+    sql: &'q str,
+    bind: impl FnOnce(&mut Args),
+) -> Result<sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>, CatalogError> {
+    Ok(sqlx::query_with(sql, Args::of(bind)?))
 }
 
 impl SqliteCatalog {
@@ -92,49 +212,16 @@ impl SqliteCatalog {
         Ok(Self { pool })
     }
 
-    fn row_to_dataset(row: &SqliteRow) -> Result<Dataset, CatalogError> {
-        let id: String = row.try_get("id").map_err(bad_row)?;
-        let layer: String = row.try_get("layer").map_err(bad_row)?;
-        let status: String = row.try_get("status").map_err(bad_row)?;
-        let metadata: String = row.try_get("metadata").map_err(bad_row)?;
-        let tags: String = row.try_get("tags").map_err(bad_row)?;
-        let promoted_from: Option<String> = row.try_get("promoted_from").map_err(bad_row)?;
-        let bucket: String = row.try_get("bucket").map_err(bad_row)?;
-        let prefix: String = row.try_get("prefix").map_err(bad_row)?;
-        Ok(Dataset {
-            id: id.parse().map_err(bad_row)?,
-            name: row.try_get("name").map_err(bad_row)?,
-            source: row.try_get("source").map_err(bad_row)?,
-            external_id: row.try_get("external_id").map_err(bad_row)?,
-            layer: layer.parse::<Layer>().map_err(bad_row)?,
-            location: format!("{bucket}/{prefix}"),
-            bucket,
-            prefix,
-            file_count: row.try_get("file_count").map_err(bad_row)?,
-            total_size: row.try_get("total_size").map_err(bad_row)?,
-            metadata: serde_json::from_str(&metadata).map_err(bad_row)?,
-            tags: serde_json::from_str(&tags).map_err(bad_row)?,
-            status: status.parse().map_err(bad_row)?,
-            promoted_from: promoted_from
-                .map(|p| p.parse())
-                .transpose()
-                .map_err(bad_row)?,
-            created_at: row.try_get("created_at").map_err(bad_row)?,
-            updated_at: row.try_get("updated_at").map_err(bad_row)?,
-        })
-    }
-
     async fn fetch_dataset(
         tx: &mut Transaction<'_, Sqlite>,
         id: DatasetId,
     ) -> Result<Dataset, CatalogError> {
-        let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE id = ?"))
-            .bind(id.to_string())
+        let row = query(sql::SELECT_DATASET, |v| v.id(id.0))?
             .fetch_optional(&mut **tx)
             .await
             .map_err(db_err)?
             .ok_or_else(|| CatalogError::NotFound(format!("dataset {id}")))?;
-        Self::row_to_dataset(&row)
+        rows::dataset(&row)
     }
 
     async fn insert_files(
@@ -143,47 +230,28 @@ impl SqliteCatalog {
         files: &[FileRecord],
     ) -> Result<(), CatalogError> {
         for f in files {
-            sqlx::query(
-                "INSERT INTO files (dataset_id, name, size, sha256, content_type, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(id.to_string())
-            .bind(&f.name)
-            .bind(f.size as i64)
-            .bind(&f.sha256)
-            .bind(&f.content_type)
-            .bind(f.created_at)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| match db_err(e) {
-                CatalogError::Conflict(_) => CatalogError::Conflict(format!("file {:?} already exists in dataset {id}", f.name)),
-                other => other,
-            })?;
-        }
-        for f in files {
-            sqlx::query("DELETE FROM file_claims WHERE dataset_id = ?1 AND name = ?2")
-                .bind(id.to_string())
-                .bind(&f.name)
+            query(sql::INSERT_FILE, |v| rows::file(v, id, f))?
                 .execute(&mut **tx)
                 .await
-                .map_err(db_err)?;
+                .map_err(|e| match db_err(e) {
+                    CatalogError::Conflict(_) => rules::file_taken(id, &[f.name.as_str()]),
+                    other => other,
+                })?;
         }
-        sqlx::query(
-            "UPDATE datasets SET file_count = (SELECT count(*) FROM files WHERE dataset_id = ?1), \
-             total_size = (SELECT coalesce(sum(size), 0) FROM files WHERE dataset_id = ?1) WHERE id = ?1",
-        )
-        .bind(id.to_string())
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
+        for f in files {
+            query(sql::DELETE_CLAIM, |v| {
+                v.id(id.0);
+                v.text(&f.name)
+            })?
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        }
+        query(sql::RECOUNT_FILES, |v| v.id(id.0))?
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
         Ok(())
-    }
-
-    async fn insert_provenance(
-        tx: &mut Transaction<'_, Sqlite>,
-        p: &NewProvenance,
-        now: DateTime<Utc>,
-    ) -> Result<ProvenanceEntry, CatalogError> {
-        Self::insert_entry(tx, p, uuid::Uuid::now_v7(), now).await
     }
 
     /// Records an entry under a given id and time (an import keeps the originals).
@@ -191,15 +259,9 @@ impl SqliteCatalog {
         tx: &mut Transaction<'_, Sqlite>,
         p: &NewProvenance,
         id: Uuid,
-        now: DateTime<Utc>,
+        at: DateTime<Utc>,
     ) -> Result<ProvenanceEntry, CatalogError> {
-        sqlx::query("INSERT INTO provenance (id, action, parameters, notes, actor, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(id.to_string())
-            .bind(p.action.as_str())
-            .bind(p.parameters.to_string())
-            .bind(&p.notes)
-            .bind(&p.actor)
-            .bind(now)
+        query(sql::INSERT_ENTRY, |v| rows::entry(v, p, id, at))?
             .execute(&mut **tx)
             .await
             .map_err(db_err)?;
@@ -231,11 +293,11 @@ impl SqliteCatalog {
                 .map_err(db_err)?;
             }
         }
-        Ok(p.recorded(id, now))
+        Ok(p.recorded(id, at))
     }
 
     /// Entries by id, oldest first, with their inputs and outputs.
-    async fn entries_by_ids(&self, ids: &[String]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
+    async fn entries_by_ids(&self, ids: &[Uuid]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         Self::entries_in(&mut conn, Some(ids)).await
     }
@@ -243,10 +305,10 @@ impl SqliteCatalog {
     /// Entries with these ids (all of them with `None`), oldest first, over one connection.
     async fn entries_in(
         conn: &mut sqlx::SqliteConnection,
-        ids: Option<&[String]>,
+        ids: Option<&[Uuid]>,
     ) -> Result<Vec<ProvenanceEntry>, CatalogError> {
         // Separate statements for "all" and "these", so a lookup by id keeps its index.
-        let ids_json = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+        let ids_json = json_ids(ids.unwrap_or_default().iter().copied());
         let (entries_sql, links_sql) = match ids {
             Some(_) => (
                 "SELECT id, action, parameters, notes, actor, created_at FROM provenance \
@@ -254,12 +316,9 @@ impl SqliteCatalog {
                 "SELECT entry_id, dataset_id, role FROM provenance_datasets \
                  WHERE entry_id IN (SELECT value FROM json_each(?1)) ORDER BY position",
             ),
-            None => (
-                "SELECT id, action, parameters, notes, actor, created_at FROM provenance ORDER BY seq",
-                "SELECT entry_id, dataset_id, role FROM provenance_datasets ORDER BY position",
-            ),
+            None => (sql::ALL_ENTRIES, sql::ALL_ENTRY_LINKS),
         };
-        let rows = sqlx::query(entries_sql)
+        let entries = sqlx::query(entries_sql)
             .bind(&ids_json)
             .fetch_all(&mut *conn)
             .await
@@ -269,63 +328,36 @@ impl SqliteCatalog {
             .fetch_all(&mut *conn)
             .await
             .map_err(db_err)?;
-        let mut io: HashMap<String, (Vec<DatasetId>, Vec<DatasetId>)> = HashMap::new();
-        for l in &links {
-            let entry: String = l.try_get("entry_id").map_err(bad_row)?;
-            let ds: String = l.try_get("dataset_id").map_err(bad_row)?;
-            let role: String = l.try_get("role").map_err(bad_row)?;
-            let slot = io.entry(entry).or_default();
-            let ds = ds.parse().map_err(bad_row)?;
-            if role == "input" {
-                slot.0.push(ds)
-            } else {
-                slot.1.push(ds)
-            }
-        }
-        rows.iter()
-            .map(|r| {
-                let id: String = r.try_get("id").map_err(bad_row)?;
-                let action: String = r.try_get("action").map_err(bad_row)?;
-                let params: String = r.try_get("parameters").map_err(bad_row)?;
-                let (inputs, outputs) = io.remove(&id).unwrap_or_default();
-                Ok(ProvenanceEntry {
-                    id: id.parse().map_err(bad_row)?,
-                    action: action.parse::<Action>().map_err(bad_row)?,
-                    inputs,
-                    outputs,
-                    parameters: serde_json::from_str(&params).map_err(bad_row)?,
-                    notes: r.try_get("notes").map_err(bad_row)?,
-                    actor: r.try_get("actor").map_err(bad_row)?,
-                    created_at: r.try_get("created_at").map_err(bad_row)?,
-                })
-            })
-            .collect()
+        rows::entries(&entries, &links)
     }
 
-    async fn group_stats(&self, column: &str) -> Result<Vec<GroupStats>, CatalogError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {column} AS k, count(*) AS n, coalesce(sum(total_size), 0) AS b FROM datasets \
-             WHERE status = 'ready' GROUP BY {column} ORDER BY n DESC, k"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(GroupStats {
-                    key: r.try_get("k").map_err(bad_row)?,
-                    datasets: r.try_get("n").map_err(bad_row)?,
-                    bytes: r.try_get("b").map_err(bad_row)?,
-                })
-            })
-            .collect()
+    async fn group_stats(&self, column: &str) -> Result<Vec<super::GroupStats>, CatalogError> {
+        let found = sqlx::query(&sql::group_stats(column))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        found.iter().map(rows::group).collect()
+    }
+
+    /// The `id` column of a statement's rows.
+    async fn ids_of(
+        &self,
+        sql: &str,
+        bind: impl FnOnce(&mut Args),
+    ) -> Result<Vec<Uuid>, CatalogError> {
+        let found = query(sql, bind)?
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        found.iter().map(|r| r.id("id")).collect()
     }
 }
 
-fn json_ids(ids: impl IntoIterator<Item = DatasetId>) -> String {
-    serde_json::Value::Array(
+/// A JSON array of ids, for `json_each`.
+fn json_ids(ids: impl IntoIterator<Item = impl ToString>) -> String {
+    Value::Array(
         ids.into_iter()
-            .map(|i| serde_json::Value::String(i.to_string()))
+            .map(|i| Value::String(i.to_string()))
             .collect(),
     )
     .to_string()
@@ -351,7 +383,10 @@ impl Catalog for SqliteCatalog {
             .map_err(db_err)
             .map(|_| ())
     }
+}
 
+#[async_trait::async_trait]
+impl Datasets for SqliteCatalog {
     async fn insert_datasets(
         &self,
         datasets: &[(NewDataset, Vec<FileRecord>)],
@@ -360,30 +395,14 @@ impl Catalog for SqliteCatalog {
         let now = Utc::now();
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         for (new, files) in datasets {
-            sqlx::query(
-            "INSERT INTO datasets (id, name, source, external_id, layer, bucket, prefix, metadata, tags, status, \
-             promoted_from, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(new.id.to_string())
-        .bind(&new.name)
-        .bind(&new.source)
-        .bind(&new.external_id)
-        .bind(new.layer.as_str())
-        .bind(&new.bucket)
-        .bind(&new.prefix)
-        .bind(new.metadata.to_string())
-        .bind(serde_json::to_string(&new.tags).unwrap_or_else(|_| "[]".into()))
-        .bind(new.status.as_str())
-        .bind(new.promoted_from.map(|p| p.to_string()))
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+            query(sql::INSERT_DATASET, |v| rows::new_dataset(v, new, now))?
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
             Self::insert_files(&mut tx, new.id, files).await?;
         }
         for p in provenance {
-            Self::insert_provenance(&mut tx, p, now).await?;
+            Self::insert_entry(&mut tx, p, Uuid::now_v7(), now).await?;
         }
         let mut out = Vec::with_capacity(datasets.len());
         for (new, _) in datasets {
@@ -394,18 +413,19 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn get_dataset(&self, id: DatasetId) -> Result<Dataset, CatalogError> {
-        let row = sqlx::query(&format!("SELECT {COLS} FROM datasets WHERE id = ?"))
-            .bind(id.to_string())
+        let row = query(sql::SELECT_DATASET, |v| v.id(id.0))?
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?
             .ok_or_else(|| CatalogError::NotFound(format!("dataset {id}")))?;
-        Self::row_to_dataset(&row)
+        rows::dataset(&row)
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<Page<Dataset>, CatalogError> {
-        let mut b: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {COLS} FROM datasets WHERE status = "));
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {} FROM datasets WHERE status = ",
+            sql::DATASET_COLS
+        ));
         b.push_bind(q.status.as_str());
         if let Some(l) = q.layer {
             b.push(" AND layer = ").push_bind(l.as_str());
@@ -437,10 +457,10 @@ impl Catalog for SqliteCatalog {
         b.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(q.limit) + 1);
         b.push(" OFFSET ").push_bind(q.offset as i64);
-        let rows = b.build().fetch_all(&self.pool).await.map_err(db_err)?;
-        let items = rows
+        let found = b.build().fetch_all(&self.pool).await.map_err(db_err)?;
+        let items = found
             .iter()
-            .map(Self::row_to_dataset)
+            .map(rows::dataset)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page_of(items, q.limit))
     }
@@ -452,14 +472,11 @@ impl Catalog for SqliteCatalog {
 
     async fn list_files(&self, id: DatasetId) -> Result<Vec<FileRecord>, CatalogError> {
         self.get_dataset(id).await?;
-        let rows = sqlx::query(
-            "SELECT name, size, sha256, content_type, created_at FROM files WHERE dataset_id = ? ORDER BY name",
-        )
-        .bind(id.to_string())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(row_to_file).collect()
+        let found = query(sql::SELECT_FILES, |v| v.id(id.0))?
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        found.iter().map(rows::file_record).collect()
     }
 
     async fn commit(
@@ -471,19 +488,20 @@ impl Catalog for SqliteCatalog {
     ) -> Result<Dataset, CatalogError> {
         let now = Utc::now();
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let updated = sqlx::query("UPDATE datasets SET status = ?, updated_at = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(now)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let updated = query(sql::SET_STATUS, |v| {
+            v.text(status.as_str());
+            v.time(now);
+            v.id(id.0)
+        })?
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         if updated.rows_affected() == 0 {
             return Err(CatalogError::NotFound(format!("dataset {id}")));
         }
         Self::insert_files(&mut tx, id, files).await?;
         if let Some(p) = provenance {
-            Self::insert_provenance(&mut tx, p, now).await?;
+            Self::insert_entry(&mut tx, p, Uuid::now_v7(), now).await?;
         }
         let d = Self::fetch_dataset(&mut tx, id).await?;
         tx.commit().await.map_err(db_err)?;
@@ -494,71 +512,66 @@ impl Catalog for SqliteCatalog {
         &self,
         id: DatasetId,
         name: &str,
-        stale_after: std::time::Duration,
+        stale_after: Duration,
     ) -> Result<(), CatalogError> {
         let now = Utc::now();
         let stale =
             now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::hours(1));
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        sqlx::query(
-            "DELETE FROM file_claims WHERE dataset_id = ?1 AND name = ?2 AND claimed_at < ?3",
-        )
-        .bind(id.to_string())
-        .bind(name)
-        .bind(stale)
+        query(sql::DELETE_STALE_CLAIM, |v| {
+            v.id(id.0);
+            v.text(name);
+            v.time(stale)
+        })?
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
         // Claim first, then look for a committed file: a claim can only be won after the previous
         // holder committed (or gave up), so this check always sees its file.
-        sqlx::query("INSERT INTO file_claims (dataset_id, name, claimed_at) VALUES (?1, ?2, ?3)")
-            .bind(id.to_string())
-            .bind(name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match db_err(e) {
-                CatalogError::Conflict(_) => CatalogError::Conflict(format!(
-                    "another upload of {name:?} into dataset {id} is in progress"
-                )),
-                CatalogError::Invalid(_) => CatalogError::NotFound(format!("dataset {id}")),
-                other => other,
-            })?;
+        query(sql::INSERT_CLAIM, |v| {
+            v.id(id.0);
+            v.text(name);
+            v.time(now)
+        })?
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| rules::claim_refused(id, name, db_err(e)))?;
         tx.commit().await.map_err(db_err)?;
-        let exists = sqlx::query("SELECT 1 FROM files WHERE dataset_id = ?1 AND name = ?2")
-            .bind(id.to_string())
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .is_some();
+        let exists = query(sql::FILE_EXISTS, |v| {
+            v.id(id.0);
+            v.text(name)
+        })?
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .is_some();
         if exists {
             self.release_claim(id, name).await?;
-            return Err(CatalogError::Conflict(format!(
-                "dataset {id} already has a file named {name:?}; datasets are immutable, so upload under a new name or into a new dataset"
-            )));
+            return Err(rules::file_exists(id, name));
         }
         Ok(())
     }
 
     async fn release_claim(&self, id: DatasetId, name: &str) -> Result<(), CatalogError> {
-        sqlx::query("DELETE FROM file_claims WHERE dataset_id = ?1 AND name = ?2")
-            .bind(id.to_string())
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        query(sql::DELETE_CLAIM, |v| {
+            v.id(id.0);
+            v.text(name)
+        })?
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
     async fn set_status(&self, id: DatasetId, status: DatasetStatus) -> Result<(), CatalogError> {
-        let r = sqlx::query("UPDATE datasets SET status = ?, updated_at = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(Utc::now())
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let r = query(sql::SET_STATUS, |v| {
+            v.text(status.as_str());
+            v.time(Utc::now());
+            v.id(id.0)
+        })?
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         if r.rows_affected() == 0 {
             return Err(CatalogError::NotFound(format!("dataset {id}")));
         }
@@ -570,41 +583,42 @@ impl Catalog for SqliteCatalog {
         source: DatasetId,
         layer: Layer,
     ) -> Result<Option<Dataset>, CatalogError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLS} FROM datasets WHERE promoted_from = ? AND layer = ?"
-        ))
-        .bind(source.to_string())
-        .bind(layer.as_str())
+        let row = query(sql::FIND_PROMOTION, |v| {
+            v.id(source.0);
+            v.text(layer.as_str())
+        })?
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?;
-        row.as_ref().map(Self::row_to_dataset).transpose()
+        row.as_ref().map(rows::dataset).transpose()
     }
+}
 
+#[async_trait::async_trait]
+impl ProvenanceLog for SqliteCatalog {
     async fn append_provenance(
         &self,
         entry: &NewProvenance,
     ) -> Result<ProvenanceEntry, CatalogError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let e = Self::insert_provenance(&mut tx, entry, Utc::now()).await?;
+        let e = Self::insert_entry(&mut tx, entry, Uuid::now_v7(), Utc::now()).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(e)
     }
 
     async fn provenance_of(&self, ids: &[DatasetId]) -> Result<Vec<ProvenanceEntry>, CatalogError> {
         let ids_json = json_ids(ids.iter().copied());
-        let rows = sqlx::query(
+        let found = sqlx::query(
             "SELECT DISTINCT entry_id FROM provenance_datasets WHERE dataset_id IN (SELECT value FROM json_each(?))",
         )
         .bind(&ids_json)
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let entry_ids = rows
+        let entry_ids = found
             .iter()
-            .map(|r| r.try_get::<String, _>("entry_id"))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(bad_row)?;
+            .map(|r| r.id("entry_id"))
+            .collect::<Result<Vec<_>, _>>()?;
         self.entries_by_ids(&entry_ids).await
     }
 
@@ -613,57 +627,77 @@ impl Catalog for SqliteCatalog {
         action: Action,
         limit: u32,
     ) -> Result<Vec<ProvenanceEntry>, CatalogError> {
-        let rows =
-            sqlx::query("SELECT id FROM provenance WHERE action = ? ORDER BY seq DESC LIMIT ?")
-                .bind(action.as_str())
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-        let ids = rows
-            .iter()
-            .map(|r| r.try_get::<String, _>("id"))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(bad_row)?;
+        let ids = self
+            .ids_of(sql::ENTRY_IDS_BY_ACTION, |v| {
+                v.text(action.as_str());
+                v.int(i64::from(limit))
+            })
+            .await?;
         let mut entries = self.entries_by_ids(&ids).await?;
         entries.reverse();
         Ok(entries)
     }
 
     async fn entry(&self, id: Uuid) -> Result<ProvenanceEntry, CatalogError> {
-        self.entries_by_ids(&[id.to_string()])
+        self.entries_by_ids(&[id])
             .await?
             .pop()
             .ok_or_else(|| CatalogError::NotFound(format!("provenance entry {id}")))
     }
 
+    async fn lineage(
+        &self,
+        id: DatasetId,
+        depth: u32,
+        direction: Direction,
+    ) -> Result<LineageGraph, CatalogError> {
+        let root = self.get_dataset(id).await?;
+        let mut graph = GraphBuilder::new(&root, depth);
+        for (next, here, sign) in lineage_walks(direction) {
+            // One statement per direction: each walk row remembers the edge it arrived by, and the
+            // dataset columns are joined in, so a deep lineage costs one round trip, not one per node.
+            // UNION (not UNION ALL) keeps diamonds from multiplying rows.
+            let found = sqlx::query(&format!(
+                "WITH RECURSIVE walk(id, dist, other, entry_id, action) AS (SELECT ?1, 0, CAST(NULL AS TEXT), CAST(NULL AS TEXT), CAST(NULL AS TEXT) UNION \
+                 SELECT e.{next}, w.dist + 1, e.{here}, e.entry_id, e.action FROM lineage_edges e \
+                 JOIN walk w ON e.{here} = w.id WHERE w.dist < ?2) \
+                 SELECT w.id, w.dist, w.other, w.entry_id, w.action, d.name, d.source, d.layer, d.status \
+                 FROM walk w JOIN datasets d ON d.id = w.id WHERE w.dist > 0"
+            ))
+            .bind(id.to_string())
+            .bind(i64::from(depth))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+            for r in &found {
+                graph.add(rows::walk_row(r, *sign)?);
+            }
+        }
+        Ok(graph.finish())
+    }
+}
+
+#[async_trait::async_trait]
+impl Dump for SqliteCatalog {
     async fn export(&self) -> Result<CatalogDump, CatalogError> {
         // One read transaction: in WAL mode it reads one snapshot throughout.
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let rows = sqlx::query(&format!("SELECT {COLS} FROM datasets ORDER BY id"))
+        let found = sqlx::query(sql::ALL_DATASETS)
             .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
-        let datasets = rows
+        let datasets = found
             .iter()
-            .map(Self::row_to_dataset)
+            .map(rows::dataset)
             .collect::<Result<Vec<_>, _>>()?;
-        let rows = sqlx::query(
-            "SELECT dataset_id, name, size, sha256, content_type, created_at FROM files ORDER BY dataset_id, name",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let files = rows
+        let found = sqlx::query(sql::ALL_FILES)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let files = found
             .iter()
-            .map(|r| {
-                let id: String = r.try_get("dataset_id").map_err(bad_row)?;
-                Ok(DumpFile {
-                    dataset_id: id.parse().map_err(bad_row)?,
-                    file: row_to_file(r)?,
-                })
-            })
-            .collect::<Result<Vec<_>, CatalogError>>()?;
+            .map(rows::dump_file)
+            .collect::<Result<Vec<_>, _>>()?;
         let provenance = Self::entries_in(&mut tx, None).await?;
         tx.rollback().await.map_err(db_err)?;
         Ok(CatalogDump {
@@ -680,289 +714,125 @@ impl Catalog for SqliteCatalog {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        let held: i64 = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM datasets) + \
-             (SELECT count(*) FROM provenance WHERE action NOT IN ('backup', 'restore'))",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        let held: i64 = sqlx::query_scalar(sql::HELD_ROWS)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
         if held > 0 {
-            return Err(CatalogError::Conflict(
-                "the catalog is not empty: a restore needs an empty lake".into(),
-            ));
+            return Err(rules::not_empty());
         }
         for d in &dump.datasets {
-            sqlx::query(
-                "INSERT INTO datasets (id, name, source, external_id, layer, bucket, prefix, file_count, total_size, \
-                 metadata, tags, status, promoted_from, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(d.id.to_string())
-            .bind(&d.name)
-            .bind(&d.source)
-            .bind(&d.external_id)
-            .bind(d.layer.as_str())
-            .bind(&d.bucket)
-            .bind(&d.prefix)
-            .bind(d.file_count)
-            .bind(d.total_size)
-            .bind(d.metadata.to_string())
-            .bind(serde_json::to_string(&d.tags).unwrap_or_else(|_| "[]".into()))
-            .bind(d.status.as_str())
-            .bind(d.promoted_from.map(|p| p.to_string()))
-            .bind(d.created_at)
-            .bind(d.updated_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+            query(sql::IMPORT_DATASET, |v| rows::dumped_dataset(v, d))?
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         }
         for f in &dump.files {
-            sqlx::query(
-                "INSERT INTO files (dataset_id, name, size, sha256, content_type, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(f.dataset_id.to_string())
-            .bind(&f.file.name)
-            .bind(f.file.size as i64)
-            .bind(&f.file.sha256)
-            .bind(&f.file.content_type)
-            .bind(f.file.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+            query(sql::INSERT_FILE, |v| rows::file(v, f.dataset_id, &f.file))?
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         }
         for e in &dump.provenance {
-            let p = NewProvenance {
-                action: e.action,
-                inputs: e.inputs.clone(),
-                outputs: e.outputs.clone(),
-                parameters: e.parameters.clone(),
-                notes: e.notes.clone(),
-                actor: e.actor.clone(),
-            };
-            Self::insert_entry(&mut tx, &p, e.id, e.created_at).await?;
+            Self::insert_entry(&mut tx, &rows::as_new(e), e.id, e.created_at).await?;
         }
         tx.commit().await.map_err(db_err)
     }
+}
 
+#[async_trait::async_trait]
+impl JobQueue for SqliteCatalog {
     async fn insert_job(&self, job: &NewJob) -> Result<Job, CatalogError> {
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, status, request, schedule_key, created_at) \
-             VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
-        )
-        .bind(job.id.to_string())
-        .bind(&job.kind)
-        .bind(job.request.to_string())
-        .bind(&job.schedule_key)
-        .bind(Utc::now())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| match db_err(e) {
-            CatalogError::Conflict(_) => CatalogError::Conflict(format!(
-                "a job with schedule key {:?} exists already",
-                job.schedule_key.as_deref().unwrap_or("")
-            )),
-            other => other,
-        })?;
+        query(sql::INSERT_JOB, |v| rows::new_job(v, job, Utc::now()))?
+            .execute(&self.pool)
+            .await
+            .map_err(|e| rules::job_refused(job, db_err(e)))?;
         self.get_job(job.id).await
     }
 
     async fn start_job(&self, id: Uuid) -> Result<Job, CatalogError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'running', started_at = ?2, heartbeat_at = ?2 WHERE id = ?1 AND status = 'queued'",
-        )
-        .bind(id.to_string())
-        .bind(Utc::now())
+        let done = query(
+            "UPDATE jobs SET status = 'running', started_at = $2, heartbeat_at = $2 \
+             WHERE id = $1 AND status = 'queued'",
+            |v| {
+                v.id(id);
+                v.time(Utc::now())
+            },
+        )?
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        let job = self.get_job(id).await?;
-        if done.rows_affected() == 0 {
-            return Err(CatalogError::Conflict(format!(
-                "job {id} is {}, not queued",
-                job.status.as_str()
-            )));
-        }
-        Ok(job)
+        rules::started(id, self.get_job(id).await?, done.rows_affected() > 0)
     }
 
     async fn finish_job(
         &self,
         id: Uuid,
         status: JobStatus,
-        result: Option<&serde_json::Value>,
+        result: Option<&Value>,
         error: Option<&str>,
     ) -> Result<Job, CatalogError> {
-        if !status.is_finished() {
-            return Err(CatalogError::Invalid(format!(
-                "a job cannot finish as {}",
-                status.as_str()
-            )));
-        }
-        let done = sqlx::query(
-            "UPDATE jobs SET status = ?2, result = ?3, error = ?4, finished_at = ?5 \
-             WHERE id = ?1 AND status IN ('queued', 'running')",
-        )
-        .bind(id.to_string())
-        .bind(status.as_str())
-        .bind(result.map(|r| r.to_string()))
-        .bind(error)
-        .bind(Utc::now())
+        rules::check_finish_status(status)?;
+        let done = query(sql::FINISH_JOB, |v| {
+            rows::finished_job(v, id, status, result, error, Utc::now())
+        })?
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        let job = self.get_job(id).await?;
-        if done.rows_affected() == 0 {
-            return Err(CatalogError::Conflict(format!(
-                "job {id} has ended already ({})",
-                job.status.as_str()
-            )));
-        }
-        Ok(job)
+        rules::finished(id, self.get_job(id).await?, done.rows_affected() > 0)
     }
 
     async fn heartbeat_job(&self, id: Uuid) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE jobs SET heartbeat_at = ?2 WHERE id = ?1 AND status = 'running'")
-            .bind(id.to_string())
-            .bind(Utc::now())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        query(
+            "UPDATE jobs SET heartbeat_at = $2 WHERE id = $1 AND status = 'running'",
+            |v| {
+                v.id(id);
+                v.time(Utc::now())
+            },
+        )?
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
     async fn fail_stale_jobs(&self, silent_for: Duration) -> Result<Vec<Job>, CatalogError> {
         let before = Utc::now()
             - chrono::Duration::from_std(silent_for).unwrap_or(chrono::Duration::minutes(1));
-        let rows = sqlx::query(&format!(
-            "UPDATE jobs SET status = 'failed', finished_at = ?2, \
-             error = 'abandoned: the server running it stopped before it finished; the next run completes it' \
-             WHERE status IN ('queued', 'running') AND coalesce(heartbeat_at, started_at, created_at) < ?1 \
-             RETURNING {JOB_COLS}"
-        ))
-        .bind(before)
-        .bind(Utc::now())
+        let sql = format!(
+            "UPDATE jobs SET status = 'failed', finished_at = $2, error = $3 \
+             WHERE status IN ('queued', 'running') AND coalesce(heartbeat_at, started_at, created_at) < $1 \
+             RETURNING {}",
+            sql::JOB_COLS
+        );
+        let found = query(&sql, |v| {
+            v.time(before);
+            v.time(Utc::now());
+            v.text(rules::ABANDONED)
+        })?
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter().map(row_to_job).collect()
+        found.iter().map(rows::job).collect()
     }
 
     async fn get_job(&self, id: Uuid) -> Result<Job, CatalogError> {
-        let row = sqlx::query(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))
-            .bind(id.to_string())
+        let row = query(sql::SELECT_JOB, |v| v.id(id))?
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?
             .ok_or_else(|| CatalogError::NotFound(format!("job {id}")))?;
-        row_to_job(&row)
+        rows::job(&row)
     }
 
     async fn list_jobs(&self, kind: &str, limit: u32) -> Result<Vec<Job>, CatalogError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {JOB_COLS} FROM jobs WHERE kind = ?1 ORDER BY id DESC LIMIT ?2"
-        ))
-        .bind(kind)
-        .bind(i64::from(limit))
+        let found = query(sql::LIST_JOBS, |v| {
+            v.text(kind);
+            v.int(i64::from(limit))
+        })?
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter().map(row_to_job).collect()
+        found.iter().map(rows::job).collect()
     }
-
-    async fn lineage(
-        &self,
-        id: DatasetId,
-        depth: u32,
-        direction: Direction,
-    ) -> Result<LineageGraph, CatalogError> {
-        let root = self.get_dataset(id).await?;
-        let mut graph = GraphBuilder::new(&root, depth);
-        let walks: &[(&str, &str, i64)] = match direction {
-            Direction::Ancestors => &[("parent_id", "child_id", -1)],
-            Direction::Descendants => &[("child_id", "parent_id", 1)],
-            Direction::Both => &[("parent_id", "child_id", -1), ("child_id", "parent_id", 1)],
-        };
-        for (next, here, sign) in walks {
-            // One statement per direction: each walk row remembers the edge it arrived by, and the
-            // dataset columns are joined in, so a deep lineage costs one round trip, not one per node.
-            // UNION (not UNION ALL) keeps diamonds from multiplying rows.
-            let rows = sqlx::query(&format!(
-                "WITH RECURSIVE walk(id, dist, other, entry_id, action) AS (SELECT ?1, 0, CAST(NULL AS TEXT), CAST(NULL AS TEXT), CAST(NULL AS TEXT) UNION \
-                 SELECT e.{next}, w.dist + 1, e.{here}, e.entry_id, e.action FROM lineage_edges e \
-                 JOIN walk w ON e.{here} = w.id WHERE w.dist < ?2) \
-                 SELECT w.id, w.dist, w.other, w.entry_id, w.action, d.name, d.source, d.layer, d.status \
-                 FROM walk w JOIN datasets d ON d.id = w.id WHERE w.dist > 0"
-            ))
-            .bind(id.to_string())
-            .bind(i64::from(depth))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-            for r in &rows {
-                let nid: String = r.try_get("id").map_err(bad_row)?;
-                let nid: DatasetId = nid.parse().map_err(bad_row)?;
-                let dist: i64 = r.try_get("dist").map_err(bad_row)?;
-                let distance = dist * sign;
-                let other: Option<String> = r.try_get("other").map_err(bad_row)?;
-                let entry: Option<String> = r.try_get("entry_id").map_err(bad_row)?;
-                let other: Option<DatasetId> =
-                    other.map(|o| o.parse()).transpose().map_err(bad_row)?;
-                let entry: Option<Uuid> = entry.map(|e| e.parse()).transpose().map_err(bad_row)?;
-                let layer: String = r.try_get("layer").map_err(bad_row)?;
-                let action: Option<String> = r.try_get("action").map_err(bad_row)?;
-                graph.add(WalkRow {
-                    node: LineageNode {
-                        id: nid,
-                        name: r.try_get("name").map_err(bad_row)?,
-                        source: r.try_get("source").map_err(bad_row)?,
-                        layer: layer.parse().map_err(bad_row)?,
-                        status: r.try_get("status").map_err(bad_row)?,
-                        distance,
-                    },
-                    via: match (other, entry, action) {
-                        (Some(o), Some(e), Some(a)) => Some((o, e, a)),
-                        _ => None,
-                    },
-                });
-            }
-        }
-        Ok(graph.finish())
-    }
-}
-
-const JOB_COLS: &str = "id, kind, status, request, result, error, schedule_key, created_at, started_at, \
-                        heartbeat_at, finished_at";
-
-fn row_to_job(row: &sqlx::sqlite::SqliteRow) -> Result<Job, CatalogError> {
-    let id: String = row.try_get("id").map_err(bad_row)?;
-    let status: String = row.try_get("status").map_err(bad_row)?;
-    let request: String = row.try_get("request").map_err(bad_row)?;
-    let result: Option<String> = row.try_get("result").map_err(bad_row)?;
-    Ok(Job {
-        id: Uuid::parse_str(&id).map_err(bad_row)?,
-        kind: row.try_get("kind").map_err(bad_row)?,
-        status: status.parse().map_err(bad_row)?,
-        request: serde_json::from_str(&request).map_err(bad_row)?,
-        result: result
-            .map(|r| serde_json::from_str(&r))
-            .transpose()
-            .map_err(bad_row)?,
-        error: row.try_get("error").map_err(bad_row)?,
-        schedule_key: row.try_get("schedule_key").map_err(bad_row)?,
-        created_at: row.try_get("created_at").map_err(bad_row)?,
-        started_at: row.try_get("started_at").map_err(bad_row)?,
-        heartbeat_at: row.try_get("heartbeat_at").map_err(bad_row)?,
-        finished_at: row.try_get("finished_at").map_err(bad_row)?,
-    })
-}
-
-fn row_to_file(r: &SqliteRow) -> Result<FileRecord, CatalogError> {
-    Ok(FileRecord {
-        name: r.try_get("name").map_err(bad_row)?,
-        size: r.try_get::<i64, _>("size").map_err(bad_row)?.max(0) as u64,
-        sha256: r.try_get("sha256").map_err(bad_row)?,
-        content_type: r.try_get("content_type").map_err(bad_row)?,
-        created_at: r.try_get("created_at").map_err(bad_row)?,
-    })
 }

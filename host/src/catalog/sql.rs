@@ -1,0 +1,126 @@
+//! The SQL text both catalog databases accept, written once: numbered `$n` parameters (PostgreSQL's
+//! own, and SQLite's `$NNN`), standard functions only. Statements that differ between the dialects
+//! (array and JSON operators, the database clock, upserts, recursive walks) stay in their adapter.
+//! Parameters are bound in the order of the matching function of `catalog/rows.rs`.
+
+/// The dataset columns, in the order `rows::dataset` reads them.
+macro_rules! dataset_cols {
+    () => {
+        "id, name, source, external_id, layer, bucket, prefix, file_count, total_size, metadata, tags, \
+         status, promoted_from, created_at, updated_at"
+    };
+}
+
+/// The job columns, in the order `rows::job` reads them.
+macro_rules! job_cols {
+    () => {
+        "id, kind, status, request, result, error, schedule_key, created_at, started_at, \
+         heartbeat_at, finished_at"
+    };
+}
+
+/// The dataset columns, for statements an adapter builds.
+pub(super) const DATASET_COLS: &str = dataset_cols!();
+/// The job columns, for statements an adapter builds.
+pub(super) const JOB_COLS: &str = job_cols!();
+
+// Datasets.
+
+/// Binds `rows::new_dataset`.
+pub(super) const INSERT_DATASET: &str = "INSERT INTO datasets (id, name, source, external_id, layer, \
+     bucket, prefix, metadata, tags, status, promoted_from, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)";
+/// Binds `rows::dumped_dataset`: every column, as exported.
+pub(super) const IMPORT_DATASET: &str = concat!(
+    "INSERT INTO datasets (",
+    dataset_cols!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+);
+/// `$1`: dataset id.
+pub(super) const SELECT_DATASET: &str =
+    concat!("SELECT ", dataset_cols!(), " FROM datasets WHERE id = $1");
+/// `$1`: source dataset id, `$2`: layer.
+pub(super) const FIND_PROMOTION: &str = concat!(
+    "SELECT ",
+    dataset_cols!(),
+    " FROM datasets WHERE promoted_from = $1 AND layer = $2"
+);
+/// `$1`: status, `$2`: now, `$3`: dataset id.
+pub(super) const SET_STATUS: &str =
+    "UPDATE datasets SET status = $1, updated_at = $2 WHERE id = $3";
+/// `$1`: dataset id.
+pub(super) const RECOUNT_FILES: &str = "UPDATE datasets SET file_count = (SELECT count(*) FROM files WHERE dataset_id = $1), \
+     total_size = (SELECT coalesce(sum(size), 0) FROM files WHERE dataset_id = $1) WHERE id = $1";
+/// Ready datasets grouped by `{column}` (`layer` or `source`): key `k`, count `n`, bytes `b`.
+pub(super) fn group_stats(column: &str) -> String {
+    format!(
+        "SELECT {column} AS k, count(*) AS n, CAST(coalesce(sum(total_size), 0) AS BIGINT) AS b \
+         FROM datasets WHERE status = 'ready' GROUP BY {column} ORDER BY n DESC, k"
+    )
+}
+
+// Files and claims.
+
+/// The head of an insert into `files`; the values follow `rows::file`.
+pub(super) const INSERT_FILES: &str =
+    "INSERT INTO files (dataset_id, name, size, sha256, content_type, created_at) ";
+/// Binds `rows::file` for one file.
+pub(super) const INSERT_FILE: &str = "INSERT INTO files (dataset_id, name, size, sha256, \
+     content_type, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+/// `$1`: dataset id.
+pub(super) const SELECT_FILES: &str = "SELECT name, size, sha256, content_type, created_at FROM files \
+     WHERE dataset_id = $1 ORDER BY name";
+/// `$1`: dataset id, `$2`: name.
+pub(super) const FILE_EXISTS: &str = "SELECT 1 FROM files WHERE dataset_id = $1 AND name = $2";
+/// `$1`: dataset id, `$2`: name, `$3`: claimed at.
+pub(super) const INSERT_CLAIM: &str =
+    "INSERT INTO file_claims (dataset_id, name, claimed_at) VALUES ($1, $2, $3)";
+/// `$1`: dataset id, `$2`: name.
+pub(super) const DELETE_CLAIM: &str = "DELETE FROM file_claims WHERE dataset_id = $1 AND name = $2";
+/// `$1`: dataset id, `$2`: name, `$3`: claims older than this are stale.
+pub(super) const DELETE_STALE_CLAIM: &str =
+    "DELETE FROM file_claims WHERE dataset_id = $1 AND name = $2 AND claimed_at < $3";
+
+// Provenance.
+
+/// Binds `rows::entry`.
+pub(super) const INSERT_ENTRY: &str = "INSERT INTO provenance (id, action, parameters, notes, actor, \
+     created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+/// `$1`: action, `$2`: limit.
+pub(super) const ENTRY_IDS_BY_ACTION: &str =
+    "SELECT id FROM provenance WHERE action = $1 ORDER BY seq DESC LIMIT $2";
+/// Every entry, oldest first (for `rows::entries`).
+pub(super) const ALL_ENTRIES: &str =
+    "SELECT id, action, parameters, notes, actor, created_at FROM provenance ORDER BY seq";
+/// Every entry's datasets, in order (for `rows::entries`).
+pub(super) const ALL_ENTRY_LINKS: &str =
+    "SELECT entry_id, dataset_id, role FROM provenance_datasets ORDER BY position";
+
+// Dump.
+
+/// Every dataset, by id.
+pub(super) const ALL_DATASETS: &str =
+    concat!("SELECT ", dataset_cols!(), " FROM datasets ORDER BY id");
+/// Every file, by dataset and name.
+pub(super) const ALL_FILES: &str = "SELECT dataset_id, name, size, sha256, content_type, created_at \
+     FROM files ORDER BY dataset_id, name";
+/// What makes a catalog not empty for an import: datasets, and provenance other than backups.
+pub(super) const HELD_ROWS: &str = "SELECT (SELECT count(*) FROM datasets) + \
+     (SELECT count(*) FROM provenance WHERE action NOT IN ('backup', 'restore'))";
+
+// Jobs.
+
+/// Binds `rows::new_job`.
+pub(super) const INSERT_JOB: &str = "INSERT INTO jobs (id, kind, status, request, schedule_key, \
+     created_at) VALUES ($1, $2, 'queued', $3, $4, $5)";
+/// Binds `rows::finished_job`.
+pub(super) const FINISH_JOB: &str = "UPDATE jobs SET status = $2, result = $3, error = $4, \
+     finished_at = $5 WHERE id = $1 AND status IN ('queued', 'running')";
+/// `$1`: job id.
+pub(super) const SELECT_JOB: &str = concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = $1");
+/// `$1`: kind, `$2`: limit.
+pub(super) const LIST_JOBS: &str = concat!(
+    "SELECT ",
+    job_cols!(),
+    " FROM jobs WHERE kind = $1 ORDER BY id DESC LIMIT $2"
+);
