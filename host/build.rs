@@ -18,9 +18,14 @@ struct Bundled {
     name: String,
     package: String,
     kind: String,
+    /// The input it accepts in pieces: `delimited-records` or `-` (none).
+    parallel: String,
 }
 
-/// Reads `plugins/bundled.txt`: `name package kind` per line, `#` comments.
+/// The values of the `parallel` column (the host's `plugins::Parallel`, `-` for none).
+const PARALLEL: [&str; 2] = ["-", "delimited-records"];
+
+/// Reads `plugins/bundled.txt`: `name package kind parallel` per line, `#` comments.
 fn bundled(root: &Path) -> Vec<Bundled> {
     let path = root.join("plugins/bundled.txt");
     let text = std::fs::read_to_string(&path)
@@ -29,13 +34,20 @@ fn bundled(root: &Path) -> Vec<Bundled> {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
-            [name, package, kind] if ["parser", "step", "connector"].contains(&kind) => Bundled {
-                name: name.to_owned(),
-                package: package.to_owned(),
-                kind: kind.to_owned(),
-            },
+            [name, package, kind, parallel]
+                if ["parser", "step", "connector"].contains(&kind)
+                    && PARALLEL.contains(&parallel)
+                    && (parallel == "-" || kind == "parser") =>
+            {
+                Bundled {
+                    name: name.to_owned(),
+                    package: package.to_owned(),
+                    kind: kind.to_owned(),
+                    parallel: parallel.to_owned(),
+                }
+            }
             _ => panic!(
-                "{}: {l:?} is not `name package parser|step|connector`",
+                "{}: {l:?} is not `name package parser|step|connector -|delimited-records` (only a parser takes input in pieces)",
                 path.display()
             ),
         })
@@ -76,7 +88,13 @@ fn main() {
                 build_plugins(&root, &target_dir, kind, &packages);
             }
         }
-        for Bundled { name, package, .. } in &plugins {
+        for Bundled {
+            name,
+            package,
+            parallel,
+            ..
+        } in &plugins
+        {
             let wasm = target_dir
                 .join("wasm32-wasip2/release")
                 .join(format!("{}.wasm", package.replace('-', "_")));
@@ -85,15 +103,15 @@ fn main() {
                 "plugin {name} built but {} is missing",
                 wasm.display()
             );
-            entries.push((name.to_string(), wasm));
+            entries.push((name.to_string(), parallel.to_string(), wasm));
         }
     }
     let mut code = String::from(
-        "/// Bundled components: (name, bytes).\npub static BUNDLED: &[(&str, &[u8])] = &[\n",
+        "/// Bundled components: (name, `parallel` column of plugins/bundled.txt, bytes).\npub static BUNDLED: &[(&str, &str, &[u8])] = &[\n",
     );
-    for (name, path) in &entries {
+    for (name, parallel, path) in &entries {
         code.push_str(&format!(
-            "    ({name:?}, include_bytes!({:?})),\n",
+            "    ({name:?}, {parallel:?}, include_bytes!({:?})),\n",
             path.display().to_string()
         ));
     }

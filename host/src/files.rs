@@ -31,7 +31,7 @@ use crate::catalog::{
 };
 use crate::lake::{Lake, LakeError, check_file_name};
 use crate::layers::Layer;
-use crate::plugins::{Invocation, InvokeError, Manifest, Table};
+use crate::plugins::{Invocation, InvokeError, Manifest, PluginErrorKind, Table};
 use crate::provenance::{Action, NewProvenance};
 
 /// The source name of uploaded files' datasets.
@@ -1085,11 +1085,10 @@ impl Lake {
                 manifest,
                 details,
             }),
-            Err(InvokeError::Plugin { kind, message })
-                if kind == "invalid_params" || kind == "invalid_input" =>
-            {
-                Err(LakeError::Invalid(message))
-            }
+            Err(InvokeError::Plugin {
+                kind: PluginErrorKind::InvalidParams | PluginErrorKind::InvalidInput,
+                message,
+            }) => Err(LakeError::Invalid(message)),
             Err(InvokeError::MemoryLimit(m)) => Err(LakeError::TooLarge(format!(
                 "the merge needs more memory than the merge plugin is granted ({m}); raise [plugins.overrides.merge] memory"
             ))),
@@ -1225,7 +1224,7 @@ fn file_info(d: &Dataset) -> Option<FileInfo> {
 
 fn parse_failure(e: &InvokeError) -> ParseFailure {
     let code = match e {
-        InvokeError::Plugin { kind, .. } => kind,
+        InvokeError::Plugin { kind, .. } => kind.as_str(),
         other => other.code(),
     };
     let message = match e {
