@@ -18,11 +18,10 @@ struct Bundled {
     name: String,
     package: String,
     kind: String,
-    /// The input it accepts in pieces: `delimited-records` or `-` (none).
-    parallel: String,
 }
 
-/// The values of the `parallel` column (the host's `plugins::Parallel`, `-` for none).
+/// The values of the `parallel` column (the host's `plugins::Parallel`, `-` for none). The host
+/// reads the column itself (`plugins/parallel.rs`); the build only refuses a bad value.
 const PARALLEL: [&str; 2] = ["-", "delimited-records"];
 
 /// Reads `plugins/bundled.txt`: `name package kind parallel` per line, `#` comments.
@@ -43,7 +42,6 @@ fn bundled(root: &Path) -> Vec<Bundled> {
                     name: name.to_owned(),
                     package: package.to_owned(),
                     kind: kind.to_owned(),
-                    parallel: parallel.to_owned(),
                 }
             }
             _ => panic!(
@@ -88,13 +86,7 @@ fn main() {
                 build_plugins(&root, &target_dir, kind, &packages);
             }
         }
-        for Bundled {
-            name,
-            package,
-            parallel,
-            ..
-        } in &plugins
-        {
+        for Bundled { name, package, .. } in &plugins {
             let wasm = target_dir
                 .join("wasm32-wasip2/release")
                 .join(format!("{}.wasm", package.replace('-', "_")));
@@ -103,15 +95,15 @@ fn main() {
                 "plugin {name} built but {} is missing",
                 wasm.display()
             );
-            entries.push((name.to_string(), parallel.to_string(), wasm));
+            entries.push((name.to_string(), wasm));
         }
     }
     let mut code = String::from(
-        "/// Bundled components: (name, `parallel` column of plugins/bundled.txt, bytes).\npub static BUNDLED: &[(&str, &str, &[u8])] = &[\n",
+        "/// Bundled components: (name, bytes).\npub static BUNDLED: &[(&str, &[u8])] = &[\n",
     );
-    for (name, parallel, path) in &entries {
+    for (name, path) in &entries {
         code.push_str(&format!(
-            "    ({name:?}, {parallel:?}, include_bytes!({:?})),\n",
+            "    ({name:?}, include_bytes!({:?})),\n",
             path.display().to_string()
         ));
     }

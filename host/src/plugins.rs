@@ -464,7 +464,7 @@ impl Plugins {
         plugins.loading.send_modify(|s| {
             s.pending = bundled::BUNDLED
                 .iter()
-                .map(|(n, _, _)| (*n).to_owned())
+                .map(|(n, _)| (*n).to_owned())
                 .collect();
             s.total = bundled::BUNDLED.len() + files.len();
         });
@@ -513,7 +513,7 @@ impl Plugins {
                 s.loaded = n;
             });
         };
-        for (name, _, bytes) in bundled::BUNDLED {
+        for (name, bytes) in bundled::BUNDLED {
             step(name, &mut || {
                 self.add(bytes, "bundled", name);
             });

@@ -43,7 +43,7 @@ impl Parallel {
     }
 
     /// A `parallel` column of `plugins/bundled.txt` (`-` for none); `host/build.rs` refuses any
-    /// other value, so an unknown one here reads as none.
+    /// other value.
     fn from_bundled(s: &str) -> Self {
         match s {
             "delimited-records" => Parallel::DelimitedRecords,
@@ -58,14 +58,28 @@ impl std::fmt::Display for Parallel {
     }
 }
 
+/// The list of bundled plugins, `name package kind parallel` per line (`host/build.rs` builds what
+/// it lists and refuses a `parallel` value other than `-` and `delimited-records`).
+const BUNDLED_LIST: &str = include_str!("../../../plugins/bundled.txt");
+
+/// A bundled plugin's `parallel` column; none for a name the list does not have.
+fn bundled_opt_in(name: &str) -> Parallel {
+    BUNDLED_LIST
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+        .and_then(|f| f.get(3).copied())
+        .map_or(Parallel::None, Parallel::from_bundled)
+}
+
 /// A loaded plugin's opt-in: lake.toml's `parallel` for it when set, else the bundled list's for a
 /// bundled plugin, else none (a third-party component is split only when lake.toml says so).
 pub(super) fn opt_in(name: &str, source: &str, configured: Option<Parallel>) -> Parallel {
-    configured.unwrap_or_else(|| {
-        super::bundled::BUNDLED
-            .iter()
-            .find(|(n, _, _)| source == "bundled" && *n == name)
-            .map_or(Parallel::None, |(_, p, _)| Parallel::from_bundled(p))
+    configured.unwrap_or_else(|| match source {
+        "bundled" => bundled_opt_in(name),
+        _ => Parallel::None,
     })
 }
 
@@ -508,15 +522,13 @@ mod tests {
             opt_in("csv", "bundled", Some(Parallel::None)),
             Parallel::None
         );
-        // The bundled list's column, as the build embedded it (nothing when plugins were skipped).
-        for (name, column, _) in super::super::bundled::BUNDLED {
-            assert_eq!(
-                opt_in(name, "bundled", None),
-                Parallel::from_bundled(column),
-                "{name}"
-            );
+        // The bundled list's column: csv opts in, the other bundled plugins do not.
+        assert_eq!(opt_in("csv", "bundled", None), Parallel::DelimitedRecords);
+        for name in [
+            "xlsx", "geo-soft", "pubmed", "select", "merge", "ncbi", "nosuch",
+        ] {
+            assert_eq!(opt_in(name, "bundled", None), Parallel::None, "{name}");
         }
-        assert_eq!(opt_in("select", "bundled", None), Parallel::None);
         assert_eq!(Parallel::DelimitedRecords.to_string(), "delimited-records");
         assert_eq!(
             serde_json::to_value(Parallel::DelimitedRecords).ok(),
