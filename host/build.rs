@@ -20,7 +20,11 @@ struct Bundled {
     kind: String,
 }
 
-/// Reads `plugins/bundled.txt`: `name package kind` per line, `#` comments.
+/// The values of the `parallel` column (the host's `plugins::Parallel`, `-` for none). The host
+/// reads the column itself (`plugins/parallel.rs`); the build only refuses a bad value.
+const PARALLEL: [&str; 2] = ["-", "delimited-records"];
+
+/// Reads `plugins/bundled.txt`: `name package kind parallel` per line, `#` comments.
 fn bundled(root: &Path) -> Vec<Bundled> {
     let path = root.join("plugins/bundled.txt");
     let text = std::fs::read_to_string(&path)
@@ -29,13 +33,19 @@ fn bundled(root: &Path) -> Vec<Bundled> {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
-            [name, package, kind] if ["parser", "step", "connector"].contains(&kind) => Bundled {
-                name: name.to_owned(),
-                package: package.to_owned(),
-                kind: kind.to_owned(),
-            },
+            [name, package, kind, parallel]
+                if ["parser", "step", "connector"].contains(&kind)
+                    && PARALLEL.contains(&parallel)
+                    && (parallel == "-" || kind == "parser") =>
+            {
+                Bundled {
+                    name: name.to_owned(),
+                    package: package.to_owned(),
+                    kind: kind.to_owned(),
+                }
+            }
             _ => panic!(
-                "{}: {l:?} is not `name package parser|step|connector`",
+                "{}: {l:?} is not `name package parser|step|connector -|delimited-records` (only a parser takes input in pieces)",
                 path.display()
             ),
         })

@@ -46,7 +46,7 @@ cargo test --workspace --benches --no-run --quiet
 # One group of `-p` flags per kind, from the one list of bundled plugins.
 plugin_groups=()
 for kind in parser connector step; do
-    plugin_groups+=("$(awk -v k="$kind" '!/^#/ && NF == 3 && $3 == k { printf "-p %s ", $2 }' plugins/bundled.txt)")
+    plugin_groups+=("$(awk -v k="$kind" '!/^#/ && NF == 4 && $3 == k { printf "-p %s ", $2 }' plugins/bundled.txt)")
 done
 # Every Parquet object the tests wrote to Garage must open in pyarrow, Polars and DuckDB.
 sweep() { "$LAKE_TEST_PYTHON" tests/parquet_sweep.py; }

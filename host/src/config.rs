@@ -233,6 +233,11 @@ pub struct PluginOverride {
     /// Credentials the host adds to every request this plugin sends to its `hosts`; the plugin never
     /// sees them, and provenance records the URL without them.
     pub credentials: Credentials,
+    /// Which input this parser accepts in pieces, so a large parse runs on several instances at
+    /// once: `"delimited-records"` (CSV-like text cut at record boundaries, the `csv` parser's
+    /// parameters) or `"none"`. Unset: the bundled list's setting for a bundled plugin (the
+    /// bundled `csv` opts in), none for any other.
+    pub parallel: Option<crate::plugins::Parallel>,
 }
 
 /// Credentials a connector's requests carry, added by the host.

@@ -4,12 +4,16 @@
 //! Components run in [`runtime`], the only module that names wasmtime. Invocations run on blocking
 //! threads (guest code is CPU-bound), each in a fresh store, so a plugin that traps, panics, runs
 //! out of time or memory, or asks for something it was not granted fails only its own invocation.
+//! Running one invocation on several instances at once (a large parse cut into segments, a merge
+//! spread over instances) is [`parallel`]'s.
 
 mod local;
+mod parallel;
 mod policy;
 mod runtime;
 mod split;
 
+pub use parallel::Parallel;
 pub use policy::Fetch;
 pub use split::text_encoding;
 
@@ -74,6 +78,9 @@ pub struct Manifest {
     pub imports: Vec<String>,
     /// `bundled` or the path it was loaded from.
     pub source: String,
+    /// The input it accepts in pieces, so a large parse may run on several instances at once:
+    /// lake.toml's `[plugins.overrides.NAME] parallel`, else the bundled list's, else none.
+    pub parallel: Parallel,
 }
 
 /// A component that could not be loaded, and why.
@@ -115,8 +122,8 @@ pub struct Usage {
     pub peak_memory_bytes: u64,
     /// Fuel consumed, when metering is on.
     pub fuel_used: Option<u64>,
-    /// Sandboxed instances the invocation ran in (more than one for a parallel CSV parse or a
-    /// merge split over instances).
+    /// Sandboxed instances the invocation ran in (more than one for a parse cut into segments or
+    /// a merge split over instances).
     pub instances: u32,
 }
 
@@ -194,6 +201,111 @@ pub struct Part {
     pub facts: Vec<(String, String)>,
 }
 
+/// The kinds of a plugin's own `plugin-error`, mirroring the WIT variant; spelt in snake case
+/// (`invalid_input`, ...) in messages, JSON and provenance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginErrorKind {
+    /// The input is malformed.
+    InvalidInput,
+    /// A parameter is missing, unknown or has a wrong value.
+    InvalidParams,
+    /// The plugin does not support what was asked.
+    Unsupported,
+    /// An input is larger than the plugin accepts.
+    TooLarge,
+    /// An unexpected state inside the plugin.
+    Internal,
+}
+
+impl PluginErrorKind {
+    /// The stable spelling: `invalid_input`, `invalid_params`, `unsupported`, `too_large` or
+    /// `internal`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginErrorKind::InvalidInput => "invalid_input",
+            PluginErrorKind::InvalidParams => "invalid_params",
+            PluginErrorKind::Unsupported => "unsupported",
+            PluginErrorKind::TooLarge => "too_large",
+            PluginErrorKind::Internal => "internal",
+        }
+    }
+
+    /// Whether the caller's input or parameters are at fault, rather than the plugin.
+    pub fn is_caller_fault(self) -> bool {
+        !matches!(self, PluginErrorKind::Internal)
+    }
+}
+
+impl fmt::Display for PluginErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of failure an [`InvokeError`] is, one per variant (the plugin's own errors by their
+/// [`PluginErrorKind`]): the stable code APIs and provenance carry, for callers to match on
+/// instead of strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// `unknown_plugin`.
+    UnknownPlugin,
+    /// `capability_denied`.
+    CapabilityDenied,
+    /// `load_failed`.
+    LoadFailed,
+    /// `timeout`.
+    Timeout,
+    /// `memory_limit`.
+    MemoryLimit,
+    /// `fuel_exhausted`.
+    FuelExhausted,
+    /// `panic`.
+    Panic,
+    /// `trap`.
+    Trap,
+    /// The plugin's own error, by its kind (`invalid_input`, ...).
+    Plugin(PluginErrorKind),
+    /// `input_failed`.
+    InputFailed,
+    /// `invalid_output`.
+    InvalidOutput,
+    /// `output_not_stored`.
+    OutputNotStored,
+}
+
+impl ErrorKind {
+    /// The stable code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::UnknownPlugin => "unknown_plugin",
+            ErrorKind::CapabilityDenied => "capability_denied",
+            ErrorKind::LoadFailed => "load_failed",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::MemoryLimit => "memory_limit",
+            ErrorKind::FuelExhausted => "fuel_exhausted",
+            ErrorKind::Panic => "panic",
+            ErrorKind::Trap => "trap",
+            ErrorKind::Plugin(k) => k.as_str(),
+            ErrorKind::InputFailed => "input_failed",
+            ErrorKind::InvalidOutput => "invalid_output",
+            ErrorKind::OutputNotStored => "output_not_stored",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// Why an invocation failed; each variant has its own clear message.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -225,8 +337,8 @@ pub enum InvokeError {
     /// The plugin refused the input or parameters (its own `plugin-error`).
     #[error("{kind}: {message}")]
     Plugin {
-        /// `invalid_input`, `invalid_params`, `unsupported`, `too_large` or `internal`.
-        kind: &'static str,
+        /// Which `plugin-error` it returned.
+        kind: PluginErrorKind,
         /// The plugin's message.
         message: String,
     },
@@ -242,34 +354,36 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
-    /// A short code for APIs and provenance.
-    pub fn code(&self) -> &'static str {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            InvokeError::Unknown(_) => "unknown_plugin",
-            InvokeError::Denied(_) => "capability_denied",
-            InvokeError::Sink(_) => "output_not_stored",
-            InvokeError::Load(_) => "load_failed",
-            InvokeError::Timeout(_) => "timeout",
-            InvokeError::MemoryLimit(_) => "memory_limit",
-            InvokeError::FuelExhausted => "fuel_exhausted",
-            InvokeError::Panic(_) => "panic",
-            InvokeError::Trap(_) => "trap",
-            InvokeError::Plugin { kind, .. } => kind,
-            InvokeError::Input(_) => "input_failed",
-            InvokeError::Output(_) => "invalid_output",
+            InvokeError::Unknown(_) => ErrorKind::UnknownPlugin,
+            InvokeError::Denied(_) => ErrorKind::CapabilityDenied,
+            InvokeError::Sink(_) => ErrorKind::OutputNotStored,
+            InvokeError::Load(_) => ErrorKind::LoadFailed,
+            InvokeError::Timeout(_) => ErrorKind::Timeout,
+            InvokeError::MemoryLimit(_) => ErrorKind::MemoryLimit,
+            InvokeError::FuelExhausted => ErrorKind::FuelExhausted,
+            InvokeError::Panic(_) => ErrorKind::Panic,
+            InvokeError::Trap(_) => ErrorKind::Trap,
+            InvokeError::Plugin { kind, .. } => ErrorKind::Plugin(*kind),
+            InvokeError::Input(_) => ErrorKind::InputFailed,
+            InvokeError::Output(_) => ErrorKind::InvalidOutput,
         }
+    }
+
+    /// A short code for APIs and provenance: [`InvokeError::kind`] spelt out.
+    pub fn code(&self) -> &'static str {
+        self.kind().as_str()
     }
 
     /// Whether the caller's input or parameters are at fault (a 4xx), rather than the plugin.
     pub fn is_caller_fault(&self) -> bool {
-        matches!(
-            self,
-            InvokeError::Unknown(_)
-                | InvokeError::Plugin {
-                    kind: "invalid_input" | "invalid_params" | "unsupported" | "too_large",
-                    ..
-                }
-        )
+        match self {
+            InvokeError::Unknown(_) => true,
+            InvokeError::Plugin { kind, .. } => kind.is_caller_fault(),
+            _ => false,
+        }
     }
 }
 
@@ -287,7 +401,7 @@ pub struct Plugins {
     cfg: Arc<PluginsConfig>,
     /// Bounds invocations in flight to the instance pool (more wait their turn).
     slots: Arc<tokio::sync::Semaphore>,
-    /// Instances one large CSV parse runs on at once (the cores).
+    /// Instances one large parse cut into segments runs on at once (the cores).
     workers: usize,
     /// Per-plugin request spacing for connectors, shared by all invocations.
     rates: Arc<std::sync::Mutex<BTreeMap<String, Arc<policy::RateLimiter>>>>,
@@ -497,6 +611,14 @@ impl Plugins {
                     return None;
                 }
                 manifest.source = source.to_owned();
+                manifest.parallel = parallel::opt_in(
+                    &manifest.name,
+                    source,
+                    self.cfg
+                        .overrides
+                        .get(&manifest.name)
+                        .and_then(|o| o.parallel),
+                );
                 let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
                 if entries
                     .get(&manifest.name)
@@ -635,55 +757,19 @@ impl Plugins {
         }
     }
 
-    /// Runs a parser over a byte stream. Large inputs to the bundled `csv` parser are cut at record
-    /// boundaries and parsed on every core at once (see [`split`]); the table is the same.
+    /// Runs a parser over a byte stream. A large input to a parser that opted in to segments
+    /// (its manifest's `parallel`) is cut at record boundaries and parsed on every core at once
+    /// (see [`parallel`]); the table is the same.
     pub async fn parse(
         &self,
         name: &str,
         params: Vec<(String, String)>,
-        mut input: ByteStream,
+        input: ByteStream,
     ) -> Invocation {
-        let plan = self
-            .ready(name)
-            .await
-            .filter(|e| e.manifest.name == "csv" && e.manifest.source == "bundled")
-            .and_then(|_| split::CsvPlan::from_params(&params))
-            .filter(|_| self.workers > 1);
-        if let Some(plan) = plan {
-            // Look ahead far enough to know whether the input is large.
-            let mut head: Vec<std::io::Result<bytes::Bytes>> = Vec::new();
-            let mut size = 0;
-            while size < split::MIN_BYTES {
-                match input.next().await {
-                    Some(Ok(c)) => {
-                        size += c.len();
-                        head.push(Ok(c));
-                    }
-                    Some(Err(e)) => {
-                        head.push(Err(e));
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            // Compressed or UTF-16 input cannot be cut at raw byte offsets: the parser decodes it
-            // in one stream.
-            let mut start = Vec::with_capacity(16);
-            for c in head.iter().flatten() {
-                start.extend_from_slice(&c[..c.len().min(16 - start.len())]);
-                if start.len() == 16 {
-                    break;
-                }
-            }
-            let plain = text_encoding(&start).is_none();
-            let large = size >= split::MIN_BYTES && plain;
-            let input: ByteStream = Box::pin(futures::stream::iter(head).chain(input));
-            if large {
-                return self.parse_parallel(name, params, plan, input).await;
-            }
-            return self.parse_serial(name, params, input).await;
+        match self.segment_plan(name, &params).await {
+            Some(plan) => self.parse_in_segments(name, params, plan, input).await,
+            None => self.parse_serial(name, params, input).await,
         }
-        self.parse_serial(name, params, input).await
     }
 
     /// Runs a parser over a byte stream in one instance, handing the schema and then each batch to
@@ -719,195 +805,6 @@ impl Plugins {
         .await
     }
 
-    /// The csv parser over a large input: the first segment alone (for the schema), then the rest
-    /// in segments on `self.workers` instances at once. Any failure parses the whole input again
-    /// serially, so errors read exactly as a serial parse reports them.
-    async fn parse_parallel(
-        &self,
-        name: &str,
-        params: Vec<(String, String)>,
-        plan: split::CsvPlan,
-        mut input: ByteStream,
-    ) -> Invocation {
-        use bytes::Bytes;
-        let started = std::time::Instant::now();
-        let mut cutter = split::Cutter::new(plan);
-        // Every input byte, in order, for the serial fallback: the input's own buffers, not copies.
-        let mut kept: Vec<Bytes> = Vec::new();
-        let mut failed_input: Option<std::io::Error> = None;
-        let serially = |kept: Vec<Bytes>, rest: ByteStream| {
-            let replay = futures::stream::iter(kept.into_iter().map(Ok)).chain(rest);
-            self.parse_serial(name, params.clone(), Box::pin(replay))
-        };
-
-        let head = loop {
-            if let Some(seg) = cutter.cut_head(split::HEAD_BYTES) {
-                break seg;
-            }
-            if cutter.len() > split::HEAD_LIMIT {
-                // Records too long to sample cheaply: parse serially.
-                kept.extend(cutter.rest());
-                return serially(kept, input).await;
-            }
-            match input.next().await {
-                Some(Ok(c)) => cutter.push(c),
-                Some(Err(e)) => {
-                    kept.extend(cutter.rest());
-                    return serially(
-                        kept,
-                        Box::pin(futures::stream::once(async { Err::<Bytes, _>(e) })),
-                    )
-                    .await;
-                }
-                None => {
-                    kept.extend(cutter.rest());
-                    return serially(
-                        kept,
-                        Box::pin(futures::stream::empty::<std::io::Result<Bytes>>()),
-                    )
-                    .await;
-                }
-            }
-        };
-        kept.extend(head.iter().cloned());
-        let first = self
-            .parse_serial(
-                name,
-                params.clone(),
-                Box::pin(futures::stream::iter(
-                    head.into_iter().map(Ok::<_, std::io::Error>),
-                )),
-            )
-            .await;
-        let (Ok(first_table), Some(entry)) = (&first.result, self.entry(name)) else {
-            return serially(kept, input).await;
-        };
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "csv head parsed"
-        );
-        let Some(pinned) = split::pinned_params(&params, first_table) else {
-            return serially(kept, input).await;
-        };
-        cutter.learn_header(&kept);
-
-        let limits = first.limits.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<Bytes>)>(self.workers * 2);
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        let slots = self
-            .slots
-            .clone()
-            .acquire_many_owned(self.workers as u32)
-            .await;
-        let mut workers = Vec::new();
-        for _ in 0..self.workers {
-            let (rx, runtime, e, l, pinned) = (
-                rx.clone(),
-                self.runtime.clone(),
-                entry.clone(),
-                limits.clone(),
-                pinned.clone(),
-            );
-            workers.push(tokio::task::spawn_blocking(move || {
-                let mut next = || rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
-                let r = runtime.parse_each(&e.pre, &e.manifest.name, &pinned, &mut next, &l);
-                tracing::debug!(
-                    segments = r.0.as_ref().map_or(0, Vec::len),
-                    wall_ms = r.1.wall.as_millis() as u64,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "csv worker done"
-                );
-                r
-            }));
-        }
-        // Segments go out as the input arrives; `sent` counts those a worker took.
-        let mut sent = 0;
-        let mut broken = false;
-        'feed: loop {
-            while let Some(seg) = cutter.cut(split::SEGMENT_BYTES) {
-                kept.extend(seg.iter().cloned());
-                if tx.send((sent + 1, cutter.framed(&seg))).await.is_err() {
-                    broken = true;
-                    break 'feed;
-                }
-                sent += 1;
-            }
-            match input.next().await {
-                Some(Ok(c)) => cutter.push(c),
-                Some(Err(e)) => {
-                    failed_input = Some(e);
-                    break;
-                }
-                None => {
-                    let rest = cutter.rest();
-                    if !rest.is_empty() {
-                        kept.extend(rest.iter().cloned());
-                        if tx.send((sent + 1, cutter.framed(&rest))).await.is_err() {
-                            broken = true;
-                        } else {
-                            sent += 1;
-                        }
-                    }
-                    break;
-                }
-            }
-        }
-        drop(tx);
-        tracing::debug!(
-            sent,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "csv input cut"
-        );
-        let mut done = Vec::new();
-        let mut usage = first.usage.clone();
-        for w in workers {
-            match w.await {
-                Ok((Ok(d), u)) => {
-                    done.extend(d);
-                    usage.add_instances(&u);
-                    usage.peak_memory_bytes = usage.peak_memory_bytes.max(u.peak_memory_bytes);
-                }
-                _ => broken = true,
-            }
-        }
-        drop(slots);
-        if cutter.len() > 0 {
-            kept.extend(cutter.rest());
-        }
-        if let Some(e) = failed_input {
-            return serially(
-                kept,
-                Box::pin(futures::stream::once(async { Err::<Bytes, _>(e) })),
-            )
-            .await;
-        }
-        if broken || done.len() != sent {
-            return serially(kept, input).await;
-        }
-        done.sort_by_key(|(i, _)| *i);
-        let mut batches = first_table.batches.clone();
-        for (_, t) in done {
-            if t.schema.fields() != first_table.schema.fields() {
-                return serially(
-                    kept,
-                    Box::pin(futures::stream::empty::<std::io::Result<Bytes>>()),
-                )
-                .await;
-            }
-            batches.extend(t.batches);
-        }
-        usage.wall = started.elapsed();
-        Invocation {
-            manifest: first.manifest.clone(),
-            limits,
-            usage,
-            result: Ok(Table {
-                schema: first_table.schema.clone(),
-                batches,
-            }),
-        }
-    }
-
     /// Runs a step over tables.
     pub async fn step(
         &self,
@@ -919,151 +816,6 @@ impl Plugins {
             runtime.step(&e.pre, &e.manifest.name, &params, inputs, l)
         })
         .await
-    }
-
-    /// Runs a step on `workers` instances at once: every instance is handed all of `shared` (the
-    /// same batches) and then takes batches of `split` as it is free; what the pushes of `split`'s
-    /// batches return comes back in `split`'s order, after what the pushes of `shared` returned and
-    /// before what `finish` returned (both of every instance, in instance order). So it gives the
-    /// serial result only for a step whose rows come from the `split` batches alone, each from
-    /// its batch and the shared inputs: the merge step with `right_first` in an inner or left join.
-    /// Every instance holds the shared inputs; the usage adds their peaks. One worker (or one
-    /// core) runs the plain [`Plugins::step`] with `split` as the last input.
-    pub async fn step_split(
-        &self,
-        name: &str,
-        params: Vec<(String, String)>,
-        shared: Vec<StepInput>,
-        split: StepInput,
-        workers: usize,
-    ) -> Invocation {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-
-        let workers = workers.clamp(1, runtime::POOL_INSTANCES as usize / 2);
-        let Some(entry) = self.entry(name).filter(|_| workers > 1) else {
-            let mut inputs = shared;
-            inputs.push(split);
-            return self.step(name, params, inputs).await;
-        };
-        let limits = self.limits_for(name);
-        let started = std::time::Instant::now();
-        let schemas: Arc<Vec<SchemaRef>> = Arc::new(
-            shared
-                .iter()
-                .map(|s| s.schema.clone())
-                .chain([split.schema.clone()])
-                .collect(),
-        );
-        let slots = self.slots.clone().acquire_many_owned(workers as u32).await;
-        type Job = Result<runtime::StepJob, String>;
-        // A failed instance stops the others taking more batches.
-        let failed = Arc::new(AtomicBool::new(false));
-        let (split_tx, split_rx) = sync_channel::<Job>(workers * 2);
-        let split_rx = Arc::new(std::sync::Mutex::new(split_rx));
-        let mut own_txs: Vec<SyncSender<Job>> = Vec::new();
-        let mut handles = Vec::new();
-        for _ in 0..workers {
-            let (own_tx, own_rx) = sync_channel::<Job>(2);
-            own_txs.push(own_tx);
-            let (runtime, e, l, schemas, params, split_rx, failed) = (
-                self.runtime.clone(),
-                entry.clone(),
-                limits.clone(),
-                schemas.clone(),
-                params.clone(),
-                split_rx.clone(),
-                failed.clone(),
-            );
-            handles.push(tokio::task::spawn_blocking(move || {
-                let mut own: Option<Receiver<Job>> = Some(own_rx);
-                let mut next = || {
-                    if failed.load(Ordering::Relaxed) {
-                        return None;
-                    }
-                    if let Some(rx) = &own {
-                        match rx.recv() {
-                            Ok(job) => return Some(job),
-                            Err(_) => own = None,
-                        }
-                    }
-                    let rx = split_rx.lock().unwrap_or_else(|p| p.into_inner());
-                    rx.recv().ok()
-                };
-                let (result, usage) =
-                    runtime.step_jobs(&e.pre, &e.manifest.name, &params, &schemas, &mut next, &l);
-                if result.is_err() {
-                    failed.store(true, Ordering::Relaxed);
-                }
-                (result, usage)
-            }));
-        }
-        let shared_inputs = shared.len() as u32;
-        let feeder = tokio::task::spawn_blocking(move || {
-            for (i, input) in shared.into_iter().enumerate() {
-                for batch in input.batches {
-                    let job = batch.map(|batch| runtime::StepJob {
-                        input: i as u32,
-                        seq: 0,
-                        batch,
-                    });
-                    let stop = job.is_err();
-                    if own_txs.iter().any(|tx| tx.send(job.clone()).is_err()) || stop {
-                        return;
-                    }
-                }
-            }
-            drop(own_txs);
-            for (seq, batch) in split.batches.enumerate() {
-                let job = batch.map(|batch| runtime::StepJob {
-                    input: shared_inputs,
-                    seq: seq + 1,
-                    batch,
-                });
-                let stop = job.is_err();
-                if split_tx.send(job).is_err() || stop {
-                    return;
-                }
-            }
-        });
-        let mut usage = Usage::default();
-        let mut outputs = Vec::new();
-        let mut error = None;
-        for h in handles {
-            let (result, u) = h.await.unwrap_or_else(|e| {
-                (
-                    Err(InvokeError::Trap(format!("invocation thread failed: {e}"))),
-                    Usage::default(),
-                )
-            });
-            usage.add_instances(&u);
-            // The instances ran side by side: their memory adds up.
-            usage.peak_memory_bytes += u.peak_memory_bytes;
-            match result {
-                Ok(out) => outputs.extend(out),
-                Err(e) => {
-                    // An input that failed is the cause; the others only stopped.
-                    if error.is_none() || matches!(e, InvokeError::Input(_)) {
-                        error = Some(e);
-                    }
-                }
-            }
-        }
-        let _ = feeder.await;
-        drop(slots);
-        usage.wall = started.elapsed();
-        // Stable: each instance's outputs stay in their order under one `seq`.
-        outputs.sort_by_key(|(seq, _)| *seq);
-        let result = match error {
-            Some(e) => Err(e),
-            None => runtime::decode(outputs.into_iter().map(|(_, o)| o)),
-        };
-        Invocation {
-            manifest: Some(entry.manifest.clone()),
-            limits,
-            usage,
-            result,
-        }
     }
 
     /// Runs a connector. Each part goes to `parts` as it comes (the caller stores it); the result

@@ -217,7 +217,8 @@ fn served_assets_are_embedded_and_name_no_remote_url() {
     }
 }
 
-/// The bundled plugins as `plugins/bundled.txt` lists them: (name, package, kind).
+/// The bundled plugins as `plugins/bundled.txt` lists them: (name, package, kind); the fourth
+/// column, `parallel`, is `-` or, for a parser, `delimited-records`.
 fn bundled() -> Vec<(String, String, String)> {
     std::fs::read_to_string(root().join("plugins/bundled.txt"))
         .expect("plugins/bundled.txt")
@@ -226,7 +227,11 @@ fn bundled() -> Vec<(String, String, String)> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            assert_eq!(f.len(), 3, "bundled.txt: {l:?}");
+            assert_eq!(f.len(), 4, "bundled.txt: {l:?}");
+            assert!(
+                f[3] == "-" || (f[3] == "delimited-records" && f[2] == "parser"),
+                "bundled.txt: {l:?} has no valid parallel column"
+            );
             (f[0].to_owned(), f[1].to_owned(), f[2].to_owned())
         })
         .collect()

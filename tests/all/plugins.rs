@@ -400,6 +400,60 @@ async fn large_csv_parses_in_parallel_with_exactly_the_serial_result() {
     assert_eq!(ea.code(), "invalid_input");
 }
 
+/// Whether a parse is cut is the parser's opt-in (its manifest's `parallel`), never its name: the
+/// bundled csv opts in through the bundled list and no other bundled plugin does; withdrawn in
+/// lake.toml, the same large csv parse stays in one instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_parser_that_opts_in_is_cut_into_segments() {
+    use lake_host::config::PluginOverride;
+    use lake_host::plugins::Parallel;
+    let cache = shared_cache();
+    let with = |parallel: Option<Parallel>| {
+        let overrides = parallel
+            .map(|p| {
+                let o = PluginOverride {
+                    parallel: Some(p),
+                    ..PluginOverride::default()
+                };
+                [("csv".to_owned(), o)].into()
+            })
+            .unwrap_or_default();
+        Plugins::open(&PluginsConfig {
+            cache_dir: cache.clone(),
+            dir: cache.join("none"),
+            parse_parallelism: 2,
+            overrides,
+            ..PluginsConfig::default()
+        })
+        .expect("plugin runtime")
+    };
+    let bundled = with(None);
+    let listed = bundled.list();
+    assert!(listed.len() >= 14, "{} plugins", listed.len());
+    for m in &listed {
+        let want = if m.name == "csv" {
+            Parallel::DelimitedRecords
+        } else {
+            Parallel::None
+        };
+        assert_eq!(m.parallel, want, "{}", m.name);
+    }
+    let shown = serde_json::to_value(bundled.get("csv").expect("csv")).expect("json");
+    assert_eq!(shown["parallel"], "delimited-records");
+
+    let withdrawn = with(Some(Parallel::None));
+    assert_eq!(
+        withdrawn.get("csv").map(|m| m.parallel),
+        Some(Parallel::None)
+    );
+    let data = big_csv(600_000, None);
+    let inv = withdrawn
+        .parse("csv", Vec::new(), stream(data, 1 << 20))
+        .await;
+    assert_eq!(inv.usage.instances, 1, "not opted in: one instance");
+    assert_eq!(inv.result.expect("serial parse").num_rows(), 600_000);
+}
+
 /// A table of `batches` batches of `rows` rows: `id` (every seventh null, values repeating every
 /// `modulo`), and a text column derived from the row.
 fn keyed(batches: usize, rows: usize, modulo: i64, tag: &str) -> Table {

@@ -12,7 +12,7 @@ use crate::blob;
 use crate::catalog::{Dataset, DatasetId};
 use crate::lake::LakeError;
 use crate::layers::Layer;
-use crate::plugins::{InvokeError, Manifest, Table};
+use crate::plugins::{InvokeError, Manifest, PluginErrorKind, Table};
 
 use super::{FileInfo, Files, How, MERGE_PLUGIN, MergeOutcome, MergeSpec, columns_of};
 
@@ -190,11 +190,10 @@ impl Files<'_> {
                 manifest,
                 invocation,
             }),
-            Err(InvokeError::Plugin { kind, message })
-                if kind == "invalid_params" || kind == "invalid_input" =>
-            {
-                Err(LakeError::Invalid(message))
-            }
+            Err(InvokeError::Plugin {
+                kind: PluginErrorKind::InvalidParams | PluginErrorKind::InvalidInput,
+                message,
+            }) => Err(LakeError::Invalid(message)),
             Err(InvokeError::MemoryLimit(m)) => Err(LakeError::TooLarge(format!(
                 "the merge needs more memory than the merge plugin is granted ({m}); raise [plugins.overrides.merge] memory"
             ))),

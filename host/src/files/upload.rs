@@ -405,17 +405,15 @@ impl Files<'_> {
     }
 }
 
+/// Why a parse gave no table, as the file record says it: the error's kind, and the plugin's own
+/// message when the plugin refused the file.
 fn parse_failure(e: &InvokeError) -> ParseFailure {
-    let code = match e {
-        InvokeError::Plugin { kind, .. } => kind,
-        other => other.code(),
-    };
     let message = match e {
         InvokeError::Plugin { message, .. } => message.clone(),
         other => other.to_string(),
     };
     ParseFailure {
-        code: code.to_owned(),
+        code: e.kind().as_str().to_owned(),
         message,
     }
 }

@@ -23,7 +23,7 @@ use wasmtime_wasi_http::{
 };
 
 use super::policy::{Fetch, HttpPolicy, MAX_RETRIES, retry_after};
-use super::{InvokeError, Kind, Limits, Manifest, Part, Table, Usage};
+use super::{InvokeError, Kind, Limits, Manifest, Parallel, Part, PluginErrorKind, Table, Usage};
 
 /// Bindings of the parser world (host side).
 mod parser_world {
@@ -539,6 +539,8 @@ impl Runtime {
             capabilities: info.capabilities,
             imports,
             source: String::new(),
+            // The registry sets it from lake.toml and the bundled list.
+            parallel: Parallel::None,
         };
         Ok((manifest, pre))
     }
@@ -958,11 +960,11 @@ fn parse_streamed(
 
 fn plugin_error(e: WitError) -> InvokeError {
     let (kind, message) = match e {
-        WitError::InvalidInput(m) => ("invalid_input", m),
-        WitError::InvalidParams(m) => ("invalid_params", m),
-        WitError::Unsupported(m) => ("unsupported", m),
-        WitError::TooLarge(m) => ("too_large", m),
-        WitError::Internal(m) => ("internal", m),
+        WitError::InvalidInput(m) => (PluginErrorKind::InvalidInput, m),
+        WitError::InvalidParams(m) => (PluginErrorKind::InvalidParams, m),
+        WitError::Unsupported(m) => (PluginErrorKind::Unsupported, m),
+        WitError::TooLarge(m) => (PluginErrorKind::TooLarge, m),
+        WitError::Internal(m) => (PluginErrorKind::Internal, m),
     };
     InvokeError::Plugin { kind, message }
 }

@@ -1,5 +1,7 @@
-//! Parallel CSV parsing for the bundled `csv` parser: the input is cut at record boundaries into
-//! segments that parse in separate sandboxed instances at once, one per core.
+//! Cutting delimited text at record boundaries, for a parser that opted in to
+//! `delimited-records` (the bundled `csv`): [`super::parallel`] parses the segments in separate
+//! sandboxed instances at once, one per core. Also [`text_encoding`], which says when an input
+//! cannot be cut at all.
 //!
 //! A cut is safe only where a record ends: after a newline outside quotes. With CSV's doubled-quote
 //! escaping, a position is inside quotes exactly when an odd number of quote characters precede it,

@@ -1,0 +1,538 @@
+//! Parallel invocation: one plugin run on several sandboxed instances at once, with exactly the
+//! one-instance result. A parser whose manifest opts in ([`Parallel::DelimitedRecords`]) has a
+//! large plain input cut at record boundaries ([`super::split`]) and parsed a segment per instance;
+//! [`Plugins::step_split`] spreads one input of a step (the merge join) over instances. Whether a
+//! parser is split is decided by its opt-in alone, never by its name: a bundled plugin's comes
+//! from `plugins/bundled.txt` (the `parallel` column), and `[plugins.overrides.NAME] parallel` in
+//! lake.toml sets or withdraws any plugin's. Any failure of a split parse parses the whole input
+//! again in one instance, so errors read exactly as a serial parse reports them.
+
+use std::sync::Arc;
+
+use arrow_schema::SchemaRef;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::split::{self, text_encoding};
+use super::{Invocation, InvokeError, Plugins, StepInput, Table, Usage, runtime};
+use crate::blob::ByteStream;
+
+/// Which input a parser accepts in pieces, so the host may parse a large input on several
+/// instances at once (a manifest's `parallel`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Parallel {
+    /// Every input is parsed whole, in one instance.
+    #[default]
+    None,
+    /// Delimited text cut after a record's newline outside quotes (quotes escaped by doubling),
+    /// each later segment with the header record in front. The parser takes the bundled `csv`
+    /// parser's parameters with their meaning (`quote`, `header`, `escape`, `infer_rows`,
+    /// `delimiter`, `encoding`, `types`, ...): later segments are pinned to the first segment's
+    /// schema through `types`.
+    DelimitedRecords,
+}
+
+impl Parallel {
+    /// The name lake.toml and `plugins/bundled.txt` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Parallel::None => "none",
+            Parallel::DelimitedRecords => "delimited-records",
+        }
+    }
+
+    /// A `parallel` column of `plugins/bundled.txt` (`-` for none); `host/build.rs` refuses any
+    /// other value.
+    fn from_bundled(s: &str) -> Self {
+        match s {
+            "delimited-records" => Parallel::DelimitedRecords,
+            _ => Parallel::None,
+        }
+    }
+}
+
+impl std::fmt::Display for Parallel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The list of bundled plugins, `name package kind parallel` per line (`host/build.rs` builds what
+/// it lists and refuses a `parallel` value other than `-` and `delimited-records`).
+const BUNDLED_LIST: &str = include_str!("../../../plugins/bundled.txt");
+
+/// A bundled plugin's `parallel` column; none for a name the list does not have.
+fn bundled_opt_in(name: &str) -> Parallel {
+    BUNDLED_LIST
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+        .and_then(|f| f.get(3).copied())
+        .map_or(Parallel::None, Parallel::from_bundled)
+}
+
+/// A loaded plugin's opt-in: lake.toml's `parallel` for it when set, else the bundled list's for a
+/// bundled plugin, else none (a third-party component is split only when lake.toml says so).
+pub(super) fn opt_in(name: &str, source: &str, configured: Option<Parallel>) -> Parallel {
+    configured.unwrap_or_else(|| match source {
+        "bundled" => bundled_opt_in(name),
+        _ => Parallel::None,
+    })
+}
+
+/// How a parse with these parameters is cut, for a parser with this opt-in; `None` keeps it whole.
+fn plan_for(parallel: Parallel, params: &[(String, String)]) -> Option<split::CsvPlan> {
+    match parallel {
+        Parallel::None => None,
+        Parallel::DelimitedRecords => split::CsvPlan::from_params(params),
+    }
+}
+
+impl Plugins {
+    /// How a parse of `name` may be cut: `None` when the plugin did not opt in, its parameters
+    /// ask for something the cutter cannot follow, or one instance is all the lake runs.
+    pub(super) async fn segment_plan(
+        &self,
+        name: &str,
+        params: &[(String, String)],
+    ) -> Option<split::CsvPlan> {
+        let entry = self.ready(name).await?;
+        plan_for(entry.manifest.parallel, params).filter(|_| self.workers > 1)
+    }
+
+    /// A parse that may be cut: a large plain input parses in segments, anything else in one
+    /// instance.
+    pub(super) async fn parse_in_segments(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        plan: split::CsvPlan,
+        mut input: ByteStream,
+    ) -> Invocation {
+        // Look ahead far enough to know whether the input is large.
+        let mut head: Vec<std::io::Result<bytes::Bytes>> = Vec::new();
+        let mut size = 0;
+        while size < split::MIN_BYTES {
+            match input.next().await {
+                Some(Ok(c)) => {
+                    size += c.len();
+                    head.push(Ok(c));
+                }
+                Some(Err(e)) => {
+                    head.push(Err(e));
+                    break;
+                }
+                None => break,
+            }
+        }
+        // Compressed or UTF-16 input cannot be cut at raw byte offsets: the parser decodes it in
+        // one stream.
+        let mut start = Vec::with_capacity(16);
+        for c in head.iter().flatten() {
+            start.extend_from_slice(&c[..c.len().min(16 - start.len())]);
+            if start.len() == 16 {
+                break;
+            }
+        }
+        let plain = text_encoding(&start).is_none();
+        let large = size >= split::MIN_BYTES && plain;
+        let input: ByteStream = Box::pin(futures::stream::iter(head).chain(input));
+        if large {
+            return self.parse_parallel(name, params, plan, input).await;
+        }
+        self.parse_serial(name, params, input).await
+    }
+
+    /// A parser over a large input in segments: the first segment alone (for the schema), then the
+    /// rest on `self.workers` instances at once. Any failure parses the whole input again
+    /// serially, so errors read exactly as a serial parse reports them.
+    async fn parse_parallel(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        plan: split::CsvPlan,
+        mut input: ByteStream,
+    ) -> Invocation {
+        use bytes::Bytes;
+        let started = std::time::Instant::now();
+        let mut cutter = split::Cutter::new(plan);
+        // Every input byte, in order, for the serial fallback: the input's own buffers, not copies.
+        let mut kept: Vec<Bytes> = Vec::new();
+        let mut failed_input: Option<std::io::Error> = None;
+        let serially = |kept: Vec<Bytes>, rest: ByteStream| {
+            let replay = futures::stream::iter(kept.into_iter().map(Ok)).chain(rest);
+            self.parse_serial(name, params.clone(), Box::pin(replay))
+        };
+
+        let head = loop {
+            if let Some(seg) = cutter.cut_head(split::HEAD_BYTES) {
+                break seg;
+            }
+            if cutter.len() > split::HEAD_LIMIT {
+                // Records too long to sample cheaply: parse serially.
+                kept.extend(cutter.rest());
+                return serially(kept, input).await;
+            }
+            match input.next().await {
+                Some(Ok(c)) => cutter.push(c),
+                Some(Err(e)) => {
+                    kept.extend(cutter.rest());
+                    return serially(
+                        kept,
+                        Box::pin(futures::stream::once(async { Err::<Bytes, _>(e) })),
+                    )
+                    .await;
+                }
+                None => {
+                    kept.extend(cutter.rest());
+                    return serially(
+                        kept,
+                        Box::pin(futures::stream::empty::<std::io::Result<Bytes>>()),
+                    )
+                    .await;
+                }
+            }
+        };
+        kept.extend(head.iter().cloned());
+        let first = self
+            .parse_serial(
+                name,
+                params.clone(),
+                Box::pin(futures::stream::iter(
+                    head.into_iter().map(Ok::<_, std::io::Error>),
+                )),
+            )
+            .await;
+        let (Ok(first_table), Some(entry)) = (&first.result, self.entry(name)) else {
+            return serially(kept, input).await;
+        };
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "first segment parsed"
+        );
+        let Some(pinned) = split::pinned_params(&params, first_table) else {
+            return serially(kept, input).await;
+        };
+        cutter.learn_header(&kept);
+
+        let limits = first.limits.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<Bytes>)>(self.workers * 2);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let slots = self
+            .slots
+            .clone()
+            .acquire_many_owned(self.workers as u32)
+            .await;
+        let mut workers = Vec::new();
+        for _ in 0..self.workers {
+            let (rx, runtime, e, l, pinned) = (
+                rx.clone(),
+                self.runtime.clone(),
+                entry.clone(),
+                limits.clone(),
+                pinned.clone(),
+            );
+            workers.push(tokio::task::spawn_blocking(move || {
+                let mut next = || rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
+                let r = runtime.parse_each(&e.pre, &e.manifest.name, &pinned, &mut next, &l);
+                tracing::debug!(
+                    segments = r.0.as_ref().map_or(0, Vec::len),
+                    wall_ms = r.1.wall.as_millis() as u64,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "segment worker done"
+                );
+                r
+            }));
+        }
+        // Segments go out as the input arrives; `sent` counts those a worker took.
+        let mut sent = 0;
+        let mut broken = false;
+        'feed: loop {
+            while let Some(seg) = cutter.cut(split::SEGMENT_BYTES) {
+                kept.extend(seg.iter().cloned());
+                if tx.send((sent + 1, cutter.framed(&seg))).await.is_err() {
+                    broken = true;
+                    break 'feed;
+                }
+                sent += 1;
+            }
+            match input.next().await {
+                Some(Ok(c)) => cutter.push(c),
+                Some(Err(e)) => {
+                    failed_input = Some(e);
+                    break;
+                }
+                None => {
+                    let rest = cutter.rest();
+                    if !rest.is_empty() {
+                        kept.extend(rest.iter().cloned());
+                        if tx.send((sent + 1, cutter.framed(&rest))).await.is_err() {
+                            broken = true;
+                        } else {
+                            sent += 1;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        tracing::debug!(
+            sent,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "input cut into segments"
+        );
+        let mut done = Vec::new();
+        let mut usage = first.usage.clone();
+        for w in workers {
+            match w.await {
+                Ok((Ok(d), u)) => {
+                    done.extend(d);
+                    usage.add_instances(&u);
+                    usage.peak_memory_bytes = usage.peak_memory_bytes.max(u.peak_memory_bytes);
+                }
+                _ => broken = true,
+            }
+        }
+        drop(slots);
+        if cutter.len() > 0 {
+            kept.extend(cutter.rest());
+        }
+        if let Some(e) = failed_input {
+            return serially(
+                kept,
+                Box::pin(futures::stream::once(async { Err::<Bytes, _>(e) })),
+            )
+            .await;
+        }
+        if broken || done.len() != sent {
+            return serially(kept, input).await;
+        }
+        done.sort_by_key(|(i, _)| *i);
+        let mut batches = first_table.batches.clone();
+        for (_, t) in done {
+            if t.schema.fields() != first_table.schema.fields() {
+                return serially(
+                    kept,
+                    Box::pin(futures::stream::empty::<std::io::Result<Bytes>>()),
+                )
+                .await;
+            }
+            batches.extend(t.batches);
+        }
+        usage.wall = started.elapsed();
+        Invocation {
+            manifest: first.manifest.clone(),
+            limits,
+            usage,
+            result: Ok(Table {
+                schema: first_table.schema.clone(),
+                batches,
+            }),
+        }
+    }
+
+    /// Runs a step on `workers` instances at once: every instance is handed all of `shared` (the
+    /// same batches) and then takes batches of `split` as it is free; what the pushes of `split`'s
+    /// batches return comes back in `split`'s order, after what the pushes of `shared` returned and
+    /// before what `finish` returned (both of every instance, in instance order). So it gives the
+    /// serial result only for a step whose rows come from the `split` batches alone, each from
+    /// its batch and the shared inputs: the merge step with `right_first` in an inner or left join.
+    /// Every instance holds the shared inputs; the usage adds their peaks. One worker (or one
+    /// core) runs the plain [`Plugins::step`] with `split` as the last input.
+    pub async fn step_split(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        shared: Vec<StepInput>,
+        split: StepInput,
+        workers: usize,
+    ) -> Invocation {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+        let workers = workers.clamp(1, runtime::POOL_INSTANCES as usize / 2);
+        let Some(entry) = self.entry(name).filter(|_| workers > 1) else {
+            let mut inputs = shared;
+            inputs.push(split);
+            return self.step(name, params, inputs).await;
+        };
+        let limits = self.limits_for(name);
+        let started = std::time::Instant::now();
+        let schemas: Arc<Vec<SchemaRef>> = Arc::new(
+            shared
+                .iter()
+                .map(|s| s.schema.clone())
+                .chain([split.schema.clone()])
+                .collect(),
+        );
+        let slots = self.slots.clone().acquire_many_owned(workers as u32).await;
+        type Job = Result<runtime::StepJob, String>;
+        // A failed instance stops the others taking more batches.
+        let failed = Arc::new(AtomicBool::new(false));
+        let (split_tx, split_rx) = sync_channel::<Job>(workers * 2);
+        let split_rx = Arc::new(std::sync::Mutex::new(split_rx));
+        let mut own_txs: Vec<SyncSender<Job>> = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let (own_tx, own_rx) = sync_channel::<Job>(2);
+            own_txs.push(own_tx);
+            let (runtime, e, l, schemas, params, split_rx, failed) = (
+                self.runtime.clone(),
+                entry.clone(),
+                limits.clone(),
+                schemas.clone(),
+                params.clone(),
+                split_rx.clone(),
+                failed.clone(),
+            );
+            handles.push(tokio::task::spawn_blocking(move || {
+                let mut own: Option<Receiver<Job>> = Some(own_rx);
+                let mut next = || {
+                    if failed.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    if let Some(rx) = &own {
+                        match rx.recv() {
+                            Ok(job) => return Some(job),
+                            Err(_) => own = None,
+                        }
+                    }
+                    let rx = split_rx.lock().unwrap_or_else(|p| p.into_inner());
+                    rx.recv().ok()
+                };
+                let (result, usage) =
+                    runtime.step_jobs(&e.pre, &e.manifest.name, &params, &schemas, &mut next, &l);
+                if result.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                (result, usage)
+            }));
+        }
+        let shared_inputs = shared.len() as u32;
+        let feeder = tokio::task::spawn_blocking(move || {
+            for (i, input) in shared.into_iter().enumerate() {
+                for batch in input.batches {
+                    let job = batch.map(|batch| runtime::StepJob {
+                        input: i as u32,
+                        seq: 0,
+                        batch,
+                    });
+                    let stop = job.is_err();
+                    if own_txs.iter().any(|tx| tx.send(job.clone()).is_err()) || stop {
+                        return;
+                    }
+                }
+            }
+            drop(own_txs);
+            for (seq, batch) in split.batches.enumerate() {
+                let job = batch.map(|batch| runtime::StepJob {
+                    input: shared_inputs,
+                    seq: seq + 1,
+                    batch,
+                });
+                let stop = job.is_err();
+                if split_tx.send(job).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        let mut usage = Usage::default();
+        let mut outputs = Vec::new();
+        let mut error = None;
+        for h in handles {
+            let (result, u) = h.await.unwrap_or_else(|e| {
+                (
+                    Err(InvokeError::Trap(format!("invocation thread failed: {e}"))),
+                    Usage::default(),
+                )
+            });
+            usage.add_instances(&u);
+            // The instances ran side by side: their memory adds up.
+            usage.peak_memory_bytes += u.peak_memory_bytes;
+            match result {
+                Ok(out) => outputs.extend(out),
+                Err(e) => {
+                    // An input that failed is the cause; the others only stopped.
+                    if error.is_none() || matches!(e, InvokeError::Input(_)) {
+                        error = Some(e);
+                    }
+                }
+            }
+        }
+        let _ = feeder.await;
+        drop(slots);
+        usage.wall = started.elapsed();
+        // Stable: each instance's outputs stay in their order under one `seq`.
+        outputs.sort_by_key(|(seq, _)| *seq);
+        let result = match error {
+            Some(e) => Err(e),
+            None => runtime::decode(outputs.into_iter().map(|(_, o)| o)),
+        };
+        Invocation {
+            manifest: Some(entry.manifest.clone()),
+            limits,
+            usage,
+            result,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parser_that_does_not_opt_in_is_never_cut() {
+        let params = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        for p in [
+            params(&[]),
+            params(&[("header", "true"), ("quote", "\"'\"")]),
+        ] {
+            assert!(plan_for(Parallel::None, &p).is_none(), "{p:?}");
+            assert!(plan_for(Parallel::DelimitedRecords, &p).is_some(), "{p:?}");
+        }
+        // Parameters the cutter cannot follow keep even an opted-in parse whole.
+        let escaped = params(&[("escape", "\"\\\\\"")]);
+        assert!(plan_for(Parallel::DelimitedRecords, &escaped).is_none());
+    }
+
+    #[test]
+    fn the_opt_in_comes_from_the_manifest_sources_not_the_name() {
+        // A third-party component called csv is not the bundled csv: it is split only when
+        // lake.toml says so.
+        assert_eq!(opt_in("csv", "/plugins/csv.wasm", None), Parallel::None);
+        assert_eq!(
+            opt_in(
+                "mine",
+                "/plugins/mine.wasm",
+                Some(Parallel::DelimitedRecords)
+            ),
+            Parallel::DelimitedRecords
+        );
+        // lake.toml withdraws a bundled plugin's opt-in.
+        assert_eq!(
+            opt_in("csv", "bundled", Some(Parallel::None)),
+            Parallel::None
+        );
+        // The bundled list's column: csv opts in, the other bundled plugins do not.
+        assert_eq!(opt_in("csv", "bundled", None), Parallel::DelimitedRecords);
+        for name in [
+            "xlsx", "geo-soft", "pubmed", "select", "merge", "ncbi", "nosuch",
+        ] {
+            assert_eq!(opt_in(name, "bundled", None), Parallel::None, "{name}");
+        }
+        assert_eq!(Parallel::DelimitedRecords.to_string(), "delimited-records");
+        assert_eq!(
+            serde_json::to_value(Parallel::DelimitedRecords).ok(),
+            Some(serde_json::json!("delimited-records"))
+        );
+    }
+}
