@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{CatalogError, Job, JobStatus, NewJob};
+use crate::catalog::{CatalogError, Constraint, Job, JobStatus, NewJob};
 use crate::lake::LakeError;
 
 /// How often a running job says it is alive.
@@ -101,7 +101,7 @@ impl Jobs<'_> {
     ) -> Result<Option<Job>, LakeError> {
         match self.insert(kind, request, Some(schedule_key)).await {
             Ok(job) => Ok(Some(job)),
-            Err(CatalogError::Conflict(_)) => Ok(None),
+            Err(CatalogError::Conflict(c)) if c.constraint == Constraint::ScheduleKey => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -170,8 +170,8 @@ impl Jobs<'_> {
             .await
         {
             Ok(job) => Ok(job),
-            Err(CatalogError::Conflict(m)) => {
-                tracing::warn!(job = %id, reason = %m, "The job had already been ended elsewhere");
+            Err(CatalogError::Conflict(c)) if c.constraint == Constraint::JobEnded => {
+                tracing::warn!(job = %id, reason = %c, "The job had already been ended elsewhere");
                 Ok(self.lake.catalog.get_job(id).await?)
             }
             Err(e) => Err(e.into()),

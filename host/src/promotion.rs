@@ -95,7 +95,9 @@ impl Promotions<'_> {
                 match self.catalog.insert_dataset(&new, &[], None).await {
                     Ok(d) => d,
                     // A concurrent promotion of the same dataset won the race: resume or return it.
-                    Err(crate::catalog::CatalogError::Conflict(_)) => {
+                    Err(crate::catalog::CatalogError::Conflict(c))
+                        if c.constraint == crate::catalog::Constraint::PromotionTarget =>
+                    {
                         match self
                             .catalog
                             .find_promotion(source.id, req.target_layer)
