@@ -534,61 +534,8 @@ impl Lake {
         }
         let tags = normalise_tags(&req.tags)?;
         let id = DatasetId::new();
-        let metadata = fill_metadata(req.metadata, source)?;
-
-        // Find the objects to register: one object, or everything under a prefix.
-        let (prefix, objects) = match (req.object_path.as_deref(), req.prefix.as_deref()) {
-            (Some(_), Some(_)) => {
-                return Err(LakeError::Invalid(
-                    "give object_path or minio_prefix, not both".into(),
-                ));
-            }
-            (Some(path), None) => {
-                let keys = self.object_path_keys(req.layer, path)?;
-                let mut found = None;
-                for key in &keys {
-                    let (prefix, objects) = self.objects_at(&bucket, key).await?;
-                    if !objects.is_empty() {
-                        found = Some((prefix, objects));
-                        break;
-                    }
-                }
-                // A client that names an object believes it is cataloged: an empty dataset would
-                // tell it so falsely.
-                found.ok_or_else(|| {
-                    LakeError::Invalid(format!(
-                        "object_path {path:?} names no object and no prefix holding objects in the {} layer's bucket {bucket:?} (looked for {})",
-                        req.layer,
-                        keys.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(" and ")
-                    ))
-                })?
-            }
-            // The seed catalogs a prefix first and uploads into it later, so an empty one is kept.
-            (None, Some(p)) if !p.trim().trim_matches('/').is_empty() => {
-                let key = p.trim().trim_start_matches('/');
-                blob::check_key(key.trim_end_matches('/'))?;
-                let prefix = format!("{}/", key.trim_end_matches('/'));
-                let objects = self.blobs.list(&bucket, &prefix).await?;
-                (prefix, objects)
-            }
-            (None, _) => (format!("{source}/{id}/"), Vec::new()),
-        };
-        if prefix.is_empty() {
-            return Err(LakeError::Invalid(
-                "object_path: objects must be inside a prefix such as source/id/".into(),
-            ));
-        }
-        // A dataset is flat: nested objects would need names with '/', so say so instead of
-        // silently cataloging only part of what is there.
-        if let Some(nested) = objects
-            .iter()
-            .find(|o| o.key.strip_prefix(&prefix).is_some_and(|r| r.contains('/')))
-        {
-            return Err(LakeError::Invalid(format!(
-                "object_path {prefix:?} holds nested objects such as {:?}; a dataset is one flat prefix, so register each sub-prefix as its own dataset",
-                nested.key
-            )));
-        }
+        let metadata = fill_metadata(req.metadata.clone(), source)?;
+        let (prefix, objects) = self.objects_to_register(&req, &bucket, source, id).await?;
         let mut files = Vec::with_capacity(objects.len());
         for obj in &objects {
             let rel = obj.key.strip_prefix(&prefix).unwrap_or(&obj.key);
@@ -637,6 +584,71 @@ impl Lake {
         metrics::counter!("lake_datasets_registered_total", "layer" => req.layer.as_str())
             .increment(1);
         Ok(d)
+    }
+
+    /// The objects a registration catalogs and the prefix its dataset keeps: one object or
+    /// everything under a prefix (`object_path`), whatever is under `minio_prefix` (possibly
+    /// nothing), or nothing at a new prefix of its own. Nested objects are refused: a dataset is flat.
+    async fn objects_to_register(
+        &self,
+        req: &RegisterRequest,
+        bucket: &str,
+        source: &str,
+        id: DatasetId,
+    ) -> Result<(String, Vec<blob::ObjectInfo>), LakeError> {
+        let (prefix, objects) = match (req.object_path.as_deref(), req.prefix.as_deref()) {
+            (Some(_), Some(_)) => {
+                return Err(LakeError::Invalid(
+                    "give object_path or minio_prefix, not both".into(),
+                ));
+            }
+            (Some(path), None) => {
+                let keys = self.object_path_keys(req.layer, path)?;
+                let mut found = None;
+                for key in &keys {
+                    let (prefix, objects) = self.objects_at(bucket, key).await?;
+                    if !objects.is_empty() {
+                        found = Some((prefix, objects));
+                        break;
+                    }
+                }
+                // A client that names an object believes it is cataloged: an empty dataset would
+                // tell it so falsely.
+                found.ok_or_else(|| {
+                    LakeError::Invalid(format!(
+                        "object_path {path:?} names no object and no prefix holding objects in the {} layer's bucket {bucket:?} (looked for {})",
+                        req.layer,
+                        keys.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(" and ")
+                    ))
+                })?
+            }
+            // The seed catalogs a prefix first and uploads into it later, so an empty one is kept.
+            (None, Some(p)) if !p.trim().trim_matches('/').is_empty() => {
+                let key = p.trim().trim_start_matches('/');
+                blob::check_key(key.trim_end_matches('/'))?;
+                let prefix = format!("{}/", key.trim_end_matches('/'));
+                let objects = self.blobs.list(bucket, &prefix).await?;
+                (prefix, objects)
+            }
+            (None, _) => (format!("{source}/{id}/"), Vec::new()),
+        };
+        if prefix.is_empty() {
+            return Err(LakeError::Invalid(
+                "object_path: objects must be inside a prefix such as source/id/".into(),
+            ));
+        }
+        // A dataset is flat: nested objects would need names with '/', so say so instead of
+        // silently cataloging only part of what is there.
+        if let Some(nested) = objects
+            .iter()
+            .find(|o| o.key.strip_prefix(&prefix).is_some_and(|r| r.contains('/')))
+        {
+            return Err(LakeError::Invalid(format!(
+                "object_path {prefix:?} holds nested objects such as {:?}; a dataset is one flat prefix, so register each sub-prefix as its own dataset",
+                nested.key
+            )));
+        }
+        Ok((prefix, objects))
     }
 
     /// One dataset that is visible (not pending, failed or deleted).

@@ -291,7 +291,13 @@ impl Pipelines<'_> {
         }
         metadata.insert(
             "columns".into(),
-            serde_json::json!(crate::tables::columns_of(&written.schema)),
+            // A run's output records each column's name and type (`{"name", "type"}`), as every
+            // recorded run since the first has; uploads' file records add `nullable`.
+            crate::tables::columns_of(&written.schema)
+                .into_iter()
+                .map(|c| serde_json::json!({"name": c.name, "type": c.data_type}))
+                .collect::<Vec<_>>()
+                .into(),
         );
         let new = NewDataset {
             id,

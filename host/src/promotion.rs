@@ -8,7 +8,9 @@
 
 use futures::{StreamExt, TryStreamExt};
 
-use crate::catalog::{DatasetId, DatasetStatus, FileRecord, NewDataset};
+use crate::catalog::{
+    CatalogError, Constraint, Dataset, DatasetId, DatasetStatus, FileRecord, NewDataset,
+};
 use crate::lake::LakeError;
 use crate::layers::Layer;
 use crate::provenance::{NewProvenance, PromotionRecord};
@@ -47,107 +49,17 @@ impl Promotions<'_> {
     /// and the provenance edge, so a failure part-way never leaves a target visible as ready.
     pub async fn promote(&self, req: PromoteRequest) -> Result<Promotion, LakeError> {
         let source = self.get_dataset(req.dataset_id).await?;
-        let allowed = source.layer.next();
-        if allowed != Some(req.target_layer) {
-            return Err(LakeError::Invalid(match allowed {
-                Some(next) => format!(
-                    "dataset {} is in {}; it can only be promoted to the adjacent layer {next}, not {}",
-                    source.id, source.layer, req.target_layer
-                ),
-                None => format!(
-                    "dataset {} is in archive, the last layer; it cannot be promoted",
-                    source.id
-                ),
-            }));
-        }
-
-        let target = match self
-            .catalog
-            .find_promotion(source.id, req.target_layer)
-            .await?
-        {
-            Some(t) if t.status == DatasetStatus::Ready => {
+        check_adjacent(&source, req.target_layer)?;
+        let target = match self.target(&source, req.target_layer).await? {
+            Target::Done(target) => {
                 return Ok(Promotion {
-                    target: t,
+                    target,
                     created: false,
                 });
             }
-            Some(t) => t,
-            None => {
-                let id = DatasetId::new();
-                let mut metadata = source.metadata.clone();
-                if let Some(obj) = metadata.as_object_mut() {
-                    obj.insert("promoted_from".into(), serde_json::json!(source.id));
-                }
-                let new = NewDataset {
-                    id,
-                    name: source.name.clone(),
-                    source: source.source.clone(),
-                    external_id: source.external_id.clone(),
-                    layer: req.target_layer,
-                    bucket: self.bucket(req.target_layer).to_owned(),
-                    prefix: format!("{}/{}/", source.source, id),
-                    metadata,
-                    tags: source.tags.clone(),
-                    status: DatasetStatus::Pending,
-                    promoted_from: Some(source.id),
-                };
-                match self.catalog.insert_dataset(&new, &[], None).await {
-                    Ok(d) => d,
-                    // A concurrent promotion of the same dataset won the race: resume or return it.
-                    Err(crate::catalog::CatalogError::Conflict(c))
-                        if c.constraint == crate::catalog::Constraint::PromotionTarget =>
-                    {
-                        match self
-                            .catalog
-                            .find_promotion(source.id, req.target_layer)
-                            .await?
-                        {
-                            Some(t) if t.status == DatasetStatus::Ready => {
-                                return Ok(Promotion {
-                                    target: t,
-                                    created: false,
-                                });
-                            }
-                            Some(t) => t,
-                            None => {
-                                return Err(LakeError::Conflict(
-                                    "a concurrent promotion is in progress".into(),
-                                ));
-                            }
-                        }
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            Target::Pending(target) => target,
         };
-
-        let files = self.catalog.list_files(source.id).await?;
-        let copied: Result<Vec<FileRecord>, LakeError> =
-            futures::stream::iter(files.iter().cloned())
-                .map(|f| {
-                    let src_key = format!("{}{}", source.prefix, f.name);
-                    let dst_key = format!("{}{}", target.prefix, f.name);
-                    let (src_bucket, dst_bucket) = (source.bucket.clone(), target.bucket.clone());
-                    async move {
-                        self.blobs
-                            .copy(&src_bucket, &src_key, &dst_bucket, &dst_key)
-                            .await?;
-                        // The copy is server-side; check its size so a truncated copy never becomes ready.
-                        let info = self.blobs.head(&dst_bucket, &dst_key).await?;
-                        if info.size != f.size {
-                            return Err(LakeError::Unavailable(format!(
-                                "copy of {} has {} bytes, expected {}",
-                                f.name, info.size, f.size
-                            )));
-                        }
-                        Ok(f)
-                    }
-                })
-                .buffer_unordered(self.settings.promotion_parallelism)
-                .try_collect()
-                .await;
-        let copied = match copied {
+        let copied = match self.copy_files(&source, &target).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(source = %source.id, target = %target.id, error = %e, "Promotion failed part-way");
@@ -158,7 +70,6 @@ impl Promotions<'_> {
                 return Err(e);
             }
         };
-
         let prov = NewProvenance::promotion(
             source.id,
             target.id,
@@ -179,4 +90,108 @@ impl Promotions<'_> {
             created: true,
         })
     }
+
+    /// The promotion target of `source` in `layer`: one already done, or a pending one to fill (an
+    /// earlier attempt's, or a new one).
+    async fn target(&self, source: &Dataset, layer: Layer) -> Result<Target, LakeError> {
+        if let Some(t) = self.catalog.find_promotion(source.id, layer).await? {
+            return Ok(Target::of(t));
+        }
+        let id = DatasetId::new();
+        let mut metadata = source.metadata.clone();
+        if let Some(obj) = metadata.as_object_mut() {
+            obj.insert("promoted_from".into(), serde_json::json!(source.id));
+        }
+        let new = NewDataset {
+            id,
+            name: source.name.clone(),
+            source: source.source.clone(),
+            external_id: source.external_id.clone(),
+            layer,
+            bucket: self.bucket(layer).to_owned(),
+            prefix: format!("{}/{}/", source.source, id),
+            metadata,
+            tags: source.tags.clone(),
+            status: DatasetStatus::Pending,
+            promoted_from: Some(source.id),
+        };
+        match self.catalog.insert_dataset(&new, &[], None).await {
+            Ok(d) => Ok(Target::Pending(d)),
+            // A concurrent promotion of the same dataset won the race: resume or return it.
+            Err(CatalogError::Conflict(c)) if c.constraint == Constraint::PromotionTarget => self
+                .catalog
+                .find_promotion(source.id, layer)
+                .await?
+                .map(Target::of)
+                .ok_or_else(|| LakeError::Conflict("a concurrent promotion is in progress".into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Copies the source's files into the target, server-side and a few at a time, checking each
+    /// copy's size so a truncated copy never becomes ready.
+    async fn copy_files(
+        &self,
+        source: &Dataset,
+        target: &Dataset,
+    ) -> Result<Vec<FileRecord>, LakeError> {
+        let files = self.catalog.list_files(source.id).await?;
+        futures::stream::iter(files)
+            .map(|f| {
+                let src_key = format!("{}{}", source.prefix, f.name);
+                let dst_key = format!("{}{}", target.prefix, f.name);
+                async move {
+                    self.blobs
+                        .copy(&source.bucket, &src_key, &target.bucket, &dst_key)
+                        .await?;
+                    let info = self.blobs.head(&target.bucket, &dst_key).await?;
+                    if info.size != f.size {
+                        return Err(LakeError::Unavailable(format!(
+                            "copy of {} has {} bytes, expected {}",
+                            f.name, info.size, f.size
+                        )));
+                    }
+                    Ok(f)
+                }
+            })
+            .buffer_unordered(self.settings.promotion_parallelism)
+            .try_collect()
+            .await
+    }
+}
+
+/// A promotion's target.
+enum Target {
+    /// Ready: an earlier promotion completed.
+    Done(Dataset),
+    /// To fill.
+    Pending(Dataset),
+}
+
+impl Target {
+    fn of(d: Dataset) -> Self {
+        if d.status == DatasetStatus::Ready {
+            Target::Done(d)
+        } else {
+            Target::Pending(d)
+        }
+    }
+}
+
+/// Data moves one layer at a time.
+fn check_adjacent(source: &Dataset, to: Layer) -> Result<(), LakeError> {
+    let allowed = source.layer.next();
+    if allowed == Some(to) {
+        return Ok(());
+    }
+    Err(LakeError::Invalid(match allowed {
+        Some(next) => format!(
+            "dataset {} is in {}; it can only be promoted to the adjacent layer {next}, not {to}",
+            source.id, source.layer
+        ),
+        None => format!(
+            "dataset {} is in archive, the last layer; it cannot be promoted",
+            source.id
+        ),
+    }))
 }

@@ -56,6 +56,7 @@ const INVARIANTS: &[&str] = &[
     "Architecture Invariant: provenance parameters are built and read only in `provenance.rs`: outside it (and the catalog adapters, which store and copy entries) no code writes a `NewProvenance {` literal or reads `.parameters[` or `.parameters.get(`.",
     "Architecture Invariant: only `jobs.rs` records, claims, heartbeats or ends jobs (`insert_job`, `start_job`, `heartbeat_job`, `finish_job`, `fail_stale_jobs`).",
     "Architecture Invariant: only `tables.rs` names `parquet`: every Parquet object the lake writes or reads goes through it.",
+    "Architecture Invariant: no control flow on message text: outside `catalog/` no code reads a catalog conflict's message to decide (`Conflict(..)` is matched on its `constraint`), and no plugin is treated differently by its name (a parser opts into parallel parsing through its manifest's `parallel`).",
     "Architecture Invariant: `Lake` is the composition root: `impl Lake` appears only in `lake.rs`; a service is declared with `service!` (its type borrowing the lake, and the lake's one accessor for it) and puts its operations on its own type, in its own module.",
 ];
 
@@ -359,5 +360,33 @@ fn lake_is_a_composition_root() {
             services.contains(&module.to_owned()),
             "{module} declares no service: {services:?}"
         );
+    }
+}
+
+#[test]
+fn decisions_never_read_message_text() {
+    for p in rust_files(&root().join("host/src")) {
+        let f = rel(&p);
+        if f.starts_with("catalog") {
+            continue;
+        }
+        let lines = code_lines(&p);
+        for (i, (n, l)) in lines.iter().enumerate() {
+            // A conflict arm and the few lines of its guard.
+            if l.contains("Conflict(") {
+                for (_, g) in lines.iter().skip(i).take(3) {
+                    assert!(
+                        !g.contains(".contains(") && !g.contains("starts_with("),
+                        "{f}:{n} decides on a conflict's message: {g}"
+                    );
+                }
+            }
+            for name in ["\"csv\"", "\"merge\"", "\"xlsx\""] {
+                assert!(
+                    !(l.contains("manifest.name ==") && l.contains(name)),
+                    "{f}:{n} treats a plugin by its name: {l}"
+                );
+            }
+        }
     }
 }
