@@ -41,8 +41,11 @@ struct ParseOutcome {
     table_id: DatasetId,
     parsed: Result<Parsed, ParseFailure>,
     /// The invocation and its parameters, when a parser ran.
-    run: Option<(Invocation<SchemaRef>, Vec<(String, String)>)>,
+    run: Option<ParserRun>,
 }
+
+/// A parser's invocation and the parameters it was given.
+type ParserRun = (Invocation<SchemaRef>, Vec<(String, String)>);
 
 /// The file record of an upload about to be cataloged as `version`.
 fn file_info_of(raw: &StoredRaw, parse: &ParseOutcome, version: u32) -> FileInfo {
