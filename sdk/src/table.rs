@@ -86,13 +86,19 @@ pub fn type_named(name: &str) -> Option<arrow_schema::DataType> {
 }
 
 /// Adds a column to the end of a batch: `append(batch, "row_number", UInt64Array::from(...))`.
-/// The new column is nullable, so every batch a step builds this way has the same schema.
+/// The new column is nullable, so every batch a step builds this way has the same schema. A name
+/// the batch has already is [`PluginError::InvalidParams`].
 pub fn append(
     batch: RecordBatch,
     name: &str,
     column: impl arrow_array::Array + 'static,
 ) -> Result<RecordBatch, PluginError> {
     let schema = batch.schema();
+    if schema.index_of(name).is_ok() {
+        return Err(PluginError::InvalidParams(format!(
+            "the input already has a column {name:?}"
+        )));
+    }
     let mut fields: Vec<arrow_schema::FieldRef> = schema.fields().iter().cloned().collect();
     fields.push(Arc::new(arrow_schema::Field::new(
         name,
