@@ -40,14 +40,27 @@ step "format"
 cargo fmt --all --check
 cargo fmt --manifest-path plugins/Cargo.toml --all --check
 
-step "tests"
-# The benchmarks are not run here, but they must keep compiling.
-cargo test --workspace --benches --no-run --quiet
 # One group of `-p` flags per kind, from the one list of bundled plugins.
 plugin_groups=()
 for kind in parser connector step; do
     plugin_groups+=("$(awk -v k="$kind" '!/^#/ && NF == 4 && $3 == k { printf "-p %s ", $2 }' plugins/bundled.txt)")
 done
+
+step "clippy"
+# Lints are errors. The plugins are linted one kind at a time, as they build (each kind builds the
+# SDK with its own world), and the SDK once per world with its optional helpers.
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+for world in parser step connector; do
+    cargo clippy -p lake-sdk --features "$world,xml,gzip,decompress" --all-targets --quiet -- -D warnings
+done
+for group in "${plugin_groups[@]}"; do
+    # shellcheck disable=SC2086
+    cargo clippy --manifest-path plugins/Cargo.toml $group --all-targets --quiet -- -D warnings
+done
+
+step "tests"
+# The benchmarks are not run here, but they must keep compiling.
+cargo test --workspace --benches --no-run --quiet
 # Every Parquet object the tests wrote to Garage must open in pyarrow, Polars and DuckDB.
 sweep() { "$LAKE_TEST_PYTHON" tests/parquet_sweep.py; }
 if cargo nextest --version >/dev/null 2>&1; then

@@ -1,4 +1,7 @@
-//! `lake plugin new`: scaffolds a plugin crate that builds as-is and passes its own unit test.
+//! `lake plugin new`: scaffolds a plugin crate that builds as-is and passes its own test.
+//!
+//! The plugin is the SDK's shortest form (a `LineParser` or a `MapBatches` step, a dozen lines in
+//! `src/lib.rs`); its test (`tests/NAME.rs`) runs it natively with `lake_sdk::testing`.
 
 use std::path::{Path, PathBuf};
 
@@ -38,9 +41,20 @@ pub fn new_plugin(
     if !ok {
         return Err(ScaffoldError::BadName(name.to_owned()));
     }
-    let (template, feature) = match kind {
-        Kind::Step => (include_str!("scaffold/step.rs.txt"), "step"),
-        Kind::Parser => (include_str!("scaffold/parser.rs.txt"), "parser"),
+    // The plugin's name, version and description come from this manifest (`lake_sdk::Info`).
+    let (template, test, feature, description) = match kind {
+        Kind::Step => (
+            include_str!("scaffold/step.rs.txt"),
+            include_str!("scaffold/step_test.rs.txt"),
+            "step",
+            "Appends a column of row numbers",
+        ),
+        Kind::Parser => (
+            include_str!("scaffold/parser.rs.txt"),
+            include_str!("scaffold/parser_test.rs.txt"),
+            "parser",
+            "One row per line of text",
+        ),
         Kind::Connector => return Err(ScaffoldError::Unsupported(kind)),
     };
     let root = dir.join(name);
@@ -57,13 +71,15 @@ pub fn new_plugin(
                 .unwrap_or_default()
         })
         .collect();
-    let code = template
-        .replace("{{name}}", name)
-        .replace("{{crate}}", &crate_name)
-        .replace("{{type}}", &type_name);
+    let fill = |t: &str| {
+        t.replace("{{name}}", name)
+            .replace("{{crate}}", &crate_name)
+            .replace("{{type}}", &type_name)
+    };
     let manifest = format!(
         r#"[package]
 name = "{name}"
+description = "{description}"
 version = "0.1.0"
 edition = "2024"
 rust-version = "1.95"
@@ -88,13 +104,18 @@ strip = "debuginfo"
         sdk = sdk_path.display().to_string(),
     );
     std::fs::create_dir_all(root.join("src"))?;
+    std::fs::create_dir_all(root.join("tests"))?;
     std::fs::write(root.join("Cargo.toml"), manifest)?;
-    std::fs::write(root.join("src/lib.rs"), code)?;
+    std::fs::write(root.join("src/lib.rs"), fill(template))?;
+    std::fs::write(
+        root.join("tests").join(format!("{crate_name}.rs")),
+        fill(test),
+    )?;
     std::fs::write(root.join(".gitignore"), "/target\n")?;
     std::fs::write(
         root.join("README.md"),
         format!(
-            "# {name}\n\nA lake {kind} plugin.\n\n```sh\ncargo test                                      # the logic, natively\ncargo build --release --target wasm32-wasip2    # the component\ncp target/wasm32-wasip2/release/{crate_name}.wasm <lake>/lake-data/plugins/\n```\n\nRestart `lake serve`; `GET /plugins` lists it. See the lake's `sdk/README.md`.\n"
+            "# {name}\n\nA lake {kind} plugin.\n\n```sh\ncargo test                                      # tests/{crate_name}.rs, natively\ncargo build --release --target wasm32-wasip2    # the component\ncp target/wasm32-wasip2/release/{crate_name}.wasm <lake>/lake-data/plugins/\n```\n\nRestart `lake serve`; `GET /plugins` lists it. See the lake's `sdk/README.md`.\n"
         ),
     )?;
     Ok(root)

@@ -254,7 +254,12 @@ macro_rules! export_parser {
             impl $crate::glue::parser::bindings::exports::lake::plugin::plugin::Guest for Export {
                 fn describe() -> $crate::glue::parser::bindings::lake::plugin::types::Info {
                     $crate::glue::parser::info(
-                        <$t as $crate::Parser>::info(),
+                        <$t as $crate::Parser>::info().or_package(
+                            env!("CARGO_PKG_NAME"),
+                            env!("CARGO_PKG_VERSION"),
+                            env!("CARGO_PKG_DESCRIPTION"),
+                            "parser",
+                        ),
                         $crate::glue::parser::bindings::lake::plugin::types::Kind::Parser,
                     )
                 }
@@ -280,7 +285,12 @@ macro_rules! export_step {
             impl $crate::glue::step::bindings::exports::lake::plugin::plugin::Guest for Export {
                 fn describe() -> $crate::glue::step::bindings::lake::plugin::types::Info {
                     $crate::glue::step::info(
-                        <$t as $crate::Step>::info(),
+                        <$t as $crate::Step>::info().or_package(
+                            env!("CARGO_PKG_NAME"),
+                            env!("CARGO_PKG_VERSION"),
+                            env!("CARGO_PKG_DESCRIPTION"),
+                            "step",
+                        ),
                         $crate::glue::step::bindings::lake::plugin::types::Kind::Step,
                     )
                 }
@@ -306,7 +316,12 @@ macro_rules! export_connector {
             impl $crate::glue::connector::bindings::exports::lake::plugin::plugin::Guest for Export {
                 fn describe() -> $crate::glue::connector::bindings::lake::plugin::types::Info {
                     $crate::glue::connector::info(
-                        <$t as $crate::Connector>::info(),
+                        <$t as $crate::Connector>::info().or_package(
+                            env!("CARGO_PKG_NAME"),
+                            env!("CARGO_PKG_VERSION"),
+                            env!("CARGO_PKG_DESCRIPTION"),
+                            "connector",
+                        ),
                         $crate::glue::connector::bindings::lake::plugin::types::Kind::Connector,
                     )
                 }

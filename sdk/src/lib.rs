@@ -1,17 +1,26 @@
 //! Write plugins for the lake.
 //!
 //! A plugin is plain Rust: implement [`Parser`] (bytes in, table out), [`Step`] (tables in,
-//! table out) or [`Connector`] (an upstream source to objects, over [`http`]), describe it with
-//! [`Info`], and export it with [`export_parser!`], [`export_step!`] or [`export_connector!`]. The trait methods take and return Arrow [`RecordBatch`]es and return
-//! [`PluginError`] on bad input, so the logic unit-tests natively with `cargo test`; the export macro
-//! wires it to the `lake:plugin@0.1.0` component interface when built for `wasm32-wasip2`. The raw
-//! bindings stay hidden. See `sdk/README.md` for a complete walk-through.
+//! table out) or [`Connector`] (an upstream source to objects, over [`http`]), and export it with
+//! [`export_parser!`], [`export_step!`] or [`export_connector!`]. The shortest plugins implement
+//! [`LineParser`] (one line of text at a time, exported as [`ByLine`]) or [`MapBatches`] (one
+//! batch in, one batch out, exported as [`PerBatch`]). [`Info`] defaults to the crate's
+//! `Cargo.toml`. The trait methods take and return Arrow [`RecordBatch`]es and return
+//! [`PluginError`] on bad input, so the logic unit-tests natively with `cargo test` (see
+//! [`testing`]); the export macro wires it to the `lake:plugin@0.1.0` component interface when
+//! built for `wasm32-wasip2`. The raw bindings stay hidden. See `sdk/README.md` for a complete
+//! walk-through.
 
 // Lets generated code name this crate `lake_sdk` from inside it, as it must from plugin crates.
 extern crate self as lake_sdk;
 
+mod lines;
+mod map;
 mod params;
 pub mod table;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 #[cfg(any(feature = "parser", feature = "step", feature = "connector"))]
 #[doc(hidden)]
@@ -33,13 +42,34 @@ pub use arrow_array;
 pub use arrow_array::RecordBatch;
 pub use arrow_schema;
 pub use arrow_schema::{DataType, Field, Schema, SchemaRef};
+pub use lines::{ByLine, LineParser};
+pub use map::{MapBatches, PerBatch};
 pub use params::Params;
+
+/// Builds a [`RecordBatch`] from named arrays: `batch!("name" => names, "age" => ages)` with any
+/// Arrow arrays of equal length (the builders' `finish()`, `StringArray::from(vec![...])`).
+/// Every column is nullable. Returns a [`Result`], an Arrow error as [`PluginError::InvalidInput`].
+#[macro_export]
+macro_rules! batch {
+    ($($name:expr => $array:expr),+ $(,)?) => {
+        $crate::RecordBatch::try_from_iter([
+            $(($name, ::std::sync::Arc::new($array) as $crate::arrow_array::ArrayRef)),+
+        ])
+        .map_err($crate::PluginError::from)
+    };
+}
 
 /// The interface version this SDK builds against.
 pub const WIT_VERSION: &str = "0.1.0";
 
 /// What a plugin says about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Every field has a default: an empty `name`, `version` or `description` is filled, when the
+/// plugin is exported, from the crate's `Cargo.toml` (`name`, `version`, `description`, or
+/// "A lake parser" and so on when it has none), and `capabilities` defaults to none. So
+/// `Info::default()` (what [`Parser::info`] returns unless overridden) describes a plugin by its
+/// package, and `Info { description: "...", ..Info::default() }` overrides one field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Info {
     /// Unique lowercase name, e.g. `csv`.
     pub name: &'static str,
@@ -49,6 +79,33 @@ pub struct Info {
     pub description: &'static str,
     /// Capabilities it asks for; the host grants or refuses them (none for parsers and steps).
     pub capabilities: &'static [&'static str],
+}
+
+impl Info {
+    /// Fills the empty fields from the package (the export macros pass `env!("CARGO_PKG_...")`).
+    #[doc(hidden)]
+    pub fn or_package(
+        self,
+        name: &'static str,
+        version: &'static str,
+        description: &'static str,
+        kind: &'static str,
+    ) -> Info {
+        let or = |field: &'static str, package: &'static str| {
+            if field.is_empty() { package } else { field }
+        };
+        let fallback = match kind {
+            "parser" => "A lake parser",
+            "step" => "A lake step",
+            _ => "A lake connector",
+        };
+        Info {
+            name: or(self.name, name),
+            version: or(self.version, version),
+            description: or(self.description, or(description, fallback)),
+            capabilities: self.capabilities,
+        }
+    }
 }
 
 /// Why a plugin call failed. The host shows the message to the user and records it in provenance.
@@ -90,9 +147,14 @@ impl From<arrow_schema::ArrowError> for PluginError {
 pub type Result<T, E = PluginError> = std::result::Result<T, E>;
 
 /// Bytes in, table out. The host feeds the input in chunks, so a parser keeps only what it needs.
+///
+/// For text read line by line, [`LineParser`] is shorter: the SDK splits the lines and collects
+/// the batches.
 pub trait Parser: Sized + 'static {
-    /// Name, version, description.
-    fn info() -> Info;
+    /// Name, version, description; by default those of the crate's `Cargo.toml` (see [`Info`]).
+    fn info() -> Info {
+        Info::default()
+    }
     /// Starts a parse; refuse bad parameters here.
     fn start(params: Params) -> Result<Self>;
     /// Takes the next chunk of input; returns the batches that are complete so far.
@@ -102,9 +164,13 @@ pub trait Parser: Sized + 'static {
 }
 
 /// Tables in, table out.
+///
+/// A step that maps each batch of one input to one output batch is shorter as a [`MapBatches`].
 pub trait Step: Sized + 'static {
-    /// Name, version, description.
-    fn info() -> Info;
+    /// Name, version, description; by default those of the crate's `Cargo.toml` (see [`Info`]).
+    fn info() -> Info {
+        Info::default()
+    }
     /// Starts a run over inputs with these schemas; refuse bad parameters and missing columns here.
     fn start(params: Params, inputs: Vec<SchemaRef>) -> Result<Self>;
     /// Takes one batch of input number `input`; returns output batches that are ready.
@@ -132,8 +198,11 @@ pub struct Part {
 /// Fetches from an upstream source over HTTP ([`http`]); the host polices every request (granted
 /// hosts only, rate limits, credentials added by the host, `Retry-After` honoured).
 pub trait Connector: Sized + 'static {
-    /// Name, version, description, and the hosts it needs as capabilities (`http:HOST`).
-    fn info() -> Info;
+    /// Name, version, description, and the hosts it needs as capabilities (`http:HOST`); by
+    /// default those of the crate's `Cargo.toml` and no capabilities (see [`Info`]).
+    fn info() -> Info {
+        Info::default()
+    }
     /// Starts a collection; refuse bad parameters (an unknown accession format) here.
     fn start(params: Params) -> Result<Self>;
     /// The next piece of the next object, or `None` when everything has been collected.

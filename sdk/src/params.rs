@@ -41,3 +41,43 @@ impl Params {
             .map_err(|e| PluginError::InvalidParams(e.to_string()))
     }
 }
+
+/// Refuses any parameter: the default of plugins that take none.
+pub(crate) fn none(params: &Params) -> Result<(), PluginError> {
+    match params.pairs() {
+        [] => Ok(()),
+        pairs => {
+            let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+            Err(PluginError::InvalidParams(format!(
+                "this plugin takes no parameters; got {names:?}"
+            )))
+        }
+    }
+}
+
+/// No parameters.
+impl From<()> for Params {
+    fn from((): ()) -> Self {
+        Self::default()
+    }
+}
+
+/// Parameters from a JSON object, as [`Params::from_json`].
+impl From<serde_json::Value> for Params {
+    fn from(v: serde_json::Value) -> Self {
+        Self::from_json(&v)
+    }
+}
+
+/// Parameters from name/value pairs; a value that is not JSON is taken as a string, so
+/// `[("column", "n"), ("limit", "10")]` is `{"column": "n", "limit": 10}`.
+impl<const N: usize> From<[(&str, &str); N]> for Params {
+    fn from(pairs: [(&str, &str); N]) -> Self {
+        Self(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+}

@@ -84,3 +84,29 @@ pub fn type_named(name: &str) -> Option<arrow_schema::DataType> {
         _ => return None,
     })
 }
+
+/// Adds a column to the end of a batch: `append(batch, "row_number", UInt64Array::from(...))`.
+/// The new column is nullable, so every batch a step builds this way has the same schema. A name
+/// the batch has already is [`PluginError::InvalidParams`].
+pub fn append(
+    batch: RecordBatch,
+    name: &str,
+    column: impl arrow_array::Array + 'static,
+) -> Result<RecordBatch, PluginError> {
+    let schema = batch.schema();
+    if schema.index_of(name).is_ok() {
+        return Err(PluginError::InvalidParams(format!(
+            "the input already has a column {name:?}"
+        )));
+    }
+    let mut fields: Vec<arrow_schema::FieldRef> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow_schema::Field::new(
+        name,
+        column.data_type().clone(),
+        true,
+    )));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(column));
+    let schema = Schema::new_with_metadata(fields, schema.metadata().clone());
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+}

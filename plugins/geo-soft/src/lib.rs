@@ -74,6 +74,11 @@ struct Block {
     wanted: bool,
 }
 
+/// An attributes row: entity, id, attribute name and its values.
+type AttributeRow = (Arc<str>, Arc<str>, String, Vec<String>);
+/// A `values` row: entity, id and the cells by union position.
+type ValuesRow = (Arc<str>, Arc<str>, Vec<Option<String>>);
+
 /// The parser state.
 pub struct GeoSoft {
     opts: Options,
@@ -87,11 +92,11 @@ pub struct GeoSoft {
     line: usize,
     block: Option<Block>,
     /// Attributes rows not yet in a batch.
-    attributes: Vec<(Arc<str>, Arc<str>, String, Vec<String>)>,
+    attributes: Vec<AttributeRow>,
     /// `values`: the union of table columns, and each row as (entity, id, cells by union position).
     names: Vec<String>,
     positions: HashMap<String, usize>,
-    rows: Vec<(Arc<str>, Arc<str>, Vec<Option<String>>)>,
+    rows: Vec<ValuesRow>,
 }
 
 fn attributes_schema() -> SchemaRef {
@@ -271,7 +276,7 @@ impl GeoSoft {
             }
             values.append(true);
         }
-        let column = |f: fn(&(Arc<str>, Arc<str>, String, Vec<String>)) -> &str| -> ArrayRef {
+        let column = |f: fn(&AttributeRow) -> &str| -> ArrayRef {
             Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>())
         };
         RecordBatch::try_new(

@@ -155,7 +155,7 @@ fn fasta_gives_the_same_entries_as_flat_text() {
     assert_eq!(fasta.len(), 8);
     for (f, x) in flat.iter().zip(&fasta) {
         assert_eq!(x.accession, f.accession);
-        assert_eq!(x.accessions, [f.accession.clone()]);
+        assert_eq!(x.accessions, std::slice::from_ref(&f.accession));
         assert_eq!((&x.entry_name, x.reviewed), (&f.entry_name, f.reviewed));
         assert_eq!(
             (x.length, &x.sequence),
