@@ -6,7 +6,7 @@
 //! backup copies only content no earlier backup holds (an object a lifecycle rule expired is simply
 //! copied again; retention removes an object once no kept backup names it);
 //! `{kind}/{backup id}/catalog.json` is the catalog's snapshot
-//! ([`crate::catalog::Catalog::export`]) and `{kind}/{backup id}/manifest.json` lists every object
+//! ([`crate::catalog::Dump::export`]) and `{kind}/{backup id}/manifest.json` lists every object
 //! with its dataset, key, size and SHA-256, and the catalog file's own SHA-256. The manifest is
 //! written last: a backup without one is incomplete and is never listed or restored.
 //!

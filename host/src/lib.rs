@@ -1,8 +1,9 @@
 //! The lake host: the `lake` server and CLI, the catalog and blob-store adapters, layers and
 //! provenance.
 //!
-//! Start at [`lake::Lake`], the service every entry point calls; [`http`] and [`cli`] are thin
-//! shells over it. [`catalog`] and [`blob`] each define one contract with two adapters, and nothing
+//! Start at [`lake::Lake`], the composition root every entry point holds, and its services, one
+//! module per noun ([`files`], [`pipeline`], [`collect`], [`backup`], [`promotion`], [`jobs`]);
+//! [`http`] and [`cli`] are thin shells over them. [`catalog`] and [`blob`] each define one contract with two adapters, and nothing
 //! outside an adapter names its driver. See `ARCHITECTURE.md` at the repository root for the map.
 
 pub mod backup;

@@ -85,14 +85,12 @@ fn scaffold_and_build(dir: &Path, name: &str, kind: &str) -> PathBuf {
         .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scaffolded_step_builds_and_runs_in_a_pipeline() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let wasm = scaffold_and_build(work.path(), "row-numbers", "step");
-
-    let plugin_dir = work.path().join("plugins");
+/// The plugins of a directory holding only `wasm`, dropped in as a lab would; none is rejected.
+fn load_dropped_in(work: &std::path::Path, wasm: &std::path::Path) -> lake_host::plugins::Plugins {
+    let plugin_dir = work.join("plugins");
     std::fs::create_dir_all(&plugin_dir).expect("plugin dir");
-    std::fs::copy(&wasm, plugin_dir.join("row_numbers.wasm")).expect("drop in");
+    let file = wasm.file_name().expect("a wasm file");
+    std::fs::copy(wasm, plugin_dir.join(file)).expect("drop in");
     let cfg = PluginsConfig {
         dir: plugin_dir,
         cache_dir: crate::plugins::shared_cache(),
@@ -100,6 +98,14 @@ async fn scaffolded_step_builds_and_runs_in_a_pipeline() {
     };
     let plugins = lake_host::plugins::Plugins::open(&cfg).expect("plugins");
     assert!(plugins.rejected().is_empty(), "{:?}", plugins.rejected());
+    plugins
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaffolded_step_builds_and_runs_in_a_pipeline() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let wasm = scaffold_and_build(work.path(), "row-numbers", "step");
+    let plugins = load_dropped_in(work.path(), &wasm);
     let t = crate::http_api::embedded_with(1 << 30, Some(plugins)).await;
 
     let (_, manifest) = t.call(Method::GET, "/plugins/row-numbers", None).await;
@@ -171,16 +177,7 @@ async fn scaffolded_step_builds_and_runs_in_a_pipeline() {
 async fn scaffolded_parser_passes_its_test_and_parses_in_the_sandbox() {
     let work = tempfile::tempdir().expect("tempdir");
     let wasm = scaffold_and_build(work.path(), "text-lines", "parser");
-    let plugin_dir = work.path().join("plugins");
-    std::fs::create_dir_all(&plugin_dir).expect("plugin dir");
-    std::fs::copy(&wasm, plugin_dir.join("text_lines.wasm")).expect("drop in");
-    let cfg = PluginsConfig {
-        dir: plugin_dir,
-        cache_dir: crate::plugins::shared_cache(),
-        ..PluginsConfig::default()
-    };
-    let plugins = lake_host::plugins::Plugins::open(&cfg).expect("plugins");
-    assert!(plugins.rejected().is_empty(), "{:?}", plugins.rejected());
+    let plugins = load_dropped_in(work.path(), &wasm);
     // Name, version and description come from the scaffold's Cargo.toml.
     let manifest = plugins.manifest("text-lines").await.expect("loaded");
     assert_eq!(
