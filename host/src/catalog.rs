@@ -1,7 +1,7 @@
 //! The catalog: datasets, their files, the provenance record and the job queue, behind one contract.
 //!
-//! The contract comes in parts, each a trait: [`Datasets`], [`ProvenanceLog`], [`JobQueue`] and
-//! [`Dump`]; [`Catalog`] is all of them plus `kind`, `migrate` and `ping`, so `Arc<dyn Catalog>`
+//! The contract comes in parts, each a trait: [`Datasets`], [`ProvenanceLog`], [`JobQueue`],
+//! [`Dump`] and [`Tokens`]; [`Catalog`] is all of them plus `kind`, `migrate` and `ping`, so `Arc<dyn Catalog>`
 //! serves every caller. Each part is checked by the conformance suite in
 //! `tests/all/catalog_conformance.rs`, run against SQLite and PostgreSQL.
 //!
@@ -32,6 +32,12 @@
 //!   is a [`Constraint::JobNotQueued`] conflict, a second finish [`Constraint::JobEnded`]. A taken
 //!   schedule key is [`Constraint::ScheduleKey`].
 //! * Jobs silent for too long are failed by whichever replica looks first.
+//!
+//! # Tokens
+//!
+//! * A token is stored by its id with the digest of its secret, never the secret. Revoking is
+//!   final and keeps the first revocation time; tokens are not part of a dump (a restored lake
+//!   issues its own).
 //!
 //! # Dump
 //!
@@ -632,6 +638,131 @@ pub trait JobQueue: Send + Sync {
     async fn list_jobs(&self, kind: &str, limit: u32) -> Result<Vec<Job>, CatalogError>;
 }
 
+/// A bearer token's record. The secret itself is never stored: only its digest, which is never
+/// serialised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TokenRecord {
+    /// Its id, the `<id>` of `lake_<id>_<secret>`.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    /// What its holder calls it (`laptop`, `sequencer-3`).
+    pub name: String,
+    /// The user or service account it acts for.
+    pub owner: String,
+    /// The most it may do.
+    pub role: crate::identity::Role,
+    /// SHA-256 of the secret, hex.
+    #[serde(skip)]
+    pub digest: String,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+    /// When it last authenticated a request.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A token to record.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Its id.
+    pub id: uuid::Uuid,
+    /// Its name.
+    pub name: String,
+    /// Whom it acts for.
+    pub owner: String,
+    /// Its role.
+    pub role: crate::identity::Role,
+    /// SHA-256 of its secret, hex.
+    pub digest: String,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Bearer tokens, seen alike by every replica. See "Tokens" in the module documentation.
+#[async_trait::async_trait]
+pub trait Tokens: Send + Sync {
+    /// Records a token; [`Constraint::RecordId`] conflict when its id exists.
+    async fn insert_token(&self, token: &NewToken) -> Result<TokenRecord, CatalogError>;
+    /// One token, revoked or not; [`CatalogError::NotFound`] when unknown.
+    async fn token(&self, id: uuid::Uuid) -> Result<TokenRecord, CatalogError>;
+    /// Tokens, newest first, of one owner or of everyone.
+    async fn list_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenRecord>, CatalogError>;
+    /// Revokes a token (once: a revoked token keeps its first revocation time).
+    async fn revoke_token(&self, id: uuid::Uuid) -> Result<TokenRecord, CatalogError>;
+    /// Notes that a token authenticated a request now.
+    async fn touch_token(&self, id: uuid::Uuid) -> Result<(), CatalogError>;
+}
+
+/// Implements [`Tokens`] for an adapter from the shared SQL (`catalog/sql.rs`) and row mapping
+/// (`catalog/rows.rs`); the adapter's module supplies `query`, `db_err` and its `pool`, so the one
+/// body serves both dialects.
+macro_rules! impl_tokens {
+    ($adapter:ty) => {
+        #[async_trait::async_trait]
+        impl super::Tokens for $adapter {
+            async fn insert_token(
+                &self,
+                token: &super::NewToken,
+            ) -> Result<super::TokenRecord, CatalogError> {
+                query(sql::INSERT_TOKEN, |v| rows::new_token(v, token, Utc::now()))?
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                super::Tokens::token(self, token.id).await
+            }
+
+            async fn token(&self, id: Uuid) -> Result<super::TokenRecord, CatalogError> {
+                let row = query(sql::SELECT_TOKEN, |v| v.id(id))?
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db_err)?
+                    .ok_or_else(|| CatalogError::NotFound(format!("token {}", id.simple())))?;
+                rows::token(&row)
+            }
+
+            async fn list_tokens(
+                &self,
+                owner: Option<&str>,
+            ) -> Result<Vec<super::TokenRecord>, CatalogError> {
+                let found = match owner {
+                    Some(o) => query(sql::LIST_OWNER_TOKENS, |v| v.text(o))?,
+                    None => query(sql::LIST_TOKENS, |_| {})?,
+                }
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+                found.iter().map(rows::token).collect()
+            }
+
+            async fn revoke_token(&self, id: Uuid) -> Result<super::TokenRecord, CatalogError> {
+                query(sql::REVOKE_TOKEN, |v| {
+                    v.id(id);
+                    v.time(Utc::now())
+                })?
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+                super::Tokens::token(self, id).await
+            }
+
+            async fn touch_token(&self, id: Uuid) -> Result<(), CatalogError> {
+                query(sql::TOUCH_TOKEN, |v| {
+                    v.id(id);
+                    v.time(Utc::now())
+                })?
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use impl_tokens;
+
 /// The whole catalog as one snapshot, out and in: the backup's copy. See "Dump" in the module
 /// documentation.
 #[async_trait::async_trait]
@@ -649,7 +780,9 @@ pub trait Dump: Send + Sync {
 /// parts are callable on `dyn Catalog` without importing the parts; on a concrete adapter, import
 /// [`prelude`].
 #[async_trait::async_trait]
-pub trait Catalog: Datasets + ProvenanceLog + JobQueue + Dump + Send + Sync + fmt::Debug {
+pub trait Catalog:
+    Datasets + ProvenanceLog + JobQueue + Dump + Tokens + Send + Sync + fmt::Debug
+{
     /// `sqlite` or `postgres`, for reports.
     fn kind(&self) -> &'static str;
     /// Applies pending migrations.
@@ -660,7 +793,7 @@ pub trait Catalog: Datasets + ProvenanceLog + JobQueue + Dump + Send + Sync + fm
 
 /// The catalog's traits, for `use crate::catalog::prelude::*`.
 pub mod prelude {
-    pub use super::{Catalog, Datasets, Dump, JobQueue, ProvenanceLog};
+    pub use super::{Catalog, Datasets, Dump, JobQueue, ProvenanceLog, Tokens};
 }
 
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern and wraps it for substring search.

@@ -1,5 +1,5 @@
 //! The `lake` command line: `serve`, `migrate`, `config check`, and catalog, promotion and lineage
-//! commands that call the same [`Lake`] service the HTTP API uses.
+//! commands that call the same [`Lake`] and services the HTTP API uses.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,6 +17,7 @@ use crate::provenance::Direction;
 mod backup;
 mod files;
 mod ingest;
+mod tokens;
 
 /// The lake: a governed data lake for biomedical research labs.
 #[derive(Debug, Parser)]
@@ -111,6 +112,12 @@ enum Command {
     /// Backup commands: run, list, verify.
     #[command(subcommand)]
     Backup(backup::BackupCmd),
+    /// Bearer tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(tokens::TokenCmd),
+    /// Administration: the first admin token.
+    #[command(subcommand)]
+    Admin(tokens::AdminCmd),
     /// Restore a backup into this lake, which must be empty (objects, then the catalog).
     Restore {
         /// The backup's id (`lake backup list`).
@@ -440,6 +447,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Backup(cmd) => {
             let lake = Lake::open(&cfg).await?;
             backup::backup(&lake, cmd).await
+        }
+        Command::Token(cmd) => {
+            let lake = Lake::open(&cfg).await?;
+            tokens::token(&lake, cmd).await
+        }
+        Command::Admin(cmd) => {
+            let lake = Lake::open(&cfg).await?;
+            tokens::admin(&lake, cmd).await
         }
         Command::Restore { from } => {
             let lake = Lake::open(&cfg).await?;

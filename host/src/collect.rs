@@ -37,7 +37,7 @@ use crate::provenance::{
     RunStatus,
 };
 
-/// The collection service's own state inside [`Lake`].
+/// The collection service's own state inside [`crate::lake::Lake`].
 #[derive(Debug, Default)]
 pub(crate) struct CollectState {
     /// Serialises a collection's check for an earlier version with its insert.
@@ -633,8 +633,10 @@ impl Collections<'_> {
                     });
                 }
                 previous => {
+                    // The record as attempted (version, previous version), for a failure too.
+                    let mut attempted = record.clone();
                     let inserted = self
-                        .insert_version(plan, stored, record.clone(), previous.as_ref())
+                        .insert_version(plan, stored, &mut attempted, previous.as_ref())
                         .await;
                     drop(guard);
                     match inserted {
@@ -649,7 +651,7 @@ impl Collections<'_> {
                             // Nothing is stored, but the collection and its requests are still
                             // recorded.
                             let e = LakeError::from(e);
-                            let record = record.failed("not_stored", e.to_string());
+                            let record = attempted.failed("not_stored", e.to_string());
                             let failure = CollectFailure::from(e);
                             let entry = self.record_collection(vec![], &record).await;
                             return Err(CollectFailure {
@@ -657,7 +659,31 @@ impl Collections<'_> {
                                 ..failure
                             });
                         }
-                        Ok(decided) => return Ok(decided),
+                        // Committed: from here on an error is reported as it is, and the
+                        // objects the new dataset names stay.
+                        Ok(version) => {
+                            let entry = self
+                                .catalog()
+                                .provenance_of(&[stored.id])
+                                .await
+                                .map_err(LakeError::from)?
+                                .into_iter()
+                                .find(|e| e.action == Action::Collection)
+                                .ok_or_else(|| {
+                                    LakeError::Unavailable("the collection was not recorded".into())
+                                })?;
+                            return Ok(Decided {
+                                outcome: if previous.is_some() {
+                                    CollectionOutcome::Changed
+                                } else {
+                                    CollectionOutcome::New
+                                },
+                                dataset_id: stored.id,
+                                version,
+                                previous: previous.map(|(p, _)| p.id),
+                                entry: entry.id,
+                            });
+                        }
                     }
                 }
             }
@@ -696,15 +722,16 @@ impl Collections<'_> {
             .max_by_key(|(d, v)| (*v, d.id)))
     }
 
-    /// Inserts the stored files as the version after `previous`, with their `collection` entry,
-    /// in one transaction.
+    /// Inserts the stored files as the version after `previous`, with their `collection` entry
+    /// (`record`, completed with the version and the previous one), in one transaction. Returns
+    /// the version.
     async fn insert_version(
         &self,
         plan: &Plan,
         stored: &Stored,
-        mut record: CollectionRecord,
+        record: &mut CollectionRecord,
         previous: Option<&(crate::catalog::Dataset, u32)>,
-    ) -> Result<Decided, CatalogError> {
+    ) -> Result<u32, CatalogError> {
         let version = previous.map_or(0, |(_, v)| *v) + 1;
         record.version = Some(version);
         let mut facts = serde_json::Map::new();
@@ -761,28 +788,11 @@ impl Collections<'_> {
                 created_at: Utc::now(),
             })
             .collect();
-        let prov = NewProvenance::collection(vec![], Some(id), &record);
+        let prov = NewProvenance::collection(vec![], Some(id), record);
         self.catalog()
             .insert_datasets(&[(new, records)], std::slice::from_ref(&prov))
             .await?;
-        let entry = self
-            .catalog()
-            .provenance_of(&[id])
-            .await?
-            .into_iter()
-            .find(|e| e.action == Action::Collection)
-            .ok_or_else(|| CatalogError::Unavailable("the collection was not recorded".into()))?;
-        Ok(Decided {
-            outcome: if previous.is_some() {
-                CollectionOutcome::Changed
-            } else {
-                CollectionOutcome::New
-            },
-            dataset_id: id,
-            version,
-            previous: previous.map(|(p, _)| p.id),
-            entry: entry.id,
-        })
+        Ok(version)
     }
 
     async fn discard_all(&self, bucket: &str, keys: &[String]) {
@@ -935,11 +945,11 @@ impl Collections<'_> {
             for file in names {
                 let done = earlier.iter().find(|e| {
                     e.inputs.contains(&dataset)
-                        && e.pipeline_record().is_some_and(|r| {
+                        && e.run_facts().is_some_and(|r| {
                             r.status == RunStatus::Succeeded
-                                && r.invocation.input_file.as_deref() == Some(file.as_str())
-                                && r.invocation.component_sha256 == sha
-                                && r.invocation.params == params
+                                && r.input_file.as_deref() == Some(file.as_str())
+                                && r.component_sha256 == sha
+                                && r.params == params
                         })
                 });
                 if let Some(e) = done {

@@ -190,7 +190,7 @@ pub enum SaveFormat {
     Csv,
 }
 
-/// The file service's own state inside [`Lake`]: the merge cache, the upload commit lock, and the
+/// The file service's own state inside [`crate::lake::Lake`]: the merge cache, the upload commit lock, and the
 /// settings it reads on every request.
 #[derive(Debug)]
 pub(crate) struct FileState {

@@ -1,6 +1,6 @@
 //! The HTTP API (axum).
 //!
-//! Handlers parse and validate the request, call one [`Lake`] operation and shape the answer; they
+//! Handlers parse and validate the request, call one operation of the [`Lake`] or one of its services and shape the answer; they
 //! never touch a database driver or a blob client. Every failure leaves as one JSON shape,
 //! `{"error": {"code", "message"}}`, with the status chosen in one table ([`ApiError`]). Internal
 //! errors are logged once with their detail and answered with a generic message.

@@ -1,10 +1,13 @@
-//! The lake service: the operations the HTTP API and the CLI share.
+//! The lake's composition root, and the dataset operations the HTTP API and the CLI share.
 //!
-//! A [`Lake`] owns one catalog and one blob store (both behind their contracts) and applies the
-//! lake's rules on top: layer buckets, filled metadata, immutability, and the write order that keeps
-//! the catalog and the store consistent. Objects are written before the rows that name them, and a
-//! row is only committed after its object is complete; when the commit fails the object is removed,
-//! so a reported failure leaves neither a row without its object nor an object without its row.
+//! A [`Lake`] owns one catalog and one blob store (both behind their contracts), the plugin
+//! registry, the settings and the services' state; each service (`lake.files()`,
+//! `lake.pipelines()`, `lake.collections()`, `lake.backups()`, `lake.promotions()`, `lake.jobs()`,
+//! `lake.access()`) borrows it through the `service!` macro below. It applies the lake's rules:
+//! layer buckets, filled metadata, immutability, and the write order that keeps the catalog and
+//! the store consistent. Objects are written before the rows that name them, and a row is only
+//! committed after its object is complete; when the commit fails the object is removed, so a
+//! reported failure leaves neither a row without its object nor an object without its row.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -14,6 +14,7 @@ pub mod collect;
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod identity;
 pub mod jobs;
 pub mod lake;
 pub mod layers;

@@ -67,7 +67,7 @@ impl Run {
     pub fn from_entry(e: ProvenanceEntry) -> Run {
         Run {
             id: e.id,
-            status: e.pipeline_record().map_or(RunStatus::Unknown, |r| r.status),
+            status: e.run_facts().map_or(RunStatus::Unknown, |r| r.status),
             inputs: e.inputs,
             output: e.outputs.first().copied(),
             details: e.parameters,

@@ -4,7 +4,7 @@
 //! Parameters are typed: one record per action ([`PipelineRecord`], [`CollectionRecord`],
 //! [`RegistrationRecord`], [`PromotionRecord`], [`DeletionRecord`], the backup's and restore's
 //! reports), written by the `NewProvenance` constructors here and read back by the typed readers
-//! here ([`ProvenanceEntry::pipeline_record`]); no other module builds or picks apart an entry's
+//! here ([`ProvenanceEntry::run_facts`]); no other module builds or picks apart an entry's
 //! JSON.
 //! Entries are never updated or deleted: the database adapters only insert them, and both schemas
 //! carry triggers that reject `UPDATE` and `DELETE` on the provenance tables. Lineage is the graph whose
@@ -238,13 +238,30 @@ pub struct ProvenanceEntry {
 }
 
 impl ProvenanceEntry {
-    /// The record of a `pipeline` entry; `None` for other actions, or an entry that does not read
-    /// as one.
-    pub fn pipeline_record(&self) -> Option<PipelineRecord> {
+    /// What a `pipeline` entry says about its run that decisions use (its status, the component,
+    /// parameters and file), read on their own so that an entry with fields this version does not
+    /// know still counts; `None` for other actions.
+    pub fn run_facts(&self) -> Option<RunFacts> {
         (self.action == Action::Pipeline)
             .then(|| serde_json::from_value(self.parameters.clone()).ok())
             .flatten()
     }
+}
+
+/// The parts of a [`PipelineRecord`] that decisions read: see [`ProvenanceEntry::run_facts`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RunFacts {
+    /// How the run ended.
+    pub status: RunStatus,
+    /// The file a parser read.
+    #[serde(default)]
+    pub input_file: Option<String>,
+    /// SHA-256 of the component that ran.
+    #[serde(default)]
+    pub component_sha256: Option<String>,
+    /// The parameters it was given.
+    #[serde(default)]
+    pub params: serde_json::Value,
 }
 
 /// How a pipeline run ended.

@@ -741,6 +741,144 @@ pub async fn one_raw_dataset_per_collected_version(c: Arc<dyn Catalog>) {
         .expect("not a collection");
 }
 
+pub async fn tokens_keep_only_a_digest_and_revoke_once(c: Arc<dyn Catalog>) {
+    use lake_host::catalog::NewToken;
+    use lake_host::identity::{Bearer, Role};
+    let issue = |owner: &str, role: Role| {
+        let b = Bearer::generate();
+        (
+            NewToken {
+                id: b.id,
+                name: "laptop".into(),
+                owner: owner.into(),
+                role,
+                digest: b.secret.digest(),
+                expires_at: chrono::Utc::now() + chrono::Duration::days(90),
+            },
+            b,
+        )
+    };
+    let (a, a_bearer) = issue("ana", Role::Curator);
+    let (b, _) = issue("ben", Role::Reader);
+    let rec = c.insert_token(&a).await.expect("insert");
+    c.insert_token(&b).await.expect("insert");
+    assert_eq!(
+        (rec.role, rec.owner.as_str(), rec.name.as_str()),
+        (Role::Curator, "ana", "laptop")
+    );
+    assert!(rec.revoked_at.is_none() && rec.last_used_at.is_none());
+    // The digest is what was given, and only the right secret matches it.
+    assert!(
+        a_bearer
+            .secret
+            .matches(&c.token(a.id).await.expect("get").digest)
+    );
+    assert!(
+        matches!(c.insert_token(&a).await, Err(CatalogError::Conflict(_))),
+        "an id is recorded once"
+    );
+    assert!(matches!(
+        c.token(uuid::Uuid::now_v7()).await,
+        Err(CatalogError::NotFound(_))
+    ));
+    let all = c.list_tokens(None).await.expect("list");
+    assert_eq!(
+        all.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![b.id, a.id]
+    );
+    let anas = c.list_tokens(Some("ana")).await.expect("list");
+    assert_eq!(anas.len(), 1);
+    c.touch_token(a.id).await.expect("touch");
+    assert!(c.token(a.id).await.expect("get").last_used_at.is_some());
+    let first = c.revoke_token(a.id).await.expect("revoke").revoked_at;
+    assert!(first.is_some());
+    let again = c.revoke_token(a.id).await.expect("revoke again").revoked_at;
+    assert_eq!(first, again, "a revocation keeps its first time");
+    assert!(c.token(b.id).await.expect("get").revoked_at.is_none());
+}
+
+pub async fn conflicts_name_their_constraint(c: Arc<dyn Catalog>) {
+    use lake_host::catalog::Constraint;
+    use std::time::Duration;
+    let constraint = |r: Result<(), CatalogError>| match r {
+        Err(CatalogError::Conflict(k)) => Some(k.constraint),
+        _ => None,
+    };
+    let hour = Duration::from_secs(3600);
+    // A file name taken, by a commit and by an insert of two files of one name.
+    let n = new_ds("d", "geo", Layer::Raw);
+    c.insert_dataset(&n, &[file("a.csv", 1)], None)
+        .await
+        .expect("insert");
+    let dup = c
+        .commit(n.id, &[file("a.csv", 2)], DatasetStatus::Ready, None)
+        .await;
+    assert_eq!(constraint(dup.map(drop)), Some(Constraint::FileName));
+    let twice = new_ds("twice", "geo", Layer::Raw);
+    let r = c
+        .insert_dataset(&twice, &[file("s", 1), file("s", 2)], None)
+        .await;
+    assert_eq!(constraint(r.map(drop)), Some(Constraint::FileName));
+    // A claim held, and a claim on a committed name.
+    c.claim_file(n.id, "b.csv", hour).await.expect("claim");
+    let held = c.claim_file(n.id, "b.csv", hour).await;
+    assert_eq!(constraint(held), Some(Constraint::FileClaim));
+    let done = c.claim_file(n.id, "a.csv", hour).await;
+    assert!(
+        matches!(
+            constraint(done),
+            Some(Constraint::FileName | Constraint::FileClaim)
+        ),
+        "a committed name is refused as taken"
+    );
+    // A second promotion target.
+    let mut t1 = new_ds("d", "geo", Layer::Processed);
+    t1.promoted_from = Some(n.id);
+    c.insert_dataset(&t1, &[], None).await.expect("target");
+    let mut t2 = new_ds("d", "geo", Layer::Processed);
+    t2.promoted_from = Some(n.id);
+    let r = c.insert_dataset(&t2, &[], None).await;
+    assert_eq!(constraint(r.map(drop)), Some(Constraint::PromotionTarget));
+    // A collected version recorded twice.
+    let collected = || {
+        let mut d = new_ds("ncbi X", "ncbi", Layer::Raw);
+        d.external_id = Some("X".into());
+        d.metadata =
+            json!({"source": "ncbi", "date": "2026-12-02", "version": "1", "content_sha256": "cd"});
+        d
+    };
+    c.insert_dataset(&collected(), &[], None).await.expect("v1");
+    let r = c.insert_dataset(&collected(), &[], None).await;
+    assert_eq!(constraint(r.map(drop)), Some(Constraint::CollectionVersion));
+    // A schedule slot taken, a job claimed twice, a job ended twice.
+    let job = |key: Option<&str>| NewJob {
+        id: uuid::Uuid::now_v7(),
+        kind: "backup".into(),
+        request: json!({}),
+        schedule_key: key.map(str::to_owned),
+    };
+    c.insert_job(&job(Some("backup:daily@x")))
+        .await
+        .expect("job");
+    let r = c.insert_job(&job(Some("backup:daily@x"))).await;
+    assert_eq!(constraint(r.map(drop)), Some(Constraint::ScheduleKey));
+    let j = c.insert_job(&job(None)).await.expect("job");
+    c.start_job(j.id).await.expect("start");
+    let r = c.start_job(j.id).await;
+    assert_eq!(constraint(r.map(drop)), Some(Constraint::JobNotQueued));
+    c.finish_job(j.id, JobStatus::Succeeded, None, None)
+        .await
+        .expect("finish");
+    let r = c
+        .finish_job(j.id, JobStatus::Failed, None, Some("late"))
+        .await;
+    assert_eq!(constraint(r.map(drop)), Some(Constraint::JobEnded));
+    // A dump into a catalog that holds data.
+    let dump = c.export().await.expect("export");
+    let r = c.import(&dump).await;
+    assert_eq!(constraint(r), Some(Constraint::NotEmpty));
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -758,6 +896,8 @@ macro_rules! conformance {
             conformance!(@one $make, lineage_walks_both_ways);
             conformance!(@one $make, jobs_are_claimed_and_scheduled_once);
             conformance!(@one $make, one_raw_dataset_per_collected_version);
+            conformance!(@one $make, tokens_keep_only_a_digest_and_revoke_once);
+            conformance!(@one $make, conflicts_name_their_constraint);
         }
     };
     (@one $make:expr, $name:ident) => {

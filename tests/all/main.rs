@@ -16,6 +16,7 @@ mod files;
 mod first_run;
 mod hostile;
 mod http_api;
+mod identity;
 mod ingest;
 mod lab_files;
 mod object_lock;

@@ -226,7 +226,7 @@ impl PostgresCatalog {
                 .map_err(|e| match db_err(e) {
                     CatalogError::Conflict(_) => {
                         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-                        rules::file_taken(id, &names)
+                        rules::files_taken(id, &names)
                     }
                     other => other,
                 })?;
@@ -738,6 +738,8 @@ impl Dump for PostgresCatalog {
         tx.commit().await.map_err(db_err)
     }
 }
+
+super::impl_tokens!(PostgresCatalog);
 
 #[async_trait::async_trait]
 impl JobQueue for PostgresCatalog {

@@ -288,3 +288,29 @@ pub(crate) fn finished_job(
     v.opt_text(error);
     v.time(now);
 }
+
+/// A token row (`sql::token_cols`).
+pub(crate) fn token(r: &impl Columns) -> Result<super::TokenRecord, CatalogError> {
+    Ok(super::TokenRecord {
+        id: r.id("id")?,
+        name: r.text("name")?,
+        owner: r.text("owner")?,
+        role: r.text("role")?.parse().map_err(bad_row)?,
+        digest: r.text("digest")?,
+        created_at: r.time("created_at")?,
+        expires_at: r.time("expires_at")?,
+        last_used_at: r.opt_time("last_used_at")?,
+        revoked_at: r.opt_time("revoked_at")?,
+    })
+}
+
+/// The parameters of `sql::INSERT_TOKEN`.
+pub(crate) fn new_token(v: &mut impl Values, t: &super::NewToken, now: DateTime<Utc>) {
+    v.id(t.id);
+    v.text(&t.name);
+    v.text(&t.owner);
+    v.text(t.role.as_str());
+    v.text(&t.digest);
+    v.time(now);
+    v.time(t.expires_at);
+}

@@ -11,17 +11,20 @@ pub(crate) const ABANDONED: &str =
     "abandoned: the server running it stopped before it finished; the next run completes it";
 
 /// Inserting these files hit an existing one.
-pub(crate) fn file_taken(id: DatasetId, names: &[&str]) -> CatalogError {
-    match names {
-        [one] => CatalogError::conflict(
-            Constraint::FileName,
-            format!("file {one:?} already exists in dataset {id}"),
-        ),
-        many => CatalogError::conflict(
-            Constraint::FileName,
-            format!("a file named {many:?} already exists in dataset {id}"),
-        ),
-    }
+pub(crate) fn file_taken(id: DatasetId, name: &str) -> CatalogError {
+    CatalogError::conflict(
+        Constraint::FileName,
+        format!("file {name:?} already exists in dataset {id}"),
+    )
+}
+
+/// A batch of files, one of whose names the dataset already holds (PostgreSQL's batched insert
+/// cannot say which).
+pub(crate) fn files_taken(id: DatasetId, names: &[&str]) -> CatalogError {
+    CatalogError::conflict(
+        Constraint::FileName,
+        format!("a file named {names:?} already exists in dataset {id}"),
+    )
 }
 
 /// Claiming a file name the dataset already holds.

@@ -124,3 +124,33 @@ pub(super) const LIST_JOBS: &str = concat!(
     job_cols!(),
     " FROM jobs WHERE kind = $1 ORDER BY id DESC LIMIT $2"
 );
+
+// Tokens.
+
+/// The token columns, in the order `rows::token` reads them.
+macro_rules! token_cols {
+    () => {
+        "id, name, owner, role, digest, created_at, expires_at, last_used_at, revoked_at"
+    };
+}
+
+/// Binds `rows::new_token`.
+pub(super) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, name, owner, role, digest, \
+     created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/// `$1`: token id.
+pub(super) const SELECT_TOKEN: &str =
+    concat!("SELECT ", token_cols!(), " FROM tokens WHERE id = $1");
+/// Every token, newest first.
+pub(super) const LIST_TOKENS: &str =
+    concat!("SELECT ", token_cols!(), " FROM tokens ORDER BY id DESC");
+/// `$1`: owner; that owner's tokens, newest first.
+pub(super) const LIST_OWNER_TOKENS: &str = concat!(
+    "SELECT ",
+    token_cols!(),
+    " FROM tokens WHERE owner = $1 ORDER BY id DESC"
+);
+/// `$1`: token id, `$2`: now. Keeps the first revocation.
+pub(super) const REVOKE_TOKEN: &str =
+    "UPDATE tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1";
+/// `$1`: token id, `$2`: now.
+pub(super) const TOUCH_TOKEN: &str = "UPDATE tokens SET last_used_at = $2 WHERE id = $1";

@@ -234,7 +234,7 @@ impl SqliteCatalog {
                 .execute(&mut **tx)
                 .await
                 .map_err(|e| match db_err(e) {
-                    CatalogError::Conflict(_) => rules::file_taken(id, &[f.name.as_str()]),
+                    CatalogError::Conflict(_) => rules::file_taken(id, &f.name),
                     other => other,
                 })?;
         }
@@ -739,6 +739,8 @@ impl Dump for SqliteCatalog {
         tx.commit().await.map_err(db_err)
     }
 }
+
+super::impl_tokens!(SqliteCatalog);
 
 #[async_trait::async_trait]
 impl JobQueue for SqliteCatalog {
