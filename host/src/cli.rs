@@ -610,6 +610,14 @@ pub async fn serve(cfg: Config) -> Result<()> {
     for caveat in lake.backups().caveats() {
         tracing::warn!("{caveat}");
     }
+    if lake.settings().access.enforce {
+        tracing::info!("Requests present bearer tokens (`lake admin bootstrap` issues the first)");
+    } else {
+        tracing::warn!(
+            listen = cfg.server.listen,
+            "Access is open: no token is asked on this loopback address ([auth] mode)"
+        );
+    }
     // Scheduled backups and sources, and the check for jobs whose server died.
     let scheduler = lake
         .jobs()

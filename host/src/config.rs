@@ -43,6 +43,8 @@ pub struct Config {
     pub files: FilesConfig,
     /// Backups: target, schedules, retention.
     pub backup: BackupConfig,
+    /// Who may do what: bearer tokens and their roles.
+    pub auth: AuthConfig,
     /// Upstream collections run by `lake ingest`, and on their schedule by `lake serve`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceConfig>,
@@ -159,6 +161,61 @@ impl Default for FilesConfig {
             row_group_rows: 128 * 1024,
             merge_parallelism: 0,
         }
+    }
+}
+
+/// Whether requests must present a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Tokens on any address but loopback; open on loopback (the embedded default).
+    #[default]
+    Auto,
+    /// Every request but health, metrics and the API reference presents a bearer token.
+    Tokens,
+    /// Nobody is asked who they are: allowed only on a loopback address.
+    Off,
+}
+
+/// Access (`[auth]`): bearer tokens (`lake token create`) and what each role may do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// "auto" (tokens unless the server listens on loopback), "tokens", or "off" (loopback only).
+    pub mode: AuthMode,
+    /// The least role that may download raw data, which may hold patient data: "reader",
+    /// "contributor" (default), "curator" or "admin".
+    pub raw_download_role: crate::identity::Role,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Auto,
+            raw_download_role: crate::identity::Role::Contributor,
+        }
+    }
+}
+
+/// Whether `listen` (`host:port`) is a loopback address, where only this machine reaches the lake.
+pub fn is_loopback(listen: &str) -> bool {
+    let host = listen
+        .rsplit_once(':')
+        .map_or(listen, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a server listening on `listen` asks for tokens.
+pub fn enforces_tokens(auth: &AuthConfig, listen: &str) -> bool {
+    match auth.mode {
+        AuthMode::Tokens => true,
+        AuthMode::Off => false,
+        AuthMode::Auto => !is_loopback(listen),
     }
 }
 
@@ -1145,6 +1202,12 @@ pub fn validate(cfg: &Config) -> Vec<String> {
     }
     if cfg.files.merge_parallelism > 64 {
         p.push("files.merge_parallelism: must be between 0 (one per core) and 64".to_owned());
+    }
+    if cfg.auth.mode == AuthMode::Off && !is_loopback(&cfg.server.listen) {
+        p.push(format!(
+            "auth.mode: \"off\" is allowed only on a loopback address, and server.listen is {:?}: anyone who reaches that address could change the lake. Use \"tokens\" (issue one with `lake admin bootstrap`), or listen on 127.0.0.1",
+            cfg.server.listen
+        ));
     }
     if cfg.plugins.parse_parallelism > 64 {
         p.push("plugins.parse_parallelism: must be between 0 (one per core) and 64".to_owned());

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::extract::{Extension, FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::catalog::{Dataset, DatasetId, DatasetStatus, FileRecord, Page, SearchQuery, Stats};
+use crate::identity::Right;
 use crate::lake::{Download, Lake, LakeError, LayerSummary, Lineage, RegisterRequest};
 use crate::layers::Layer;
 use crate::pipeline::{Run, RunOutcome, RunRequest};
@@ -27,6 +28,7 @@ use crate::plugins::{Limits, LoadState, Manifest, Plugins, Rejected};
 use crate::promotion::PromoteRequest;
 use crate::provenance::{Direction, LineageGraph};
 
+mod auth;
 mod backup;
 mod collections;
 mod docs;
@@ -197,6 +199,10 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(|| async { Redirect::to("/docs") }))
         .route("/docs", get(docs::page))
         .route("/docs/docs.css", get(docs::stylesheet))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -492,9 +498,14 @@ async fn upload_file(
     responses((status = 200, description = "The file's bytes"), (status = 307, description = "Redirect to a presigned URL"), (status = 404, body = ErrorBody)))]
 async fn download(
     State(s): State<AppState>,
+    Extension(caller): Extension<auth::Caller>,
     Path((id, filename)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    match s.lake.download(parse_id(&id)?, &filename).await? {
+    let id = parse_id(&id)?;
+    if s.lake.get_dataset(id).await?.layer == Layer::Raw {
+        caller.require(Right::DownloadRaw)?;
+    }
+    match s.lake.download(id, &filename).await? {
         Download::Redirect(url) => Ok(Redirect::temporary(&url).into_response()),
         Download::Stream {
             body,
@@ -554,6 +565,7 @@ struct PromoteResponse {
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn promote(
     State(s): State<AppState>,
+    Extension(caller): Extension<auth::Caller>,
     ApiJson(body): ApiJson<PromoteBody>,
 ) -> Result<(StatusCode, Json<PromoteResponse>), ApiError> {
     let dataset_id = parse_id(&body.dataset_id)?;
@@ -561,6 +573,9 @@ async fn promote(
         .target_layer
         .parse()
         .map_err(|e: crate::layers::UnknownLayer| ApiError::invalid(e.to_string()))?;
+    if target_layer != Layer::Processed {
+        caller.require(Right::PromoteFurther)?;
+    }
     let p = s
         .lake
         .promotions()

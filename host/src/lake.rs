@@ -106,6 +106,17 @@ pub struct Settings {
     pub sources: Vec<crate::config::SourceConfig>,
     /// Backup target, schedules and retention.
     pub backup: crate::config::BackupConfig,
+    /// Whether requests present tokens, and what each role may do.
+    pub access: AccessRules,
+}
+
+/// Access settings: whether the HTTP API asks for a bearer token, and the rules of the roles.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRules {
+    /// Every request but health, metrics and the API reference presents a live token.
+    pub enforce: bool,
+    /// What each role may do.
+    pub policy: crate::identity::Policy,
 }
 
 impl Settings {
@@ -132,6 +143,12 @@ impl Settings {
                 .then_some(cfg.layers.archive_expiration_days),
             files: cfg.files.clone(),
             sources: cfg.sources.clone(),
+            access: AccessRules {
+                enforce: crate::config::enforces_tokens(&cfg.auth, &cfg.server.listen),
+                policy: crate::identity::Policy {
+                    raw_download: cfg.auth.raw_download_role,
+                },
+            },
             backup: {
                 // Configurations built in code skip `config::from_parts`, which resolves `auto`.
                 let mut b = cfg.backup.clone();

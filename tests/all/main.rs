@@ -5,6 +5,7 @@
 //! (`LAKE_TEST_REQUIRE_SERVICES=1`): a missing service fails the test. Run with a bare `cargo test`
 //! they are skipped with a message instead.
 
+mod access;
 mod architecture;
 mod backup;
 mod blob_conformance;
