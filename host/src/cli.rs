@@ -335,6 +335,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     dataset_id: id_arg(&id)?,
                     target_layer: to,
                     notes,
+                    actor: None,
                 })
                 .await
                 .map_err(lake_err)?;
@@ -613,7 +614,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     if lake.settings().access.enforce {
         tracing::info!("Requests present bearer tokens (`lake admin bootstrap` issues the first)");
     } else {
-        tracing::warn!(
+        tracing::info!(
             listen = cfg.server.listen,
             "Access is open: no token is asked on this loopback address ([auth] mode)"
         );

@@ -824,6 +824,7 @@ pub fn from_parts(
             ),
             "files" => set(&mut cfg.files, section_from(section, value, &mut problems)),
             "backup" => set(&mut cfg.backup, section_from(section, value, &mut problems)),
+            "auth" => set(&mut cfg.auth, section_from(section, value, &mut problems)),
             "sources" => set(
                 &mut cfg.sources,
                 section_from(section, value, &mut problems),

@@ -437,10 +437,11 @@ struct Deleted {
     responses((status = 200, body = Deleted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_dataset(
     State(s): State<AppState>,
+    Extension(caller): Extension<auth::Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
     let id = parse_id(&id)?;
-    s.lake.delete(id, None).await?;
+    s.lake.delete(id, caller.actor()).await?;
     Ok(Json(Deleted { id, deleted: true }))
 }
 
@@ -583,6 +584,7 @@ async fn promote(
             dataset_id,
             target_layer,
             notes: body.notes,
+            actor: caller.actor(),
         })
         .await?;
     let status = if p.created {

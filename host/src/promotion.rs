@@ -24,6 +24,8 @@ pub struct PromoteRequest {
     pub target_layer: Layer,
     /// Free text kept on the promotion's provenance edge.
     pub notes: Option<String>,
+    /// Who asked (the token's owner), recorded with the edge.
+    pub actor: Option<String>,
 }
 
 /// The outcome of a promotion.
@@ -79,6 +81,7 @@ impl Promotions<'_> {
                 files: copied.len(),
             },
             req.notes.clone(),
+            req.actor.clone(),
         );
         let done = self
             .catalog

@@ -150,15 +150,17 @@ impl NewProvenance {
         )
     }
 
-    /// A dataset copied to the next layer, with the caller's notes.
+    /// A dataset copied to the next layer by `actor`, with the caller's notes.
     pub fn promotion(
         source: DatasetId,
         target: DatasetId,
         record: &PromotionRecord,
         notes: Option<String>,
+        actor: Option<String>,
     ) -> Self {
         Self {
             notes,
+            actor,
             ..Self::of(Action::Promotion, vec![source], vec![target], record)
         }
     }

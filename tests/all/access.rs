@@ -206,6 +206,22 @@ async fn each_role_may_do_what_the_table_says_and_no_more() {
     .await;
     assert_eq!(s, StatusCode::CREATED, "{p}");
     let curated = p["dataset"]["id"].as_str().expect("id").to_owned();
+    // The promotion records who did it: the curator, through their token.
+    let (_, lineage, _) = as_(
+        &t,
+        Some(&tok(Role::Reader)),
+        Method::GET,
+        &format!("/provenance/{curated}"),
+        None,
+    )
+    .await;
+    let entry = lineage["entries"]
+        .as_array()
+        .and_then(|es| es.iter().rev().find(|e| e["action"] == "promotion"))
+        .cloned()
+        .unwrap_or_default();
+    let actor = entry["actor"].as_str().unwrap_or("");
+    assert!(actor.starts_with("curator-user (token "), "{entry}");
     let (s, _, _) = as_(
         &t,
         Some(&tok(Role::Contributor)),

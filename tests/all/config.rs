@@ -246,3 +246,44 @@ fn lake_config_check_prints_all_problems_and_fails() {
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("[catalog]"));
 }
+
+#[test]
+fn auth_off_is_refused_off_loopback_and_auto_asks_for_tokens_there() {
+    use lake_host::config::{AuthMode, enforces_tokens, is_loopback, validate};
+    let mut cfg = lake_host::config::Config::default();
+    assert!(
+        !enforces_tokens(&cfg.auth, &cfg.server.listen),
+        "open on the loopback default"
+    );
+    for (listen, loopback) in [
+        ("127.0.0.1:8080", true),
+        ("[::1]:8080", true),
+        ("localhost:8080", true),
+        ("0.0.0.0:8080", false),
+        ("192.168.1.20:8080", false),
+        ("[::]:8080", false),
+    ] {
+        assert_eq!(is_loopback(listen), loopback, "{listen}");
+    }
+    cfg.server.listen = "0.0.0.0:8080".into();
+    assert!(
+        enforces_tokens(&cfg.auth, &cfg.server.listen),
+        "auto asks off loopback"
+    );
+    assert!(validate(&cfg).is_empty(), "{:?}", validate(&cfg));
+    cfg.auth.mode = AuthMode::Off;
+    let problems = validate(&cfg);
+    assert!(
+        problems.iter().any(|p| p.starts_with("auth.mode")
+            && p.contains("loopback")
+            && p.contains("0.0.0.0:8080")),
+        "{problems:?}"
+    );
+    cfg.server.listen = "127.0.0.1:8080".into();
+    assert!(validate(&cfg).is_empty());
+    cfg.auth.mode = AuthMode::Tokens;
+    assert!(
+        enforces_tokens(&cfg.auth, &cfg.server.listen),
+        "tokens asks everywhere"
+    );
+}

@@ -29,6 +29,16 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Who acted, as provenance records it: the token's owner and the token
+    /// (`ana (token 0190...)`); `None` when tokens are not enforced.
+    pub fn actor(&self) -> Option<String> {
+        match (&self.owner, self.token) {
+            (Some(o), Some(t)) => Some(format!("{o} (token {})", t.simple())),
+            (Some(o), None) => Some(o.clone()),
+            _ => None,
+        }
+    }
+
     /// Refuses (403) unless the caller holds `right`.
     pub fn require(&self, right: Right) -> Result<(), ApiError> {
         check(&self.policy, self.role, right)
