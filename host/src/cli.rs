@@ -26,6 +26,9 @@ struct Cli {
     /// Configuration file (default: $LAKE_CONFIG, else ./lake.toml if present, else built-in defaults).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Bearer token for a running lake that asks for one (`lake upload`, `merge`, `save-merged`).
+    #[arg(long, global = true, env = "LAKE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -309,6 +312,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     };
     crate::telemetry::init_logging(&cfg.log);
 
+    let token = cli.token.clone();
     match cli.command {
         Command::Config(ConfigCmd::Check) => {
             print!("{}", cfg.to_redacted_toml());
@@ -466,16 +470,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ingest::ingest(&lake, &cfg, source.as_deref(), dry_run).await
         }
         Command::Upload { files, server } => {
-            let base = files::base_url(server, &cfg.server.listen);
-            Ok(if files::upload(&base, &files).await? {
+            let server = files::Server::new(server, &cfg.server.listen, token);
+            Ok(if files::upload(&server, &files).await? {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
         }
         Command::Merge { args, server } => {
-            let base = files::base_url(server, &cfg.server.listen);
-            print_json(&files::merge(&base, args).await?)?;
+            let server = files::Server::new(server, &cfg.server.listen, token);
+            print_json(&files::merge(&server, args).await?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::SaveMerged {
@@ -484,8 +488,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             format,
             server,
         } => {
-            let base = files::base_url(server, &cfg.server.listen);
-            print_json(&files::save_merged(&base, &cache_key, &name, &format).await?)?;
+            let server = files::Server::new(server, &cfg.server.listen, token);
+            print_json(&files::save_merged(&server, &cache_key, &name, &format).await?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Layers => {

@@ -798,6 +798,8 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         title = "The lake",
         description = "A governed data lake for biomedical research labs."
     ),
+    modifiers(&BearerScheme),
+    security(("bearer" = [])),
     paths(
         health,
         metrics_text,
@@ -876,3 +878,26 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     ))
 )]
 struct ApiDoc;
+
+/// Declares the bearer scheme every route but health, metrics and the reference uses when the lake
+/// asks for tokens (`[auth]`).
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("lake_<id>_<secret>")
+                    .description(Some(
+                        "A lake token (`lake token create`); asked for on any address but loopback by default",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}

@@ -298,3 +298,55 @@ async fn refused_tokens_are_401_with_a_bearer_challenge() {
     let (s, _, _) = as_(&t, Some(&good), Method::GET, "/catalog", None).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_presents_its_token_to_a_lake_that_asks() {
+    let envs = [("LAKE_AUTH__MODE".to_owned(), "tokens".to_owned())];
+    let (_server, url, dir) = crate::walkthrough::start(&envs);
+    let d = dir.path();
+    let (ok, out, err) = crate::cli::lake(d, &["admin", "bootstrap"]);
+    assert!(ok, "{err}");
+    let admin: Value = serde_json::from_str(&out).expect("json");
+    let admin = admin["token"].as_str().expect("token").to_owned();
+    let (ok, out, err) = crate::cli::lake(
+        d,
+        &["token", "create", "--owner", "ana", "--role", "contributor"],
+    );
+    assert!(ok, "{err}");
+    let ana: Value = serde_json::from_str(&out).expect("json");
+    let ana = ana["token"].as_str().expect("token").to_owned();
+    std::fs::write(d.join("plate.csv"), "well,od\nA1,0.5\n").expect("write");
+
+    let (ok, _, err) = crate::cli::lake(d, &["upload", "plate.csv", "--server", &url]);
+    assert!(
+        !ok && err.contains("401") && err.contains("asks who you are"),
+        "{err}"
+    );
+    let (ok, out, err) = crate::cli::lake(
+        d,
+        &["upload", "plate.csv", "--server", &url, "--token", &ana],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("\"rows\":1") || out.contains("\"rows\": 1"),
+        "{out}"
+    );
+    // The same bytes again, as another user: the lake answers with the file it has.
+    let (ok, out, err) = crate::cli::lake(
+        d,
+        &["upload", "plate.csv", "--server", &url, "--token", &admin],
+    );
+    assert!(ok && out.contains("duplicate"), "{out} {err}");
+    // The OpenAPI document declares the scheme the server asks for.
+    let spec: Value = reqwest::get(format!("{url}/openapi.json"))
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"], "bearer",
+        "{}",
+        spec["components"]["securitySchemes"]
+    );
+}

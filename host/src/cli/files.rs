@@ -7,9 +7,41 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 
+/// A running lake: its base URL and the bearer token to present (`--token` / `LAKE_TOKEN`).
+#[derive(Debug, Clone)]
+pub(super) struct Server {
+    base: String,
+    token: Option<String>,
+}
+
+impl Server {
+    /// `--server`, else the configured listen address, and the token, if any.
+    pub(super) fn new(server: Option<String>, listen: &str, token: Option<String>) -> Self {
+        Self {
+            base: base_url(server, listen),
+            token: token.filter(|t| !t.trim().is_empty()),
+        }
+    }
+
+    fn client(&self) -> Result<reqwest::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &self.token {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.trim()))
+                .context("the token holds characters a header cannot")?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .default_headers(headers)
+            .build()
+            .context("building the HTTP client")
+    }
+}
+
 /// The server's base URL: `--server`, else the configured listen address (a wildcard address is
 /// reached on loopback).
-pub(super) fn base_url(server: Option<String>, listen: &str) -> String {
+fn base_url(server: Option<String>, listen: &str) -> String {
     let url = server.unwrap_or_else(|| {
         let addr = listen
             .replace("0.0.0.0:", "127.0.0.1:")
@@ -17,13 +49,6 @@ pub(super) fn base_url(server: Option<String>, listen: &str) -> String {
         format!("http://{addr}")
     });
     url.trim_end_matches('/').to_owned()
-}
-
-fn client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .build()
-        .context("building the HTTP client")
 }
 
 /// The JSON body of a response, or an error carrying the server's own message.
@@ -56,8 +81,9 @@ fn connect_error(base: &str, e: reqwest::Error) -> anyhow::Error {
 
 /// Uploads each file as a streamed raw body, with a progress bar per file; prints one JSON line per
 /// file. Fails (after trying every file) when any upload failed.
-pub(super) async fn upload(base: &str, files: &[PathBuf]) -> Result<bool> {
-    let client = client()?;
+pub(super) async fn upload(server: &Server, files: &[PathBuf]) -> Result<bool> {
+    let base = server.base.as_str();
+    let client = server.client()?;
     let bars = indicatif::MultiProgress::new();
     let style = indicatif::ProgressStyle::with_template(
         "{prefix:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
@@ -156,7 +182,8 @@ pub(super) struct MergeArgs {
     nulls_equal: bool,
 }
 
-pub(super) async fn merge(base: &str, a: MergeArgs) -> Result<serde_json::Value> {
+pub(super) async fn merge(server: &Server, a: MergeArgs) -> Result<serde_json::Value> {
+    let base = server.base.as_str();
     let mut query = vec![
         ("file_id_1", a.file_id_1),
         ("file_id_2", a.file_id_2),
@@ -170,7 +197,8 @@ pub(super) async fn merge(base: &str, a: MergeArgs) -> Result<serde_json::Value>
     }
     let url = reqwest::Url::parse_with_params(&format!("{base}/files/merge"), &query)
         .with_context(|| format!("{base} is not a URL"))?;
-    let resp = client()?
+    let resp = server
+        .client()?
         .get(url)
         .send()
         .await
@@ -179,12 +207,14 @@ pub(super) async fn merge(base: &str, a: MergeArgs) -> Result<serde_json::Value>
 }
 
 pub(super) async fn save_merged(
-    base: &str,
+    server: &Server,
     cache_key: &str,
     name: &str,
     format: &str,
 ) -> Result<serde_json::Value> {
-    let resp = client()?
+    let base = server.base.as_str();
+    let resp = server
+        .client()?
         .post(format!("{base}/files/save_merged"))
         .json(&serde_json::json!({"cache_key": cache_key, "name": name, "format": format}))
         .send()
