@@ -8,10 +8,18 @@ use serde_json::{Value, json};
 
 use crate::http_api::{TestLake, embedded_settings, settings};
 
-async fn lake_with_tokens() -> TestLake {
+/// A lake that asks for tokens; its backups (an admin may trigger one) go to a directory of the
+/// test's own.
+async fn lake_with_tokens() -> (TestLake, tempfile::TempDir) {
+    let backups = tempfile::tempdir().expect("tempdir");
     let mut s = settings(1 << 30);
     s.access.enforce = true;
-    embedded_settings(s, None).await
+    s.backup = lake_host::config::BackupConfig {
+        target: lake_host::config::BackupTarget::Dir,
+        dir: backups.path().to_path_buf(),
+        ..lake_host::config::BackupConfig::default()
+    };
+    (embedded_settings(s, None).await, backups)
 }
 
 async fn token(t: &TestLake, role: Role) -> String {
@@ -65,7 +73,7 @@ async fn as_(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_may_do_what_the_table_says_and_no_more() {
-    let t = lake_with_tokens().await;
+    let (t, _backups) = lake_with_tokens().await;
     let tokens: Vec<(Role, String)> = {
         let mut v = Vec::new();
         for role in Role::ALL {
@@ -246,11 +254,53 @@ async fn each_role_may_do_what_the_table_says_and_no_more() {
         let (s, _, _) = as_(&t, None, Method::GET, open, None).await;
         assert_eq!(s, StatusCode::OK, "{open}");
     }
+    // Every answer, refusals included, carries the security headers; the docs keep their policy.
+    for (uri, token) in [
+        ("/catalog", Some(tok(Role::Reader))),
+        ("/catalog", None),
+        ("/docs", None),
+    ] {
+        let mut req = Request::builder().uri(uri);
+        if let Some(tok) = &token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {tok}"));
+        }
+        let resp =
+            tower::ServiceExt::oneshot(t.app.clone(), req.body(Body::empty()).expect("request"))
+                .await
+                .expect("infallible");
+        let h = resp.headers();
+        assert_eq!(
+            h.get(header::X_CONTENT_TYPE_OPTIONS).map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{uri}"
+        );
+        assert_eq!(
+            h.get(header::X_FRAME_OPTIONS).map(|v| v.as_bytes()),
+            Some(&b"DENY"[..]),
+            "{uri}"
+        );
+        assert_eq!(
+            h.get(header::REFERRER_POLICY).map(|v| v.as_bytes()),
+            Some(&b"no-referrer"[..]),
+            "{uri}"
+        );
+        let csp = h
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(csp.starts_with("default-src 'none'"), "{uri}: {csp}");
+        if uri == "/docs" {
+            assert!(
+                csp.contains("style-src 'self'"),
+                "the docs keep their own policy: {csp}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_tokens_are_401_with_a_bearer_challenge() {
-    let t = lake_with_tokens().await;
+    let (t, _backups) = lake_with_tokens().await;
     let good = token(&t, Role::Reader).await;
     let revoked = token(&t, Role::Admin).await;
     let revoked_id: Bearer = revoked.parse().expect("token");
