@@ -322,7 +322,10 @@ impl Backups<'_> {
             .await?;
         let lake = self.lake.clone();
         let id = job.id;
-        tokio::spawn(async move { lake.backups().run_job(id, "manual", None).await });
+        tokio::spawn(crate::provenance::acting_as(
+            crate::provenance::current_actor(),
+            async move { lake.backups().run_job(id, "manual", None).await },
+        ));
         Ok(job)
     }
 

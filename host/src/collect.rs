@@ -398,7 +398,10 @@ impl Collections<'_> {
             .await?;
         let lake = self.lake.clone();
         let id = job.id;
-        tokio::spawn(async move { lake.collections().run_job(id, plan, None).await });
+        tokio::spawn(crate::provenance::acting_as(
+            crate::provenance::current_actor(),
+            async move { lake.collections().run_job(id, plan, None).await },
+        ));
         Ok(job)
     }
 

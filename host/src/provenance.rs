@@ -81,6 +81,23 @@ impl FromStr for Action {
     }
 }
 
+tokio::task_local! {
+    /// Who acts in the current request (set by the HTTP layer from the caller's token); every
+    /// entry built meanwhile records it.
+    static ACTOR: Option<String>;
+}
+
+/// Runs `work` with `actor` as the actor of every entry it builds, background work it hands the
+/// actor on to included ([`current_actor`]).
+pub async fn acting_as<F: std::future::Future>(actor: Option<String>, work: F) -> F::Output {
+    ACTOR.scope(actor, work).await
+}
+
+/// The actor of the current task, when one is set.
+pub fn current_actor() -> Option<String> {
+    ACTOR.try_with(Clone::clone).ok().flatten()
+}
+
 /// An entry to append.
 #[derive(Debug, Clone)]
 pub struct NewProvenance {
@@ -112,7 +129,7 @@ impl NewProvenance {
             // The records are plain data: serialising them cannot fail.
             parameters: serde_json::to_value(record).unwrap_or_default(),
             notes: None,
-            actor: None,
+            actor: current_actor(),
         }
     }
 
@@ -158,18 +175,20 @@ impl NewProvenance {
         notes: Option<String>,
         actor: Option<String>,
     ) -> Self {
+        let entry = Self::of(Action::Promotion, vec![source], vec![target], record);
         Self {
             notes,
-            actor,
-            ..Self::of(Action::Promotion, vec![source], vec![target], record)
+            actor: actor.or(entry.actor.clone()),
+            ..entry
         }
     }
 
     /// A dataset deleted by `actor`.
     pub fn deletion(id: DatasetId, record: &DeletionRecord, actor: Option<String>) -> Self {
+        let entry = Self::of(Action::Deletion, vec![id], vec![], record);
         Self {
-            actor,
-            ..Self::of(Action::Deletion, vec![id], vec![], record)
+            actor: actor.or(entry.actor.clone()),
+            ..entry
         }
     }
 

@@ -159,6 +159,22 @@ async fn each_role_may_do_what_the_table_says_and_no_more() {
             StatusCode::FORBIDDEN
         };
         assert_eq!(s, want, "{role} registers: {v}");
+        if let Some(id) = v["id"].as_str() {
+            // The registration records who did it.
+            let (_, lineage, _) = as_(
+                &t,
+                Some(&me),
+                Method::GET,
+                &format!("/provenance/{id}"),
+                None,
+            )
+            .await;
+            let actor = lineage["entries"][0]["actor"].as_str().unwrap_or("");
+            assert!(
+                actor.starts_with(&format!("{role}-user (token ")),
+                "{lineage}"
+            );
+        }
         let (s, v, _) = as_(&t, Some(&me), Method::POST, "/backup/trigger", None).await;
         let want = if may(Role::Admin) {
             StatusCode::ACCEPTED

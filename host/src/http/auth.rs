@@ -124,8 +124,9 @@ pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) 
             policy: rules.policy,
         }
     };
+    let actor = caller.actor();
     req.extensions_mut().insert(caller);
-    next.run(req).await
+    crate::provenance::acting_as(actor, next.run(req)).await
 }
 
 #[cfg(test)]
