@@ -416,3 +416,51 @@ async fn the_cli_presents_its_token_to_a_lake_that_asks() {
         spec["components"]["securitySchemes"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_made_on_one_replica_works_on_the_other_until_revoked_there() {
+    use lake_host::catalog::postgres::PostgresCatalog;
+    use lake_host::catalog::prelude::*;
+    let Some(url) = crate::scratch_pg().await else {
+        return;
+    };
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let c = PostgresCatalog::connect(&url, 4).await.expect("connect");
+        c.migrate().await.expect("migrate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = lake_host::blob::local::LocalStore::open(dir.path().join("objects"))
+            .await
+            .expect("store");
+        let mut s = settings(1 << 30);
+        s.access.enforce = true;
+        replicas.push(
+            crate::http_api::assemble(
+                std::sync::Arc::new(c),
+                std::sync::Arc::new(blobs),
+                s,
+                Some(dir),
+            )
+            .await,
+        );
+    }
+    let (one, two) = (&replicas[0], &replicas[1]);
+    let tok = token(one, Role::Reader).await;
+    let (s, v, _) = as_(two, Some(&tok), Method::GET, "/catalog", None).await;
+    assert_eq!(s, StatusCode::OK, "the other replica accepts it: {v}");
+    let id = tok.parse::<Bearer>().expect("token").id;
+    one.lake.access().revoke(id).await.expect("revoke");
+    let (s, v, _) = as_(two, Some(&tok), Method::GET, "/catalog", None).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "revoked on the first, refused by the second: {v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("revoked"),
+        "{v}"
+    );
+}
