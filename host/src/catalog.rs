@@ -501,14 +501,6 @@ impl CatalogError {
     pub fn conflict(constraint: Constraint, message: impl Into<String>) -> Self {
         CatalogError::Conflict(Conflict::new(constraint, message))
     }
-
-    /// The constraint a conflict broke; `None` for other errors.
-    pub fn constraint(&self) -> Option<Constraint> {
-        match self {
-            CatalogError::Conflict(c) => Some(c.constraint),
-            _ => None,
-        }
-    }
 }
 
 /// Datasets and their files. See "Datasets" in the module documentation.
@@ -690,7 +682,8 @@ pub trait Tokens: Send + Sync {
     async fn token(&self, id: uuid::Uuid) -> Result<TokenRecord, CatalogError>;
     /// Tokens, newest first, of one owner or of everyone.
     async fn list_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenRecord>, CatalogError>;
-    /// Revokes a token (once: a revoked token keeps its first revocation time).
+    /// Revokes a token (once: a revoked token keeps its first revocation time);
+    /// [`CatalogError::NotFound`] when unknown.
     async fn revoke_token(&self, id: uuid::Uuid) -> Result<TokenRecord, CatalogError>;
     /// Notes that a token authenticated a request now.
     async fn touch_token(&self, id: uuid::Uuid) -> Result<(), CatalogError>;

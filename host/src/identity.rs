@@ -328,7 +328,6 @@ impl Access<'_> {
 
     /// Revokes a token by its id (the `<id>` of `lake_<id>_<secret>`).
     pub async fn revoke(&self, id: uuid::Uuid) -> Result<crate::catalog::TokenRecord, LakeError> {
-        self.catalog.token(id).await?;
         Ok(self.catalog.revoke_token(id).await?)
     }
 

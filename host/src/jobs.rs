@@ -11,7 +11,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -48,17 +47,6 @@ impl JobKind {
 impl fmt::Display for JobKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for JobKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "collection" => Ok(JobKind::Collection),
-            "backup" => Ok(JobKind::Backup),
-            other => Err(format!("unknown job kind {other:?}")),
-        }
     }
 }
 

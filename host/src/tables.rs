@@ -251,7 +251,6 @@ pub struct ParquetSink {
     control: Option<tokio::sync::mpsc::Sender<std::io::Result<Bytes>>>,
     writer: Option<TableWriter<ChannelWriter>>,
     row_group_rows: usize,
-    written: Option<Written>,
 }
 
 impl std::fmt::Debug for ParquetSink {
@@ -271,7 +270,6 @@ impl ParquetSink {
             tx: Some(tx),
             writer: None,
             row_group_rows,
-            written: None,
         };
         (sink, crate::blob::stream_of(rx))
     }
@@ -296,9 +294,10 @@ impl ParquetSink {
         Ok(())
     }
 
-    /// Ends the Parquet file (footer included) and the stream; after a failed producer, breaks the
-    /// stream instead, so the store discards the partial object. Blocks like [`ParquetSink::take`].
-    pub fn close(&mut self, ok: bool) -> Result<(), String> {
+    /// Ends the Parquet file (footer included) and the stream, and says what was written; after a
+    /// failed producer (`ok` false), breaks the stream instead, so the store discards the partial
+    /// object, and says so. Blocks like [`ParquetSink::take`].
+    pub fn close(&mut self, ok: bool) -> Result<Written, String> {
         let control = self.control.take();
         let writer = self.writer.take();
         self.tx = None;
@@ -306,22 +305,17 @@ impl ParquetSink {
             if let Some(c) = control {
                 let _ = c.blocking_send(Err(std::io::Error::other("the parse failed")));
             }
-            return Ok(());
+            return Err("the parse failed; the table was not stored".into());
         }
         drop(control);
         match writer {
             Some(w) => {
                 let (mut out, written) = w.finish()?;
-                self.written = Some(written);
-                out.send().map_err(|e| e.to_string())
+                out.send().map_err(|e| e.to_string())?;
+                Ok(written)
             }
             None => Err("the parser returned no schema".into()),
         }
-    }
-
-    /// What was written, once [`ParquetSink::close`] succeeded.
-    pub fn written(&mut self) -> Option<Written> {
-        self.written.take()
     }
 }
 

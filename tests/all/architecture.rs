@@ -9,7 +9,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
+/// Every file below `dir`, sorted.
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -17,13 +18,20 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
+            } else {
                 out.push(p);
             }
         }
     }
     out.sort();
     out
+}
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect()
 }
 
 fn rel(p: &Path) -> String {
@@ -173,21 +181,13 @@ fn every_module_has_a_doc_paragraph() {
 
 #[test]
 fn served_assets_are_embedded_and_name_no_remote_url() {
-    let mut stack = vec![root().join("host/src")];
-    let mut assets = Vec::new();
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .extension()
+    let assets: Vec<PathBuf> = files_under(&root().join("host/src"))
+        .into_iter()
+        .filter(|p| {
+            p.extension()
                 .is_some_and(|x| x == "html" || x == "css" || x == "js")
-            {
-                assets.push(p);
-            }
-        }
-    }
+        })
+        .collect();
     assert!(!assets.is_empty(), "the docs stylesheet at least");
     let sources: String = rust_files(&root().join("host/src"))
         .iter()

@@ -28,7 +28,7 @@ fn bootstrap_once_then_tokens_are_created_listed_and_revoked() {
     );
     // Shown once: not in the database file, not in any other file of the lake.
     let secret = token.rsplit('_').next().expect("secret");
-    for entry in walk(d) {
+    for entry in crate::architecture::files_under(d) {
         let bytes = std::fs::read(&entry).expect("read");
         assert!(
             !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
@@ -75,22 +75,6 @@ fn bootstrap_once_then_tokens_are_created_listed_and_revoked() {
     assert!(json(&out)["revoked_at"].is_string(), "{out}");
     let (ok, _, err) = lake(d, &["token", "revoke", &uuid::Uuid::now_v7().to_string()]);
     assert!(!ok && err.contains("not found"), "{err}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -351,7 +351,6 @@ impl Files<'_> {
         };
         let put = self.blobs().put(&out_bucket, &out_key, out_stream);
         let ((inv, closed), put) = tokio::join!(parse, put);
-        let written = sink.lock().unwrap_or_else(|p| p.into_inner()).written();
 
         let schema = match (&inv.result, closed, put) {
             // The store failed (reading the upload back or taking the table): not the file's fault.
@@ -376,16 +375,8 @@ impl Files<'_> {
                     "writing the parsed table: {e}"
                 )));
             }
-            (Ok(_), Ok(()), Err(e)) => return Err(e.into()),
-            (Ok(_), Ok(()), Ok(size)) => match written {
-                Some(w) => (w, size),
-                None => {
-                    self.discard(&out_bucket, &out_key).await;
-                    return Err(LakeError::Unavailable(
-                        "the parsed table was stored but not described".into(),
-                    ));
-                }
-            },
+            (Ok(_), Ok(_), Err(e)) => return Err(e.into()),
+            (Ok(_), Ok(written), Ok(size)) => (written, size),
         };
         let (written, size) = schema;
         let (sha, _) = out_hash.finish();
