@@ -1,7 +1,7 @@
 //! The catalog: datasets, their files, the provenance record and the job queue, behind one contract.
 //!
 //! The contract comes in parts, each a trait: [`Datasets`], [`ProvenanceLog`], [`JobQueue`],
-//! [`Dump`] and [`Tokens`]; [`Catalog`] is all of them plus `kind`, `migrate` and `ping`, so `Arc<dyn Catalog>`
+//! [`Dump`], [`Tokens`] and [`AuditLog`]; [`Catalog`] is all of them plus `kind`, `migrate` and `ping`, so `Arc<dyn Catalog>`
 //! serves every caller. Each part is checked by the conformance suite in
 //! `tests/all/catalog_conformance.rs`, run against SQLite and PostgreSQL.
 //!
@@ -38,6 +38,11 @@
 //! * A token is stored by its id with the digest of its secret, never the secret. Revoking is
 //!   final and keeps the first revocation time; tokens are not part of a dump (a restored lake
 //!   issues its own).
+//!
+//! # Audit
+//!
+//! * The audit log is append-only like provenance (the database refuses UPDATE and DELETE); pages
+//!   come newest first and continue before a `seq`.
 //!
 //! # Dump
 //!
@@ -237,6 +242,8 @@ pub struct FileRecord {
 pub struct SearchQuery {
     /// Only this layer.
     pub layer: Option<Layer>,
+    /// Never these layers (those the caller may not see).
+    pub hidden_layers: Vec<Layer>,
     /// Only this source.
     pub source: Option<String>,
     /// Free text over name, external id and metadata (case-insensitive substring).
@@ -261,6 +268,7 @@ impl Default for SearchQuery {
     fn default() -> Self {
         Self {
             layer: None,
+            hidden_layers: Vec::new(),
             source: None,
             q: None,
             tags: Vec::new(),
@@ -756,6 +764,51 @@ macro_rules! impl_tokens {
 }
 pub(crate) use impl_tokens;
 
+/// The audit log. See "Audit" in the module documentation.
+#[async_trait::async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends one entry.
+    async fn append_audit(&self, entry: &crate::audit::NewAuditEntry) -> Result<(), CatalogError>;
+    /// Entries matching `q`, newest first, at most `q.limit`.
+    async fn audit_entries(
+        &self,
+        q: &crate::audit::AuditQuery,
+    ) -> Result<Vec<crate::audit::AuditEntry>, CatalogError>;
+}
+
+/// Implements [`AuditLog`] for an adapter, like [`impl_tokens`].
+macro_rules! impl_audit {
+    ($adapter:ty) => {
+        #[async_trait::async_trait]
+        impl super::AuditLog for $adapter {
+            async fn append_audit(
+                &self,
+                entry: &crate::audit::NewAuditEntry,
+            ) -> Result<(), CatalogError> {
+                query(sql::INSERT_AUDIT, |v| rows::new_audit(v, entry, Utc::now()))?
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                Ok(())
+            }
+
+            async fn audit_entries(
+                &self,
+                q: &crate::audit::AuditQuery,
+            ) -> Result<Vec<crate::audit::AuditEntry>, CatalogError> {
+                query(sql::SELECT_AUDIT, |v| rows::audit_query(v, q))?
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db_err)?
+                    .iter()
+                    .map(rows::audit)
+                    .collect()
+            }
+        }
+    };
+}
+pub(crate) use impl_audit;
+
 /// The whole catalog as one snapshot, out and in: the backup's copy. See "Dump" in the module
 /// documentation.
 #[async_trait::async_trait]
@@ -774,7 +827,7 @@ pub trait Dump: Send + Sync {
 /// [`prelude`].
 #[async_trait::async_trait]
 pub trait Catalog:
-    Datasets + ProvenanceLog + JobQueue + Dump + Tokens + Send + Sync + fmt::Debug
+    Datasets + ProvenanceLog + JobQueue + Dump + Tokens + AuditLog + Send + Sync + fmt::Debug
 {
     /// `sqlite` or `postgres`, for reports.
     fn kind(&self) -> &'static str;
@@ -786,7 +839,7 @@ pub trait Catalog:
 
 /// The catalog's traits, for `use crate::catalog::prelude::*`.
 pub mod prelude {
-    pub use super::{Catalog, Datasets, Dump, JobQueue, ProvenanceLog, Tokens};
+    pub use super::{AuditLog, Catalog, Datasets, Dump, JobQueue, ProvenanceLog, Tokens};
 }
 
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern and wraps it for substring search.
@@ -878,6 +931,7 @@ impl GraphBuilder {
                 layer: root.layer,
                 status: root.status.as_str().to_owned(),
                 distance: 0,
+                restricted: false,
             },
         );
         Self {
@@ -923,6 +977,7 @@ impl GraphBuilder {
             depth: self.depth,
             nodes,
             edges,
+            hidden: 0,
         }
     }
 }

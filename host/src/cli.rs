@@ -9,11 +9,13 @@ use clap::{Parser, Subcommand};
 
 use crate::catalog::{DatasetId, SearchQuery};
 use crate::config::{self, CliOverrides, Config};
+use crate::identity::Visibility;
 use crate::lake::{Lake, LakeError, RegisterRequest};
 use crate::layers::Layer;
 use crate::promotion::PromoteRequest;
 use crate::provenance::Direction;
 
+mod audit;
 mod backup;
 mod files;
 mod ingest;
@@ -59,6 +61,9 @@ enum Command {
         /// Notes kept on the promotion edge.
         #[arg(long)]
         notes: Option<String>,
+        /// Why (required to promote to curated or archive), kept in provenance.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Show a dataset's lineage.
     Lineage {
@@ -121,6 +126,8 @@ enum Command {
     /// Administration: the first admin token.
     #[command(subcommand)]
     Admin(tokens::AdminCmd),
+    /// The audit log: requests that changed something, and refusals, newest first.
+    Audit(audit::AuditArgs),
     /// Restore a backup into this lake, which must be empty (objects, then the catalog).
     Restore {
         /// The backup's id (`lake backup list`).
@@ -249,7 +256,12 @@ enum CatalogCmd {
         name: Option<String>,
     },
     /// Delete a non-raw dataset.
-    Delete { id: String },
+    Delete {
+        id: String,
+        /// Why (required), kept in provenance.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 /// Entry point of the `lake` binary.
@@ -265,12 +277,27 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    // What the command line does to a lake directly is recorded as the account running it; the
+    // server records each request's own caller instead.
+    let actor = (!matches!(cli.command, Command::Serve { .. })).then(local_actor);
+    match runtime.block_on(crate::provenance::acting_as(actor, run(cli))) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The account running the command line, as provenance names it.
+fn local_actor() -> crate::provenance::Actor {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.trim().is_empty()))
+        .unwrap_or_else(|| "local".into());
+    crate::provenance::Actor {
+        user,
+        via: Some("cli".into()),
     }
 }
 
@@ -331,7 +358,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let lake = Lake::open(&cfg).await?;
             catalog_cmd(&lake, cmd).await.map(|()| ExitCode::SUCCESS)
         }
-        Command::Promote { id, to, notes } => {
+        Command::Promote {
+            id,
+            to,
+            notes,
+            reason,
+        } => {
             let lake = Lake::open(&cfg).await?;
             let p = lake
                 .promotions()
@@ -339,7 +371,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     dataset_id: id_arg(&id)?,
                     target_layer: to,
                     notes,
-                    actor: None,
+                    reason,
                 })
                 .await
                 .map_err(lake_err)?;
@@ -357,14 +389,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if graph {
                 print_json(
                     &lake
-                        .graph(id, depth, Direction::Both)
+                        .graph(id, depth, Direction::Both, Visibility::ALL)
                         .await
                         .map_err(lake_err)?,
                 )?;
             } else if prov {
-                print_json(&lake.prov_json(id, depth).await.map_err(lake_err)?)?;
+                print_json(
+                    &lake
+                        .prov_json(id, depth, Visibility::ALL)
+                        .await
+                        .map_err(lake_err)?,
+                )?;
             } else {
-                print_json(&lake.lineage(id).await.map_err(lake_err)?)?;
+                print_json(&lake.lineage(id, Visibility::ALL).await.map_err(lake_err)?)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -461,6 +498,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let lake = Lake::open(&cfg).await?;
             tokens::admin(&lake, cmd).await
         }
+        Command::Audit(args) => {
+            let lake = Lake::open(&cfg).await?;
+            audit::audit(&lake, args).await
+        }
         Command::Restore { from } => {
             let lake = Lake::open(&cfg).await?;
             backup::restore(&lake, &from).await
@@ -511,6 +552,7 @@ async fn catalog_cmd(lake: &Lake, cmd: CatalogCmd) -> Result<()> {
         } => {
             let query = SearchQuery {
                 layer,
+                hidden_layers: Vec::new(),
                 source,
                 q,
                 tags: tags
@@ -582,8 +624,8 @@ async fn catalog_cmd(lake: &Lake, cmd: CatalogCmd) -> Result<()> {
                     .map_err(lake_err)?,
             )
         }
-        CatalogCmd::Delete { id } => {
-            lake.delete(id_arg(&id)?, Some("cli".into()))
+        CatalogCmd::Delete { id, reason } => {
+            lake.delete(id_arg(&id)?, reason.as_deref())
                 .await
                 .map_err(lake_err)?;
             eprintln!("deleted");
@@ -627,14 +669,18 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let scheduler = lake
         .jobs()
         .spawn_scheduler(std::time::Duration::from_secs(30));
-    let app = crate::http::router(crate::http::AppState { lake, metrics });
+    let app = crate::http::router(crate::http::AppState::new(lake, metrics));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, catalog = %if cfg.catalog.url.expose().starts_with("sqlite:") { "sqlite" } else { "postgres" }, storage = ?cfg.storage.backend, "Lake listening");
     eprintln!("lake listening on http://{addr} (API docs: http://{addr}/docs)");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving HTTP")?;
+    // The client's address reaches the audit log and the failed-authentication limit.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+    .context("serving HTTP")?;
     scheduler.abort();
     Ok(())
 }

@@ -6,9 +6,9 @@
 //!
 //! Environment variables name a setting by its path, sections joined by a double underscore:
 //! `LAKE_CATALOG__URL`, `LAKE_STORAGE__S3__ENDPOINT`. `LAKE_CONFIG` (the file to read) and
-//! `LAKE_LOG` (a log filter), `LAKE_TEST_*` and `LAKE_BENCH_*` (the test and benchmark harnesses'
-//! own variables) are not settings. Any other `LAKE_*` variable that
-//! names no setting is an error, so a typo never silently does nothing.
+//! `LAKE_LOG` (a log filter), `LAKE_TOKEN` (the command line's bearer token), `LAKE_TEST_*` and
+//! `LAKE_BENCH_*` (the test and benchmark harnesses' own variables) are not settings. Any other
+//! `LAKE_*` variable that names no setting is an error, so a typo never silently does nothing.
 //!
 //! Unknown keys are errors. They are collected with `serde_ignored` rather than refused by
 //! `deny_unknown_fields`, which would stop at the first one and hide every later problem.
@@ -175,6 +175,9 @@ pub enum AuthMode {
     Tokens,
     /// Nobody is asked who they are: allowed only on a loopback address.
     Off,
+    /// Lake tokens, and also the JWTs of an OpenID Connect issuer (`[auth.oidc]`), checked
+    /// against its published keys, their claims mapped to roles.
+    Oidc,
 }
 
 /// Access (`[auth]`): bearer tokens (`lake token create`) and what each role may do.
@@ -186,6 +189,12 @@ pub struct AuthConfig {
     /// The least role that may download raw data, which may hold patient data: "reader",
     /// "contributor" (default), "curator" or "admin".
     pub raw_download_role: crate::identity::Role,
+    /// Requests one token (or sign-in) may make a minute; more get 429 with Retry-After (0: no limit).
+    pub requests_per_minute: u32,
+    /// Failed authentications one client address may make a minute before it gets 429 (0: no limit).
+    pub failed_auth_per_minute: u32,
+    /// The OpenID Connect issuer of `mode = "oidc"`.
+    pub oidc: OidcConfig,
 }
 
 impl Default for AuthConfig {
@@ -193,6 +202,42 @@ impl Default for AuthConfig {
         Self {
             mode: AuthMode::Auto,
             raw_download_role: crate::identity::Role::Contributor,
+            requests_per_minute: 1200,
+            failed_auth_per_minute: 30,
+            oidc: OidcConfig::default(),
+        }
+    }
+}
+
+/// An OpenID Connect issuer whose JWTs the lake accepts (`[auth.oidc]`, with `mode = "oidc"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OidcConfig {
+    /// The issuer URL, exactly as its tokens' `iss` claim says it (its keys are found through
+    /// `<issuer>/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// The audience the tokens must be for (`aud`): the lake's client id at the issuer.
+    pub audience: String,
+    /// The claim that names the user.
+    pub user_claim: String,
+    /// The claim holding the user's groups (a string or a list of strings).
+    pub groups_claim: String,
+    /// Group to role: a user gets the highest role any of their groups maps to; a user in no
+    /// mapped group is refused.
+    pub roles: BTreeMap<String, crate::identity::Role>,
+    /// Seconds of clock difference tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            audience: "lake".into(),
+            user_claim: "sub".into(),
+            groups_claim: "groups".into(),
+            roles: BTreeMap::new(),
+            leeway_secs: 60,
         }
     }
 }
@@ -213,7 +258,7 @@ pub fn is_loopback(listen: &str) -> bool {
 /// Whether a server listening on `listen` asks for tokens.
 pub fn enforces_tokens(auth: &AuthConfig, listen: &str) -> bool {
     match auth.mode {
-        AuthMode::Tokens => true,
+        AuthMode::Tokens | AuthMode::Oidc => true,
         AuthMode::Off => false,
         AuthMode::Auto => !is_loopback(listen),
     }
@@ -317,6 +362,11 @@ pub struct ServerConfig {
     pub max_upload_bytes: ByteSize,
     /// How long a presigned download URL stays valid, in seconds (S3 backend only).
     pub presign_ttl_secs: u64,
+    /// Web origins (`https://notebook.lab.example`) whose pages may call the API from a browser;
+    /// none by default.
+    pub cors_origins: Vec<String>,
+    /// Uploads received at once; one more gets 429 with Retry-After.
+    pub max_concurrent_uploads: u32,
 }
 
 fn default_listen() -> String {
@@ -335,6 +385,8 @@ impl Default for ServerConfig {
             listen: default_listen(),
             max_upload_bytes: default_max_upload(),
             presign_ttl_secs: default_presign_ttl(),
+            cors_origins: Vec::new(),
+            max_concurrent_uploads: 16,
         }
     }
 }
@@ -896,6 +948,7 @@ pub fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Vec<String
         };
         if name == "LAKE_CONFIG"
             || name == "LAKE_LOG"
+            || name == "LAKE_TOKEN"
             || rest.starts_with("TEST_")
             || rest.starts_with("BENCH_")
         {
@@ -1209,6 +1262,32 @@ pub fn validate(cfg: &Config) -> Vec<String> {
             "auth.mode: \"off\" is allowed only on a loopback address, and server.listen is {:?}: anyone who reaches that address could change the lake. Use \"tokens\" (issue one with `lake admin bootstrap`), or listen on 127.0.0.1",
             cfg.server.listen
         ));
+    }
+    if cfg.auth.mode == AuthMode::Oidc {
+        let o = &cfg.auth.oidc;
+        if !(o.issuer.starts_with("https://") || o.issuer.starts_with("http://")) {
+            p.push("auth.oidc.issuer: mode = \"oidc\" needs the issuer's URL (as its tokens' iss claim says it)".to_owned());
+        }
+        if o.audience.trim().is_empty() {
+            p.push("auth.oidc.audience: must name the lake's client id at the issuer".to_owned());
+        }
+        if o.roles.is_empty() {
+            p.push("auth.oidc.roles: map at least one group to a role, e.g. { \"lab-curators\" = \"curator\" }".to_owned());
+        }
+        if o.leeway_secs > 600 {
+            p.push("auth.oidc.leeway_secs: at most 600".to_owned());
+        }
+    }
+    if !(1..=1024).contains(&cfg.server.max_concurrent_uploads) {
+        p.push("server.max_concurrent_uploads: must be between 1 and 1024".to_owned());
+    }
+    for origin in &cfg.server.cors_origins {
+        let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+            && !origin.trim_end_matches('/').contains(['*', ' '])
+            && axum::http::HeaderValue::from_str(origin).is_ok();
+        if !ok {
+            p.push(format!("server.cors_origins: {origin:?} is not an origin such as \"https://notebook.lab.example\""));
+        }
     }
     if cfg.plugins.parse_parallelism > 64 {
         p.push("plugins.parse_parallelism: must be between 0 (one per core) and 64".to_owned());

@@ -21,7 +21,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::catalog::{Dataset, DatasetId, DatasetStatus, FileRecord, Page, SearchQuery, Stats};
-use crate::identity::Right;
+use crate::identity::{Right, Visibility};
 use crate::lake::{Download, Lake, LakeError, LayerSummary, Lineage, RegisterRequest};
 use crate::layers::Layer;
 use crate::pipeline::{Run, RunOutcome, RunRequest};
@@ -29,6 +29,7 @@ use crate::plugins::{Limits, LoadState, Manifest, Plugins, Rejected};
 use crate::promotion::PromoteRequest;
 use crate::provenance::{Direction, LineageGraph};
 
+mod audit;
 mod auth;
 mod backup;
 mod collections;
@@ -42,6 +43,28 @@ pub struct AppState {
     pub lake: Lake,
     /// Renders `/metrics`; `None` when no recorder is installed (tests).
     pub metrics: Option<PrometheusHandle>,
+    /// How often a token may ask, and an address fail to authenticate.
+    guard: std::sync::Arc<auth::Guard>,
+    /// Uploads received at once.
+    uploads: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// The state of a server over `lake`, its limits from the configuration the lake was opened
+    /// with.
+    pub fn new(lake: Lake, metrics: Option<PrometheusHandle>) -> Self {
+        let access = &lake.settings().access;
+        let guard = std::sync::Arc::new(auth::Guard::new(&access.auth));
+        let uploads = std::sync::Arc::new(tokio::sync::Semaphore::new(
+            access.max_concurrent_uploads as usize,
+        ));
+        Self {
+            lake,
+            metrics,
+            guard,
+            uploads,
+        }
+    }
 }
 
 /// The JSON error every route answers with.
@@ -51,6 +74,16 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     run_id: Option<uuid::Uuid>,
+    refused: Option<Right>,
+}
+
+/// What an error response said, kept on the response for the audit log.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorNote {
+    /// The message.
+    pub message: String,
+    /// The right refused, when the error is a refusal.
+    pub refused: Option<Right>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -78,6 +111,15 @@ impl ApiError {
             code,
             message: message.into(),
             run_id: None,
+            refused: None,
+        }
+    }
+
+    /// The same error, noting for the audit log that it refuses `right`.
+    pub fn refusing(self, right: Right) -> Self {
+        Self {
+            refused: Some(right),
+            ..self
         }
     }
     fn invalid(message: impl Into<String>) -> Self {
@@ -111,6 +153,10 @@ impl From<LakeError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let note = ErrorNote {
+            message: self.message.clone(),
+            refused: self.refused,
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
@@ -118,7 +164,9 @@ impl IntoResponse for ApiError {
                 run_id: self.run_id,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        resp.extensions_mut().insert(note);
+        resp
     }
 }
 
@@ -169,7 +217,13 @@ pub fn router(state: AppState) -> Router {
         .route("/catalog/stats", get(catalog_stats))
         .route("/catalog/{id}", get(get_dataset).delete(delete_dataset))
         .route("/catalog/{id}/files", get(list_files))
-        .route("/catalog/{id}/files/{filename}", put(upload_file))
+        .route(
+            "/catalog/{id}/files/{filename}",
+            put(upload_file).layer(middleware::from_fn_with_state(
+                state.clone(),
+                one_of_the_uploads,
+            )),
+        )
         .route("/catalog/{id}/download/{filename}", get(download))
         .route("/layers", get(layers))
         .route("/layers/promote", post(promote))
@@ -183,7 +237,12 @@ pub fn router(state: AppState) -> Router {
         .route("/pipelines/runs/{id}", get(get_run))
         .route(
             "/files/upload",
-            post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+            post(files::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable())
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    one_of_the_uploads,
+                )),
         )
         .route("/backup/trigger", post(backup::trigger))
         .route("/backup/jobs", get(backup::list))
@@ -200,6 +259,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(|| async { Redirect::to("/docs") }))
         .route("/docs", get(docs::page))
         .route("/docs/docs.css", get(docs::stylesheet))
+        .route("/audit", get(audit::list))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
@@ -231,7 +291,51 @@ pub fn router(state: AppState) -> Router {
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         ))
+        .layer(cors(&state.lake.settings().access.cors_origins))
         .with_state(state)
+}
+
+/// Lets an upload in while fewer than `[server] max_concurrent_uploads` are being received; 429
+/// with Retry-After otherwise.
+async fn one_of_the_uploads(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let Ok(permit) = s.uploads.clone().try_acquire_owned() else {
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            format!(
+                "{} uploads are being received already; retry after 5 s",
+                s.lake.settings().access.max_concurrent_uploads
+            ),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    };
+    let resp = next.run(req).await;
+    drop(permit);
+    resp
+}
+
+/// Browsers may call the API from the origins `[server] cors_origins` lists, and from no other.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::HEAD,
+            axum::http::Method::POST,
+            axum::http::Method::PUT,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([axum::http::HeaderName::from_static("x-request-id")])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 async fn track_metrics(req: Request, next: Next) -> Response {
@@ -328,6 +432,7 @@ fn parse_cursor(cursor: Option<&str>) -> Result<Option<DatasetId>, ApiError> {
     responses((status = 200, body = inline(Page<Dataset>)), (status = 422, body = ErrorBody)))]
 async fn list_catalog(
     State(s): State<AppState>,
+    Extension(caller): Extension<auth::Caller>,
     q: Result<Query<CatalogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<Dataset>>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
@@ -349,6 +454,7 @@ async fn list_catalog(
     };
     let query = SearchQuery {
         layer,
+        hidden_layers: caller.visibility().hidden_layers(),
         source: q.source.filter(|s| !s.is_empty()),
         q: q.q,
         tags: q
@@ -439,9 +545,12 @@ async fn catalog_stats(State(s): State<AppState>) -> Result<Json<Stats>, ApiErro
     responses((status = 200, body = Dataset), (status = 404, body = ErrorBody)))]
 async fn get_dataset(
     State(s): State<AppState>,
+    Extension(caller): Extension<auth::Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Dataset>, ApiError> {
-    Ok(Json(s.lake.get_dataset(parse_id(&id)?).await?))
+    Ok(Json(
+        caller.reveal(s.lake.get_dataset(parse_id(&id)?).await?)?,
+    ))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -451,16 +560,27 @@ struct Deleted {
     deleted: bool,
 }
 
-/// Delete a dataset (refused for raw, for everyone).
-#[utoipa::path(delete, path = "/catalog/{id}", params(("id" = String, Path, description = "Dataset id")),
-    responses((status = 200, body = Deleted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+/// Query of `DELETE /catalog/{id}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeleteQuery {
+    /// Why the dataset goes (required; kept in provenance).
+    reason: Option<String>,
+}
+
+/// Delete a non-raw dataset, for a reason (refused for raw, for everyone).
+#[utoipa::path(delete, path = "/catalog/{id}", params(("id" = String, Path, description = "Dataset id"), DeleteQuery),
+    responses((status = 200, body = Deleted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn delete_dataset(
     State(s): State<AppState>,
     Extension(caller): Extension<auth::Caller>,
     Path(id): Path<String>,
+    q: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Deleted>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
     let id = parse_id(&id)?;
-    s.lake.delete(id, caller.actor()).await?;
+    caller.reveal(s.lake.get_dataset(id).await?)?;
+    s.lake.delete(id, q.reason.as_deref()).await?;
     Ok(Json(Deleted { id, deleted: true }))
 }
 
@@ -469,9 +589,12 @@ async fn delete_dataset(
     responses((status = 200, body = Vec<FileRecord>), (status = 404, body = ErrorBody)))]
 async fn list_files(
     State(s): State<AppState>,
+    Extension(caller): Extension<auth::Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<FileRecord>>, ApiError> {
-    Ok(Json(s.lake.dataset_files(parse_id(&id)?).await?))
+    let id = parse_id(&id)?;
+    caller.reveal(s.lake.get_dataset(id).await?)?;
+    Ok(Json(s.lake.dataset_files(id).await?))
 }
 
 /// Stream a new file into a dataset (the body is the file's bytes).
@@ -522,11 +645,10 @@ async fn download(
     Path((id, filename)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    // Only a caller who may not download raw data costs a look at the dataset's layer.
-    if let Err(refused) = caller.require(Right::DownloadRaw)
-        && s.lake.get_dataset(id).await?.layer == Layer::Raw
-    {
-        return Err(refused);
+    // Only a caller who may not see every layer costs a look at the dataset's; a raw dataset is
+    // not found for one who may not download it.
+    if caller.visibility() != Visibility::ALL {
+        caller.reveal(s.lake.get_dataset(id).await?)?;
     }
     match s.lake.download(id, &filename).await? {
         Download::Redirect(url) => Ok(Redirect::temporary(&url).into_response()),
@@ -569,6 +691,8 @@ struct PromoteBody {
     target_layer: String,
     /// Kept on the promotion's provenance edge.
     notes: Option<String>,
+    /// Why (required to promote to curated or archive); kept in provenance.
+    reason: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -599,6 +723,7 @@ async fn promote(
     if target_layer != Layer::Processed {
         caller.require(Right::PromoteFurther)?;
     }
+    caller.reveal(s.lake.get_dataset(dataset_id).await?)?;
     let p = s
         .lake
         .promotions()
@@ -606,7 +731,7 @@ async fn promote(
             dataset_id,
             target_layer,
             notes: body.notes,
-            actor: caller.actor(),
+            reason: body.reason,
         })
         .await?;
     let status = if p.created {
@@ -629,10 +754,11 @@ async fn promote(
     responses((status = 200, body = Lineage), (status = 404, body = ErrorBody)))]
 async fn provenance(
     State(s): State<AppState>,
+    Extension(caller): Extension<auth::Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Lineage>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(s.lake.lineage(id).await?))
+    Ok(Json(s.lake.lineage(id, caller.visibility()).await?))
 }
 
 /// Query of the graph routes.
@@ -658,6 +784,7 @@ fn depth_of(q: &GraphQuery) -> Result<u32, ApiError> {
     responses((status = 200, body = LineageGraph), (status = 404, body = ErrorBody)))]
 async fn graph(
     State(s): State<AppState>,
+    Extension(caller): Extension<auth::Caller>,
     Path(id): Path<String>,
     q: Result<Query<GraphQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<LineageGraph>, ApiError> {
@@ -665,7 +792,12 @@ async fn graph(
     let id = parse_id(&id)?;
     Ok(Json(
         s.lake
-            .graph(id, depth_of(&q)?, q.direction.unwrap_or_default())
+            .graph(
+                id,
+                depth_of(&q)?,
+                q.direction.unwrap_or_default(),
+                caller.visibility(),
+            )
             .await?,
     ))
 }
@@ -675,12 +807,16 @@ async fn graph(
     responses((status = 200, description = "PROV-JSON document"), (status = 404, body = ErrorBody)))]
 async fn prov(
     State(s): State<AppState>,
+    Extension(caller): Extension<auth::Caller>,
     Path(id): Path<String>,
     q: Result<Query<GraphQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
     let id = parse_id(&id)?;
-    let doc = s.lake.prov_json(id, depth_of(&q)?).await?;
+    let doc = s
+        .lake
+        .prov_json(id, depth_of(&q)?, caller.visibility())
+        .await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], Json(doc)).into_response())
 }
 
@@ -853,7 +989,8 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         files::list,
         files::get_one,
         files::merge,
-        files::save_merged
+        files::save_merged,
+        audit::list
     ),
     components(schemas(
         crate::files::FileInfo,
@@ -896,7 +1033,10 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         crate::collect::ParsedFile,
         crate::collect::CollectionOutcome,
         crate::collect::ParseStatus,
-        crate::backup::BackupResult
+        crate::backup::BackupResult,
+        crate::audit::AuditEntry,
+        crate::audit::AuditPage,
+        crate::audit::Decision
     ))
 )]
 struct ApiDoc;

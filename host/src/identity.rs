@@ -7,6 +7,8 @@
 //! a role may take a [`Right`], and a refusal names the right and the role it needs. Which requests
 //! need which right is decided in one place too, not by each handler.
 
+pub mod oidc;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -93,6 +95,20 @@ pub enum Right {
 }
 
 impl Right {
+    /// Its name in the audit log and the refusal counter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Right::Read => "read",
+            Right::DownloadRaw => "download-raw",
+            Right::Download => "download",
+            Right::Write => "write",
+            Right::PromoteToProcessed => "promote-to-processed",
+            Right::PromoteFurther => "promote-further",
+            Right::Delete => "delete",
+            Right::Administer => "administer",
+        }
+    }
+
     /// What the right is called in a refusal.
     pub fn describe(self) -> &'static str {
         match self {
@@ -133,6 +149,39 @@ impl Policy {
             Right::PromoteFurther | Right::Delete => Role::Curator,
             Right::Administer => Role::Admin,
         }
+    }
+}
+
+/// What a caller may see of the lake: raw datasets may hold patient data, so a role that may not
+/// download them does not see them at all (not in searches, not by id, and only as placeholders
+/// in lineage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visibility {
+    raw_hidden: bool,
+}
+
+impl Visibility {
+    /// Everything: the open lake on loopback, and the command line.
+    pub const ALL: Visibility = Visibility { raw_hidden: false };
+
+    /// What `role` sees under `policy`.
+    pub fn of(policy: &Policy, role: Role) -> Self {
+        Self {
+            raw_hidden: check(policy, role, Right::DownloadRaw).is_err(),
+        }
+    }
+
+    /// Whether datasets of `layer` are visible.
+    pub fn sees(self, layer: crate::layers::Layer) -> bool {
+        !(self.raw_hidden && layer == crate::layers::Layer::Raw)
+    }
+
+    /// The layers hidden.
+    pub fn hidden_layers(self) -> Vec<crate::layers::Layer> {
+        crate::layers::Layer::ALL
+            .into_iter()
+            .filter(|l| !self.sees(*l))
+            .collect()
     }
 }
 
@@ -274,9 +323,36 @@ pub struct TokenRequest {
     pub days: Option<u32>,
 }
 
+/// Who a request's credentials name: the user, the token or sign-in session, the role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user or service account.
+    pub user: String,
+    /// The token's id, or `oidc:<handle>` for an issuer's sign-in.
+    pub via: String,
+    /// What they may do.
+    pub role: Role,
+}
+
+/// What the access service keeps: the OpenID Connect verifier, when `mode = "oidc"`.
+#[derive(Debug, Default)]
+pub struct AccessState {
+    oidc: Option<oidc::Verifier>,
+}
+
+impl AccessState {
+    /// The state `[auth]` asks for.
+    pub fn new(auth: &crate::config::AuthConfig) -> Self {
+        Self {
+            oidc: (auth.mode == crate::config::AuthMode::Oidc)
+                .then(|| oidc::Verifier::new(auth.oidc.clone())),
+        }
+    }
+}
+
 crate::lake::service! {
-    /// Access: tokens issued, listed, revoked, and the first admin's.
-    Access, access
+    /// Access: tokens issued, listed, revoked, and the first admin's; credentials checked.
+    Access, access, AccessState = access
 }
 
 impl Access<'_> {
@@ -354,12 +430,22 @@ impl Access<'_> {
         .await
     }
 
-    /// The token a request presents, if it is known, live and its secret matches; why not
-    /// otherwise (the text of a 401).
-    pub async fn authenticate(
-        &self,
-        presented: &str,
-    ) -> Result<crate::catalog::TokenRecord, String> {
+    /// The principal a request's bearer token names: a lake token that is known, live and whose
+    /// secret matches, or (with `mode = "oidc"`) the issuer's JWT; why not otherwise (the text of
+    /// a 401).
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal, String> {
+        match &self.state.oidc {
+            Some(v) if !presented.starts_with(TOKEN_PREFIX) => v.verify(presented).await,
+            _ => self.token(presented).await.map(|t| Principal {
+                user: t.owner,
+                via: t.id.simple().to_string(),
+                role: t.role,
+            }),
+        }
+    }
+
+    /// The lake token presented, if it is known, live and its secret matches.
+    async fn token(&self, presented: &str) -> Result<crate::catalog::TokenRecord, String> {
         let bearer: Bearer = presented.parse()?;
         let unknown = || "the token is not known to this lake".to_owned();
         let record = match self.catalog.token(bearer.id).await {

@@ -23,6 +23,7 @@ use crate::catalog::{
     SearchQuery, Stats,
 };
 use crate::config::{Config, LockMode, StorageBackend};
+use crate::identity::Visibility;
 use crate::layers::Layer;
 use crate::provenance::{
     Action, DeletionRecord, Direction, FileFacts, LineageGraph, NewProvenance, ProvenanceEntry,
@@ -111,12 +112,18 @@ pub struct Settings {
 }
 
 /// Access settings: whether the HTTP API asks for a bearer token, and the rules of the roles.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AccessRules {
     /// Every request but health, metrics and the API reference presents a live token.
     pub enforce: bool,
     /// What each role may do.
     pub policy: crate::identity::Policy,
+    /// `[auth]` as configured: the mode, the rate limits, the OpenID Connect issuer.
+    pub auth: crate::config::AuthConfig,
+    /// Web origins whose pages may call the API.
+    pub cors_origins: Vec<String>,
+    /// Uploads received at once.
+    pub max_concurrent_uploads: u32,
 }
 
 impl Settings {
@@ -148,6 +155,9 @@ impl Settings {
                 policy: crate::identity::Policy {
                     raw_download: cfg.auth.raw_download_role,
                 },
+                auth: cfg.auth.clone(),
+                cors_origins: cfg.server.cors_origins.clone(),
+                max_concurrent_uploads: cfg.server.max_concurrent_uploads,
             },
             backup: {
                 // Configurations built in code skip `config::from_parts`, which resolves `auto`.
@@ -247,6 +257,8 @@ pub struct Lineage {
     pub ancestors: Vec<DatasetId>,
     /// Provenance entries naming it or an ancestor, oldest first.
     pub entries: Vec<ProvenanceEntry>,
+    /// Ancestors the caller may not see, shown as placeholders (an id made up for this answer).
+    pub hidden: usize,
 }
 
 /// Declares a service: a type that borrows the [`Lake`] (and the state the lake keeps for it, when
@@ -294,6 +306,7 @@ pub struct Lake {
     plugins: Option<crate::plugins::Plugins>,
     pub(crate) files: Arc<crate::files::FileState>,
     pub(crate) collect: Arc<crate::collect::CollectState>,
+    pub(crate) access: Arc<crate::identity::AccessState>,
 }
 
 /// How long an upload's claim on a file name lasts when its server died mid-upload.
@@ -387,6 +400,7 @@ impl Lake {
             catalog,
             blobs,
             files: Arc::new(crate::files::FileState::new(&settings.files)),
+            access: Arc::new(crate::identity::AccessState::new(&settings.access.auth)),
             settings: Arc::new(settings),
             reports: Arc::default(),
             plugins: None,
@@ -795,8 +809,9 @@ impl Lake {
         })
     }
 
-    /// Deletes a non-raw dataset: the row stays, marked deleted, for lineage; the objects go.
-    pub async fn delete(&self, id: DatasetId, actor: Option<String>) -> Result<(), LakeError> {
+    /// Deletes a non-raw dataset for a reason (kept in provenance): the row stays, marked
+    /// deleted, for lineage; the objects go.
+    pub async fn delete(&self, id: DatasetId, reason: Option<&str>) -> Result<(), LakeError> {
         let d = self.catalog.get_dataset(id).await?;
         if d.layer == Layer::Raw {
             return Err(LakeError::Forbidden(format!(
@@ -808,6 +823,8 @@ impl Lake {
                 "dataset {id} was already deleted"
             )));
         }
+        let reason = crate::provenance::required_reason(reason, "deleting a dataset")
+            .map_err(LakeError::Invalid)?;
         let files = self.catalog.list_files(id).await?;
         let prov = NewProvenance::deletion(
             id,
@@ -815,7 +832,7 @@ impl Lake {
                 layer: d.layer,
                 files: files.len(),
             },
-            actor,
+            reason,
         );
         // Mark deleted first: a failure while removing objects leaves orphans, never a visible row
         // whose objects are gone.
@@ -848,45 +865,67 @@ impl Lake {
         Ok(self.catalog.append_provenance(&entry).await?)
     }
 
-    /// The linear lineage of a dataset.
-    pub async fn lineage(&self, id: DatasetId) -> Result<Lineage, LakeError> {
+    /// The linear lineage of a dataset, as a caller who sees `vis` finds it (see
+    /// [`LineageGraph::restricted`]).
+    pub async fn lineage(&self, id: DatasetId, vis: Visibility) -> Result<Lineage, LakeError> {
         let graph = self
-            .catalog
-            .lineage(id, 10_000, Direction::Ancestors)
+            .visible_graph(id, 10_000, Direction::Ancestors, vis)
             .await?;
+        let ids: Vec<DatasetId> = graph.nodes.iter().map(|n| n.id).collect();
+        let entries = self.catalog.provenance_of(&ids).await?;
+        let (graph, stand_in) = graph.restricted(|l| vis.sees(l));
         let mut ancestors: Vec<_> = graph.nodes.iter().filter(|n| n.distance < 0).collect();
         ancestors.sort_by_key(|n| -n.distance);
-        let ancestors: Vec<DatasetId> = ancestors.into_iter().map(|n| n.id).collect();
-        let mut ids = vec![id];
-        ids.extend(&ancestors);
-        let entries = self.catalog.provenance_of(&ids).await?;
         Ok(Lineage {
             dataset_id: id,
-            ancestors,
-            entries,
+            ancestors: ancestors.into_iter().map(|n| n.id).collect(),
+            entries: crate::provenance::restrict_entries(entries, &stand_in),
+            hidden: graph.hidden,
         })
     }
 
-    /// Ancestors and descendants up to `depth` steps.
+    /// Ancestors and descendants up to `depth` steps, as a caller who sees `vis` finds them.
     pub async fn graph(
         &self,
         id: DatasetId,
         depth: u32,
         direction: Direction,
+        vis: Visibility,
     ) -> Result<LineageGraph, LakeError> {
-        Ok(self.catalog.lineage(id, depth, direction).await?)
+        let graph = self.visible_graph(id, depth, direction, vis).await?;
+        Ok(graph.restricted(|l| vis.sees(l)).0)
     }
 
-    /// The lineage graph and its entries as W3C PROV-JSON.
+    /// The lineage graph and its entries as W3C PROV-JSON, as a caller who sees `vis` finds them.
     pub async fn prov_json(
         &self,
         id: DatasetId,
         depth: u32,
+        vis: Visibility,
     ) -> Result<serde_json::Value, LakeError> {
-        let graph = self.catalog.lineage(id, depth, Direction::Both).await?;
+        let graph = self.visible_graph(id, depth, Direction::Both, vis).await?;
         let ids: Vec<DatasetId> = graph.nodes.iter().map(|n| n.id).collect();
         let entries = self.catalog.provenance_of(&ids).await?;
+        let (graph, stand_in) = graph.restricted(|l| vis.sees(l));
+        let entries = crate::provenance::restrict_entries(entries, &stand_in);
         Ok(crate::provenance::to_prov_json(&graph, &entries))
+    }
+
+    /// The whole lineage graph around a dataset the caller may see; a dataset they may not is
+    /// not found, exactly as one that does not exist.
+    async fn visible_graph(
+        &self,
+        id: DatasetId,
+        depth: u32,
+        direction: Direction,
+        vis: Visibility,
+    ) -> Result<LineageGraph, LakeError> {
+        let graph = self.catalog.lineage(id, depth, direction).await?;
+        let root_hidden = graph.nodes.iter().any(|n| n.id == id && !vis.sees(n.layer));
+        if root_hidden {
+            return Err(LakeError::NotFound(format!("dataset {id} not found")));
+        }
+        Ok(graph)
     }
 
     /// Per-layer counts, bytes and immutability.

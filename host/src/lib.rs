@@ -6,6 +6,7 @@
 //! [`http`] and [`cli`] are thin shells over them. [`catalog`] and [`blob`] each define one contract with two adapters, and nothing
 //! outside an adapter names its driver. See `ARCHITECTURE.md` at the repository root for the map.
 
+pub mod audit;
 pub mod backup;
 pub mod blob;
 pub mod catalog;

@@ -24,8 +24,8 @@ pub struct PromoteRequest {
     pub target_layer: Layer,
     /// Free text kept on the promotion's provenance edge.
     pub notes: Option<String>,
-    /// Who asked (the token's owner), recorded with the edge.
-    pub actor: Option<String>,
+    /// Why: required beyond processed (curated, archive), kept with the edge.
+    pub reason: Option<String>,
 }
 
 /// The outcome of a promotion.
@@ -52,6 +52,21 @@ impl Promotions<'_> {
     pub async fn promote(&self, req: PromoteRequest) -> Result<Promotion, LakeError> {
         let source = self.get_dataset(req.dataset_id).await?;
         check_adjacent(&source, req.target_layer)?;
+        let reason = match req.target_layer {
+            Layer::Raw | Layer::Processed => req
+                .reason
+                .as_deref()
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned),
+            further => Some(
+                crate::provenance::required_reason(
+                    req.reason.as_deref(),
+                    &format!("promoting to {further}"),
+                )
+                .map_err(LakeError::Invalid)?,
+            ),
+        };
         let target = match self.target(&source, req.target_layer).await? {
             Target::Done(target) => {
                 return Ok(Promotion {
@@ -81,7 +96,7 @@ impl Promotions<'_> {
                 files: copied.len(),
             },
             req.notes.clone(),
-            req.actor.clone(),
+            reason,
         );
         let done = self
             .catalog

@@ -81,21 +81,48 @@ impl FromStr for Action {
     }
 }
 
+/// Who acted: a user (or service account) and the token or sign-in session they acted through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The user or service account.
+    pub user: String,
+    /// The token (`lake_<id>_...`'s id) or sign-in session (`oidc:...`) that carried the request.
+    pub via: Option<String>,
+}
+
 tokio::task_local! {
     /// Who acts in the current request (set by the HTTP layer from the caller's token); every
     /// entry built meanwhile records it.
-    static ACTOR: Option<String>;
+    static ACTOR: Option<Actor>;
 }
 
 /// Runs `work` with `actor` as the actor of every entry it builds, background work it hands the
 /// actor on to included ([`current_actor`]).
-pub async fn acting_as<F: std::future::Future>(actor: Option<String>, work: F) -> F::Output {
+pub async fn acting_as<F: std::future::Future>(actor: Option<Actor>, work: F) -> F::Output {
     ACTOR.scope(actor, work).await
 }
 
 /// The actor of the current task, when one is set.
-pub fn current_actor() -> Option<String> {
+pub fn current_actor() -> Option<Actor> {
     ACTOR.try_with(Clone::clone).ok().flatten()
+}
+
+/// The longest reason a person may give.
+pub const MAX_REASON: usize = 2000;
+
+/// A person's reason for an action that needs one: trimmed, not empty, at most [`MAX_REASON`]
+/// characters; `what` names the action in the refusal.
+pub fn required_reason(reason: Option<&str>, what: &str) -> Result<String, String> {
+    let r = reason.map(str::trim).unwrap_or_default();
+    if r.is_empty() {
+        return Err(format!(
+            "reason: {what} needs a reason (it is kept in provenance)"
+        ));
+    }
+    if r.chars().count() > MAX_REASON {
+        return Err(format!("reason: at most {MAX_REASON} characters"));
+    }
+    Ok(r.to_owned())
 }
 
 /// An entry to append.
@@ -111,8 +138,12 @@ pub struct NewProvenance {
     pub parameters: serde_json::Value,
     /// Free text, such as promotion notes.
     pub notes: Option<String>,
-    /// Who or what did it, when known.
+    /// The user or service account who did it, when known.
     pub actor: Option<String>,
+    /// The token or session they acted through.
+    pub actor_token: Option<String>,
+    /// The reason they gave, where one is asked for.
+    pub reason: Option<String>,
 }
 
 impl NewProvenance {
@@ -122,6 +153,7 @@ impl NewProvenance {
         outputs: Vec<DatasetId>,
         record: &impl Serialize,
     ) -> Self {
+        let actor = current_actor();
         Self {
             action,
             inputs,
@@ -129,7 +161,9 @@ impl NewProvenance {
             // The records are plain data: serialising them cannot fail.
             parameters: serde_json::to_value(record).unwrap_or_default(),
             notes: None,
-            actor: current_actor(),
+            actor: actor.as_ref().map(|a| a.user.clone()),
+            actor_token: actor.and_then(|a| a.via),
+            reason: None,
         }
     }
 
@@ -167,28 +201,26 @@ impl NewProvenance {
         )
     }
 
-    /// A dataset copied to the next layer by `actor`, with the caller's notes.
+    /// A dataset copied to the next layer, with the caller's notes and reason.
     pub fn promotion(
         source: DatasetId,
         target: DatasetId,
         record: &PromotionRecord,
         notes: Option<String>,
-        actor: Option<String>,
+        reason: Option<String>,
     ) -> Self {
-        let entry = Self::of(Action::Promotion, vec![source], vec![target], record);
         Self {
             notes,
-            actor: actor.or(entry.actor.clone()),
-            ..entry
+            reason,
+            ..Self::of(Action::Promotion, vec![source], vec![target], record)
         }
     }
 
-    /// A dataset deleted by `actor`.
-    pub fn deletion(id: DatasetId, record: &DeletionRecord, actor: Option<String>) -> Self {
-        let entry = Self::of(Action::Deletion, vec![id], vec![], record);
+    /// A dataset deleted, for `reason`.
+    pub fn deletion(id: DatasetId, record: &DeletionRecord, reason: String) -> Self {
         Self {
-            actor: actor.or(entry.actor.clone()),
-            ..entry
+            reason: Some(reason),
+            ..Self::of(Action::Deletion, vec![id], vec![], record)
         }
     }
 
@@ -228,6 +260,8 @@ impl NewProvenance {
             parameters: self.parameters.clone(),
             notes: self.notes.clone(),
             actor: self.actor.clone(),
+            actor_token: self.actor_token.clone(),
+            reason: self.reason.clone(),
             created_at: at,
         }
     }
@@ -252,8 +286,14 @@ pub struct ProvenanceEntry {
     pub parameters: serde_json::Value,
     /// Free text.
     pub notes: Option<String>,
-    /// Who or what did it.
+    /// The user or service account who did it.
     pub actor: Option<String>,
+    /// The token or sign-in session they acted through.
+    #[serde(default)]
+    pub actor_token: Option<String>,
+    /// The reason they gave.
+    #[serde(default)]
+    pub reason: Option<String>,
     /// When it was recorded.
     pub created_at: DateTime<Utc>,
 }
@@ -274,6 +314,9 @@ impl ProvenanceEntry {
 pub struct RunFacts {
     /// How the run ended.
     pub status: RunStatus,
+    /// The plugin that ran.
+    #[serde(default)]
+    pub plugin: Option<String>,
     /// The file a parser read.
     #[serde(default)]
     pub input_file: Option<String>,
@@ -610,6 +653,9 @@ pub struct LineageNode {
     pub status: String,
     /// Steps from the root: negative for ancestors, positive for descendants, 0 for the root.
     pub distance: i64,
+    /// A placeholder for a dataset the caller may not see: its layer only, an id that names
+    /// nothing, no name, source or status.
+    pub restricted: bool,
 }
 
 /// An edge from an input dataset to an output dataset of one provenance entry.
@@ -640,39 +686,175 @@ pub struct LineageGraph {
     pub nodes: Vec<LineageNode>,
     /// Edges among them.
     pub edges: Vec<LineageEdge>,
+    /// How many of the nodes are placeholders for datasets the caller may not see.
+    pub hidden: usize,
+}
+
+impl LineageGraph {
+    /// The graph as a caller who sees only what `sees` allows finds it: every other dataset becomes
+    /// a placeholder (its layer, an id made up for this answer, no name, source or status), the
+    /// edges follow the placeholders, and `hidden` counts them. The made-up ids are returned by
+    /// the id they stand for, for [`restrict_entries`].
+    pub fn restricted(
+        mut self,
+        sees: impl Fn(Layer) -> bool,
+    ) -> (Self, std::collections::HashMap<DatasetId, DatasetId>) {
+        let mut stand_in = std::collections::HashMap::new();
+        for n in &mut self.nodes {
+            if sees(n.layer) {
+                continue;
+            }
+            let placeholder = DatasetId(uuid::Uuid::new_v4());
+            stand_in.insert(n.id, placeholder);
+            *n = LineageNode {
+                id: placeholder,
+                name: String::new(),
+                source: String::new(),
+                layer: n.layer,
+                status: String::new(),
+                distance: n.distance,
+                restricted: true,
+            };
+        }
+        for e in &mut self.edges {
+            for end in [&mut e.from, &mut e.to] {
+                if let Some(p) = stand_in.get(end) {
+                    *end = *p;
+                }
+            }
+        }
+        self.edges.sort();
+        self.hidden = stand_in.len();
+        (self, stand_in)
+    }
+}
+
+/// Entries as a caller who may not see the datasets in `stand_in` finds them: an entry about
+/// hidden datasets only is left out; the others name the placeholders instead.
+pub fn restrict_entries(
+    entries: Vec<ProvenanceEntry>,
+    stand_in: &std::collections::HashMap<DatasetId, DatasetId>,
+) -> Vec<ProvenanceEntry> {
+    if stand_in.is_empty() {
+        return entries;
+    }
+    entries
+        .into_iter()
+        .filter(|e| {
+            e.inputs
+                .iter()
+                .chain(&e.outputs)
+                .any(|d| !stand_in.contains_key(d))
+        })
+        .map(|mut e| {
+            for d in e.inputs.iter_mut().chain(e.outputs.iter_mut()) {
+                if let Some(p) = stand_in.get(d) {
+                    *d = *p;
+                }
+            }
+            e
+        })
+        .collect()
 }
 
 /// Renders a lineage graph and its entries as W3C PROV-JSON (<https://www.w3.org/submissions/prov-json/>).
 ///
 /// Datasets are `entity`s, provenance entries are `activity`s, and each edge becomes `used`,
-/// `wasGeneratedBy` and `wasDerivedFrom` records.
+/// `wasGeneratedBy` and `wasDerivedFrom` records. The people and software that acted are
+/// `agent`s: the user a `prov:Person`, the token (or sign-in session) they acted through a
+/// `prov:SoftwareAgent` that `actedOnBehalfOf` the user, and a plugin a `prov:SoftwareAgent`
+/// named by its component's SHA-256; `wasAssociatedWith` links each activity to them. A
+/// placeholder for a dataset the caller may not see is an entity with its layer only.
 pub fn to_prov_json(graph: &LineageGraph, entries: &[ProvenanceEntry]) -> serde_json::Value {
     use serde_json::{Map, Value, json};
+    let qname = |q: &str| json!({"$": q, "type": "prov:QUALIFIED_NAME"});
     let mut entity = Map::new();
     for n in &graph.nodes {
-        entity.insert(
-            format!("lake:dataset/{}", n.id),
+        let mut attrs = if n.restricted {
+            json!({
+                "prov:type": qname("lake:Dataset"),
+                "lake:layer": n.layer,
+                "lake:restricted": true,
+            })
+        } else {
             json!({
                 "prov:label": n.name,
-                "prov:type": {"$": "lake:Dataset", "type": "prov:QUALIFIED_NAME"},
+                "prov:type": qname("lake:Dataset"),
                 "lake:layer": n.layer,
                 "lake:source": n.source,
                 "lake:status": n.status,
-            }),
-        );
+            })
+        };
+        if n.id == graph.root
+            && let Some(a) = attrs.as_object_mut()
+        {
+            a.insert("lake:hiddenDatasets".into(), json!(graph.hidden));
+        }
+        entity.insert(format!("lake:dataset/{}", n.id), attrs);
     }
     let mut activity = Map::new();
+    let mut agent = Map::new();
+    let mut associated = BTreeMap::new();
+    let mut delegated = BTreeMap::new();
     for e in entries {
-        activity.insert(
-            format!("lake:activity/{}", e.id),
-            json!({
-                "prov:type": format!("lake:{}", e.action),
-                "prov:startTime": e.created_at.to_rfc3339(),
-                "prov:endTime": e.created_at.to_rfc3339(),
-                "lake:parameters": e.parameters.to_string(),
-                "lake:notes": e.notes.clone().unwrap_or_default(),
-            }),
-        );
+        let act = format!("lake:activity/{}", e.id);
+        let mut attrs = json!({
+            "prov:type": qname(&format!("lake:{}", e.action)),
+            "prov:startTime": e.created_at.to_rfc3339(),
+            "prov:endTime": e.created_at.to_rfc3339(),
+            "lake:parameters": e.parameters.to_string(),
+            "lake:notes": e.notes.clone().unwrap_or_default(),
+        });
+        if let (Some(r), Some(a)) = (&e.reason, attrs.as_object_mut()) {
+            a.insert("lake:reason".into(), json!(r));
+        }
+        activity.insert(act.clone(), attrs);
+        let mut associate = |who: String| {
+            associated.insert(
+                format!("_:a{}_{}", e.id, associated.len()),
+                json!({"prov:activity": act, "prov:agent": who}),
+            );
+        };
+        let user = e.actor.as_deref().map(|u| {
+            let id = format!("lake:user/{}", qname_part(u));
+            agent.insert(
+                id.clone(),
+                json!({"prov:type": qname("prov:Person"), "prov:label": u}),
+            );
+            id
+        });
+        if let Some(u) = &user {
+            associate(u.clone());
+        }
+        if let Some(t) = e.actor_token.as_deref() {
+            let id = format!("lake:token/{}", qname_part(t));
+            agent.insert(
+                id.clone(),
+                json!({"prov:type": qname("prov:SoftwareAgent"), "prov:label": t}),
+            );
+            associate(id.clone());
+            if let Some(u) = &user {
+                delegated.insert(
+                    format!("_:d{}", e.id),
+                    json!({"prov:delegate": id, "prov:responsible": u, "prov:activity": act}),
+                );
+            }
+        }
+        if let Some(sha) = e.run_facts().and_then(|f| {
+            f.component_sha256
+                .map(|sha| (sha, f.plugin.unwrap_or_default()))
+        }) {
+            let id = format!("lake:component/{}", qname_part(&sha.0));
+            agent.insert(
+                id.clone(),
+                json!({
+                    "prov:type": qname("prov:SoftwareAgent"),
+                    "prov:label": sha.1,
+                    "lake:sha256": sha.0,
+                }),
+            );
+            associate(id);
+        }
     }
     let mut used = BTreeMap::new();
     let mut generated = BTreeMap::new();
@@ -699,8 +881,21 @@ pub fn to_prov_json(graph: &LineageGraph, entries: &[ProvenanceEntry]) -> serde_
         "prefix": {"lake": "https://lake.example/ns#", "prov": "http://www.w3.org/ns/prov#"},
         "entity": Value::Object(entity),
         "activity": Value::Object(activity),
+        "agent": Value::Object(agent),
         "used": to_map(used),
         "wasGeneratedBy": to_map(generated),
         "wasDerivedFrom": to_map(derived),
+        "wasAssociatedWith": to_map(associated),
+        "actedOnBehalfOf": to_map(delegated),
     })
+}
+
+/// `s` made safe as the local part of a qualified name: letters, digits, `-`, `.` and `_` kept,
+/// anything else percent-encoded.
+fn qname_part(s: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_');
+    percent_encoding::utf8_percent_encode(s, KEEP).to_string()
 }

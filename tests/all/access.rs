@@ -71,9 +71,40 @@ async fn as_(
     (status, v, challenge)
 }
 
+/// The refusals a test met, to find again in the audit log.
+#[derive(Default)]
+struct Seen(Vec<(Method, String, StatusCode)>);
+
+impl Seen {
+    /// [`as_`], noting each 401, 403 and 429.
+    async fn as_(
+        &mut self,
+        t: &TestLake,
+        token: Option<&str>,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, Option<String>) {
+        let r = as_(t, token, method.clone(), uri, body).await;
+        if matches!(
+            r.0,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+        ) {
+            self.0.push((method, uri.to_owned(), r.0));
+        }
+        r
+    }
+}
+
+/// The `<id>` of `lake_<id>_<secret>`.
+fn token_id(token: &str) -> String {
+    token.split('_').nth(1).unwrap_or_default().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_may_do_what_the_table_says_and_no_more() {
     let (t, _backups) = lake_with_tokens().await;
+    let mut seen = Seen::default();
     let tokens: Vec<(Role, String)> = {
         let mut v = Vec::new();
         for role in Role::ALL {
@@ -90,14 +121,15 @@ async fn each_role_may_do_what_the_table_says_and_no_more() {
     };
     // An admin registers datasets to work on: raw (with a file) and processed.
     let admin = tok(Role::Admin);
-    let (s, raw, _) = as_(
-        &t,
-        Some(&admin),
-        Method::POST,
-        "/catalog",
-        Some(json!({"name": "plate", "source": "lab"})),
-    )
-    .await;
+    let (s, raw, _) = seen
+        .as_(
+            &t,
+            Some(&admin),
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "plate", "source": "lab"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{raw}");
     let raw = raw["id"].as_str().expect("id").to_owned();
     let req = Request::builder()
@@ -109,50 +141,58 @@ async fn each_role_may_do_what_the_table_says_and_no_more() {
     assert_eq!(t.send(req).await.0, StatusCode::CREATED);
 
     // (route, method, body, least role that may) — one row per right of the table.
-    let promote = |layer: &str, id: &str| json!({"dataset_id": id, "target_layer": layer});
+    let promote = |layer: &str, id: &str| json!({"dataset_id": id, "target_layer": layer, "reason": "reviewed by the lab"});
     for role in Role::ALL {
         let me = tok(role);
         let may = |least: Role| role >= least;
-        let (s, v, _) = as_(&t, Some(&me), Method::GET, "/catalog", None).await;
+        let (s, v, _) = seen.as_(&t, Some(&me), Method::GET, "/catalog", None).await;
         assert_eq!(s, StatusCode::OK, "{role} reads the catalog: {v}");
-        let (s, _, _) = as_(
-            &t,
-            Some(&me),
-            Method::GET,
-            &format!("/provenance/{raw}/graph"),
-            None,
-        )
-        .await;
-        assert_eq!(s, StatusCode::OK, "{role} reads provenance");
-        let (s, v, _) = as_(
-            &t,
-            Some(&me),
-            Method::GET,
-            &format!("/catalog/{raw}/download/a.csv"),
-            None,
-        )
-        .await;
-        let want = if may(Role::Contributor) {
-            StatusCode::OK
-        } else {
-            StatusCode::FORBIDDEN
-        };
-        assert_eq!(s, want, "{role} downloads raw: {v}");
-        if s == StatusCode::FORBIDDEN {
+        // Raw data may hold patient data: a role that may not download it does not see it.
+        let sees_raw = may(Role::Contributor);
+        let hidden = |ok: StatusCode| if sees_raw { ok } else { StatusCode::NOT_FOUND };
+        let (s, _, _) = seen
+            .as_(
+                &t,
+                Some(&me),
+                Method::GET,
+                &format!("/provenance/{raw}/graph"),
+                None,
+            )
+            .await;
+        assert_eq!(s, hidden(StatusCode::OK), "{role} reads raw provenance");
+        let (s, v, _) = seen
+            .as_(&t, Some(&me), Method::GET, &format!("/catalog/{raw}"), None)
+            .await;
+        assert_eq!(s, hidden(StatusCode::OK), "{role} reads a raw dataset: {v}");
+        let (_, v, _) = seen
+            .as_(&t, Some(&me), Method::GET, "/catalog?layer=raw", None)
+            .await;
+        let listed = v["items"].as_array().map_or(0, Vec::len);
+        assert_eq!(listed > 0, sees_raw, "{role} lists raw datasets: {v}");
+        let (s, v, _) = seen
+            .as_(
+                &t,
+                Some(&me),
+                Method::GET,
+                &format!("/catalog/{raw}/download/a.csv"),
+                None,
+            )
+            .await;
+        assert_eq!(s, hidden(StatusCode::OK), "{role} downloads raw: {v}");
+        if s == StatusCode::NOT_FOUND {
+            // Exactly what a dataset that does not exist answers.
             let m = v["error"]["message"].as_str().unwrap_or("");
-            assert!(
-                m.contains("downloading raw data needs the contributor role"),
-                "{m}"
-            );
+            assert_eq!(m, format!("dataset {raw} not found"));
         }
-        let (s, v, _) = as_(
-            &t,
-            Some(&me),
-            Method::POST,
-            "/catalog",
-            Some(json!({"name": format!("{role} data"), "source": "lab"})),
-        )
-        .await;
+        let (s, v, _) = seen
+            .as_(
+                &t,
+                Some(&me),
+                Method::POST,
+                "/catalog",
+                Some(json!({"name": format!("{role} data"), "source": "lab"})),
+            )
+            .await;
         let want = if may(Role::Contributor) {
             StatusCode::CREATED
         } else {
@@ -161,21 +201,22 @@ async fn each_role_may_do_what_the_table_says_and_no_more() {
         assert_eq!(s, want, "{role} registers: {v}");
         if let Some(id) = v["id"].as_str() {
             // The registration records who did it.
-            let (_, lineage, _) = as_(
-                &t,
-                Some(&me),
-                Method::GET,
-                &format!("/provenance/{id}"),
-                None,
-            )
-            .await;
-            let actor = lineage["entries"][0]["actor"].as_str().unwrap_or("");
-            assert!(
-                actor.starts_with(&format!("{role}-user (token ")),
-                "{lineage}"
-            );
+            let (_, lineage, _) = seen
+                .as_(
+                    &t,
+                    Some(&me),
+                    Method::GET,
+                    &format!("/provenance/{id}"),
+                    None,
+                )
+                .await;
+            let entry = &lineage["entries"][0];
+            assert_eq!(entry["actor"], format!("{role}-user"), "{lineage}");
+            assert_eq!(entry["actor_token"], token_id(&me), "{lineage}");
         }
-        let (s, v, _) = as_(&t, Some(&me), Method::POST, "/backup/trigger", None).await;
+        let (s, v, _) = seen
+            .as_(&t, Some(&me), Method::POST, "/backup/trigger", None)
+            .await;
         let want = if may(Role::Admin) {
             StatusCode::ACCEPTED
         } else {
@@ -185,33 +226,36 @@ async fn each_role_may_do_what_the_table_says_and_no_more() {
     }
 
     // Promotion: raw -> processed for contributors, further for curators; deletes for curators.
-    let (s, p, _) = as_(
-        &t,
-        Some(&tok(Role::Reader)),
-        Method::POST,
-        "/layers/promote",
-        Some(promote("processed", &raw)),
-    )
-    .await;
+    let (s, p, _) = seen
+        .as_(
+            &t,
+            Some(&tok(Role::Reader)),
+            Method::POST,
+            "/layers/promote",
+            Some(promote("processed", &raw)),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{p}");
-    let (s, p, _) = as_(
-        &t,
-        Some(&tok(Role::Contributor)),
-        Method::POST,
-        "/layers/promote",
-        Some(promote("processed", &raw)),
-    )
-    .await;
+    let (s, p, _) = seen
+        .as_(
+            &t,
+            Some(&tok(Role::Contributor)),
+            Method::POST,
+            "/layers/promote",
+            Some(promote("processed", &raw)),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{p}");
     let processed = p["dataset"]["id"].as_str().expect("id").to_owned();
-    let (s, p, _) = as_(
-        &t,
-        Some(&tok(Role::Contributor)),
-        Method::POST,
-        "/layers/promote",
-        Some(promote("curated", &processed)),
-    )
-    .await;
+    let (s, p, _) = seen
+        .as_(
+            &t,
+            Some(&tok(Role::Contributor)),
+            Method::POST,
+            "/layers/promote",
+            Some(promote("curated", &processed)),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{p}");
     assert!(
         p["error"]["message"]
@@ -220,54 +264,152 @@ async fn each_role_may_do_what_the_table_says_and_no_more() {
             .contains("curator"),
         "{p}"
     );
-    let (s, p, _) = as_(
-        &t,
-        Some(&tok(Role::Curator)),
-        Method::POST,
-        "/layers/promote",
-        Some(promote("curated", &processed)),
-    )
-    .await;
+    let (s, p, _) = seen
+        .as_(
+            &t,
+            Some(&tok(Role::Curator)),
+            Method::POST,
+            "/layers/promote",
+            Some(promote("curated", &processed)),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{p}");
     let curated = p["dataset"]["id"].as_str().expect("id").to_owned();
     // The promotion records who did it: the curator, through their token.
-    let (_, lineage, _) = as_(
-        &t,
-        Some(&tok(Role::Reader)),
-        Method::GET,
-        &format!("/provenance/{curated}"),
-        None,
-    )
-    .await;
+    let (_, lineage, _) = seen
+        .as_(
+            &t,
+            Some(&tok(Role::Reader)),
+            Method::GET,
+            &format!("/provenance/{curated}"),
+            None,
+        )
+        .await;
     let entry = lineage["entries"]
         .as_array()
         .and_then(|es| es.iter().rev().find(|e| e["action"] == "promotion"))
         .cloned()
         .unwrap_or_default();
-    let actor = entry["actor"].as_str().unwrap_or("");
-    assert!(actor.starts_with("curator-user (token "), "{entry}");
-    let (s, _, _) = as_(
-        &t,
-        Some(&tok(Role::Contributor)),
-        Method::DELETE,
-        &format!("/catalog/{curated}"),
-        None,
-    )
-    .await;
+    assert_eq!(entry["actor"], "curator-user", "{entry}");
+    assert_eq!(
+        entry["actor_token"],
+        token_id(&tok(Role::Curator)),
+        "{entry}"
+    );
+    assert_eq!(entry["reason"], "reviewed by the lab", "{entry}");
+    let (s, _, _) = seen
+        .as_(
+            &t,
+            Some(&tok(Role::Contributor)),
+            Method::DELETE,
+            &format!("/catalog/{curated}"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, v, _) = as_(
+    // A curator deletes, for a reason: none is 422 and deletes nothing.
+    let (s, v, _) = seen
+        .as_(
+            &t,
+            Some(&tok(Role::Curator)),
+            Method::DELETE,
+            &format!("/catalog/{curated}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("reason"),
+        "{v}"
+    );
+    let (s, v, _) = seen
+        .as_(
+            &t,
+            Some(&tok(Role::Curator)),
+            Method::DELETE,
+            &format!("/catalog/{curated}?reason=superseded%20by%20v2"),
+            None,
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    let (_, lineage, _) = seen
+        .as_(
+            &t,
+            Some(&tok(Role::Curator)),
+            Method::GET,
+            &format!("/provenance/{curated}"),
+            None,
+        )
+        .await;
+    let deletion = lineage["entries"]
+        .as_array()
+        .and_then(|es| es.iter().find(|e| e["action"] == "deletion"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&deletion["actor"], &deletion["reason"]),
+        (&json!("curator-user"), &json!("superseded by v2")),
+        "{lineage}"
+    );
+
+    // Every refusal met above is in the audit log with its reason, and only an admin reads it.
+    let (s, _, _) = seen
+        .as_(&t, Some(&tok(Role::Curator)), Method::GET, "/audit", None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, audit, _) = as_(
         &t,
-        Some(&tok(Role::Curator)),
-        Method::DELETE,
-        &format!("/catalog/{curated}"),
+        Some(&admin),
+        Method::GET,
+        "/audit?decision=refused&limit=1000",
         None,
     )
     .await;
-    assert!(s.is_success(), "{v}");
+    assert_eq!(s, StatusCode::OK, "{audit}");
+    let entries = audit["items"].as_array().cloned().unwrap_or_default();
+    assert!(!seen.0.is_empty());
+    for (method, uri, status) in &seen.0 {
+        let path = uri.split('?').next().unwrap_or_default();
+        let found = entries.iter().any(|e| {
+            e["method"] == method.as_str()
+                && e["resource"] == path
+                && e["status"] == status.as_u16()
+                && e["decision"] == "refused"
+                && e["reason"].as_str().is_some_and(|r| !r.is_empty())
+                && e["principal"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("-user"))
+        });
+        assert!(
+            found,
+            "{method} {uri} ({status}) is not in the audit log: {audit}"
+        );
+    }
+    // Allowed changes are there too, with the request id the response carried.
+    let (s, all, _) = as_(
+        &t,
+        Some(&admin),
+        Method::GET,
+        "/audit?principal=curator-user",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        all["items"].as_array().is_some_and(|es| es.iter().any(|e| {
+            e["decision"] == "allowed" && e["method"] == "DELETE" && e["status"] == 200
+        })),
+        "{all}"
+    );
+    let (s, v, _) = as_(&t, Some(&admin), Method::GET, "/audit?decision=maybe", None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
 
     // Open routes need no token.
     for open in ["/health", "/openapi.json", "/docs"] {
-        let (s, _, _) = as_(&t, None, Method::GET, open, None).await;
+        let (s, _, _) = seen.as_(&t, None, Method::GET, open, None).await;
         assert_eq!(s, StatusCode::OK, "{open}");
     }
     // Every answer, refusals included, carries the security headers; the docs keep their policy.
@@ -463,4 +605,347 @@ async fn a_token_made_on_one_replica_works_on_the_other_until_revoked_there() {
             .contains("revoked"),
         "{v}"
     );
+}
+
+/// Reads a PROV-JSON document with the W3C PROV package, warnings as errors, and answers what
+/// it found about agents, delegations and associations.
+const PROV_READ: &str = r#"
+import json, sys, warnings
+import prov
+from prov.model import (ProvAgent, ProvDelegation, ProvAssociation, ProvActivity, PROV,
+    PROV_ATTR_DELEGATE, PROV_ATTR_RESPONSIBLE, PROV_ATTR_ACTIVITY, PROV_ATTR_AGENT)
+with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    doc = prov.read(sys.argv[1], format="json")
+def one(rec, attr):
+    v = rec.get_attribute(attr)
+    return str(next(iter(v))) if v else None
+out = {
+    "agents": {str(a.identifier): sorted(str(t) for t in a.get_asserted_types()) for a in doc.get_records(ProvAgent)},
+    "delegations": [[one(d, PROV_ATTR_DELEGATE), one(d, PROV_ATTR_RESPONSIBLE), one(d, PROV_ATTR_ACTIVITY)] for d in doc.get_records(ProvDelegation)],
+    "associations": [[one(a, PROV_ATTR_ACTIVITY), one(a, PROV_ATTR_AGENT)] for a in doc.get_records(ProvAssociation)],
+    "activities": {str(a.identifier): {str(k): str(v) for k, v in a.attributes} for a in doc.get_records(ProvActivity)},
+}
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_curators_promotion_names_the_person_the_token_and_the_reason() {
+    let (t, _backups) = lake_with_tokens().await;
+    let admin = token(&t, Role::Admin).await;
+    let curator = token(&t, Role::Curator).await;
+    let reader = token(&t, Role::Reader).await;
+    let contributor = token(&t, Role::Contributor).await;
+    let (_, raw, _) = as_(
+        &t,
+        Some(&admin),
+        Method::POST,
+        "/catalog",
+        Some(json!({"name": "patients-2026-cohort", "source": "clinic"})),
+    )
+    .await;
+    let raw = raw["id"].as_str().expect("id").to_owned();
+    let promote = |id: &str, layer: &str, reason: Option<&str>| json!({"dataset_id": id, "target_layer": layer, "reason": reason});
+    let (s, p, _) = as_(
+        &t,
+        Some(&contributor),
+        Method::POST,
+        "/layers/promote",
+        Some(promote(&raw, "processed", None)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let processed = p["dataset"]["id"].as_str().expect("id").to_owned();
+    // Beyond processed, a reason is required: none, or a blank one, is 422 and promotes nothing.
+    for reason in [None, Some("  ")] {
+        let (s, p, _) = as_(
+            &t,
+            Some(&curator),
+            Method::POST,
+            "/layers/promote",
+            Some(promote(&processed, "curated", reason)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+        assert!(
+            p["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("reason"),
+            "{p}"
+        );
+    }
+    let (s, p, _) = as_(
+        &t,
+        Some(&curator),
+        Method::POST,
+        "/layers/promote",
+        Some(promote(
+            &processed,
+            "curated",
+            Some("QC passed: 0 failed wells"),
+        )),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let curated = p["dataset"]["id"].as_str().expect("id").to_owned();
+
+    // The PROV-JSON names the person, the token acting for them, and associates both.
+    let (s, doc, _) = as_(
+        &t,
+        Some(&curator),
+        Method::GET,
+        &format!("/provenance/{curated}/prov"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{doc}");
+    let user = "lake:user/curator-user";
+    let tok = format!("lake:token/{}", token_id(&curator));
+    assert_eq!(doc["agent"][user]["prov:type"]["$"], "prov:Person", "{doc}");
+    assert_eq!(
+        doc["agent"][&tok]["prov:type"]["$"], "prov:SoftwareAgent",
+        "{doc}"
+    );
+    let promotion = doc["activity"]
+        .as_object()
+        .and_then(|acts| {
+            acts.iter()
+                .find(|(_, a)| a["lake:reason"] == "QC passed: 0 failed wells")
+                .map(|(id, _)| id.clone())
+        })
+        .expect("the promotion's activity carries its reason");
+    if let Some(python) = crate::service_var("LAKE_TEST_PYTHON") {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("prov.json");
+        std::fs::write(&path, doc.to_string()).expect("write");
+        let out = std::process::Command::new(python)
+            .args(["-c", PROV_READ])
+            .arg(&path)
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "prov could not read the document (or warned): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read: Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(read["agents"][user], json!(["prov:Person"]), "{read}");
+        assert_eq!(
+            read["agents"][&tok],
+            json!(["prov:SoftwareAgent"]),
+            "{read}"
+        );
+        let delegations = read["delegations"].as_array().cloned().unwrap_or_default();
+        assert!(
+            delegations.contains(&json!([tok, user, promotion])),
+            "the token acted on the curator's behalf in the promotion: {read}"
+        );
+        let associations = read["associations"].as_array().cloned().unwrap_or_default();
+        for agent in [user, tok.as_str()] {
+            assert!(
+                associations.contains(&json!([promotion, agent])),
+                "{promotion} is associated with {agent}: {read}"
+            );
+        }
+        assert_eq!(
+            read["activities"][&promotion]["lake:reason"], "QC passed: 0 failed wells",
+            "{read}"
+        );
+    }
+
+    // A reader's view of the same lineage passes through raw: placeholders, the count, no name.
+    for route in ["graph", "prov", ""] {
+        let uri = format!("/provenance/{curated}/{route}");
+        let uri = uri.trim_end_matches('/');
+        let (s, v, _) = as_(&t, Some(&reader), Method::GET, uri, None).await;
+        assert_eq!(s, StatusCode::OK, "{uri}: {v}");
+        let text = v.to_string();
+        assert!(
+            !text.contains("patients-2026-cohort") && !text.contains(&raw),
+            "{uri} shows the raw dataset to a reader: {text}"
+        );
+        let (_, full, _) = as_(&t, Some(&contributor), Method::GET, uri, None).await;
+        assert!(
+            full.to_string().contains("patients-2026-cohort") || route.is_empty(),
+            "{uri}: a contributor sees it: {full}"
+        );
+        match route {
+            "graph" => {
+                assert_eq!(v["hidden"], 1, "{v}");
+                let placeholder = v["nodes"]
+                    .as_array()
+                    .and_then(|ns| ns.iter().find(|n| n["restricted"] == true))
+                    .cloned()
+                    .expect("a placeholder");
+                assert_eq!(
+                    (&placeholder["layer"], &placeholder["name"]),
+                    (&json!("raw"), &json!("")),
+                    "{v}"
+                );
+                // Its edge leads on to the processed dataset the reader may see.
+                assert!(
+                    v["edges"].as_array().is_some_and(|es| es
+                        .iter()
+                        .any(|e| e["from"] == placeholder["id"] && e["to"] == processed.as_str())),
+                    "{v}"
+                );
+                assert_eq!(full["hidden"], 0);
+            }
+            "prov" => {
+                let root = &v["entity"][format!("lake:dataset/{curated}")];
+                assert_eq!(root["lake:hiddenDatasets"], 1, "{v}");
+                assert!(
+                    v["entity"]
+                        .as_object()
+                        .is_some_and(|es| es.values().any(|e| e["lake:restricted"] == true)),
+                    "{v}"
+                );
+            }
+            _ => {
+                assert_eq!(v["hidden"], 1, "{v}");
+                assert_eq!(v["ancestors"].as_array().map(Vec::len), Some(2), "{v}");
+            }
+        }
+    }
+    // The raw dataset itself is not found for the reader, exactly like one that does not exist.
+    for uri in [
+        format!("/catalog/{raw}"),
+        format!("/catalog/{raw}/files"),
+        format!("/provenance/{raw}"),
+        format!("/provenance/{raw}/prov"),
+    ] {
+        let (s, v, _) = as_(&t, Some(&reader), Method::GET, &uri, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{uri}: {v}");
+        assert_eq!(v["error"]["message"], format!("dataset {raw} not found"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limits_is_429_with_retry_after_and_audited() {
+    use axum::extract::connect_info::MockConnectInfo;
+    let mut s = settings(1 << 30);
+    s.access.enforce = true;
+    s.access.auth.requests_per_minute = 3;
+    s.access.auth.failed_auth_per_minute = 2;
+    s.access.cors_origins = vec!["https://notebook.lab.example".into()];
+    let t = embedded_settings(s, None).await;
+    let reader = token(&t, Role::Reader).await;
+    let admin = token(&t, Role::Admin).await;
+    for i in 0..3 {
+        let (s, v, _) = as_(&t, Some(&reader), Method::GET, "/catalog", None).await;
+        assert_eq!(s, StatusCode::OK, "request {i}: {v}");
+    }
+    let req = Request::builder()
+        .uri("/catalog")
+        .header(header::AUTHORIZATION, format!("Bearer {reader}"))
+        .body(Body::empty())
+        .expect("request");
+    let resp = tower::ServiceExt::oneshot(t.app.clone(), req)
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=60).contains(&wait), "{wait}");
+    // Another token is not held back by the first one's rate.
+    let (s, _, _) = as_(&t, Some(&admin), Method::GET, "/catalog", None).await;
+    assert_eq!(s, StatusCode::OK);
+
+    // An address that keeps failing to authenticate is told to wait; another address is not.
+    let from = |ip: [u8; 4]| {
+        t.app
+            .clone()
+            .layer(MockConnectInfo(std::net::SocketAddr::from((ip, 40000))))
+    };
+    let bad = |app: axum::Router| async move {
+        let req = Request::builder()
+            .uri("/catalog")
+            .header(header::AUTHORIZATION, "Bearer lake_nope")
+            .body(Body::empty())
+            .expect("request");
+        let resp = tower::ServiceExt::oneshot(app, req)
+            .await
+            .expect("infallible");
+        (
+            resp.status(),
+            resp.headers().contains_key(header::RETRY_AFTER),
+        )
+    };
+    assert_eq!(
+        bad(from([192, 0, 2, 7])).await,
+        (StatusCode::UNAUTHORIZED, false)
+    );
+    assert_eq!(
+        bad(from([192, 0, 2, 7])).await,
+        (StatusCode::UNAUTHORIZED, false)
+    );
+    assert_eq!(
+        bad(from([192, 0, 2, 7])).await,
+        (StatusCode::TOO_MANY_REQUESTS, true)
+    );
+    assert_eq!(
+        bad(from([192, 0, 2, 8])).await,
+        (StatusCode::UNAUTHORIZED, false)
+    );
+
+    // Both kinds of 429 are in the audit log, the address with them.
+    let (s, audit, _) = as_(
+        &t,
+        Some(&admin),
+        Method::GET,
+        "/audit?decision=refused",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{audit}");
+    let items = audit["items"].as_array().cloned().unwrap_or_default();
+    let count = |f: &dyn Fn(&Value) -> bool| items.iter().filter(|e| f(e)).count();
+    assert_eq!(
+        count(&|e| e["status"] == 429 && e["principal"] == "reader-user"),
+        1,
+        "{audit}"
+    );
+    assert_eq!(
+        count(&|e| e["status"] == 429 && e["client"] == "192.0.2.7"),
+        1,
+        "{audit}"
+    );
+    assert_eq!(
+        count(&|e| e["status"] == 401 && e["client"] == "192.0.2.8"),
+        1,
+        "{audit}"
+    );
+
+    // Browsers: the configured origin may call the API, another may not.
+    for (origin, allowed) in [
+        ("https://notebook.lab.example", true),
+        ("https://elsewhere.example", false),
+    ] {
+        let req = Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/catalog")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization")
+            .body(Body::empty())
+            .expect("request");
+        let resp = tower::ServiceExt::oneshot(t.app.clone(), req)
+            .await
+            .expect("infallible");
+        let echoed = resp
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert_eq!(
+            echoed.as_deref() == Some(origin),
+            allowed,
+            "{origin}: {echoed:?}"
+        );
+    }
 }

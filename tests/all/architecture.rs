@@ -57,7 +57,7 @@ const INVARIANTS: &[&str] = &[
     "Architecture Invariant: only `blob/s3.rs` names `aws_sdk_s3`.",
     "Architecture Invariant: only `plugins/runtime.rs` names `wasmtime`.",
     "Architecture Invariant: `http.rs`, `cli.rs` and their submodules never name a driver (`sqlx`, `aws_sdk_s3`) or touch the filesystem for objects; they call `Lake`.",
-    "Architecture Invariant: no code issues `UPDATE` or `DELETE` against provenance tables; the schemas reject both with triggers.",
+    "Architecture Invariant: no code issues `UPDATE` or `DELETE` against provenance tables or the audit log; the schemas reject both with triggers.",
     "Architecture Invariant: no `.unwrap()` or `.expect(` in `host/src`: request and plugin paths return errors, never panic.",
     "Architecture Invariant: every module of `host/src` starts with a `//!` paragraph.",
     "Architecture Invariant: every asset the lake serves is embedded in the binary (`include_str!`/`include_bytes!` of files under `host/src`), and none of them (`.html`, `.css`, `.js`) names a URL outside loopback.",
@@ -126,7 +126,12 @@ fn provenance_is_never_rewritten() {
     for p in rust_files(&root().join("host/src")) {
         for (n, l) in code_lines(&p) {
             let upper = l.to_uppercase();
-            for table in ["PROVENANCE", "PROVENANCE_DATASETS", "LINEAGE_EDGES"] {
+            for table in [
+                "PROVENANCE",
+                "PROVENANCE_DATASETS",
+                "LINEAGE_EDGES",
+                "AUDIT",
+            ] {
                 assert!(
                     !upper.contains(&format!("UPDATE {table} ")),
                     "{}:{n}: {l}",

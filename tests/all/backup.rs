@@ -75,14 +75,14 @@ async fn populate(t: &TestLake, tag: &str) {
     let curated = post(
         t,
         "/layers/promote",
-        json!({"dataset_id": processed, "target_layer": "curated", "notes": "QC"}),
+        json!({"dataset_id": processed, "target_layer": "curated", "notes": "QC", "reason": "QC passed"}),
     )
     .await;
     let curated = curated["dataset"]["id"].as_str().expect("id").to_owned();
     post(
         t,
         "/layers/promote",
-        json!({"dataset_id": curated, "target_layer": "archive"}),
+        json!({"dataset_id": curated, "target_layer": "archive", "reason": "study closed"}),
     )
     .await;
     let doomed = t
@@ -91,7 +91,11 @@ async fn populate(t: &TestLake, tag: &str) {
     let (s, _) = t.upload(&doomed, "x.csv", b"a\n1\n").await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, v) = t
-        .call(Method::DELETE, &format!("/catalog/{doomed}"), None)
+        .call(
+            Method::DELETE,
+            &format!("/catalog/{doomed}?reason=test"),
+            None,
+        )
         .await;
     assert!(s.is_success(), "{v}");
 }
@@ -607,7 +611,11 @@ async fn retention_keeps_the_newest_and_a_cut_short_backup_is_completed() {
     for i in 0..3 {
         if i == 1 {
             let (st, v) = t
-                .call(Method::DELETE, &format!("/catalog/{gone}"), None)
+                .call(
+                    Method::DELETE,
+                    &format!("/catalog/{gone}?reason=test"),
+                    None,
+                )
                 .await;
             assert!(st.is_success(), "{v}");
         }

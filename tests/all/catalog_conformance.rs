@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use lake_host::audit::{AuditQuery, Decision, NewAuditEntry};
 use lake_host::catalog::prelude::*;
 use lake_host::catalog::{
     CatalogDump, CatalogError, DatasetId, DatasetStatus, FileRecord, JobStatus, NewDataset, NewJob,
@@ -46,7 +47,9 @@ fn prov(action: Action, inputs: Vec<DatasetId>, outputs: Vec<DatasetId>) -> NewP
         outputs,
         parameters: json!({"k": 1}),
         notes: Some("n".into()),
-        actor: None,
+        actor: Some("ana".into()),
+        actor_token: Some("0190aa".into()),
+        reason: Some("because".into()),
     }
 }
 
@@ -84,6 +87,15 @@ pub async fn insert_and_get(c: Arc<dyn Catalog>) {
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].action, Action::Registration);
     assert_eq!(entries[0].outputs, [n.id]);
+    // Who acted, through what, and why, come back as recorded.
+    assert_eq!(
+        (
+            entries[0].actor.as_deref(),
+            entries[0].actor_token.as_deref(),
+            entries[0].reason.as_deref()
+        ),
+        (Some("ana"), Some("0190aa"), Some("because"))
+    );
 }
 
 pub async fn unknown_is_not_found(c: Arc<dyn Catalog>) {
@@ -741,6 +753,108 @@ pub async fn one_raw_dataset_per_collected_version(c: Arc<dyn Catalog>) {
         .expect("not a collection");
 }
 
+fn audit_entry(principal: Option<&str>, decision: Decision, status: u16) -> NewAuditEntry {
+    NewAuditEntry {
+        request_id: uuid::Uuid::now_v7().simple().to_string(),
+        principal: principal.map(str::to_owned),
+        token_id: principal.map(|p| format!("token-of-{p}")),
+        client: Some("127.0.0.1".into()),
+        method: "POST".into(),
+        route: "/layers/promote".into(),
+        resource: "/layers/promote".into(),
+        action: "promote-further".into(),
+        decision,
+        reason: (decision == Decision::Refused).then(|| "needs the curator role".to_owned()),
+        status,
+    }
+}
+
+pub async fn audit_entries_filter_and_page_newest_first(c: Arc<dyn Catalog>) {
+    let start = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let written = [
+        audit_entry(None, Decision::Refused, 401),
+        audit_entry(Some("ana"), Decision::Allowed, 201),
+        audit_entry(Some("ben"), Decision::Refused, 403),
+        audit_entry(Some("ana"), Decision::Refused, 429),
+    ];
+    for e in &written {
+        c.append_audit(e).await.expect("append");
+    }
+    let q = |f: fn(&mut AuditQuery)| {
+        let mut q = AuditQuery {
+            limit: 10,
+            ..AuditQuery::default()
+        };
+        f(&mut q);
+        q
+    };
+    let all = c.audit_entries(&q(|_| {})).await.expect("read");
+    let ids: Vec<&str> = all.iter().map(|e| e.request_id.as_str()).collect();
+    let want: Vec<&str> = written
+        .iter()
+        .rev()
+        .map(|e| e.request_id.as_str())
+        .collect();
+    assert_eq!(ids, want, "newest first");
+    let back = &all[1];
+    assert_eq!(
+        (
+            back.principal.as_deref(),
+            back.token_id.as_deref(),
+            back.status,
+            back.decision
+        ),
+        (Some("ben"), Some("token-of-ben"), 403, Decision::Refused)
+    );
+    assert_eq!(back.reason.as_deref(), Some("needs the curator role"));
+    assert!(back.at >= start && back.at <= chrono::Utc::now());
+    let refused = c
+        .audit_entries(&q(|q| q.decision = Some(Decision::Refused)))
+        .await
+        .expect("read");
+    assert_eq!(refused.len(), 3);
+    assert!(refused.iter().all(|e| e.decision == Decision::Refused));
+    let ana = c
+        .audit_entries(&q(|q| q.principal = Some("ana".into())))
+        .await
+        .expect("read");
+    assert_eq!(
+        ana.iter().map(|e| e.status).collect::<Vec<_>>(),
+        vec![429, 201]
+    );
+    // Pages continue before the last seq seen; time bounds cut both ways.
+    let page = c.audit_entries(&q(|q| q.limit = 2)).await.expect("read");
+    let rest = c
+        .audit_entries(&AuditQuery {
+            before: Some(page[1].seq),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("read");
+    assert_eq!(page.len() + rest.len(), 4);
+    assert!(rest.iter().all(|e| e.seq < page[1].seq));
+    let future = chrono::Utc::now() + chrono::Duration::hours(1);
+    let none = c
+        .audit_entries(&AuditQuery {
+            since: Some(future),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("read");
+    assert!(none.is_empty());
+    let before_start = c
+        .audit_entries(&AuditQuery {
+            until: Some(start),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("read");
+    assert!(before_start.is_empty());
+}
+
 pub async fn tokens_keep_only_a_digest_and_revoke_once(c: Arc<dyn Catalog>) {
     use lake_host::catalog::NewToken;
     use lake_host::identity::{Bearer, Role};
@@ -898,6 +1012,7 @@ macro_rules! conformance {
             conformance!(@one $make, one_raw_dataset_per_collected_version);
             conformance!(@one $make, tokens_keep_only_a_digest_and_revoke_once);
             conformance!(@one $make, conflicts_name_their_constraint);
+            conformance!(@one $make, audit_entries_filter_and_page_newest_first);
         }
     };
     (@one $make:expr, $name:ident) => {
@@ -944,11 +1059,16 @@ async fn postgres_refuses_provenance_rewrites_and_raw_deletes() {
     c.append_provenance(&prov(Action::Manual, vec![raw.id], vec![out.id]))
         .await
         .expect("append");
+    c.append_audit(&audit_entry(Some("ana"), Decision::Refused, 403))
+        .await
+        .expect("audit");
     for sql in [
         "UPDATE provenance SET notes = 'rewritten'",
         "DELETE FROM provenance",
         "DELETE FROM lineage_edges",
         "DELETE FROM datasets",
+        "UPDATE audit SET reason = 'nothing happened'",
+        "DELETE FROM audit",
     ] {
         let r = sqlx::query(sql).execute(c.pool()).await;
         assert!(r.is_err(), "{sql} was allowed");
@@ -978,6 +1098,9 @@ async fn sqlite_refuses_provenance_rewrites_and_raw_deletes() {
     c.append_provenance(&prov(Action::Manual, vec![raw.id], vec![out.id]))
         .await
         .expect("append");
+    c.append_audit(&audit_entry(Some("ana"), Decision::Refused, 403))
+        .await
+        .expect("audit");
     use sqlx::Connection;
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
         .await
@@ -987,6 +1110,8 @@ async fn sqlite_refuses_provenance_rewrites_and_raw_deletes() {
         "DELETE FROM provenance",
         "DELETE FROM lineage_edges",
         "DELETE FROM datasets",
+        "UPDATE audit SET reason = 'nothing happened'",
+        "DELETE FROM audit",
     ] {
         assert!(
             sqlx::query(sql).execute(&mut conn).await.is_err(),

@@ -874,10 +874,10 @@ async fn s3_dying_mid_upload_leaves_no_row_and_a_retry_succeeds() {
     let t = crate::http_api::assemble(catalog, std::sync::Arc::new(blobs), settings(1 << 30), None)
         .await;
     let lake = t.lake.clone().with_plugins(plugins());
-    let app = lake_host::http::router(lake_host::http::AppState {
-        lake: lake.clone(),
-        metrics: lake_host::telemetry::init_metrics(),
-    });
+    let app = lake_host::http::router(lake_host::http::AppState::new(
+        lake.clone(),
+        lake_host::telemetry::init_metrics(),
+    ));
     let t = TestLake {
         app,
         lake,

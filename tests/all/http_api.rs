@@ -40,10 +40,10 @@ pub(crate) async fn assemble(
     }
     let lake = Lake::new(catalog, blobs, s);
     lake.prepare_buckets().await.expect("prepare buckets");
-    let app = router(AppState {
-        lake: lake.clone(),
-        metrics: lake_host::telemetry::init_metrics(),
-    });
+    let app = router(AppState::new(
+        lake.clone(),
+        lake_host::telemetry::init_metrics(),
+    ));
     TestLake { app, lake, dir }
 }
 
@@ -98,10 +98,10 @@ impl TestLake {
     fn with_plugins(mut self, plugins: Option<lake_host::plugins::Plugins>) -> Self {
         if let Some(p) = plugins {
             self.lake = self.lake.clone().with_plugins(p);
-            self.app = router(AppState {
-                lake: self.lake.clone(),
-                metrics: lake_host::telemetry::init_metrics(),
-            });
+            self.app = router(AppState::new(
+                self.lake.clone(),
+                lake_host::telemetry::init_metrics(),
+            ));
         }
         self
     }
@@ -608,7 +608,7 @@ async fn search_download_delete_and_graph() {
             .call(
                 Method::POST,
                 "/layers/promote",
-                Some(json!({"dataset_id": current, "target_layer": layer})),
+                Some(json!({"dataset_id": current, "target_layer": layer, "reason": "reviewed"})),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -623,8 +623,16 @@ async fn search_download_delete_and_graph() {
         )
         .await;
     assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    let (s, _) = t
+    let (s, v) = t
         .call(Method::DELETE, &format!("/catalog/{current}"), None)
+        .await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let (s, _) = t
+        .call(
+            Method::DELETE,
+            &format!("/catalog/{current}?reason=superseded"),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = t

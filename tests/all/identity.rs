@@ -2,6 +2,7 @@
 //! checked (unknown, wrong secret, revoked, expired) by the one authentication path.
 
 use lake_host::identity::{Bearer, Role, TokenRequest};
+use serde_json::{Value, json};
 
 use crate::cli::lake;
 
@@ -108,12 +109,16 @@ async fn only_a_live_token_with_its_own_secret_authenticates() {
         .await
         .expect("authenticates");
     assert_eq!(
-        (ok.owner.as_str(), ok.role),
-        ("sequencer-3", Role::Contributor)
+        (ok.user.as_str(), ok.role, ok.via.as_str()),
+        (
+            "sequencer-3",
+            Role::Contributor,
+            issued.record.id.simple().to_string().as_str()
+        )
     );
     assert!(
         lake.catalog()
-            .token(ok.id)
+            .token(issued.record.id)
             .await
             .expect("get")
             .last_used_at
@@ -121,7 +126,7 @@ async fn only_a_live_token_with_its_own_secret_authenticates() {
     );
 
     // Another secret under the same id, a token never issued, and text that is no token.
-    let forged = format!("lake_{}_{}", ok.id.simple(), "0".repeat(64));
+    let forged = format!("lake_{}_{}", issued.record.id.simple(), "0".repeat(64));
     let stranger = Bearer::generate().reveal();
     for (presented, why) in [
         (forged.as_str(), "not known"),
@@ -155,11 +160,239 @@ async fn only_a_live_token_with_its_own_secret_authenticates() {
         .err()
         .unwrap_or_default();
     assert!(e.contains("expired"), "{e}");
-    access.revoke(ok.id).await.expect("revoke");
+    access.revoke(issued.record.id).await.expect("revoke");
     let e = access
         .authenticate(&issued.token)
         .await
         .err()
         .unwrap_or_default();
     assert!(e.contains("revoked"), "{e}");
+}
+
+/// An OpenID Connect provider (`oidc-provider-mock`, from the test venv) on a loopback port:
+/// dropping it ends that process.
+struct Provider {
+    child: std::process::Child,
+    issuer: String,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Provider {
+    async fn start(python: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new(python)
+            .args(["-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .args(["--token-max-age", "600"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start oidc-provider-mock");
+        let p = Self {
+            child,
+            issuer: format!("http://127.0.0.1:{port}"),
+        };
+        let discovery = format!("{}/.well-known/openid-configuration", p.issuer);
+        for _ in 0..300 {
+            if reqwest::get(&discovery)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return p;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("oidc-provider-mock did not start on {}", p.issuer);
+    }
+
+    /// Signs `sub` in with these claims, as the lake's client (or another `client_id`), and
+    /// returns the issuer's JWT (the id token: this provider's access tokens are opaque).
+    async fn sign_in(&self, sub: &str, claims: Value, client_id: &str) -> String {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let r = http
+            .put(format!("{}/users/{sub}", self.issuer))
+            .json(&claims)
+            .send()
+            .await
+            .expect("claims");
+        assert_eq!(r.status(), 204, "set claims");
+        let redirect = "http://127.0.0.1/callback";
+        let r = http
+            .post(format!("{}/oauth2/authorize", self.issuer))
+            .query(&[
+                ("client_id", client_id),
+                ("redirect_uri", redirect),
+                ("response_type", "code"),
+                ("scope", "openid"),
+                ("state", "s"),
+            ])
+            .form(&[("sub", sub)])
+            .send()
+            .await
+            .expect("authorize");
+        assert_eq!(r.status(), 302, "the provider signs the user in");
+        let location = r.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        let code = reqwest::Url::parse(&location)
+            .expect("url")
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .expect("code");
+        let tokens: Value = http
+            .post(format!("{}/oauth2/token", self.issuer))
+            .basic_auth(client_id, Some("secret"))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect),
+            ])
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("json");
+        tokens["id_token"].as_str().expect("id_token").to_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_curator_signed_in_at_an_oidc_issuer_promotes_with_its_jwt() {
+    let Some(python) = crate::service_var("LAKE_TEST_PYTHON") else {
+        return;
+    };
+    let provider = Provider::start(&python).await;
+    let conf = tempfile::tempdir().expect("tempdir");
+    let path = conf.path().join("lake.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[auth]\nmode = \"oidc\"\n\n[auth.oidc]\nissuer = \"{}\"\naudience = \"lake\"\n\n\
+             [auth.oidc.roles]\nlab-curators = \"curator\"\nlab-members = \"reader\"\n",
+            provider.issuer
+        ),
+    )
+    .expect("config");
+    let envs = [("LAKE_CONFIG".to_owned(), path.display().to_string())];
+    let (_server, url, _dir) = crate::walkthrough::start(&envs);
+    let http = reqwest::Client::new();
+    let call = |jwt: &str, method: reqwest::Method, route: &str, body: Option<Value>| {
+        let mut req = http
+            .request(method, format!("{url}{route}"))
+            .bearer_auth(jwt);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let r = req.send().await.expect("request");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let carol = provider
+        .sign_in(
+            "carol",
+            json!({"groups": ["lab-curators", "lab-members"]}),
+            "lake",
+        )
+        .await;
+    let (s, d) = call(
+        &carol,
+        reqwest::Method::POST,
+        "/catalog",
+        Some(json!({"name": "plate 7", "source": "lab"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{d}");
+    let raw = d["id"].as_str().expect("id").to_owned();
+    let (s, p) = call(
+        &carol,
+        reqwest::Method::POST,
+        "/layers/promote",
+        Some(json!({"dataset_id": raw, "target_layer": "processed"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{p}");
+    let processed = p["dataset"]["id"].as_str().expect("id").to_owned();
+    let (s, p) = call(
+        &carol,
+        reqwest::Method::POST,
+        "/layers/promote",
+        Some(json!({"dataset_id": processed, "target_layer": "curated", "reason": "QC passed"})),
+    )
+    .await;
+    assert_eq!(s, 201, "a curator by group promotes to curated: {p}");
+    let curated = p["dataset"]["id"].as_str().expect("id").to_owned();
+    let (s, l) = call(
+        &carol,
+        reqwest::Method::GET,
+        &format!("/provenance/{curated}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{l}");
+    let promotion = l["entries"]
+        .as_array()
+        .and_then(|es| es.iter().rev().find(|e| e["action"] == "promotion"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(promotion["actor"], "carol", "{l}");
+    assert_eq!(promotion["reason"], "QC passed", "{l}");
+    assert!(
+        promotion["actor_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("oidc:") && !carol.contains(&t[5..])),
+        "the session is named by a handle, never the token: {promotion}"
+    );
+
+    // A member is a reader; a user in no mapped group, a token for another client, and a
+    // tampered one are refused, each saying why.
+    let rex = provider
+        .sign_in("rex", json!({"groups": ["lab-members"]}), "lake")
+        .await;
+    let (s, v) = call(&rex, reqwest::Method::GET, "/catalog", None).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = call(
+        &rex,
+        reqwest::Method::POST,
+        "/catalog",
+        Some(json!({"name": "x", "source": "lab"})),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    let visitor = provider
+        .sign_in("vic", json!({"groups": ["visitors"]}), "lake")
+        .await;
+    let elsewhere = provider
+        .sign_in("carol", json!({"groups": ["lab-curators"]}), "another-app")
+        .await;
+    let mut tampered = carol.clone();
+    tampered.pop();
+    tampered.push(if carol.ends_with('A') { 'B' } else { 'A' });
+    for (jwt, why) in [
+        (visitor.as_str(), "map to no role"),
+        (elsewhere.as_str(), "another audience"),
+        (tampered.as_str(), "signature"),
+        ("e30.e30.e30", "neither a lake token nor a JWT"),
+    ] {
+        let (s, v) = call(jwt, reqwest::Method::GET, "/catalog", None).await;
+        assert_eq!(s, 401, "{why}: {v}");
+        let m = v["error"]["message"].as_str().unwrap_or("");
+        assert!(m.contains(why), "{why}: {m}");
+    }
 }

@@ -281,7 +281,10 @@ async fn the_example_config_ingests_and_traces_every_table_to_its_raw_bytes() {
                 .expect("table")
                 .parse()
                 .expect("uuid");
-            let lineage = lake.lineage(table).await.expect("lineage");
+            let lineage = lake
+                .lineage(table, lake_host::identity::Visibility::ALL)
+                .await
+                .expect("lineage");
             assert_eq!(
                 lineage.ancestors,
                 vec![raw],

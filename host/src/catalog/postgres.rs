@@ -313,7 +313,7 @@ impl PostgresCatalog {
         let ids_bound = ids.map(<[Uuid]>::to_vec).unwrap_or_default();
         let (entries_sql, links_sql) = match ids {
             Some(_) => (
-                "SELECT id, action, parameters, notes, actor, created_at FROM provenance \
+                "SELECT id, action, parameters, notes, actor, actor_token, reason, created_at FROM provenance \
                  WHERE id = ANY($1) ORDER BY seq",
                 "SELECT entry_id, dataset_id, role FROM provenance_datasets \
                  WHERE entry_id = ANY($1) ORDER BY position",
@@ -426,6 +426,9 @@ impl Datasets for PostgresCatalog {
         b.push_bind(q.status.as_str());
         if let Some(l) = q.layer {
             b.push(" AND layer = ").push_bind(l.as_str());
+        }
+        for l in &q.hidden_layers {
+            b.push(" AND layer <> ").push_bind(l.as_str());
         }
         if let Some(s) = &q.source {
             b.push(" AND source = ").push_bind(s.clone());
@@ -740,6 +743,7 @@ impl Dump for PostgresCatalog {
 }
 
 super::impl_tokens!(PostgresCatalog);
+super::impl_audit!(PostgresCatalog);
 
 #[async_trait::async_trait]
 impl JobQueue for PostgresCatalog {

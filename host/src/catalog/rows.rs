@@ -139,7 +139,7 @@ pub(crate) fn group(r: &impl Columns) -> Result<GroupStats, CatalogError> {
     })
 }
 
-/// Entries (`id, action, parameters, notes, actor, created_at`, oldest first) joined with their
+/// Entries (`id, action, parameters, notes, actor, actor_token, reason, created_at`, oldest first) joined with their
 /// datasets (`entry_id, dataset_id, role`, by position).
 pub(crate) fn entries<R: Columns>(
     rows: &[R],
@@ -167,6 +167,8 @@ pub(crate) fn entries<R: Columns>(
                 parameters: r.json("parameters")?,
                 notes: r.opt_text("notes")?,
                 actor: r.opt_text("actor")?,
+                actor_token: r.opt_text("actor_token")?,
+                reason: r.opt_text("reason")?,
                 created_at: r.time("created_at")?,
             })
         })
@@ -187,6 +189,7 @@ pub(crate) fn walk_row(r: &impl Columns, sign: i64) -> Result<WalkRow, CatalogEr
             layer: r.text("layer")?.parse().map_err(bad_row)?,
             status: r.text("status")?,
             distance: r.int("dist")? * sign,
+            restricted: false,
         },
         via: match (other, entry, action) {
             (Some(o), Some(e), Some(a)) => Some((o, e, a)),
@@ -204,6 +207,8 @@ pub(crate) fn as_new(e: &ProvenanceEntry) -> NewProvenance {
         parameters: e.parameters.clone(),
         notes: e.notes.clone(),
         actor: e.actor.clone(),
+        actor_token: e.actor_token.clone(),
+        reason: e.reason.clone(),
     }
 }
 
@@ -261,6 +266,8 @@ pub(crate) fn entry(v: &mut impl Values, p: &NewProvenance, id: Uuid, at: DateTi
     v.json(&p.parameters);
     v.opt_text(p.notes.as_deref());
     v.opt_text(p.actor.as_deref());
+    v.opt_text(p.actor_token.as_deref());
+    v.opt_text(p.reason.as_deref());
     v.time(at);
 }
 
@@ -313,4 +320,52 @@ pub(crate) fn new_token(v: &mut impl Values, t: &super::NewToken, now: DateTime<
     v.text(&t.digest);
     v.time(now);
     v.time(t.expires_at);
+}
+
+/// The parameters of `sql::INSERT_AUDIT`.
+pub(crate) fn new_audit(v: &mut impl Values, e: &crate::audit::NewAuditEntry, now: DateTime<Utc>) {
+    v.time(now);
+    v.text(&e.request_id);
+    v.opt_text(e.principal.as_deref());
+    v.opt_text(e.token_id.as_deref());
+    v.opt_text(e.client.as_deref());
+    v.text(&e.method);
+    v.text(&e.route);
+    v.text(&e.resource);
+    v.text(&e.action);
+    v.text(e.decision.as_str());
+    v.opt_text(e.reason.as_deref());
+    v.int(i64::from(e.status));
+}
+
+/// The parameters of `sql::SELECT_AUDIT`.
+pub(crate) fn audit_query(v: &mut impl Values, q: &crate::audit::AuditQuery) {
+    v.text(q.decision.map_or("", |d| d.as_str()));
+    v.text(q.principal.as_deref().unwrap_or(""));
+    v.time(q.since.unwrap_or(DateTime::UNIX_EPOCH));
+    // Year 9999: after any entry, and still four digits where times are stored as text.
+    v.time(q.until.unwrap_or_else(|| {
+        DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::UNIX_EPOCH)
+    }));
+    v.int(q.before.unwrap_or(i64::MAX));
+    v.int(i64::from(q.limit));
+}
+
+/// An audit row (`sql::SELECT_AUDIT`).
+pub(crate) fn audit(r: &impl Columns) -> Result<crate::audit::AuditEntry, CatalogError> {
+    Ok(crate::audit::AuditEntry {
+        seq: r.int("seq")?,
+        at: r.time("at")?,
+        request_id: r.text("request_id")?,
+        principal: r.opt_text("principal")?,
+        token_id: r.opt_text("token_id")?,
+        client: r.opt_text("client")?,
+        method: r.text("method")?,
+        route: r.text("route")?,
+        resource: r.text("resource")?,
+        action: r.text("action")?,
+        decision: r.text("decision")?.parse().map_err(bad_row)?,
+        reason: r.opt_text("reason")?,
+        status: u16::try_from(r.int("status")?).map_err(bad_row)?,
+    })
 }

@@ -85,13 +85,13 @@ pub(super) const DELETE_STALE_CLAIM: &str =
 
 /// Binds `rows::entry`.
 pub(super) const INSERT_ENTRY: &str = "INSERT INTO provenance (id, action, parameters, notes, actor, \
-     created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+     actor_token, reason, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 /// `$1`: action, `$2`: limit.
 pub(super) const ENTRY_IDS_BY_ACTION: &str =
     "SELECT id FROM provenance WHERE action = $1 ORDER BY seq DESC LIMIT $2";
 /// Every entry, oldest first (for `rows::entries`).
-pub(super) const ALL_ENTRIES: &str =
-    "SELECT id, action, parameters, notes, actor, created_at FROM provenance ORDER BY seq";
+pub(super) const ALL_ENTRIES: &str = "SELECT id, action, parameters, notes, actor, actor_token, reason, created_at FROM provenance \
+     ORDER BY seq";
 /// Every entry's datasets, in order (for `rows::entries`).
 pub(super) const ALL_ENTRY_LINKS: &str =
     "SELECT entry_id, dataset_id, role FROM provenance_datasets ORDER BY position";
@@ -154,3 +154,16 @@ pub(super) const REVOKE_TOKEN: &str =
     "UPDATE tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1";
 /// `$1`: token id, `$2`: now.
 pub(super) const TOUCH_TOKEN: &str = "UPDATE tokens SET last_used_at = $2 WHERE id = $1";
+
+// Audit.
+
+/// Binds `rows::new_audit`.
+pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit (at, request_id, principal, token_id, \
+     client, method, route, resource, action, decision, reason, status) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+/// Binds `rows::audit_query`: `$1` decision or '', `$2` principal or '', `$3`..`$4` the time
+/// range, `$5` entries before this seq, `$6` limit. Newest first.
+pub(super) const SELECT_AUDIT: &str = "SELECT seq, at, request_id, principal, token_id, client, \
+     method, route, resource, action, decision, reason, status FROM audit \
+     WHERE ($1 = '' OR decision = $1) AND ($2 = '' OR principal = $2) \
+     AND at >= $3 AND at < $4 AND seq < $5 ORDER BY seq DESC LIMIT $6";

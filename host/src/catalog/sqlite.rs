@@ -311,7 +311,7 @@ impl SqliteCatalog {
         let ids_json = json_ids(ids.unwrap_or_default().iter().copied());
         let (entries_sql, links_sql) = match ids {
             Some(_) => (
-                "SELECT id, action, parameters, notes, actor, created_at FROM provenance \
+                "SELECT id, action, parameters, notes, actor, actor_token, reason, created_at FROM provenance \
                  WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY seq",
                 "SELECT entry_id, dataset_id, role FROM provenance_datasets \
                  WHERE entry_id IN (SELECT value FROM json_each(?1)) ORDER BY position",
@@ -429,6 +429,9 @@ impl Datasets for SqliteCatalog {
         b.push_bind(q.status.as_str());
         if let Some(l) = q.layer {
             b.push(" AND layer = ").push_bind(l.as_str());
+        }
+        for l in &q.hidden_layers {
+            b.push(" AND layer <> ").push_bind(l.as_str());
         }
         if let Some(s) = &q.source {
             b.push(" AND source = ").push_bind(s.clone());
@@ -741,6 +744,7 @@ impl Dump for SqliteCatalog {
 }
 
 super::impl_tokens!(SqliteCatalog);
+super::impl_audit!(SqliteCatalog);
 
 #[async_trait::async_trait]
 impl JobQueue for SqliteCatalog {

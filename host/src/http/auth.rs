@@ -1,48 +1,71 @@
 //! Who is asking, and whether they may: one middleware in front of every route.
 //!
 //! When the lake enforces tokens (`[auth]`, see `config::enforces_tokens`), a request presents
-//! `Authorization: Bearer lake_<id>_<secret>`. A missing, malformed, unknown, expired or revoked
-//! token is 401 with `WWW-Authenticate: Bearer`; a live one whose role lacks the route's right is
-//! 403 naming the right and the role it needs. Which right a route needs is decided here, in
-//! [`right_of`], for every route at once; the few rules that depend on the dataset (raw downloads,
-//! promotions beyond processed) are decided by the handler with [`Caller::require`], which calls
-//! the same check. Health, metrics, the OpenAPI document and `/docs` are open.
+//! `Authorization: Bearer lake_<id>_<secret>` (or, with `mode = "oidc"`, the issuer's JWT). A
+//! missing, malformed, unknown, expired or revoked token is 401 with `WWW-Authenticate: Bearer`;
+//! a live one whose role lacks the route's right is 403 naming the right and the role it needs;
+//! one that asks too often is 429 with `Retry-After`, and so is an address that fails to
+//! authenticate too often. Which right a route needs is decided here, in [`right_of`], for every
+//! route at once; the few rules that depend on the dataset (raw downloads, promotions beyond
+//! processed, what a caller may see) are decided by the handler with [`Caller`], which calls the
+//! same check. Health, metrics, the OpenAPI document and `/docs` are open.
+//!
+//! Every request that may change something, and every refusal, is appended to the audit log
+//! (`crate::audit`) with the request's id, which the response carries as `x-request-id`.
 
-use axum::extract::{MatchedPath, Request, State};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::{ApiError, AppState};
-use crate::identity::{Right, Role, check};
+use super::{ApiError, AppState, ErrorNote};
+use crate::audit::{Decision, NewAuditEntry};
+use crate::identity::{Right, Role, Visibility, check};
+use crate::provenance::Actor;
 
 /// The principal behind a request, for handlers and provenance.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The user or service account, when tokens are enforced.
-    pub owner: Option<String>,
-    /// The token that authenticated the request.
-    pub token: Option<uuid::Uuid>,
+    /// The user and the token (or session) they act through, when tokens are enforced.
+    pub actor: Option<Actor>,
     /// What it may do (admin when tokens are not enforced: the lake is open on loopback).
     pub role: Role,
     policy: crate::identity::Policy,
 }
 
 impl Caller {
-    /// Who acted, as provenance records it: the token's owner and the token
-    /// (`ana (token 0190...)`); `None` when tokens are not enforced.
-    pub fn actor(&self) -> Option<String> {
-        match (&self.owner, self.token) {
-            (Some(o), Some(t)) => Some(format!("{o} (token {})", t.simple())),
-            (Some(o), None) => Some(o.clone()),
-            _ => None,
-        }
-    }
-
     /// Refuses (403) unless the caller holds `right`.
     pub fn require(&self, right: Right) -> Result<(), ApiError> {
-        check(&self.policy, self.role, right)
-            .map_err(|r| ApiError::new(StatusCode::FORBIDDEN, "forbidden", r.to_string()))
+        check(&self.policy, self.role, right).map_err(|r| {
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", r.to_string()).refusing(right)
+        })
+    }
+
+    /// What the caller may see.
+    pub fn visibility(&self) -> Visibility {
+        Visibility::of(&self.policy, self.role)
+    }
+
+    /// Passes `dataset` on when the caller may see it; otherwise the same 404 as a dataset that
+    /// does not exist.
+    pub fn reveal(
+        &self,
+        dataset: crate::catalog::Dataset,
+    ) -> Result<crate::catalog::Dataset, ApiError> {
+        if self.visibility().sees(dataset.layer) {
+            Ok(dataset)
+        } else {
+            Err(
+                crate::lake::LakeError::NotFound(format!("dataset {} not found", dataset.id))
+                    .into(),
+            )
+        }
     }
 }
 
@@ -50,14 +73,52 @@ impl Caller {
 pub fn right_of(method: &Method, route: &str) -> Option<Right> {
     match (method.as_str(), route) {
         (_, "/" | "/health" | "/metrics" | "/openapi.json" | "/docs" | "/docs/docs.css") => None,
-        (_, r) if r.starts_with("/backup") => Some(Right::Administer),
+        (_, r) if r.starts_with("/backup") || r.starts_with("/audit") => Some(Right::Administer),
         ("GET", "/catalog/{id}/download/{filename}") => Some(Right::Download),
+        // Uploaded files are raw datasets.
+        ("GET", "/files" | "/files/{id}") => Some(Right::DownloadRaw),
         // A merge computes a new table; saving it writes one.
         ("GET", "/files/merge") => Some(Right::Write),
         ("GET" | "HEAD", _) => Some(Right::Read),
         ("DELETE", _) => Some(Right::Delete),
         ("POST", "/layers/promote") => Some(Right::PromoteToProcessed),
         _ => Some(Right::Write),
+    }
+}
+
+/// The per-process limits on how often a token may ask and an address may fail to authenticate.
+#[derive(Debug)]
+pub struct Guard {
+    per_token: Option<DefaultKeyedRateLimiter<String>>,
+    failed_auth: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl Guard {
+    /// Limits from `[auth]` (0 turns one off).
+    pub fn new(auth: &crate::config::AuthConfig) -> Self {
+        fn keyed<K: std::hash::Hash + Eq + Clone>(
+            per_minute: u32,
+        ) -> Option<DefaultKeyedRateLimiter<K>> {
+            NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)))
+        }
+        Self {
+            per_token: keyed(auth.requests_per_minute),
+            failed_auth: keyed(auth.failed_auth_per_minute),
+        }
+    }
+
+    /// How long `key` must wait, when `limiter` has no room for it now.
+    fn wait<K: std::hash::Hash + Eq + Clone>(
+        limiter: Option<&DefaultKeyedRateLimiter<K>>,
+        key: &K,
+    ) -> Option<Duration> {
+        let limiter = limiter?;
+        let over = limiter.check_key(key).err()?;
+        // Keys of callers who stopped asking are dropped now and then.
+        if limiter.len() > 10_000 {
+            limiter.retain_recent();
+        }
+        Some(over.wait_time_from(limiter.clock().now()))
     }
 }
 
@@ -74,59 +135,178 @@ fn unauthorized(why: &str) -> Response {
     r
 }
 
-/// The middleware: authenticates, checks the route's right, and hands the [`Caller`] on.
+/// A 429 that says when to come back.
+fn too_many(why: &str, wait: Duration) -> Response {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut r = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        format!("{why}; retry after {secs} s"),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+/// The bearer token a request presents, or why it presents none.
+fn bearer(req: &Request) -> Result<&str, &'static str> {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or("this lake asks who you are")?
+        .to_str()
+        .map_err(|_| "the Authorization header is not a bearer token")?
+        .trim();
+    match value.split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => Ok(t.trim()),
+        _ => Err("the Authorization header is not a bearer token"),
+    }
+}
+
+/// The request as the audit log will record it, filled in as the middleware learns more.
+struct Trail {
+    entry: NewAuditEntry,
+    right: Option<Right>,
+}
+
+impl Trail {
+    fn new(req: &Request, right: Option<Right>) -> Self {
+        let client = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("", |p| p.as_str())
+            .to_owned();
+        Self {
+            entry: NewAuditEntry {
+                request_id: uuid::Uuid::now_v7().simple().to_string(),
+                principal: None,
+                token_id: None,
+                client,
+                method: req.method().as_str().to_owned(),
+                route,
+                resource: req.uri().path().chars().take(2048).collect(),
+                action: right.map_or("", Right::as_str).to_owned(),
+                decision: Decision::Allowed,
+                reason: None,
+                status: 0,
+            },
+            right,
+        }
+    }
+
+    /// Records the response when it changed something or refused, and hands it on with the
+    /// request's id.
+    async fn close(mut self, s: &AppState, mut resp: Response) -> Response {
+        let status = resp.status();
+        let refused = matches!(
+            status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+        );
+        let mutating = !matches!(self.entry.method.as_str(), "GET" | "HEAD" | "OPTIONS");
+        if let Some(note) = resp.extensions().get::<ErrorNote>() {
+            self.entry.reason = Some(note.message.clone());
+            if let Some(r) = note.refused {
+                self.right = Some(r);
+                self.entry.action = r.as_str().to_owned();
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.entry.request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        if refused {
+            self.entry.decision = Decision::Refused;
+            metrics::counter!("lake_refusals_total", "action" => self.entry.action.clone(), "status" => status.as_str().to_owned()).increment(1);
+        }
+        if refused || mutating {
+            self.entry.status = status.as_u16();
+            if let Err(e) = s.lake.audit().record(&self.entry).await {
+                tracing::error!(request_id = %self.entry.request_id, error = %e, "Audit entry not recorded");
+            }
+        }
+        resp
+    }
+}
+
+/// The middleware: authenticates, checks the route's right and the caller's rate, hands the
+/// [`Caller`] on, and appends to the audit log.
 pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    let rules = s.lake.settings().access;
-    let route = req
+    let rules = &s.lake.settings().access;
+    let right = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let right = match &route {
-        Some(r) => right_of(req.method(), r),
-        // No route matched: the router answers 404 whoever asks.
-        None => None,
+        .and_then(|p| right_of(req.method(), p.as_str()));
+    // Open routes, and no route at all (the router answers 404 whoever asks).
+    let Some(right) = right else {
+        return next.run(req).await;
     };
+    let mut trail = Trail::new(&req, Some(right));
     let caller = if rules.enforce {
-        let Some(right) = right else {
-            return next.run(req).await;
+        let principal = match bearer(&req) {
+            Ok(token) => s.lake.access().authenticate(token).await,
+            Err(why) => Err(why.to_owned()),
         };
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim);
-        let token = match presented {
-            None => return unauthorized("this lake asks who you are"),
-            Some(v) => match v.split_once(' ') {
-                Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-                _ => return unauthorized("the Authorization header is not a bearer token"),
+        match principal {
+            Ok(p) => Caller {
+                actor: Some(Actor {
+                    user: p.user,
+                    via: Some(p.via),
+                }),
+                role: p.role,
+                policy: rules.policy,
             },
-        };
-        let record = match s.lake.access().authenticate(token).await {
-            Ok(r) => r,
-            Err(why) => return unauthorized(&why),
-        };
-        let caller = Caller {
-            owner: Some(record.owner),
-            token: Some(record.id),
-            role: record.role,
-            policy: rules.policy,
-        };
-        if let Err(e) = caller.require(right) {
-            return e.into_response();
+            Err(why) => {
+                let ip = req
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip());
+                let resp = match ip.and_then(|ip| Guard::wait(s.guard.failed_auth.as_ref(), &ip)) {
+                    Some(wait) => {
+                        too_many("too many failed authentications from this address", wait)
+                    }
+                    None => unauthorized(&why),
+                };
+                let resp = with_note(resp, why);
+                return trail.close(&s, resp).await;
+            }
         }
-        caller
     } else {
         Caller {
-            owner: None,
-            token: None,
+            actor: None,
             role: Role::Admin,
             policy: rules.policy,
         }
     };
-    let actor = caller.actor();
+    if let Some(a) = &caller.actor {
+        trail.entry.principal = Some(a.user.clone());
+        trail.entry.token_id = a.via.clone();
+        let key = a.via.clone().unwrap_or_else(|| a.user.clone());
+        if let Some(wait) = Guard::wait(s.guard.per_token.as_ref(), &key) {
+            let why = "this token has made too many requests";
+            let resp = with_note(too_many(why, wait), why.into());
+            return trail.close(&s, resp).await;
+        }
+    }
+    if let Err(e) = caller.require(right) {
+        return trail.close(&s, e.into_response()).await;
+    }
+    let actor = caller.actor.clone();
     req.extensions_mut().insert(caller);
-    crate::provenance::acting_as(actor, next.run(req)).await
+    let resp = crate::provenance::acting_as(actor, next.run(req)).await;
+    trail.close(&s, resp).await
+}
+
+/// `resp` with the reason the audit log keeps.
+fn with_note(mut resp: Response, why: String) -> Response {
+    resp.extensions_mut().insert(ErrorNote {
+        message: why,
+        refused: None,
+    });
+    resp
 }
 
 #[cfg(test)]
@@ -144,8 +324,10 @@ mod tests {
             right_of(&get, "/catalog/{id}/download/{filename}"),
             Some(Right::Download)
         );
+        assert_eq!(right_of(&get, "/files"), Some(Right::DownloadRaw));
         assert_eq!(right_of(&get, "/files/merge"), Some(Right::Write));
         assert_eq!(right_of(&get, "/backup/jobs"), Some(Right::Administer));
+        assert_eq!(right_of(&get, "/audit"), Some(Right::Administer));
         assert_eq!(
             right_of(&Method::POST, "/backup/trigger"),
             Some(Right::Administer)
@@ -163,5 +345,27 @@ mod tests {
             right_of(&Method::DELETE, "/catalog/{id}"),
             Some(Right::Delete)
         );
+    }
+
+    #[test]
+    fn a_limited_key_waits_and_others_do_not() {
+        let guard = Guard::new(&crate::config::AuthConfig {
+            requests_per_minute: 2,
+            ..Default::default()
+        });
+        let key = "t1".to_owned();
+        assert!(Guard::wait(guard.per_token.as_ref(), &key).is_none());
+        assert!(Guard::wait(guard.per_token.as_ref(), &key).is_none());
+        let wait = Guard::wait(guard.per_token.as_ref(), &key).expect("the third request waits");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert!(Guard::wait(guard.per_token.as_ref(), &"t2".to_owned()).is_none());
+        let off = Guard::new(&crate::config::AuthConfig {
+            requests_per_minute: 0,
+            ..Default::default()
+        });
+        assert!((0..100).all(|_| Guard::wait(off.per_token.as_ref(), &key).is_none()));
     }
 }

@@ -1,0 +1,28 @@
+-- Who acted, through what, and why: the user is `actor`; the token (or sign-in session) they acted
+-- through and the reason they gave sit beside it, so PROV-JSON can name each as an agent.
+ALTER TABLE provenance ADD COLUMN actor_token TEXT;
+ALTER TABLE provenance ADD COLUMN reason TEXT;
+
+-- The audit log: every mutating request and every refusal (401, 403, 429), append-only like
+-- provenance (the triggers below refuse UPDATE and DELETE).
+CREATE TABLE audit (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    principal  TEXT,                                   -- the user, when known
+    token_id   TEXT,                                   -- the token or session, when known
+    client     TEXT,                                   -- the client's address
+    method     TEXT NOT NULL,
+    route      TEXT NOT NULL,                          -- the route pattern, e.g. /catalog/{id}
+    resource   TEXT NOT NULL,                          -- the path asked for
+    action     TEXT NOT NULL,                          -- the right the request needed
+    decision   TEXT NOT NULL CHECK (decision IN ('allowed', 'refused')),
+    reason     TEXT,
+    status     INTEGER NOT NULL
+);
+CREATE INDEX audit_at ON audit (at);
+CREATE INDEX audit_principal ON audit (principal, seq);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
