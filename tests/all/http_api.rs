@@ -693,7 +693,7 @@ async fn search_download_delete_and_graph() {
     assert!(
         prov["activity"]
             .as_object()
-            .is_some_and(|a| a.values().any(|v| v["prov:type"] == "lake:promotion"))
+            .is_some_and(|a| a.values().any(|v| v["prov:type"]["$"] == "lake:promotion"))
     );
 
     let (_, layers) = t.call(Method::GET, "/layers", None).await;
