@@ -5,9 +5,11 @@
 #     bash host/benches/run.sh plugins    # plugin runtime: overhead, CSV and XLSX parse, restart
 #     bash host/benches/run.sh files      # file service: upload+parse, merge cold/cached, save,
 #                                         # 2 GB upload RSS, 5M x 5M, peers (seed, Polars, DuckDB)
+#     bash host/benches/run.sh auth       # token check: added GET /catalog latency at 500 req/s
 #     bash host/benches/run.sh            # api and plugins
 #
-# Knobs: see host/benches/api.rs and host/benches/plugins.rs.
+# Knobs: see host/benches/api.rs and host/benches/plugins.rs; files and auth take
+# LAKE_BENCH_FILES_ARGS / LAKE_BENCH_AUTH_ARGS (extra flags of files.py / auth.py).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 suites=("${@:-api plugins}")
@@ -41,6 +43,11 @@ for suite in ${suites[*]}; do
             "$venv/bin/python" host/benches/files.py --lake "$target/release/lake" \
                 --python "$venv/bin/python" --peers --five-m ${LAKE_BENCH_FILES_ARGS:-}
             ;;
-        *) echo "unknown suite $suite (api, plugins, files)" >&2; exit 2 ;;
+        auth)
+            cargo build --release -p lake-host
+            target="${CARGO_TARGET_DIR:-target}"
+            python3 host/benches/auth.py --lake "$target/release/lake" ${LAKE_BENCH_AUTH_ARGS:-}
+            ;;
+        *) echo "unknown suite $suite (api, plugins, files, auth)" >&2; exit 2 ;;
     esac
 done

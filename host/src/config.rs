@@ -202,7 +202,7 @@ impl Default for AuthConfig {
         Self {
             mode: AuthMode::Auto,
             raw_download_role: crate::identity::Role::Contributor,
-            requests_per_minute: 1200,
+            requests_per_minute: 3000,
             failed_auth_per_minute: 30,
             oidc: OidcConfig::default(),
         }

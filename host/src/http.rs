@@ -295,6 +295,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Not found (404, exactly as a dataset that does not exist) when the caller may not see dataset
+/// `id`. Only a caller who may not see every layer costs a look at the dataset's.
+async fn visible(s: &AppState, caller: &auth::Caller, id: DatasetId) -> Result<(), ApiError> {
+    if caller.visibility() != Visibility::ALL {
+        caller.reveal(s.lake.get_dataset(id).await?)?;
+    }
+    Ok(())
+}
+
 /// Lets an upload in while fewer than `[server] max_concurrent_uploads` are being received; 429
 /// with Retry-After otherwise.
 async fn one_of_the_uploads(State(s): State<AppState>, req: Request, next: Next) -> Response {
@@ -579,7 +588,7 @@ async fn delete_dataset(
 ) -> Result<Json<Deleted>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
     let id = parse_id(&id)?;
-    caller.reveal(s.lake.get_dataset(id).await?)?;
+    visible(&s, &caller, id).await?;
     s.lake.delete(id, q.reason.as_deref()).await?;
     Ok(Json(Deleted { id, deleted: true }))
 }
@@ -593,7 +602,7 @@ async fn list_files(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<FileRecord>>, ApiError> {
     let id = parse_id(&id)?;
-    caller.reveal(s.lake.get_dataset(id).await?)?;
+    visible(&s, &caller, id).await?;
     Ok(Json(s.lake.dataset_files(id).await?))
 }
 
@@ -645,11 +654,7 @@ async fn download(
     Path((id, filename)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    // Only a caller who may not see every layer costs a look at the dataset's; a raw dataset is
-    // not found for one who may not download it.
-    if caller.visibility() != Visibility::ALL {
-        caller.reveal(s.lake.get_dataset(id).await?)?;
-    }
+    visible(&s, &caller, id).await?;
     match s.lake.download(id, &filename).await? {
         Download::Redirect(url) => Ok(Redirect::temporary(&url).into_response()),
         Download::Stream {
@@ -723,7 +728,7 @@ async fn promote(
     if target_layer != Layer::Processed {
         caller.require(Right::PromoteFurther)?;
     }
-    caller.reveal(s.lake.get_dataset(dataset_id).await?)?;
+    visible(&s, &caller, dataset_id).await?;
     let p = s
         .lake
         .promotions()
