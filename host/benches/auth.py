@@ -176,7 +176,9 @@ class Lake:
                     "name": f"{src.upper()} series {1000 + i}: expression profiling of sample set {i}",
                     "source": src,
                     "external_id": f"GSE{1000 + i}" if src == "geo" else f"{src.upper()}{1000 + i}",
-                    "layer": "raw",
+                    # Processed: a reader sees it (raw data is hidden from roles that may not
+                    # download it), so both servers answer with the same page.
+                    "layer": "processed",
                     "metadata": {
                         "organism": organisms[i % len(organisms)],
                         "platform": f"GPL{570 + i % 7}",
@@ -348,6 +350,9 @@ def main():
                 "page_bytes": size, "status_without_token": anon}
             print(f"[{name}] ready: {json.dumps(rec['servers'][name])}", file=sys.stderr)
             drivers[name] = Driver(lake, a.path, lake.auth(lake.reader_token), a.workers)
+        pages = {n: (v["page_items"], v["page_bytes"]) for n, v in rec["servers"].items()}
+        if len(set(pages.values())) != 1:
+            raise SystemExit(f"the two servers answer different pages, so their latencies do not compare: {pages}")
         if rec["servers"]["tokens"]["status_without_token"] != 401:
             raise SystemExit("the tokens server answered without a token: auth is not enforced")
         if rec["servers"]["off"]["status_without_token"] != 200:
