@@ -789,14 +789,14 @@ pub async fn audit_entries_filter_and_page_newest_first(c: Arc<dyn Catalog>) {
         q
     };
     let all = c.audit_entries(&q(|_| {})).await.expect("read");
-    let ids: Vec<&str> = all.iter().map(|e| e.request_id.as_str()).collect();
+    let ids: Vec<&str> = all.iter().map(|e| e.request.request_id.as_str()).collect();
     let want: Vec<&str> = written
         .iter()
         .rev()
         .map(|e| e.request_id.as_str())
         .collect();
     assert_eq!(ids, want, "newest first");
-    let back = &all[1];
+    let back = &all[1].request;
     assert_eq!(
         (
             back.principal.as_deref(),
@@ -807,19 +807,23 @@ pub async fn audit_entries_filter_and_page_newest_first(c: Arc<dyn Catalog>) {
         (Some("ben"), Some("token-of-ben"), 403, Decision::Refused)
     );
     assert_eq!(back.reason.as_deref(), Some("needs the curator role"));
-    assert!(back.at >= start && back.at <= chrono::Utc::now());
+    assert!(all[1].at >= start && all[1].at <= chrono::Utc::now());
     let refused = c
         .audit_entries(&q(|q| q.decision = Some(Decision::Refused)))
         .await
         .expect("read");
     assert_eq!(refused.len(), 3);
-    assert!(refused.iter().all(|e| e.decision == Decision::Refused));
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.request.decision == Decision::Refused)
+    );
     let ana = c
         .audit_entries(&q(|q| q.principal = Some("ana".into())))
         .await
         .expect("read");
     assert_eq!(
-        ana.iter().map(|e| e.status).collect::<Vec<_>>(),
+        ana.iter().map(|e| e.request.status).collect::<Vec<_>>(),
         vec![429, 201]
     );
     // Pages continue before the last seq seen; time bounds cut both ways.
