@@ -859,6 +859,77 @@ pub async fn audit_entries_filter_and_page_newest_first(c: Arc<dyn Catalog>) {
     assert!(before_start.is_empty());
 }
 
+pub async fn users_are_named_once_and_disabled_once(c: Arc<dyn Catalog>) {
+    use lake_host::catalog::{NewToken, UserRecord};
+    use lake_host::identity::{Bearer, Role, UserKind};
+    let ana = UserRecord {
+        name: "ana".into(),
+        kind: UserKind::Person,
+        role: Role::Curator,
+        created_at: chrono::Utc::now(),
+        disabled_at: None,
+    };
+    let got = c.insert_user(&ana).await.expect("insert");
+    assert_eq!(
+        (got.name.as_str(), got.kind, got.role),
+        ("ana", UserKind::Person, Role::Curator)
+    );
+    let taken = c.insert_user(&ana).await;
+    assert!(
+        matches!(&taken, Err(CatalogError::Conflict(k)) if k.constraint == lake_host::catalog::Constraint::UserName),
+        "{taken:?}"
+    );
+    c.insert_user(&UserRecord {
+        name: "seq-3".into(),
+        kind: UserKind::Service,
+        ..ana.clone()
+    })
+    .await
+    .expect("insert");
+    let names: Vec<String> = c
+        .list_users()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["ana", "seq-3"]);
+    assert!(matches!(
+        c.user("nobody").await,
+        Err(CatalogError::NotFound(_))
+    ));
+    // A token read back says whether its user is disabled; disabling keeps the first time.
+    let b = Bearer::generate();
+    c.insert_token(&NewToken {
+        id: b.id,
+        name: "laptop".into(),
+        owner: "ana".into(),
+        role: Role::Reader,
+        digest: b.secret.digest(),
+        expires_at: chrono::Utc::now() + chrono::Duration::days(1),
+    })
+    .await
+    .expect("token");
+    assert!(
+        c.token(b.id)
+            .await
+            .expect("token")
+            .owner_disabled_at
+            .is_none()
+    );
+    let first = c.disable_user("ana").await.expect("disable").disabled_at;
+    assert!(first.is_some());
+    assert_eq!(
+        c.disable_user("ana").await.expect("again").disabled_at,
+        first
+    );
+    assert_eq!(c.token(b.id).await.expect("token").owner_disabled_at, first);
+    assert!(matches!(
+        c.disable_user("nobody").await,
+        Err(CatalogError::NotFound(_))
+    ));
+}
+
 pub async fn tokens_keep_only_a_digest_and_revoke_once(c: Arc<dyn Catalog>) {
     use lake_host::catalog::NewToken;
     use lake_host::identity::{Bearer, Role};
@@ -1015,6 +1086,7 @@ macro_rules! conformance {
             conformance!(@one $make, jobs_are_claimed_and_scheduled_once);
             conformance!(@one $make, one_raw_dataset_per_collected_version);
             conformance!(@one $make, tokens_keep_only_a_digest_and_revoke_once);
+            conformance!(@one $make, users_are_named_once_and_disabled_once);
             conformance!(@one $make, conflicts_name_their_constraint);
             conformance!(@one $make, audit_entries_filter_and_page_newest_first);
         }
