@@ -313,6 +313,8 @@ def main():
     ap.add_argument("--plugin-wait", type=float, default=1800.0,
                     help="seconds to wait for the bundled plugins to load")
     a = ap.parse_args()
+    # The servers and the CLI run in their own directories: the binary is named absolutely.
+    a.lake = os.path.abspath(a.lake)
     if not os.access(a.lake, os.X_OK):
         raise SystemExit(f"no lake binary at {a.lake} (cargo build --release -p lake-host)")
 
