@@ -90,6 +90,7 @@ class Lake:
 
     def issue_tokens(self):
         self.admin_token = self.cli("admin", "bootstrap")["token"]
+        self.cli("user", "add", "bench", "--role", "reader", "--service")
         self.reader_token = self.cli("token", "create", "--owner", "bench", "--role", "reader",
                                      "--name", "bench")["token"]
 

@@ -51,7 +51,7 @@ impl FromStr for Decision {
 }
 
 /// One request as the audit log records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NewAuditEntry {
     /// The request's id (also sent back as `x-request-id`).
     pub request_id: String,
@@ -77,35 +77,16 @@ pub struct NewAuditEntry {
     pub status: u16,
 }
 
-/// A recorded audit entry.
+/// A recorded audit entry: the request, where it stands in the log and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Position in the log (newest highest); pages continue `before` it.
     pub seq: i64,
     /// When it was recorded.
     pub at: DateTime<Utc>,
-    /// The request's id.
-    pub request_id: String,
-    /// The user or service account, when authenticated.
-    pub principal: Option<String>,
-    /// The token or sign-in session, when authenticated.
-    pub token_id: Option<String>,
-    /// The client's address.
-    pub client: Option<String>,
-    /// HTTP method.
-    pub method: String,
-    /// Route pattern.
-    pub route: String,
-    /// The path asked for.
-    pub resource: String,
-    /// The right the request needed.
-    pub action: String,
-    /// Let through or refused.
-    pub decision: Decision,
-    /// Why it was refused, or the handler's error.
-    pub reason: Option<String>,
-    /// HTTP status answered.
-    pub status: u16,
+    /// The request.
+    #[serde(flatten)]
+    pub request: NewAuditEntry,
 }
 
 /// Which entries to read, newest first.

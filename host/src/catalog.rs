@@ -38,6 +38,8 @@
 //! * A token is stored by its id with the digest of its secret, never the secret. Revoking is
 //!   final and keeps the first revocation time; tokens are not part of a dump (a restored lake
 //!   issues its own).
+//! * A user is stored by name ([`Constraint::UserName`] when taken); disabling is final and keeps
+//!   the first time. A token read back says whether its user is disabled.
 //!
 //! # Audit
 //!
@@ -443,6 +445,8 @@ pub enum Constraint {
     ScheduleKey,
     /// A job or provenance entry with this id exists already.
     RecordId,
+    /// A user of this name exists already.
+    UserName,
     /// The job is not queued, so it cannot be started.
     JobNotQueued,
     /// The job has ended already.
@@ -662,6 +666,24 @@ pub struct TokenRecord {
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When its user was disabled (its tokens stop working then).
+    #[serde(skip)]
+    pub owner_disabled_at: Option<DateTime<Utc>>,
+}
+
+/// A user or service account: the principal tokens act for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct UserRecord {
+    /// Its name (`ana`, `sequencer-3`).
+    pub name: String,
+    /// A person, or a service account (a pipeline, an instrument).
+    pub kind: crate::identity::UserKind,
+    /// The most its tokens may hold.
+    pub role: crate::identity::Role,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+    /// When it was disabled.
+    pub disabled_at: Option<DateTime<Utc>>,
 }
 
 /// A token to record.
@@ -695,6 +717,14 @@ pub trait Tokens: Send + Sync {
     async fn revoke_token(&self, id: uuid::Uuid) -> Result<TokenRecord, CatalogError>;
     /// Notes that a token authenticated a request now.
     async fn touch_token(&self, id: uuid::Uuid) -> Result<(), CatalogError>;
+    /// Records a user; [`Constraint::UserName`] conflict when the name is taken.
+    async fn insert_user(&self, user: &UserRecord) -> Result<UserRecord, CatalogError>;
+    /// One user; [`CatalogError::NotFound`] when unknown.
+    async fn user(&self, name: &str) -> Result<UserRecord, CatalogError>;
+    /// Every user, by name.
+    async fn list_users(&self) -> Result<Vec<UserRecord>, CatalogError>;
+    /// Disables a user (once: the first time is kept); [`CatalogError::NotFound`] when unknown.
+    async fn disable_user(&self, name: &str) -> Result<UserRecord, CatalogError>;
 }
 
 /// Implements [`Tokens`] for an adapter from the shared SQL (`catalog/sql.rs`) and row mapping
@@ -758,6 +788,47 @@ macro_rules! impl_tokens {
                 .await
                 .map_err(db_err)?;
                 Ok(())
+            }
+
+            async fn insert_user(
+                &self,
+                user: &super::UserRecord,
+            ) -> Result<super::UserRecord, CatalogError> {
+                query(sql::INSERT_USER, |v| rows::new_user(v, user))?
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                super::Tokens::user(self, &user.name).await
+            }
+
+            async fn user(&self, name: &str) -> Result<super::UserRecord, CatalogError> {
+                let row = query(sql::SELECT_USER, |v| v.text(name))?
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db_err)?
+                    .ok_or_else(|| CatalogError::NotFound(format!("user {name:?}")))?;
+                rows::user(&row)
+            }
+
+            async fn list_users(&self) -> Result<Vec<super::UserRecord>, CatalogError> {
+                query(sql::LIST_USERS, |_| {})?
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db_err)?
+                    .iter()
+                    .map(rows::user)
+                    .collect()
+            }
+
+            async fn disable_user(&self, name: &str) -> Result<super::UserRecord, CatalogError> {
+                query(sql::DISABLE_USER, |v| {
+                    v.text(name);
+                    v.time(Utc::now())
+                })?
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+                super::Tokens::user(self, name).await
             }
         }
     };

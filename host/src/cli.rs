@@ -20,6 +20,7 @@ mod backup;
 mod files;
 mod ingest;
 mod tokens;
+mod users;
 
 /// The lake: a governed data lake for biomedical research labs.
 #[derive(Debug, Parser)]
@@ -120,6 +121,9 @@ enum Command {
     /// Backup commands: run, list, verify.
     #[command(subcommand)]
     Backup(backup::BackupCmd),
+    /// Users and service accounts: add, list, disable.
+    #[command(subcommand)]
+    User(users::UserCmd),
     /// Bearer tokens: create, list, revoke.
     #[command(subcommand)]
     Token(tokens::TokenCmd),
@@ -489,6 +493,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Backup(cmd) => {
             let lake = Lake::open(&cfg).await?;
             backup::backup(&lake, cmd).await
+        }
+        Command::User(cmd) => {
+            let lake = Lake::open(&cfg).await?;
+            users::user(&lake, cmd).await
         }
         Command::Token(cmd) => {
             let lake = Lake::open(&cfg).await?;

@@ -1040,6 +1040,7 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         crate::collect::ParseStatus,
         crate::backup::BackupResult,
         crate::audit::AuditEntry,
+        crate::audit::NewAuditEntry,
         crate::audit::AuditPage,
         crate::audit::Decision
     ))

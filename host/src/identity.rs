@@ -73,6 +73,37 @@ impl FromStr for Role {
     }
 }
 
+/// Whom a user record names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UserKind {
+    /// A person.
+    Person,
+    /// A service account: a pipeline, an instrument, a scheduler.
+    Service,
+}
+
+impl UserKind {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserKind::Person => "person",
+            UserKind::Service => "service",
+        }
+    }
+}
+
+impl FromStr for UserKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "person" => Ok(UserKind::Person),
+            "service" => Ok(UserKind::Service),
+            other => Err(format!("unknown user kind {other:?} (person or service)")),
+        }
+    }
+}
+
 /// The kinds of request the roles are defined over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Right {
@@ -355,20 +386,78 @@ crate::lake::service! {
     Access, access, AccessState = access
 }
 
+/// A user's name as given: 1 to 256 characters, no control characters.
+fn user_name(name: &str, field: &str) -> Result<String, LakeError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(LakeError::Invalid(format!(
+            "{field}: must be 1 to 256 characters without control characters"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
 impl Access<'_> {
-    /// Issues a token; its text is in the answer and nowhere else.
+    /// Adds a user or service account whose tokens may hold at most `role`.
+    pub async fn add_user(
+        &self,
+        name: &str,
+        kind: UserKind,
+        role: Role,
+    ) -> Result<crate::catalog::UserRecord, LakeError> {
+        let name = user_name(name, "name")?;
+        Ok(self
+            .catalog
+            .insert_user(&crate::catalog::UserRecord {
+                name,
+                kind,
+                role,
+                created_at: chrono::Utc::now(),
+                disabled_at: None,
+            })
+            .await?)
+    }
+
+    /// Every user, by name.
+    pub async fn users(&self) -> Result<Vec<crate::catalog::UserRecord>, LakeError> {
+        Ok(self.catalog.list_users().await?)
+    }
+
+    /// Disables a user: their tokens stop working at once, on every replica.
+    pub async fn disable_user(&self, name: &str) -> Result<crate::catalog::UserRecord, LakeError> {
+        Ok(self.catalog.disable_user(name.trim()).await?)
+    }
+
+    /// Issues a token for a live user, at most their role; its text is in the answer and nowhere
+    /// else.
     pub async fn issue(&self, req: TokenRequest) -> Result<Issued, LakeError> {
         let name = req.name.trim();
-        let owner = req.owner.trim();
+        let owner = user_name(&req.owner, "owner")?;
+        let owner = owner.as_str();
         if name.is_empty() || name.len() > 128 {
             return Err(LakeError::Invalid(
                 "name: must be 1 to 128 characters".into(),
             ));
         }
-        if owner.is_empty() || owner.len() > 256 || owner.chars().any(char::is_control) {
-            return Err(LakeError::Invalid(
-                "owner: must be 1 to 256 characters without control characters".into(),
-            ));
+        let user = match self.catalog.user(owner).await {
+            Ok(u) => u,
+            Err(crate::catalog::CatalogError::NotFound(_)) => {
+                return Err(LakeError::Invalid(format!(
+                    "owner: no user {owner:?}; add one with `lake user add {owner} --role ROLE`"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if user.disabled_at.is_some() {
+            return Err(LakeError::Invalid(format!(
+                "owner: the user {owner:?} is disabled"
+            )));
+        }
+        if req.role > user.role {
+            return Err(LakeError::Invalid(format!(
+                "role: {owner:?} is a {}; their tokens may hold that role or less, not {}",
+                user.role, req.role
+            )));
         }
         let days = req.days.unwrap_or(DEFAULT_TOKEN_DAYS);
         if days == 0 || days > MAX_TOKEN_DAYS {
@@ -421,6 +510,19 @@ impl Access<'_> {
                 "this lake has a live admin token already; an admin issues further tokens with `lake token create`".into(),
             ));
         }
+        match self.catalog.user("admin").await {
+            Ok(u) if u.role == Role::Admin && u.disabled_at.is_none() => {}
+            Ok(_) => {
+                return Err(LakeError::Conflict(
+                    "the user \"admin\" is disabled or not an admin; add an admin with `lake user add NAME --role admin` and issue their token with `lake token create`".into(),
+                ));
+            }
+            Err(crate::catalog::CatalogError::NotFound(_)) => {
+                self.add_user("admin", UserKind::Person, Role::Admin)
+                    .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.issue(TokenRequest {
             name: "bootstrap".into(),
             owner: "admin".into(),
@@ -458,6 +560,9 @@ impl Access<'_> {
         }
         if record.revoked_at.is_some() {
             return Err("the token was revoked".into());
+        }
+        if record.owner_disabled_at.is_some() {
+            return Err(format!("the token's user {:?} is disabled", record.owner));
         }
         if record.expires_at <= chrono::Utc::now() {
             return Err("the token has expired".into());

@@ -868,18 +868,15 @@ impl Lake {
     /// The linear lineage of a dataset, as a caller who sees `vis` finds it (see
     /// [`LineageGraph::restricted`]).
     pub async fn lineage(&self, id: DatasetId, vis: Visibility) -> Result<Lineage, LakeError> {
-        let graph = self
-            .visible_graph(id, 10_000, Direction::Ancestors, vis)
+        let (graph, entries) = self
+            .restricted_lineage(id, 10_000, Direction::Ancestors, vis)
             .await?;
-        let ids: Vec<DatasetId> = graph.nodes.iter().map(|n| n.id).collect();
-        let entries = self.catalog.provenance_of(&ids).await?;
-        let (graph, stand_in) = graph.restricted(|l| vis.sees(l));
         let mut ancestors: Vec<_> = graph.nodes.iter().filter(|n| n.distance < 0).collect();
         ancestors.sort_by_key(|n| -n.distance);
         Ok(Lineage {
             dataset_id: id,
             ancestors: ancestors.into_iter().map(|n| n.id).collect(),
-            entries: crate::provenance::restrict_entries(entries, &stand_in),
+            entries,
             hidden: graph.hidden,
         })
     }
@@ -903,12 +900,26 @@ impl Lake {
         depth: u32,
         vis: Visibility,
     ) -> Result<serde_json::Value, LakeError> {
-        let graph = self.visible_graph(id, depth, Direction::Both, vis).await?;
+        let (graph, entries) = self
+            .restricted_lineage(id, depth, Direction::Both, vis)
+            .await?;
+        Ok(crate::provenance::to_prov_json(&graph, &entries))
+    }
+
+    /// The lineage graph and the entries of its datasets, as a caller who sees `vis` finds them.
+    async fn restricted_lineage(
+        &self,
+        id: DatasetId,
+        depth: u32,
+        direction: Direction,
+        vis: Visibility,
+    ) -> Result<(LineageGraph, Vec<ProvenanceEntry>), LakeError> {
+        let graph = self.visible_graph(id, depth, direction, vis).await?;
         let ids: Vec<DatasetId> = graph.nodes.iter().map(|n| n.id).collect();
         let entries = self.catalog.provenance_of(&ids).await?;
         let (graph, stand_in) = graph.restricted(|l| vis.sees(l));
         let entries = crate::provenance::restrict_entries(entries, &stand_in);
-        Ok(crate::provenance::to_prov_json(&graph, &entries))
+        Ok((graph, entries))
     }
 
     /// The whole lineage graph around a dataset the caller may see; a dataset they may not is

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use lake_host::identity::{Bearer, Role, TokenRequest};
+use lake_host::identity::{Bearer, Role, TokenRequest, UserKind};
 use serde_json::{Value, json};
 
 use crate::http_api::{TestLake, embedded_settings, settings};
@@ -23,6 +23,21 @@ async fn lake_with_tokens() -> (TestLake, tempfile::TempDir) {
 }
 
 async fn token(t: &TestLake, role: Role) -> String {
+    let owner = format!("{role}-user");
+    if t.lake
+        .access()
+        .users()
+        .await
+        .expect("users")
+        .iter()
+        .all(|u| u.name != owner)
+    {
+        t.lake
+            .access()
+            .add_user(&owner, UserKind::Person, role)
+            .await
+            .expect("add user");
+    }
     t.lake
         .access()
         .issue(TokenRequest {
@@ -516,6 +531,8 @@ async fn the_cli_presents_its_token_to_a_lake_that_asks() {
     assert!(ok, "{err}");
     let admin: Value = serde_json::from_str(&out).expect("json");
     let admin = admin["token"].as_str().expect("token").to_owned();
+    let (ok, _, err) = crate::cli::lake(d, &["user", "add", "ana", "--role", "contributor"]);
+    assert!(ok, "{err}");
     let (ok, out, err) = crate::cli::lake(
         d,
         &["token", "create", "--owner", "ana", "--role", "contributor"],

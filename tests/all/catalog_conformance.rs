@@ -789,14 +789,14 @@ pub async fn audit_entries_filter_and_page_newest_first(c: Arc<dyn Catalog>) {
         q
     };
     let all = c.audit_entries(&q(|_| {})).await.expect("read");
-    let ids: Vec<&str> = all.iter().map(|e| e.request_id.as_str()).collect();
+    let ids: Vec<&str> = all.iter().map(|e| e.request.request_id.as_str()).collect();
     let want: Vec<&str> = written
         .iter()
         .rev()
         .map(|e| e.request_id.as_str())
         .collect();
     assert_eq!(ids, want, "newest first");
-    let back = &all[1];
+    let back = &all[1].request;
     assert_eq!(
         (
             back.principal.as_deref(),
@@ -807,19 +807,23 @@ pub async fn audit_entries_filter_and_page_newest_first(c: Arc<dyn Catalog>) {
         (Some("ben"), Some("token-of-ben"), 403, Decision::Refused)
     );
     assert_eq!(back.reason.as_deref(), Some("needs the curator role"));
-    assert!(back.at >= start && back.at <= chrono::Utc::now());
+    assert!(all[1].at >= start && all[1].at <= chrono::Utc::now());
     let refused = c
         .audit_entries(&q(|q| q.decision = Some(Decision::Refused)))
         .await
         .expect("read");
     assert_eq!(refused.len(), 3);
-    assert!(refused.iter().all(|e| e.decision == Decision::Refused));
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.request.decision == Decision::Refused)
+    );
     let ana = c
         .audit_entries(&q(|q| q.principal = Some("ana".into())))
         .await
         .expect("read");
     assert_eq!(
-        ana.iter().map(|e| e.status).collect::<Vec<_>>(),
+        ana.iter().map(|e| e.request.status).collect::<Vec<_>>(),
         vec![429, 201]
     );
     // Pages continue before the last seq seen; time bounds cut both ways.
@@ -853,6 +857,77 @@ pub async fn audit_entries_filter_and_page_newest_first(c: Arc<dyn Catalog>) {
         .await
         .expect("read");
     assert!(before_start.is_empty());
+}
+
+pub async fn users_are_named_once_and_disabled_once(c: Arc<dyn Catalog>) {
+    use lake_host::catalog::{NewToken, UserRecord};
+    use lake_host::identity::{Bearer, Role, UserKind};
+    let ana = UserRecord {
+        name: "ana".into(),
+        kind: UserKind::Person,
+        role: Role::Curator,
+        created_at: chrono::Utc::now(),
+        disabled_at: None,
+    };
+    let got = c.insert_user(&ana).await.expect("insert");
+    assert_eq!(
+        (got.name.as_str(), got.kind, got.role),
+        ("ana", UserKind::Person, Role::Curator)
+    );
+    let taken = c.insert_user(&ana).await;
+    assert!(
+        matches!(&taken, Err(CatalogError::Conflict(k)) if k.constraint == lake_host::catalog::Constraint::UserName),
+        "{taken:?}"
+    );
+    c.insert_user(&UserRecord {
+        name: "seq-3".into(),
+        kind: UserKind::Service,
+        ..ana.clone()
+    })
+    .await
+    .expect("insert");
+    let names: Vec<String> = c
+        .list_users()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["ana", "seq-3"]);
+    assert!(matches!(
+        c.user("nobody").await,
+        Err(CatalogError::NotFound(_))
+    ));
+    // A token read back says whether its user is disabled; disabling keeps the first time.
+    let b = Bearer::generate();
+    c.insert_token(&NewToken {
+        id: b.id,
+        name: "laptop".into(),
+        owner: "ana".into(),
+        role: Role::Reader,
+        digest: b.secret.digest(),
+        expires_at: chrono::Utc::now() + chrono::Duration::days(1),
+    })
+    .await
+    .expect("token");
+    assert!(
+        c.token(b.id)
+            .await
+            .expect("token")
+            .owner_disabled_at
+            .is_none()
+    );
+    let first = c.disable_user("ana").await.expect("disable").disabled_at;
+    assert!(first.is_some());
+    assert_eq!(
+        c.disable_user("ana").await.expect("again").disabled_at,
+        first
+    );
+    assert_eq!(c.token(b.id).await.expect("token").owner_disabled_at, first);
+    assert!(matches!(
+        c.disable_user("nobody").await,
+        Err(CatalogError::NotFound(_))
+    ));
 }
 
 pub async fn tokens_keep_only_a_digest_and_revoke_once(c: Arc<dyn Catalog>) {
@@ -1011,6 +1086,7 @@ macro_rules! conformance {
             conformance!(@one $make, jobs_are_claimed_and_scheduled_once);
             conformance!(@one $make, one_raw_dataset_per_collected_version);
             conformance!(@one $make, tokens_keep_only_a_digest_and_revoke_once);
+            conformance!(@one $make, users_are_named_once_and_disabled_once);
             conformance!(@one $make, conflicts_name_their_constraint);
             conformance!(@one $make, audit_entries_filter_and_page_newest_first);
         }

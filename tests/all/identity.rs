@@ -41,6 +41,46 @@ fn bootstrap_once_then_tokens_are_created_listed_and_revoked() {
     let (ok, _, err) = lake(d, &["admin", "bootstrap"]);
     assert!(!ok && err.contains("live admin token"), "{err}");
 
+    // A token acts for a user, and holds at most the user's role.
+    let (ok, _, err) = lake(
+        d,
+        &["token", "create", "--owner", "ana", "--role", "curator"],
+    );
+    assert!(!ok && err.contains("no user \"ana\""), "{err}");
+    let (ok, out, err) = lake(d, &["user", "add", "ana", "--role", "curator"]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["kind"], "person");
+    let (ok, _, err) = lake(d, &["user", "add", "ana", "--role", "reader"]);
+    assert!(!ok && err.contains("ana"), "a name is taken once: {err}");
+    let (ok, _, err) = lake(d, &["token", "create", "--owner", "ana", "--role", "admin"]);
+    assert!(!ok && err.contains("is a curator"), "{err}");
+    let (ok, out, err) = lake(
+        d,
+        &[
+            "user",
+            "add",
+            "sequencer-3",
+            "--role",
+            "contributor",
+            "--service",
+        ],
+    );
+    assert!(ok && json(&out)["kind"] == "service", "{out} {err}");
+    let (ok, out, err) = lake(d, &["user", "list"]);
+    assert!(ok, "{err}");
+    let names: Vec<String> = json(&out)
+        .as_array()
+        .map(|us| {
+            us.iter()
+                .filter_map(|u| u["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        names,
+        ["admin", "ana", "sequencer-3"],
+        "bootstrap added the admin user"
+    );
     let (ok, out, err) = lake(
         d,
         &[
@@ -89,6 +129,18 @@ async fn only_a_live_token_with_its_own_secret_authenticates() {
     cfg.storage.local.root = dir.path().join("objects");
     let lake = lake_host::lake::Lake::open(&cfg).await.expect("lake");
     let access = lake.access();
+    access
+        .add_user(
+            "sequencer-3",
+            lake_host::identity::UserKind::Service,
+            Role::Contributor,
+        )
+        .await
+        .expect("user");
+    access
+        .add_user("ana", lake_host::identity::UserKind::Person, Role::Reader)
+        .await
+        .expect("user");
     let issued = access
         .issue(TokenRequest {
             name: "pipeline".into(),
@@ -167,6 +219,40 @@ async fn only_a_live_token_with_its_own_secret_authenticates() {
         .err()
         .unwrap_or_default();
     assert!(e.contains("revoked"), "{e}");
+
+    // Disabling a user stops their live tokens at once, and they get no new one.
+    let live = access
+        .issue(TokenRequest {
+            name: "laptop".into(),
+            owner: "ana".into(),
+            role: Role::Reader,
+            days: None,
+        })
+        .await
+        .expect("issue");
+    assert!(access.authenticate(&live.token).await.is_ok());
+    let disabled = access.disable_user("ana").await.expect("disable");
+    assert!(disabled.disabled_at.is_some());
+    let e = access
+        .authenticate(&live.token)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(e.contains("disabled"), "{e}");
+    let refused = access
+        .issue(TokenRequest {
+            name: "again".into(),
+            owner: "ana".into(),
+            role: Role::Reader,
+            days: None,
+        })
+        .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("disabled")),
+        "{refused:?}"
+    );
 }
 
 /// An OpenID Connect provider (`oidc-provider-mock`, from the test venv) on a loopback port:

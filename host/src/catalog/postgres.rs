@@ -38,6 +38,7 @@ fn constraint_of(name: Option<&str>) -> Constraint {
         "file_claims_pkey" => Constraint::FileClaim,
         "jobs_schedule_key_key" => Constraint::ScheduleKey,
         "jobs_pkey" | "provenance_id_key" => Constraint::RecordId,
+        "users_pkey" => Constraint::UserName,
         _ => Constraint::Other,
     }
 }

@@ -308,7 +308,27 @@ pub(crate) fn token(r: &impl Columns) -> Result<super::TokenRecord, CatalogError
         expires_at: r.time("expires_at")?,
         last_used_at: r.opt_time("last_used_at")?,
         revoked_at: r.opt_time("revoked_at")?,
+        owner_disabled_at: r.opt_time("owner_disabled_at")?,
     })
+}
+
+/// A user row (`sql::SELECT_USER`).
+pub(crate) fn user(r: &impl Columns) -> Result<super::UserRecord, CatalogError> {
+    Ok(super::UserRecord {
+        name: r.text("name")?,
+        kind: r.text("kind")?.parse().map_err(bad_row)?,
+        role: r.text("role")?.parse().map_err(bad_row)?,
+        created_at: r.time("created_at")?,
+        disabled_at: r.opt_time("disabled_at")?,
+    })
+}
+
+/// The parameters of `sql::INSERT_USER`.
+pub(crate) fn new_user(v: &mut impl Values, u: &super::UserRecord) {
+    v.text(&u.name);
+    v.text(u.kind.as_str());
+    v.text(u.role.as_str());
+    v.time(u.created_at);
 }
 
 /// The parameters of `sql::INSERT_TOKEN`.
@@ -356,16 +376,18 @@ pub(crate) fn audit(r: &impl Columns) -> Result<crate::audit::AuditEntry, Catalo
     Ok(crate::audit::AuditEntry {
         seq: r.int("seq")?,
         at: r.time("at")?,
-        request_id: r.text("request_id")?,
-        principal: r.opt_text("principal")?,
-        token_id: r.opt_text("token_id")?,
-        client: r.opt_text("client")?,
-        method: r.text("method")?,
-        route: r.text("route")?,
-        resource: r.text("resource")?,
-        action: r.text("action")?,
-        decision: r.text("decision")?.parse().map_err(bad_row)?,
-        reason: r.opt_text("reason")?,
-        status: u16::try_from(r.int("status")?).map_err(bad_row)?,
+        request: crate::audit::NewAuditEntry {
+            request_id: r.text("request_id")?,
+            principal: r.opt_text("principal")?,
+            token_id: r.opt_text("token_id")?,
+            client: r.opt_text("client")?,
+            method: r.text("method")?,
+            route: r.text("route")?,
+            resource: r.text("resource")?,
+            action: r.text("action")?,
+            decision: r.text("decision")?.parse().map_err(bad_row)?,
+            reason: r.opt_text("reason")?,
+            status: u16::try_from(r.int("status")?).map_err(bad_row)?,
+        },
     })
 }

@@ -130,7 +130,9 @@ pub(super) const LIST_JOBS: &str = concat!(
 /// The token columns, in the order `rows::token` reads them.
 macro_rules! token_cols {
     () => {
-        "id, name, owner, role, digest, created_at, expires_at, last_used_at, revoked_at"
+        "t.id, t.name, t.owner, t.role, t.digest, t.created_at, t.expires_at, t.last_used_at, \
+         t.revoked_at, u.disabled_at AS owner_disabled_at FROM tokens t \
+         LEFT JOIN users u ON u.name = t.owner"
     };
 }
 
@@ -138,22 +140,35 @@ macro_rules! token_cols {
 pub(super) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, name, owner, role, digest, \
      created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 /// `$1`: token id.
-pub(super) const SELECT_TOKEN: &str =
-    concat!("SELECT ", token_cols!(), " FROM tokens WHERE id = $1");
+pub(super) const SELECT_TOKEN: &str = concat!("SELECT ", token_cols!(), " WHERE t.id = $1");
 /// Every token, newest first.
-pub(super) const LIST_TOKENS: &str =
-    concat!("SELECT ", token_cols!(), " FROM tokens ORDER BY id DESC");
+pub(super) const LIST_TOKENS: &str = concat!("SELECT ", token_cols!(), " ORDER BY t.id DESC");
 /// `$1`: owner; that owner's tokens, newest first.
 pub(super) const LIST_OWNER_TOKENS: &str = concat!(
     "SELECT ",
     token_cols!(),
-    " FROM tokens WHERE owner = $1 ORDER BY id DESC"
+    " WHERE t.owner = $1 ORDER BY t.id DESC"
 );
 /// `$1`: token id, `$2`: now. Keeps the first revocation.
 pub(super) const REVOKE_TOKEN: &str =
     "UPDATE tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1";
 /// `$1`: token id, `$2`: now.
 pub(super) const TOUCH_TOKEN: &str = "UPDATE tokens SET last_used_at = $2 WHERE id = $1";
+
+// Users.
+
+/// Binds `rows::new_user`.
+pub(super) const INSERT_USER: &str =
+    "INSERT INTO users (name, kind, role, created_at) VALUES ($1, $2, $3, $4)";
+/// `$1`: name.
+pub(super) const SELECT_USER: &str =
+    "SELECT name, kind, role, created_at, disabled_at FROM users WHERE name = $1";
+/// Every user, by name.
+pub(super) const LIST_USERS: &str =
+    "SELECT name, kind, role, created_at, disabled_at FROM users ORDER BY name";
+/// `$1`: name, `$2`: now. Keeps the first time.
+pub(super) const DISABLE_USER: &str =
+    "UPDATE users SET disabled_at = coalesce(disabled_at, $2) WHERE name = $1";
 
 // Audit.
 

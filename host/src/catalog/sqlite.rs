@@ -47,6 +47,7 @@ fn constraint_of(message: &str) -> Constraint {
         "file_claims.dataset_id, file_claims.name" => Constraint::FileClaim,
         "jobs.schedule_key" => Constraint::ScheduleKey,
         "jobs.id" | "provenance.id" => Constraint::RecordId,
+        "users.name" => Constraint::UserName,
         _ => Constraint::Other,
     }
 }

@@ -54,15 +54,16 @@ pub async fn audit(lake: &Lake, args: AuditArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for e in &page.items {
+        let r = &e.request;
         println!(
             "{}  {:<8} {}  {:<20} {:<6} {}{}",
             e.at.format("%Y-%m-%d %H:%M:%S"),
-            e.decision,
-            e.status,
-            e.principal.as_deref().unwrap_or("-"),
-            e.method,
-            e.resource,
-            e.reason
+            r.decision,
+            r.status,
+            r.principal.as_deref().unwrap_or("-"),
+            r.method,
+            r.resource,
+            r.reason
                 .as_deref()
                 .map(|r| format!("  ({r})"))
                 .unwrap_or_default(),
