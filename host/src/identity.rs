@@ -406,16 +406,26 @@ impl Access<'_> {
         role: Role,
     ) -> Result<crate::catalog::UserRecord, LakeError> {
         let name = user_name(name, "name")?;
-        Ok(self
+        let added = self
             .catalog
             .insert_user(&crate::catalog::UserRecord {
-                name,
+                name: name.clone(),
                 kind,
                 role,
                 created_at: chrono::Utc::now(),
                 disabled_at: None,
             })
-            .await?)
+            .await;
+        match added {
+            Err(crate::catalog::CatalogError::Conflict(c))
+                if c.constraint == crate::catalog::Constraint::UserName =>
+            {
+                Err(LakeError::Conflict(format!(
+                    "a user {name:?} exists already"
+                )))
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Every user, by name.
