@@ -193,6 +193,8 @@ pub struct AuthConfig {
     pub requests_per_minute: u32,
     /// Failed authentications one client address may make a minute before it gets 429 (0: no limit).
     pub failed_auth_per_minute: u32,
+    /// The longest a token may live, in days (tokens live 90 days unless asked otherwise).
+    pub max_token_days: u32,
     /// The OpenID Connect issuer of `mode = "oidc"`.
     pub oidc: OidcConfig,
 }
@@ -204,6 +206,7 @@ impl Default for AuthConfig {
             raw_download_role: crate::identity::Role::Contributor,
             requests_per_minute: 3000,
             failed_auth_per_minute: 30,
+            max_token_days: crate::identity::MAX_TOKEN_DAYS,
             oidc: OidcConfig::default(),
         }
     }
@@ -1262,6 +1265,9 @@ pub fn validate(cfg: &Config) -> Vec<String> {
             "auth.mode: \"off\" is allowed only on a loopback address, and server.listen is {:?}: anyone who reaches that address could change the lake. Use \"tokens\" (issue one with `lake admin bootstrap`), or listen on 127.0.0.1",
             cfg.server.listen
         ));
+    }
+    if !(1..=3660).contains(&cfg.auth.max_token_days) {
+        p.push("auth.max_token_days: must be between 1 and 3660".to_owned());
     }
     if cfg.auth.mode == AuthMode::Oidc {
         let o = &cfg.auth.oidc;

@@ -328,7 +328,7 @@ impl FromStr for Bearer {
 
 /// How long a token lives unless asked otherwise.
 pub const DEFAULT_TOKEN_DAYS: u32 = 90;
-/// The longest a token may live.
+/// The longest a token may live unless `[auth] max_token_days` says otherwise.
 pub const MAX_TOKEN_DAYS: u32 = 366;
 
 /// A token just issued: its record, and the text shown to its holder once.
@@ -350,7 +350,8 @@ pub struct TokenRequest {
     pub owner: String,
     /// Its role.
     pub role: Role,
-    /// Days it lives (default [`DEFAULT_TOKEN_DAYS`], at most [`MAX_TOKEN_DAYS`]).
+    /// Days it lives (default [`DEFAULT_TOKEN_DAYS`] or the maximum when that is less, at most
+    /// `[auth] max_token_days`).
     pub days: Option<u32>,
 }
 
@@ -469,10 +470,11 @@ impl Access<'_> {
                 user.role, req.role
             )));
         }
-        let days = req.days.unwrap_or(DEFAULT_TOKEN_DAYS);
-        if days == 0 || days > MAX_TOKEN_DAYS {
+        let max = self.settings.access.auth.max_token_days;
+        let days = req.days.unwrap_or(DEFAULT_TOKEN_DAYS.min(max));
+        if days == 0 || days > max {
             return Err(LakeError::Invalid(format!(
-                "days: must be between 1 and {MAX_TOKEN_DAYS}"
+                "days: must be between 1 and {max} ([auth] max_token_days)"
             )));
         }
         let bearer = Bearer::generate();

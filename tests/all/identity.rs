@@ -482,3 +482,39 @@ async fn a_curator_signed_in_at_an_oidc_issuer_promotes_with_its_jwt() {
         assert!(m.contains(why), "{why}: {m}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lake_caps_how_long_its_tokens_live() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = lake_host::config::Config::default();
+    cfg.catalog.url = lake_host::config::Secret::new(format!(
+        "sqlite://{}",
+        dir.path().join("catalog.db").display()
+    ));
+    cfg.storage.local.root = dir.path().join("objects");
+    cfg.auth.max_token_days = 30;
+    let lake = lake_host::lake::Lake::open(&cfg).await.expect("lake");
+    let access = lake.access();
+    access
+        .add_user("ana", lake_host::identity::UserKind::Person, Role::Reader)
+        .await
+        .expect("user");
+    let ask = |days: Option<u32>| TokenRequest {
+        name: "laptop".into(),
+        owner: "ana".into(),
+        role: Role::Reader,
+        days,
+    };
+    // The 90-day default is cut to the lake's maximum; asking for more is refused.
+    let issued = access.issue(ask(None)).await.expect("issue");
+    let days = (issued.record.expires_at - issued.record.created_at).num_hours() as f64 / 24.0;
+    assert!((29.9..=30.0).contains(&days), "{days} days");
+    let refused = access.issue(ask(Some(31))).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("max_token_days")),
+        "{refused:?}"
+    );
+    assert!(access.issue(ask(Some(30))).await.is_ok());
+}
