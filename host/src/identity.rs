@@ -1,11 +1,15 @@
-//! Identity and access: who may do what (roles and the one check every caller makes), and bearer
-//! tokens (their shape, their secrets, their digests).
+//! Identity and access: who may do what (roles and the one check every caller makes), what they
+//! may see, the users and service accounts tokens act for, and bearer tokens (their shape, their
+//! secrets, their digests).
 //!
 //! A token reads `lake_<id>_<secret>`: the id names its catalog row (`crate::catalog::Tokens`),
 //! the secret is 256 random bits shown once, and the catalog keeps only the secret's SHA-256, which
-//! [`Secret::matches`] compares in constant time. A token carries a [`Role`]; [`check`] says whether
-//! a role may take a [`Right`], and a refusal names the right and the role it needs. Which requests
-//! need which right is decided in one place too, not by each handler.
+//! [`Secret::matches`] compares in constant time. A token acts for a user and carries a [`Role`]
+//! no higher than the user's; a disabled user's tokens stop working. [`check`] says whether a role
+//! may take a [`Right`], and a refusal names the right and the role it needs; [`Visibility`] says
+//! which datasets a role sees at all. Which requests need which right is decided in one place too,
+//! not by each handler. With `[auth] mode = "oidc"` an issuer's JWTs are accepted as well
+//! ([`oidc`]).
 
 pub mod oidc;
 
