@@ -270,7 +270,8 @@ impl Drop for Provider {
 }
 
 impl Provider {
-    async fn start(python: &str) -> Self {
+    /// A provider whose tokens live `max_age` seconds.
+    async fn start(python: &str, max_age: u32) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -278,7 +279,8 @@ impl Provider {
         let child = std::process::Command::new(python)
             .args(["-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port"])
             .arg(port.to_string())
-            .args(["--token-max-age", "600"])
+            .arg("--token-max-age")
+            .arg(max_age.to_string())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -357,25 +359,67 @@ impl Provider {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_curator_signed_in_at_an_oidc_issuer_promotes_with_its_jwt() {
-    let Some(python) = crate::service_var("LAKE_TEST_PYTHON") else {
-        return;
-    };
-    let provider = Provider::start(&python).await;
+/// A lake that accepts `provider`'s JWTs (groups `lab-curators` and `lab-members`), with this
+/// clock leeway.
+fn oidc_lake(
+    provider: &Provider,
+    leeway_secs: u32,
+) -> (crate::walkthrough::Server, String, [tempfile::TempDir; 2]) {
     let conf = tempfile::tempdir().expect("tempdir");
     let path = conf.path().join("lake.toml");
     std::fs::write(
         &path,
         format!(
-            "[auth]\nmode = \"oidc\"\n\n[auth.oidc]\nissuer = \"{}\"\naudience = \"lake\"\n\n\
+            "[auth]\nmode = \"oidc\"\n\n[auth.oidc]\nissuer = \"{}\"\naudience = \"lake\"\n\
+             leeway_secs = {leeway_secs}\n\n\
              [auth.oidc.roles]\nlab-curators = \"curator\"\nlab-members = \"reader\"\n",
             provider.issuer
         ),
     )
     .expect("config");
     let envs = [("LAKE_CONFIG".to_owned(), path.display().to_string())];
-    let (_server, url, _dir) = crate::walkthrough::start(&envs);
+    let (server, url, dir) = crate::walkthrough::start(&envs);
+    (server, url, [dir, conf])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_sign_in_is_refused() {
+    let Some(python) = crate::service_var("LAKE_TEST_PYTHON") else {
+        return;
+    };
+    let provider = Provider::start(&python, 2).await;
+    let (_server, url, _conf) = oidc_lake(&provider, 0);
+    let jwt = provider
+        .sign_in("rex", json!({"groups": ["lab-members"]}), "lake")
+        .await;
+    let get = || {
+        reqwest::Client::new()
+            .get(format!("{url}/catalog"))
+            .bearer_auth(&jwt)
+            .send()
+    };
+    let fresh = get().await.expect("request");
+    assert_eq!(fresh.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let late = get().await.expect("request");
+    assert_eq!(late.status(), 401);
+    let v: Value = late.json().await.expect("json");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("expired"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_curator_signed_in_at_an_oidc_issuer_promotes_with_its_jwt() {
+    let Some(python) = crate::service_var("LAKE_TEST_PYTHON") else {
+        return;
+    };
+    let provider = Provider::start(&python, 600).await;
+    let (_server, url, _conf) = oidc_lake(&provider, 60);
     let http = reqwest::Client::new();
     let call = |jwt: &str, method: reqwest::Method, route: &str, body: Option<Value>| {
         let mut req = http
