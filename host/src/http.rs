@@ -35,6 +35,7 @@ mod backup;
 mod collections;
 mod docs;
 mod files;
+mod identity;
 
 /// Shared state of the HTTP server.
 #[derive(Debug, Clone)]
@@ -260,6 +261,16 @@ pub fn router(state: AppState) -> Router {
         .route("/docs", get(docs::page))
         .route("/docs/docs.css", get(docs::stylesheet))
         .route("/audit", get(audit::list))
+        .route(
+            "/tokens",
+            get(identity::list_tokens).post(identity::create_token),
+        )
+        .route(
+            "/tokens/{id}",
+            axum::routing::delete(identity::revoke_token),
+        )
+        .route("/users", get(identity::list_users).post(identity::add_user))
+        .route("/users/{name}/disable", post(identity::disable_user))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
@@ -995,7 +1006,13 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         files::get_one,
         files::merge,
         files::save_merged,
-        audit::list
+        audit::list,
+        identity::list_tokens,
+        identity::create_token,
+        identity::revoke_token,
+        identity::list_users,
+        identity::add_user,
+        identity::disable_user
     ),
     components(schemas(
         crate::files::FileInfo,
@@ -1042,7 +1059,14 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         crate::audit::AuditEntry,
         crate::audit::NewAuditEntry,
         crate::audit::AuditPage,
-        crate::audit::Decision
+        crate::audit::Decision,
+        crate::catalog::TokenRecord,
+        crate::catalog::UserRecord,
+        crate::identity::Issued,
+        crate::identity::Role,
+        crate::identity::UserKind,
+        identity::NewTokenBody,
+        identity::NewUserBody
     ))
 )]
 struct ApiDoc;

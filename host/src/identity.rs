@@ -336,7 +336,7 @@ pub const DEFAULT_TOKEN_DAYS: u32 = 90;
 pub const MAX_TOKEN_DAYS: u32 = 366;
 
 /// A token just issued: its record, and the text shown to its holder once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Issued {
     /// `lake_<id>_<secret>`; the lake keeps only the secret's digest, so this is the only copy.
     pub token: String,

@@ -1002,6 +1002,13 @@ const ROUTES: &[(&str, &str, Role)] = &[
     ("GET", "/backup/jobs", Role::Admin),
     ("GET", "/backup/jobs/{id}", Role::Admin),
     ("GET", "/audit", Role::Admin),
+    // One's own tokens; others' need an admin (checked below).
+    ("GET", "/tokens", Role::Reader),
+    ("POST", "/tokens", Role::Reader),
+    ("DELETE", "/tokens/{id}", Role::Reader),
+    ("GET", "/users", Role::Admin),
+    ("POST", "/users", Role::Admin),
+    ("POST", "/users/{name}/disable", Role::Admin),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1057,4 +1064,146 @@ async fn every_route_as_every_role_and_without_a_token() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_manage_their_own_tokens_and_an_admin_everyones() {
+    let (t, _backups) = lake_with_tokens().await;
+    let admin = token(&t, Role::Admin).await;
+    let reader = token(&t, Role::Reader).await;
+    // A reader issues a second token of their own, at most their role, and sees only theirs.
+    let (s, v, _) = as_(
+        &t,
+        Some(&reader),
+        Method::POST,
+        "/tokens",
+        Some(json!({"name": "notebook"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        (&v["owner"], &v["role"]),
+        (&json!("reader-user"), &json!("reader")),
+        "{v}"
+    );
+    let notebook = v["token"].as_str().expect("the text, once").to_owned();
+    let (s, v, _) = as_(&t, Some(&notebook), Method::GET, "/catalog", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v, _) = as_(
+        &t,
+        Some(&reader),
+        Method::POST,
+        "/tokens",
+        Some(json!({"name": "more", "role": "curator"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v, _) = as_(
+        &t,
+        Some(&reader),
+        Method::POST,
+        "/tokens",
+        Some(json!({"name": "theirs", "owner": "admin-user"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v, _) = as_(&t, Some(&reader), Method::GET, "/tokens", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let owners: Vec<&str> = v
+        .as_array()
+        .map(|ts| ts.iter().filter_map(|t| t["owner"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(owners, ["reader-user", "reader-user"], "{v}");
+    assert!(
+        v.to_string().find("lake_").is_none(),
+        "no secret is listed: {v}"
+    );
+    // Revoking: one's own, yes; the admin's is not found; the admin revokes anyone's.
+    let (s, _, _) = as_(
+        &t,
+        Some(&reader),
+        Method::DELETE,
+        &format!("/tokens/{}", token_id(&admin)),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v, _) = as_(
+        &t,
+        Some(&reader),
+        Method::DELETE,
+        &format!("/tokens/{}", token_id(&notebook)),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _, _) = as_(&t, Some(&notebook), Method::GET, "/catalog", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Users: an admin adds a service account and issues its token; disabling stops it.
+    let (s, v, _) = as_(
+        &t,
+        Some(&admin),
+        Method::POST,
+        "/users",
+        Some(json!({"name": "sequencer-3", "role": "contributor", "kind": "service"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v, _) = as_(
+        &t,
+        Some(&admin),
+        Method::POST,
+        "/users",
+        Some(json!({"name": "sequencer-3", "role": "reader"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (s, v, _) = as_(
+        &t,
+        Some(&admin),
+        Method::POST,
+        "/tokens",
+        Some(json!({"name": "instrument", "owner": "sequencer-3"})),
+    )
+    .await;
+    assert_eq!(
+        (s, &v["role"]),
+        (StatusCode::CREATED, &json!("contributor")),
+        "{v}"
+    );
+    let sequencer = v["token"].as_str().expect("token").to_owned();
+    let (s, _, _) = as_(
+        &t,
+        Some(&sequencer),
+        Method::POST,
+        "/catalog",
+        Some(json!({"name": "run 7", "source": "sequencer"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v, _) = as_(
+        &t,
+        Some(&admin),
+        Method::POST,
+        "/users/sequencer-3/disable",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["disabled_at"].is_string(), "{v}");
+    let (s, v, _) = as_(&t, Some(&sequencer), Method::GET, "/catalog", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("disabled"),
+        "{v}"
+    );
+    let (s, v, _) = as_(&t, Some(&admin), Method::GET, "/tokens", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        v.as_array().is_some_and(|ts| ts.len() >= 4),
+        "an admin sees every token: {v}"
+    );
 }

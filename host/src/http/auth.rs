@@ -73,7 +73,14 @@ impl Caller {
 pub fn right_of(method: &Method, route: &str) -> Option<Right> {
     match (method.as_str(), route) {
         (_, "/" | "/health" | "/metrics" | "/openapi.json" | "/docs" | "/docs/docs.css") => None,
-        (_, r) if r.starts_with("/backup") || r.starts_with("/audit") => Some(Right::Administer),
+        (_, r)
+            if r.starts_with("/backup") || r.starts_with("/audit") || r.starts_with("/users") =>
+        {
+            Some(Right::Administer)
+        }
+        // Anyone signed in manages their own tokens; others' need an admin (decided by the
+        // handler, through the same check).
+        (_, "/tokens" | "/tokens/{id}") => Some(Right::Read),
         ("GET", "/catalog/{id}/download/{filename}") => Some(Right::Download),
         // Uploaded files are raw datasets.
         ("GET", "/files" | "/files/{id}") => Some(Right::DownloadRaw),
