@@ -1271,8 +1271,14 @@ pub fn validate(cfg: &Config) -> Vec<String> {
     }
     if cfg.auth.mode == AuthMode::Oidc {
         let o = &cfg.auth.oidc;
-        if !(o.issuer.starts_with("https://") || o.issuer.starts_with("http://")) {
-            p.push("auth.oidc.issuer: mode = \"oidc\" needs the issuer's URL (as its tokens' iss claim says it)".to_owned());
+        match o.issuer.split_once("://") {
+            Some(("https", _)) => {}
+            // The keys that vouch for every sign-in travel unencrypted only on this machine.
+            Some(("http", rest)) if is_loopback(rest.split('/').next().unwrap_or_default()) => {}
+            Some(("http", _)) => p.push(
+                "auth.oidc.issuer: an issuer off this machine must be reached over https (its keys vouch for every sign-in)".to_owned(),
+            ),
+            _ => p.push("auth.oidc.issuer: mode = \"oidc\" needs the issuer's URL (as its tokens' iss claim says it)".to_owned()),
         }
         if o.audience.trim().is_empty() {
             p.push("auth.oidc.audience: must name the lake's client id at the issuer".to_owned());

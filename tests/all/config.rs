@@ -287,3 +287,40 @@ fn auth_off_is_refused_off_loopback_and_auto_asks_for_tokens_there() {
         "tokens asks everywhere"
     );
 }
+
+#[test]
+fn oidc_needs_an_issuer_roles_and_https_off_this_machine() {
+    use lake_host::config::{AuthMode, validate};
+    let mut cfg = lake_host::config::Config::default();
+    cfg.auth.mode = AuthMode::Oidc;
+    let problems = validate(&cfg);
+    for key in ["auth.oidc.issuer", "auth.oidc.roles"] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(key)),
+            "{key}: {problems:?}"
+        );
+    }
+    cfg.auth
+        .oidc
+        .roles
+        .insert("lab-curators".into(), lake_host::identity::Role::Curator);
+    for (issuer, ok) in [
+        ("https://login.lab.example/realms/lab", true),
+        ("http://127.0.0.1:9400", true),
+        ("http://localhost:9400/realms/lab", true),
+        ("http://login.lab.example/realms/lab", false),
+        ("login.lab.example", false),
+    ] {
+        cfg.auth.oidc.issuer = issuer.into();
+        let problems = validate(&cfg);
+        assert_eq!(problems.is_empty(), ok, "{issuer}: {problems:?}");
+        if !ok {
+            assert!(problems[0].starts_with("auth.oidc.issuer"), "{problems:?}");
+        }
+    }
+    assert!(enforces(&cfg), "oidc asks for a bearer token");
+}
+
+fn enforces(cfg: &lake_host::config::Config) -> bool {
+    lake_host::config::enforces_tokens(&cfg.auth, &cfg.server.listen)
+}

@@ -185,11 +185,10 @@ fn client_ip(req: &Request) -> Option<IpAddr> {
 /// The request as the audit log will record it, filled in as the middleware learns more.
 struct Trail {
     entry: NewAuditEntry,
-    right: Option<Right>,
 }
 
 impl Trail {
-    fn new(req: &Request, right: Option<Right>) -> Self {
+    fn new(req: &Request, right: Right) -> Self {
         let client = client_ip(req).map(|ip| ip.to_string());
         let route = req
             .extensions()
@@ -205,12 +204,11 @@ impl Trail {
                 method: req.method().as_str().to_owned(),
                 route,
                 resource: req.uri().path().chars().take(2048).collect(),
-                action: right.map_or("", Right::as_str).to_owned(),
+                action: right.as_str().to_owned(),
                 decision: Decision::Allowed,
                 reason: None,
                 status: 0,
             },
-            right,
         }
     }
 
@@ -226,7 +224,6 @@ impl Trail {
         if let Some(note) = resp.extensions().get::<ErrorNote>() {
             self.entry.reason = Some(note.message.clone());
             if let Some(r) = note.refused {
-                self.right = Some(r);
                 self.entry.action = r.as_str().to_owned();
             }
         }
@@ -259,7 +256,7 @@ pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) 
     let Some(right) = right else {
         return next.run(req).await;
     };
-    let mut trail = Trail::new(&req, Some(right));
+    let mut trail = Trail::new(&req, right);
     let caller = if rules.enforce {
         let principal = match bearer(&req) {
             Ok(token) => s.lake.access().authenticate(token).await,
