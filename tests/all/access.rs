@@ -562,6 +562,34 @@ async fn the_cli_presents_its_token_to_a_lake_that_asks() {
         &["upload", "plate.csv", "--server", &url, "--token", &admin],
     );
     assert!(ok && out.contains("duplicate"), "{out} {err}");
+    // `lake audit` reads what the server recorded: the refused upload, with its address, and
+    // ana's upload let through.
+    let (ok, out, err) = crate::cli::lake(d, &["audit", "--refused", "--json"]);
+    assert!(ok, "{err}");
+    let refused: Value = serde_json::from_str(&out).expect("json");
+    let first = refused["items"]
+        .as_array()
+        .and_then(|es| es.iter().find(|e| e["route"] == "/files/upload"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&first["status"], &first["decision"], &first["client"]),
+        (&json!(401), &json!("refused"), &json!("127.0.0.1")),
+        "{refused}"
+    );
+    assert!(
+        first["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("asks who you are")),
+        "{first}"
+    );
+    let (ok, out, err) = crate::cli::lake(d, &["audit", "--principal", "ana"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("allowed") && l.contains("/files/upload") && l.contains("ana")),
+        "{out}"
+    );
     // The OpenAPI document declares the scheme the server asks for.
     let spec: Value = reqwest::get(format!("{url}/openapi.json"))
         .await
