@@ -433,6 +433,16 @@ impl Access<'_> {
         }
     }
 
+    /// One user.
+    pub async fn user(&self, name: &str) -> Result<crate::catalog::UserRecord, LakeError> {
+        Ok(self.catalog.user(name.trim()).await?)
+    }
+
+    /// One token's record (never its secret).
+    pub async fn token(&self, id: uuid::Uuid) -> Result<crate::catalog::TokenRecord, LakeError> {
+        Ok(self.catalog.token(id).await?)
+    }
+
     /// Every user, by name.
     pub async fn users(&self) -> Result<Vec<crate::catalog::UserRecord>, LakeError> {
         Ok(self.catalog.list_users().await?)
@@ -554,7 +564,7 @@ impl Access<'_> {
     pub async fn authenticate(&self, presented: &str) -> Result<Principal, String> {
         match &self.state.oidc {
             Some(v) if !presented.starts_with(TOKEN_PREFIX) => v.verify(presented).await,
-            _ => self.token(presented).await.map(|t| Principal {
+            _ => self.lake_token(presented).await.map(|t| Principal {
                 user: t.owner,
                 via: t.id.simple().to_string(),
                 role: t.role,
@@ -563,7 +573,7 @@ impl Access<'_> {
     }
 
     /// The lake token presented, if it is known, live and its secret matches.
-    async fn token(&self, presented: &str) -> Result<crate::catalog::TokenRecord, String> {
+    async fn lake_token(&self, presented: &str) -> Result<crate::catalog::TokenRecord, String> {
         let bearer: Bearer = presented.parse()?;
         let unknown = || "the token is not known to this lake".to_owned();
         let record = match self.catalog.token(bearer.id).await {

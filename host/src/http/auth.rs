@@ -279,7 +279,6 @@ pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) 
                     }
                     None => unauthorized(&why),
                 };
-                let resp = with_note(resp, why);
                 return trail.close(&s, resp).await;
             }
         }
@@ -295,8 +294,7 @@ pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) 
         trail.entry.token_id = a.via.clone();
         let key = a.via.clone().unwrap_or_else(|| a.user.clone());
         if let Some(wait) = Guard::wait(s.guard.per_token.as_ref(), &key) {
-            let why = "this token has made too many requests";
-            let resp = with_note(too_many(why, wait), why.into());
+            let resp = too_many("this token has made too many requests", wait);
             return trail.close(&s, resp).await;
         }
     }
@@ -307,15 +305,6 @@ pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) 
     req.extensions_mut().insert(caller);
     let resp = crate::provenance::acting_as(actor, next.run(req)).await;
     trail.close(&s, resp).await
-}
-
-/// `resp` with the reason the audit log keeps.
-fn with_note(mut resp: Response, why: String) -> Response {
-    resp.extensions_mut().insert(ErrorNote {
-        message: why,
-        refused: None,
-    });
-    resp
 }
 
 #[cfg(test)]

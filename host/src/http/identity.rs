@@ -10,6 +10,7 @@ use super::auth::Caller;
 use super::{ApiError, ApiJson, AppState, ErrorBody};
 use crate::catalog::{TokenRecord, UserRecord};
 use crate::identity::{Issued, Right, Role, TokenRequest, UserKind};
+use crate::lake::LakeError;
 
 /// Whose tokens a request is about: the caller's own, or (for an admin) anyone's. An open lake
 /// (no token asked, on loopback) has no caller, so it must name the owner.
@@ -75,15 +76,12 @@ pub(super) async fn create_token(
 ) -> Result<(StatusCode, Json<Issued>), ApiError> {
     let owner = owner_for(&caller, body.owner)?;
     let access = s.lake.access();
-    let role = match body.role {
-        Some(r) => r,
-        None => access
-            .users()
-            .await?
-            .into_iter()
-            .find(|u| u.name == owner)
-            .map(|u| u.role)
-            .unwrap_or(Role::Reader),
+    // The user's role unless asked for less; an unknown user is refused by `issue`, which says so.
+    let role = match (body.role, access.user(&owner).await) {
+        (Some(r), _) => r,
+        (None, Ok(u)) => u.role,
+        (None, Err(LakeError::NotFound(_))) => Role::Reader,
+        (None, Err(e)) => return Err(e.into()),
     };
     let issued = access
         .issue(TokenRequest {
@@ -106,19 +104,14 @@ pub(super) async fn revoke_token(
 ) -> Result<Json<TokenRecord>, ApiError> {
     let id = super::parse_uuid(id.trim_start_matches("lake_"), "token")?;
     let access = s.lake.access();
-    let mine = match &caller.actor {
-        Some(me) => access
-            .tokens(Some(&me.user))
-            .await?
-            .iter()
-            .any(|t| t.id == id),
-        None => false,
-    };
+    let record = access.token(id).await?;
+    let mine = caller
+        .actor
+        .as_ref()
+        .is_some_and(|me| me.user == record.owner);
     // Someone else's token is not found for a caller who may not manage it: no hint it exists.
     if !mine && caller.require(Right::Administer).is_err() {
-        return Err(
-            crate::lake::LakeError::NotFound(format!("token {} not found", id.simple())).into(),
-        );
+        return Err(LakeError::NotFound(format!("token {} not found", id.simple())).into());
     }
     Ok(Json(access.revoke(id).await?))
 }
