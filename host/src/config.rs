@@ -195,6 +195,10 @@ pub struct AuthConfig {
     pub failed_auth_per_minute: u32,
     /// The longest a token may live, in days (tokens live 90 days unless asked otherwise).
     pub max_token_days: u32,
+    /// How long, in milliseconds, a token's record read from the catalog is trusted before it is
+    /// read again (1000; 0 reads it on every request). A revocation on this replica takes effect
+    /// at once; on another replica within this time.
+    pub token_cache_ms: u64,
     /// The OpenID Connect issuer of `mode = "oidc"`.
     pub oidc: OidcConfig,
 }
@@ -207,6 +211,7 @@ impl Default for AuthConfig {
             requests_per_minute: 3000,
             failed_auth_per_minute: 30,
             max_token_days: crate::identity::MAX_TOKEN_DAYS,
+            token_cache_ms: 1000,
             oidc: OidcConfig::default(),
         }
     }
@@ -1265,6 +1270,12 @@ pub fn validate(cfg: &Config) -> Vec<String> {
             "auth.mode: \"off\" is allowed only on a loopback address, and server.listen is {:?}: anyone who reaches that address could change the lake. Use \"tokens\" (issue one with `lake admin bootstrap`), or listen on 127.0.0.1",
             cfg.server.listen
         ));
+    }
+    if cfg.auth.token_cache_ms > 60_000 {
+        p.push(
+            "auth.token_cache_ms: at most 60000 (a revocation must reach every replica within a minute)"
+                .to_owned(),
+        );
     }
     if !(1..=3660).contains(&cfg.auth.max_token_days) {
         p.push("auth.max_token_days: must be between 1 and 3660".to_owned());

@@ -374,6 +374,10 @@ pub struct Principal {
 #[derive(Debug, Default)]
 pub struct AccessState {
     oidc: Option<oidc::Verifier>,
+    /// Token records read in the last `[auth] token_cache_ms`, by id, so a busy token costs no
+    /// catalog read per request. A revocation or a disabled user on this replica clears its
+    /// entries at once; on another replica it takes effect when the entry ages out.
+    recent: Option<moka::sync::Cache<uuid::Uuid, crate::catalog::TokenRecord>>,
 }
 
 impl AccessState {
@@ -382,6 +386,21 @@ impl AccessState {
         Self {
             oidc: (auth.mode == crate::config::AuthMode::Oidc)
                 .then(|| oidc::Verifier::new(auth.oidc.clone())),
+            recent: (auth.token_cache_ms > 0).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(std::time::Duration::from_millis(auth.token_cache_ms))
+                    .build()
+            }),
+        }
+    }
+
+    fn forget(&self, id: Option<uuid::Uuid>) {
+        if let Some(recent) = &self.recent {
+            match id {
+                Some(id) => recent.invalidate(&id),
+                None => recent.invalidate_all(),
+            }
         }
     }
 }
@@ -450,7 +469,9 @@ impl Access<'_> {
 
     /// Disables a user: their tokens stop working at once, on every replica.
     pub async fn disable_user(&self, name: &str) -> Result<crate::catalog::UserRecord, LakeError> {
-        Ok(self.catalog.disable_user(name.trim()).await?)
+        let user = self.catalog.disable_user(name.trim()).await?;
+        self.state.forget(None);
+        Ok(user)
     }
 
     /// Issues a token for a live user, at most their role; its text is in the answer and nowhere
@@ -519,7 +540,9 @@ impl Access<'_> {
 
     /// Revokes a token by its id (the `<id>` of `lake_<id>_<secret>`).
     pub async fn revoke(&self, id: uuid::Uuid) -> Result<crate::catalog::TokenRecord, LakeError> {
-        Ok(self.catalog.revoke_token(id).await?)
+        let token = self.catalog.revoke_token(id).await?;
+        self.state.forget(Some(id));
+        Ok(token)
     }
 
     /// The first admin token of a lake that has no live admin token yet.
@@ -576,10 +599,15 @@ impl Access<'_> {
     async fn lake_token(&self, presented: &str) -> Result<crate::catalog::TokenRecord, String> {
         let bearer: Bearer = presented.parse()?;
         let unknown = || "the token is not known to this lake".to_owned();
-        let record = match self.catalog.token(bearer.id).await {
-            Ok(r) => r,
-            Err(crate::catalog::CatalogError::NotFound(_)) => return Err(unknown()),
-            Err(e) => return Err(format!("the token cannot be checked now: {e}")),
+        let cached = self.state.recent.as_ref().and_then(|c| c.get(&bearer.id));
+        let fresh = cached.is_none();
+        let mut record = match cached {
+            Some(r) => r,
+            None => match self.catalog.token(bearer.id).await {
+                Ok(r) => r,
+                Err(crate::catalog::CatalogError::NotFound(_)) => return Err(unknown()),
+                Err(e) => return Err(format!("the token cannot be checked now: {e}")),
+            },
         };
         if !bearer.secret.matches(&record.digest) {
             return Err(unknown());
@@ -597,8 +625,16 @@ impl Access<'_> {
         let recorded = record
             .last_used_at
             .is_some_and(|t| chrono::Utc::now() - t < chrono::Duration::seconds(60));
-        if !recorded && let Err(e) = self.catalog.touch_token(record.id).await {
-            tracing::warn!(token = %record.id, error = %e, "Token use not recorded");
+        if !recorded {
+            match self.catalog.touch_token(record.id).await {
+                Ok(()) => record.last_used_at = Some(chrono::Utc::now()),
+                Err(e) => tracing::warn!(token = %record.id, error = %e, "Token use not recorded"),
+            }
+        }
+        if let Some(recent) = &self.state.recent
+            && (fresh || !recorded)
+        {
+            recent.insert(record.id, record.clone());
         }
         Ok(record)
     }
