@@ -300,6 +300,52 @@ async fn main() -> anyhow::Result<()> {
         nodes = nodes.max(v["nodes"].as_array().map_or(0, Vec::len));
     }
     graph_ms.sort_by(f64::total_cmp);
+
+    // The dashboard's pages, rendered by the server over the same catalog (issue 20: each under
+    // 100 ms). A dataset page draws its graph at depth 2 and its history 5 steps back.
+    let first = client
+        .get(format!("{base_url}/catalog?limit=1"))
+        .send()
+        .await?
+        .json::<serde_json::Value>()
+        .await?;
+    let some = first["items"][0]["id"].as_str().unwrap_or("").to_owned();
+    let pages = [
+        "/ui".to_owned(),
+        "/ui/catalog".to_owned(),
+        "/ui/catalog?q=musculus".to_owned(),
+        "/ui/catalog?layer=curated&source=geo".to_owned(),
+        format!("/ui/datasets/{some}"),
+        format!("/ui/datasets/{mid}"),
+        "/ui/layers".to_owned(),
+        "/ui/runs".to_owned(),
+        "/ui/collections".to_owned(),
+        "/ui/backups".to_owned(),
+        "/ui/admin".to_owned(),
+    ];
+    let mut page_ms = Vec::new();
+    for page in &pages {
+        let mut ms = Vec::new();
+        for i in 0..12 {
+            let t = Instant::now();
+            let resp = client.get(format!("{base_url}{page}")).send().await?;
+            let ok = resp.status().is_success();
+            let bytes = resp.bytes().await?.len();
+            if !ok {
+                anyhow::bail!("{page} answered an error");
+            }
+            if i >= 2 {
+                ms.push((t.elapsed().as_secs_f64() * 1000.0, bytes));
+            }
+        }
+        ms.sort_by(|a, b| a.0.total_cmp(&b.0));
+        page_ms.push((
+            page.clone(),
+            ms[ms.len() / 2].0,
+            ms[ms.len() - 1].0,
+            ms[0].1,
+        ));
+    }
     drop(server);
 
     println!("# lake API benchmark (PostgreSQL, {n} datasets + {lineage}-node lineage)");
@@ -337,10 +383,20 @@ async fn main() -> anyhow::Result<()> {
         percentile(&graph_ms, 100.0),
         graph_ms.len()
     );
+    println!();
+    println!("| dashboard page | median ms | max ms | bytes |");
+    println!("|---|---|---|---|");
+    for (page, median, max, bytes) in &page_ms {
+        let shown = page
+            .replace(&some, "{id}")
+            .replace(&mid.to_string(), "{middle of the lineage}");
+        println!("| `{shown}` | {median:.1} | {max:.1} | {bytes} |");
+    }
     let json = serde_json::json!({
         "datasets": n, "rate": rate, "requests": total, "errors": errors,
         "catalog_p50_ms": percentile(&all, 50.0), "catalog_p99_ms": percentile(&all, 99.0),
         "graph_nodes": nodes, "graph_median_ms": percentile(&graph_ms, 50.0),
+        "dashboard_max_median_ms": page_ms.iter().map(|p| p.1).fold(0.0, f64::max),
     });
     println!();
     println!("{json}");

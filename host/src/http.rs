@@ -37,6 +37,10 @@ mod docs;
 mod files;
 mod identity;
 
+pub use auth::Caller;
+pub(crate) use auth::sign_in;
+pub(crate) use files::{merge_spec, receive as receive_upload};
+
 /// Shared state of the HTTP server.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -80,7 +84,7 @@ pub struct ApiError {
 
 /// What an error response said, kept on the response for the audit log.
 #[derive(Debug, Clone)]
-pub(crate) struct ErrorNote {
+pub struct ErrorNote {
     /// The message.
     pub message: String,
     /// The right refused, when the error is a refusal.
@@ -257,7 +261,7 @@ pub fn router(state: AppState) -> Router {
         .route("/files/merge", get(files::merge))
         .route("/files/save_merged", post(files::save_merged))
         .route("/files/{id}", get(files::get_one))
-        .route("/", get(|| async { Redirect::to("/docs") }))
+        .route("/", get(|| async { Redirect::to("/ui") }))
         .route("/docs", get(docs::page))
         .route("/docs/docs.css", get(docs::stylesheet))
         .route("/audit", get(audit::list))
@@ -271,6 +275,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/users", get(identity::list_users).post(identity::add_user))
         .route("/users/{name}/disable", post(identity::disable_user))
+        .merge(crate::ui::router(state.clone()))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
@@ -282,6 +287,7 @@ pub fn router(state: AppState) -> Router {
                 "no such route; see /docs",
             )
         })
+        .layer(middleware::from_fn(crate::ui::html_errors))
         .layer(middleware::from_fn(track_metrics))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         // Every response: no sniffing, no framing, no referrer; a page with its own policy (the
@@ -317,7 +323,11 @@ async fn visible(s: &AppState, caller: &auth::Caller, id: DatasetId) -> Result<(
 
 /// Lets an upload in while fewer than `[server] max_concurrent_uploads` are being received; 429
 /// with Retry-After otherwise.
-async fn one_of_the_uploads(State(s): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn one_of_the_uploads(
+    State(s): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Ok(permit) = s.uploads.clone().try_acquire_owned() else {
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -666,7 +676,17 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     visible(&s, &caller, id).await?;
-    match s.lake.download(id, &filename).await? {
+    download_response(&s, id, &filename).await
+}
+
+/// A file of a dataset the caller may see, as the answer to a download: a redirect to a
+/// presigned URL on S3, the bytes on the local store.
+pub(crate) async fn download_response(
+    s: &AppState,
+    id: DatasetId,
+    filename: &str,
+) -> Result<Response, ApiError> {
+    match s.lake.download(id, filename).await? {
         Download::Redirect(url) => Ok(Redirect::temporary(&url).into_response()),
         Download::Stream {
             body,

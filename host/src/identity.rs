@@ -279,14 +279,13 @@ impl Secret {
 
     /// Whether this secret's digest is `digest`, compared in constant time.
     pub fn matches(&self, digest: &str) -> bool {
-        let mine = self.digest();
-        mine.len() == digest.len()
-            && mine
-                .bytes()
-                .zip(digest.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        constant_time_eq(self.digest().as_bytes(), digest.as_bytes())
     }
+}
+
+/// Whether two secrets are equal, in a time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A token as its holder presents it: `lake_<id>_<secret>`.

@@ -881,6 +881,20 @@ impl Lake {
         })
     }
 
+    /// The entries that made a dataset and its ancestors up to `depth` steps back, as a caller who
+    /// sees `vis` finds them: the recent history a page shows, where [`Lake::lineage`] walks it all.
+    pub async fn history(
+        &self,
+        id: DatasetId,
+        depth: u32,
+        vis: Visibility,
+    ) -> Result<(Vec<ProvenanceEntry>, usize), LakeError> {
+        let (graph, entries) = self
+            .restricted_lineage(id, depth, Direction::Ancestors, vis)
+            .await?;
+        Ok((entries, graph.hidden))
+    }
+
     /// Ancestors and descendants up to `depth` steps, as a caller who sees `vis` finds them.
     pub async fn graph(
         &self,

@@ -26,3 +26,4 @@ pub mod provenance;
 pub mod scaffold;
 pub mod tables;
 pub mod telemetry;
+pub mod ui;

@@ -328,6 +328,55 @@ pub struct RunFacts {
     pub params: serde_json::Value,
 }
 
+/// What an entry (or a run's details) says about the component that acted, for people: the
+/// dashboard's timeline and runs table. Every field is optional, so any action's parameters read.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ComponentFacts {
+    /// The plugin.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// Its version.
+    #[serde(default)]
+    pub plugin_version: Option<String>,
+    /// SHA-256 of its component.
+    #[serde(default)]
+    pub component_sha256: Option<String>,
+    /// The parameters it was given.
+    #[serde(default)]
+    pub params: serde_json::Value,
+    /// The limits it was granted.
+    #[serde(default)]
+    pub limits: serde_json::Value,
+    /// What it used.
+    #[serde(default)]
+    pub usage: serde_json::Value,
+    /// Its error, when it failed.
+    #[serde(default)]
+    pub error: Option<RecordedErrorFacts>,
+}
+
+/// The message of a recorded error.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RecordedErrorFacts {
+    /// What went wrong.
+    #[serde(default)]
+    pub message: String,
+}
+
+impl ComponentFacts {
+    /// The facts in an entry's parameters or a run's details (empty when they hold none).
+    pub fn of(parameters: &serde_json::Value) -> Self {
+        serde_json::from_value(parameters.clone()).unwrap_or_default()
+    }
+}
+
+impl ProvenanceEntry {
+    /// What this entry says about the component that acted.
+    pub fn component(&self) -> ComponentFacts {
+        ComponentFacts::of(&self.parameters)
+    }
+}
+
 /// How a pipeline run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -183,7 +183,13 @@ fn docs_and_the_front_page_render_in_headless_chromium() {
         return;
     };
     let (_server, url, _dir) = crate::walkthrough::start(&[]);
-    for page in [format!("{url}/"), format!("{url}/docs")] {
+    // The front page is the dashboard.
+    let front = rendered(&chromium, &format!("{url}/"));
+    assert!(
+        front.contains("<h1>Overview</h1>") && front.contains("Datasets per layer"),
+        "{front}"
+    );
+    for page in [format!("{url}/docs")] {
         let dom = rendered(&chromium, &page);
         assert!(dom.contains("API reference"), "{page}: {dom}");
         // The routes and their parameters are on the page, as rendered HTML.
@@ -200,7 +206,7 @@ fn docs_and_the_front_page_render_in_headless_chromium() {
 }
 
 /// Every `http://` or `https://` URL in a text that is not on a loopback address.
-fn remote_urls(text: &str) -> Vec<String> {
+pub(crate) fn remote_urls(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     for scheme in ["http://", "https://"] {
         let mut rest = text;
@@ -238,7 +244,7 @@ async fn nothing_served_refers_to_the_internet() {
     assert!(root.status().is_redirection(), "{}", root.status());
     assert_eq!(
         root.headers().get("location").and_then(|v| v.to_str().ok()),
-        Some("/docs")
+        Some("/ui")
     );
     // The HTML, and every stylesheet and script it links to.
     let docs = http.get(format!("{url}/docs")).send().await.expect("docs");

@@ -73,11 +73,24 @@ impl Caller {
 pub fn right_of(method: &Method, route: &str) -> Option<Right> {
     match (method.as_str(), route) {
         (_, "/" | "/health" | "/metrics" | "/openapi.json" | "/docs" | "/docs/docs.css") => None,
+        // The dashboard's sign-in and its assets; `/ui/sign-in` checks the token it is given.
+        (_, "/ui/" | "/ui/sign-in" | "/ui/sign-out" | "/ui/assets/{file}") => None,
         (_, r)
-            if r.starts_with("/backup") || r.starts_with("/audit") || r.starts_with("/users") =>
+            if r.starts_with("/backup")
+                || r.starts_with("/audit")
+                || r.starts_with("/users")
+                || r.starts_with("/ui/backups")
+                || r.starts_with("/ui/admin/users") =>
         {
             Some(Right::Administer)
         }
+        // The admin page shows the caller's own tokens to anyone; the rest to admins.
+        ("GET", "/ui/admin") | (_, "/ui/admin/tokens" | "/ui/admin/tokens/{id}/revoke") => {
+            Some(Right::Read)
+        }
+        ("GET", "/ui/files") => Some(Right::DownloadRaw),
+        ("GET", "/ui/datasets/{id}/download/{file}") => Some(Right::Download),
+        ("POST", "/ui/layers/promote") => Some(Right::PromoteToProcessed),
         // Anyone signed in manages their own tokens; others' need an admin (decided by the
         // handler, through the same check).
         (_, "/tokens" | "/tokens/{id}") => Some(Right::Read),
@@ -158,10 +171,16 @@ fn too_many(why: &str, wait: Duration) -> Response {
 
 /// The bearer token a request presents, or why it presents none.
 fn bearer(req: &Request) -> Result<&str, &'static str> {
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or("this lake asks who you are")?
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        // The dashboard's pages sign in once and send the token as a cookie, which only they
+        // read: the JSON API never takes a credential the browser attaches on its own.
+        if req.uri().path().starts_with("/ui") {
+            return crate::ui::session::cookie(req.headers(), crate::ui::session::SESSION)
+                .ok_or("sign in to use the dashboard");
+        }
+        return Err("this lake asks who you are");
+    };
+    let value = value
         .to_str()
         .map_err(|_| "the Authorization header is not a bearer token")?
         .trim();
@@ -173,7 +192,10 @@ fn bearer(req: &Request) -> Result<&str, &'static str> {
 
 /// The client's address: the connection's, or the one a test's `MockConnectInfo` gives.
 fn client_ip(req: &Request) -> Option<IpAddr> {
-    let ext = req.extensions();
+    client_ip_of(req.extensions())
+}
+
+fn client_ip_of(ext: &axum::http::Extensions) -> Option<IpAddr> {
     ext.get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .or_else(|| {
@@ -189,9 +211,17 @@ struct Trail {
 
 impl Trail {
     fn new(req: &Request, right: Right) -> Self {
-        let client = client_ip(req).map(|ip| ip.to_string());
-        let route = req
-            .extensions()
+        Self::of(req.method(), req.uri(), req.extensions(), right)
+    }
+
+    fn of(
+        method: &Method,
+        uri: &axum::http::Uri,
+        ext: &axum::http::Extensions,
+        right: Right,
+    ) -> Self {
+        let client = client_ip_of(ext).map(|ip| ip.to_string());
+        let route = ext
             .get::<MatchedPath>()
             .map_or("", |p| p.as_str())
             .to_owned();
@@ -201,9 +231,9 @@ impl Trail {
                 principal: None,
                 token_id: None,
                 client,
-                method: req.method().as_str().to_owned(),
+                method: method.as_str().to_owned(),
                 route,
-                resource: req.uri().path().chars().take(2048).collect(),
+                resource: uri.path().chars().take(2048).collect(),
                 action: right.as_str().to_owned(),
                 decision: Decision::Allowed,
                 reason: None,
@@ -241,6 +271,28 @@ impl Trail {
             }
         }
         resp
+    }
+}
+
+/// A dashboard sign-in with `token`: the checks of a bearer token, with the same limit on failed
+/// attempts per address and the same audit of a refusal (as a 401 of `POST /ui/sign-in`).
+pub(crate) async fn sign_in(
+    s: &AppState,
+    parts: &axum::http::request::Parts,
+    token: &str,
+) -> Result<crate::identity::Principal, Response> {
+    let mut trail = Trail::of(&parts.method, &parts.uri, &parts.extensions, Right::Read);
+    match s.lake.access().authenticate(token.trim()).await {
+        Ok(p) => Ok(p),
+        Err(why) => {
+            let ip = client_ip_of(&parts.extensions);
+            let resp = match ip.and_then(|ip| Guard::wait(s.guard.failed_auth.as_ref(), &ip)) {
+                Some(wait) => too_many("too many failed authentications from this address", wait),
+                None => unauthorized(&why),
+            };
+            trail.entry.reason = Some(why);
+            Err(trail.close(s, resp).await)
+        }
     }
 }
 

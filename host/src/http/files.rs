@@ -35,10 +35,26 @@ pub(super) struct UploadQuery {
 pub(super) async fn upload(
     State(s): State<AppState>,
     q: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
     req: Request,
 ) -> Result<(StatusCode, Json<FileInfo>), ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let info = receive(&s, q.filename, req).await?;
+    let status = if info.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(info)))
+}
+
+/// An upload received (multipart, or the file as the body named by `filename`, `X-Filename` or
+/// `Content-Disposition`) and handed to the file service: the API's and the dashboard's.
+pub(crate) async fn receive(
+    s: &AppState,
+    filename: Option<String>,
+    req: Request,
+) -> Result<FileInfo, ApiError> {
+    let headers = req.headers().clone();
     let limit = s.lake.settings().max_upload_bytes;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -60,7 +76,7 @@ pub(super) async fn upload(
         ));
     }
     let info = if multipart {
-        let mut form = Multipart::from_request(req, &s)
+        let mut form = Multipart::from_request(req, s)
             .await
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text()))?;
         let field = loop {
@@ -84,7 +100,7 @@ pub(super) async fn upload(
         let name = field
             .file_name()
             .map(str::to_owned)
-            .or(q.filename)
+            .or(filename)
             .ok_or_else(|| ApiError::invalid("the file part has no filename"))?;
         // The field borrows the form, so its bytes are passed on through a channel while the
         // upload consumes them, both in this task.
@@ -111,8 +127,7 @@ pub(super) async fn upload(
         let (info, ()) = tokio::join!(files.upload(&name, body), pump);
         info?
     } else {
-        let name = q
-            .filename
+        let name = filename
             .or_else(|| header_str(&headers, "x-filename"))
             .or_else(|| disposition_filename(&headers))
             .ok_or_else(|| {
@@ -126,12 +141,7 @@ pub(super) async fn upload(
             .map_err(std::io::Error::other);
         s.lake.files().upload(&name, Box::pin(stream)).await?
     };
-    let status = if info.duplicate {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, Json(info)))
+    Ok(info)
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -238,7 +248,27 @@ pub(super) async fn merge(
     q: Result<Query<MergeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MergeOutcome>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let how = match q.how.as_deref().map(str::trim) {
+    let spec = merge_spec(
+        &q.file_id_1,
+        &q.file_id_2,
+        &q.on,
+        q.how.as_deref(),
+        q.suffixes.as_deref(),
+        q.nulls_equal.unwrap_or(false),
+    )?;
+    Ok(Json(s.lake.files().merge(spec, q.preview).await?))
+}
+
+/// A merge as the API's query (or the dashboard's form) states it.
+pub(crate) fn merge_spec(
+    file_id_1: &str,
+    file_id_2: &str,
+    on: &str,
+    how: Option<&str>,
+    suffixes: Option<&str>,
+    nulls_equal: bool,
+) -> Result<MergeSpec, ApiError> {
+    let how = match how.map(str::trim) {
         None | Some("") | Some("inner") => How::Inner,
         Some("left") => How::Left,
         Some("right") => How::Right,
@@ -249,7 +279,7 @@ pub(super) async fn merge(
             )));
         }
     };
-    let suffixes = match q.suffixes.as_deref() {
+    let suffixes = match suffixes {
         None | Some("") => ("_x".to_owned(), "_y".to_owned()),
         Some(s) => match s.split_once(',') {
             Some((a, b)) if a != b => (a.to_owned(), b.to_owned()),
@@ -260,15 +290,14 @@ pub(super) async fn merge(
             }
         },
     };
-    let spec = MergeSpec {
-        file_id_1: parse_file_id(&q.file_id_1, "file_id_1")?,
-        file_id_2: parse_file_id(&q.file_id_2, "file_id_2")?,
-        on: q.on.split(',').map(|c| c.trim().to_owned()).collect(),
+    Ok(MergeSpec {
+        file_id_1: parse_file_id(file_id_1, "file_id_1")?,
+        file_id_2: parse_file_id(file_id_2, "file_id_2")?,
+        on: on.split(',').map(|c| c.trim().to_owned()).collect(),
         how,
         suffixes,
-        nulls_equal: q.nulls_equal.unwrap_or(false),
-    };
-    Ok(Json(s.lake.files().merge(spec, q.preview).await?))
+        nulls_equal,
+    })
 }
 
 /// Body of `POST /files/save_merged`.
