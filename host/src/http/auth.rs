@@ -79,8 +79,7 @@ pub fn right_of(method: &Method, route: &str) -> Option<Right> {
             if r.starts_with("/backup")
                 || r.starts_with("/audit")
                 || r.starts_with("/users")
-                || r.starts_with("/ui/backups")
-                || r.starts_with("/ui/admin/users") =>
+                || r.starts_with("/ui/backups") =>
         {
             Some(Right::Administer)
         }
@@ -394,6 +393,33 @@ mod tests {
         assert_eq!(
             right_of(&Method::DELETE, "/catalog/{id}"),
             Some(Right::Delete)
+        );
+        // The dashboard's routes, by the same table.
+        assert_eq!(right_of(&get, "/ui/sign-in"), None);
+        assert_eq!(right_of(&get, "/ui/assets/{file}"), None);
+        assert_eq!(right_of(&get, "/ui"), Some(Right::Read));
+        assert_eq!(right_of(&get, "/ui/datasets/{id}"), Some(Right::Read));
+        assert_eq!(
+            right_of(&get, "/ui/datasets/{id}/download/{file}"),
+            Some(Right::Download)
+        );
+        assert_eq!(right_of(&get, "/ui/files"), Some(Right::DownloadRaw));
+        assert_eq!(right_of(&get, "/ui/backups"), Some(Right::Administer));
+        assert_eq!(
+            right_of(&Method::POST, "/ui/backups/trigger"),
+            Some(Right::Administer)
+        );
+        assert_eq!(
+            right_of(&Method::POST, "/ui/layers/promote"),
+            Some(Right::PromoteToProcessed)
+        );
+        assert_eq!(
+            right_of(&Method::POST, "/ui/files/merge"),
+            Some(Right::Write)
+        );
+        assert_eq!(
+            right_of(&Method::POST, "/ui/admin/tokens"),
+            Some(Right::Read)
         );
     }
 

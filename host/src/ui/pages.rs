@@ -592,7 +592,7 @@ const HISTORY_DEPTH: u32 = 5;
 const PREVIEW_CELLS: usize = 2_000;
 const PREVIEW_ROWS: usize = 20;
 /// The largest Parquet file a preview reads (the whole file is fetched for its footer).
-const PREVIEW_MAX_BYTES: u64 = 64 << 20;
+const PREVIEW_MAX_BYTES: u64 = 16 << 20;
 
 async fn preview(s: &AppState, d: &Dataset, files: &[FileRecord]) -> Option<Preview> {
     let f = files.iter().find(|f| f.name.ends_with(".parquet"))?;
