@@ -47,6 +47,7 @@ for suite in ${suites[*]}; do
             cargo build --release -p lake-host
             target="${CARGO_TARGET_DIR:-target}"
             python3 host/benches/auth.py --lake "$target/release/lake" ${LAKE_BENCH_AUTH_ARGS:-}
+            cargo bench -p lake-host --bench auth_check
             ;;
         *) echo "unknown suite $suite (api, plugins, files, auth)" >&2; exit 2 ;;
     esac

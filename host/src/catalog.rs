@@ -264,6 +264,10 @@ pub struct SearchQuery {
     pub external_id: Option<String>,
     /// Only datasets holding a file with this SHA-256 (hex, exact).
     pub sha256: Option<String>,
+    /// Only datasets created at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only datasets created before this time.
+    pub created_before: Option<DateTime<Utc>>,
 }
 
 impl Default for SearchQuery {
@@ -280,6 +284,8 @@ impl Default for SearchQuery {
             offset: 0,
             external_id: None,
             sha256: None,
+            created_after: None,
+            created_before: None,
         }
     }
 }
@@ -547,6 +553,8 @@ pub trait Datasets: Send + Sync {
     async fn get_dataset(&self, id: DatasetId) -> Result<Dataset, CatalogError>;
     /// A page of datasets.
     async fn search(&self, query: &SearchQuery) -> Result<Page<Dataset>, CatalogError>;
+    /// How many datasets `query` finds in all: its filters, without its cursor, offset and limit.
+    async fn count(&self, query: &SearchQuery) -> Result<i64, CatalogError>;
     /// Counts and bytes of ready datasets.
     async fn stats(&self) -> Result<Stats, CatalogError>;
     /// A dataset's files, by name.

@@ -443,6 +443,28 @@ struct CatalogQuery {
     external_id: Option<String>,
     /// Only datasets holding a file with this SHA-256 (hex).
     sha256: Option<String>,
+    /// Only datasets created at or after this time (RFC 3339, or a day `2026-12-01`, UTC).
+    created_after: Option<String>,
+    /// Only datasets created before this time (RFC 3339, or a day, UTC).
+    created_before: Option<String>,
+}
+
+/// A time as a query gives it: RFC 3339 (`2026-12-01T08:00:00Z`) or a day (`2026-12-01`, its
+/// start in UTC).
+pub(crate) fn parse_time(field: &str, v: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    let v = v.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{field}: {v:?} is not a time (2026-12-01T08:00:00Z) or a day (2026-12-01)"
+            ))
+        })
 }
 
 /// The `after` id of a `cursor` parameter (`next_cursor` of an earlier page).
@@ -502,6 +524,18 @@ async fn list_catalog(
         offset: q.offset.or(q.skip).unwrap_or(0),
         external_id: q.external_id.filter(|s| !s.is_empty()),
         sha256: q.sha256.filter(|s| !s.is_empty()),
+        created_after: q
+            .created_after
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|v| parse_time("created_after", v))
+            .transpose()?,
+        created_before: q
+            .created_before
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|v| parse_time("created_before", v))
+            .transpose()?,
     };
     Ok(Json(s.lake.search(&query).await?))
 }

@@ -703,6 +703,11 @@ impl Lake {
         Ok(self.catalog.search(q).await?)
     }
 
+    /// How many datasets a search finds in all (its cursor and page aside).
+    pub async fn count(&self, q: &SearchQuery) -> Result<i64, LakeError> {
+        Ok(self.catalog.count(q).await?)
+    }
+
     /// Catalog statistics.
     pub async fn stats(&self) -> Result<Stats, LakeError> {
         Ok(self.catalog.stats().await?)

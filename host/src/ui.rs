@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/backups", get(pages::backups))
         .route("/ui/backups/trigger", post(pages::trigger_backup))
         .route("/ui/backups/jobs", get(pages::backup_jobs))
+        .route("/ui/backups/{id}/verify", post(pages::verify_backup))
         .route("/ui/files", get(pages::files))
         .route("/ui/files/upload", upload)
         .route("/ui/files/merge", post(pages::merge))

@@ -145,16 +145,16 @@ pub async fn search_filters_and_pages(c: Arc<dyn Catalog>) {
         .await
         .expect("insert pending");
 
+    // Every search below fits one page, so its count is what the page holds.
     let all = |q: SearchQuery| {
         let c = c.clone();
         async move {
-            c.search(&q)
-                .await
-                .expect("search")
-                .items
-                .into_iter()
-                .map(|d| d.id)
-                .collect::<Vec<_>>()
+            let page = c.search(&q).await.expect("search");
+            if q.after.is_none() && q.offset == 0 && page.next_cursor.is_none() {
+                let n = c.count(&q).await.expect("count");
+                assert_eq!(n, page.items.len() as i64, "count of {q:?}");
+            }
+            page.items.into_iter().map(|d| d.id).collect::<Vec<_>>()
         }
     };
     // Newest first, pending hidden.
@@ -273,6 +273,34 @@ pub async fn search_filters_and_pages(c: Arc<dyn Catalog>) {
         }
     }
     assert_eq!(seen, everything);
+    // The count is the whole result's, whatever page is asked for; pending datasets excluded.
+    let count = c
+        .count(&SearchQuery {
+            limit: 5,
+            after: Some(everything[3]),
+            ..Default::default()
+        })
+        .await
+        .expect("count");
+    assert_eq!(count, everything.len() as i64);
+    // Creation-time bounds: the lower one inclusive, the upper one exclusive.
+    let now = chrono::Utc::now();
+    let hour = chrono::Duration::hours(1);
+    for (after, before, want) in [
+        (Some(now - hour), None, everything.len()),
+        (Some(now + hour), None, 0),
+        (None, Some(now - hour), 0),
+        (Some(now - hour), Some(now + hour), everything.len()),
+    ] {
+        let found = all(SearchQuery {
+            created_after: after,
+            created_before: before,
+            limit: 100,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(found.len(), want, "created in [{after:?}, {before:?})");
+    }
     let offset = all(SearchQuery {
         limit: 3,
         offset: 10,

@@ -4,6 +4,7 @@
 //! 127.0.0.1, and every page checks that it logged no JavaScript error (CSP violations included)
 //! and loaded nothing from another origin.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,11 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // chromedriver leads a process group of its own, which the browser it started joins: a
+        // test that failed before closing its session leaves no browser behind.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -48,6 +54,7 @@ async fn browser() -> Option<(Client, Driver)> {
         .expect("free port")
         .port();
     let child = Command::new("chromedriver")
+        .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -392,6 +399,18 @@ async fn typing_in_the_catalog_search_changes_the_rows_and_the_url() {
         c.find(Locator::Css("#no-match")).await.is_ok()
     })
     .await;
+    // Creation dates: nothing was made in 2000; everything today.
+    c.goto(&format!("{url}/ui/catalog?to=2000-01-01"))
+        .await
+        .expect("goto");
+    assert!(c.find(Locator::Css("#no-match")).await.is_ok());
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    c.goto(&format!("{url}/ui/catalog?from={today}&to={today}"))
+        .await
+        .expect("goto");
+    assert_eq!(rows().await, before, "made today");
+    let count = text_of(&c, "#count").await;
+    assert!(count.starts_with("8 matching datasets"), "{count}");
     check_page(&c, &d, url, "catalog-search").await;
     c.close().await.expect("close");
 }
@@ -653,6 +672,19 @@ async fn a_backup_triggered_from_the_page_succeeds() {
     c.refresh().await.expect("reload");
     let kept = text_of(&c, "#backups").await;
     assert!(!kept.is_empty(), "the backup is listed");
+    // Verified from the page: every object read back.
+    c.find(Locator::Css("#backups button.verify"))
+        .await
+        .expect("verify button")
+        .click()
+        .await
+        .expect("click");
+    until(&c, "the verification", || async {
+        text_of(&c, "#verify-result").await.contains("verified")
+    })
+    .await;
+    let verified = text_of(&c, "#verified").await;
+    assert!(verified.contains("every one as recorded"), "{verified}");
     check_page(&c, &d, url, "backups").await;
     c.close().await.expect("close");
 }

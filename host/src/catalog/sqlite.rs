@@ -427,34 +427,7 @@ impl Datasets for SqliteCatalog {
             "SELECT {} FROM datasets WHERE status = ",
             sql::DATASET_COLS
         ));
-        b.push_bind(q.status.as_str());
-        if let Some(l) = q.layer {
-            b.push(" AND layer = ").push_bind(l.as_str());
-        }
-        for l in &q.hidden_layers {
-            b.push(" AND layer <> ").push_bind(l.as_str());
-        }
-        if let Some(s) = &q.source {
-            b.push(" AND source = ").push_bind(s.clone());
-        }
-        if let Some(e) = &q.external_id {
-            b.push(" AND external_id = ").push_bind(e.clone());
-        }
-        if let Some(h) = &q.sha256 {
-            b.push(" AND id IN (SELECT dataset_id FROM files WHERE sha256 = ")
-                .push_bind(h.to_ascii_lowercase())
-                .push(")");
-        }
-        if let Some(text) = q.q.as_deref().filter(|t| !t.trim().is_empty()) {
-            b.push(" AND search_text LIKE ")
-                .push_bind(like_pattern(text.trim()))
-                .push(" ESCAPE '\\'");
-        }
-        for t in &q.tags {
-            b.push(" AND EXISTS (SELECT 1 FROM json_each(datasets.tags) WHERE value = ")
-                .push_bind(t.clone())
-                .push(")");
-        }
+        search_filters(&mut b, q);
         if let Some(after) = q.after {
             b.push(" AND id < ").push_bind(after.to_string());
         }
@@ -467,6 +440,14 @@ impl Datasets for SqliteCatalog {
             .map(rows::dataset)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page_of(items, q.limit))
+    }
+
+    async fn count(&self, q: &SearchQuery) -> Result<i64, CatalogError> {
+        let mut b: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT count(*) FROM datasets WHERE status = ");
+        search_filters(&mut b, q);
+        let row = b.build().fetch_one(&self.pool).await.map_err(db_err)?;
+        row.try_get::<i64, _>(0).map_err(db_err)
     }
 
     async fn stats(&self) -> Result<Stats, CatalogError> {
@@ -841,5 +822,44 @@ impl JobQueue for SqliteCatalog {
         .await
         .map_err(db_err)?;
         found.iter().map(rows::job).collect()
+    }
+}
+
+/// The `WHERE` conditions of a search after `status = `, its cursor and paging aside: the same
+/// for a page and for its count.
+fn search_filters(b: &mut QueryBuilder<'_, Sqlite>, q: &SearchQuery) {
+    b.push_bind(q.status.as_str());
+    if let Some(l) = q.layer {
+        b.push(" AND layer = ").push_bind(l.as_str());
+    }
+    for l in &q.hidden_layers {
+        b.push(" AND layer <> ").push_bind(l.as_str());
+    }
+    if let Some(s) = &q.source {
+        b.push(" AND source = ").push_bind(s.clone());
+    }
+    if let Some(e) = &q.external_id {
+        b.push(" AND external_id = ").push_bind(e.clone());
+    }
+    if let Some(h) = &q.sha256 {
+        b.push(" AND id IN (SELECT dataset_id FROM files WHERE sha256 = ")
+            .push_bind(h.to_ascii_lowercase())
+            .push(")");
+    }
+    if let Some(text) = q.q.as_deref().filter(|t| !t.trim().is_empty()) {
+        b.push(" AND search_text LIKE ")
+            .push_bind(like_pattern(text.trim()))
+            .push(" ESCAPE '\\'");
+    }
+    for t in &q.tags {
+        b.push(" AND EXISTS (SELECT 1 FROM json_each(datasets.tags) WHERE value = ")
+            .push_bind(t.clone())
+            .push(")");
+    }
+    if let Some(t) = q.created_after {
+        b.push(" AND created_at >= ").push_bind(t);
+    }
+    if let Some(t) = q.created_before {
+        b.push(" AND created_at < ").push_bind(t);
     }
 }

@@ -346,6 +346,12 @@ pub struct CatalogQuery {
     source: String,
     #[serde(default)]
     tag: String,
+    /// Created on or after this day.
+    #[serde(default)]
+    from: String,
+    /// Created on or before this day.
+    #[serde(default)]
+    to: String,
     #[serde(default)]
     cursor: String,
 }
@@ -383,6 +389,7 @@ impl Row {
 #[template(path = "ui/catalog_rows.html")]
 pub struct CatalogRows {
     rows: Vec<Row>,
+    shown: i64,
     total: i64,
     filtered: bool,
     next: Option<String>,
@@ -396,6 +403,8 @@ pub struct CatalogPage {
     layer: String,
     source: String,
     tag: String,
+    from: String,
+    to: String,
     layers: Vec<String>,
     sources: Vec<String>,
     results: String,
@@ -439,20 +448,26 @@ pub async fn catalog(
         offset: 0,
         external_id: None,
         sha256: None,
+        created_after: Some(q.from.as_str())
+            .filter(|d| !d.is_empty())
+            .map(|d| crate::http::parse_time("from", d))
+            .transpose()?,
+        // Through the whole of the `to` day.
+        created_before: Some(q.to.as_str())
+            .filter(|d| !d.is_empty())
+            .map(|d| crate::http::parse_time("to", d).map(|t| t + chrono::Duration::days(1)))
+            .transpose()?,
     };
     let page = s.lake.search(&query).await?;
+    let total = s.lake.count(&query).await?;
     let stats = s.lake.stats().await?;
     let vis = caller.visibility();
-    let total = stats
-        .by_layer
-        .iter()
-        .filter(|g| g.key.parse::<Layer>().is_ok_and(|l| vis.sees(l)))
-        .map(|g| g.datasets)
-        .sum();
     let filtered = query.layer.is_some()
         || query.source.is_some()
         || query.q.is_some()
         || !query.tags.is_empty()
+        || query.created_after.is_some()
+        || query.created_before.is_some()
         || after.is_some();
     let next = page.next_cursor.as_ref().map(|c| {
         let enc = |v: &str| {
@@ -464,6 +479,8 @@ pub async fn catalog(
             ("layer", &q.layer),
             ("source", &q.source),
             ("tag", &q.tag),
+            ("from", &q.from),
+            ("to", &q.to),
         ] {
             if !v.is_empty() {
                 u.push_str(&format!("{k}={}&", enc(v)));
@@ -473,6 +490,7 @@ pub async fn catalog(
         u
     });
     let results = CatalogRows {
+        shown: page.items.len() as i64,
         rows: page.items.iter().map(Row::of).collect(),
         total,
         filtered,
@@ -501,6 +519,8 @@ pub async fn catalog(
         layer: q.layer,
         source: q.source,
         tag: q.tag,
+        from: q.from,
+        to: q.to,
         results,
     }))
 }
@@ -903,6 +923,8 @@ pub async fn layers(
                 offset: 0,
                 external_id: None,
                 sha256: None,
+                created_after: None,
+                created_before: None,
             })
             .await?;
         for d in page.items.iter().filter(|d| d.promoted_from.is_some()) {
@@ -1187,6 +1209,34 @@ pub async fn backups(
 /// `GET /ui/backups/jobs`: the jobs table alone (the page polls it while a job runs).
 pub async fn backup_jobs(State(s): State<AppState>) -> Page {
     Ok(render(&backup_jobs_of(&s).await?))
+}
+
+#[derive(Template)]
+#[template(path = "ui/verified.html")]
+pub struct Verified {
+    id: String,
+    objects: usize,
+    bytes: String,
+    problems: Vec<(String, String)>,
+}
+
+/// `POST /ui/backups/{id}/verify`: every object of a backup read back and checked against its
+/// SHA-256.
+pub async fn verify_backup(State(s): State<AppState>, Path(id): Path<String>) -> Page {
+    let id: uuid::Uuid = id
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such backup"))?;
+    let r = s.lake.backups().verify(id, None).await?;
+    Ok(render(&Verified {
+        id: r.backup_id.to_string(),
+        objects: r.objects_checked,
+        bytes: human_bytes(r.bytes_checked as i64),
+        problems: r
+            .problems
+            .iter()
+            .map(|p| (p.key.clone(), p.problem.clone()))
+            .collect(),
+    }))
 }
 
 /// `POST /ui/backups/trigger`: a backup now, as a job.
