@@ -202,7 +202,8 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
     }
 }
 
-fn parse_id(s: &str) -> Result<DatasetId, ApiError> {
+/// A dataset id from a path; a malformed one is as not found as an unknown one.
+pub(crate) fn parse_id(s: &str) -> Result<DatasetId, ApiError> {
     s.parse().map_err(|e: String| {
         ApiError::new(
             StatusCode::NOT_FOUND,

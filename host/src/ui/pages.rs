@@ -22,15 +22,7 @@ fn invalid(m: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", m)
 }
 
-fn parse_id(s: &str) -> Result<DatasetId, ApiError> {
-    s.parse().map_err(|e: String| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no dataset {s:?}: {e}"),
-        )
-    })
-}
+use crate::http::parse_id;
 
 /// Bytes for people: `1.5 MB`.
 pub fn human_bytes(n: i64) -> String {
@@ -914,17 +906,7 @@ pub async fn layers(
             .search(&SearchQuery {
                 layer: Some(layer),
                 hidden_layers: vis.hidden_layers(),
-                source: None,
-                q: None,
-                tags: Vec::new(),
-                status: DatasetStatus::Ready,
-                limit: 50,
-                after: None,
-                offset: 0,
-                external_id: None,
-                sha256: None,
-                created_after: None,
-                created_before: None,
+                ..SearchQuery::default()
             })
             .await?;
         for d in page.items.iter().filter(|d| d.promoted_from.is_some()) {
