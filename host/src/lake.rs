@@ -958,6 +958,16 @@ impl Lake {
         Ok(graph)
     }
 
+    /// Who enforces a layer's immutability: `"storage"` where its bucket applied Object Lock,
+    /// `"host"` otherwise. Read from what the store reported at start, with no catalog query.
+    pub fn immutability(&self, layer: Layer) -> &'static str {
+        let reports = self.reports.read().unwrap_or_else(|p| p.into_inner());
+        let by_storage = reports
+            .iter()
+            .any(|(l, r)| *l == layer && matches!(r.object_lock, Enforcement::Applied { .. }));
+        if by_storage { "storage" } else { "host" }
+    }
+
     /// Per-layer counts, bytes and immutability.
     pub async fn layers(&self) -> Result<Vec<LayerSummary>, LakeError> {
         let stats = self.catalog.stats().await?;
@@ -978,13 +988,12 @@ impl Lake {
                         object_lock: Enforcement::NotRequested,
                         lifecycle: Enforcement::NotRequested,
                     });
-                let by_storage = matches!(report.object_lock, Enforcement::Applied { .. });
                 LayerSummary {
                     layer,
                     bucket: self.bucket(layer).to_owned(),
                     datasets: g.map_or(0, |g| g.datasets),
                     bytes: g.map_or(0, |g| g.bytes),
-                    immutability: if by_storage { "storage" } else { "host" },
+                    immutability: self.immutability(layer),
                     deletes_refused: layer == Layer::Raw,
                     storage: report,
                 }

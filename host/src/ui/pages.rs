@@ -452,8 +452,6 @@ pub async fn catalog(
     };
     let page = s.lake.search(&query).await?;
     let total = s.lake.count(&query).await?;
-    let stats = s.lake.stats().await?;
-    let vis = caller.visibility();
     let filtered = query.layer.is_some()
         || query.source.is_some()
         || query.q.is_some()
@@ -491,6 +489,9 @@ pub async fn catalog(
     if partial(&headers) {
         return Ok(render(&results));
     }
+    // The filters' choices, only for a whole page (not for the rows updated while typing).
+    let stats = s.lake.stats().await?;
+    let vis = caller.visibility();
     let results = results.render().map_err(|e| {
         tracing::error!(error = %e, "Dashboard template failed");
         ApiError::new(
@@ -716,12 +717,7 @@ pub async fn dataset(
     let vis = caller.visibility();
     let graph = s.lake.graph(id, 2, Direction::Both, vis).await?;
     let (history, hidden) = s.lake.history(id, HISTORY_DEPTH, vis).await?;
-    let layers = s.lake.layers().await?;
-    let immutable = layers
-        .iter()
-        .find(|l| l.layer == d.layer)
-        .map(|l| l.immutability.to_owned())
-        .unwrap_or_default();
+    let immutable = s.lake.immutability(d.layer).to_owned();
     let metadata = match &d.metadata {
         serde_json::Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), text(v))).collect(),
         serde_json::Value::Null => Vec::new(),
