@@ -123,6 +123,14 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     async fn put(&self, bucket: &str, key: &str, body: ByteStream) -> Result<u64, BlobError>;
     /// Streams an object's bytes.
     async fn get(&self, bucket: &str, key: &str) -> Result<ByteStream, BlobError>;
+    /// The bytes of `range` of an object, cut at its end (fewer bytes, or none, where the range
+    /// passes it): a Parquet footer or page without fetching the whole object.
+    async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, BlobError>;
     /// An object's size.
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, BlobError>;
     /// Every object under a prefix, sorted by key.

@@ -270,6 +270,46 @@ pub struct SearchQuery {
     pub created_before: Option<DateTime<Utc>>,
 }
 
+impl SearchQuery {
+    /// Whether the catalog's kept totals answer this search's count: only ready datasets,
+    /// filtered by nothing but layer and source.
+    pub(crate) fn counted_by_totals(&self) -> bool {
+        self.status == DatasetStatus::Ready
+            && self.q.as_deref().is_none_or(|t| t.trim().is_empty())
+            && self.tags.is_empty()
+            && self.external_id.is_none()
+            && self.sha256.is_none()
+            && self.created_after.is_none()
+            && self.created_before.is_none()
+    }
+}
+
+/// How many datasets a search finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Count {
+    /// The datasets found; when `more`, the bound the count stopped at.
+    pub found: i64,
+    /// More than `found` match: counting stopped at the bound it was given.
+    pub more: bool,
+}
+
+impl Count {
+    /// The count of a bounded `SELECT count(*)` over at most `at_most + 1` rows.
+    pub(crate) fn bounded(n: i64, at_most: i64) -> Self {
+        if n > at_most {
+            Count {
+                found: at_most,
+                more: true,
+            }
+        } else {
+            Count {
+                found: n,
+                more: false,
+            }
+        }
+    }
+}
+
 impl Default for SearchQuery {
     fn default() -> Self {
         Self {
@@ -311,7 +351,7 @@ pub struct GroupStats {
 }
 
 /// Catalog-wide statistics over ready datasets.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     /// All ready datasets.
     pub total_datasets: i64,
@@ -553,8 +593,10 @@ pub trait Datasets: Send + Sync {
     async fn get_dataset(&self, id: DatasetId) -> Result<Dataset, CatalogError>;
     /// A page of datasets.
     async fn search(&self, query: &SearchQuery) -> Result<Page<Dataset>, CatalogError>;
-    /// How many datasets `query` finds in all: its filters, without its cursor, offset and limit.
-    async fn count(&self, query: &SearchQuery) -> Result<i64, CatalogError>;
+    /// How many datasets `query` finds in all (its filters, without its cursor, offset and limit),
+    /// counting no further than `at_most`. Searches by layer and source alone are answered exactly
+    /// from the kept totals, at any catalog size; the others read at most `at_most + 1` rows.
+    async fn count(&self, query: &SearchQuery, at_most: i64) -> Result<Count, CatalogError>;
     /// Counts and bytes of ready datasets.
     async fn stats(&self) -> Result<Stats, CatalogError>;
     /// A dataset's files, by name.

@@ -495,6 +495,24 @@ impl Collections<'_> {
         self.jobs().list(JobKind::Collection, limit).await
     }
 
+    /// A recorded collection: its provenance entry and what it records (every request the
+    /// connector made, refused ones included).
+    pub async fn recorded(
+        &self,
+        entry: uuid::Uuid,
+    ) -> Result<(crate::provenance::ProvenanceEntry, CollectionRecord), LakeError> {
+        let not_one = || LakeError::NotFound(format!("collection {entry}"));
+        let e = match self.catalog.entry(entry).await {
+            Ok(e) => e,
+            Err(crate::catalog::CatalogError::NotFound(_)) => return Err(not_one()),
+            Err(e) => return Err(e.into()),
+        };
+        let record = e.collection_record().ok_or_else(not_one)?.map_err(|err| {
+            LakeError::Unavailable(format!("collection {entry} is recorded unreadably: {err}"))
+        })?;
+        Ok((e, record))
+    }
+
     /// Runs one collection: connector, raw storage, dedup, provenance, then the parsers.
     pub async fn collect(
         &self,

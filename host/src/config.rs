@@ -235,6 +235,16 @@ pub struct OidcConfig {
     pub roles: BTreeMap<String, crate::identity::Role>,
     /// Seconds of clock difference tolerated on `exp` and `nbf`.
     pub leeway_secs: u64,
+    /// The lake's client secret at the issuer, for the dashboard's "Sign in with" button (sent
+    /// with HTTP Basic to the token endpoint; unset: a public client, protected by PKCE alone).
+    /// Better set as `LAKE_AUTH__OIDC__CLIENT_SECRET` than written in the file.
+    pub client_secret: Option<Secret>,
+    /// The scopes the dashboard's sign-in asks for (`openid` always among them).
+    pub scopes: Vec<String>,
+    /// Where the issuer sends the browser back, as registered there:
+    /// `<the lake's URL>/ui/sign-in/oidc/callback`. Empty: built from the request's `Host`
+    /// (right unless a proxy in front of the lake changes the scheme or the host).
+    pub redirect_url: String,
 }
 
 impl Default for OidcConfig {
@@ -246,6 +256,9 @@ impl Default for OidcConfig {
             groups_claim: "groups".into(),
             roles: BTreeMap::new(),
             leeway_secs: 60,
+            client_secret: None,
+            scopes: vec!["openid".into()],
+            redirect_url: String::new(),
         }
     }
 }

@@ -38,7 +38,7 @@ mod files;
 mod identity;
 
 pub use auth::Caller;
-pub(crate) use auth::sign_in;
+pub(crate) use auth::{refuse_sign_in, sign_in};
 pub(crate) use files::{merge_spec, receive as receive_upload};
 
 /// Shared state of the HTTP server.
@@ -236,6 +236,7 @@ pub fn router(state: AppState) -> Router {
         .route("/provenance/{id}", get(provenance))
         .route("/provenance/{id}/graph", get(graph))
         .route("/provenance/{id}/prov", get(prov))
+        .route("/provenance/{id}/ro-crate", get(ro_crate))
         .route("/plugins", get(list_plugins))
         .route("/plugins/{name}", get(get_plugin))
         .route("/pipelines/run", post(run_pipeline))
@@ -288,7 +289,10 @@ pub fn router(state: AppState) -> Router {
                 "no such route; see /docs",
             )
         })
-        .layer(middleware::from_fn(crate::ui::html_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::ui::html_errors,
+        ))
         .layer(middleware::from_fn(track_metrics))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         // Every response: no sniffing, no framing, no referrer; a page with its own policy (the
@@ -891,6 +895,68 @@ async fn prov(
     Ok(([(header::CONTENT_TYPE, "application/json")], Json(doc)).into_response())
 }
 
+/// Query of `GET /provenance/{id}/ro-crate`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CrateQuery {
+    /// Steps back to describe, 1 to 100 (default 10).
+    depth: Option<u32>,
+    /// `zip` (default: the crate as it travels) or `json` (its `ro-crate-metadata.json`).
+    format: Option<String>,
+}
+
+/// A dataset and how it was made, as an RO-Crate (Process Run Crate profile): its files with
+/// their checksums, the datasets it was made from, and each run with its component and person.
+#[utoipa::path(get, path = "/provenance/{id}/ro-crate", params(("id" = String, Path, description = "Dataset id"), CrateQuery),
+    responses((status = 200, description = "The crate: a zip holding ro-crate-metadata.json, or that JSON-LD"),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn ro_crate(
+    State(s): State<AppState>,
+    Extension(caller): Extension<auth::Caller>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    q: Result<Query<CrateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let id = parse_id(&id)?;
+    let depth = q.depth.unwrap_or(10);
+    if !(1..=100).contains(&depth) {
+        return Err(ApiError::invalid("depth: must be between 1 and 100"));
+    }
+    let zip = match q.format.as_deref().unwrap_or("zip") {
+        "zip" => true,
+        "json" => false,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "format: {other:?} is neither \"zip\" nor \"json\""
+            )));
+        }
+    };
+    // The files' ids are the URLs that download them, from this lake as the client reached it.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let doc = s
+        .lake
+        .ro_crate(id, depth, caller.visibility(), &format!("http://{host}"))
+        .await?;
+    let json = serde_json::to_vec_pretty(&doc)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    if !zip {
+        return Ok(([(header::CONTENT_TYPE, "application/ld+json")], json).into_response());
+    }
+    let disposition = format!("attachment; filename=\"{id}.crate.zip\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        crate::rocrate::zip_of("ro-crate-metadata.json", &json),
+    )
+        .into_response())
+}
+
 #[derive(Serialize, ToSchema)]
 struct PluginList {
     /// Loaded plugins.
@@ -1045,6 +1111,7 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         provenance,
         graph,
         prov,
+        ro_crate,
         list_plugins,
         get_plugin,
         run_pipeline,

@@ -420,6 +420,13 @@ fn user_name(name: &str, field: &str) -> Result<String, LakeError> {
     Ok(name.to_owned())
 }
 
+impl<'a> Access<'a> {
+    /// The OpenID Connect issuer's verifier, when `mode = "oidc"`: the dashboard's sign-in there.
+    pub fn oidc(&self) -> Option<&'a oidc::Verifier> {
+        self.state.oidc.as_ref()
+    }
+}
+
 impl Access<'_> {
     /// Adds a user or service account whose tokens may hold at most `role`.
     pub async fn add_user(

@@ -19,15 +19,15 @@ use crate::blob::{
     self, BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement,
 };
 use crate::catalog::{
-    Catalog, CatalogError, Dataset, DatasetId, DatasetStatus, FileRecord, NewDataset, Page,
+    Catalog, CatalogError, Count, Dataset, DatasetId, DatasetStatus, FileRecord, NewDataset, Page,
     SearchQuery, Stats,
 };
 use crate::config::{Config, LockMode, StorageBackend};
 use crate::identity::Visibility;
 use crate::layers::Layer;
 use crate::provenance::{
-    Action, DeletionRecord, Direction, FileFacts, LineageGraph, NewProvenance, ProvenanceEntry,
-    RegistrationRecord,
+    Action, DeletionRecord, Direction, FileFacts, LineageGraph, NewProvenance, PromotionRecord,
+    ProvenanceEntry, RegistrationRecord,
 };
 
 /// Errors of lake operations; the HTTP layer maps each to one status.
@@ -703,9 +703,10 @@ impl Lake {
         Ok(self.catalog.search(q).await?)
     }
 
-    /// How many datasets a search finds in all (its cursor and page aside).
-    pub async fn count(&self, q: &SearchQuery) -> Result<i64, LakeError> {
-        Ok(self.catalog.count(q).await?)
+    /// How many datasets a search finds in all (its cursor and page aside), counting no further
+    /// than `at_most` unless the kept totals answer it.
+    pub async fn count(&self, q: &SearchQuery, at_most: i64) -> Result<Count, LakeError> {
+        Ok(self.catalog.count(q, at_most).await?)
     }
 
     /// Catalog statistics.
@@ -900,6 +901,25 @@ impl Lake {
         Ok((entries, graph.hidden))
     }
 
+    /// The newest promotions into layers the caller sees, newest first, each with its record.
+    pub async fn recent_promotions(
+        &self,
+        limit: u32,
+        vis: Visibility,
+    ) -> Result<Vec<(ProvenanceEntry, PromotionRecord)>, LakeError> {
+        let entries = self
+            .catalog
+            .entries_by_action(Action::Promotion, limit)
+            .await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| {
+                let record = e.promotion_record()?;
+                vis.sees(record.to_layer).then_some((e, record))
+            })
+            .collect())
+    }
+
     /// Ancestors and descendants up to `depth` steps, as a caller who sees `vis` finds them.
     pub async fn graph(
         &self,
@@ -910,6 +930,33 @@ impl Lake {
     ) -> Result<LineageGraph, LakeError> {
         let graph = self.visible_graph(id, depth, direction, vis).await?;
         Ok(graph.restricted(|l| vis.sees(l)).0)
+    }
+
+    /// The dataset, the datasets it was made from up to `depth` steps back and the runs that made
+    /// them, as an RO-Crate (Process Run Crate) whose files are downloaded from `base_url`, as a
+    /// caller who sees `vis` finds them.
+    pub async fn ro_crate(
+        &self,
+        id: DatasetId,
+        depth: u32,
+        vis: Visibility,
+        base_url: &str,
+    ) -> Result<serde_json::Value, LakeError> {
+        let root = self.get_dataset(id).await?;
+        let (graph, entries) = self
+            .restricted_lineage(id, depth, Direction::Ancestors, vis)
+            .await?;
+        let mut files = std::collections::BTreeMap::new();
+        for n in graph.nodes.iter().filter(|n| !n.restricted) {
+            files.insert(n.id, self.catalog.list_files(n.id).await?);
+        }
+        Ok(crate::rocrate::crate_of(&crate::rocrate::CrateInput {
+            root: &root,
+            graph: &graph,
+            entries: &entries,
+            files: &files,
+            base_url,
+        }))
     }
 
     /// The lineage graph and its entries as W3C PROV-JSON, as a caller who sees `vis` finds them.

@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod plugins;
 pub mod promotion;
 pub mod provenance;
+pub mod rocrate;
 pub mod scaffold;
 pub mod tables;
 pub mod telemetry;

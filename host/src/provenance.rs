@@ -307,6 +307,20 @@ impl ProvenanceEntry {
             .then(|| serde_json::from_value(self.parameters.clone()).ok())
             .flatten()
     }
+
+    /// A `promotion` entry's record (which layers, how many files); `None` for other actions.
+    pub fn promotion_record(&self) -> Option<PromotionRecord> {
+        (self.action == Action::Promotion)
+            .then(|| serde_json::from_value(self.parameters.clone()).ok())
+            .flatten()
+    }
+
+    /// A `collection` entry's record (the requests, the outcome); `None` for other actions, or
+    /// with why a collection's record does not read.
+    pub fn collection_record(&self) -> Option<Result<CollectionRecord, String>> {
+        (self.action == Action::Collection)
+            .then(|| serde_json::from_value(self.parameters.clone()).map_err(|e| e.to_string()))
+    }
 }
 
 /// The parts of a [`PipelineRecord`] that decisions read: see [`ProvenanceEntry::run_facts`].

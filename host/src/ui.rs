@@ -44,6 +44,16 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/", get(|| async { Redirect::permanent("/ui") }))
         .route("/ui/catalog", get(pages::catalog))
         .route("/ui/datasets/{id}", get(pages::dataset))
+        // A dataset as an RO-Crate names it (a directory-like id, with its slash).
+        .route(
+            "/ui/datasets/{id}/",
+            get(
+                |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                    crate::http::parse_id(&id)
+                        .map(|id| Redirect::permanent(&format!("/ui/datasets/{id}")))
+                },
+            ),
+        )
         .route("/ui/datasets/{id}/graph", get(pages::graph))
         .route("/ui/datasets/{id}/prov", get(pages::prov))
         .route("/ui/datasets/{id}/download/{file}", get(pages::download))
@@ -52,6 +62,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/runs", get(pages::runs))
         .route("/ui/collections", get(pages::collections))
         .route("/ui/collections/run", post(pages::collect))
+        .route("/ui/collections/{entry}", get(pages::collection))
         .route("/ui/backups", get(pages::backups))
         .route("/ui/backups/trigger", post(pages::trigger_backup))
         .route("/ui/backups/jobs", get(pages::backup_jobs))
@@ -67,6 +78,8 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/ui/sign-in",
             get(session::sign_in_page).post(session::sign_in),
         )
+        .route("/ui/sign-in/oidc", get(session::oidc_start))
+        .route("/ui/sign-in/oidc/callback", get(session::oidc_callback))
         .route("/ui/sign-out", post(session::sign_out))
         .route("/ui/assets/{file}", get(assets::serve))
         .layer(middleware::from_fn(session::csrf))
@@ -164,7 +177,11 @@ pub fn partial(headers: &axum::http::HeaderMap) -> bool {
 /// Turns the API's JSON errors on `/ui` routes into something a person reads: a page (with the
 /// sign-in form on 401) for a page load, a short HTML message for a partial update. The status
 /// stays what the API decided.
-pub async fn html_errors(req: Request, next: Next) -> Response {
+pub async fn html_errors(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let is_ui = req.uri().path().starts_with("/ui");
     let hx = partial(req.headers());
     let path = req
@@ -198,7 +215,7 @@ pub async fn html_errors(req: Request, next: Next) -> Response {
             Err(_) => status.into_response(),
         }
     } else if status == StatusCode::UNAUTHORIZED {
-        let mut r = session::sign_in_response(&path, Some(&message));
+        let mut r = session::sign_in_response(&path, Some(&message), session::issuer(&s));
         *r.status_mut() = status;
         r
     } else {

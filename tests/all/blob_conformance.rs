@@ -226,6 +226,38 @@ pub async fn large_object_streams_in_parts(store: &dyn BlobStore, bucket: &str) 
     assert_eq!(sha, lake_host::blob::Sha256::of(&data));
 }
 
+pub async fn ranges_read_part_of_an_object(store: &dyn BlobStore, bucket: &str) {
+    let data = pattern(100_000, 9);
+    store
+        .put(bucket, "r/table.parquet", stream_of(vec![data.clone()]))
+        .await
+        .expect("put");
+    for (range, want) in [
+        (0..10, &data[0..10]),
+        (99_992..100_000, &data[99_992..]),
+        (40_000..70_001, &data[40_000..70_001]),
+        // Cut at the end, or nothing at all past it.
+        (99_990..200_000, &data[99_990..]),
+        (100_000..100_008, &data[..0]),
+        (150_000..150_001, &data[..0]),
+        (5..5, &data[..0]),
+    ] {
+        let got = store
+            .get_range(bucket, "r/table.parquet", range.clone())
+            .await
+            .unwrap_or_else(|e| panic!("range {range:?}: {e}"));
+        assert_eq!(&got[..], want, "range {range:?}");
+    }
+    assert!(matches!(
+        store.get_range(bucket, "r/missing", 0..4).await,
+        Err(BlobError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.get_range(bucket, "../escape", 0..4).await,
+        Err(BlobError::InvalidKey { .. })
+    ));
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -238,6 +270,7 @@ macro_rules! conformance {
             conformance!(@one $make, failed_body_leaves_nothing);
             conformance!(@one $make, overwrite_is_whole);
             conformance!(@one $make, large_object_streams_in_parts);
+            conformance!(@one $make, ranges_read_part_of_an_object);
 
             #[tokio::test]
             async fn copy_leaves_source() {

@@ -6,8 +6,8 @@ use chrono::Utc;
 use lake_host::audit::{AuditQuery, Decision, NewAuditEntry};
 use lake_host::catalog::prelude::*;
 use lake_host::catalog::{
-    CatalogDump, CatalogError, DatasetId, DatasetStatus, FileRecord, JobStatus, NewDataset, NewJob,
-    SearchQuery,
+    CatalogDump, CatalogError, Count, DatasetId, DatasetStatus, FileRecord, JobStatus, NewDataset,
+    NewJob, SearchQuery,
 };
 use lake_host::layers::Layer;
 use lake_host::provenance::{Action, Direction, NewProvenance};
@@ -151,8 +151,9 @@ pub async fn search_filters_and_pages(c: Arc<dyn Catalog>) {
         async move {
             let page = c.search(&q).await.expect("search");
             if q.after.is_none() && q.offset == 0 && page.next_cursor.is_none() {
-                let n = c.count(&q).await.expect("count");
-                assert_eq!(n, page.items.len() as i64, "count of {q:?}");
+                let n = c.count(&q, 1000).await.expect("count");
+                assert_eq!(n.found, page.items.len() as i64, "count of {q:?}");
+                assert!(!n.more, "count of {q:?}");
             }
             page.items.into_iter().map(|d| d.id).collect::<Vec<_>>()
         }
@@ -275,14 +276,53 @@ pub async fn search_filters_and_pages(c: Arc<dyn Catalog>) {
     assert_eq!(seen, everything);
     // The count is the whole result's, whatever page is asked for; pending datasets excluded.
     let count = c
-        .count(&SearchQuery {
-            limit: 5,
-            after: Some(everything[3]),
-            ..Default::default()
-        })
+        .count(
+            &SearchQuery {
+                limit: 5,
+                after: Some(everything[3]),
+                ..Default::default()
+            },
+            1000,
+        )
         .await
         .expect("count");
-    assert_eq!(count, everything.len() as i64);
+    assert_eq!(count.found, everything.len() as i64);
+    // A count stops at its bound, and says so; one by layer and source alone is exact anyway.
+    let text = SearchQuery {
+        q: Some("dataset".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.count(&text, 4).await.expect("bounded count"),
+        Count {
+            found: 4,
+            more: true
+        }
+    );
+    assert_eq!(
+        c.count(&text, 12).await.expect("count at the bound"),
+        Count {
+            found: 12,
+            more: false
+        }
+    );
+    let by_layer = SearchQuery {
+        layer: Some(Layer::Raw),
+        source: Some("uniprot".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.count(&by_layer, 1).await.expect("count from the totals"),
+        Count {
+            found: 4,
+            more: false
+        }
+    );
+    let hidden = SearchQuery {
+        hidden_layers: vec![Layer::Raw],
+        ..Default::default()
+    };
+    assert_eq!(c.count(&hidden, 1).await.expect("count").found, 4);
     // Creation-time bounds: the lower one inclusive, the upper one exclusive.
     let now = chrono::Utc::now();
     let hour = chrono::Duration::hours(1);
@@ -349,6 +389,32 @@ pub async fn stats_per_layer_and_source(c: Arc<dyn Catalog>) {
     };
     assert_eq!(src("geo"), Some((2, 151)));
     assert_eq!(src("pubmed"), Some((1, 0)));
+
+    // The totals follow a dataset's life: pending is not counted, its commit is, its files'
+    // bytes with it, and a dataset that stops being ready leaves its layer and source.
+    let mut pending = new_ds("e", "ncbi", Layer::Curated);
+    pending.status = DatasetStatus::Pending;
+    let e = c
+        .insert_dataset(&pending, &[], None)
+        .await
+        .expect("insert pending")
+        .id;
+    let s = c.stats().await.expect("stats");
+    assert_eq!((s.total_datasets, s.total_bytes), (3, 151));
+    assert!(s.by_source.iter().all(|g| g.key != "ncbi"), "{s:?}");
+    c.commit(e, &[file("f", 7)], DatasetStatus::Ready, None)
+        .await
+        .expect("commit");
+    let s = c.stats().await.expect("stats");
+    assert_eq!((s.total_datasets, s.total_bytes), (4, 158));
+    let curated = s.by_layer.iter().find(|g| g.key == "curated");
+    assert_eq!(curated.map(|g| (g.datasets, g.bytes)), Some((1, 7)));
+    c.set_status(e, DatasetStatus::Deleted)
+        .await
+        .expect("delete");
+    let s = c.stats().await.expect("stats");
+    assert_eq!((s.total_datasets, s.total_bytes), (3, 151));
+    assert!(s.by_source.iter().all(|g| g.key != "ncbi"), "{s:?}");
 }
 
 pub async fn commit_is_atomic(c: Arc<dyn Catalog>) {
@@ -1299,6 +1365,10 @@ async fn dump_survives(from: Arc<dyn Catalog>, into: Arc<dyn Catalog>) {
     into.import(&read).await.expect("import");
     let again = into.export().await.expect("export again");
     assert_eq!(normalised(again), normalised(dump.clone()));
+    // The imported datasets are in the totals.
+    let stats = into.stats().await.expect("stats");
+    assert_eq!(stats, from.stats().await.expect("stats"));
+    assert!(stats.total_datasets > 0, "{stats:?}");
     // Lineage is rebuilt from the entries: the promoted dataset's graph is the same.
     let promoted = dump
         .datasets

@@ -155,8 +155,53 @@ async fn check_page(c: &Client, d: &Driver, lake: &str, name: &str) {
             "{name}: loaded {r}, which is not the lake"
         );
     }
+    let poor = c.execute(CONTRAST, vec![]).await.expect("contrast check");
+    assert_eq!(
+        poor,
+        json!([]),
+        "{name}: text below WCAG AA contrast, or a coloured mark without its text"
+    );
     screenshot(c, name).await;
 }
+
+/// Every visible piece of text on the page whose contrast with what is behind it is below WCAG
+/// AA (4.5:1, or 3:1 for large text), and every coloured mark (layer, state) that has no text of
+/// its own, so colour never carries meaning alone: the list of offenders (empty when all is well).
+const CONTRAST: &str = r#"
+const rgba = (s) => { const m = s.match(/[\d.]+/g) || []; return m.map(Number).concat([1]).slice(0, 4); };
+const lum = ([r, g, b]) => {
+  const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); };
+  return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+};
+const behind = (el) => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgba(getComputedStyle(e).backgroundColor);
+    if (c[3] > 0.5) return c;
+  }
+  return [255, 255, 255, 1];
+};
+const out = [];
+for (const el of document.querySelectorAll('body *')) {
+  if (el.closest('svg, canvas, script, style, noscript, [hidden]')) continue;
+  const own = Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim());
+  if (!own) continue;
+  const r = el.getBoundingClientRect();
+  const st = getComputedStyle(el);
+  if (r.width === 0 || r.height === 0 || st.visibility === 'hidden') continue;
+  const fg = rgba(st.color), bg = behind(el);
+  const [a, b] = [lum(fg), lum(bg)];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  const size = parseFloat(st.fontSize), bold = parseInt(st.fontWeight, 10) >= 700;
+  const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+  if (ratio < need) {
+    out.push(`${el.tagName.toLowerCase()}.${el.className} "${el.textContent.trim().slice(0, 40)}": ${st.color} on rgba(${bg}) = ${ratio.toFixed(2)}`);
+  }
+}
+for (const el of document.querySelectorAll('.layer, .state')) {
+  if (!el.textContent.trim()) out.push(`${el.className}: a coloured mark without text`);
+}
+return out;
+"#;
 
 /// A full-page screenshot under `target/dashboard/NAME.png`.
 async fn screenshot(c: &Client, name: &str) {
@@ -416,6 +461,101 @@ async fn typing_in_the_catalog_search_changes_the_rows_and_the_url() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_is_searched_and_a_dataset_opened_with_the_keyboard_alone() {
+    let Some((c, d)) = browser().await else {
+        return;
+    };
+    let lake = seeded(&[]).await;
+    let url = &lake.url;
+    c.goto(&format!("{url}/ui/catalog")).await.expect("goto");
+    const TAB: &str = "\u{E004}";
+    const ENTER: &str = "\u{E007}";
+    let focused = || async {
+        c.execute(
+            "const e = document.activeElement; \
+             return [e.id || '', e.tagName.toLowerCase(), e.getAttribute('href') || '', \
+                     getComputedStyle(e).outlineStyle];",
+            vec![],
+        )
+        .await
+        .expect("active element")
+    };
+    // Tab from the top of the page: the first stop skips to the content, and the search box is
+    // reached in a few more, every stop showing where the focus is.
+    let tab = || async {
+        c.active_element()
+            .await
+            .expect("focus")
+            .send_keys(TAB)
+            .await
+            .expect("tab");
+    };
+    tab().await;
+    let first = focused().await;
+    assert_eq!(
+        first[2],
+        json!("#main"),
+        "the first stop skips to the content: {first}"
+    );
+    let mut stops = 0;
+    loop {
+        tab().await;
+        stops += 1;
+        let now = focused().await;
+        assert_ne!(
+            now[3],
+            json!("none"),
+            "a stop without a visible focus: {now}"
+        );
+        if now[0] == json!("q") {
+            break;
+        }
+        assert!(stops < 20, "the search box is not reachable by Tab: {now}");
+    }
+    c.active_element()
+        .await
+        .expect("focus")
+        .send_keys("measurements")
+        .await
+        .expect("type");
+    until(&c, "the rows to narrow", || async {
+        text_of(&c, "#count").await.contains("matching")
+    })
+    .await;
+    // On through the filters to the first dataset, and open it with Enter.
+    let mut stops = 0;
+    loop {
+        tab().await;
+        stops += 1;
+        let now = focused().await;
+        if now[2]
+            .as_str()
+            .is_some_and(|h| h.starts_with("/ui/datasets/"))
+        {
+            break;
+        }
+        assert!(stops < 30, "no dataset link is reachable by Tab: {now}");
+    }
+    c.active_element()
+        .await
+        .expect("focus")
+        .send_keys(ENTER)
+        .await
+        .expect("enter");
+    until(&c, "the dataset page", || async {
+        c.find(Locator::Css("#files")).await.is_ok()
+    })
+    .await;
+    let title = text_of(&c, "h1").await;
+    assert!(
+        title.contains("measurements"),
+        "a dataset found opened: {title}"
+    );
+    check_page(&c, &d, url, "keyboard-dataset").await;
+    c.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dataset_page_shows_rows_files_and_a_graph_that_grows_with_depth() {
     let Some((c, d)) = browser().await else {
         return;
@@ -551,6 +691,15 @@ async fn promoting_from_the_layers_page_records_the_note_in_the_timeline() {
     let facts = text_of(&c, ".facts").await;
     assert!(facts.contains("curated"), "{facts}");
     check_page(&c, &d, url, "promoted-dataset").await;
+    // The Layers page's promotions are read from provenance: who moved what, where, and why.
+    c.goto(&format!("{url}/ui/layers")).await.expect("goto");
+    let promotions = text_of(&c, "#promotions").await;
+    assert!(
+        promotions.contains("checked against the plate map by the PI")
+            && promotions.contains("curated")
+            && promotions.contains(lake.measurements.as_str()),
+        "{promotions}"
+    );
     c.close().await.expect("close");
 }
 
@@ -819,6 +968,184 @@ async fn a_reader_sees_no_promote_button_and_a_forged_post_is_refused() {
             .is_some_and(|a| a.iter().any(|e| e["route"] == "/ui/layers/promote")),
         "{audit}"
     );
+    c.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_at_the_oidc_issuer_opens_the_dashboard_as_that_person() {
+    let Some(python) = crate::service_var("LAKE_TEST_PYTHON") else {
+        return;
+    };
+    let Some((c, d)) = browser().await else {
+        return;
+    };
+    let provider = crate::identity::Provider::start(&python, 600).await;
+    provider
+        .set_claims("ada", json!({"groups": ["lab-curators"]}))
+        .await;
+    provider
+        .set_claims("eve", json!({"groups": ["elsewhere"]}))
+        .await;
+    let (_server, url, _dirs) = crate::identity::oidc_lake(&provider, 60);
+
+    // Not signed in: the sign-in page offers the issuer; the issuer's own form signs Ada in, and
+    // the browser comes back to the page it wanted, as Ada with her group's role.
+    let sign_in = |who: &'static str| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            c.goto(&format!("{url}/ui/catalog?q=plate"))
+                .await
+                .expect("goto");
+            c.find(Locator::Css("#oidc-sign-in"))
+                .await
+                .expect("the issuer's sign-in button")
+                .click()
+                .await
+                .expect("click");
+            let sub = c
+                .wait()
+                .at_most(Duration::from_secs(15))
+                .for_element(Locator::Css("input[name=sub]"))
+                .await
+                .expect("the issuer's form");
+            sub.send_keys(who).await.expect("type");
+            c.find(Locator::Css("form button[type=submit]"))
+                .await
+                .expect("authorize")
+                .click()
+                .await
+                .expect("click");
+        }
+    };
+    sign_in("ada").await;
+    until(&c, "the catalog as Ada", || async {
+        text_of(&c, "h1").await == "Catalog"
+    })
+    .await;
+    let here = c.current_url().await.expect("url");
+    assert!(
+        here.as_str()
+            .starts_with(&format!("{url}/ui/catalog?q=plate")),
+        "back to the page asked for: {here}"
+    );
+    let who = text_of(&c, ".who").await;
+    assert!(who.contains("ada") && who.contains("curator"), "{who}");
+    screenshot(&c, "oidc-signed-in").await;
+
+    // Someone whose groups map to no role: back to the sign-in page, saying why.
+    c.execute(
+        "document.querySelector('form[action=\"/ui/sign-out\"]').submit();",
+        vec![],
+    )
+    .await
+    .expect("sign out");
+    until(&c, "signed out", || async {
+        c.find(Locator::Css("#oidc-sign-in")).await.is_ok()
+    })
+    .await;
+    sign_in("eve").await;
+    until(&c, "Eve refused", || async {
+        text_of(&c, ".problem").await.contains("map to no role")
+    })
+    .await;
+    // A return the browser never began: refused, not signed in.
+    c.goto(&format!(
+        "{url}/ui/sign-in/oidc/callback?code=forged&state=forged"
+    ))
+    .await
+    .expect("goto");
+    let problem = text_of(&c, ".problem").await;
+    assert!(problem.contains("sign in again"), "{problem}");
+    c.goto(&format!("{url}/ui/catalog")).await.expect("goto");
+    assert!(
+        c.find(Locator::Css("#oidc-sign-in")).await.is_ok(),
+        "still signed out"
+    );
+    // What the browser logged: only the lake's own refusals (401 and 400), nothing else of ours.
+    let logs = severe_logs(&c, &d).await;
+    assert!(
+        logs.iter()
+            .filter(|l| l.contains(&url))
+            .all(|l| l.contains("401") || l.contains("400")),
+        "{logs:#?}"
+    );
+    c.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_run_from_the_page_shows_its_outcome_and_requests() {
+    let Some((c, d)) = browser().await else {
+        return;
+    };
+    let (geo, seen) = crate::sources::geo_upstream().await;
+    let conf = tempfile::tempdir().expect("tempdir");
+    let path = conf.path().join("lake.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[plugins.overrides.geo]\nhosts = [\"http://{geo}\"]\nrequests_per_sec = 50.0\n\n\
+             [[sources]]\nname = \"gsm804\"\nplugin = \"geo\"\nexternal_id = \"GSM804\"\n\
+             params = {{ accessions = [\"GSM804\"], what = \"soft\", view = \"full\", \
+             base_url = \"http://{geo}/geo\" }}\n"
+        ),
+    )
+    .expect("config");
+    let envs = [("LAKE_CONFIG".to_owned(), path.display().to_string())];
+    let lake = seeded(&envs).await;
+    let url = &lake.url;
+    c.goto(&format!("{url}/ui/collections"))
+        .await
+        .expect("goto");
+    let sources = text_of(&c, "#sources").await;
+    assert!(
+        sources.contains("gsm804") && sources.contains("GSM804"),
+        "{sources}"
+    );
+    c.find(Locator::Css("#sources button[type=submit]"))
+        .await
+        .expect("collect now")
+        .click()
+        .await
+        .expect("click");
+    // The job runs in the background; the page shows it once it has ended.
+    let started = Instant::now();
+    loop {
+        c.goto(&format!("{url}/ui/collections"))
+            .await
+            .expect("goto");
+        let jobs = text_of(&c, "#jobs").await;
+        if jobs.contains("succeeded") {
+            assert!(jobs.contains("new"), "the first collection is new: {jobs}");
+            break;
+        }
+        assert!(!jobs.contains("failed"), "{jobs}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the collection did not end: {jobs}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    check_page(&c, &d, url, "collections-run").await;
+    let asked = seen.lock().expect("lock").clone();
+    assert!(!asked.is_empty(), "the connector asked the upstream");
+    c.find(Locator::Css("#jobs a[href^='/ui/collections/']"))
+        .await
+        .expect("the job's requests")
+        .click()
+        .await
+        .expect("open");
+    until(&c, "the collection's requests", || async {
+        c.find(Locator::Css("#requests")).await.is_ok()
+    })
+    .await;
+    let requests = text_of(&c, "#requests").await;
+    // Every request the upstream saw is listed, with its answer.
+    for path in &asked {
+        let q = path.split('?').nth(1).unwrap_or(path);
+        assert!(requests.contains(q), "{q} is not listed: {requests}");
+    }
+    assert!(requests.contains("200"), "{requests}");
+    check_page(&c, &d, url, "collection-requests").await;
     c.close().await.expect("close");
 }
 

@@ -257,9 +257,9 @@ async fn only_a_live_token_with_its_own_secret_authenticates() {
 
 /// An OpenID Connect provider (`oidc-provider-mock`, from the test venv) on a loopback port:
 /// dropping it ends that process.
-struct Provider {
+pub(crate) struct Provider {
     child: std::process::Child,
-    issuer: String,
+    pub(crate) issuer: String,
 }
 
 impl Drop for Provider {
@@ -271,7 +271,7 @@ impl Drop for Provider {
 
 impl Provider {
     /// A provider whose tokens live `max_age` seconds.
-    async fn start(python: &str, max_age: u32) -> Self {
+    pub(crate) async fn start(python: &str, max_age: u32) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -309,13 +309,7 @@ impl Provider {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
-        let r = http
-            .put(format!("{}/users/{sub}", self.issuer))
-            .json(&claims)
-            .send()
-            .await
-            .expect("claims");
-        assert_eq!(r.status(), 204, "set claims");
+        self.set_claims(sub, claims).await;
         let redirect = "http://127.0.0.1/callback";
         let r = http
             .post(format!("{}/oauth2/authorize", self.issuer))
@@ -359,9 +353,22 @@ impl Provider {
     }
 }
 
+impl Provider {
+    /// The claims the provider puts in `sub`'s tokens.
+    pub(crate) async fn set_claims(&self, sub: &str, claims: Value) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/users/{sub}", self.issuer))
+            .json(&claims)
+            .send()
+            .await
+            .expect("claims");
+        assert_eq!(r.status(), 204, "set claims");
+    }
+}
+
 /// A lake that accepts `provider`'s JWTs (groups `lab-curators` and `lab-members`), with this
 /// clock leeway.
-fn oidc_lake(
+pub(crate) fn oidc_lake(
     provider: &Provider,
     leeway_secs: u32,
 ) -> (crate::walkthrough::Server, String, [tempfile::TempDir; 2]) {
@@ -371,7 +378,7 @@ fn oidc_lake(
         &path,
         format!(
             "[auth]\nmode = \"oidc\"\n\n[auth.oidc]\nissuer = \"{}\"\naudience = \"lake\"\n\
-             leeway_secs = {leeway_secs}\n\n\
+             leeway_secs = {leeway_secs}\nclient_secret = \"lake-secret\"\n\n\
              [auth.oidc.roles]\nlab-curators = \"curator\"\nlab-members = \"reader\"\n",
             provider.issuer
         ),

@@ -20,6 +20,7 @@ mod hostile;
 mod http_api;
 mod identity;
 mod ingest;
+mod interop;
 mod lab_files;
 mod object_lock;
 mod pipelines;

@@ -133,6 +133,31 @@ impl BlobStore for LocalStore {
         }
     }
 
+    async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, BlobError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let path = self.path(bucket, key)?;
+        let mut f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found(bucket, key)),
+            Err(e) => return Err(io_err(&path, e)),
+        };
+        let len = range.end.saturating_sub(range.start);
+        let mut out = Vec::with_capacity(usize::try_from(len.min(64 << 20)).unwrap_or(0));
+        f.seek(io::SeekFrom::Start(range.start))
+            .await
+            .map_err(|e| io_err(&path, e))?;
+        f.take(len)
+            .read_to_end(&mut out)
+            .await
+            .map_err(|e| io_err(&path, e))?;
+        Ok(out.into())
+    }
+
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, BlobError> {
         let path = self.path(bucket, key)?;
         match tokio::fs::metadata(&path).await {

@@ -516,6 +516,43 @@ impl BlobStore for S3Store {
         )))
     }
 
+    async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, BlobError> {
+        check_key(key)?;
+        if range.end <= range.start {
+            // Still says whether the object is there.
+            self.head(bucket, key).await?;
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            // A range that starts past the end: nothing there, if the object is.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
+                self.head(bucket, key).await?;
+                return Ok(Bytes::new());
+            }
+            Err(e) => return Err(map_err(bucket, key, e)),
+        };
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| BlobError::Unavailable(format!("reading {bucket}/{key}: {e}")))?;
+        Ok(body.into_bytes())
+    }
+
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, BlobError> {
         check_key(key)?;
         let out = self

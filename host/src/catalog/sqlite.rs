@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::rows::{self, Columns, Values, bad_row};
 use super::{
-    Catalog, CatalogDump, CatalogError, Constraint, Dataset, DatasetId, DatasetStatus, Datasets,
-    Dump, FileRecord, GraphBuilder, Job, JobQueue, JobStatus, NewDataset, NewJob, Page,
+    Catalog, CatalogDump, CatalogError, Constraint, Count, Dataset, DatasetId, DatasetStatus,
+    Datasets, Dump, FileRecord, GraphBuilder, Job, JobQueue, JobStatus, NewDataset, NewJob, Page,
     ProvenanceLog, SearchQuery, Stats, like_pattern, lineage_walks, page_of, rules, sql, stats_of,
 };
 use crate::layers::Layer;
@@ -442,12 +442,25 @@ impl Datasets for SqliteCatalog {
         Ok(page_of(items, q.limit))
     }
 
-    async fn count(&self, q: &SearchQuery) -> Result<i64, CatalogError> {
+    async fn count(&self, q: &SearchQuery, at_most: i64) -> Result<Count, CatalogError> {
+        if q.counted_by_totals() {
+            let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT CAST(coalesce(sum(datasets), 0) AS BIGINT) FROM dataset_totals WHERE 1 = 1",
+            );
+            totals_filters(&mut b, q);
+            let row = b.build().fetch_one(&self.pool).await.map_err(db_err)?;
+            let found = row.try_get::<i64, _>(0).map_err(db_err)?;
+            return Ok(Count { found, more: false });
+        }
         let mut b: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT count(*) FROM datasets WHERE status = ");
+            QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM datasets WHERE status = ");
         search_filters(&mut b, q);
+        b.push(" LIMIT ")
+            .push_bind(at_most.saturating_add(1))
+            .push(") AS found");
         let row = b.build().fetch_one(&self.pool).await.map_err(db_err)?;
-        row.try_get::<i64, _>(0).map_err(db_err)
+        let n = row.try_get::<i64, _>(0).map_err(db_err)?;
+        Ok(Count::bounded(n, at_most))
     }
 
     async fn stats(&self) -> Result<Stats, CatalogError> {
@@ -827,8 +840,8 @@ impl JobQueue for SqliteCatalog {
 
 /// The `WHERE` conditions of a search after `status = `, its cursor and paging aside: the same
 /// for a page and for its count.
-fn search_filters(b: &mut QueryBuilder<'_, Sqlite>, q: &SearchQuery) {
-    b.push_bind(q.status.as_str());
+/// The layer and source filters of `q`: over `datasets`, and over `dataset_totals`.
+fn totals_filters(b: &mut QueryBuilder<'_, Sqlite>, q: &SearchQuery) {
     if let Some(l) = q.layer {
         b.push(" AND layer = ").push_bind(l.as_str());
     }
@@ -838,6 +851,11 @@ fn search_filters(b: &mut QueryBuilder<'_, Sqlite>, q: &SearchQuery) {
     if let Some(s) = &q.source {
         b.push(" AND source = ").push_bind(s.clone());
     }
+}
+
+fn search_filters(b: &mut QueryBuilder<'_, Sqlite>, q: &SearchQuery) {
+    b.push_bind(q.status.as_str());
+    totals_filters(b, q);
     if let Some(e) = &q.external_id {
         b.push(" AND external_id = ").push_bind(e.clone());
     }

@@ -74,7 +74,15 @@ pub fn right_of(method: &Method, route: &str) -> Option<Right> {
     match (method.as_str(), route) {
         (_, "/" | "/health" | "/metrics" | "/openapi.json" | "/docs" | "/docs/docs.css") => None,
         // The dashboard's sign-in and its assets; `/ui/sign-in` checks the token it is given.
-        (_, "/ui/" | "/ui/sign-in" | "/ui/sign-out" | "/ui/assets/{file}") => None,
+        (
+            _,
+            "/ui/"
+            | "/ui/sign-in"
+            | "/ui/sign-in/oidc"
+            | "/ui/sign-in/oidc/callback"
+            | "/ui/sign-out"
+            | "/ui/assets/{file}",
+        ) => None,
         (_, r)
             if r.starts_with("/backup")
                 || r.starts_with("/audit")
@@ -280,19 +288,27 @@ pub(crate) async fn sign_in(
     parts: &axum::http::request::Parts,
     token: &str,
 ) -> Result<crate::identity::Principal, Response> {
-    let mut trail = Trail::of(&parts.method, &parts.uri, &parts.extensions, Right::Read);
     match s.lake.access().authenticate(token.trim()).await {
         Ok(p) => Ok(p),
-        Err(why) => {
-            let ip = client_ip_of(&parts.extensions);
-            let resp = match ip.and_then(|ip| Guard::wait(s.guard.failed_auth.as_ref(), &ip)) {
-                Some(wait) => too_many("too many failed authentications from this address", wait),
-                None => unauthorized(&why),
-            };
-            trail.entry.reason = Some(why);
-            Err(trail.close(s, resp).await)
-        }
+        Err(why) => Err(refuse_sign_in(s, parts, why).await),
     }
+}
+
+/// The answer to a dashboard sign-in refused for `why` (a token that did not check, or an
+/// issuer's sign-in that did not), counted against the address's failed attempts and audited.
+pub(crate) async fn refuse_sign_in(
+    s: &AppState,
+    parts: &axum::http::request::Parts,
+    why: String,
+) -> Response {
+    let mut trail = Trail::of(&parts.method, &parts.uri, &parts.extensions, Right::Read);
+    let ip = client_ip_of(&parts.extensions);
+    let resp = match ip.and_then(|ip| Guard::wait(s.guard.failed_auth.as_ref(), &ip)) {
+        Some(wait) => too_many("too many failed authentications from this address", wait),
+        None => unauthorized(&why),
+    };
+    trail.entry.reason = Some(why);
+    trail.close(s, resp).await
 }
 
 /// The middleware: authenticates, checks the route's right and the caller's rate, hands the
@@ -396,6 +412,7 @@ mod tests {
         );
         // The dashboard's routes, by the same table.
         assert_eq!(right_of(&get, "/ui/sign-in"), None);
+        assert_eq!(right_of(&get, "/ui/sign-in/oidc/callback"), None);
         assert_eq!(right_of(&get, "/ui/assets/{file}"), None);
         assert_eq!(right_of(&get, "/ui"), Some(Right::Read));
         assert_eq!(right_of(&get, "/ui/datasets/{id}"), Some(Right::Read));

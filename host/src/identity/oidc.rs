@@ -58,8 +58,120 @@ impl Verifier {
         }
     }
 
+    /// The issuer, as configured.
+    pub fn issuer(&self) -> &str {
+        &self.cfg.issuer
+    }
+
+    /// Where the issuer sends a browser back after signing in, when configured
+    /// (`[auth.oidc] redirect_url`).
+    pub fn redirect_url(&self) -> Option<&str> {
+        Some(self.cfg.redirect_url.as_str()).filter(|u| !u.is_empty())
+    }
+
     /// The principal a JWT names, or why it is refused (the text of a 401).
     pub async fn verify(&self, jwt: &str) -> Result<Principal, String> {
+        let claims = self.claims(jwt).await?;
+        self.principal(jwt, &claims)
+    }
+
+    /// Where to send a browser to sign in at the issuer (the authorization code flow, with PKCE
+    /// and a nonce), and what its return must match.
+    pub async fn begin_sign_in(&self, redirect_uri: &str) -> Result<SignInRequest, String> {
+        let doc = self.discovery().await?;
+        let endpoint = endpoint(&doc, "authorization_endpoint")?;
+        let random = || {
+            format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            )
+        };
+        let (state, nonce, verifier) = (random(), random(), random());
+        let challenge = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()))
+        };
+        let mut scopes: Vec<&str> = vec!["openid"];
+        scopes.extend(
+            self.cfg
+                .scopes
+                .iter()
+                .map(String::as_str)
+                .filter(|s| *s != "openid"),
+        );
+        let mut url = reqwest::Url::parse(&endpoint)
+            .map_err(|e| format!("the issuer's authorization endpoint {endpoint:?}: {e}"))?;
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.cfg.audience)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", &scopes.join(" "))
+            .append_pair("state", &state)
+            .append_pair("nonce", &nonce)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        Ok(SignInRequest {
+            url: url.to_string(),
+            state,
+            nonce,
+            verifier,
+        })
+    }
+
+    /// Redeems the code a browser came back with at the issuer's token endpoint and checks the
+    /// ID token it answers (keys, issuer, audience, expiry, and the nonce the sign-in began
+    /// with): the token, to keep as the browser's session, and who it names.
+    pub async fn finish_sign_in(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        begun: &SignInRequest,
+    ) -> Result<(String, Principal), String> {
+        let doc = self.discovery().await?;
+        let endpoint = endpoint(&doc, "token_endpoint")?;
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", begun.verifier.as_str()),
+        ];
+        let mut req = self.http.post(&endpoint);
+        match &self.cfg.client_secret {
+            Some(secret) => req = req.basic_auth(&self.cfg.audience, Some(secret.expose())),
+            None => form.push(("client_id", self.cfg.audience.as_str())),
+        }
+        let resp = req
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| format!("the issuer's token endpoint did not answer: {e}"))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let why = body
+                .get("error_description")
+                .or_else(|| body.get("error"))
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given");
+            return Err(format!("the issuer refused the sign-in ({status}): {why}"));
+        }
+        let id_token = body
+            .get("id_token")
+            .and_then(Value::as_str)
+            .ok_or("the issuer's answer holds no ID token")?
+            .to_owned();
+        let claims = self.claims(&id_token).await?;
+        if claims.get("nonce").and_then(Value::as_str) != Some(begun.nonce.as_str()) {
+            return Err("the ID token is not for this sign-in (its nonce differs)".into());
+        }
+        let principal = self.principal(&id_token, &claims)?;
+        Ok((id_token, principal))
+    }
+
+    /// The claims of a JWT whose signature, issuer, audience and times verify.
+    async fn claims(&self, jwt: &str) -> Result<Value, String> {
         let header = jsonwebtoken::decode_header(jwt)
             .map_err(|_| "the bearer token is neither a lake token nor a JWT".to_owned())?;
         let asymmetric = !matches!(
@@ -107,7 +219,7 @@ impl Verifier {
             }
             return Err(refusal(last));
         };
-        self.principal(jwt, &claims)
+        Ok(claims)
     }
 
     /// The keys that may have signed a token naming `kid` (every key when it names none),
@@ -140,19 +252,23 @@ impl Verifier {
             .collect())
     }
 
-    /// The issuer's key set, through its discovery document.
-    async fn fetch(&self) -> Result<JwkSet, String> {
-        let unavailable = |e: String| format!("the sign-in cannot be checked now: {e}");
-        let discovery = format!(
+    /// The issuer's discovery document.
+    async fn discovery(&self) -> Result<Value, String> {
+        let url = format!(
             "{}/.well-known/openid-configuration",
             self.cfg.issuer.trim_end_matches('/')
         );
-        let doc: Value = self.get_json(&discovery).await.map_err(unavailable)?;
-        let jwks_uri = doc
-            .get("jwks_uri")
-            .and_then(Value::as_str)
-            .ok_or_else(|| unavailable(format!("{discovery} names no jwks_uri")))?;
-        let set: Value = self.get_json(jwks_uri).await.map_err(unavailable)?;
+        self.get_json(&url)
+            .await
+            .map_err(|e| format!("the sign-in cannot be checked now: {e}"))
+    }
+
+    /// The issuer's key set, through its discovery document.
+    async fn fetch(&self) -> Result<JwkSet, String> {
+        let unavailable = |e: String| format!("the sign-in cannot be checked now: {e}");
+        let doc = self.discovery().await?;
+        let jwks_uri = endpoint(&doc, "jwks_uri")?;
+        let set: Value = self.get_json(&jwks_uri).await.map_err(unavailable)?;
         serde_json::from_value(set).map_err(|e| unavailable(format!("{jwks_uri}: {e}")))
     }
 
@@ -206,6 +322,35 @@ impl Verifier {
             role,
         })
     }
+}
+
+/// A browser's sign-in at the issuer, begun: where to send it, and what its return must match.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignInRequest {
+    /// The issuer's authorization URL with this sign-in's parameters.
+    pub url: String,
+    /// Echoed back by the issuer: ties the return to this browser.
+    pub state: String,
+    /// Carried in the ID token: ties the token to this sign-in.
+    pub nonce: String,
+    /// The PKCE verifier: only this browser can redeem the code.
+    pub verifier: String,
+}
+
+impl std::fmt::Debug for SignInRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignInRequest")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL the discovery document names.
+fn endpoint(doc: &Value, name: &str) -> Result<String, String> {
+    doc.get(name)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("the issuer's discovery document names no {name}"))
 }
 
 /// The text of a 401 for a JWT that did not verify.

@@ -17,7 +17,7 @@ use crate::config::PluginOverride;
 pub(super) const MAX_RETRIES: u32 = 3;
 
 /// One request a connector made, as provenance records it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Fetch {
     /// `GET`, `POST`, ...
     pub method: String,

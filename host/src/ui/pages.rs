@@ -40,6 +40,22 @@ pub fn human_bytes(n: i64) -> String {
     }
 }
 
+/// A count for people: `25,004`.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A time for people, in UTC to the second.
 pub fn when(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
@@ -78,6 +94,8 @@ pub struct Problem {
 pub struct SignIn {
     pub next: String,
     pub why: Option<String>,
+    /// The link that starts a sign-in at the OpenID Connect issuer, and the issuer's URL.
+    pub oidc: Option<(String, String)>,
 }
 
 impl SignIn {
@@ -383,6 +401,7 @@ pub struct CatalogRows {
     rows: Vec<Row>,
     shown: i64,
     total: i64,
+    total_shown: String,
     filtered: bool,
     next: Option<String>,
 }
@@ -401,6 +420,10 @@ pub struct CatalogPage {
     sources: Vec<String>,
     results: String,
 }
+
+/// A search's count stops here ("10,000+"), so a broad text search costs a bounded read; counts by
+/// layer and source alone are exact at any size.
+const COUNT_AT_MOST: i64 = 10_000;
 
 /// `GET /ui/catalog`: search; with `HX-Request`, only the rows.
 pub async fn catalog(
@@ -451,7 +474,7 @@ pub async fn catalog(
             .transpose()?,
     };
     let page = s.lake.search(&query).await?;
-    let total = s.lake.count(&query).await?;
+    let total = s.lake.count(&query, COUNT_AT_MOST).await?;
     let filtered = query.layer.is_some()
         || query.source.is_some()
         || query.q.is_some()
@@ -482,7 +505,12 @@ pub async fn catalog(
     let results = CatalogRows {
         shown: page.items.len() as i64,
         rows: page.items.iter().map(Row::of).collect(),
-        total,
+        total: total.found,
+        total_shown: format!(
+            "{}{}",
+            thousands(total.found),
+            if total.more { "+" } else { "" }
+        ),
         filtered,
         next,
     };
@@ -604,51 +632,24 @@ const HISTORY_DEPTH: u32 = 5;
 /// How many cells a preview shows at most, and rows.
 const PREVIEW_CELLS: usize = 2_000;
 const PREVIEW_ROWS: usize = 20;
-/// The largest Parquet file a preview reads (the whole file is fetched for its footer).
-const PREVIEW_MAX_BYTES: u64 = 16 << 20;
 
+/// The first rows of a dataset's table, read by range from its Parquet (footer, page index and
+/// the first pages), whatever the table's size.
 async fn preview(s: &AppState, d: &Dataset, files: &[FileRecord]) -> Option<Preview> {
     let f = files.iter().find(|f| f.name.ends_with(".parquet"))?;
-    if f.size > PREVIEW_MAX_BYTES {
-        return Some(Preview {
-            columns: Vec::new(),
-            rows: Vec::new(),
-            total_rows: None,
-            note: Some(format!(
-                "{} is {}; the preview reads tables up to {}",
-                f.name,
-                human_bytes(f.size as i64),
-                human_bytes(PREVIEW_MAX_BYTES as i64)
-            )),
-        });
-    }
-    let read = async {
-        use futures::TryStreamExt;
-        let stream = s
-            .lake
-            .blobs()
-            .get(&d.bucket, &format!("{}{}", d.prefix, f.name))
-            .await
-            .map_err(|e| e.to_string())?;
-        let bytes = stream
-            .try_fold(
-                Vec::with_capacity(f.size as usize),
-                |mut acc, c| async move {
-                    acc.extend_from_slice(&c);
-                    Ok(acc)
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let (reader, rows) =
-            crate::tables::parquet_reader(bytes::Bytes::from(bytes)).map_err(|e| e.to_string())?;
-        Ok::<_, String>((reader, rows))
-    };
-    match read.await {
-        Ok((reader, total)) => {
-            use arrow_array::RecordBatchReader;
-            let schema = reader.schema();
-            let columns: Vec<(String, String)> = schema
+    // At most PREVIEW_ROWS rows are read; the cell budget trims them for a wide table below.
+    let read = crate::tables::first_rows(
+        s.lake.blobs().clone(),
+        &d.bucket,
+        &format!("{}{}", d.prefix, f.name),
+        f.size,
+        PREVIEW_ROWS,
+    )
+    .await;
+    match read {
+        Ok(first) => {
+            let columns: Vec<(String, String)> = first
+                .schema
                 .fields()
                 .iter()
                 .map(|f| (f.name().clone(), f.data_type().to_string()))
@@ -657,8 +658,7 @@ async fn preview(s: &AppState, d: &Dataset, files: &[FileRecord]) -> Option<Prev
             let want = PREVIEW_ROWS.min(PREVIEW_CELLS / per_row).max(1);
             let mut rows = Vec::new();
             let opts = arrow_cast::display::FormatOptions::default().with_null("");
-            for batch in reader {
-                let Ok(batch) = batch else { break };
+            for batch in &first.batches {
                 let formatters: Vec<_> = batch
                     .columns()
                     .iter()
@@ -683,14 +683,17 @@ async fn preview(s: &AppState, d: &Dataset, files: &[FileRecord]) -> Option<Prev
                             .collect(),
                     );
                 }
-                if rows.len() >= want {
-                    break;
-                }
             }
+            tracing::debug!(
+                dataset = %d.id,
+                bytes_read = first.bytes_read,
+                size = f.size,
+                "Preview read"
+            );
             Some(Preview {
                 columns,
                 rows,
-                total_rows: i64::try_from(total).ok(),
+                total_rows: i64::try_from(first.total_rows).ok(),
                 note: None,
             })
         }
@@ -830,10 +833,22 @@ pub async fn download(
 pub struct LayersPage {
     chrome: Chrome,
     cards: Vec<LayerCard>,
-    history: Vec<Row>,
-    history_from: Vec<String>,
+    history: Vec<PromotionRow>,
     preset: String,
     targets: Vec<(String, &'static str)>,
+}
+
+/// One promotion, from its provenance entry.
+pub struct PromotionRow {
+    id: String,
+    name: String,
+    to_layer: String,
+    from_layer: String,
+    /// The source dataset's id, empty where the caller may not see its layer.
+    from: String,
+    who: String,
+    note: String,
+    when: String,
 }
 
 /// A layer's card.
@@ -892,23 +907,30 @@ pub async fn layers(
         .collect();
     let vis = caller.visibility();
     let mut history = Vec::new();
-    let mut history_from = Vec::new();
-    for layer in [Layer::Archive, Layer::Curated, Layer::Processed] {
-        if !vis.sees(layer) {
+    for (e, record) in s.lake.recent_promotions(30, vis).await? {
+        let Some(&made) = e.outputs.first() else {
             continue;
-        }
-        let page = s
-            .lake
-            .search(&SearchQuery {
-                layer: Some(layer),
-                hidden_layers: vis.hidden_layers(),
-                ..SearchQuery::default()
-            })
-            .await?;
-        for d in page.items.iter().filter(|d| d.promoted_from.is_some()) {
-            history_from.push(d.promoted_from.map(|p| p.to_string()).unwrap_or_default());
-            history.push(Row::of(d));
-        }
+        };
+        // A promoted dataset deleted since is named by its id.
+        let name = match s.lake.get_dataset(made).await {
+            Ok(d) => d.name,
+            Err(_) => made.to_string(),
+        };
+        history.push(PromotionRow {
+            id: made.to_string(),
+            name,
+            to_layer: record.to_layer.to_string(),
+            from_layer: record.from_layer.to_string(),
+            from: e
+                .inputs
+                .first()
+                .filter(|_| vis.sees(record.from_layer))
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            who: e.actor.clone().unwrap_or_else(|| "(not recorded)".into()),
+            note: e.reason.clone().or(e.notes.clone()).unwrap_or_default(),
+            when: when(&e.created_at),
+        });
     }
     let chrome = Chrome::new("layers", &caller, &csrf);
     let targets = [Layer::Processed, Layer::Curated, Layer::Archive]
@@ -921,7 +943,6 @@ pub async fn layers(
         targets,
         cards,
         history,
-        history_from,
         preset: q.dataset,
     }))
 }
@@ -1030,6 +1051,8 @@ pub struct CollectionsPage {
     sources: Vec<(String, String, String)>,
     jobs: Vec<JobRow>,
     outcomes: Vec<String>,
+    /// Each job's collection entry and how many requests it made.
+    requests: Vec<(String, String)>,
 }
 
 /// `GET /ui/collections`: the configured sources and the collection jobs.
@@ -1052,21 +1075,81 @@ pub async fn collections(
             )
         })
         .collect();
-    let outcomes = jobs
+    let field = |j: &crate::catalog::Job, k: &str| {
+        j.result
+            .as_ref()
+            .and_then(|r| r.get(k))
+            .filter(|v| !v.is_null())
+            .map(text)
+            .unwrap_or_default()
+    };
+    let outcomes = jobs.iter().map(|j| field(j, "outcome")).collect();
+    let requests = jobs
         .iter()
-        .map(|j| {
-            j.result
-                .as_ref()
-                .and_then(|r| r.get("outcome"))
-                .map(text)
-                .unwrap_or_default()
-        })
+        .map(|j| (field(j, "entry_id"), field(j, "requests")))
         .collect();
     Ok(render(&CollectionsPage {
         chrome: Chrome::new("collections", &caller, &csrf),
         sources,
         jobs: jobs.iter().map(JobRow::of).collect(),
         outcomes,
+        requests,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "ui/collection.html")]
+pub struct CollectionPage {
+    chrome: Chrome,
+    entry: String,
+    external_id: String,
+    source: String,
+    plugin: String,
+    status: String,
+    who: String,
+    when: String,
+    outputs: Vec<String>,
+    requests: Vec<crate::plugins::Fetch>,
+}
+
+/// `GET /ui/collections/{entry}`: one collection's record: every request its connector made,
+/// with the answer (or why it was refused).
+pub async fn collection(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(csrf): Extension<Csrf>,
+    Path(entry): Path<String>,
+) -> Page {
+    let id = uuid::Uuid::parse_str(entry.trim())
+        .map_err(|_| invalid(format!("{entry:?} is not a collection's entry id")))?;
+    let (e, record) = s.lake.collections().recorded(id).await?;
+    let requests: Vec<crate::plugins::Fetch> = serde_json::from_value(record.requests.clone())
+        .map_err(|err| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the collection's requests are recorded unreadably: {err}"),
+            )
+        })?;
+    let vis = caller.visibility();
+    Ok(render(&CollectionPage {
+        chrome: Chrome::new("collections", &caller, &csrf),
+        entry: e.id.to_string(),
+        external_id: record.external_id.clone(),
+        source: record.source.clone().unwrap_or_default(),
+        plugin: e.component().plugin.unwrap_or_default(),
+        status: serde_json::to_value(record.status)
+            .map(|v| text(&v))
+            .unwrap_or_default(),
+        who: e.actor.clone().unwrap_or_else(|| "(not recorded)".into()),
+        when: when(&e.created_at),
+        // Collections write raw datasets; a caller who may not see raw gets no links to them.
+        outputs: if vis.sees(Layer::Raw) {
+            e.outputs.iter().map(ToString::to_string).collect()
+        } else {
+            Vec::new()
+        },
+        requests,
     }))
 }
 
@@ -1479,4 +1562,19 @@ pub async fn revoke_token(
     access.revoke(id).await?;
     let chrome = Chrome::new("admin", &caller, &csrf);
     admin_page(&s, &caller, chrome, None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(25_004), "25,004");
+        assert_eq!(thousands(10_000_000), "10,000,000");
+        assert_eq!(thousands(-1_234), "-1,234");
+    }
 }

@@ -93,18 +93,37 @@ pub async fn csrf(mut req: Request, next: Next) -> Response {
     resp
 }
 
-/// The sign-in page for a browser that wanted `next`, with why it is asked.
-pub fn sign_in_response(next: &str, why: Option<&str>) -> Response {
+/// The sign-in page for a browser that wanted `next`, with why it is asked; with a button to sign
+/// in at the issuer when `oidc` names one.
+pub fn sign_in_response(next: &str, why: Option<&str>, oidc: Option<&str>) -> Response {
     let why = why.map(|w| {
         w.split("; send Authorization")
             .next()
             .unwrap_or(w)
             .to_owned()
     });
+    let next = safe_next(next).to_owned();
     super::render(&super::pages::SignIn {
-        next: safe_next(next).to_owned(),
+        oidc: oidc.map(|issuer| {
+            (
+                format!(
+                    "/ui/sign-in/oidc?next={}",
+                    percent_encoding::utf8_percent_encode(
+                        &next,
+                        percent_encoding::NON_ALPHANUMERIC
+                    )
+                ),
+                issuer.to_owned(),
+            )
+        }),
+        next,
         why,
     })
+}
+
+/// The issuer a person may sign in at, when `mode = "oidc"`.
+pub fn issuer(s: &AppState) -> Option<&str> {
+    s.lake.access().oidc().map(|v| v.issuer())
 }
 
 /// Where to go after signing in: a dashboard path, never another site.
@@ -123,8 +142,11 @@ pub struct SignInQuery {
 }
 
 /// `GET /ui/sign-in`.
-pub async fn sign_in_page(axum::extract::Query(q): axum::extract::Query<SignInQuery>) -> Response {
-    sign_in_response(q.next.as_deref().unwrap_or("/ui"), None)
+pub async fn sign_in_page(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<SignInQuery>,
+) -> Response {
+    sign_in_response(q.next.as_deref().unwrap_or("/ui"), None, issuer(&s))
 }
 
 /// Body of `POST /ui/sign-in`.
@@ -154,11 +176,8 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
     let next = safe_next(form.next.as_deref().unwrap_or("/ui")).to_owned();
     if let Err(resp) = crate::http::sign_in(&s, &parts, &form.token).await {
         let status = resp.status();
-        let why = resp
-            .extensions()
-            .get::<crate::http::ErrorNote>()
-            .map(|n| n.message.clone());
-        let mut page = sign_in_response(&next, why.as_deref());
+        let why = note_of(&resp);
+        let mut page = sign_in_response(&next, Some(&why), issuer(&s));
         *page.status_mut() = status;
         for h in [header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
             if let Some(v) = resp.headers().get(&h) {
@@ -167,14 +186,190 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
         }
         return page;
     }
-    let mut resp = axum::response::Redirect::to(&next).into_response();
+    signed_in(&next, form.token.trim())
+}
+
+/// On to `next`, the session cookie holding `credential`.
+fn signed_in(next: &str, credential: &str) -> Response {
+    let mut resp = axum::response::Redirect::to(next).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{SESSION}={}; Path=/ui; Max-Age={SESSION_SECS}; HttpOnly; SameSite=Lax",
-        form.token.trim()
+        "{SESSION}={credential}; Path=/ui; Max-Age={SESSION_SECS}; HttpOnly; SameSite=Lax"
     )) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     resp
+}
+
+/// The cookie that carries a sign-in at the issuer from its start to its return.
+const OIDC_FLOW: &str = "lake_oidc";
+/// How long a person has to sign in at the issuer.
+const OIDC_FLOW_SECS: u32 = 600;
+
+/// Where the issuer sends the browser back: `[auth.oidc] redirect_url`, else this lake's address
+/// as the browser reached it.
+fn redirect_uri(s: &AppState, headers: &HeaderMap) -> String {
+    if let Some(configured) = s.lake.access().oidc().and_then(|v| v.redirect_url()) {
+        return configured.to_owned();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}/ui/sign-in/oidc/callback")
+}
+
+/// `GET /ui/sign-in/oidc`: off to the issuer's sign-in (the authorization code flow with PKCE);
+/// the state, nonce and verifier ride along in a short-lived cookie only this path reads.
+pub async fn oidc_start(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<SignInQuery>,
+) -> Response {
+    let next = safe_next(q.next.as_deref().unwrap_or("/ui")).to_owned();
+    let Some(verifier) = s.lake.access().oidc() else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this lake signs people in with tokens only ([auth] mode is not \"oidc\")",
+        )
+        .into_response();
+    };
+    let begun = match verifier.begin_sign_in(&redirect_uri(&s, &headers)).await {
+        Ok(b) => b,
+        Err(why) => {
+            let mut page = sign_in_response(&next, Some(&why), None);
+            *page.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return page;
+        }
+    };
+    let flow = format!(
+        "{}.{}.{}.{}",
+        begun.state,
+        begun.nonce,
+        begun.verifier,
+        percent_encoding::utf8_percent_encode(&next, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let mut resp = axum::response::Redirect::to(&begun.url).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{OIDC_FLOW}={flow}; Path=/ui/sign-in/oidc; Max-Age={OIDC_FLOW_SECS}; HttpOnly; SameSite=Lax"
+    )) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// Query of `GET /ui/sign-in/oidc/callback`, as the issuer sends the browser back.
+#[derive(Debug, Deserialize)]
+pub struct OidcReturn {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// `GET /ui/sign-in/oidc/callback`: the issuer's answer. The state must be this browser's, the
+/// code is redeemed with its verifier, and the ID token must carry its nonce and map to a role;
+/// then the token is the session. A refusal is audited and counted like a failed token.
+pub async fn oidc_callback(State(s): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let q = axum::extract::Query::<OidcReturn>::try_from_uri(&parts.uri)
+        .map(|q| q.0)
+        .unwrap_or(OidcReturn {
+            code: None,
+            state: None,
+            error: None,
+            error_description: None,
+        });
+    let flow = cookie(&parts.headers, OIDC_FLOW).map(|f| f.splitn(4, '.').collect::<Vec<_>>());
+    let next = flow
+        .as_ref()
+        .and_then(|f| f.get(3))
+        .and_then(|n| percent_encoding::percent_decode_str(n).decode_utf8().ok())
+        .map(|n| safe_next(&n).to_owned())
+        .unwrap_or_else(|| "/ui".to_owned());
+    let refuse = |status: StatusCode, why: String| {
+        let mut page = sign_in_response(&next, Some(&why), issuer(&s));
+        *page.status_mut() = status;
+        forget_flow(&mut page);
+        page
+    };
+    let Some(verifier) = s.lake.access().oidc() else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "this lake signs people in with tokens only".into(),
+        );
+    };
+    let begun = match flow.as_deref() {
+        Some([state, nonce, code_verifier, _]) => super::super::identity::oidc::SignInRequest {
+            url: String::new(),
+            state: (*state).to_owned(),
+            nonce: (*nonce).to_owned(),
+            verifier: (*code_verifier).to_owned(),
+        },
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "this sign-in was not begun in this browser, or took more than ten minutes: \
+                 sign in again"
+                    .into(),
+            );
+        }
+    };
+    if q.state.as_deref() != Some(begun.state.as_str()) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the issuer's answer is not for this browser's sign-in (its state differs): sign in again"
+                .into(),
+        );
+    }
+    let outcome = match (q.code.as_deref(), q.error.as_deref()) {
+        (Some(code), None) => {
+            verifier
+                .finish_sign_in(code, &redirect_uri(&s, &parts.headers), &begun)
+                .await
+        }
+        (_, Some(e)) => Err(format!(
+            "the issuer did not sign you in: {}",
+            q.error_description.as_deref().unwrap_or(e)
+        )),
+        (None, None) => Err("the issuer's answer holds no code".into()),
+    };
+    match outcome {
+        Ok((id_token, _)) => {
+            let mut resp = signed_in(&next, &id_token);
+            forget_flow(&mut resp);
+            resp
+        }
+        Err(why) => {
+            let resp = crate::http::refuse_sign_in(&s, &parts, why).await;
+            let status = resp.status();
+            let mut page = refuse(status, note_of(&resp));
+            for h in [header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+                if let Some(v) = resp.headers().get(&h) {
+                    page.headers_mut().insert(h, v.clone());
+                }
+            }
+            page
+        }
+    }
+}
+
+/// The message of an API error response.
+fn note_of(resp: &Response) -> String {
+    resp.extensions()
+        .get::<crate::http::ErrorNote>()
+        .map(|n| n.message.clone())
+        .unwrap_or_else(|| "the sign-in was refused".into())
+}
+
+/// Ends the sign-in flow's cookie.
+fn forget_flow(resp: &mut Response) {
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "lake_oidc=; Path=/ui/sign-in/oidc; Max-Age=0; HttpOnly; SameSite=Lax",
+        ),
+    );
 }
 
 /// `POST /ui/sign-out`: forgets the browser's token.
