@@ -220,34 +220,29 @@ pub fn zip_of(name: &str, body: &[u8]) -> Vec<u8> {
     // 1980-01-01 00:00, the earliest time a zip can say.
     let (time, date): (u16, u16) = (0, 0x21);
     let mut out = Vec::with_capacity(body.len() + 2 * name.len() + 100);
-    let local = |out: &mut Vec<u8>| {
-        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+    // What the local header and the central directory both say of the entry, from the version
+    // needed to extract it to its name's length.
+    let entry = |out: &mut Vec<u8>| {
         out.extend_from_slice(&20u16.to_le_bytes()); // version needed
         out.extend_from_slice(&0x0800u16.to_le_bytes()); // UTF-8 names
         out.extend_from_slice(&0u16.to_le_bytes()); // stored
-        out.extend_from_slice(&time.to_le_bytes());
-        out.extend_from_slice(&date.to_le_bytes());
-        out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&size.to_le_bytes());
-        out.extend_from_slice(&size.to_le_bytes());
+        for field in [time, date] {
+            out.extend_from_slice(&field.to_le_bytes());
+        }
+        for field in [crc, size, size] {
+            out.extend_from_slice(&field.to_le_bytes());
+        }
         out.extend_from_slice(&name_len.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes()); // extra
-        out.extend_from_slice(name);
     };
-    local(&mut out);
+    out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+    entry(&mut out);
+    out.extend_from_slice(&0u16.to_le_bytes()); // extra
+    out.extend_from_slice(name);
     out.extend_from_slice(body);
     let central_at = u32::try_from(out.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
     out.extend_from_slice(&20u16.to_le_bytes()); // made by
-    out.extend_from_slice(&20u16.to_le_bytes()); // needed
-    out.extend_from_slice(&0x0800u16.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&time.to_le_bytes());
-    out.extend_from_slice(&date.to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&size.to_le_bytes());
-    out.extend_from_slice(&size.to_le_bytes());
-    out.extend_from_slice(&name_len.to_le_bytes());
+    entry(&mut out);
     out.extend_from_slice(&[0; 8]); // extra, comment, disk, internal attributes
     out.extend_from_slice(&0u32.to_le_bytes()); // external attributes
     out.extend_from_slice(&0u32.to_le_bytes()); // where the local header is

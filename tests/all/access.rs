@@ -1026,6 +1026,7 @@ const ROUTES: &[(&str, &str, Role)] = &[
     ("GET", "/provenance/{id}", Role::Reader),
     ("GET", "/provenance/{id}/graph", Role::Reader),
     ("GET", "/provenance/{id}/prov", Role::Reader),
+    ("GET", "/provenance/{id}/ro-crate", Role::Reader),
     ("GET", "/plugins", Role::Reader),
     ("GET", "/plugins/{name}", Role::Reader),
     ("POST", "/pipelines/run", Role::Contributor),

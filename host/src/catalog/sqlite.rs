@@ -838,8 +838,6 @@ impl JobQueue for SqliteCatalog {
     }
 }
 
-/// The `WHERE` conditions of a search after `status = `, its cursor and paging aside: the same
-/// for a page and for its count.
 /// The layer and source filters of `q`: over `datasets`, and over `dataset_totals`.
 fn totals_filters(b: &mut QueryBuilder<'_, Sqlite>, q: &SearchQuery) {
     if let Some(l) = q.layer {
@@ -853,6 +851,8 @@ fn totals_filters(b: &mut QueryBuilder<'_, Sqlite>, q: &SearchQuery) {
     }
 }
 
+/// The `WHERE` conditions of a search after `status = `, its cursor and paging aside: the same
+/// for a page and for its count.
 fn search_filters(b: &mut QueryBuilder<'_, Sqlite>, q: &SearchQuery) {
     b.push_bind(q.status.as_str());
     totals_filters(b, q);

@@ -300,7 +300,7 @@ pub async fn oidc_callback(State(s): State<AppState>, req: Request) -> Response 
         );
     };
     let begun = match flow.as_deref() {
-        Some([state, nonce, code_verifier, _]) => super::super::identity::oidc::SignInRequest {
+        Some([state, nonce, code_verifier, _]) => crate::identity::oidc::SignInRequest {
             url: String::new(),
             state: (*state).to_owned(),
             nonce: (*nonce).to_owned(),
