@@ -237,6 +237,7 @@ pub fn router(state: AppState) -> Router {
         .route("/provenance/{id}/graph", get(graph))
         .route("/provenance/{id}/prov", get(prov))
         .route("/provenance/{id}/ro-crate", get(ro_crate))
+        .route("/api/v1/lineage", post(lineage_event))
         .route("/plugins", get(list_plugins))
         .route("/plugins/{name}", get(get_plugin))
         .route("/pipelines/run", post(run_pipeline))
@@ -895,6 +896,33 @@ async fn prov(
     Ok(([(header::CONTENT_TYPE, "application/json")], Json(doc)).into_response())
 }
 
+/// OpenLineage in: an engine's or scheduler's RunEvent (the endpoint Marquez and every
+/// OpenLineage integration post to). A run's end (COMPLETE, FAIL, ABORT) is recorded as an
+/// `external` provenance entry between the lake datasets it read and wrote (201); START and
+/// RUNNING are acknowledged (200).
+#[utoipa::path(post, path = "/api/v1/lineage", request_body = crate::openlineage::RunEvent,
+    responses((status = 201, body = crate::openlineage::Received, description = "Recorded"),
+        (status = 200, body = crate::openlineage::Received, description = "Acknowledged, not recorded"),
+        (status = 422, body = ErrorBody)))]
+async fn lineage_event(
+    State(s): State<AppState>,
+    Extension(caller): Extension<auth::Caller>,
+    ApiJson(event): ApiJson<crate::openlineage::RunEvent>,
+) -> Result<(StatusCode, Json<crate::openlineage::Received>), ApiError> {
+    let vis = caller.visibility();
+    let got = s
+        .lake
+        .openlineage()
+        .receive(&event, |d| vis.sees(d.layer))
+        .await?;
+    let status = if got.recorded {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(got)))
+}
+
 /// Query of `GET /provenance/{id}/ro-crate`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -1112,6 +1140,7 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         graph,
         prov,
         ro_crate,
+        lineage_event,
         list_plugins,
         get_plugin,
         run_pipeline,
@@ -1137,6 +1166,11 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         identity::disable_user
     ),
     components(schemas(
+        crate::openlineage::RunEvent,
+        crate::openlineage::EventRun,
+        crate::openlineage::EventJob,
+        crate::openlineage::EventDataset,
+        crate::openlineage::Received,
         crate::files::FileInfo,
         crate::tables::Renamed,
         crate::files::DatasetIds,

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod jobs;
 pub mod lake;
 pub mod layers;
+pub mod openlineage;
 pub mod pipeline;
 pub mod plugins;
 pub mod promotion;

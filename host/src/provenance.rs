@@ -40,6 +40,8 @@ pub enum Action {
     Backup,
     /// A lake restored from a backup.
     Restore,
+    /// A run outside the lake (an engine's or a scheduler's), reported as an OpenLineage event.
+    External,
 }
 
 impl Action {
@@ -54,6 +56,7 @@ impl Action {
             Action::Deletion => "deletion",
             Action::Backup => "backup",
             Action::Restore => "restore",
+            Action::External => "external",
         }
     }
 }
@@ -76,6 +79,7 @@ impl FromStr for Action {
             "deletion" => Action::Deletion,
             "backup" => Action::Backup,
             "restore" => Action::Restore,
+            "external" => Action::External,
             other => return Err(format!("unknown provenance action {other:?}")),
         })
     }
@@ -248,6 +252,16 @@ impl NewProvenance {
             notes: Some(notes),
             ..Self::of(Action::Manual, inputs, outputs, &serde_json::Map::new())
         }
+    }
+
+    /// A run outside the lake that read `inputs` and wrote `outputs`, as its OpenLineage event
+    /// says.
+    pub fn external(
+        inputs: Vec<DatasetId>,
+        outputs: Vec<DatasetId>,
+        record: &ExternalRunRecord,
+    ) -> Self {
+        Self::of(Action::External, inputs, outputs, record)
     }
 
     /// The entry as recorded under `id` at `at`.
@@ -658,6 +672,31 @@ pub enum RegistrationRecord {
         /// Bytes.
         size: u64,
     },
+}
+
+/// An `external` entry: an engine's run, from its OpenLineage event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalRunRecord {
+    /// `COMPLETE`, `FAIL` or `ABORT`.
+    pub event_type: String,
+    /// When the run ended, as the event says.
+    pub event_time: DateTime<Utc>,
+    /// The run's id at its engine.
+    pub run_id: String,
+    /// The job's namespace (the engine or scheduler).
+    pub job_namespace: String,
+    /// The job's name.
+    pub job_name: String,
+    /// What produced the event.
+    pub producer: String,
+    /// The OpenLineage spec the event follows.
+    pub schema_url: String,
+    /// The run's facets, as sent.
+    pub run_facets: serde_json::Value,
+    /// The job's facets, as sent.
+    pub job_facets: serde_json::Value,
+    /// Datasets the event named that the lake does not hold.
+    pub unmatched: serde_json::Value,
 }
 
 /// A `promotion` entry.

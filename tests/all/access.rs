@@ -1027,6 +1027,7 @@ const ROUTES: &[(&str, &str, Role)] = &[
     ("GET", "/provenance/{id}/graph", Role::Reader),
     ("GET", "/provenance/{id}/prov", Role::Reader),
     ("GET", "/provenance/{id}/ro-crate", Role::Reader),
+    ("POST", "/api/v1/lineage", Role::Contributor),
     ("GET", "/plugins", Role::Reader),
     ("GET", "/plugins/{name}", Role::Reader),
     ("POST", "/pipelines/run", Role::Contributor),

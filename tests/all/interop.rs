@@ -1,5 +1,6 @@
-//! What research infrastructure reads of the lake, read back with clients no one here wrote: a
-//! merged dataset's RO-Crate opened with the `rocrate` package.
+//! What research infrastructure and engines exchange with the lake, with clients no one here
+//! wrote: a merged dataset's RO-Crate opened with the `rocrate` package, and an engine's run
+//! reported with the official OpenLineage client.
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
@@ -233,4 +234,175 @@ async fn the_ro_crate_of_a_merge_names_both_inputs_the_component_and_the_checksu
         let (s, _, body) = raw(&t, &uri).await;
         assert_eq!(s, want, "{uri}: {}", String::from_utf8_lossy(&body));
     }
+}
+
+/// Reports a finished engine run with the official OpenLineage client (START, then COMPLETE):
+/// argv: the lake's URL, an input by id, an input by its storage path, the output by id.
+const OPENLINEAGE_EMIT: &str = r#"
+import datetime, json, sys, uuid
+from openlineage.client import OpenLineageClient
+from openlineage.client.transport.http import HttpConfig, HttpTransport
+from openlineage.client.event_v2 import RunEvent, RunState, Run, Job, InputDataset, OutputDataset
+url, by_id, by_path, out = sys.argv[1:5]
+client = OpenLineageClient(transport=HttpTransport(HttpConfig(url=url)))
+run = Run(runId=str(uuid.uuid4()))
+job = Job(namespace="spark", name="join_expression_with_samples")
+now = lambda: datetime.datetime.now(datetime.timezone.utc).isoformat()
+inputs = [
+    InputDataset(namespace="lake", name=by_id),
+    InputDataset(namespace="file", name=by_path),
+    InputDataset(namespace="postgres://db.lab:5432", name="public.orders"),
+]
+outputs = [OutputDataset(namespace="lake", name=out)]
+for state in (RunState.START, RunState.COMPLETE):
+    client.emit(RunEvent(eventType=state, eventTime=now(), run=run, job=job,
+        producer="https://github.com/apache/spark", inputs=inputs, outputs=outputs))
+print(json.dumps({"run": run.runId}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engines_openlineage_run_sits_between_its_inputs_and_output() {
+    let (_server, url, _dir) = crate::walkthrough::start(&[]);
+    let http = reqwest::Client::new();
+    let upload = |name: &'static str, body: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let v: Value = http
+                .post(format!("{url}/files/upload?filename={name}"))
+                .body(body)
+                .send()
+                .await
+                .expect("upload")
+                .json()
+                .await
+                .expect("json");
+            v["dataset_ids"]["table"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a table: {v}"))
+                .to_owned()
+        }
+    };
+    let expression = upload("expression.csv", "sample_id,tpm\nS1,1.5\nS2,2.5\n").await;
+    let samples = upload("samples.csv", "sample_id,tissue\nS1,liver\nS2,lung\n").await;
+    let joined = upload(
+        "joined.csv",
+        "sample_id,tpm,tissue\nS1,1.5,liver\nS2,2.5,lung\n",
+    )
+    .await;
+    // The samples table named by where it is stored, as an engine that read the file says it.
+    let d: Value = http
+        .get(format!("{url}/catalog/{samples}"))
+        .send()
+        .await
+        .expect("dataset")
+        .json()
+        .await
+        .expect("json");
+    let by_path = format!(
+        "/srv/lake/data/{}/{}samples.parquet",
+        d["bucket"].as_str().expect("bucket"),
+        d["prefix"].as_str().expect("prefix")
+    );
+
+    // Refusals first: what is not a run event is a 422 that says why; a start is acknowledged.
+    let post = |body: Value| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http
+                .post(format!("{url}/api/v1/lineage"))
+                .json(&body)
+                .send()
+                .await
+                .expect("post");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let event = |kind: &str, run: &str| {
+        json!({
+            "eventType": kind, "eventTime": "2026-12-03T10:00:00Z",
+            "run": {"runId": run}, "job": {"namespace": "spark", "name": "x"},
+            "inputs": [{"namespace": "lake", "name": expression}], "outputs": [],
+            "producer": "https://example.org/engine",
+            "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+        })
+    };
+    let run = uuid::Uuid::new_v4().to_string();
+    for (body, want) in [
+        (event("DONE", &run), "eventType"),
+        (event("COMPLETE", "run-1"), "runId"),
+        (json!({"eventType": "COMPLETE"}), "missing field"),
+    ] {
+        let (s, v) = post(body).await;
+        assert_eq!(s, 422, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap_or("").contains(want),
+            "{v}"
+        );
+    }
+    let (s, v) = post(event("START", &run)).await;
+    assert_eq!((s, &v["recorded"]), (200, &json!(false)), "{v}");
+    assert_eq!(v["inputs"], json!([expression]), "{v}");
+
+    // The engine's run, reported by the official client.
+    let Some(python) = crate::service_var("LAKE_TEST_PYTHON") else {
+        return;
+    };
+    let out = std::process::Command::new(python)
+        .args(["-c", OPENLINEAGE_EMIT, &url, &expression, &by_path, &joined])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "the OpenLineage client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let emitted: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let graph: Value = http
+        .get(format!(
+            "{url}/provenance/{joined}/graph?direction=ancestors&depth=1"
+        ))
+        .send()
+        .await
+        .expect("graph")
+        .json()
+        .await
+        .expect("json");
+    let external: Vec<&Value> = graph["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .filter(|e| e["action"] == "external")
+        .collect();
+    let mut from: Vec<&str> = external.iter().filter_map(|e| e["from"].as_str()).collect();
+    from.sort();
+    let mut want = vec![expression.as_str(), samples.as_str()];
+    want.sort();
+    assert_eq!(from, want, "both inputs lead to the output: {graph}");
+    assert!(external.iter().all(|e| e["to"] == json!(joined)), "{graph}");
+    // The entry names the job and its run, and what the lake does not hold.
+    let lineage: Value = http
+        .get(format!("{url}/provenance/{joined}"))
+        .send()
+        .await
+        .expect("provenance")
+        .json()
+        .await
+        .expect("json");
+    let entries = lineage["entries"].as_array().cloned().unwrap_or_default();
+    let entry = entries
+        .iter()
+        .find(|e| e["action"] == "external")
+        .unwrap_or_else(|| panic!("no external entry: {lineage}"));
+    let p = &entry["parameters"];
+    assert_eq!(p["job_name"], "join_expression_with_samples", "{entry}");
+    assert_eq!(p["run_id"], emitted["run"], "{entry}");
+    assert_eq!(p["event_type"], "COMPLETE", "{entry}");
+    assert_eq!(p["unmatched"][0]["name"], "public.orders", "{entry}");
+    // Only the run's end was recorded: one entry for the run.
+    assert_eq!(
+        entries.iter().filter(|e| e["action"] == "external").count(),
+        1,
+        "{lineage}"
+    );
 }
