@@ -163,6 +163,12 @@ fn start_server(db_url: &str, dir: &std::path::Path) -> anyhow::Result<(Server, 
         .env("LAKE_LOG", "warn")
         .env("LAKE_CATALOG__URL", db_url)
         .env("LAKE_CATALOG__MAX_CONNECTIONS", "16")
+        // Compiled components kept between runs, so a start does not compile them again while
+        // the load runs (what is measured is serving, not a first start).
+        .env(
+            "LAKE_PLUGINS__CACHE_DIR",
+            concat!(env!("CARGO_TARGET_TMPDIR"), "/bench-plugin-cache"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -231,6 +237,24 @@ async fn main() -> anyhow::Result<()> {
         "/catalog?q=GPL42&source=geo",
         "/catalog?limit=100&offset=200",
     ];
+    // Every component loaded (compiled once, then read from the cache), so nothing but the
+    // requests runs while they are timed.
+    let loading = Instant::now();
+    loop {
+        let p: serde_json::Value = client
+            .get(format!("{base_url}/plugins"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if p["loading"]["done"] == true {
+            break;
+        }
+        if loading.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("the plugins did not load in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     // Warm up connections and caches.
     for _ in 0..3 {
         for q in &queries {
