@@ -923,6 +923,15 @@ async fn lineage_event(
     Ok((status, Json(got)))
 }
 
+/// This lake's address as the client reached it (its `Host`), for URLs handed back to it.
+pub fn address_of(headers: &axum::http::HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
 /// Query of `GET /provenance/{id}/ro-crate`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -961,13 +970,9 @@ async fn ro_crate(
         }
     };
     // The files' ids are the URLs that download them, from this lake as the client reached it.
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
     let doc = s
         .lake
-        .ro_crate(id, depth, caller.visibility(), &format!("http://{host}"))
+        .ro_crate(id, depth, caller.visibility(), &address_of(&headers))
         .await?;
     let json = serde_json::to_vec_pretty(&doc)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;

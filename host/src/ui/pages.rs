@@ -745,11 +745,7 @@ pub async fn dataset(
         .find(|f| f.name.ends_with(".parquet"))
         .map(|f| f.name.clone());
     let preview = preview(&s, &d, &files).await;
-    let base = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| format!("http://{h}"))
-        .unwrap_or_default();
+    let base = crate::http::address_of(&headers);
     let next_layer = d.layer.next().map(|l| l.to_string());
     Ok(render(&DatasetPage {
         chrome: Chrome::new("catalog", &caller, &csrf),

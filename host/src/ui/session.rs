@@ -211,11 +211,10 @@ fn redirect_uri(s: &AppState, headers: &HeaderMap) -> String {
     if let Some(configured) = s.lake.access().oidc().and_then(|v| v.redirect_url()) {
         return configured.to_owned();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}/ui/sign-in/oidc/callback")
+    format!(
+        "{}/ui/sign-in/oidc/callback",
+        crate::http::address_of(headers)
+    )
 }
 
 /// `GET /ui/sign-in/oidc`: off to the issuer's sign-in (the authorization code flow with PKCE);
@@ -259,7 +258,7 @@ pub async fn oidc_start(
 }
 
 /// Query of `GET /ui/sign-in/oidc/callback`, as the issuer sends the browser back.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct OidcReturn {
     code: Option<String>,
     state: Option<String>,
@@ -274,12 +273,7 @@ pub async fn oidc_callback(State(s): State<AppState>, req: Request) -> Response 
     let (parts, _) = req.into_parts();
     let q = axum::extract::Query::<OidcReturn>::try_from_uri(&parts.uri)
         .map(|q| q.0)
-        .unwrap_or(OidcReturn {
-            code: None,
-            state: None,
-            error: None,
-            error_description: None,
-        });
+        .unwrap_or_default();
     let flow = cookie(&parts.headers, OIDC_FLOW).map(|f| f.splitn(4, '.').collect::<Vec<_>>());
     let next = flow
         .as_ref()
