@@ -113,6 +113,8 @@ pub enum BlobError {
 pub trait BlobStore: Send + Sync + fmt::Debug {
     /// `local` or `s3`, for reports.
     fn kind(&self) -> &'static str;
+    /// Where an object is, as engines name it: `file:///abs/path` or `s3://bucket/key`.
+    fn uri(&self, bucket: &str, key: &str) -> String;
     /// Creates the bucket if it does not exist and applies what it can of the policy.
     async fn prepare_bucket(
         &self,

@@ -1,7 +1,7 @@
 //! The catalog: datasets, their files, the provenance record and the job queue, behind one contract.
 //!
 //! The contract comes in parts, each a trait: [`Datasets`], [`ProvenanceLog`], [`JobQueue`],
-//! [`Dump`], [`Tokens`] and [`AuditLog`]; [`Catalog`] is all of them plus `kind`, `migrate` and `ping`, so `Arc<dyn Catalog>`
+//! [`Dump`], [`Tokens`], [`AuditLog`] and [`TableNames`]; [`Catalog`] is all of them plus `kind`, `migrate` and `ping`, so `Arc<dyn Catalog>`
 //! serves every caller. Each part is checked by the conformance suite in
 //! `tests/all/catalog_conformance.rs`, run against SQLite and PostgreSQL.
 //!
@@ -45,6 +45,13 @@
 //!
 //! * The audit log is append-only like provenance (the database refuses UPDATE and DELETE); pages
 //!   come newest first and continue before a `seq`.
+//!
+//! # Table names
+//!
+//! * A chain of tabular datasets (one layer, source and name; ready, one Parquet file) gets one
+//!   name, unique in its layer ([`Constraint::TableName`]); a chain named twice is
+//!   [`Constraint::TableChain`]. Names are kept for good, and are not part of a dump (a restored
+//!   lake names its chains again, oldest first, as they were named).
 //!
 //! # Dump
 //!
@@ -493,6 +500,10 @@ pub enum Constraint {
     RecordId,
     /// A user of this name exists already.
     UserName,
+    /// A table of this name exists already in the layer (`table_names`).
+    TableName,
+    /// This chain of datasets has a table name already.
+    TableChain,
     /// The job is not queued, so it cannot be started.
     JobNotQueued,
     /// The job has ended already.
@@ -930,6 +941,135 @@ macro_rules! impl_audit {
 }
 pub(crate) use impl_audit;
 
+/// A chain of table versions under the name the Iceberg catalog publishes it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName {
+    /// The layer: the table's namespace.
+    pub layer: Layer,
+    /// The table's name in the layer.
+    pub name: String,
+    /// The source of the chain's datasets.
+    pub source: String,
+    /// The name the chain's datasets share.
+    pub dataset_name: String,
+}
+
+/// The names of tables. See "Table names" in the module documentation.
+#[async_trait::async_trait]
+pub trait TableNames: Send + Sync {
+    /// Chains of tabular datasets in `layer` (ready, one Parquet file) that have no name yet, as
+    /// (source, dataset name), the oldest chain first, at most `limit`.
+    async fn unnamed_tables(
+        &self,
+        layer: Layer,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, CatalogError>;
+    /// Gives a chain its name: [`Constraint::TableName`] when the name is taken in the layer,
+    /// [`Constraint::TableChain`] when the chain has a name already.
+    async fn name_table(&self, name: &TableName) -> Result<(), CatalogError>;
+    /// The names of a layer's tables in name order, after `after`, at most `limit`.
+    async fn table_names(
+        &self,
+        layer: Layer,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<TableName>, CatalogError>;
+    /// One table by its name, if it has one.
+    async fn table_name(&self, layer: Layer, name: &str)
+    -> Result<Option<TableName>, CatalogError>;
+    /// The datasets of a chain, every status, oldest first.
+    async fn table_versions(&self, name: &TableName) -> Result<Vec<Dataset>, CatalogError>;
+}
+
+/// Implements [`TableNames`] for an adapter, like [`impl_tokens`].
+macro_rules! impl_table_names {
+    ($adapter:ty) => {
+        #[async_trait::async_trait]
+        impl super::TableNames for $adapter {
+            async fn unnamed_tables(
+                &self,
+                layer: Layer,
+                limit: u32,
+            ) -> Result<Vec<(String, String)>, CatalogError> {
+                query(sql::UNNAMED_TABLES, |v| {
+                    v.text(layer.as_str());
+                    v.int(i64::from(limit));
+                })?
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(|r| Ok((r.text("source")?, r.text("name")?)))
+                .collect()
+            }
+
+            async fn name_table(&self, name: &super::TableName) -> Result<(), CatalogError> {
+                query(sql::INSERT_TABLE_NAME, |v| {
+                    rows::new_table_name(v, name, Utc::now())
+                })?
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+                Ok(())
+            }
+
+            async fn table_names(
+                &self,
+                layer: Layer,
+                after: &str,
+                limit: u32,
+            ) -> Result<Vec<super::TableName>, CatalogError> {
+                query(sql::LIST_TABLE_NAMES, |v| {
+                    v.text(layer.as_str());
+                    v.text(after);
+                    v.int(i64::from(limit));
+                })?
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(rows::table_name)
+                .collect()
+            }
+
+            async fn table_name(
+                &self,
+                layer: Layer,
+                name: &str,
+            ) -> Result<Option<super::TableName>, CatalogError> {
+                query(sql::SELECT_TABLE_NAME, |v| {
+                    v.text(layer.as_str());
+                    v.text(name);
+                })?
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(rows::table_name)
+                .transpose()
+            }
+
+            async fn table_versions(
+                &self,
+                name: &super::TableName,
+            ) -> Result<Vec<Dataset>, CatalogError> {
+                query(sql::TABLE_VERSIONS, |v| {
+                    v.text(name.layer.as_str());
+                    v.text(&name.source);
+                    v.text(&name.dataset_name);
+                })?
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(rows::dataset)
+                .collect()
+            }
+        }
+    };
+}
+pub(crate) use impl_table_names;
+
 /// The whole catalog as one snapshot, out and in: the backup's copy. See "Dump" in the module
 /// documentation.
 #[async_trait::async_trait]
@@ -948,7 +1088,16 @@ pub trait Dump: Send + Sync {
 /// [`prelude`].
 #[async_trait::async_trait]
 pub trait Catalog:
-    Datasets + ProvenanceLog + JobQueue + Dump + Tokens + AuditLog + Send + Sync + fmt::Debug
+    Datasets
+    + ProvenanceLog
+    + JobQueue
+    + Dump
+    + Tokens
+    + AuditLog
+    + TableNames
+    + Send
+    + Sync
+    + fmt::Debug
 {
     /// `sqlite` or `postgres`, for reports.
     fn kind(&self) -> &'static str;
@@ -960,7 +1109,9 @@ pub trait Catalog:
 
 /// The catalog's traits, for `use crate::catalog::prelude::*`.
 pub mod prelude {
-    pub use super::{AuditLog, Catalog, Datasets, Dump, JobQueue, ProvenanceLog, Tokens};
+    pub use super::{
+        AuditLog, Catalog, Datasets, Dump, JobQueue, ProvenanceLog, TableNames, Tokens,
+    };
 }
 
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern and wraps it for substring search.

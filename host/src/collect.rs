@@ -813,6 +813,7 @@ impl Collections<'_> {
         self.catalog()
             .insert_datasets(&[(new, records)], std::slice::from_ref(&prov))
             .await?;
+        self.openlineage().emit(std::slice::from_ref(&prov));
         Ok(version)
     }
 
@@ -926,10 +927,9 @@ impl Collections<'_> {
         inputs: Vec<DatasetId>,
         record: &CollectionRecord,
     ) -> Result<uuid::Uuid, LakeError> {
-        let entry = self
-            .catalog()
-            .append_provenance(&NewProvenance::collection(inputs, None, record))
-            .await?;
+        let prov = NewProvenance::collection(inputs, None, record);
+        let entry = self.catalog().append_provenance(&prov).await?;
+        self.openlineage().emit(std::slice::from_ref(&prov));
         Ok(entry.id)
     }
 

@@ -45,6 +45,8 @@ pub struct Config {
     pub backup: BackupConfig,
     /// Who may do what: bearer tokens and their roles.
     pub auth: AuthConfig,
+    /// Lineage sent out: the lake's own runs as OpenLineage events.
+    pub lineage: LineageConfig,
     /// Upstream collections run by `lake ingest`, and on their schedule by `lake serve`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceConfig>,
@@ -699,6 +701,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// Lineage sent out (`[lineage]`): each pipeline run, collection and promotion as an OpenLineage
+/// RunEvent, so a lab that runs Marquez sees the lake's lineage there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LineageConfig {
+    /// Where to send events: an OpenLineage endpoint's base (`http://marquez:5000`, events go to
+    /// `{url}/api/v1/lineage`), or the full URL ending in `/api/v1/lineage`. Unset: nothing is sent.
+    pub openlineage_url: Option<String>,
+    /// The namespace of the lake's jobs and datasets in the events.
+    pub namespace: String,
+}
+
+impl Default for LineageConfig {
+    fn default() -> Self {
+        Self {
+            openlineage_url: None,
+            namespace: "lake".to_owned(),
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -898,6 +921,10 @@ pub fn from_parts(
             "files" => set(&mut cfg.files, section_from(section, value, &mut problems)),
             "backup" => set(&mut cfg.backup, section_from(section, value, &mut problems)),
             "auth" => set(&mut cfg.auth, section_from(section, value, &mut problems)),
+            "lineage" => set(
+                &mut cfg.lineage,
+                section_from(section, value, &mut problems),
+            ),
             "sources" => set(
                 &mut cfg.sources,
                 section_from(section, value, &mut problems),
@@ -1049,6 +1076,7 @@ fn known_paths() -> BTreeMap<String, Kind> {
         "storage.s3.access_key_id",
         "storage.s3.secret_access_key",
         "storage.s3.secret_access_key_file",
+        "lineage.openlineage_url",
     ] {
         out.insert(p.to_owned(), Kind::Str);
     }
@@ -1107,6 +1135,16 @@ fn set_path(root: &mut toml::Table, path: &[&str], value: toml::Value) {
 /// Checks the meaning of a well-formed configuration; returns every problem.
 pub fn validate(cfg: &Config) -> Vec<String> {
     let mut p = Vec::new();
+    if let Some(url) = &cfg.lineage.openlineage_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        p.push(format!(
+            "lineage.openlineage_url: {url:?} must start with http:// or https://"
+        ));
+    }
+    if cfg.lineage.namespace.trim().is_empty() || cfg.lineage.namespace.len() > 256 {
+        p.push("lineage.namespace: must be 1 to 256 bytes".to_owned());
+    }
     let b = &cfg.backup;
     if !b.daily_at.trim().is_empty()
         && let Err(e) = parse_clock(&b.daily_at)

@@ -35,6 +35,7 @@ mod backup;
 mod collections;
 mod docs;
 mod files;
+mod iceberg;
 mod identity;
 
 pub use auth::Caller;
@@ -238,6 +239,24 @@ pub fn router(state: AppState) -> Router {
         .route("/provenance/{id}/prov", get(prov))
         .route("/provenance/{id}/ro-crate", get(ro_crate))
         .route("/api/v1/lineage", post(lineage_event))
+        .route("/iceberg/v1/config", get(iceberg::config))
+        .route("/iceberg/v1/namespaces", get(iceberg::namespaces))
+        .route(
+            "/iceberg/v1/namespaces/{namespace}",
+            get(iceberg::namespace).head(iceberg::namespace_exists),
+        )
+        .route(
+            "/iceberg/v1/namespaces/{namespace}/tables",
+            get(iceberg::tables),
+        )
+        .route(
+            "/iceberg/v1/namespaces/{namespace}/tables/{table}",
+            get(iceberg::load_table).head(iceberg::table_exists),
+        )
+        .route(
+            "/iceberg/v1/namespaces/{namespace}/tables/{table}/metrics",
+            post(iceberg::report_metrics),
+        )
         .route("/plugins", get(list_plugins))
         .route("/plugins/{name}", get(get_plugin))
         .route("/pipelines/run", post(run_pipeline))
@@ -898,8 +917,9 @@ async fn prov(
 
 /// OpenLineage in: an engine's or scheduler's RunEvent (the endpoint Marquez and every
 /// OpenLineage integration post to). A run's end (COMPLETE, FAIL, ABORT) is recorded as an
-/// `external` provenance entry between the lake datasets it read and wrote (201); START and
-/// RUNNING are acknowledged (200).
+/// `external` provenance entry between the lake datasets it read and wrote (201; a retried event
+/// answers the entry recorded the first time, 200); outputs the engine wrote into a layer's bucket
+/// are registered as new datasets; START and RUNNING are acknowledged (200).
 #[utoipa::path(post, path = "/api/v1/lineage", request_body = crate::openlineage::RunEvent,
     responses((status = 201, body = crate::openlineage::Received, description = "Recorded"),
         (status = 200, body = crate::openlineage::Received, description = "Acknowledged, not recorded"),
@@ -915,7 +935,7 @@ async fn lineage_event(
         .openlineage()
         .receive(&event, |d| vis.sees(d.layer))
         .await?;
-    let status = if got.recorded {
+    let status = if got.recorded && !got.repeated {
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -1146,6 +1166,14 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         prov,
         ro_crate,
         lineage_event,
+        iceberg::config,
+        iceberg::namespaces,
+        iceberg::namespace,
+        iceberg::namespace_exists,
+        iceberg::tables,
+        iceberg::load_table,
+        iceberg::table_exists,
+        iceberg::report_metrics,
         list_plugins,
         get_plugin,
         run_pipeline,

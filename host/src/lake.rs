@@ -109,6 +109,11 @@ pub struct Settings {
     pub backup: crate::config::BackupConfig,
     /// Whether requests present tokens, and what each role may do.
     pub access: AccessRules,
+    /// How engines reach the store's objects (Iceberg FileIO properties: the S3 endpoint, region
+    /// and addressing; nothing for a local store). Credentials are the engine's own.
+    pub engine_storage: std::collections::BTreeMap<String, String>,
+    /// Where the lake's own runs are sent as OpenLineage events.
+    pub lineage: crate::config::LineageConfig,
 }
 
 /// Access settings: whether the HTTP API asks for a bearer token, and the rules of the roles.
@@ -124,6 +129,23 @@ pub struct AccessRules {
     pub cors_origins: Vec<String>,
     /// Uploads received at once.
     pub max_concurrent_uploads: u32,
+}
+
+/// The Iceberg FileIO properties that let an engine read the store's objects.
+fn engine_storage(cfg: &Config) -> std::collections::BTreeMap<String, String> {
+    let mut props = std::collections::BTreeMap::new();
+    if cfg.storage.backend == crate::config::StorageBackend::S3 {
+        let s3 = &cfg.storage.s3;
+        if let Some(ep) = &s3.endpoint {
+            props.insert("s3.endpoint".to_owned(), ep.clone());
+        }
+        props.insert("s3.region".to_owned(), s3.region.clone());
+        props.insert(
+            "s3.path-style-access".to_owned(),
+            s3.force_path_style.to_string(),
+        );
+    }
+    props
 }
 
 impl Settings {
@@ -149,6 +171,8 @@ impl Settings {
             archive_expiration_days: (cfg.layers.archive_expiration_days > 0)
                 .then_some(cfg.layers.archive_expiration_days),
             files: cfg.files.clone(),
+            engine_storage: engine_storage(cfg),
+            lineage: cfg.lineage.clone(),
             sources: cfg.sources.clone(),
             access: AccessRules {
                 enforce: crate::config::enforces_tokens(&cfg.auth, &cfg.server.listen),
@@ -852,6 +876,20 @@ impl Lake {
                 .await
             {
                 tracing::warn!(dataset = %id, file = %f.name, error = %e, "Object left behind after delete");
+            }
+        }
+        // The Iceberg catalog's files describing this version (`iceberg.rs`) go with it.
+        let derived = format!("{}metadata/", d.prefix);
+        match self.blobs.list(&d.bucket, &derived).await {
+            Ok(objects) => {
+                for o in objects {
+                    if let Err(e) = self.blobs.delete(&d.bucket, &o.key).await {
+                        tracing::warn!(dataset = %id, key = %o.key, error = %e, "Object left behind after delete");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dataset = %id, error = %e, "Table metadata left behind after delete")
             }
         }
         Ok(())

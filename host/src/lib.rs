@@ -15,6 +15,7 @@ pub mod collect;
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod iceberg;
 pub mod identity;
 pub mod jobs;
 pub mod lake;

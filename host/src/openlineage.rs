@@ -8,15 +8,30 @@
 //! producer and facets, and the person whose token posted it.
 //!
 //! A dataset in an event names a lake dataset by its id (any namespace, the id as the name, as
-//! the lake's own events say it), or by where it is stored: a storage namespace (`s3://bucket`,
-//! `file`) and a path under the dataset's prefix (the lake's prefixes hold the dataset's id).
-//! Datasets the lake does not hold are listed back as unmatched, and kept in the entry's record.
+//! the lake's own events say it), by its Iceberg identifier (`processed.samples`: the table's
+//! current version), or by where it is stored: a storage namespace (`s3://bucket`, `file`) and a
+//! path under the dataset's prefix (the lake's prefixes hold the dataset's id). An output the
+//! lake does not hold yet, but whose objects the engine wrote into a layer's bucket, is
+//! registered there as a new dataset (as `POST /catalog` with `object_path` would), so the run's
+//! result enters the catalog with its lineage. Datasets the lake does not hold are listed back
+//! as unmatched, and kept in the entry's record.
+//!
+//! Engines retry: an event whose run id and type were recorded already returns that entry and
+//! records nothing more.
+//!
+//! OpenLineage out: with `[lineage] openlineage_url` set, every pipeline run, collection and
+//! promotion the lake records is sent there as a RunEvent (COMPLETE or FAIL; run id = the
+//! provenance entry's place in time, job `pipeline.csv`, `collection.geo`, `promotion.curated`
+//! in the configured namespace, datasets named by their lake id as the lake's own events name
+//! them), from a task of its own with a few retries: a lineage server that is down delays or
+//! loses an event, never a run.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::catalog::{Dataset, DatasetId};
-use crate::lake::LakeError;
+use crate::lake::{LakeError, RegisterRequest};
+use crate::layers::Layer;
 use crate::provenance::{ExternalRunRecord, NewProvenance};
 
 crate::lake::service! {
@@ -93,6 +108,8 @@ pub struct RunEvent {
 pub struct Received {
     /// Whether it was recorded in provenance (only a run's end is).
     pub recorded: bool,
+    /// Whether this run's end was recorded by an earlier event (a retry): the entry is that one.
+    pub repeated: bool,
     /// The `external` provenance entry, when recorded.
     #[schema(value_type = Option<String>)]
     pub entry_id: Option<uuid::Uuid>,
@@ -102,6 +119,9 @@ pub struct Received {
     /// The lake datasets its outputs name.
     #[schema(value_type = Vec<String>)]
     pub outputs: Vec<DatasetId>,
+    /// Outputs registered as new datasets from the objects the engine wrote into the store.
+    #[schema(value_type = Vec<String>)]
+    pub registered: Vec<DatasetId>,
     /// Datasets it names that the lake does not hold (or the caller may not see).
     pub unmatched: Vec<EventDataset>,
     /// Why nothing was recorded, when nothing was.
@@ -111,7 +131,138 @@ pub struct Received {
 
 const TYPES: [&str; 6] = ["START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"];
 
+/// The OpenLineage spec the lake's events follow.
+const RUN_EVENT_SCHEMA: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent";
+
+/// What produces the lake's events.
+const PRODUCER: &str = concat!("urn:lake:lake-host:", env!("CARGO_PKG_VERSION"));
+
+/// The RunEvent that tells an OpenLineage server of one of the lake's own runs, recorded as
+/// `entry` at `at`; `None` for entries that are not runs (registrations, deletions, ...).
+pub fn run_event(
+    entry: &NewProvenance,
+    run_id: uuid::Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+    namespace: &str,
+) -> Option<Value> {
+    let summary = entry.run_summary()?;
+    let kind = summary
+        .job
+        .split('.')
+        .next()
+        .unwrap_or("run")
+        .to_ascii_uppercase();
+    let mut run_facets = serde_json::Map::new();
+    if let Some(message) = &summary.error {
+        run_facets.insert(
+            "errorMessage".into(),
+            serde_json::json!({
+                "_producer": PRODUCER,
+                "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet",
+                "message": message,
+                "programmingLanguage": "WebAssembly",
+            }),
+        );
+    }
+    // Shaped as the official client shapes them (empty facet maps included).
+    let datasets = |ids: &[DatasetId], own: &str| -> Vec<Value> {
+        ids.iter()
+            .map(|id| {
+                let mut d = serde_json::json!({
+                    "namespace": namespace, "name": id.to_string(), "facets": {},
+                });
+                d[own] = serde_json::json!({});
+                d
+            })
+            .collect()
+    };
+    let mut job_facets = serde_json::json!({
+        "jobType": {
+            "_producer": PRODUCER,
+            "_schemaURL": "https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet",
+            "processingType": "BATCH",
+            "integration": "LAKE",
+            "jobType": kind,
+        }
+    });
+    if let Some(sha) = &summary.component_sha256 {
+        job_facets["documentation"] = serde_json::json!({
+            "_producer": PRODUCER,
+            "_schemaURL": "https://openlineage.io/spec/facets/1-1-0/DocumentationJobFacet.json#/$defs/DocumentationJobFacet",
+            "description": format!("WebAssembly component sha256:{sha}"),
+        });
+    }
+    Some(serde_json::json!({
+        "eventType": if summary.failed { "FAIL" } else { "COMPLETE" },
+        "eventTime": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "producer": PRODUCER,
+        "schemaURL": RUN_EVENT_SCHEMA,
+        "run": {"runId": run_id.to_string(), "facets": run_facets},
+        "job": {"namespace": namespace, "name": summary.job, "facets": job_facets},
+        "inputs": datasets(&entry.inputs, "inputFacets"),
+        "outputs": datasets(&entry.outputs, "outputFacets"),
+    }))
+}
+
+/// The one client that sends events (built on first use).
+fn sender() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_default()
+    })
+}
+
 impl OpenLineage<'_> {
+    /// Sends the runs among `entries` (just recorded) to `[lineage] openlineage_url`, if set,
+    /// from a task of its own: the caller never waits and never fails for it.
+    pub fn emit(&self, entries: &[NewProvenance]) {
+        let Some(url) = self.settings().lineage.openlineage_url.clone() else {
+            return;
+        };
+        let url = if url.trim_end_matches('/').ends_with("/api/v1/lineage") {
+            url
+        } else {
+            format!("{}/api/v1/lineage", url.trim_end_matches('/'))
+        };
+        let namespace = &self.settings().lineage.namespace;
+        let events: Vec<Value> = entries
+            .iter()
+            .filter_map(|e| run_event(e, uuid::Uuid::now_v7(), chrono::Utc::now(), namespace))
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for event in events {
+                let mut delay = std::time::Duration::from_millis(200);
+                for attempt in 1..=4 {
+                    match sender().post(&url).json(&event).send().await {
+                        Ok(r) if r.status().is_success() => break,
+                        Ok(r) if r.status().is_client_error() => {
+                            tracing::warn!(url = %url, status = %r.status(), "OpenLineage server refused an event");
+                            break;
+                        }
+                        outcome => {
+                            let why = match outcome {
+                                Ok(r) => r.status().to_string(),
+                                Err(e) => e.to_string(),
+                            };
+                            if attempt == 4 {
+                                tracing::warn!(url = %url, error = %why, "OpenLineage event not sent");
+                            } else {
+                                tokio::time::sleep(delay).await;
+                                delay *= 4;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// Checks an event and, when it ends a run, records it as an `external` entry linking the
     /// lake datasets it names; `sees` says which datasets the caller may see (the others are
     /// unmatched, exactly as unknown ones).
@@ -165,13 +316,51 @@ impl OpenLineage<'_> {
             Ok(ids)
         };
         let inputs = resolve(&event.inputs).await?;
-        let outputs = resolve(&event.outputs).await?;
-        if !matches!(event.event_type.as_str(), "COMPLETE" | "FAIL" | "ABORT") {
+        let mut outputs = resolve(&event.outputs).await?;
+        let ends = matches!(event.event_type.as_str(), "COMPLETE" | "FAIL" | "ABORT");
+        if let Some(earlier) = self.recorded_earlier(event, &inputs, &outputs).await? {
+            return Ok(Received {
+                recorded: true,
+                repeated: true,
+                entry_id: Some(earlier.id),
+                inputs: earlier.inputs,
+                outputs: earlier.outputs,
+                registered: Vec::new(),
+                unmatched,
+                note: Some(format!(
+                    "run {} was recorded as {} already (entry {}); nothing more was recorded",
+                    event.run.run_id, event.event_type, earlier.id
+                )),
+            });
+        }
+        // A completed run's outputs that the engine wrote into the lake's store join the catalog.
+        let mut registered = Vec::new();
+        if event.event_type == "COMPLETE" {
+            let mut still = Vec::new();
+            for d in unmatched.drain(..) {
+                let found = if event.outputs.contains(&d) {
+                    self.register_output(&d, &event.job).await?
+                } else {
+                    None
+                };
+                match found {
+                    Some(found) => {
+                        outputs.push(found.id);
+                        registered.push(found.id);
+                    }
+                    None => still.push(d),
+                }
+            }
+            unmatched = still;
+        }
+        if !ends {
             return Ok(Received {
                 recorded: false,
+                repeated: false,
                 entry_id: None,
                 inputs,
                 outputs,
+                registered,
                 unmatched,
                 note: Some(format!(
                     "{} is acknowledged; a run's lineage is recorded when it ends (COMPLETE, FAIL or ABORT)",
@@ -201,12 +390,96 @@ impl OpenLineage<'_> {
             .await?;
         Ok(Received {
             recorded: true,
+            repeated: false,
             entry_id: Some(entry.id),
             inputs,
             outputs,
+            registered,
             unmatched,
             note: None,
         })
+    }
+
+    /// The `external` entry recorded for this run and event type already, if any: looked up
+    /// among the entries of the datasets it names, or the newest external entries when it
+    /// names none.
+    async fn recorded_earlier(
+        &self,
+        event: &RunEvent,
+        inputs: &[DatasetId],
+        outputs: &[DatasetId],
+    ) -> Result<Option<crate::provenance::ProvenanceEntry>, LakeError> {
+        let named: Vec<DatasetId> = inputs.iter().chain(outputs).copied().collect();
+        let entries = if named.is_empty() {
+            self.catalog
+                .entries_by_action(crate::provenance::Action::External, 1000)
+                .await?
+        } else {
+            self.catalog.provenance_of(&named[..1]).await?
+        };
+        Ok(entries.into_iter().find(|e| {
+            e.external_record()
+                .is_some_and(|r| r.run_id == event.run.run_id && r.event_type == event.event_type)
+        }))
+    }
+
+    /// Registers an output the engine wrote into a layer's bucket (`s3://bucket/key`, or a
+    /// `file` path inside the local store): the object, or every object under the key, becomes
+    /// a dataset of that layer. `None` when the output is not in the store or nothing is there.
+    async fn register_output(
+        &self,
+        d: &EventDataset,
+        job: &EventJob,
+    ) -> Result<Option<Dataset>, LakeError> {
+        let uri = if d.namespace.contains("://") {
+            format!(
+                "{}/{}",
+                d.namespace.trim_end_matches('/'),
+                d.name.trim_start_matches('/')
+            )
+        } else if d.namespace == "file" {
+            format!("file://{}", d.name)
+        } else {
+            return Ok(None);
+        };
+        for layer in Layer::ALL {
+            let base = self.blobs().uri(self.bucket(layer), "");
+            let Some(key) = uri.strip_prefix(&base) else {
+                continue;
+            };
+            let key = key.trim_matches('/');
+            let Some(name) = key.rsplit('/').next().filter(|n| !n.is_empty()) else {
+                return Ok(None);
+            };
+            let source: String = job
+                .namespace
+                .chars()
+                .map(|c| if c == '/' { '_' } else { c })
+                .take(128)
+                .collect();
+            let request = RegisterRequest {
+                name: name.to_owned(),
+                source,
+                external_id: None,
+                layer,
+                bucket: None,
+                object_path: Some(key.to_owned()),
+                prefix: None,
+                metadata: serde_json::json!({"registered_from": "openlineage", "job": job.name}),
+                tags: vec![],
+                action: None,
+            };
+            return match self.register(request).await {
+                Ok(found) => Ok(Some(found)),
+                // Nothing there, or not a flat prefix: it stays unmatched, and says so.
+                Err(LakeError::Invalid(m)) => {
+                    tracing::info!(output = %uri, reason = %m, "OpenLineage output not registered");
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        Ok(None)
     }
 
     /// The ready lake dataset an event's dataset names, if any.
@@ -214,6 +487,14 @@ impl OpenLineage<'_> {
         // By id: the name is the dataset's id.
         if let Ok(id) = d.name.trim().parse::<DatasetId>() {
             return self.ready(id).await;
+        }
+        // By Iceberg identifier: `layer.table`, the table's current version.
+        if let Some((ns, table)) = d.name.trim().split_once('.')
+            && let Ok(layer) = ns.parse::<Layer>()
+            && layer.as_str() == ns
+            && let Some(found) = self.iceberg().current(layer, table).await?
+        {
+            return Ok(Some(found));
         }
         // By where it is stored: a path under a dataset's prefix, in its bucket.
         let (bucket, path) = match d.namespace.split_once("://") {

@@ -188,6 +188,7 @@ impl Pipelines<'_> {
                                 Some(&prov),
                             )
                             .await?;
+                        self.openlineage().emit(std::slice::from_ref(&prov));
                         let entry = self
                             .catalog
                             .provenance_of(&[d.id])
@@ -226,6 +227,7 @@ impl Pipelines<'_> {
         let record = PipelineRecord::failed(invocation, error.code(), error.to_string());
         let prov = NewProvenance::pipeline(inputs, None, &record);
         let entry = self.catalog.append_provenance(&prov).await?;
+        self.openlineage().emit(std::slice::from_ref(&prov));
         tracing::warn!(plugin, run = %entry.id, error = %error, "Pipeline run failed");
         metrics::counter!("lake_pipeline_runs_total", "plugin" => plugin.to_owned(), "status" => "failed").increment(1);
         Ok(RunOutcome::Failed(RunFailure {

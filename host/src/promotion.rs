@@ -102,6 +102,7 @@ impl Promotions<'_> {
             .catalog
             .commit(target.id, &copied, DatasetStatus::Ready, Some(&prov))
             .await?;
+        self.openlineage().emit(std::slice::from_ref(&prov));
         metrics::counter!("lake_promotions_total", "to" => req.target_layer.as_str()).increment(1);
         Ok(Promotion {
             target: done,

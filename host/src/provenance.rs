@@ -220,6 +220,47 @@ impl NewProvenance {
         }
     }
 
+    /// What an OpenLineage RunEvent says of this entry, for the lake's own runs (pipeline runs,
+    /// collections, promotions); `None` for other actions.
+    pub fn run_summary(&self) -> Option<RunSummary> {
+        let read_error = |e: Option<RecordedError>| e.map(|e| format!("{}: {}", e.code, e.message));
+        match self.action {
+            Action::Pipeline => {
+                let r: PipelineRecord = serde_json::from_value(self.parameters.clone()).ok()?;
+                let plugin = r.invocation.plugin.unwrap_or_else(|| "unknown".into());
+                Some(RunSummary {
+                    job: format!("pipeline.{plugin}"),
+                    failed: r.status != RunStatus::Succeeded,
+                    error: read_error(r.error),
+                    component_sha256: r.invocation.component_sha256,
+                })
+            }
+            Action::Collection => {
+                let r: CollectionRecord = serde_json::from_value(self.parameters.clone()).ok()?;
+                let what = r
+                    .source
+                    .or(r.invocation.plugin)
+                    .unwrap_or_else(|| "unknown".into());
+                Some(RunSummary {
+                    job: format!("collection.{what}"),
+                    failed: r.status == CollectionStatus::Failed,
+                    error: read_error(r.error),
+                    component_sha256: r.invocation.component_sha256,
+                })
+            }
+            Action::Promotion => {
+                let r: PromotionRecord = serde_json::from_value(self.parameters.clone()).ok()?;
+                Some(RunSummary {
+                    job: format!("promotion.{}", r.to_layer),
+                    failed: false,
+                    error: None,
+                    component_sha256: None,
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// A dataset deleted, for `reason`.
     pub fn deletion(id: DatasetId, record: &DeletionRecord, reason: String) -> Self {
         Self {
@@ -325,6 +366,13 @@ impl ProvenanceEntry {
     /// A `promotion` entry's record (which layers, how many files); `None` for other actions.
     pub fn promotion_record(&self) -> Option<PromotionRecord> {
         (self.action == Action::Promotion)
+            .then(|| serde_json::from_value(self.parameters.clone()).ok())
+            .flatten()
+    }
+
+    /// An `external` entry's record (an engine's run, from OpenLineage); `None` for other actions.
+    pub fn external_record(&self) -> Option<ExternalRunRecord> {
+        (self.action == Action::External)
             .then(|| serde_json::from_value(self.parameters.clone()).ok())
             .flatten()
     }
@@ -672,6 +720,20 @@ pub enum RegistrationRecord {
         /// Bytes.
         size: u64,
     },
+}
+
+/// One of the lake's own runs as an OpenLineage event tells it: see
+/// [`NewProvenance::run_summary`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// The job's name: `pipeline.csv`, `collection.geo`, `promotion.curated`.
+    pub job: String,
+    /// Whether the run failed.
+    pub failed: bool,
+    /// Why, when it failed.
+    pub error: Option<String>,
+    /// The component that ran, by SHA-256.
+    pub component_sha256: Option<String>,
 }
 
 /// An `external` entry: an engine's run, from its OpenLineage event.

@@ -12,6 +12,11 @@
 //! writer gives each column a unique, non-empty name before the first batch, and the caller records
 //! what was renamed next to the table ([`Written`]), so nobody is left guessing where `name_2` came
 //! from. Every table's columns are recorded the same way, as [`Column`]s.
+//!
+//! Every column the writer stores carries an Iceberg field id (`PARQUET:field_id`: the top-level
+//! columns 1..n in order, nested fields after them), so engines reading the table through the
+//! Iceberg catalog find columns by id; [`footer`] reads a stored table's schema (ids included)
+//! and row count from its footer alone.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -122,6 +127,59 @@ pub fn rename_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBat
     .map_err(|e| format!("renaming the table's columns: {e}"))
 }
 
+/// The schema with an Iceberg field id on every field, replacing any it had: the top-level
+/// columns 1..n in order, then each column's nested fields depth-first.
+pub fn with_field_ids(schema: &SchemaRef) -> SchemaRef {
+    use arrow_schema::DataType as D;
+    fn tagged(field: &Field, id: i32) -> Field {
+        let mut metadata = field.metadata().clone();
+        metadata.insert(
+            parquet::arrow::PARQUET_FIELD_ID_META_KEY.to_owned(),
+            id.to_string(),
+        );
+        field.clone().with_metadata(metadata)
+    }
+    fn nested(t: &D, next: &mut i32) -> D {
+        let child = |f: &Arc<Field>, next: &mut i32| {
+            *next += 1;
+            let id = *next;
+            let inner = nested(f.data_type(), next);
+            Arc::new(tagged(f, id).with_data_type(inner))
+        };
+        match t {
+            D::List(f) => D::List(child(f, next)),
+            D::LargeList(f) => D::LargeList(child(f, next)),
+            D::FixedSizeList(f, n) => D::FixedSizeList(child(f, next), *n),
+            D::Struct(fs) => D::Struct(fs.iter().map(|f| child(f, next)).collect()),
+            D::Map(entries, sorted) => {
+                let kv = match entries.data_type() {
+                    D::Struct(kv) => D::Struct(kv.iter().map(|f| child(f, next)).collect()),
+                    other => other.clone(),
+                };
+                D::Map(
+                    Arc::new(entries.as_ref().clone().with_data_type(kv)),
+                    *sorted,
+                )
+            }
+            other => other.clone(),
+        }
+    }
+    let fields = schema.fields();
+    let mut next = i32::try_from(fields.len()).unwrap_or(i32::MAX);
+    let tagged_fields: Vec<Field> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let id = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            tagged(f, id).with_data_type(nested(f.data_type(), &mut next))
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(
+        tagged_fields,
+        schema.metadata().clone(),
+    ))
+}
+
 /// What a [`TableWriter`] wrote: the schema as stored, the columns it renamed, the rows.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -161,7 +219,7 @@ impl<W: Write + Send> TableWriter<W> {
         }
         let (schema, renamed) =
             unique_names(schema).unwrap_or_else(|| (schema.clone(), Vec::new()));
-        let writer = ArrowWriter::try_new(out, schema.clone(), Some(props.build()))
+        let writer = ArrowWriter::try_new(out, with_field_ids(&schema), Some(props.build()))
             .map_err(|e| format!("the table cannot be written as Parquet: {e}"))?;
         Ok(Self {
             writer,
@@ -401,6 +459,28 @@ impl parquet::arrow::async_reader::AsyncFileReader for StoredParquet {
         }
         .boxed()
     }
+}
+
+/// What a stored table's footer says: its schema (field ids in the fields' metadata, where the
+/// file has them) and its row count.
+pub async fn footer(
+    blobs: Arc<dyn crate::blob::BlobStore>,
+    bucket: &str,
+    key: &str,
+    size: u64,
+) -> Result<(Schema, u64), String> {
+    let input = StoredParquet {
+        blobs,
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        size,
+        read: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    };
+    let builder = parquet::arrow::ParquetRecordBatchStreamBuilder::new(input)
+        .await
+        .map_err(|e| format!("{bucket}/{key}: {e}"))?;
+    let rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    Ok((builder.schema().as_ref().clone(), rows))
 }
 
 /// The first `rows` rows of the Parquet table stored at `bucket/key` (`size` bytes).

@@ -1028,6 +1028,31 @@ const ROUTES: &[(&str, &str, Role)] = &[
     ("GET", "/provenance/{id}/prov", Role::Reader),
     ("GET", "/provenance/{id}/ro-crate", Role::Reader),
     ("POST", "/api/v1/lineage", Role::Contributor),
+    // The Iceberg catalog reads; an engine's scan report changes nothing.
+    ("GET", "/iceberg/v1/config", Role::Reader),
+    ("GET", "/iceberg/v1/namespaces", Role::Reader),
+    ("GET", "/iceberg/v1/namespaces/{namespace}", Role::Reader),
+    ("HEAD", "/iceberg/v1/namespaces/{namespace}", Role::Reader),
+    (
+        "GET",
+        "/iceberg/v1/namespaces/{namespace}/tables",
+        Role::Reader,
+    ),
+    (
+        "GET",
+        "/iceberg/v1/namespaces/{namespace}/tables/{table}",
+        Role::Reader,
+    ),
+    (
+        "HEAD",
+        "/iceberg/v1/namespaces/{namespace}/tables/{table}",
+        Role::Reader,
+    ),
+    (
+        "POST",
+        "/iceberg/v1/namespaces/{namespace}/tables/{table}/metrics",
+        Role::Reader,
+    ),
     ("GET", "/plugins", Role::Reader),
     ("GET", "/plugins/{name}", Role::Reader),
     ("POST", "/pipelines/run", Role::Contributor),
@@ -1080,7 +1105,9 @@ async fn every_route_as_every_role_and_without_a_token() {
         let uri = path
             .replace("{id}", &uuid::Uuid::now_v7().to_string())
             .replace("{filename}", "a.csv")
-            .replace("{name}", "csv");
+            .replace("{name}", "csv")
+            .replace("{namespace}", "processed")
+            .replace("{table}", "samples");
         let method: Method = method.parse().expect("method");
         let body = matches!(method, Method::POST | Method::PUT).then(|| json!({}));
         let (s, v, challenge) = as_(&t, None, method.clone(), &uri, body.clone()).await;
@@ -1107,6 +1134,53 @@ async fn every_route_as_every_role_and_without_a_token() {
                 assert!(m.contains(&format!("needs the {least} role")), "{m}");
             }
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_iceberg_catalog_hides_raw_from_who_may_not_read_raw() {
+    let (t, _backups) = lake_with_tokens().await;
+    let reader = token(&t, Role::Reader).await;
+    let contributor = token(&t, Role::Contributor).await;
+    let namespaces = |v: &Value| -> Vec<String> {
+        v["namespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n[0].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (s, v, _) = as_(
+        &t,
+        Some(&contributor),
+        Method::GET,
+        "/iceberg/v1/namespaces",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(namespaces(&v), ["raw", "processed", "curated", "archive"]);
+    let (s, v, _) = as_(
+        &t,
+        Some(&reader),
+        Method::GET,
+        "/iceberg/v1/namespaces",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(namespaces(&v), ["processed", "curated", "archive"]);
+    for path in [
+        "/iceberg/v1/namespaces/raw",
+        "/iceberg/v1/namespaces/raw/tables",
+        "/iceberg/v1/namespaces/raw/tables/anything",
+    ] {
+        let (s, v, _) = as_(&t, Some(&reader), Method::GET, path, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {v}");
+        assert_eq!(
+            v["error"]["type"], "NoSuchNamespaceException",
+            "{path}: {v}"
+        );
     }
 }
 

@@ -64,6 +64,7 @@ const INVARIANTS: &[&str] = &[
     "Architecture Invariant: provenance parameters are built and read only in `provenance.rs`: outside it (and the catalog adapters, which store and copy entries) no code writes a `NewProvenance {` literal or reads `.parameters[` or `.parameters.get(`.",
     "Architecture Invariant: only `jobs.rs` records, claims, heartbeats or ends jobs (`insert_job`, `start_job`, `heartbeat_job`, `finish_job`, `fail_stale_jobs`).",
     "Architecture Invariant: only `tables.rs` names `parquet`: every Parquet object the lake writes or reads goes through it.",
+    "Architecture Invariant: only `iceberg.rs` names `lake_iceberg`: the Iceberg catalog's files are derived and stored in one place.",
     "Architecture Invariant: no control flow on message text: outside `catalog/` no code reads a catalog conflict's message to decide (`Conflict(..)` is matched on its `constraint`), and no plugin is treated differently by its name (a parser opts into parallel parsing through its manifest's `parallel`).",
     "Architecture Invariant: `Lake` is the composition root: `impl Lake` appears only in `lake.rs`; a service is declared with `service!` (its type borrowing the lake, and the lake's one accessor for it) and puts its operations on its own type, in its own module.",
 ];
@@ -368,6 +369,7 @@ fn only_jobs_rs_drives_jobs() {
 #[test]
 fn only_tables_rs_names_parquet() {
     assert_eq!(files_naming_any(&["parquet::"]), ["tables.rs"]);
+    assert_eq!(files_naming("lake_iceberg"), ["iceberg.rs"]);
 }
 
 #[test]

@@ -1162,6 +1162,149 @@ pub async fn conflicts_name_their_constraint(c: Arc<dyn Catalog>) {
     assert_eq!(constraint(r), Some(Constraint::NotEmpty));
 }
 
+pub async fn table_chains_are_named_once(c: Arc<dyn Catalog>) {
+    use lake_host::catalog::{Constraint, TableName};
+    // A source of its own: other tests' datasets share the database.
+    let source = format!("tn{}", uuid::Uuid::now_v7().simple());
+    let layer = Layer::Processed;
+    let table = "samples.csv (table)";
+    let v1 = c
+        .insert_dataset(
+            &new_ds(table, &source, layer),
+            &[file("samples.parquet", 10)],
+            None,
+        )
+        .await
+        .expect("v1");
+    let v2 = c
+        .insert_dataset(
+            &new_ds(table, &source, layer),
+            &[file("samples.parquet", 12)],
+            None,
+        )
+        .await
+        .expect("v2");
+    // Not tables: a CSV, two files, one still being written, one in another layer.
+    for (name, files, status, l) in [
+        (
+            "notes",
+            vec![file("notes.csv", 3)],
+            DatasetStatus::Ready,
+            layer,
+        ),
+        (
+            "pair",
+            vec![file("a.parquet", 1), file("b.parquet", 1)],
+            DatasetStatus::Ready,
+            layer,
+        ),
+        (
+            "later",
+            vec![file("later.parquet", 1)],
+            DatasetStatus::Pending,
+            layer,
+        ),
+        (
+            "up",
+            vec![file("up.parquet", 1)],
+            DatasetStatus::Ready,
+            Layer::Curated,
+        ),
+    ] {
+        let mut n = new_ds(name, &source, l);
+        n.status = status;
+        c.insert_dataset(&n, &files, None).await.expect("insert");
+    }
+    let unnamed = |c: Arc<dyn Catalog>, layer: Layer| {
+        let source = source.clone();
+        async move {
+            c.unnamed_tables(layer, 100_000)
+                .await
+                .expect("unnamed")
+                .into_iter()
+                .filter(|(s, _)| *s == source)
+                .map(|(_, n)| n)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(unnamed(c.clone(), layer).await, [table]);
+    assert_eq!(unnamed(c.clone(), Layer::Curated).await, ["up"]);
+    let named = TableName {
+        layer,
+        name: format!("{source}_samples"),
+        source: source.clone(),
+        dataset_name: table.into(),
+    };
+    c.name_table(&named).await.expect("name");
+    assert!(unnamed(c.clone(), layer).await.is_empty());
+    let constraint = |r: Result<(), CatalogError>| match r {
+        Err(CatalogError::Conflict(k)) => Some(k.constraint),
+        _ => None,
+    };
+    let taken = TableName {
+        dataset_name: "notes".into(),
+        ..named.clone()
+    };
+    assert_eq!(
+        constraint(c.name_table(&taken).await),
+        Some(Constraint::TableName)
+    );
+    let again = TableName {
+        name: format!("{source}_other"),
+        ..named.clone()
+    };
+    assert_eq!(
+        constraint(c.name_table(&again).await),
+        Some(Constraint::TableChain)
+    );
+    // The same name in another layer is another table.
+    let up = TableName {
+        layer: Layer::Curated,
+        dataset_name: "up".into(),
+        ..named.clone()
+    };
+    c.name_table(&up).await.expect("name in curated");
+    assert_eq!(
+        c.table_name(layer, &named.name).await.expect("get"),
+        Some(named.clone())
+    );
+    assert_eq!(
+        c.table_name(Layer::Curated, &named.name)
+            .await
+            .expect("get"),
+        Some(up)
+    );
+    assert_eq!(
+        c.table_name(layer, "no such table").await.expect("get"),
+        None
+    );
+    let versions: Vec<DatasetId> = c
+        .table_versions(&named)
+        .await
+        .expect("versions")
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(versions, [v1.id, v2.id]);
+    // Pages by name, after a name.
+    for n in ["b", "a"] {
+        let t = TableName {
+            name: format!("{source}_{n}"),
+            dataset_name: n.into(),
+            ..named.clone()
+        };
+        c.name_table(&t).await.expect("name");
+    }
+    let page: Vec<String> = c
+        .table_names(layer, &format!("{source}_a"), 2)
+        .await
+        .expect("page")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(page, [format!("{source}_b"), format!("{source}_samples")]);
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -1183,6 +1326,7 @@ macro_rules! conformance {
             conformance!(@one $make, users_are_named_once_and_disabled_once);
             conformance!(@one $make, conflicts_name_their_constraint);
             conformance!(@one $make, audit_entries_filter_and_page_newest_first);
+            conformance!(@one $make, table_chains_are_named_once);
         }
     };
     (@one $make:expr, $name:ident) => {

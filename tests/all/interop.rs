@@ -406,3 +406,327 @@ async fn an_engines_openlineage_run_sits_between_its_inputs_and_output() {
         "{lineage}"
     );
 }
+
+/// An engine's job with PyIceberg: reads two lake tables through the Iceberg catalog, joins them,
+/// writes the result into the lake's store, and reports the run with the official OpenLineage
+/// client (inputs by Iceberg identifier, the output by where it wrote it), twice for the end as a
+/// retrying client would.
+const ENGINE_JOB: &str = r#"
+import datetime, json, os, sys, uuid
+import pyarrow.parquet as pq
+from pyiceberg.catalog import load_catalog
+from openlineage.client import OpenLineageClient
+from openlineage.client.transport.http import HttpConfig, HttpTransport
+from openlineage.client.event_v2 import RunEvent, RunState, Run, Job, InputDataset, OutputDataset
+url = sys.argv[1]
+catalog = load_catalog("lake", type="rest", uri=url + "/iceberg")
+samples = catalog.load_table("processed.samples")
+expression = catalog.load_table("processed.expression")
+joined = expression.scan().to_arrow().join(samples.scan().to_arrow(), "sample_id", join_type="inner")
+bucket_dir = samples.metadata_location[len("file://"):].split("/files/")[0]
+out_dir = f"{bucket_dir}/engine/joined-{uuid.uuid4().hex[:8]}"
+os.makedirs(out_dir)
+pq.write_table(joined, f"{out_dir}/part-00000.parquet")
+client = OpenLineageClient(transport=HttpTransport(HttpConfig(url=url)))
+run = Run(runId=str(uuid.uuid4()))
+job = Job(namespace="pyiceberg", name="join_expression_with_samples")
+inputs = [InputDataset(namespace=url + "/iceberg", name=n) for n in ("processed.samples", "processed.expression")]
+outputs = [OutputDataset(namespace="file", name=out_dir)]
+now = lambda: datetime.datetime.now(datetime.timezone.utc).isoformat()
+for state in (RunState.START, RunState.COMPLETE, RunState.COMPLETE):
+    client.emit(RunEvent(eventType=state, eventTime=now(), run=run, job=job,
+        producer="https://py.iceberg.apache.org", inputs=inputs, outputs=outputs))
+print(json.dumps({"run": run.runId, "rows": joined.num_rows, "out": out_dir}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_reads_through_iceberg_and_its_result_joins_the_lineage_once() {
+    let (_server, url, _dir) = crate::walkthrough::start(&[]);
+    let http = reqwest::Client::new();
+    let upload = |name: &'static str, body: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let v: Value = http
+                .post(format!("{url}/files/upload?filename={name}"))
+                .body(body)
+                .send()
+                .await
+                .expect("upload")
+                .json()
+                .await
+                .expect("json");
+            v["dataset_ids"]["table"]
+                .as_str()
+                .expect("table")
+                .to_owned()
+        }
+    };
+    let samples = upload("samples.csv", "sample_id,tissue\nS1,liver\nS2,lung\n").await;
+    let expression = upload(
+        "expression.csv",
+        "sample_id,gene,tpm\nS1,TP53,1.5\nS2,TP53,2.5\nS9,TP53,9\n",
+    )
+    .await;
+    let Some(python) = crate::service_var("LAKE_TEST_PYTHON") else {
+        return;
+    };
+    let out = std::process::Command::new(python)
+        .args(["-c", ENGINE_JOB, &url])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "the engine's job failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(job["rows"], 2, "{job}");
+    // The output the engine wrote is a processed dataset now, registered by the event.
+    let found: Value = http
+        .get(format!("{url}/catalog?source=pyiceberg"))
+        .send()
+        .await
+        .expect("catalog")
+        .json()
+        .await
+        .expect("json");
+    let items = found["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{found}");
+    let result = items[0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(items[0]["layer"], "processed", "{found}");
+    assert_eq!(items[0]["file_count"], 1, "{found}");
+    let graph: Value = http
+        .get(format!(
+            "{url}/provenance/{result}/graph?direction=ancestors&depth=1"
+        ))
+        .send()
+        .await
+        .expect("graph")
+        .json()
+        .await
+        .expect("json");
+    let mut from: Vec<&str> = graph["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .filter(|e| e["action"] == "external" && e["to"] == json!(result))
+        .filter_map(|e| e["from"].as_str())
+        .collect();
+    from.sort();
+    let mut want = vec![samples.as_str(), expression.as_str()];
+    want.sort();
+    assert_eq!(
+        from, want,
+        "the job sits between both tables and its result: {graph}"
+    );
+    // The end was sent twice; it is recorded once.
+    let lineage: Value = http
+        .get(format!("{url}/provenance/{result}"))
+        .send()
+        .await
+        .expect("provenance")
+        .json()
+        .await
+        .expect("json");
+    let external: Vec<&Value> = lineage["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "external")
+        .collect();
+    assert_eq!(external.len(), 1, "{lineage}");
+    assert_eq!(external[0]["parameters"]["run_id"], job["run"], "{lineage}");
+    // A retry answers the entry recorded the first time.
+    let again = json!({
+        "eventType": "COMPLETE", "eventTime": "2026-12-04T10:00:00Z",
+        "run": {"runId": job["run"]}, "job": {"namespace": "pyiceberg", "name": "join_expression_with_samples"},
+        "inputs": [{"namespace": "lake", "name": "processed.samples"}],
+        "outputs": [{"namespace": "lake", "name": result}],
+        "producer": "https://py.iceberg.apache.org",
+    });
+    let r = http
+        .post(format!("{url}/api/v1/lineage"))
+        .json(&again)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(
+        (&v["repeated"], &v["entry_id"]),
+        (&json!(true), &external[0]["id"]),
+        "{v}"
+    );
+}
+
+/// Rebuilds each event the lake sent with the official client's generated classes (their
+/// validators run: a UUID run id, an ISO time with a time, the facets' own schema URLs) and
+/// reports whether the client serialises it back to exactly what the lake sent.
+const OPENLINEAGE_CHECK: &str = r#"
+import json, sys
+from openlineage.client.event_v2 import RunEvent, RunState, Run, Job, InputDataset, OutputDataset
+from openlineage.client.serde import Serde
+from openlineage.client.generated import job_type_job, error_message_run, documentation_job
+
+def rebuild(e):
+    rf = e["run"].get("facets", {})
+    run_facets = {}
+    if "errorMessage" in rf:
+        f = rf["errorMessage"]
+        run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+            message=f["message"], programmingLanguage=f["programmingLanguage"], producer=f["_producer"])
+    jf = e["job"].get("facets", {})
+    job_facets = {}
+    if "jobType" in jf:
+        f = jf["jobType"]
+        job_facets["jobType"] = job_type_job.JobTypeJobFacet(
+            processingType=f["processingType"], integration=f["integration"], jobType=f.get("jobType"),
+            producer=f["_producer"])
+    if "documentation" in jf:
+        f = jf["documentation"]
+        job_facets["documentation"] = documentation_job.DocumentationJobFacet(
+            description=f["description"], producer=f["_producer"])
+    ev = RunEvent(
+        eventType=RunState[e["eventType"]], eventTime=e["eventTime"],
+        run=Run(runId=e["run"]["runId"], facets=run_facets),
+        job=Job(namespace=e["job"]["namespace"], name=e["job"]["name"], facets=job_facets),
+        inputs=[InputDataset(namespace=d["namespace"], name=d["name"]) for d in e["inputs"]],
+        outputs=[OutputDataset(namespace=d["namespace"], name=d["name"]) for d in e["outputs"]],
+        producer=e["producer"])
+    return json.loads(Serde.to_json(ev))
+
+out = []
+for e in json.loads(sys.argv[1]):
+    again = rebuild(e)
+    out.append({"job": e["job"]["name"], "same": again == e, "client": again})
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lakes_runs_go_out_as_openlineage_events_the_official_client_accepts() {
+    use std::sync::{Arc, Mutex};
+    // A stand-in for Marquez on loopback: it keeps what it is sent.
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let kept = received.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/lineage",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let kept = kept.clone();
+            async move {
+                kept.lock().expect("lock").push(v);
+                StatusCode::CREATED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (_server, url, _dir) = crate::walkthrough::start(&[(
+        "LAKE_LINEAGE__OPENLINEAGE_URL".into(),
+        format!("http://{addr}"),
+    )]);
+    let http = reqwest::Client::new();
+    let upload = |name: &'static str, body: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let v: Value = http
+                .post(format!("{url}/files/upload?filename={name}"))
+                .body(body)
+                .send()
+                .await
+                .expect("upload")
+                .json()
+                .await
+                .expect("json");
+            v
+        }
+    };
+    let ok = upload("samples.csv", "sample_id,tissue\nS1,liver\nS2,lung\n").await;
+    let (raw, table) = (
+        ok["dataset_ids"]["raw"].as_str().expect("raw").to_owned(),
+        ok["dataset_ids"]["table"]
+            .as_str()
+            .expect("table")
+            .to_owned(),
+    );
+    let bad = upload("ragged.csv", "a,b\n1,2,3,4\n5\n").await;
+    assert!(bad["dataset_ids"]["table"].is_null(), "{bad}");
+    let promoted: Value = http
+        .post(format!("{url}/layers/promote"))
+        .json(&json!({"dataset_id": table, "target_layer": "curated", "reason": "reviewed"}))
+        .send()
+        .await
+        .expect("promote")
+        .json()
+        .await
+        .expect("json");
+    let curated = promoted["dataset"]["id"].as_str().expect("id").to_owned();
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = received.lock().expect("lock").clone();
+        if events.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let find = |job: &str, kind: &str| {
+        events
+            .iter()
+            .find(|e| e["job"]["name"] == job && e["eventType"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} event of {job}: {events:?}"))
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let parse = find("pipeline.csv", "COMPLETE");
+    assert_eq!(
+        names(&parse["inputs"]),
+        std::slice::from_ref(&raw),
+        "{parse}"
+    );
+    assert_eq!(
+        names(&parse["outputs"]),
+        std::slice::from_ref(&table),
+        "{parse}"
+    );
+    assert_eq!(parse["job"]["namespace"], "lake");
+    let failed = find("pipeline.csv", "FAIL");
+    assert!(
+        failed["run"]["facets"]["errorMessage"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{failed}"
+    );
+    let promotion = find("promotion.curated", "COMPLETE");
+    assert_eq!(names(&promotion["inputs"]), [table], "{promotion}");
+    assert_eq!(names(&promotion["outputs"]), [curated], "{promotion}");
+
+    let Some(python) = crate::service_var("LAKE_TEST_PYTHON") else {
+        return;
+    };
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            OPENLINEAGE_CHECK,
+            &Value::from(events.clone()).to_string(),
+        ])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "the client refused an event: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checked: Value = serde_json::from_slice(&out.stdout).expect("json");
+    for c in checked.as_array().expect("list") {
+        assert_eq!(c["same"], true, "the client builds another event: {c}");
+    }
+    assert_eq!(checked.as_array().map(Vec::len), Some(events.len()));
+}

@@ -18,6 +18,7 @@ mod files;
 mod first_run;
 mod hostile;
 mod http_api;
+mod iceberg;
 mod identity;
 mod ingest;
 mod interop;

@@ -18,6 +18,20 @@ use super::{
     check_key,
 };
 
+/// What a `file://` URI's path escapes: controls, space and the characters URIs reserve, never
+/// the separator.
+const URI_PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
 /// A blob store in a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -29,6 +43,10 @@ impl LocalStore {
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, BlobError> {
         let root = root.into();
         tokio::fs::create_dir_all(root.join(".tmp"))
+            .await
+            .map_err(|e| io_err(&root, e))?;
+        // Absolute, so the URIs handed to engines name the objects from anywhere.
+        let root = tokio::fs::canonicalize(&root)
             .await
             .map_err(|e| io_err(&root, e))?;
         Ok(Self { root })
@@ -57,6 +75,13 @@ fn not_found(bucket: &str, key: &str) -> BlobError {
 
 #[async_trait::async_trait]
 impl BlobStore for LocalStore {
+    fn uri(&self, bucket: &str, key: &str) -> String {
+        let path = self.root.join(bucket).join(key);
+        let text = path.to_string_lossy();
+        let encoded = percent_encoding::utf8_percent_encode(&text, URI_PATH);
+        format!("file://{encoded}")
+    }
+
     fn kind(&self) -> &'static str {
         "local"
     }

@@ -328,6 +328,10 @@ impl S3Store {
 
 #[async_trait::async_trait]
 impl BlobStore for S3Store {
+    fn uri(&self, bucket: &str, key: &str) -> String {
+        format!("s3://{bucket}/{key}")
+    }
+
     fn kind(&self) -> &'static str {
         "s3"
     }

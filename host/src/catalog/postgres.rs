@@ -38,6 +38,8 @@ fn constraint_of(name: Option<&str>) -> Constraint {
         "file_claims_pkey" => Constraint::FileClaim,
         "jobs_schedule_key_key" => Constraint::ScheduleKey,
         "jobs_pkey" | "provenance_id_key" => Constraint::RecordId,
+        "table_names_pkey" => Constraint::TableName,
+        "table_names_layer_source_dataset_name_key" => Constraint::TableChain,
         "users_pkey" => Constraint::UserName,
         _ => Constraint::Other,
     }
@@ -741,6 +743,7 @@ impl Dump for PostgresCatalog {
 
 super::impl_tokens!(PostgresCatalog);
 super::impl_audit!(PostgresCatalog);
+super::impl_table_names!(PostgresCatalog);
 
 #[async_trait::async_trait]
 impl JobQueue for PostgresCatalog {

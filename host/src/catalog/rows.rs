@@ -391,3 +391,22 @@ pub(crate) fn audit(r: &impl Columns) -> Result<crate::audit::AuditEntry, Catalo
         },
     })
 }
+
+/// A row of `sql::SELECT_TABLE_NAME` and `sql::LIST_TABLE_NAMES`.
+pub(crate) fn table_name(r: &impl Columns) -> Result<super::TableName, CatalogError> {
+    Ok(super::TableName {
+        layer: r.text("layer")?.parse().map_err(bad_row)?,
+        name: r.text("name")?,
+        source: r.text("source")?,
+        dataset_name: r.text("dataset_name")?,
+    })
+}
+
+/// The parameters of `sql::INSERT_TABLE_NAME`.
+pub(crate) fn new_table_name(v: &mut impl Values, t: &super::TableName, now: DateTime<Utc>) {
+    v.text(t.layer.as_str());
+    v.text(&t.name);
+    v.text(&t.source);
+    v.text(&t.dataset_name);
+    v.time(now);
+}

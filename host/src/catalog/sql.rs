@@ -183,3 +183,29 @@ pub(super) const SELECT_AUDIT: &str = "SELECT seq, at, request_id, principal, to
      method, route, resource, action, decision, reason, status FROM audit \
      WHERE ($1 = '' OR decision = $1) AND ($2 = '' OR principal = $2) \
      AND at >= $3 AND at < $4 AND seq < $5 ORDER BY seq DESC LIMIT $6";
+
+// Table names (the Iceberg catalog's).
+
+/// `$1`: layer, `$2`: limit. Chains of tabular datasets (ready, one Parquet file) without a name,
+/// as (source, name), the oldest chain first.
+pub(super) const UNNAMED_TABLES: &str = "SELECT d.source, d.name, min(d.created_at) AS first \
+     FROM datasets d WHERE d.layer = $1 AND d.status = 'ready' AND d.file_count = 1 \
+     AND EXISTS (SELECT 1 FROM files f WHERE f.dataset_id = d.id AND f.name LIKE '%.parquet') \
+     AND NOT EXISTS (SELECT 1 FROM table_names t WHERE t.layer = d.layer \
+     AND t.source = d.source AND t.dataset_name = d.name) \
+     GROUP BY d.source, d.name ORDER BY first, d.source, d.name LIMIT $2";
+/// Binds `rows::new_table_name`.
+pub(super) const INSERT_TABLE_NAME: &str = "INSERT INTO table_names (layer, name, source, \
+     dataset_name, created_at) VALUES ($1, $2, $3, $4, $5)";
+/// `$1`: layer, `$2`: names after this one, `$3`: limit. By name.
+pub(super) const LIST_TABLE_NAMES: &str = "SELECT layer, name, source, dataset_name FROM \
+     table_names WHERE layer = $1 AND name > $2 ORDER BY name LIMIT $3";
+/// `$1`: layer, `$2`: name.
+pub(super) const SELECT_TABLE_NAME: &str = "SELECT layer, name, source, dataset_name FROM \
+     table_names WHERE layer = $1 AND name = $2";
+/// `$1`: layer, `$2`: source, `$3`: dataset name. Every status, oldest first.
+pub(super) const TABLE_VERSIONS: &str = concat!(
+    "SELECT ",
+    dataset_cols!(),
+    " FROM datasets WHERE layer = $1 AND source = $2 AND name = $3 ORDER BY created_at, id"
+);

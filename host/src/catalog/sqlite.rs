@@ -47,6 +47,8 @@ fn constraint_of(message: &str) -> Constraint {
         "file_claims.dataset_id, file_claims.name" => Constraint::FileClaim,
         "jobs.schedule_key" => Constraint::ScheduleKey,
         "jobs.id" | "provenance.id" => Constraint::RecordId,
+        "table_names.layer, table_names.name" => Constraint::TableName,
+        "table_names.layer, table_names.source, table_names.dataset_name" => Constraint::TableChain,
         "users.name" => Constraint::UserName,
         _ => Constraint::Other,
     }
@@ -740,6 +742,7 @@ impl Dump for SqliteCatalog {
 
 super::impl_tokens!(SqliteCatalog);
 super::impl_audit!(SqliteCatalog);
+super::impl_table_names!(SqliteCatalog);
 
 #[async_trait::async_trait]
 impl JobQueue for SqliteCatalog {

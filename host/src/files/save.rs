@@ -123,6 +123,7 @@ impl Files<'_> {
             self.discard(&bucket, &key).await;
             return Err(e.into());
         }
+        self.openlineage().emit(std::slice::from_ref(&prov));
         state.results.invalidate(cache_key).await;
         Ok(SavedMerge {
             dataset_id: id,

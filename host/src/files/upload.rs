@@ -128,6 +128,7 @@ impl Files<'_> {
             self.discard_upload(&raw, &parse).await;
             return Err(e.into());
         }
+        self.openlineage().emit(&provenance);
         metrics::counter!("lake_files_uploaded_total", "format" => match parse.format {
             Format::Csv => "csv",
             Format::Xlsx => "xlsx",

@@ -106,6 +106,8 @@ pub fn right_of(method: &Method, route: &str) -> Option<Right> {
         ("GET", "/files" | "/files/{id}") => Some(Right::DownloadRaw),
         // A merge computes a new table; saving it writes one.
         ("GET", "/files/merge") => Some(Right::Write),
+        // An engine's scan report changes nothing.
+        ("POST", "/iceberg/v1/namespaces/{namespace}/tables/{table}/metrics") => Some(Right::Read),
         ("GET" | "HEAD", _) => Some(Right::Read),
         ("DELETE", _) => Some(Right::Delete),
         ("POST", "/layers/promote") => Some(Right::PromoteToProcessed),
