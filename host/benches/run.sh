@@ -6,6 +6,8 @@
 #     bash host/benches/run.sh files      # file service: upload+parse, merge cold/cached, save,
 #                                         # 2 GB upload RSS, 5M x 5M, peers (seed, Polars, DuckDB)
 #     bash host/benches/run.sh auth       # token check: added GET /catalog latency at 500 req/s
+#     bash host/benches/run.sh iceberg    # Iceberg catalog: LoadTable over 10k tables on PostgreSQL,
+#                                         # PyIceberg's scan planning of a 100-version table
 #     bash host/benches/run.sh            # api and plugins
 #
 # Knobs: see host/benches/api.rs and host/benches/plugins.rs; files and auth take
@@ -49,6 +51,17 @@ for suite in ${suites[*]}; do
             python3 host/benches/auth.py --lake "$target/release/lake" ${LAKE_BENCH_AUTH_ARGS:-}
             cargo bench -p lake-host --bench auth_check
             ;;
-        *) echo "unknown suite $suite (api, plugins, files, auth)" >&2; exit 2 ;;
+        iceberg)
+            # PostgreSQL and the test suite's venv (PyIceberg) from the test command's set-up.
+            # shellcheck source=/dev/null
+            source tests/services.sh
+            lake_services_up >/dev/null
+            cargo build --release -p lake-host
+            target="${CARGO_TARGET_DIR:-target}"
+            "$LAKE_TEST_PYTHON" host/benches/iceberg.py --lake "$target/release/lake" \
+                --pg "${LAKE_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}" \
+                ${LAKE_BENCH_ICEBERG_ARGS:-}
+            ;;
+        *) echo "unknown suite $suite (api, plugins, files, auth, iceberg)" >&2; exit 2 ;;
     esac
 done
