@@ -634,6 +634,9 @@ pub trait Datasets: Send + Sync {
     async fn release_claim(&self, id: DatasetId, name: &str) -> Result<(), CatalogError>;
     /// Sets a dataset's status (used to mark failures; successes go through `commit`).
     async fn set_status(&self, id: DatasetId, status: DatasetStatus) -> Result<(), CatalogError>;
+    /// A dataset (not deleted) that keeps its objects under exactly `prefix` in `bucket`.
+    async fn dataset_at(&self, bucket: &str, prefix: &str)
+    -> Result<Option<Dataset>, CatalogError>;
     /// The promotion target of a dataset in a layer, if one was started.
     async fn find_promotion(
         &self,
@@ -977,6 +980,13 @@ pub trait TableNames: Send + Sync {
     /// One table by its name, if it has one.
     async fn table_name(&self, layer: Layer, name: &str)
     -> Result<Option<TableName>, CatalogError>;
+    /// The name of a chain (a layer, source and dataset name), if it has one.
+    async fn table_name_of(
+        &self,
+        layer: Layer,
+        source: &str,
+        dataset_name: &str,
+    ) -> Result<Option<TableName>, CatalogError>;
     /// The datasets of a chain, every status, oldest first.
     async fn table_versions(&self, name: &TableName) -> Result<Vec<Dataset>, CatalogError>;
 }
@@ -1040,6 +1050,25 @@ macro_rules! impl_table_names {
                 query(sql::SELECT_TABLE_NAME, |v| {
                     v.text(layer.as_str());
                     v.text(name);
+                })?
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(rows::table_name)
+                .transpose()
+            }
+
+            async fn table_name_of(
+                &self,
+                layer: Layer,
+                source: &str,
+                dataset_name: &str,
+            ) -> Result<Option<super::TableName>, CatalogError> {
+                query(sql::SELECT_TABLE_NAME_OF, |v| {
+                    v.text(layer.as_str());
+                    v.text(source);
+                    v.text(dataset_name);
                 })?
                 .fetch_optional(&self.pool)
                 .await

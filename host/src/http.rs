@@ -203,6 +203,20 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
     }
 }
 
+/// The furthest `offset` a page may start at: beyond it the cursor pages (an offset makes the
+/// database read and drop every row before it).
+pub(crate) const MAX_OFFSET: u64 = 1_000_000;
+
+/// A page's `offset`, at most [`MAX_OFFSET`].
+pub(crate) fn offset_of(offset: Option<u64>) -> Result<u64, ApiError> {
+    match offset.unwrap_or(0) {
+        n if n <= MAX_OFFSET => Ok(n),
+        n => Err(ApiError::invalid(format!(
+            "offset: {n} is past {MAX_OFFSET}; page further with the cursor (next_cursor)"
+        ))),
+    }
+}
+
 /// A dataset id from a path; a malformed one is as not found as an unknown one.
 pub(crate) fn parse_id(s: &str) -> Result<DatasetId, ApiError> {
     s.parse().map_err(|e: String| {
@@ -546,7 +560,7 @@ async fn list_catalog(
         status,
         limit,
         after,
-        offset: q.offset.or(q.skip).unwrap_or(0),
+        offset: offset_of(q.offset.or(q.skip))?,
         external_id: q.external_id.filter(|s| !s.is_empty()),
         sha256: q.sha256.filter(|s| !s.is_empty()),
         created_after: q

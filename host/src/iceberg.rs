@@ -8,12 +8,14 @@
 //! (`samples` for `samples.csv (table)`; `files_samples`, then `files_samples_2`, when the name is
 //! taken), kept for good in the catalog (`TableNames`).
 //!
-//! Loading a table describes every ready version as a snapshot (sequence numbers by position
-//! in the chain, deleted versions left out), tagged `version-N`, the newest current. The files
-//! that say so are written by `lake-iceberg` and stored next to the data, under the version's
-//! own prefix (`{prefix}metadata/`): a manifest and a manifest list per version, written once,
-//! and a metadata JSON per set of versions (its key holds a digest of the versions' ids), written
-//! the first time that set is loaded and then only read. Every one of them is derived from
+//! A table describes every ready version as a snapshot (sequence numbers by position in the
+//! chain, deleted versions left out), tagged `version-N`, the newest current. The files that say
+//! so are written by `lake-iceberg` and stored next to the data, under the version's own prefix
+//! (`{prefix}metadata/`): a manifest and a manifest list per version, and a metadata JSON per set
+//! of versions (its key holds a digest of the versions' ids). They are written when a version is
+//! made (`publish`, from a task of its own after the commit that records it), or else the first
+//! time that set of versions is loaded (a table made before the catalog existed, a task that did
+//! not finish), and from then on only read. Every one of them is derived from
 //! immutable data, so writing one twice (two replicas at once) writes the same bytes. The data
 //! files are referenced where they are; engines read them with their own credentials, told the
 //! store's endpoint in the table's config.
@@ -248,6 +250,41 @@ impl Iceberg<'_> {
             Err(LakeError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Describes new versions for engines ahead of their first load, from a task of its own:
+    /// each of `ids` that is a table version gets its chain named and its metadata written, so
+    /// the files exist as soon as the version does. A failure is logged; the first load writes
+    /// what is missing.
+    pub fn publish(&self, ids: Vec<crate::catalog::DatasetId>) {
+        let lake = self.lake.clone();
+        tokio::spawn(async move {
+            for id in ids {
+                if let Err(e) = lake.iceberg().publish_one(id).await {
+                    tracing::warn!(dataset = %id, error = %e, "Iceberg metadata not written yet; the first load writes it");
+                }
+            }
+        });
+    }
+
+    async fn publish_one(&self, id: crate::catalog::DatasetId) -> Result<(), LakeError> {
+        let d = self.catalog().get_dataset(id).await?;
+        if d.status != DatasetStatus::Ready || d.file_count != 1 {
+            return Ok(());
+        }
+        let files = self.catalog().list_files(id).await?;
+        if !files.iter().any(|f| f.name.ends_with(".parquet")) {
+            return Ok(());
+        }
+        self.name_new_tables(d.layer).await?;
+        let Some(t) = self
+            .catalog()
+            .table_name_of(d.layer, &d.source, &d.name)
+            .await?
+        else {
+            return Ok(());
+        };
+        self.load(t.layer, &t.name).await.map(drop)
     }
 
     /// Whether a table exists (and has a version).

@@ -577,6 +577,14 @@ impl Lake {
                 "source: must be 1 to 128 characters without '/'".into(),
             ));
         }
+        // The source names the first segment of the dataset's prefix: one that cannot be a key
+        // segment (`.`, `..`, a control character, a backslash) would give a dataset no file
+        // can ever be put into.
+        if let Err(e) = blob::check_key(&format!("{source}/x")) {
+            return Err(LakeError::Invalid(format!(
+                "source: {source:?} cannot name a storage prefix ({e}); use letters, digits, '-', '_' or '.'"
+            )));
+        }
         let bucket = self.bucket(req.layer).to_owned();
         // Seed deployments name their buckets after the layers (`"minio_bucket": "raw"`), so the
         // layer's name stands for its bucket as well as the configured name does.
@@ -594,6 +602,7 @@ impl Lake {
         let id = DatasetId::new();
         let metadata = fill_metadata(req.metadata.clone(), source)?;
         let (prefix, objects) = self.objects_to_register(&req, &bucket, source, id).await?;
+        self.check_prefix_is_free(&bucket, &prefix).await?;
         let mut files = Vec::with_capacity(objects.len());
         for obj in &objects {
             let rel = obj.key.strip_prefix(&prefix).unwrap_or(&obj.key);
@@ -642,6 +651,45 @@ impl Lake {
         metrics::counter!("lake_datasets_registered_total", "layer" => req.layer.as_str())
             .increment(1);
         Ok(d)
+    }
+
+    /// A prefix belongs to one dataset: a registration may not alias another dataset's objects
+    /// (its uploads would change bytes the alias cataloged, and deleting the alias would delete
+    /// them). Refused when a dataset keeps exactly this prefix, or when the prefix lies inside
+    /// one the lake made (its segments name that dataset's id).
+    async fn check_prefix_is_free(&self, bucket: &str, prefix: &str) -> Result<(), LakeError> {
+        let owner = match self.catalog.dataset_at(bucket, prefix).await? {
+            Some(d) => Some(d),
+            None => {
+                let mut found = None;
+                for segment in prefix.split('/') {
+                    let Ok(id) = segment.parse::<DatasetId>() else {
+                        continue;
+                    };
+                    match self.catalog.get_dataset(id).await {
+                        Ok(d)
+                            if d.bucket == bucket
+                                && d.status != DatasetStatus::Deleted
+                                && (prefix.starts_with(&d.prefix)
+                                    || d.prefix.starts_with(prefix)) =>
+                        {
+                            found = Some(d);
+                            break;
+                        }
+                        Ok(_) | Err(CatalogError::NotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                found
+            }
+        };
+        match owner {
+            Some(d) => Err(LakeError::Conflict(format!(
+                "the objects under {bucket}/{prefix} belong to dataset {} ({:?}); a prefix belongs to one dataset, so register another prefix or use that dataset",
+                d.id, d.name
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The objects a registration catalogs and the prefix its dataset keeps: one object or

@@ -189,6 +189,7 @@ impl Pipelines<'_> {
                             )
                             .await?;
                         self.openlineage().emit(std::slice::from_ref(&prov));
+                        self.iceberg().publish(vec![d.id]);
                         let entry = self
                             .catalog
                             .provenance_of(&[d.id])

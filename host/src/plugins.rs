@@ -83,6 +83,48 @@ pub struct Manifest {
     pub parallel: Parallel,
 }
 
+/// The longest plugin name.
+const NAME_MAX: usize = 64;
+/// The longest description and version a plugin may declare, in characters.
+const DESCRIPTION_MAX: usize = 4096;
+const VERSION_MAX: usize = 64;
+
+/// Checks what a component says of itself: a name that is a plain identifier (it names the
+/// plugin in URLs, lake.toml and logs), a description and version of sane size.
+fn check_manifest(m: &Manifest) -> Result<(), String> {
+    let name_ok = !m.name.is_empty()
+        && m.name.len() <= NAME_MAX
+        && m.name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && m.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        let shown: String = m
+            .name
+            .chars()
+            .take(80)
+            .flat_map(char::escape_debug)
+            .collect();
+        return Err(format!(
+            "its name \"{shown}\" is not 1 to {NAME_MAX} letters, digits, '-', '_' or '.' starting with a letter or digit"
+        ));
+    }
+    if m.description.chars().count() > DESCRIPTION_MAX {
+        return Err(format!(
+            "its description is longer than {DESCRIPTION_MAX} characters"
+        ));
+    }
+    if m.version.is_empty()
+        || m.version.chars().count() > VERSION_MAX
+        || m.version.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "its version is not 1 to {VERSION_MAX} printable characters"
+        ));
+    }
+    Ok(())
+}
+
 /// A component that could not be loaded, and why.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Rejected {
@@ -125,6 +167,13 @@ pub struct Usage {
     /// Sandboxed instances the invocation ran in (more than one for a parse cut into segments or
     /// a merge split over instances).
     pub instances: u32,
+    /// Log messages dropped because the plugin logged more than an invocation may.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub logs_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -132,6 +181,7 @@ impl Usage {
     /// decides how peak memories combine).
     fn add_instances(&mut self, other: &Usage) {
         self.instances += other.instances;
+        self.logs_dropped += other.logs_dropped;
         self.fuel_used = match (self.fuel_used, other.fuel_used) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
@@ -520,11 +570,11 @@ impl Plugins {
         }
         for p in files {
             let source = p.display().to_string();
-            step(&source, &mut || match std::fs::read(&p) {
+            step(&source, &mut || match read_component(&p) {
                 Ok(bytes) => {
                     self.add(&bytes, &source, "");
                 }
-                Err(e) => self.reject(source.clone(), format!("cannot read: {e}")),
+                Err(why) => self.reject(source.clone(), why),
             });
         }
         self.loading.send_modify(|s| {
@@ -600,6 +650,10 @@ impl Plugins {
                     );
                     return None;
                 }
+                if let Err(why) = check_manifest(&manifest) {
+                    self.reject(source.to_owned(), why);
+                    return None;
+                }
                 if manifest.wit_version != crate::plugins::WIT_VERSION {
                     self.reject(
                         source.to_owned(),
@@ -629,6 +683,22 @@ impl Plugins {
                     self.reject(
                         source.to_owned(),
                         format!("the name {} belongs to a bundled plugin", manifest.name),
+                    );
+                    return None;
+                }
+                // A second component may not take a loaded one's name (and with it the hosts and
+                // credentials lake.toml grants that name): the first keeps it.
+                if let Some(first) = entries.get(&manifest.name)
+                    && first.manifest.source != source
+                {
+                    let taken_by = first.manifest.source.clone();
+                    drop(entries);
+                    self.reject(
+                        source.to_owned(),
+                        format!(
+                            "the name {} is taken by {taken_by}; rename one of them",
+                            manifest.name
+                        ),
                     );
                     return None;
                 }
@@ -930,6 +1000,41 @@ impl PartCheck {
 
 /// The interface version this host speaks.
 pub const WIT_VERSION: &str = "0.1.0";
+
+/// The largest component file read from the plugin directory.
+const COMPONENT_MAX_BYTES: u64 = 256 << 20;
+
+/// A component file's bytes: only a regular file (a FIFO would block the read forever, a link to
+/// `/dev/zero` would never end) of at most [`COMPONENT_MAX_BYTES`], read no further than that.
+fn read_component(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file (a link, FIFO or device is never read)".into());
+    }
+    if meta.len() > COMPONENT_MAX_BYTES {
+        return Err(format!(
+            "{} bytes, larger than the {} MiB a component may be",
+            meta.len(),
+            COMPONENT_MAX_BYTES >> 20
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(COMPONENT_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > COMPONENT_MAX_BYTES {
+        return Err(format!(
+            "grew past the {} MiB a component may be while it was read",
+            COMPONENT_MAX_BYTES >> 20
+        ));
+    }
+    if bytes.is_empty() {
+        return Err("empty file".into());
+    }
+    Ok(bytes)
+}
 
 /// The `.wasm` files of the plugin directory, sorted (none when it does not exist).
 fn plugin_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

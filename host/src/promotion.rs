@@ -103,6 +103,7 @@ impl Promotions<'_> {
             .commit(target.id, &copied, DatasetStatus::Ready, Some(&prov))
             .await?;
         self.openlineage().emit(std::slice::from_ref(&prov));
+        self.iceberg().publish(vec![done.id]);
         metrics::counter!("lake_promotions_total", "to" => req.target_layer.as_str()).increment(1);
         Ok(Promotion {
             target: done,

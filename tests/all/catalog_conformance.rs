@@ -1162,6 +1162,24 @@ pub async fn conflicts_name_their_constraint(c: Arc<dyn Catalog>) {
     assert_eq!(constraint(r), Some(Constraint::NotEmpty));
 }
 
+pub async fn a_prefix_names_its_dataset(c: Arc<dyn Catalog>) {
+    let n = new_ds("plates", "reader", Layer::Processed);
+    c.insert_dataset(&n, &[file("a.csv", 1)], None)
+        .await
+        .expect("insert");
+    let found = c.dataset_at(&n.bucket, &n.prefix).await.expect("at");
+    assert_eq!(found.map(|d| d.id), Some(n.id));
+    assert_eq!(c.dataset_at(&n.bucket, "reader/").await.expect("at"), None);
+    assert_eq!(
+        c.dataset_at("elsewhere", &n.prefix).await.expect("at"),
+        None
+    );
+    c.set_status(n.id, DatasetStatus::Deleted)
+        .await
+        .expect("delete");
+    assert_eq!(c.dataset_at(&n.bucket, &n.prefix).await.expect("at"), None);
+}
+
 pub async fn table_chains_are_named_once(c: Arc<dyn Catalog>) {
     use lake_host::catalog::{Constraint, TableName};
     // A source of its own: other tests' datasets share the database.
@@ -1278,6 +1296,14 @@ pub async fn table_chains_are_named_once(c: Arc<dyn Catalog>) {
         c.table_name(layer, "no such table").await.expect("get"),
         None
     );
+    assert_eq!(
+        c.table_name_of(layer, &source, table).await.expect("of"),
+        Some(named.clone())
+    );
+    assert_eq!(
+        c.table_name_of(layer, &source, "notes").await.expect("of"),
+        None
+    );
     let versions: Vec<DatasetId> = c
         .table_versions(&named)
         .await
@@ -1327,6 +1353,7 @@ macro_rules! conformance {
             conformance!(@one $make, conflicts_name_their_constraint);
             conformance!(@one $make, audit_entries_filter_and_page_newest_first);
             conformance!(@one $make, table_chains_are_named_once);
+            conformance!(@one $make, a_prefix_names_its_dataset);
         }
     };
     (@one $make:expr, $name:ident) => {

@@ -759,7 +759,12 @@ async fn racing_duplicates_are_stored_once() {
         .bucket(lake_host::layers::Layer::Processed)
         .to_owned();
     let objects = t.lake.blobs().list(&bucket, "files/").await.expect("list");
-    assert_eq!(objects.len(), 1, "{objects:?}");
+    // The table's own object; the Iceberg catalog's description of it lives beside it.
+    let tables: Vec<_> = objects
+        .iter()
+        .filter(|o| !o.key.contains("/metadata/"))
+        .collect();
+    assert_eq!(tables.len(), 1, "{objects:?}");
 }
 
 /// An expired merge result is computed again from the inputs when it is saved.
@@ -944,4 +949,23 @@ async fn s3_dying_mid_upload_leaves_no_row_and_a_retry_succeeds() {
     let (_, raw) = get(&t, &format!("/catalog/{}", str_of(&v, "file_id"))).await;
     assert_eq!(object_bytes(&t, &raw, "big.csv").await.len(), content.len());
     proxy.stop().await;
+}
+
+/// The longest name an upload keeps (255 bytes, a one-letter extension) still gives its table a
+/// name the file system takes: the upload is whole, not a 503 with an ERROR in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_upload_name_gets_a_table() {
+    let t = embedded(settings(1 << 30)).await;
+    let name = format!("{}.c", "é".repeat(126));
+    assert_eq!(name.len(), 254);
+    let v = created(upload_raw(&t, &name, b"sample_id,value\nS1,1\n").await);
+    let table = str_of(&v["dataset_ids"], "table").to_owned();
+    let (s, files) = get(&t, &format!("/catalog/{table}/files")).await;
+    assert_eq!(s, StatusCode::OK, "{files}");
+    let stored = files[0]["name"].as_str().expect("name");
+    assert!(
+        stored.len() <= 255 && stored.ends_with(".parquet"),
+        "{stored}"
+    );
+    assert!(stored.starts_with("éé"), "{stored}");
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use lake_host::config::{ByteSize, PluginOverride, PluginsConfig};
 use lake_host::plugins::{InvokeError, Plugins};
 
-const FEATURES: [&str; 5] = ["spin", "membomb", "panic", "readfile", "socket"];
+const FEATURES: [&str; 8] = [
+    "spin", "membomb", "panic", "readfile", "socket", "logflood", "bigdesc", "badname",
+];
 
 /// Builds every test component once per test run (a file lock serialises the test processes) and
 /// returns the directory holding `hostile-<feature>.wasm` and the `fetch.wasm` connector.
@@ -142,6 +144,115 @@ async fn infinite_loop_times_out_while_others_keep_working() {
         took < Duration::from_secs(5),
         "stopped near its 1 s limit, not {took:?}"
     );
+}
+
+/// A component that says the wrong things of itself is refused at load with the reason, and the
+/// server's registry keeps the rest: a name that is not an identifier, a description of 1 MiB,
+/// and a second component taking a name already loaded (which would inherit its grants).
+#[tokio::test]
+async fn components_that_misdescribe_themselves_are_refused_at_load() {
+    let (_, dir) = registry(&[]);
+    // The same component again under a later file name: it declares a name already taken.
+    std::fs::copy(
+        components().join("hostile-panic.wasm"),
+        dir.path().join("zz-panic-again.wasm"),
+    )
+    .expect("copy");
+    let cfg = PluginsConfig {
+        dir: dir.path().to_path_buf(),
+        cache_dir: crate::plugins::shared_cache(),
+        ..PluginsConfig::default()
+    };
+    let p = Plugins::open(&cfg).expect("runtime");
+    let rejected = p.rejected();
+    let reason_of = |file: &str| {
+        rejected
+            .iter()
+            .find(|r| r.source.ends_with(file))
+            .map(|r| r.reason.clone())
+            .unwrap_or_else(|| panic!("{file} was not refused: {rejected:?}"))
+    };
+    assert!(
+        reason_of("hostile-badname.wasm").contains("its name"),
+        "{rejected:?}"
+    );
+    assert!(
+        reason_of("hostile-bigdesc.wasm").contains("description is longer than 4096"),
+        "{rejected:?}"
+    );
+    assert!(
+        reason_of("zz-panic-again.wasm").contains("is taken by"),
+        "{rejected:?}"
+    );
+    let first = p.get("hostile-panic").expect("the first keeps its name");
+    assert!(
+        first.source.ends_with("hostile-panic.wasm"),
+        "{}",
+        first.source
+    );
+    // The rest load and run as before.
+    let (result, _) = run(&p, "hostile-panic").await;
+    assert!(matches!(result, Err(InvokeError::Panic(_))));
+    assert!(p.list().iter().all(|m| !m.name.contains('/')));
+}
+
+/// Files in the plugin directory that are not components, or not files at all, are listed as
+/// refused and the rest load: an empty file, a truncated component, a FIFO (whose read would
+/// block start for ever), a link to `/dev/zero` (which would grow memory without end).
+#[cfg(unix)]
+#[tokio::test]
+async fn odd_files_in_the_plugin_directory_are_refused_and_start_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        components().join("hostile-panic.wasm"),
+        dir.path().join("hostile-panic.wasm"),
+    )
+    .expect("copy");
+    let whole = std::fs::read(components().join("hostile-spin.wasm")).expect("read");
+    std::fs::write(dir.path().join("cut.wasm"), &whole[..whole.len() / 2]).expect("write");
+    std::fs::write(dir.path().join("empty.wasm"), b"").expect("write");
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.wasm")).expect("link");
+    let fifo = dir.path().join("fifo.wasm");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let cfg = PluginsConfig {
+        dir: dir.path().to_path_buf(),
+        cache_dir: crate::plugins::shared_cache(),
+        ..PluginsConfig::default()
+    };
+    let p = Plugins::open(&cfg).expect("runtime");
+    let rejected = p.rejected();
+    for (file, why) in [
+        ("cut.wasm", ""),
+        ("empty.wasm", "empty"),
+        ("zero.wasm", "not a regular file"),
+        ("fifo.wasm", "not a regular file"),
+    ] {
+        let r = rejected
+            .iter()
+            .find(|r| r.source.ends_with(file))
+            .unwrap_or_else(|| panic!("{file} not refused: {rejected:?}"));
+        assert!(r.reason.contains(why), "{file}: {}", r.reason);
+    }
+    assert!(p.get("hostile-panic").is_some(), "the good component loads");
+    assert!(p.get("csv").is_some(), "the bundled ones load");
+}
+
+/// A plugin that logs without end is cut off at the invocation's budget (the rest counted as
+/// dropped in its usage) and fails only with its own error.
+#[tokio::test]
+async fn a_log_flood_is_capped_per_invocation() {
+    let (p, _dir) = registry(&[]);
+    let inv = p.parse("hostile-logflood", Vec::new(), one_chunk()).await;
+    let err = inv.result.expect_err("the plugin fails by itself");
+    assert!(err.to_string().contains("logged 100000 lines"), "{err}");
+    assert_eq!(inv.usage.logs_dropped, 100_000 - 1000, "{:?}", inv.usage);
+    // The next invocation has a budget of its own.
+    let again = p.parse("hostile-logflood", Vec::new(), one_chunk()).await;
+    assert_eq!(again.usage.logs_dropped, 100_000 - 1000);
 }
 
 #[tokio::test]

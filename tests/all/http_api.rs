@@ -298,7 +298,14 @@ async fn seed_and_collector_bodies_register_existing_objects() {
         }));
         blobs.put("lake-raw", k, s).await.expect("put");
     }
-    let (s, v) = t.call(Method::POST, "/catalog", Some(json!({"name": "GSE16", "source": "geo", "layer": "raw", "object_path": "geo/GSE16/GSE16.txt", "metadata": {"organism": "human"}}))).await;
+    let s: lake_host::blob::ByteStream = Box::pin(futures::stream::once(async {
+        Ok(bytes::Bytes::from_static(b"soft text"))
+    }));
+    blobs
+        .put("lake-raw", "geo/GSE17/GSE17.txt", s)
+        .await
+        .expect("put");
+    let (s, v) = t.call(Method::POST, "/catalog", Some(json!({"name": "GSE17", "source": "geo", "layer": "raw", "object_path": "geo/GSE17/GSE17.txt", "metadata": {"organism": "human"}}))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(
         (v["file_count"].as_i64(), v["total_size"].as_i64()),
@@ -337,6 +344,15 @@ async fn seed_and_collector_bodies_register_existing_objects() {
         lake_host::blob::Sha256::of(b"a,b\n1,2\n").to_hex().as_str()
     );
     assert_eq!(extra["content_type"], "text/csv");
+    // The prefix is that dataset's now: one of its objects cannot be registered again.
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "GSE16 again", "source": "geo", "layer": "raw", "object_path": "geo/GSE16/GSE16.txt"})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::CONFLICT, "conflict");
 
     let (s, v) = t
         .call(
@@ -913,6 +929,8 @@ async fn object_paths_name_what_the_client_wrote(t: &TestLake) {
         "runs/r1/calls.vcf",
         "runs/r2/calls.vcf",
         "runs/r3/calls.vcf",
+        "runs/r4/calls.vcf",
+        "runs/r5/calls.vcf",
     ] {
         let s: lake_host::blob::ByteStream = Box::pin(futures::stream::once(async move {
             Ok(bytes::Bytes::from_static(body))
@@ -924,8 +942,8 @@ async fn object_paths_name_what_the_client_wrote(t: &TestLake) {
         "processed/runs/r1/calls.vcf".to_owned(),
         format!("s3://{bucket}/runs/r2/calls.vcf"),
         "s3://processed/runs/r3/calls.vcf".to_owned(),
-        format!("{bucket}/runs/r3/"),
-        "runs/r1/calls.vcf".to_owned(),
+        format!("{bucket}/runs/r4/"),
+        "runs/r5/calls.vcf".to_owned(),
     ] {
         let (s, v) = t
             .call(
@@ -965,6 +983,17 @@ async fn object_paths_name_what_the_client_wrote(t: &TestLake) {
         assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
         let message = v["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(named), "{path}: {v}");
+    }
+    // A registered object is its dataset's: naming it again, by any spelling, is a conflict.
+    for path in ["runs/r1/calls.vcf".to_owned(), format!("{bucket}/runs/r4/")] {
+        let (s, v) = t
+            .call(
+                Method::POST,
+                "/catalog",
+                Some(json!({"name": "again", "source": "genomics", "layer": "processed", "object_path": path})),
+            )
+            .await;
+        assert_error(s, &v, StatusCode::CONFLICT, "conflict");
     }
     // Another layer's bucket is refused by name.
     let (s, v) = t
@@ -1009,4 +1038,131 @@ async fn object_paths_name_what_the_client_wrote_on_garage() {
         return;
     };
     object_paths_name_what_the_client_wrote(&t).await;
+}
+
+/// An offset past what a page may skip is refused with the way further, never wrapped around to
+/// the first page (2^63 was read as a negative offset, which the database took as none).
+#[tokio::test]
+async fn offsets_past_the_limit_are_refused_not_wrapped() {
+    let t = embedded(1 << 20).await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "one", "source": "lab", "layer": "processed"})),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    for uri in [
+        "/catalog?offset=9223372036854775808",
+        "/catalog?offset=18446744073709551615",
+        "/catalog?skip=9223372036854775807",
+        "/catalog?offset=1000001",
+        "/files?offset=9223372036854775808",
+    ] {
+        let (s, v) = t.call(Method::GET, uri, None).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {v}");
+        let m = v["error"]["message"].as_str().unwrap_or("");
+        assert!(m.contains("cursor"), "{uri}: {m}");
+    }
+    // Too large for any integer: refused as a malformed query.
+    let (s, v) = t
+        .call(Method::GET, "/catalog?offset=99999999999999999999999", None)
+        .await;
+    assert!(s.is_client_error(), "{v}");
+    // At the limit: an empty page, not the first one.
+    let (s, v) = t.call(Method::GET, "/catalog?offset=1000000", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["items"], json!([]), "{v}");
+    let (s, v) = t.call(Method::GET, "/catalog?offset=0", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1), "{v}");
+}
+
+/// A source that cannot name a storage prefix is refused at registration: such a dataset could
+/// never hold a file.
+#[tokio::test]
+async fn a_source_that_cannot_be_a_prefix_is_refused() {
+    let t = embedded(1 << 20).await;
+    for source in ["..", ".", "a\\b", "tab\there", "nul\u{0}"] {
+        let (s, v) = t
+            .call(
+                Method::POST,
+                "/catalog",
+                Some(json!({"name": "x", "source": source, "layer": "processed"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{source:?}: {v}");
+        let m = v["error"]["message"].as_str().unwrap_or("");
+        assert!(m.contains("source"), "{source:?}: {m}");
+    }
+    let (s, v) = t.call(Method::GET, "/catalog?status=ready", None).await;
+    assert_eq!(
+        (s, &v["items"]),
+        (StatusCode::OK, &json!([])),
+        "nothing half-made: {v}"
+    );
+    // A dotted name that is a real segment stays valid.
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "x", "source": "lab.v2", "layer": "processed"})),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    let id = v["id"].as_str().expect("id");
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("/catalog/{id}/files/a.csv"))
+        .body(Body::from("a\n1\n"))
+        .expect("request");
+    let (s, v) = t.send(req).await;
+    assert!(s.is_success(), "the dataset holds a file: {v}");
+}
+
+/// A prefix belongs to one dataset: registering another dataset's objects again (by the prefix a
+/// client catalogued, or inside one the lake made) is a 409 naming the owner, and the owner's
+/// objects stay its own.
+#[tokio::test]
+async fn a_registration_may_not_alias_another_datasets_prefix() {
+    let t = embedded(1 << 20).await;
+    let (s, owner) = t
+        .call(
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "owner", "source": "lab", "layer": "processed"})),
+        )
+        .await;
+    assert!(s.is_success(), "{owner}");
+    let id = owner["id"].as_str().expect("id");
+    let prefix = owner["prefix"].as_str().expect("prefix");
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("/catalog/{id}/files/a.csv"))
+        .body(Body::from("a\n1\n"))
+        .expect("request");
+    let (s, v) = t.send(req).await;
+    assert!(s.is_success(), "{v}");
+    for body in [
+        json!({"name": "alias", "source": "lab", "layer": "processed", "object_path": prefix}),
+        json!({"name": "alias", "source": "lab", "layer": "processed", "object_path": format!("{prefix}a.csv")}),
+        json!({"name": "alias", "source": "lab", "layer": "processed", "minio_prefix": prefix}),
+    ] {
+        let (s, v) = t.call(Method::POST, "/catalog", Some(body.clone())).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{body}: {v}");
+        let m = v["error"]["message"].as_str().unwrap_or("");
+        assert!(m.contains(id) && m.contains("belong"), "{m}");
+    }
+    let (_, listed) = t.call(Method::GET, "/catalog?q=alias", None).await;
+    assert_eq!(listed["items"], json!([]), "no alias was made: {listed}");
+    // A prefix of its own next to it is fine.
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "next", "source": "lab", "layer": "processed", "minio_prefix": "lab/shared-plates/"})),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
 }

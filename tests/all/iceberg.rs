@@ -327,3 +327,134 @@ async fn pyiceberg_reads_every_layer_on_postgres_and_garage() {
     let (_server, url, _dir) = crate::walkthrough::start(&envs);
     every_layer_read_by_pyiceberg(url, Some((key, secret))).await;
 }
+
+/// A new table version is described for engines when it is made, before any engine asks; a
+/// scan report is taken (204) and anything else is refused in the spec's shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_is_described_when_it_is_made() {
+    use axum::http::Method;
+    let plugins = crate::plugins::open(&crate::plugins::shared_cache());
+    let t = crate::http_api::embedded_with(1 << 30, Some(plugins)).await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/catalog",
+            Some(json!({"name": "plates", "source": "reader", "layer": "processed"})),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    let id: lake_host::catalog::DatasetId = v["id"].as_str().expect("id").parse().expect("id");
+    let req = axum::http::Request::builder()
+        .method(Method::PUT)
+        .uri(format!("/catalog/{id}/files/plates.parquet"))
+        .body(axum::body::Body::from(plates_parquet()))
+        .expect("request");
+    let (s, v) = t.send(req).await;
+    assert!(s.is_success(), "{v}");
+    // A registered file is a version too once the catalog names its chain; an upload's table is
+    // described without any load.
+    let req = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/files/upload?filename=samples.csv")
+        .body(axum::body::Body::from("sample_id,tissue\nS1,liver\n"))
+        .expect("request");
+    let (s, v) = t.send(req).await;
+    assert!(s.is_success(), "{v}");
+    let table: lake_host::catalog::DatasetId = v["dataset_ids"]["table"]
+        .as_str()
+        .expect("table")
+        .parse()
+        .expect("id");
+    let d = t.lake.catalog().get_dataset(table).await.expect("dataset");
+    let mut described = Vec::new();
+    for _ in 0..100 {
+        described = t
+            .lake
+            .blobs()
+            .list(&d.bucket, &format!("{}metadata/", d.prefix))
+            .await
+            .expect("list");
+        if described.iter().any(|o| o.key.ends_with(".metadata.json")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let keys: Vec<&str> = described.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(
+        (
+            keys.iter().filter(|k| k.ends_with("-m0.avro")).count(),
+            keys.iter().filter(|k| k.contains("/snap-")).count(),
+            keys.iter()
+                .filter(|k| k.ends_with(".metadata.json"))
+                .count(),
+        ),
+        (1, 1, 1),
+        "{keys:?}"
+    );
+    // The load answers with the metadata written then.
+    let (s, v) = t
+        .call(
+            Method::GET,
+            "/iceberg/v1/namespaces/processed/tables/samples",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let location = v["metadata-location"].as_str().expect("location");
+    assert!(
+        keys.iter().any(|k| location.ends_with(k)),
+        "{location} is not one of {keys:?}"
+    );
+    assert_eq!(v["metadata"]["format-version"], 2);
+    assert_eq!(v["metadata"]["refs"]["version-1"]["type"], "tag");
+    // Deleting the version deletes its description.
+    let (s, v) = t
+        .call(
+            Method::DELETE,
+            &format!("/catalog/{table}?reason=superseded"),
+            None,
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    let left = t
+        .lake
+        .blobs()
+        .list(&d.bucket, &format!("{}metadata/", d.prefix))
+        .await
+        .expect("list");
+    assert!(left.is_empty(), "{left:?}");
+    let (s, v) = t
+        .call(
+            Method::GET,
+            "/iceberg/v1/namespaces/processed/tables/samples",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), &v["error"]["type"]),
+        (404, &json!("NoSuchTableException")),
+        "{v}"
+    );
+
+    // Scan reports.
+    let metrics = "/iceberg/v1/namespaces/processed/tables/plates/metrics";
+    let report = json!({"report-type": "scan-report", "table-name": "processed.plates",
+        "snapshot-id": 1, "filter": true, "schema-id": 0, "projected-field-ids": [1],
+        "projected-field-names": ["well"], "metrics": {}});
+    let (s, v) = t.call(Method::POST, metrics, Some(report)).await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = t.call(Method::POST, metrics, Some(json!({"x": 1}))).await;
+    assert_eq!(
+        (s.as_u16(), &v["error"]["type"]),
+        (400, &json!("BadRequestException")),
+        "{v}"
+    );
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/iceberg/v1/namespaces/processed/tables/nothing/metrics",
+            Some(json!({"report-type": "scan-report"})),
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+}

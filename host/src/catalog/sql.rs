@@ -40,6 +40,12 @@ pub(super) const IMPORT_DATASET: &str = concat!(
 pub(super) const SELECT_DATASET: &str =
     concat!("SELECT ", dataset_cols!(), " FROM datasets WHERE id = $1");
 /// `$1`: source dataset id, `$2`: layer.
+/// `$1`: bucket, `$2`: prefix. A dataset (not deleted) whose objects are under that prefix.
+pub(super) const DATASET_AT: &str = concat!(
+    "SELECT ",
+    dataset_cols!(),
+    " FROM datasets WHERE bucket = $1 AND prefix = $2 AND status <> 'deleted' LIMIT 1"
+);
 pub(super) const FIND_PROMOTION: &str = concat!(
     "SELECT ",
     dataset_cols!(),
@@ -203,6 +209,9 @@ pub(super) const LIST_TABLE_NAMES: &str = "SELECT layer, name, source, dataset_n
 /// `$1`: layer, `$2`: name.
 pub(super) const SELECT_TABLE_NAME: &str = "SELECT layer, name, source, dataset_name FROM \
      table_names WHERE layer = $1 AND name = $2";
+/// `$1`: layer, `$2`: source, `$3`: dataset name.
+pub(super) const SELECT_TABLE_NAME_OF: &str = "SELECT layer, name, source, dataset_name FROM \
+     table_names WHERE layer = $1 AND source = $2 AND dataset_name = $3";
 /// `$1`: layer, `$2`: source, `$3`: dataset name. Every status, oldest first.
 pub(super) const TABLE_VERSIONS: &str = concat!(
     "SELECT ",

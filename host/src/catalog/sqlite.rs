@@ -435,7 +435,8 @@ impl Datasets for SqliteCatalog {
         }
         b.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(q.limit) + 1);
-        b.push(" OFFSET ").push_bind(q.offset as i64);
+        b.push(" OFFSET ")
+            .push_bind(i64::try_from(q.offset).unwrap_or(i64::MAX));
         let found = b.build().fetch_all(&self.pool).await.map_err(db_err)?;
         let items = found
             .iter()
@@ -576,6 +577,21 @@ impl Datasets for SqliteCatalog {
             return Err(CatalogError::NotFound(format!("dataset {id}")));
         }
         Ok(())
+    }
+
+    async fn dataset_at(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Option<Dataset>, CatalogError> {
+        let row = query(sql::DATASET_AT, |v| {
+            v.text(bucket);
+            v.text(prefix)
+        })?
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(rows::dataset).transpose()
     }
 
     async fn find_promotion(

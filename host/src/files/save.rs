@@ -124,6 +124,7 @@ impl Files<'_> {
             return Err(e.into());
         }
         self.openlineage().emit(std::slice::from_ref(&prov));
+        self.iceberg().publish(vec![id]);
         state.results.invalidate(cache_key).await;
         Ok(SavedMerge {
             dataset_id: id,

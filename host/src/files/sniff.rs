@@ -82,6 +82,18 @@ pub(super) fn table_stem(name: &str) -> &str {
     name.rsplit_once('.').map_or(name, |(s, _)| s)
 }
 
+/// The name of the table parsed from the file `name`: its stem with `.parquet`, the stem cut so
+/// the whole stays within the 255 bytes a file system allows a name.
+pub(super) fn table_file_name(name: &str) -> String {
+    const SUFFIX: &str = ".parquet";
+    let stem = table_stem(name);
+    let mut cut = stem.len().min(255 - SUFFIX.len());
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{SUFFIX}", &stem[..cut])
+}
+
 /// Parser parameters for a CSV file: the delimiter read from the first line (comma, tab or
 /// semicolon; the extension decides for `.tsv`), and Latin-1 when the head is not UTF-8.
 /// Compressed or UTF-16 bytes cannot be read here, so the parser is asked to sniff both itself
@@ -181,6 +193,17 @@ mod tests {
         let cut = sanitise_file_name(&long).ok_or("long name vanished")?;
         if cut.len() != 255 || !cut.ends_with(".xlsx") {
             return Err(format!("long name cut badly: {} bytes", cut.len()));
+        }
+        // The longest name kept gives a table name a file system takes (it was 260 bytes).
+        let longest =
+            sanitise_file_name(&format!("{}.c", "é".repeat(200))).ok_or("long name vanished")?;
+        let table = table_file_name(&longest);
+        if table.len() > 255 || !table.ends_with(".parquet") || !longest.starts_with(&table[..200])
+        {
+            return Err(format!("table name {} bytes: {table}", table.len()));
+        }
+        if table_file_name("plate 1.csv.gz") != "plate 1.parquet" {
+            return Err(table_file_name("plate 1.csv.gz"));
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use crate::provenance::{
     UploadFacts, params_json,
 };
 
-use super::sniff::{csv_params, detect_format, keep_head, sanitise_file_name, table_stem};
+use super::sniff::{csv_params, detect_format, keep_head, sanitise_file_name, table_file_name};
 use super::{DatasetIds, FileInfo, Files, Format, ParseFailure, SOURCE, columns_of};
 
 /// An upload's bytes at their raw key, not yet cataloged.
@@ -129,6 +129,8 @@ impl Files<'_> {
             return Err(e.into());
         }
         self.openlineage().emit(&provenance);
+        self.iceberg()
+            .publish(datasets.iter().map(|(d, _)| d.id).collect());
         metrics::counter!("lake_files_uploaded_total", "format" => match parse.format {
             Format::Csv => "csv",
             Format::Xlsx => "xlsx",
@@ -323,7 +325,7 @@ impl Files<'_> {
     ) -> Result<(Result<Parsed, ParseFailure>, Invocation<SchemaRef>), LakeError> {
         let input = self.blobs().get(&raw.bucket, &raw.key).await?;
         let name = &raw.file.name;
-        let out_name = format!("{}.parquet", table_stem(name));
+        let out_name = table_file_name(name);
         let out_bucket = self.bucket(Layer::Processed).to_owned();
         let out_key = format!("{SOURCE}/{table_id}/{out_name}");
         let (sink, out_stream) = crate::tables::ParquetSink::new(self.state.row_group_rows);

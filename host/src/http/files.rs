@@ -192,7 +192,7 @@ pub(super) async fn list(
     Ok(Json(
         s.lake
             .files()
-            .list_uploads(limit, after, q.offset.unwrap_or(0))
+            .list_uploads(limit, after, super::offset_of(q.offset)?)
             .await?,
     ))
 }

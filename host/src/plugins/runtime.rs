@@ -119,6 +119,52 @@ pub(super) fn denied_imports(imports: &[String], granted: &[String], kind: Kind)
     })
 }
 
+/// Log lines a plugin may write in one invocation.
+pub(super) const LOG_LINES: u32 = 1000;
+/// Bytes of log text a plugin may write in one invocation.
+pub(super) const LOG_BYTES: usize = 1 << 20;
+/// The longest single log message kept, in characters.
+const LOG_MESSAGE_CHARS: usize = 4096;
+
+/// What a plugin may still log in this invocation, and what it was refused.
+#[derive(Debug, Default)]
+pub(super) struct LogBudget {
+    lines: u32,
+    bytes: usize,
+    /// Messages dropped over the budget.
+    pub(super) dropped: u64,
+}
+
+impl LogBudget {
+    /// The message as it may be logged (one line, cut to its limit), or `None` over the budget.
+    fn admit(&mut self, message: &str) -> Option<String> {
+        let line = one_line(message);
+        if self.lines >= LOG_LINES || self.bytes + line.len() > LOG_BYTES {
+            self.dropped += 1;
+            return None;
+        }
+        self.lines += 1;
+        self.bytes += line.len();
+        Some(line)
+    }
+}
+
+/// A plugin's message as one log line: control characters (a newline would forge a line of the
+/// host's own; an escape sequence would recolour a terminal) and bidirectional overrides shown
+/// escaped, at most [`LOG_MESSAGE_CHARS`] characters.
+pub(super) fn one_line(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(LOG_MESSAGE_CHARS));
+    for c in message.chars().take(LOG_MESSAGE_CHARS) {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Per-invocation state of a store.
 pub(super) struct HostState {
     wasi: WasiCtx,
@@ -126,6 +172,7 @@ pub(super) struct HostState {
     limiter: Limiter,
     plugin: String,
     progress: Option<(u64, Option<u64>)>,
+    logs: LogBudget,
     http: WasiHttpCtx,
     policy: PolicyHooks,
 }
@@ -248,7 +295,15 @@ fn empty_body() -> WasiBody {
 
 impl parser_world::lake::plugin::host::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
-        let message: String = message.chars().take(4096).collect();
+        let Some(message) = self.logs.admit(&message) else {
+            if self.logs.dropped == 1 {
+                tracing::warn!(
+                    plugin = %self.plugin,
+                    "the plugin logged more than {LOG_LINES} lines or {LOG_BYTES} bytes in one invocation; the rest are dropped"
+                );
+            }
+            return;
+        };
         match level {
             Level::Trace => tracing::trace!(plugin = %self.plugin, "{message}"),
             Level::Debug => tracing::debug!(plugin = %self.plugin, "{message}"),
@@ -609,6 +664,7 @@ impl Runtime {
                 },
                 plugin: plugin.to_owned(),
                 progress: None,
+                logs: LogBudget::default(),
                 http: WasiHttpCtx::new(),
                 policy: PolicyHooks(policy),
             },
@@ -905,6 +961,7 @@ impl Runtime {
             peak_memory_bytes: store.data().limiter.peak as u64,
             fuel_used,
             instances: 1,
+            logs_dropped: store.data().logs.dropped,
         }
     }
 }
@@ -1100,5 +1157,40 @@ impl Limits {
             fuel: None,
             stderr_bytes: 16 << 10,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_message_is_one_line_that_forges_nothing() {
+        assert_eq!(
+            one_line("parsed\n2026-12-04T00:00:00Z ERROR lake_host: forged"),
+            "parsed\\n2026-12-04T00:00:00Z ERROR lake_host: forged"
+        );
+        assert_eq!(
+            one_line("a\r\u{1b}[31mred\u{202e}txt"),
+            "a\\r\\u{1b}[31mred\\u{202e}txt"
+        );
+        assert_eq!(
+            one_line(&"é".repeat(5000)).chars().count(),
+            LOG_MESSAGE_CHARS
+        );
+    }
+
+    #[test]
+    fn an_invocation_logs_within_its_budget() {
+        let mut budget = LogBudget::default();
+        let kept = (0..LOG_LINES + 500)
+            .filter(|i| budget.admit(&format!("line {i}")).is_some())
+            .count();
+        assert_eq!(kept, LOG_LINES as usize);
+        assert_eq!(budget.dropped, 500);
+        let mut budget = LogBudget::default();
+        let big = "x".repeat(LOG_MESSAGE_CHARS);
+        let kept = (0..1000).filter(|_| budget.admit(&big).is_some()).count();
+        assert_eq!(kept, LOG_BYTES / LOG_MESSAGE_CHARS);
     }
 }

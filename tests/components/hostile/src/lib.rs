@@ -1,5 +1,5 @@
 //! A parser that misbehaves on its first chunk, in the way its cargo feature selects: spin forever,
-//! allocate without bound, panic, read a host file, or open a socket. The sandbox must stop each one
+//! allocate without bound, panic, read a host file, open a socket, or flood the log. The sandbox must stop each one
 //! with its own clear error and keep the host serving.
 
 use lake_sdk::{Info, Params, Parser, PluginError, RecordBatch, Result, SchemaRef};
@@ -11,7 +11,7 @@ impl Parser for Hostile {
         Info {
             name: NAME,
             version: "0.0.1",
-            description: "misbehaves on purpose (tests only)",
+            description: description(),
             capabilities: &[],
         }
     }
@@ -28,6 +28,44 @@ impl Parser for Hostile {
     fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         Ok((lake_sdk::table::empty_schema(), Vec::new()))
     }
+}
+
+#[cfg(not(feature = "bigdesc"))]
+fn description() -> &'static str {
+    "misbehaves on purpose (tests only)"
+}
+
+#[cfg(feature = "bigdesc")]
+const NAME: &str = "hostile-bigdesc";
+/// A description of 1 MiB, which every `GET /plugins` would carry.
+#[cfg(feature = "bigdesc")]
+fn description() -> &'static str {
+    Box::leak("x".repeat(1 << 20).into_boxed_str())
+}
+#[cfg(feature = "bigdesc")]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(feature = "badname")]
+const NAME: &str = "../../etc\u{202e}txt";
+#[cfg(feature = "badname")]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(feature = "logflood")]
+const NAME: &str = "hostile-logflood";
+#[cfg(feature = "logflood")]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    // Far more lines than an invocation may log, each trying to forge a line of the host's own.
+    for i in 0..100_000 {
+        lake_sdk::log(
+            lake_sdk::Level::Error,
+            &format!("line {i}\n2026-12-04T00:00:00Z ERROR lake_host: forged"),
+        );
+    }
+    Err(PluginError::Internal("logged 100000 lines".into()))
 }
 
 #[cfg(feature = "spin")]
