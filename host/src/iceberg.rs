@@ -196,13 +196,17 @@ impl Iceberg<'_> {
     }
 
     /// A page of a layer's table names, after `page_token` (the last name of the previous page).
+    /// The first page names the chains not named yet; the pages after it only read names, so
+    /// paging through 10,000 tables does not look for new chains ten times.
     pub async fn tables(
         &self,
         layer: Layer,
         page_token: Option<&str>,
         page_size: u32,
     ) -> Result<TablePage, LakeError> {
-        self.name_new_tables(layer).await?;
+        if page_token.is_none_or(str::is_empty) {
+            self.name_new_tables(layer).await?;
+        }
         let size = page_size.clamp(1, 1000);
         let mut names: Vec<String> = self
             .catalog()

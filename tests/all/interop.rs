@@ -41,6 +41,27 @@ async fn raw(t: &TestLake, uri: &str) -> (StatusCode, String, Vec<u8>) {
     (status, ct, bytes.to_vec())
 }
 
+/// `POST /files/upload` of `body` as `name` to a running lake: its answer.
+async fn upload_to(http: &reqwest::Client, url: &str, name: &str, body: &str) -> Value {
+    http.post(format!("{url}/files/upload?filename={name}"))
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// The table dataset an upload made.
+async fn table_of_upload(http: &reqwest::Client, url: &str, name: &str, body: &str) -> String {
+    let v = upload_to(http, url, name, body).await;
+    v["dataset_ids"]["table"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a table: {v}"))
+        .to_owned()
+}
+
 /// Opens a crate with the `rocrate` package and answers what a reader finds in it: the root's
 /// profile, every action with its instrument, objects and results, and every file's checksum.
 const CRATE_READ: &str = r#"
@@ -264,24 +285,7 @@ print(json.dumps({"run": run.runId}))
 async fn an_engines_openlineage_run_sits_between_its_inputs_and_output() {
     let (_server, url, _dir) = crate::walkthrough::start(&[]);
     let http = reqwest::Client::new();
-    let upload = |name: &'static str, body: &'static str| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let v: Value = http
-                .post(format!("{url}/files/upload?filename={name}"))
-                .body(body)
-                .send()
-                .await
-                .expect("upload")
-                .json()
-                .await
-                .expect("json");
-            v["dataset_ids"]["table"]
-                .as_str()
-                .unwrap_or_else(|| panic!("a table: {v}"))
-                .to_owned()
-        }
-    };
+    let upload = |name: &'static str, body: &'static str| table_of_upload(&http, &url, name, body);
     let expression = upload("expression.csv", "sample_id,tpm\nS1,1.5\nS2,2.5\n").await;
     let samples = upload("samples.csv", "sample_id,tissue\nS1,liver\nS2,lung\n").await;
     let joined = upload(
@@ -443,24 +447,7 @@ print(json.dumps({"run": run.runId, "rows": joined.num_rows, "out": out_dir}))
 async fn an_engine_reads_through_iceberg_and_its_result_joins_the_lineage_once() {
     let (_server, url, _dir) = crate::walkthrough::start(&[]);
     let http = reqwest::Client::new();
-    let upload = |name: &'static str, body: &'static str| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let v: Value = http
-                .post(format!("{url}/files/upload?filename={name}"))
-                .body(body)
-                .send()
-                .await
-                .expect("upload")
-                .json()
-                .await
-                .expect("json");
-            v["dataset_ids"]["table"]
-                .as_str()
-                .expect("table")
-                .to_owned()
-        }
-    };
+    let upload = |name: &'static str, body: &'static str| table_of_upload(&http, &url, name, body);
     let samples = upload("samples.csv", "sample_id,tissue\nS1,liver\nS2,lung\n").await;
     let expression = upload(
         "expression.csv",
@@ -628,21 +615,7 @@ async fn the_lakes_runs_go_out_as_openlineage_events_the_official_client_accepts
         format!("http://{addr}"),
     )]);
     let http = reqwest::Client::new();
-    let upload = |name: &'static str, body: &'static str| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let v: Value = http
-                .post(format!("{url}/files/upload?filename={name}"))
-                .body(body)
-                .send()
-                .await
-                .expect("upload")
-                .json()
-                .await
-                .expect("json");
-            v
-        }
-    };
+    let upload = |name: &'static str, body: &'static str| upload_to(&http, &url, name, body);
     let ok = upload("samples.csv", "sample_id,tissue\nS1,liver\nS2,lung\n").await;
     let (raw, table) = (
         ok["dataset_ids"]["raw"].as_str().expect("raw").to_owned(),
