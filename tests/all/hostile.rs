@@ -8,8 +8,17 @@ use std::time::{Duration, Instant};
 use lake_host::config::{ByteSize, PluginOverride, PluginsConfig};
 use lake_host::plugins::{InvokeError, Plugins};
 
-const FEATURES: [&str; 8] = [
-    "spin", "membomb", "panic", "readfile", "socket", "logflood", "bigdesc", "badname",
+const FEATURES: [&str; 10] = [
+    "spin",
+    "membomb",
+    "panic",
+    "readfile",
+    "socket",
+    "logflood",
+    "bigdesc",
+    "badname",
+    "loud",
+    "describepanic",
 ];
 
 /// Builds every test component once per test run (a file lock serialises the test processes) and
@@ -239,6 +248,57 @@ async fn odd_files_in_the_plugin_directory_are_refused_and_start_goes_on() {
     }
     assert!(p.get("hostile-panic").is_some(), "the good component loads");
     assert!(p.get("csv").is_some(), "the bundled ones load");
+}
+
+/// A component whose `describe` writes to stderr and sleeps, or panics, is loaded or refused
+/// like any other, from inside a running server's runtime of either kind: loading never takes
+/// the process down ("Cannot start a runtime from within a runtime").
+fn loud_and_panicking_registry() -> (PluginsConfig, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["loud", "describepanic", "panic"] {
+        std::fs::copy(
+            components().join(format!("hostile-{f}.wasm")),
+            dir.path().join(format!("hostile-{f}.wasm")),
+        )
+        .expect("copy");
+    }
+    let cfg = PluginsConfig {
+        dir: dir.path().to_path_buf(),
+        cache_dir: crate::plugins::shared_cache(),
+        ..PluginsConfig::default()
+    };
+    (cfg, dir)
+}
+
+fn check_loud_and_panicking(p: &Plugins) {
+    assert!(p.get("hostile-loud").is_some(), "{:?}", p.rejected());
+    assert!(p.get("hostile-panic").is_some(), "{:?}", p.rejected());
+    let refused = p
+        .rejected()
+        .into_iter()
+        .find(|r| r.source.ends_with("hostile-describepanic.wasm"))
+        .expect("the panicking describe is refused");
+    assert!(refused.reason.contains("describe"), "{}", refused.reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_describe_that_talks_sleeps_or_panics_never_stops_the_server() {
+    let (cfg, _dir) = loud_and_panicking_registry();
+    let p = Plugins::open(&cfg).expect("runtime");
+    check_loud_and_panicking(&p);
+    // As `lake serve` loads them: on a thread of its own while the server answers.
+    let started = Plugins::start(&cfg).expect("runtime");
+    // The last file in name order: once it is loaded, every file has been tried.
+    let last = started.manifest("hostile-panic").await;
+    assert!(last.is_some(), "{:?}", started.rejected());
+    check_loud_and_panicking(&started);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_describe_that_talks_is_loaded_from_a_single_threaded_runtime() {
+    let (cfg, _dir) = loud_and_panicking_registry();
+    let p = Plugins::open(&cfg).expect("runtime");
+    check_loud_and_panicking(&p);
 }
 
 /// A plugin that logs without end is cut off at the invocation's budget (the rest counted as

@@ -562,7 +562,12 @@ impl Runtime {
         };
         let limits = Limits::describe();
         let (mut store, _) = self.store("(loading)", &limits, HttpPolicy::deny_all())?;
-        let info = match &pre {
+        // `describe` runs synchronously, and WASI's synchronous calls (a write to stderr, a
+        // sleep) block on a Tokio runtime of their own, which Tokio refuses on a thread that
+        // drives or serves a runtime (the server's workers, `spawn_blocking`, a CLI's main). So
+        // it runs on a thread of its own, outside any runtime, and a panic there is the
+        // component's failure, never the host's.
+        let describe = || match &pre {
             Pre::Parser(p) => p
                 .instantiate(&mut store)
                 .and_then(|i| i.lake_plugin_plugin().call_describe(&mut store)),
@@ -572,7 +577,15 @@ impl Runtime {
             Pre::Connector(p) => p
                 .instantiate(&mut store)
                 .and_then(|i| i.lake_plugin_plugin().call_describe(&mut store)),
-        }
+        };
+        let info = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("lake-describe".into())
+                .spawn_scoped(s, describe)
+                .map_err(|e| InvokeError::Load(format!("starting describe: {e}")))?
+                .join()
+                .map_err(|_| InvokeError::Load("calling describe: the host's call panicked".into()))
+        })?
         .map_err(|e| InvokeError::Load(format!("calling describe: {e:#}")))?;
         let kind = match info.kind {
             WitKind::Parser => Kind::Parser,

@@ -8,6 +8,7 @@ pub struct Hostile;
 
 impl Parser for Hostile {
     fn info() -> Info {
+        describing();
         Info {
             name: NAME,
             version: "0.0.1",
@@ -28,6 +29,35 @@ impl Parser for Hostile {
     fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         Ok((lake_sdk::table::empty_schema(), Vec::new()))
     }
+}
+
+/// What `describe` does besides answering: nothing, except for the two features that make it
+/// misbehave.
+#[cfg(not(any(feature = "loud", feature = "describepanic")))]
+fn describing() {}
+
+#[cfg(feature = "loud")]
+const NAME: &str = "hostile-loud";
+/// Writes to stderr and sleeps while describing itself.
+#[cfg(feature = "loud")]
+fn describing() {
+    eprintln!("hostile-loud is describing itself, slowly");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+}
+#[cfg(feature = "loud")]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(feature = "describepanic")]
+const NAME: &str = "hostile-describepanic";
+#[cfg(feature = "describepanic")]
+fn describing() {
+    panic!("hostile-describepanic refuses to describe itself");
+}
+#[cfg(feature = "describepanic")]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    Ok(())
 }
 
 #[cfg(not(feature = "bigdesc"))]
