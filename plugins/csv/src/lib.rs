@@ -62,6 +62,16 @@ struct Options {
     batch_rows: usize,
 }
 
+/// Cells a batch holds at most: the builders of a batch are sized for its rows up front, so a
+/// batch of 64k rows of 1,200 columns would reserve about a gigabyte for a 2 MB file.
+const BATCH_CELLS: usize = 4 << 20;
+
+/// The rows of a batch of `columns` columns: the rows asked for, fewer for a wide table so a
+/// batch holds at most [`BATCH_CELLS`] cells (never fewer than 64 rows).
+fn rows_per_batch(asked: usize, columns: usize) -> usize {
+    asked.min((BATCH_CELLS / columns.max(1)).max(64))
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {
@@ -241,6 +251,7 @@ impl Csv {
             )));
         }
         let schema = Arc::new(Schema::new(fields));
+        self.opts.batch_rows = rows_per_batch(self.opts.batch_rows, schema.fields().len());
         self.direct = direct::Direct::new(
             schema.clone(),
             self.opts.header,
@@ -650,6 +661,14 @@ lake_sdk::export_parser!(crate::Csv);
 mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
+
+    #[test]
+    fn wide_tables_come_in_smaller_batches() {
+        assert_eq!(rows_per_batch(64 * 1024, 10), 64 * 1024);
+        assert_eq!(rows_per_batch(64 * 1024, 1200), (4 << 20) / 1200);
+        assert_eq!(rows_per_batch(7, 5000), 7);
+        assert_eq!(rows_per_batch(64 * 1024, 1_000_000), 64);
+    }
 
     fn parse(
         input: &[u8],
