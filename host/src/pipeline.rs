@@ -99,6 +99,30 @@ crate::lake::service! {
     Pipelines, pipelines
 }
 
+/// Inputs one run may name.
+pub const MAX_INPUTS: usize = 16;
+
+/// Bounds a run's inputs before anything is read: at most [`MAX_INPUTS`], and one dataset at most
+/// twice (a table joined with itself). Each input is decoded as the plugin reads it, so one id
+/// named sixty times was sixty decodes of one table held at once.
+fn check_inputs(ids: &[DatasetId]) -> Result<(), LakeError> {
+    if ids.len() > MAX_INPUTS {
+        return Err(LakeError::Invalid(format!(
+            "inputs: {} given, a run takes at most {MAX_INPUTS}",
+            ids.len()
+        )));
+    }
+    if let Some(id) = ids
+        .iter()
+        .find(|id| ids.iter().filter(|other| other == id).count() > 2)
+    {
+        return Err(LakeError::Invalid(format!(
+            "inputs: dataset {id} is named more than twice; a run reads an input at most twice (a table joined with itself)"
+        )));
+    }
+    Ok(())
+}
+
 impl Pipelines<'_> {
     /// Runs a plugin over datasets. Errors in the request (unknown plugin or dataset, wrong input
     /// count) are `LakeError`s and record nothing; every invocation is recorded, failed or not.
@@ -111,6 +135,7 @@ impl Pipelines<'_> {
             ))
         })?;
         let params = crate::plugins::params_from_json(&req.params).map_err(LakeError::Invalid)?;
+        check_inputs(&req.inputs)?;
         let mut inputs = Vec::with_capacity(req.inputs.len());
         for id in &req.inputs {
             inputs.push(self.get_dataset(*id).await?);

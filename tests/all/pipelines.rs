@@ -291,3 +291,45 @@ async fn a_hostile_plugin_fails_alone_while_the_server_answers() {
     assert_eq!(run["details"]["error"]["code"], "timeout");
     assert_eq!(run["details"]["limits"]["timeout"], 1.5);
 }
+
+/// A run names at most 16 inputs and one dataset at most twice; more is refused before anything
+/// is read or recorded (one id named 60 times decoded 60 copies of its table at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_takes_a_bounded_number_of_inputs() {
+    let t = lake_with_plugins().await;
+    let id = raw_upload(&t, "plates", "plates.csv", b"well,od\nA1,0.5\n").await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/pipelines/run",
+            Some(json!({"plugin": "csv", "inputs": [id]})),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    let (_, runs_before) = t.call(Method::GET, "/pipelines/runs", None).await;
+    assert_eq!(
+        runs_before.as_array().map(Vec::len),
+        Some(1),
+        "{runs_before}"
+    );
+    for (inputs, want) in [
+        (vec![id.clone(); 60], "at most 16"),
+        (vec![id.clone(); 3], "more than twice"),
+    ] {
+        let (s, v) = t
+            .call(
+                Method::POST,
+                "/pipelines/run",
+                Some(json!({"plugin": "merge", "inputs": inputs, "params": {"on": "well"}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        let m = v["error"]["message"].as_str().unwrap_or("");
+        assert!(m.contains(want), "{m}");
+    }
+    let (_, runs_after) = t.call(Method::GET, "/pipelines/runs", None).await;
+    assert_eq!(
+        runs_before, runs_after,
+        "nothing recorded for a refused run"
+    );
+}
