@@ -237,18 +237,7 @@ fn json_err(e: serde_json::Error) -> LakeError {
 }
 
 async fn read_all(store: &dyn BlobStore, bucket: &str, key: &str) -> Result<Vec<u8>, LakeError> {
-    let mut s = store.get(bucket, key).await?;
-    let mut out = Vec::new();
-    while let Some(chunk) = s.next().await {
-        out.extend_from_slice(&chunk.map_err(|e| LakeError::Unavailable(e.to_string()))?);
-    }
-    Ok(out)
-}
-
-fn body_of(bytes: Vec<u8>) -> blob::ByteStream {
-    Box::pin(futures::stream::once(async move {
-        Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))
-    }))
+    Ok(blob::read_all(store, bucket, key).await?)
 }
 
 impl Backups<'_> {
@@ -499,7 +488,7 @@ impl Backups<'_> {
             .put(
                 &target.bucket,
                 &target.run_key(kind, id, "catalog.json"),
-                body_of(catalog_json),
+                blob::body_of(catalog_json),
             )
             .await?;
         let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(json_err)?;
@@ -508,7 +497,7 @@ impl Backups<'_> {
             .put(
                 &target.bucket,
                 &target.run_key(kind, id, "manifest.json"),
-                body_of(manifest_json),
+                blob::body_of(manifest_json),
             )
             .await?;
         // The backup is complete and sound; a retention problem is reported, not fatal.

@@ -284,6 +284,30 @@ impl Stream for Hashing {
     }
 }
 
+/// A small object's whole bytes (a manifest, a metadata file): never for data, which streams.
+pub async fn read_all(
+    store: &dyn BlobStore,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<u8>, BlobError> {
+    use futures::StreamExt;
+    let mut stream = store.get(bucket, key).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(
+            &chunk.map_err(|e| BlobError::Unavailable(format!("reading {bucket}/{key}: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Bytes already in memory as a body to put.
+pub fn body_of(bytes: Vec<u8>) -> ByteStream {
+    Box::pin(futures::stream::once(async move {
+        Ok::<_, io::Error>(Bytes::from(bytes))
+    }))
+}
+
 /// Hashes an object already in the store by streaming it once.
 pub async fn sha256_of(
     store: &dyn BlobStore,

@@ -23,8 +23,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures::TryStreamExt as _;
 use serde_json::Value;
 
 use crate::blob::BlobError;
@@ -160,30 +158,12 @@ impl Iceberg<'_> {
             }
             let mut named = 0;
             for (source, dataset_name) in &chains {
-                for name in candidate_names(source, dataset_name).take(1000) {
-                    let t = TableName {
-                        layer,
-                        name,
-                        source: source.clone(),
-                        dataset_name: dataset_name.clone(),
-                    };
-                    match self.catalog().name_table(&t).await {
-                        Ok(()) => {
-                            named += 1;
-                            break;
-                        }
-                        Err(CatalogError::Conflict(c)) if c.constraint == Constraint::TableName => {
-                            continue;
-                        }
-                        // Another replica named it meanwhile.
-                        Err(CatalogError::Conflict(c))
-                            if c.constraint == Constraint::TableChain =>
-                        {
-                            named += 1;
-                            break;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
+                if self
+                    .name_chain(layer, source, dataset_name)
+                    .await?
+                    .is_some()
+                {
+                    named += 1;
                 }
             }
             if named == 0 {
@@ -193,6 +173,37 @@ impl Iceberg<'_> {
                 )));
             }
         }
+    }
+
+    /// Gives one chain its name (the first of its candidates not taken in the layer), or finds
+    /// the one another replica gave it meanwhile; `None` when every candidate is taken.
+    async fn name_chain(
+        &self,
+        layer: Layer,
+        source: &str,
+        dataset_name: &str,
+    ) -> Result<Option<TableName>, LakeError> {
+        for name in candidate_names(source, dataset_name).take(1000) {
+            let t = TableName {
+                layer,
+                name,
+                source: source.to_owned(),
+                dataset_name: dataset_name.to_owned(),
+            };
+            match self.catalog().name_table(&t).await {
+                Ok(()) => return Ok(Some(t)),
+                Err(CatalogError::Conflict(c)) if c.constraint == Constraint::TableName => {}
+                // Another replica named it meanwhile.
+                Err(CatalogError::Conflict(c)) if c.constraint == Constraint::TableChain => {
+                    return Ok(self
+                        .catalog()
+                        .table_name_of(layer, source, dataset_name)
+                        .await?);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
     }
 
     /// A page of a layer's table names, after `page_token` (the last name of the previous page).
@@ -280,13 +291,17 @@ impl Iceberg<'_> {
         if !files.iter().any(|f| f.name.ends_with(".parquet")) {
             return Ok(());
         }
-        self.name_new_tables(d.layer).await?;
-        let Some(t) = self
+        // This chain alone: a new version must not look through the whole layer.
+        let known = self
             .catalog()
             .table_name_of(d.layer, &d.source, &d.name)
-            .await?
-        else {
-            return Ok(());
+            .await?;
+        let t = match known {
+            Some(t) => t,
+            None => match self.name_chain(d.layer, &d.source, &d.name).await? {
+                Some(t) => t,
+                None => return Ok(()),
+            },
         };
         self.load(t.layer, &t.name).await.map(drop)
     }
@@ -340,16 +355,12 @@ impl Iceberg<'_> {
     }
 
     async fn read_json(&self, bucket: &str, key: &str) -> Result<Value, LakeError> {
-        let stream = match self.blobs().get(bucket, key).await {
-            Ok(s) => s,
+        let bytes = match crate::blob::read_all(self.blobs().as_ref(), bucket, key).await {
+            Ok(b) => b,
             Err(BlobError::NotFound { .. }) => return Err(LakeError::NotFound(key.to_owned())),
             Err(e) => return Err(unavailable(e)),
         };
-        let chunks: Vec<Bytes> = stream
-            .try_collect()
-            .await
-            .map_err(|e| LakeError::Unavailable(format!("{bucket}/{key}: {e}")))?;
-        serde_json::from_slice(&chunks.concat())
+        serde_json::from_slice(&bytes)
             .map_err(|e| LakeError::Unavailable(format!("{bucket}/{key} is not JSON: {e}")))
     }
 
@@ -360,10 +371,8 @@ impl Iceberg<'_> {
             Err(BlobError::NotFound { .. }) => {}
             Err(e) => return Err(unavailable(e)),
         }
-        let body: crate::blob::ByteStream =
-            Box::pin(futures::stream::once(async move { Ok(Bytes::from(bytes)) }));
         self.blobs()
-            .put(bucket, key, body)
+            .put(bucket, key, crate::blob::body_of(bytes))
             .await
             .map_err(unavailable)
     }

@@ -318,7 +318,12 @@ impl OpenLineage<'_> {
         let inputs = resolve(&event.inputs).await?;
         let mut outputs = resolve(&event.outputs).await?;
         let ends = matches!(event.event_type.as_str(), "COMPLETE" | "FAIL" | "ABORT");
-        if let Some(earlier) = self.recorded_earlier(event, &inputs, &outputs).await? {
+        let earlier = if ends {
+            self.recorded_earlier(event, &inputs, &outputs).await?
+        } else {
+            None
+        };
+        if let Some(earlier) = earlier {
             return Ok(Received {
                 recorded: true,
                 repeated: true,
@@ -471,6 +476,17 @@ impl OpenLineage<'_> {
             };
             return match self.register(request).await {
                 Ok(found) => Ok(Some(found)),
+                // Registered before (an earlier event of the run): it is that dataset.
+                Err(LakeError::Conflict(_)) => {
+                    let bucket = self.bucket(layer);
+                    let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
+                    for prefix in [format!("{key}/"), format!("{dir}/")] {
+                        if let Some(d) = self.catalog.dataset_at(bucket, &prefix).await? {
+                            return Ok(Some(d));
+                        }
+                    }
+                    Ok(None)
+                }
                 // Nothing there, or not a flat prefix: it stays unmatched, and says so.
                 Err(LakeError::Invalid(m)) => {
                     tracing::info!(output = %uri, reason = %m, "OpenLineage output not registered");

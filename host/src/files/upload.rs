@@ -129,8 +129,13 @@ impl Files<'_> {
             return Err(e.into());
         }
         self.openlineage().emit(&provenance);
-        self.iceberg()
-            .publish(datasets.iter().map(|(d, _)| d.id).collect());
+        self.iceberg().publish(
+            datasets
+                .iter()
+                .filter(|(_, files)| files.iter().any(|f| f.name.ends_with(".parquet")))
+                .map(|(d, _)| d.id)
+                .collect(),
+        );
         metrics::counter!("lake_files_uploaded_total", "format" => match parse.format {
             Format::Csv => "csv",
             Format::Xlsx => "xlsx",
