@@ -10,6 +10,8 @@
 //!   new one, never a prefix. If the body stream fails, nothing is left behind.
 //! * [`BlobStore::get`] and [`BlobStore::head`] of a missing key answer [`BlobError::NotFound`].
 //! * [`BlobStore::list`] returns every object whose key starts with the prefix, sorted by key.
+//!   [`BlobStore::list_page`] returns them a page at a time (keys after a given key, in byte
+//!   order, with their modification times), so a walk over every object never holds them all.
 //! * [`BlobStore::copy`] copies inside the store without moving bytes through the host where the store
 //!   can (server-side `CopyObject` on S3); the source is unchanged.
 //! * [`BlobStore::delete`] is idempotent: deleting a missing key succeeds.
@@ -42,6 +44,17 @@ pub struct ObjectInfo {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+}
+
+/// One object of a listing page: its key, size and when it was last written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// The full key within its bucket.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When the object was written, where the store says.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What a layer asks of its bucket.
@@ -137,6 +150,15 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, BlobError>;
     /// Every object under a prefix, sorted by key.
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, BlobError>;
+    /// At most `limit` objects under a prefix whose keys sort after `after` (byte order), sorted:
+    /// the next page of a walk that holds one page at a time.
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedObject>, BlobError>;
     /// Copies an object within the store.
     async fn copy(
         &self,

@@ -1,7 +1,7 @@
 //! The catalog: datasets, their files, the provenance record and the job queue, behind one contract.
 //!
 //! The contract comes in parts, each a trait: [`Datasets`], [`ProvenanceLog`], [`JobQueue`],
-//! [`Dump`], [`Tokens`], [`AuditLog`] and [`TableNames`]; [`Catalog`] is all of them plus `kind`, `migrate` and `ping`, so `Arc<dyn Catalog>`
+//! [`Dump`], [`Tokens`], [`AuditLog`], [`TableNames`] and [`Integrity`]; [`Catalog`] is all of them plus `kind`, `migrate` and `ping`, so `Arc<dyn Catalog>`
 //! serves every caller. Each part is checked by the conformance suite in
 //! `tests/all/catalog_conformance.rs`, run against SQLite and PostgreSQL.
 //!
@@ -32,6 +32,12 @@
 //!   is a [`Constraint::JobNotQueued`] conflict, a second finish [`Constraint::JobEnded`]. A taken
 //!   schedule key is [`Constraint::ScheduleKey`].
 //! * Jobs silent for too long are failed by whichever replica looks first.
+//!
+//! # Integrity
+//!
+//! * [`Integrity`] reads what `lake fsck` reconciles with the store a page at a time: files in
+//!   (dataset, name) order, the owners of one key, claims, pending datasets and jobs past their
+//!   lease, and references to datasets that do not exist. Nothing in it holds the whole catalog.
 //!
 //! # Tokens
 //!
@@ -1099,6 +1105,249 @@ macro_rules! impl_table_names {
 }
 pub(crate) use impl_table_names;
 
+/// A cataloged file and where its object is: what `lake fsck` checks against the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// The dataset holding it.
+    pub dataset: DatasetId,
+    /// That dataset's status.
+    pub status: DatasetStatus,
+    /// Its bucket.
+    pub bucket: String,
+    /// Its prefix (the object's key is the prefix and the name).
+    pub prefix: String,
+    /// The file's name.
+    pub name: String,
+    /// Size recorded.
+    pub size: u64,
+    /// SHA-256 recorded, lowercase hex.
+    pub sha256: String,
+}
+
+/// A dataset that keeps a prefix, and what it knows of one name under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOwner {
+    /// The dataset keeping the prefix.
+    pub dataset: DatasetId,
+    /// Its status.
+    pub status: DatasetStatus,
+    /// It has a file row of that name.
+    pub cataloged: bool,
+    /// A live upload claims that name.
+    pub claimed: bool,
+}
+
+/// An upload claim older than its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleClaim {
+    /// The dataset the name was claimed in.
+    pub dataset: DatasetId,
+    /// The name.
+    pub name: String,
+    /// When.
+    pub claimed_at: DateTime<Utc>,
+}
+
+/// A provenance entry (or lineage edge) naming a dataset the catalog does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DanglingReference {
+    /// The entry.
+    pub entry: uuid::Uuid,
+    /// The dataset it names.
+    pub dataset: DatasetId,
+}
+
+/// What the integrity check reads. See "Integrity" in the module documentation.
+#[async_trait::async_trait]
+pub trait Integrity: Send + Sync {
+    /// Files of every dataset in (dataset, name) order after `after`, at most `limit`.
+    async fn files_after(
+        &self,
+        after: Option<(DatasetId, &str)>,
+        limit: u32,
+    ) -> Result<Vec<StoredFile>, CatalogError>;
+    /// The datasets (any status) keeping exactly `prefix` in `bucket`, and whether each has a file
+    /// `name` or a claim on it made after `claims_after`.
+    async fn owners_of(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        name: &str,
+        claims_after: DateTime<Utc>,
+    ) -> Result<Vec<KeyOwner>, CatalogError>;
+    /// Upload claims made before `before`, oldest first, at most `limit`.
+    async fn stale_claims(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<StaleClaim>, CatalogError>;
+    /// Drops a claim if it is still older than `before`; true when one was dropped.
+    async fn drop_stale_claim(
+        &self,
+        dataset: DatasetId,
+        name: &str,
+        before: DateTime<Utc>,
+    ) -> Result<bool, CatalogError>;
+    /// Datasets still `pending` that were created before `before` (promotions that stopped), at
+    /// most `limit`.
+    async fn stalled_datasets(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Dataset>, CatalogError>;
+    /// Queued or running jobs silent since before `before`, at most `limit`.
+    async fn silent_jobs(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Job>, CatalogError>;
+    /// Provenance inputs, outputs and lineage edges naming datasets that do not exist, at most
+    /// `limit`.
+    async fn dangling_references(&self, limit: u32)
+    -> Result<Vec<DanglingReference>, CatalogError>;
+}
+
+/// Implements [`Integrity`] for an adapter, like [`impl_tokens`].
+macro_rules! impl_integrity {
+    ($adapter:ty) => {
+        #[async_trait::async_trait]
+        impl super::Integrity for $adapter {
+            async fn files_after(
+                &self,
+                after: Option<(DatasetId, &str)>,
+                limit: u32,
+            ) -> Result<Vec<super::StoredFile>, CatalogError> {
+                let (id, name) = after.unwrap_or((DatasetId(uuid::Uuid::nil()), ""));
+                query(sql::FILES_AFTER, |v| {
+                    v.id(id.0);
+                    v.text(name);
+                    v.int(i64::from(limit));
+                })?
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(rows::stored_file)
+                .collect()
+            }
+
+            async fn owners_of(
+                &self,
+                bucket: &str,
+                prefix: &str,
+                name: &str,
+                claims_after: DateTime<Utc>,
+            ) -> Result<Vec<super::KeyOwner>, CatalogError> {
+                query(sql::OWNERS_OF, |v| {
+                    v.text(bucket);
+                    v.text(prefix);
+                    v.text(name);
+                    v.time(claims_after);
+                })?
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(rows::key_owner)
+                .collect()
+            }
+
+            async fn stale_claims(
+                &self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<Vec<super::StaleClaim>, CatalogError> {
+                query(sql::STALE_CLAIMS, |v| {
+                    v.time(before);
+                    v.int(i64::from(limit));
+                })?
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(|r| {
+                    Ok(super::StaleClaim {
+                        dataset: DatasetId(r.id("dataset_id")?),
+                        name: r.text("name")?,
+                        claimed_at: r.time("claimed_at")?,
+                    })
+                })
+                .collect()
+            }
+
+            async fn drop_stale_claim(
+                &self,
+                dataset: DatasetId,
+                name: &str,
+                before: DateTime<Utc>,
+            ) -> Result<bool, CatalogError> {
+                let done = query(sql::DELETE_STALE_CLAIM, |v| {
+                    v.id(dataset.0);
+                    v.text(name);
+                    v.time(before);
+                })?
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn stalled_datasets(
+                &self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<Vec<Dataset>, CatalogError> {
+                query(sql::STALLED_DATASETS, |v| {
+                    v.time(before);
+                    v.int(i64::from(limit));
+                })?
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(rows::dataset)
+                .collect()
+            }
+
+            async fn silent_jobs(
+                &self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<Vec<Job>, CatalogError> {
+                query(sql::SILENT_JOBS, |v| {
+                    v.time(before);
+                    v.int(i64::from(limit));
+                })?
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(rows::job)
+                .collect()
+            }
+
+            async fn dangling_references(
+                &self,
+                limit: u32,
+            ) -> Result<Vec<super::DanglingReference>, CatalogError> {
+                query(sql::DANGLING_REFERENCES, |v| v.int(i64::from(limit)))?
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db_err)?
+                    .iter()
+                    .map(|r| {
+                        Ok(super::DanglingReference {
+                            entry: r.id("entry_id")?,
+                            dataset: DatasetId(r.id("dataset_id")?),
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+pub(crate) use impl_integrity;
+
 /// The whole catalog as one snapshot, out and in: the backup's copy. See "Dump" in the module
 /// documentation.
 #[async_trait::async_trait]
@@ -1124,6 +1373,7 @@ pub trait Catalog:
     + Tokens
     + AuditLog
     + TableNames
+    + Integrity
     + Send
     + Sync
     + fmt::Debug
@@ -1139,7 +1389,7 @@ pub trait Catalog:
 /// The catalog's traits, for `use crate::catalog::prelude::*`.
 pub mod prelude {
     pub use super::{
-        AuditLog, Catalog, Datasets, Dump, JobQueue, ProvenanceLog, TableNames, Tokens,
+        AuditLog, Catalog, Datasets, Dump, Integrity, JobQueue, ProvenanceLog, TableNames, Tokens,
     };
 }
 

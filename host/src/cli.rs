@@ -18,6 +18,7 @@ use crate::provenance::Direction;
 mod audit;
 mod backup;
 mod files;
+mod fsck;
 mod ingest;
 mod tokens;
 mod users;
@@ -132,6 +133,9 @@ enum Command {
     Admin(tokens::AdminCmd),
     /// The audit log: requests that changed something, and refusals, newest first.
     Audit(audit::AuditArgs),
+    /// Check the catalog against the store (every file has its object, every object its row, no
+    /// claim, promotion or job left half-done); `--repair` fixes what is safe.
+    Fsck(fsck::FsckArgs),
     /// Restore a backup into this lake, which must be empty (objects, then the catalog).
     Restore {
         /// The backup's id (`lake backup list`).
@@ -509,6 +513,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit(args) => {
             let lake = Lake::open(&cfg).await?;
             audit::audit(&lake, args).await
+        }
+        Command::Fsck(args) => {
+            let lake = Lake::open(&cfg).await?;
+            fsck::fsck(&lake, args).await
         }
         Command::Restore { from } => {
             let lake = Lake::open(&cfg).await?;

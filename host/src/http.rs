@@ -35,6 +35,7 @@ mod backup;
 mod collections;
 mod docs;
 mod files;
+mod fsck;
 mod iceberg;
 mod identity;
 
@@ -301,6 +302,8 @@ pub fn router(state: AppState) -> Router {
         .route("/docs", get(docs::page))
         .route("/docs/docs.css", get(docs::stylesheet))
         .route("/audit", get(audit::list))
+        .route("/admin/fsck", get(fsck::check))
+        .route("/admin/fsck/repair", post(fsck::repair))
         .route(
             "/tokens",
             get(identity::list_tokens).post(identity::create_token),
@@ -1205,6 +1208,8 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         files::merge,
         files::save_merged,
         audit::list,
+        fsck::check,
+        fsck::repair,
         identity::list_tokens,
         identity::create_token,
         identity::revoke_token,
@@ -1263,6 +1268,9 @@ fn parse_uuid(s: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
         crate::audit::NewAuditEntry,
         crate::audit::AuditPage,
         crate::audit::Decision,
+        crate::fsck::Finding,
+        crate::fsck::FsckSummary,
+        crate::fsck::Problem,
         crate::catalog::TokenRecord,
         crate::catalog::UserRecord,
         crate::identity::Issued,

@@ -193,7 +193,7 @@ impl Jobs<'_> {
 
     /// Fails every job silent for [`STALE_AFTER`] (its server stopped), on any replica.
     pub async fn fail_silent(&self) {
-        match self.lake.catalog.fail_stale_jobs(STALE_AFTER).await {
+        match self.fail_abandoned().await {
             Ok(jobs) => {
                 for j in jobs {
                     tracing::warn!(job = %j.id, kind = j.kind, "A job's server stopped; marked failed");
@@ -201,6 +201,11 @@ impl Jobs<'_> {
             }
             Err(e) => tracing::error!(error = %e, "Checking for abandoned jobs failed"),
         }
+    }
+
+    /// Fails every job silent for [`STALE_AFTER`] and returns them (`lake fsck --repair`).
+    pub async fn fail_abandoned(&self) -> Result<Vec<Job>, LakeError> {
+        Ok(self.lake.catalog.fail_stale_jobs(STALE_AFTER).await?)
     }
 
     /// Every `tick` for as long as the server runs: fails silent jobs, then starts the due backups

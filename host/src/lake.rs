@@ -334,7 +334,7 @@ pub struct Lake {
 }
 
 /// How long an upload's claim on a file name lasts when its server died mid-upload.
-const CLAIM_STALE_AFTER: Duration = Duration::from_secs(3600);
+pub const CLAIM_STALE_AFTER: Duration = Duration::from_secs(3600);
 
 /// The filename rules: one path segment a person would type, never a path.
 pub fn check_file_name(name: &str) -> Result<(), LakeError> {

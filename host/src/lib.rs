@@ -14,6 +14,7 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod files;
+pub mod fsck;
 pub mod http;
 pub mod iceberg;
 pub mod identity;

@@ -42,6 +42,9 @@ pub enum Action {
     Restore,
     /// A run outside the lake (an engine's or a scheduler's), reported as an OpenLineage event.
     External,
+    /// A problem `lake fsck` found and repaired (an uncataloged object deleted, a stale claim
+    /// dropped, a stopped promotion resumed, an abandoned job failed).
+    Repair,
 }
 
 impl Action {
@@ -57,6 +60,7 @@ impl Action {
             Action::Backup => "backup",
             Action::Restore => "restore",
             Action::External => "external",
+            Action::Repair => "repair",
         }
     }
 }
@@ -80,6 +84,7 @@ impl FromStr for Action {
             "backup" => Action::Backup,
             "restore" => Action::Restore,
             "external" => Action::External,
+            "repair" => Action::Repair,
             other => return Err(format!("unknown provenance action {other:?}")),
         })
     }
@@ -303,6 +308,16 @@ impl NewProvenance {
         record: &ExternalRunRecord,
     ) -> Self {
         Self::of(Action::External, inputs, outputs, record)
+    }
+
+    /// A repair by `lake fsck`, of a dataset's problem or of an object no dataset keeps.
+    pub fn repair(dataset: Option<DatasetId>, record: &RepairRecord) -> Self {
+        Self::of(
+            Action::Repair,
+            dataset.into_iter().collect(),
+            vec![],
+            record,
+        )
     }
 
     /// The entry as recorded under `id` at `at`.
@@ -770,6 +785,23 @@ pub struct PromotionRecord {
     pub to_layer: Layer,
     /// Files copied.
     pub files: usize,
+}
+
+/// A `repair` entry: what `lake fsck` found and what it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairRecord {
+    /// The problem, as `lake fsck` names it (`uncataloged_object`, `stale_claim`, ...).
+    pub problem: String,
+    /// The object's bucket, where the problem is an object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// The object's key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// What was found.
+    pub found: String,
+    /// What was done.
+    pub done: String,
 }
 
 /// A `deletion` entry.

@@ -1071,6 +1071,8 @@ const ROUTES: &[(&str, &str, Role)] = &[
     ("GET", "/backup/jobs", Role::Admin),
     ("GET", "/backup/jobs/{id}", Role::Admin),
     ("GET", "/audit", Role::Admin),
+    ("GET", "/admin/fsck", Role::Admin),
+    ("POST", "/admin/fsck/repair", Role::Admin),
     // One's own tokens; others' need an admin (checked below).
     ("GET", "/tokens", Role::Reader),
     ("POST", "/tokens", Role::Reader),

@@ -137,6 +137,56 @@ pub async fn list_by_prefix(store: &dyn BlobStore, bucket: &str) {
     );
 }
 
+/// Pages of a listing, in byte order of the whole key (`a.b` before `a/x`, `a/x` before `a0`),
+/// continue after the last key of the previous page and together are the whole listing.
+pub async fn list_pages_walk_in_key_order(store: &dyn BlobStore, bucket: &str) {
+    let keys = [
+        "a/x.csv",
+        "a.b",
+        "a0",
+        "a/y/z.csv",
+        "a/y.csv",
+        "b",
+        "a/y/a.csv",
+        "c/d/e/f.csv",
+    ];
+    for k in keys {
+        store
+            .put(bucket, k, stream_of(vec![k.as_bytes().to_vec()]))
+            .await
+            .expect("put");
+    }
+    let mut sorted: Vec<&str> = keys.to_vec();
+    sorted.sort_unstable();
+    for limit in [1, 2, 3, 100] {
+        let mut after: Option<String> = None;
+        let mut walked = Vec::new();
+        loop {
+            let page = store
+                .list_page(bucket, "", after.as_deref(), limit)
+                .await
+                .expect("list_page");
+            assert!(page.len() <= limit, "{page:?}");
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for o in page {
+                assert_eq!(o.size, o.key.len() as u64, "{o:?}");
+                assert!(o.modified.is_some(), "{o:?}");
+                walked.push(o.key);
+            }
+        }
+        assert_eq!(walked, sorted, "pages of {limit}");
+    }
+    let under: Vec<String> = store
+        .list_page(bucket, "a/", Some("a/x.csv"), 10)
+        .await
+        .expect("list_page")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(under, ["a/y.csv", "a/y/a.csv", "a/y/z.csv"]);
+}
+
 pub async fn copy_leaves_source(store: &dyn BlobStore, bucket: &str, other_bucket: &str) {
     let data = pattern(100_000, 3);
     store
@@ -266,6 +316,7 @@ macro_rules! conformance {
             conformance!(@one $make, missing_is_not_found);
             conformance!(@one $make, invalid_keys_rejected);
             conformance!(@one $make, list_by_prefix);
+            conformance!(@one $make, list_pages_walk_in_key_order);
             conformance!(@one $make, delete_is_idempotent);
             conformance!(@one $make, failed_body_leaves_nothing);
             conformance!(@one $make, overwrite_is_whole);

@@ -16,6 +16,7 @@ mod connectors;
 mod dashboard;
 mod files;
 mod first_run;
+mod fsck;
 mod hostile;
 mod http_api;
 mod iceberg;

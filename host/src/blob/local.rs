@@ -14,8 +14,8 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::{
-    BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement, ObjectInfo,
-    check_key,
+    BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement, ListedObject,
+    ObjectInfo, check_key,
 };
 
 /// What a `file://` URI's path escapes: controls, space and the characters URIs reserve, never
@@ -59,6 +59,63 @@ impl LocalStore {
         })?;
         check_key(key)?;
         Ok(self.root.join(bucket).join(key))
+    }
+}
+
+/// One page of a listing, walked in key order: each directory's entries sorted as the keys they
+/// lead to sort (a directory `d` as `d/`), and directories whose keys all sort before `after`
+/// skipped without being read. Holds one directory's names per level, never the bucket's keys.
+struct Walk<'a> {
+    prefix: &'a str,
+    after: Option<&'a str>,
+    limit: usize,
+}
+
+impl Walk<'_> {
+    fn dir(&self, path: &Path, rel: &str, out: &mut Vec<ListedObject>) -> Result<(), BlobError> {
+        let entries = match std::fs::read_dir(path) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(path, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err(path, e))?;
+            let ft = entry.file_type().map_err(|e| io_err(path, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue; // not a key any put could have written
+            };
+            if ft.is_dir() {
+                names.push((format!("{rel}{name}/"), true));
+            } else if ft.is_file() {
+                names.push((format!("{rel}{name}"), false));
+            }
+        }
+        names.sort_unstable();
+        for (key, is_dir) in names {
+            if is_dir {
+                let under = key.starts_with(self.prefix) || self.prefix.starts_with(&key);
+                // Every key below `key` sorts before `after` unless `after` is itself below it.
+                let passed = self
+                    .after
+                    .is_some_and(|a| key.as_str() < a && !a.starts_with(&key));
+                if under && !passed {
+                    self.dir(&path.join(&key[rel.len()..key.len() - 1]), &key, out)?;
+                }
+            } else if key.starts_with(self.prefix) && self.after.is_none_or(|a| key.as_str() > a) {
+                let meta =
+                    std::fs::metadata(path.join(&key[rel.len()..])).map_err(|e| io_err(path, e))?;
+                out.push(ListedObject {
+                    size: meta.len(),
+                    modified: meta.modified().ok().map(chrono::DateTime::from),
+                    key,
+                });
+            }
+            if out.len() >= self.limit {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -239,6 +296,33 @@ impl BlobStore for LocalStore {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedObject>, BlobError> {
+        crate::config::check_bucket_name(bucket).map_err(|_| BlobError::InvalidKey {
+            key: bucket.to_owned(),
+            reason: "invalid bucket name",
+        })?;
+        let dir = self.root.join(bucket);
+        let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let walk = Walk {
+                prefix: &prefix,
+                after: after.as_deref(),
+                limit: limit.max(1),
+            };
+            walk.dir(&dir, "", &mut out)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| BlobError::Unavailable(format!("listing {bucket}: {e}")))?
     }
 
     async fn copy(

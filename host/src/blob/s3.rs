@@ -24,8 +24,8 @@ use futures::stream::FuturesUnordered;
 use tokio_util::io::ReaderStream;
 
 use super::{
-    BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement, ObjectInfo,
-    check_key,
+    BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement, ListedObject,
+    ObjectInfo, check_key,
 };
 use crate::config::S3Config;
 
@@ -593,6 +593,40 @@ impl BlobStore for S3Store {
                 }
             }
         }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedObject>, BlobError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_start_after(after.map(str::to_owned))
+            .max_keys(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            .send()
+            .await
+            .map_err(|e| map_err(bucket, prefix, e))?;
+        let mut out: Vec<ListedObject> = page
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ListedObject {
+                    key: o.key()?.to_owned(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    modified: o
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                })
+            })
+            .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }

@@ -760,6 +760,7 @@ impl Dump for PostgresCatalog {
 super::impl_tokens!(PostgresCatalog);
 super::impl_audit!(PostgresCatalog);
 super::impl_table_names!(PostgresCatalog);
+super::impl_integrity!(PostgresCatalog);
 
 #[async_trait::async_trait]
 impl JobQueue for PostgresCatalog {

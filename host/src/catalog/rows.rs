@@ -113,6 +113,29 @@ pub(crate) fn dump_file(r: &impl Columns) -> Result<DumpFile, CatalogError> {
     })
 }
 
+/// A file with its dataset's place, from `sql::FILES_AFTER`.
+pub(crate) fn stored_file(r: &impl Columns) -> Result<super::StoredFile, CatalogError> {
+    Ok(super::StoredFile {
+        dataset: DatasetId(r.id("id")?),
+        status: r.text("status")?.parse().map_err(bad_row)?,
+        bucket: r.text("bucket")?,
+        prefix: r.text("prefix")?,
+        name: r.text("name")?,
+        size: r.int("size")?.max(0) as u64,
+        sha256: r.text("sha256")?,
+    })
+}
+
+/// A key's owner, from `sql::OWNERS_OF`.
+pub(crate) fn key_owner(r: &impl Columns) -> Result<super::KeyOwner, CatalogError> {
+    Ok(super::KeyOwner {
+        dataset: DatasetId(r.id("id")?),
+        status: r.text("status")?.parse().map_err(bad_row)?,
+        cataloged: r.int("cataloged")? > 0,
+        claimed: r.int("claimed")? > 0,
+    })
+}
+
 /// A job from the columns of `sql::JOB_COLS`.
 pub(crate) fn job(r: &impl Columns) -> Result<Job, CatalogError> {
     Ok(Job {

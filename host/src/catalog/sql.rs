@@ -218,3 +218,40 @@ pub(super) const TABLE_VERSIONS: &str = concat!(
     dataset_cols!(),
     " FROM datasets WHERE layer = $1 AND source = $2 AND name = $3 ORDER BY created_at, id"
 );
+
+// Integrity.
+
+/// `$1`, `$2`: the (dataset id, name) to continue after; `$3`: limit.
+pub(super) const FILES_AFTER: &str = "SELECT d.id, d.status, d.bucket, d.prefix, f.name, f.size, f.sha256 \
+     FROM files f JOIN datasets d ON d.id = f.dataset_id \
+     WHERE f.dataset_id > $1 OR (f.dataset_id = $1 AND f.name > $2) \
+     ORDER BY f.dataset_id, f.name LIMIT $3";
+/// `$1`: bucket, `$2`: prefix, `$3`: file name, `$4`: claims made after this are live.
+pub(super) const OWNERS_OF: &str = "SELECT d.id, d.status, \
+     (SELECT count(*) FROM files f WHERE f.dataset_id = d.id AND f.name = $3) AS cataloged, \
+     (SELECT count(*) FROM file_claims c WHERE c.dataset_id = d.id AND c.name = $3 AND c.claimed_at >= $4) AS claimed \
+     FROM datasets d WHERE d.bucket = $1 AND d.prefix = $2";
+/// `$1`: claimed before, `$2`: limit.
+pub(super) const STALE_CLAIMS: &str = "SELECT dataset_id, name, claimed_at FROM file_claims \
+     WHERE claimed_at < $1 ORDER BY claimed_at LIMIT $2";
+/// `$1`: created before, `$2`: limit.
+pub(super) const STALLED_DATASETS: &str = concat!(
+    "SELECT ",
+    dataset_cols!(),
+    " FROM datasets WHERE status = 'pending' AND created_at < $1 ORDER BY id LIMIT $2"
+);
+/// `$1`: silent since before, `$2`: limit.
+pub(super) const SILENT_JOBS: &str = concat!(
+    "SELECT ",
+    job_cols!(),
+    " FROM jobs WHERE status IN ('queued', 'running') \
+     AND coalesce(heartbeat_at, started_at, created_at) < $1 ORDER BY id LIMIT $2"
+);
+/// `$1`: limit.
+pub(super) const DANGLING_REFERENCES: &str = "SELECT entry_id, dataset_id FROM ( \
+     SELECT p.entry_id, p.dataset_id FROM provenance_datasets p \
+     WHERE NOT EXISTS (SELECT 1 FROM datasets d WHERE d.id = p.dataset_id) \
+     UNION SELECT e.entry_id, e.parent_id FROM lineage_edges e \
+     WHERE NOT EXISTS (SELECT 1 FROM datasets d WHERE d.id = e.parent_id) \
+     UNION SELECT e.entry_id, e.child_id FROM lineage_edges e \
+     WHERE NOT EXISTS (SELECT 1 FROM datasets d WHERE d.id = e.child_id)) AS r LIMIT $1";

@@ -759,6 +759,7 @@ impl Dump for SqliteCatalog {
 super::impl_tokens!(SqliteCatalog);
 super::impl_audit!(SqliteCatalog);
 super::impl_table_names!(SqliteCatalog);
+super::impl_integrity!(SqliteCatalog);
 
 #[async_trait::async_trait]
 impl JobQueue for SqliteCatalog {

@@ -86,6 +86,7 @@ pub fn right_of(method: &Method, route: &str) -> Option<Right> {
         (_, r)
             if r.starts_with("/backup")
                 || r.starts_with("/audit")
+                || r.starts_with("/admin")
                 || r.starts_with("/users")
                 || r.starts_with("/ui/backups") =>
         {
