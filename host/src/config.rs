@@ -390,6 +390,10 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Uploads received at once; one more gets 429 with Retry-After.
     pub max_concurrent_uploads: u32,
+    /// Seconds a running job (a collection, a backup) may stay silent before any replica counts
+    /// its server as stopped and marks it failed; a running job says it is alive every sixth of
+    /// this.
+    pub job_lease_secs: u64,
 }
 
 fn default_listen() -> String {
@@ -410,6 +414,7 @@ impl Default for ServerConfig {
             presign_ttl_secs: default_presign_ttl(),
             cors_origins: Vec::new(),
             max_concurrent_uploads: 16,
+            job_lease_secs: 60,
         }
     }
 }
@@ -1351,6 +1356,9 @@ pub fn validate(cfg: &Config) -> Vec<String> {
         if o.leeway_secs > 600 {
             p.push("auth.oidc.leeway_secs: at most 600".to_owned());
         }
+    }
+    if !(6..=86_400).contains(&cfg.server.job_lease_secs) {
+        p.push("server.job_lease_secs: must be between 6 and 86400".to_owned());
     }
     if !(1..=1024).contains(&cfg.server.max_concurrent_uploads) {
         p.push("server.max_concurrent_uploads: must be between 1 and 1024".to_owned());

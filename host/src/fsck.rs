@@ -248,7 +248,7 @@ impl Fsck<'_> {
         report: &mut Report<'_>,
     ) -> Result<(), LakeError> {
         let before =
-            Utc::now() - chrono::Duration::from_std(crate::jobs::STALE_AFTER).unwrap_or_default();
+            Utc::now() - chrono::Duration::from_std(self.jobs().lease()).unwrap_or_default();
         let silent = self.catalog.silent_jobs(before, PAGE).await?;
         if silent.is_empty() {
             return Ok(());

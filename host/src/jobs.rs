@@ -2,10 +2,10 @@
 //!
 //! This module alone claims, heartbeats and ends jobs. A job is recorded `queued`
 //! ([`Jobs::record`]), claimed by one replica with a conditional `queued -> running` update, run
-//! while a heartbeat refreshes `heartbeat_at` every [`HEARTBEAT`], and ended once with its result
+//! while a heartbeat refreshes `heartbeat_at` every sixth of its lease, and ended once with its result
 //! or error ([`Jobs::run`]). A scheduled run carries a `schedule_key` (its source or backup kind
 //! and time slot) under a unique index, so one replica runs each slot ([`Jobs::record_scheduled`]).
-//! Every scheduler tick on every replica fails the jobs silent for [`STALE_AFTER`]: a killed
+//! Every scheduler tick on every replica fails the jobs silent for their lease ([`Jobs::lease`], `server.job_lease_secs`): a killed
 //! server's job ends `failed`, never `succeeded`. The scheduler ([`Jobs::spawn_scheduler`]) then
 //! asks the backup and collection services for their due slots.
 
@@ -19,9 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{CatalogError, Constraint, Job, JobStatus, NewJob};
 use crate::lake::LakeError;
 
-/// How often a running job says it is alive.
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
-/// A running job silent this long was abandoned: its server stopped.
+/// A running job silent this long was abandoned (its server stopped), unless
+/// `server.job_lease_secs` says otherwise ([`Jobs::lease`]).
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
 
 /// What a job does.
@@ -170,8 +169,9 @@ impl Jobs<'_> {
     /// know its server is alive.
     async fn heartbeating<T>(&self, id: uuid::Uuid, work: impl Future<Output = T>) -> T {
         let catalog = self.lake.catalog.clone();
+        let every = self.lease() / 6;
         let beat = tokio::spawn(async move {
-            let mut t = tokio::time::interval(HEARTBEAT);
+            let mut t = tokio::time::interval(every);
             t.tick().await;
             loop {
                 t.tick().await;
@@ -191,7 +191,13 @@ impl Jobs<'_> {
         work.await
     }
 
-    /// Fails every job silent for [`STALE_AFTER`] (its server stopped), on any replica.
+    /// How long a running job may stay silent: `server.job_lease_secs`; it says it is alive every
+    /// sixth of that.
+    pub fn lease(&self) -> Duration {
+        self.lake.settings.job_lease
+    }
+
+    /// Fails every job silent for its lease (its server stopped), on any replica.
     pub async fn fail_silent(&self) {
         match self.fail_abandoned().await {
             Ok(jobs) => {
@@ -203,9 +209,9 @@ impl Jobs<'_> {
         }
     }
 
-    /// Fails every job silent for [`STALE_AFTER`] and returns them (`lake fsck --repair`).
+    /// Fails every job silent for its lease and returns them (`lake fsck --repair`).
     pub async fn fail_abandoned(&self) -> Result<Vec<Job>, LakeError> {
-        Ok(self.lake.catalog.fail_stale_jobs(STALE_AFTER).await?)
+        Ok(self.lake.catalog.fail_stale_jobs(self.lease()).await?)
     }
 
     /// Every `tick` for as long as the server runs: fails silent jobs, then starts the due backups

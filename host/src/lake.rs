@@ -93,6 +93,8 @@ pub struct Settings {
     pub buckets: [String; 4],
     /// Copies in flight during one promotion.
     pub promotion_parallelism: usize,
+    /// A running job silent this long was abandoned (`server.job_lease_secs`).
+    pub job_lease: Duration,
     /// Presigned URL lifetime.
     pub presign_ttl: Duration,
     /// Largest upload.
@@ -164,6 +166,7 @@ impl Settings {
                 b.archive.clone(),
             ],
             promotion_parallelism: cfg.layers.promotion_parallelism,
+            job_lease: Duration::from_secs(cfg.server.job_lease_secs),
             presign_ttl: Duration::from_secs(cfg.server.presign_ttl_secs),
             max_upload_bytes: cfg.server.max_upload_bytes.0,
             raw_lock: (cfg.layers.raw_retention_days > 0)

@@ -13,6 +13,7 @@ mod catalog_conformance;
 mod cli;
 mod config;
 mod connectors;
+mod crash;
 mod dashboard;
 mod files;
 mod first_run;
