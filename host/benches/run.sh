@@ -8,6 +8,9 @@
 #     bash host/benches/run.sh auth       # token check: added GET /catalog latency at 500 req/s
 #     bash host/benches/run.sh iceberg    # Iceberg catalog: LoadTable over 10k tables on PostgreSQL,
 #                                         # PyIceberg's scan planning of a 100-version table
+#     bash host/benches/run.sh fsck       # lake fsck (--verify) over 100k objects: time, peak RSS
+#     bash host/benches/run.sh load       # two replicas on PostgreSQL + Garage under 60 s of mixed
+#                                         # load (uploads, reads, merges, promotions), then fsck
 #     bash host/benches/run.sh            # api and plugins
 #
 # Knobs: see host/benches/api.rs and host/benches/plugins.rs; files and auth take
@@ -62,6 +65,16 @@ for suite in ${suites[*]}; do
                 --pg "${LAKE_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}" \
                 ${LAKE_BENCH_ICEBERG_ARGS:-}
             ;;
-        *) echo "unknown suite $suite (api, plugins, files, auth, iceberg)" >&2; exit 2 ;;
+        fsck)
+            cargo bench -p lake-host --bench fsck
+            ;;
+        load)
+            # PostgreSQL and Garage from the test command's set-up.
+            # shellcheck source=/dev/null
+            source tests/services.sh
+            lake_services_up >/dev/null
+            cargo bench -p lake-host --bench load
+            ;;
+        *) echo "unknown suite $suite (api, plugins, files, auth, iceberg, fsck, load)" >&2; exit 2 ;;
     esac
 done

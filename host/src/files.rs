@@ -33,7 +33,7 @@ use crate::lake::LakeError;
 use crate::layers::Layer;
 
 pub use crate::tables::{Column, columns_of};
-pub use sniff::{detect_format, sanitise_file_name};
+pub use sniff::detect_format;
 
 /// The source name of uploaded files' datasets.
 pub const SOURCE: &str = "files";

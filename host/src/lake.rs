@@ -355,7 +355,46 @@ pub fn check_file_name(name: &str) -> Result<(), LakeError> {
     if name.chars().any(char::is_control) {
         return bad("must not contain control characters");
     }
+    if name.contains('\u{fffd}') {
+        return bad("is not valid UTF-8 (it holds replacement characters)");
+    }
+    if name.chars().any(invisible) {
+        return bad(
+            "must not contain invisible or bidirectional formatting characters (they make a name read as another)",
+        );
+    }
     Ok(())
+}
+
+/// The longest search text, source, tag or external id a search may name.
+pub const MAX_SEARCH_TERM: usize = 1000;
+
+/// A search's terms are bounded: a 60 KB `q` made SQLite's LIKE give up (a 503).
+fn check_search(q: &SearchQuery) -> Result<(), LakeError> {
+    let terms = [
+        q.q.as_deref(),
+        q.source.as_deref(),
+        q.external_id.as_deref(),
+    ];
+    let long = terms
+        .into_iter()
+        .flatten()
+        .chain(q.tags.iter().map(String::as_str))
+        .any(|t| t.chars().count() > MAX_SEARCH_TERM);
+    if long || q.tags.len() > 64 {
+        return Err(LakeError::Invalid(format!(
+            "a search term (q, source, tag, external id) is at most {MAX_SEARCH_TERM} characters, and a search names at most 64 tags"
+        )));
+    }
+    Ok(())
+}
+
+/// Zero-width and bidirectional formatting characters: `evil\u{202e}vsc.csv` shows as
+/// `evilcsv.csv`.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}'
+        | '\u{feff}' | '\u{061c}' | '\u{00ad}')
 }
 
 /// Guesses a MIME type from a file name; uploads may say otherwise.
@@ -775,12 +814,14 @@ impl Lake {
 
     /// A page of datasets.
     pub async fn search(&self, q: &SearchQuery) -> Result<Page<Dataset>, LakeError> {
+        check_search(q)?;
         Ok(self.catalog.search(q).await?)
     }
 
     /// How many datasets a search finds in all (its cursor and page aside), counting no further
     /// than `at_most` unless the kept totals answer it.
     pub async fn count(&self, q: &SearchQuery, at_most: i64) -> Result<Count, LakeError> {
+        check_search(q)?;
         Ok(self.catalog.count(q, at_most).await?)
     }
 

@@ -19,6 +19,7 @@ mod files;
 mod first_run;
 mod fsck;
 mod hostile;
+mod hostile_http;
 mod http_api;
 mod iceberg;
 mod identity;

@@ -12,7 +12,6 @@ use crate::layers::Layer;
 use crate::plugins::Table;
 use crate::provenance::{FileFacts, NewProvenance, PipelineRecord};
 
-use super::sniff::sanitise_file_name;
 use super::{Files, SOURCE, SaveFormat, SavedMerge, columns_of};
 
 impl Files<'_> {
@@ -50,9 +49,8 @@ impl Files<'_> {
                 (Arc::new(self.compute_merge(&spec, inputs).await?), true)
             }
         };
-        let stem = sanitise_file_name(name)
-            .map(|n| n.replace(['.', ' '], "_"))
-            .unwrap_or_else(|| "merged".into());
+        crate::lake::check_file_name(name.trim())?;
+        let stem = name.trim().replace(['.', ' '], "_");
         let (file_name, bytes) = match format {
             SaveFormat::Parquet => (
                 format!("{stem}.parquet"),

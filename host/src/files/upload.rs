@@ -16,7 +16,7 @@ use crate::provenance::{
     UploadFacts, params_json,
 };
 
-use super::sniff::{csv_params, detect_format, keep_head, sanitise_file_name, table_file_name};
+use super::sniff::{csv_params, detect_format, keep_head, table_file_name};
 use super::{DatasetIds, FileInfo, Files, Format, ParseFailure, SOURCE, columns_of};
 
 /// An upload's bytes at their raw key, not yet cataloged.
@@ -87,12 +87,15 @@ impl Files<'_> {
     /// Returns the file; `duplicate` is set when the same bytes were uploaded before.
     pub async fn upload(&self, filename: &str, body: ByteStream) -> Result<FileInfo, LakeError> {
         let plugins = self.running_plugins()?.clone();
-        let name = sanitise_file_name(filename).ok_or_else(|| {
-            LakeError::Invalid(format!(
-                "invalid file name {filename:?}: nothing is left of it once path and control characters are removed"
-            ))
-        })?;
+        // The name is the client's, kept as given (trimmed): one that is a path, hidden, too long
+        // or made to read as another is refused, never quietly changed into a different name.
+        let name = filename.trim().to_owned();
         check_file_name(&name)?;
+        if name.starts_with('.') {
+            return Err(LakeError::Invalid(format!(
+                "invalid file name {name:?}: must not start with '.'"
+            )));
+        }
         let raw = self.store_raw(filename, name, body).await?;
         // Known bytes: drop the copy just written and answer with the file that has them.
         if let Some(existing) = self.file_with_sha(&raw.file.sha256).await? {

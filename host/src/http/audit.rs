@@ -55,6 +55,13 @@ pub(super) async fn list(
         .map(|d| d.parse::<Decision>())
         .transpose()
         .map_err(|e| ApiError::invalid(format!("decision: {e}")))?;
+    if let Some(b) = q.before
+        && b < 1
+    {
+        return Err(ApiError::invalid(format!(
+            "before: {b} is not an entry's sequence number (they start at 1)"
+        )));
+    }
     let query = AuditQuery {
         decision,
         principal: q.principal.filter(|p| !p.is_empty()),
