@@ -311,6 +311,10 @@ pub struct PluginsConfig {
     pub fuel: Option<u64>,
     /// Bytes of a plugin's stderr kept (panic messages come from there).
     pub stderr_bytes: ByteSize,
+    /// Arrow IPC bytes one invocation may return in all; past it the invocation fails.
+    pub max_output_bytes: ByteSize,
+    /// Batches one invocation may return in all; past it the invocation fails.
+    pub max_output_batches: u64,
     /// Instances one large CSV parse may run on at once; 0 means one per core (at most 4), 1 keeps
     /// every parse serial.
     pub parse_parallelism: usize,
@@ -330,6 +334,8 @@ impl Default for PluginsConfig {
             timeout_secs: 300.0,
             fuel: None,
             stderr_bytes: ByteSize(64 << 10),
+            max_output_bytes: ByteSize(64 << 30),
+            max_output_batches: 1_000_000,
             parse_parallelism: 0,
             instance_pool: true,
             overrides: BTreeMap::new(),

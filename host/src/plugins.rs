@@ -147,6 +147,10 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// Captured stderr cap, bytes.
     pub stderr_bytes: usize,
+    /// Arrow IPC bytes one invocation may return in all.
+    pub output_bytes: u64,
+    /// Batches one invocation may return in all.
+    pub output_batches: u64,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -757,6 +761,8 @@ impl Plugins {
             ),
             fuel: o.and_then(|o| o.fuel).or(self.cfg.fuel),
             stderr_bytes: self.cfg.stderr_bytes.0 as usize,
+            output_bytes: self.cfg.max_output_bytes.0,
+            output_batches: self.cfg.max_output_batches,
         }
     }
 

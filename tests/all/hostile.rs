@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lake_host::config::{ByteSize, PluginOverride, PluginsConfig};
 use lake_host::plugins::{InvokeError, Plugins};
 
-const FEATURES: [&str; 10] = [
+const FEATURES: [&str; 12] = [
     "spin",
     "membomb",
     "panic",
@@ -19,6 +19,8 @@ const FEATURES: [&str; 10] = [
     "badname",
     "loud",
     "describepanic",
+    "outflood",
+    "zerocols",
 ];
 
 /// Builds every test component once per test run (a file lock serialises the test processes) and
@@ -108,6 +110,8 @@ fn registry(grants: &[(&str, &str)]) -> (Plugins, tempfile::TempDir) {
         dir: dir.path().to_path_buf(),
         cache_dir: crate::plugins::shared_cache(),
         overrides,
+        // hostile-outflood returns 200 batches (16 MB) for one chunk.
+        max_output_batches: 100,
         ..PluginsConfig::default()
     };
     (Plugins::open(&cfg).expect("runtime"), dir)
@@ -383,4 +387,46 @@ async fn file_and_socket_imports_are_refused_unless_granted() {
             .contains("connecting to 127.0.0.1:5432 failed"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_output_past_its_bounds_fails_the_invocation() {
+    let (p, _dir) = registry(&[]);
+    let (result, _) = run(&p, "hostile-outflood").await;
+    match result {
+        Err(InvokeError::Output(m)) => assert!(m.contains("more than 100 batches"), "{m}"),
+        other => panic!("200 batches under a bound of 100 must fail: {other:?}"),
+    }
+    // The same bound in bytes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        components().join("hostile-outflood.wasm"),
+        dir.path().join("hostile-outflood.wasm"),
+    )
+    .expect("copy");
+    let cfg = PluginsConfig {
+        dir: dir.path().to_path_buf(),
+        cache_dir: crate::plugins::shared_cache(),
+        max_output_bytes: ByteSize(1 << 20),
+        ..PluginsConfig::default()
+    };
+    let small = Plugins::open(&cfg).expect("runtime");
+    let (result, _) = run(&small, "hostile-outflood").await;
+    match result {
+        Err(InvokeError::Output(m)) => assert!(m.contains("more than 1048576 bytes"), "{m}"),
+        other => panic!("16 MB under a bound of 1 MiB must fail: {other:?}"),
+    }
+    // A batch of 2^32 - 1 rows without a column is refused before anything is written.
+    let (result, took) = run(&p, "hostile-zerocols").await;
+    match result {
+        Err(InvokeError::Output(m)) => assert!(
+            m.contains("without a column") || m.contains("per batch"),
+            "{m}"
+        ),
+        other => panic!("4 billion rows of nothing must fail: {other:?}"),
+    }
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    // The host still serves: a plain parse right after works.
+    let (result, _) = run(&p, "hostile-loud").await;
+    assert!(result.is_ok(), "{result:?}");
 }

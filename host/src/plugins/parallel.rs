@@ -470,7 +470,7 @@ impl Plugins {
         outputs.sort_by_key(|(seq, _)| *seq);
         let result = match error {
             Some(e) => Err(e),
-            None => runtime::decode(outputs.into_iter().map(|(_, o)| o)),
+            None => runtime::decode(outputs.into_iter().map(|(_, o)| o), &limits),
         };
         Invocation {
             manifest: Some(entry.manifest.clone()),

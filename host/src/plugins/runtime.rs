@@ -173,6 +173,7 @@ pub(super) struct HostState {
     plugin: String,
     progress: Option<(u64, Option<u64>)>,
     logs: LogBudget,
+    output: OutputBudget,
     http: WasiHttpCtx,
     policy: PolicyHooks,
 }
@@ -678,6 +679,7 @@ impl Runtime {
                 plugin: plugin.to_owned(),
                 progress: None,
                 logs: LogBudget::default(),
+                output: OutputBudget::of(limits),
                 http: WasiHttpCtx::new(),
                 policy: PolicyHooks(policy),
             },
@@ -832,7 +834,7 @@ impl Runtime {
             limits,
         );
         (
-            result.and_then(|out| decode(out.into_iter().map(|(_, o)| o))),
+            result.and_then(|out| decode(out.into_iter().map(|(_, o)| o), limits)),
             usage,
         )
     }
@@ -882,12 +884,14 @@ impl Runtime {
                     .call_push(&mut *store, handle, job.input, &ipc)
                     .map_err(trap)?
                     .map_err(plugin_error)?;
+                store.data_mut().output.charge_streams(&returned)?;
                 out.extend(returned.into_iter().map(|o| (job.seq, o)));
             }
             let returned = run
                 .call_finish(&mut *store, handle)
                 .map_err(trap)?
                 .map_err(plugin_error)?;
+            store.data_mut().output.charge_streams(&returned)?;
             out.extend(returned.into_iter().map(|o| (usize::MAX, o)));
             let _ = handle.resource_drop(&mut *store);
             Ok(out)
@@ -1010,7 +1014,7 @@ fn parse_streamed(
         .call_start(&mut *store, params)
         .map_err(trap)?
         .map_err(plugin_error)?;
-    let mut decoded = Decoded::default();
+    let mut decoded = Decoded::within(store.data().output);
     for chunk in chunks {
         let chunk = chunk.map_err(|e| InvokeError::Input(e.to_string()))?;
         let out = parse
@@ -1094,12 +1098,89 @@ pub(super) type BatchSink<'a> =
 /// Decodes and validates what a plugin returns, as it returns it: every IPC stream must agree on
 /// one schema. Arrays are slices of the returned buffers (no second copy); validation stays on for
 /// guest data. The sink sees the schema first (with no batch), then every batch in order.
-#[derive(Default)]
 struct Decoded {
     schema: Option<SchemaRef>,
+    budget: OutputBudget,
+}
+
+/// The widest batch a plugin may return.
+pub const MAX_OUTPUT_COLUMNS: usize = 10_000;
+/// The most rows one returned batch may hold.
+pub const MAX_BATCH_ROWS: usize = 16 << 20;
+
+/// What one invocation may still return: bytes of Arrow IPC and batches, from its [`Limits`]
+/// (`[plugins] max_output_bytes` and `max_output_batches`). Past either, the invocation fails
+/// with the plugin's `Output` error and nothing it returned is kept.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OutputBudget {
+    bytes: u64,
+    batches: u64,
+    limits: (u64, u64),
+}
+
+impl OutputBudget {
+    fn of(limits: &Limits) -> Self {
+        Self {
+            bytes: limits.output_bytes,
+            batches: limits.output_batches,
+            limits: (limits.output_bytes, limits.output_batches),
+        }
+    }
+
+    /// Bytes of IPC already returned count whether or not they decode.
+    fn charge_bytes(&mut self, n: u64) -> Result<(), InvokeError> {
+        self.bytes = self.bytes.checked_sub(n).ok_or_else(|| {
+            InvokeError::Output(format!(
+                "the plugin returned more than {} bytes of Arrow IPC in one invocation (plugins.max_output_bytes)",
+                self.limits.0
+            ))
+        })?;
+        Ok(())
+    }
+
+    fn charge_streams(&mut self, streams: &[Vec<u8>]) -> Result<(), InvokeError> {
+        self.charge_bytes(streams.iter().map(|s| s.len() as u64).sum())
+    }
+
+    /// One batch: counted, and its shape checked (a batch without columns holds no rows, so 2^44
+    /// rows of nothing never reach the Parquet writer).
+    fn charge_batch(&mut self, b: &RecordBatch) -> Result<(), InvokeError> {
+        self.batches = self.batches.checked_sub(1).ok_or_else(|| {
+            InvokeError::Output(format!(
+                "the plugin returned more than {} batches in one invocation (plugins.max_output_batches)",
+                self.limits.1
+            ))
+        })?;
+        if b.num_columns() > MAX_OUTPUT_COLUMNS {
+            return Err(InvokeError::Output(format!(
+                "the plugin returned a batch of {} columns; at most {MAX_OUTPUT_COLUMNS} are taken",
+                b.num_columns()
+            )));
+        }
+        if b.num_rows() > MAX_BATCH_ROWS {
+            return Err(InvokeError::Output(format!(
+                "the plugin returned a batch of {} rows; at most {MAX_BATCH_ROWS} per batch are taken",
+                b.num_rows()
+            )));
+        }
+        if b.num_columns() == 0 && b.num_rows() > 0 {
+            return Err(InvokeError::Output(format!(
+                "the plugin returned a batch of {} rows without a column",
+                b.num_rows()
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Decoded {
+    fn within(budget: OutputBudget) -> Self {
+        Self {
+            schema: None,
+            budget,
+        }
+    }
+
     fn feed(
         &mut self,
         streams: impl IntoIterator<Item = Vec<u8>>,
@@ -1109,6 +1190,7 @@ impl Decoded {
             InvokeError::Output(format!("the plugin returned unreadable Arrow IPC: {e}"))
         };
         for bytes in streams {
+            self.budget.charge_bytes(bytes.len() as u64)?;
             let mut buffer = arrow_buffer::Buffer::from_vec(bytes);
             let mut decoder = arrow_ipc::reader::StreamDecoder::new();
             while !buffer.is_empty() {
@@ -1128,6 +1210,7 @@ impl Decoded {
                     }
                 }
                 if let (Some(b), Some(schema)) = (batch, &self.schema) {
+                    self.budget.charge_batch(&b)?;
                     sink(schema, Some(b))?;
                 }
             }
@@ -1148,10 +1231,16 @@ impl Decoded {
     }
 }
 
-/// Decodes what a plugin returned into one table.
-pub(super) fn decode(streams: impl IntoIterator<Item = Vec<u8>>) -> Result<Table, InvokeError> {
+/// Decodes what a plugin returned into one table, within `limits` (its bytes were charged as
+/// they came back; the batches are counted here).
+pub(super) fn decode(
+    streams: impl IntoIterator<Item = Vec<u8>>,
+    limits: &Limits,
+) -> Result<Table, InvokeError> {
     let mut batches = Vec::new();
-    let mut d = Decoded::default();
+    let mut budget = OutputBudget::of(limits);
+    budget.bytes = u64::MAX;
+    let mut d = Decoded::within(budget);
     d.feed(streams, &mut |_, b| {
         batches.extend(b);
         Ok(())
@@ -1169,6 +1258,8 @@ impl Limits {
             timeout: Duration::from_secs(5),
             fuel: None,
             stderr_bytes: 16 << 10,
+            output_bytes: 0,
+            output_batches: 0,
         }
     }
 }

@@ -23,11 +23,11 @@ impl Parser for Hostile {
 
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
         misbehave(chunk)?;
-        Ok(Vec::new())
+        output()
     }
 
     fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        Ok((lake_sdk::table::empty_schema(), Vec::new()))
+        Ok((schema(), Vec::new()))
     }
 }
 
@@ -152,6 +152,53 @@ fn misbehave(_chunk: &[u8]) -> Result<()> {
             "connecting to 127.0.0.1:5432 failed: {e}"
         ))),
     }
+}
+
+/// What `push` returns: nothing, except for the features that flood the host with output.
+#[cfg(not(any(feature = "outflood", feature = "zerocols")))]
+fn output() -> Result<Vec<RecordBatch>> {
+    Ok(Vec::new())
+}
+#[cfg(not(feature = "outflood"))]
+fn schema() -> SchemaRef {
+    lake_sdk::table::empty_schema()
+}
+
+#[cfg(feature = "outflood")]
+const NAME: &str = "hostile-outflood";
+#[cfg(feature = "outflood")]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    Ok(())
+}
+/// 200 batches of 10,000 rows (16 MB of Arrow IPC) for one small chunk of input.
+#[cfg(feature = "outflood")]
+fn output() -> Result<Vec<RecordBatch>> {
+    let n = lake_sdk::arrow_array::Int64Array::from_iter_values(0..10_000);
+    (0..200).map(|_| lake_sdk::batch!("n" => n.clone())).collect()
+}
+#[cfg(feature = "outflood")]
+fn schema() -> SchemaRef {
+    std::sync::Arc::new(lake_sdk::Schema::new(vec![lake_sdk::Field::new(
+        "n",
+        lake_sdk::DataType::Int64,
+        false,
+    )]))
+}
+
+#[cfg(feature = "zerocols")]
+const NAME: &str = "hostile-zerocols";
+#[cfg(feature = "zerocols")]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    Ok(())
+}
+/// A batch of 2^32 - 1 rows (the most a 32-bit guest can say) and no column: a few bytes of IPC
+/// that would be hours of Parquet writing.
+#[cfg(feature = "zerocols")]
+fn output() -> Result<Vec<RecordBatch>> {
+    let options = lake_sdk::arrow_array::RecordBatchOptions::new().with_row_count(Some(usize::MAX));
+    let b = RecordBatch::try_new_with_options(schema(), vec![], &options)
+        .map_err(PluginError::from)?;
+    Ok(vec![b])
 }
 
 #[allow(unused_imports)]
