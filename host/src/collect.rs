@@ -842,6 +842,7 @@ impl Collections<'_> {
         let mut files = Vec::new();
         let mut keys = Vec::new();
         let mut open: Option<Open> = None;
+        let mut total = 0u64;
         let report = |p: Progress| {
             if let Some(f) = &progress {
                 f(p);
@@ -867,6 +868,25 @@ impl Collections<'_> {
                 continue;
             };
             let n = part.bytes.len() as u64;
+            total += n;
+            let refused = if total > self.settings().max_collect_bytes {
+                Some(format!(
+                    "the connector sent more than {} bytes (plugins.max_collect_bytes)",
+                    self.settings().max_collect_bytes
+                ))
+            } else if part.last {
+                check_facts(&part.facts).err()
+            } else {
+                None
+            };
+            if let Some(why) = refused {
+                if let Some((_, btx, put, _)) = open.take() {
+                    let _ = btx.send(Err(std::io::Error::other(why.clone()))).await;
+                    drop(btx);
+                    let _ = put.await;
+                }
+                return (files, keys, Some(why));
+            }
             if !part.bytes.is_empty() && btx.send(Ok(Bytes::from(part.bytes))).await.is_err() {
                 // The put ended early: its error is taken below.
                 let name = name.clone();
@@ -1029,6 +1049,33 @@ impl From<CatalogError> for CollectFailure {
     fn from(e: CatalogError) -> Self {
         LakeError::from(e).into()
     }
+}
+
+/// Facts an object may carry: they land in the catalog row, which every listing returns.
+pub const MAX_FACTS: usize = 64;
+/// The longest fact name, and value.
+pub const MAX_FACT_CHARS: (usize, usize) = (128, 4096);
+
+/// A connector's facts about one object (ETag, release, dates) are few and short: a 4-byte object
+/// with 80 MB of facts made every `GET /catalog` answer 88 MB.
+fn check_facts(facts: &[(String, String)]) -> Result<(), String> {
+    if facts.len() > MAX_FACTS {
+        return Err(format!(
+            "the connector gave an object {} facts; at most {MAX_FACTS} are kept",
+            facts.len()
+        ));
+    }
+    for (k, v) in facts {
+        if k.chars().count() > MAX_FACT_CHARS.0 || v.chars().count() > MAX_FACT_CHARS.1 {
+            return Err(format!(
+                "the connector's fact {:?} is too long (names at most {} characters, values {})",
+                k.chars().take(40).collect::<String>(),
+                MAX_FACT_CHARS.0,
+                MAX_FACT_CHARS.1
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -315,6 +315,9 @@ pub struct PluginsConfig {
     pub max_output_bytes: ByteSize,
     /// Batches one invocation may return in all; past it the invocation fails.
     pub max_output_batches: u64,
+    /// Bytes one collection may store in all; past it the connector is stopped and what it
+    /// stored deleted.
+    pub max_collect_bytes: ByteSize,
     /// Instances one large CSV parse may run on at once; 0 means one per core (at most 4), 1 keeps
     /// every parse serial.
     pub parse_parallelism: usize,
@@ -336,6 +339,7 @@ impl Default for PluginsConfig {
             stderr_bytes: ByteSize(64 << 10),
             max_output_bytes: ByteSize(64 << 30),
             max_output_batches: 1_000_000,
+            max_collect_bytes: ByteSize(256 << 30),
             parse_parallelism: 0,
             instance_pool: true,
             overrides: BTreeMap::new(),

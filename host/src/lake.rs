@@ -95,6 +95,8 @@ pub struct Settings {
     pub promotion_parallelism: usize,
     /// A running job silent this long was abandoned (`server.job_lease_secs`).
     pub job_lease: Duration,
+    /// Bytes one collection may store (`plugins.max_collect_bytes`).
+    pub max_collect_bytes: u64,
     /// Presigned URL lifetime.
     pub presign_ttl: Duration,
     /// Largest upload.
@@ -167,6 +169,7 @@ impl Settings {
             ],
             promotion_parallelism: cfg.layers.promotion_parallelism,
             job_lease: Duration::from_secs(cfg.server.job_lease_secs),
+            max_collect_bytes: cfg.plugins.max_collect_bytes.0,
             presign_ttl: Duration::from_secs(cfg.server.presign_ttl_secs),
             max_upload_bytes: cfg.server.max_upload_bytes.0,
             raw_lock: (cfg.layers.raw_retention_days > 0)

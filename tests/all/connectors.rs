@@ -312,3 +312,56 @@ async fn plugin_run_writes_collected_objects_to_a_directory() {
     assert_eq!(objects[0]["facts"]["etag"], "\"v1\"");
     assert_eq!(summary["result"]["fetches"][0]["status"], 200);
 }
+
+/// A collection stops at `plugins.max_collect_bytes`: the connector is cut off, what it stored is
+/// deleted, and the failure says which bound it met.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_past_its_byte_bound_stores_nothing() {
+    use std::sync::Arc as StdArc;
+    let (addr, _upstream) = serve().await;
+    let (plugins, _dir) = registry(Some(grant(addr)));
+    let mut s = crate::http_api::settings(1 << 30);
+    // Each /data/big-* object is 300 kB; two exceed a bound of 512 KiB.
+    s.max_collect_bytes = 512 << 10;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = lake_host::catalog::sqlite::SqliteCatalog::connect(
+        &format!("sqlite:{}", dir.path().join("c.db").display()),
+        2,
+    )
+    .await
+    .expect("sqlite");
+    use lake_host::catalog::Catalog as _;
+    catalog.migrate().await.expect("migrate");
+    let blobs = lake_host::blob::local::LocalStore::open(dir.path().join("objects"))
+        .await
+        .expect("store");
+    let lake = lake_host::lake::Lake::new(StdArc::new(catalog), StdArc::new(blobs), s)
+        .with_plugins(plugins);
+    lake.prepare_buckets().await.expect("buckets");
+    let req: lake_host::collect::CollectRequest = serde_json::from_value(serde_json::json!({
+        "source": "fetch",
+        "external_id": "bounded",
+        "params": { "urls": [
+            format!("http://{addr}/data/big-a.bin"),
+            format!("http://{addr}/data/big-b.bin"),
+            format!("http://{addr}/data/big-c.bin"),
+        ] },
+    }))
+    .expect("request");
+    let plan = lake.collections().plan(&req).await.expect("plan");
+    let failed = lake
+        .collections()
+        .collect(&plan, None)
+        .await
+        .expect_err("past the bound the collection fails");
+    assert!(
+        failed.message.contains("plugins.max_collect_bytes"),
+        "{failed:?}"
+    );
+    let raw = lake.bucket(lake_host::layers::Layer::Raw).to_owned();
+    let left = lake.blobs().list(&raw, "").await.expect("list");
+    assert!(
+        left.is_empty(),
+        "what the connector stored is deleted: {left:?}"
+    );
+}

@@ -149,6 +149,13 @@ impl HttpPolicy {
     /// Whether the plugin may reach this URL; the reason when not.
     pub(crate) fn check(&self, uri: &http::Uri) -> Result<String, String> {
         let origin = origin_of(uri).ok_or_else(|| format!("{uri} is not an http(s) URL"))?;
+        if let Some(host) = uri.host()
+            && forbidden_host(host)
+        {
+            return Err(format!(
+                "{uri}: link-local and cloud metadata addresses are never reachable, granted or not"
+            ));
+        }
         if self.origins.contains(&origin) {
             Ok(origin)
         } else if self.origins.is_empty() {
@@ -195,6 +202,50 @@ impl HttpPolicy {
         }
     }
 
+    /// The credential values the host adds, as sent (raw and escaped): what must never come back
+    /// to the plugin.
+    fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (_, v) in &self.query {
+            out.push(v.clone());
+            out.push(percent_encoding::utf8_percent_encode(v, QUERY).to_string());
+        }
+        for (_, v) in &self.headers {
+            if let Ok(v) = v.to_str() {
+                out.push(v.to_owned());
+            }
+        }
+        out.retain(|s| s.len() >= 4);
+        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        out.dedup();
+        out
+    }
+
+    /// Removes the host's credentials from a response's headers before the plugin sees them: a
+    /// redirect's `Location` that repeats the query's `api_key`, an upstream echoing the token
+    /// header. Returns how many headers were changed.
+    pub(crate) fn scrub(&self, headers: &mut http::HeaderMap) -> usize {
+        let secrets = self.secrets();
+        if secrets.is_empty() {
+            return 0;
+        }
+        let mut changed = 0;
+        for value in headers.values_mut() {
+            let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            if !secrets.iter().any(|s| text.contains(s.as_str())) {
+                continue;
+            }
+            let mut clean = text;
+            for s in &secrets {
+                clean = clean.replace(s.as_str(), "REDACTED");
+            }
+            *value = http::HeaderValue::from_str(&clean)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("REDACTED"));
+            changed += 1;
+        }
+        changed
+    }
+
     /// Waits for this origin's next slot under the rate limit (never past the deadline).
     pub(crate) async fn wait_turn(&self, origin: &str) {
         if let Some(per_sec) = self.per_sec {
@@ -217,6 +268,30 @@ impl HttpPolicy {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+/// Link-local addresses (where clouds serve instance metadata and credentials) and the
+/// metadata services' names: refused even when a grant names them.
+fn forbidden_host(host: &str) -> bool {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local() || ip.is_unspecified(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip.is_unspecified()
+                || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        }
+        Err(_) => matches!(
+            host.trim_end_matches('.'),
+            "metadata"
+                | "metadata.google.internal"
+                | "instance-data"
+                | "instance-data.ec2.internal"
+        ),
     }
 }
 
@@ -276,6 +351,58 @@ mod tests {
         assert!(ok("https://evil.example/")?.is_err());
         let none = HttpPolicy::deny_all();
         assert!(none.check(&"https://x.org/".parse()?).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn link_local_and_metadata_hosts_are_refused_even_when_granted() -> TestResult {
+        let o = PluginOverride {
+            hosts: vec![
+                "http://169.254.169.254".into(),
+                "http://[fe80::1]".into(),
+                "http://metadata.google.internal".into(),
+                "http://127.0.0.1:9".into(),
+            ],
+            ..Default::default()
+        };
+        let p = HttpPolicy::for_plugin("x", Some(&o), Arc::default(), Instant::now());
+        for u in [
+            "http://169.254.169.254/latest/meta-data/iam/",
+            "http://[fe80::1]/",
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "http://METADATA.google.internal./x",
+            "http://[::ffff:169.254.169.254]/",
+            "http://0.0.0.0/",
+        ] {
+            let refused = p.check(&u.parse()?);
+            assert!(
+                refused
+                    .as_ref()
+                    .is_err_and(|e| e.contains("never reachable")),
+                "{u}: {refused:?}"
+            );
+        }
+        assert!(p.check(&"http://127.0.0.1:9/".parse()?).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn credentials_never_come_back_in_response_headers() -> TestResult {
+        let p = policy();
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::LOCATION,
+            "https://eutils.ncbi.nlm.nih.gov/e?db=gene&api_key=s3cr3t%26x".parse()?,
+        );
+        h.insert("x-echo", "s3cr3t&x".parse()?);
+        h.insert("etag", "\"abc\"".parse()?);
+        assert_eq!(p.scrub(&mut h), 2);
+        assert_eq!(
+            h[http::header::LOCATION],
+            "https://eutils.ncbi.nlm.nih.gov/e?db=gene&api_key=REDACTED"
+        );
+        assert_eq!(h["x-echo"], "REDACTED");
+        assert_eq!(h["etag"], "\"abc\"");
         Ok(())
     }
 

@@ -273,6 +273,13 @@ impl WasiHttpHooks for PolicyHooks {
                         }
                         fetch.status = Some(status.as_u16());
                         policy.record(fetch);
+                        let mut res = res;
+                        if policy.scrub(res.headers_mut()) > 0 {
+                            tracing::warn!(
+                                status = status.as_u16(),
+                                "An upstream's answer repeated the host's credentials; removed before the plugin saw them"
+                            );
+                        }
                         use http_body_util::BodyExt;
                         return Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as HttpIo));
                     }
