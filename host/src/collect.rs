@@ -1083,6 +1083,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_objects_facts_are_few_and_short() {
+        let ok: Vec<(String, String)> = vec![("etag".into(), "\"v1\"".into())];
+        assert!(check_facts(&ok).is_ok());
+        let many: Vec<(String, String)> = (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
+        assert!(check_facts(&many).is_err_and(|e| e.contains("65 facts")));
+        let huge = vec![("release".to_owned(), "x".repeat(80 << 20))];
+        assert!(check_facts(&huge).is_err_and(|e| e.contains("too long")));
+    }
+
+    #[test]
     fn patterns_match_names() {
         assert!(matches("efetch-*.xml", "efetch-0001.xml"));
         assert!(!matches("efetch-*.xml", "esearch.json"));
