@@ -307,6 +307,32 @@ impl Stream for Hashing {
 }
 
 /// A small object's whole bytes (a manifest, a metadata file): never for data, which streams.
+/// `inner`, failing with `TimedOut` when no bytes come for `idle`: a client that stops sending
+/// without closing (a half-closed upload) ends the upload instead of holding it open forever.
+pub fn idle_limited(inner: ByteStream, idle: Duration) -> ByteStream {
+    use futures::StreamExt;
+    Box::pin(futures::stream::unfold(
+        Some(inner),
+        move |state| async move {
+            let mut s = state?;
+            match tokio::time::timeout(idle, s.next()).await {
+                Ok(Some(item)) => Some((item, Some(s))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client sent nothing for {} s (server.body_idle_secs)",
+                            idle.as_secs()
+                        ),
+                    )),
+                    None,
+                )),
+            }
+        },
+    ))
+}
+
 pub async fn read_all(
     store: &dyn BlobStore,
     bucket: &str,

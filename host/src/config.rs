@@ -404,6 +404,9 @@ pub struct ServerConfig {
     /// its server as stopped and marks it failed; a running job says it is alive every sixth of
     /// this.
     pub job_lease_secs: u64,
+    /// Seconds an upload may send nothing before it is ended (a client that stops without
+    /// closing the connection would otherwise hold the upload open forever).
+    pub body_idle_secs: u64,
 }
 
 fn default_listen() -> String {
@@ -425,6 +428,7 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             max_concurrent_uploads: 16,
             job_lease_secs: 60,
+            body_idle_secs: 60,
         }
     }
 }
@@ -1366,6 +1370,9 @@ pub fn validate(cfg: &Config) -> Vec<String> {
         if o.leeway_secs > 600 {
             p.push("auth.oidc.leeway_secs: at most 600".to_owned());
         }
+    }
+    if !(1..=3600).contains(&cfg.server.body_idle_secs) {
+        p.push("server.body_idle_secs: must be between 1 and 3600".to_owned());
     }
     if !(6..=86_400).contains(&cfg.server.job_lease_secs) {
         p.push("server.job_lease_secs: must be between 6 and 86400".to_owned());

@@ -80,6 +80,9 @@ impl From<BlobError> for LakeError {
             BlobError::Body(io) if io.kind() == std::io::ErrorKind::FileTooLarge => {
                 LakeError::TooLarge(io.to_string())
             }
+            BlobError::Body(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                LakeError::BadBody(format!("the upload stopped: {io}"))
+            }
             BlobError::Body(io) => LakeError::BadBody(format!("the upload stream failed: {io}")),
             other => LakeError::Unavailable(other.to_string()),
         }
@@ -97,6 +100,8 @@ pub struct Settings {
     pub job_lease: Duration,
     /// Bytes one collection may store (`plugins.max_collect_bytes`).
     pub max_collect_bytes: u64,
+    /// How long an upload may send nothing before it is ended (`server.body_idle_secs`).
+    pub body_idle: Duration,
     /// Presigned URL lifetime.
     pub presign_ttl: Duration,
     /// Largest upload.
@@ -170,6 +175,7 @@ impl Settings {
             promotion_parallelism: cfg.layers.promotion_parallelism,
             job_lease: Duration::from_secs(cfg.server.job_lease_secs),
             max_collect_bytes: cfg.plugins.max_collect_bytes.0,
+            body_idle: Duration::from_secs(cfg.server.body_idle_secs),
             presign_ttl: Duration::from_secs(cfg.server.presign_ttl_secs),
             max_upload_bytes: cfg.server.max_upload_bytes.0,
             raw_lock: (cfg.layers.raw_retention_days > 0)

@@ -1005,3 +1005,51 @@ async fn a_wide_csv_parses_within_the_plugins_memory() {
     assert_eq!(v["schema"][1]["type"], "Utf8");
     assert_eq!(v["schema"][2]["type"], "Float64");
 }
+
+/// A client that stops sending without closing the connection (a half-closed upload) is cut off
+/// after `server.body_idle_secs`, raw or multipart: a 400 that says so, and nothing left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_goes_quiet_is_ended_and_leaves_nothing() {
+    let mut s = settings(1 << 30);
+    s.body_idle = std::time::Duration::from_secs(1);
+    let t = embedded(s).await;
+    for multipart in [false, true] {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+        let first = if multipart {
+            "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"quiet.csv\"\r\n\r\na,b\n1,2\n"
+        } else {
+            "a,b\n1,2\n"
+        };
+        tx.send(Ok(bytes::Bytes::from(first))).await.expect("send");
+        let mut rx = rx;
+        let body = Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri("/files/upload?filename=quiet.csv");
+        if multipart {
+            req = req.header(header::CONTENT_TYPE, "multipart/form-data; boundary=B");
+        }
+        let started = std::time::Instant::now();
+        let (status, e) = t.send(req.body(body).expect("request")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("sent nothing")),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        drop(tx);
+    }
+    let raw = t.lake.bucket(lake_host::layers::Layer::Raw).to_owned();
+    let left = t.lake.blobs().list(&raw, "").await.expect("list");
+    assert!(left.is_empty(), "{left:?}");
+    let tmp = t
+        .dir
+        .as_ref()
+        .expect("embedded")
+        .path()
+        .join("objects/.tmp");
+    let temp_files = std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(temp_files, 0, "no temp file stays in {}", tmp.display());
+}

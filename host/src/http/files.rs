@@ -123,9 +123,16 @@ pub(crate) async fn receive(
             let mut rx = rx;
             move |cx| rx.poll_recv(cx)
         }));
+        let body = crate::blob::idle_limited(body, s.lake.settings().body_idle);
         let files = s.lake.files();
-        let (info, ()) = tokio::join!(files.upload(&name, body), pump);
-        info?
+        let upload = files.upload(&name, body);
+        futures::pin_mut!(upload, pump);
+        // The upload decides: once it ends (done, or failed on a client that went quiet), the
+        // pump, which may be waiting on that client, is dropped with it.
+        match futures::future::select(upload, pump).await {
+            futures::future::Either::Left((info, _)) => info?,
+            futures::future::Either::Right(((), upload)) => upload.await?,
+        }
     } else {
         let name = filename
             .or_else(|| header_str(&headers, "x-filename"))
@@ -139,7 +146,8 @@ pub(crate) async fn receive(
             .into_body()
             .into_data_stream()
             .map_err(std::io::Error::other);
-        s.lake.files().upload(&name, Box::pin(stream)).await?
+        let body = crate::blob::idle_limited(Box::pin(stream), s.lake.settings().body_idle);
+        s.lake.files().upload(&name, body).await?
     };
     Ok(info)
 }
