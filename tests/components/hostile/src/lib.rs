@@ -174,7 +174,9 @@ fn misbehave(_chunk: &[u8]) -> Result<()> {
 #[cfg(feature = "outflood")]
 fn output() -> Result<Vec<RecordBatch>> {
     let n = lake_sdk::arrow_array::Int64Array::from_iter_values(0..10_000);
-    (0..200).map(|_| lake_sdk::batch!("n" => n.clone())).collect()
+    (0..200)
+        .map(|_| lake_sdk::batch!("n" => n.clone()))
+        .collect()
 }
 #[cfg(feature = "outflood")]
 fn schema() -> SchemaRef {
@@ -196,8 +198,8 @@ fn misbehave(_chunk: &[u8]) -> Result<()> {
 #[cfg(feature = "zerocols")]
 fn output() -> Result<Vec<RecordBatch>> {
     let options = lake_sdk::arrow_array::RecordBatchOptions::new().with_row_count(Some(usize::MAX));
-    let b = RecordBatch::try_new_with_options(schema(), vec![], &options)
-        .map_err(PluginError::from)?;
+    let b =
+        RecordBatch::try_new_with_options(schema(), vec![], &options).map_err(PluginError::from)?;
     Ok(vec![b])
 }
 
