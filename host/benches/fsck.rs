@@ -33,8 +33,9 @@ fn fsck(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<(String, f64, f6
         .env_remove("LAKE_CONFIG")
         .env("LAKE_LOG", "warn")
         .output()?;
+    // A run that finds problems exits 1, and time says so on a line of its own first.
     let time = std::fs::read_to_string(&rss)?;
-    let mut parts = time.split_whitespace();
+    let mut parts = time.lines().last().unwrap_or_default().split_whitespace();
     let kib: f64 = parts.next().unwrap_or("0").parse()?;
     let secs: f64 = parts.next().unwrap_or("0").parse()?;
     Ok((
