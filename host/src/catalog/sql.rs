@@ -221,10 +221,11 @@ pub(super) const TABLE_VERSIONS: &str = concat!(
 
 // Integrity.
 
-/// `$1`, `$2`: the (dataset id, name) to continue after; `$3`: limit.
+/// `$1`, `$2`: the (dataset id, name) to continue after; `$3`: limit. A row-value comparison, so
+/// both databases walk the primary key from there instead of sorting every file for each page.
 pub(super) const FILES_AFTER: &str = "SELECT d.id, d.status, d.bucket, d.prefix, f.name, f.size, f.sha256 \
      FROM files f JOIN datasets d ON d.id = f.dataset_id \
-     WHERE f.dataset_id > $1 OR (f.dataset_id = $1 AND f.name > $2) \
+     WHERE (f.dataset_id, f.name) > ($1, $2) \
      ORDER BY f.dataset_id, f.name LIMIT $3";
 /// `$1`: bucket, `$2`: prefix, `$3`: file name, `$4`: claims made after this are live.
 pub(super) const OWNERS_OF: &str = "SELECT d.id, d.status, \
