@@ -10,8 +10,9 @@
 //!   new one, never a prefix. If the body stream fails, nothing is left behind.
 //! * [`BlobStore::get`] and [`BlobStore::head`] of a missing key answer [`BlobError::NotFound`].
 //! * [`BlobStore::list`] returns every object whose key starts with the prefix, sorted by key.
-//!   [`BlobStore::list_page`] returns them a page at a time (keys after a given key, in byte
-//!   order, with their modification times), so a walk over every object never holds them all.
+//!   [`BlobStore::walk`] sends them a page at a time, in no promised order, with their
+//!   modification times, so a walk over every object holds one page, never them all (nor, on the
+//!   local store, a directory's names).
 //! * [`BlobStore::copy`] copies inside the store without moving bytes through the host where the store
 //!   can (server-side `CopyObject` on S3); the source is unchanged.
 //! * [`BlobStore::delete`] is idempotent: deleting a missing key succeeds.
@@ -150,15 +151,17 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, BlobError>;
     /// Every object under a prefix, sorted by key.
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, BlobError>;
-    /// At most `limit` objects under a prefix whose keys sort after `after` (byte order), sorted:
-    /// the next page of a walk that holds one page at a time.
-    async fn list_page(
+    /// Every object under a prefix, sent to `pages` in pages of at most `page` objects, each key
+    /// once and in no promised order: a walk of any size that holds one page at a time (and, on
+    /// the local store, one open directory per level, never a directory's names). Ends early,
+    /// without error, when the receiver is dropped.
+    async fn walk(
         &self,
         bucket: &str,
         prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ListedObject>, BlobError>;
+        page: usize,
+        pages: tokio::sync::mpsc::Sender<Vec<ListedObject>>,
+    ) -> Result<(), BlobError>;
     /// Copies an object within the store.
     async fn copy(
         &self,

@@ -24,7 +24,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::blob::{self, BlobError};
+use crate::blob::{self, BlobError, ListedObject};
 use crate::catalog::{DatasetId, DatasetStatus, KeyOwner, StoredFile};
 use crate::lake::LakeError;
 use crate::layers::Layer;
@@ -469,66 +469,81 @@ impl Fsck<'_> {
         let backups = (self.settings().backup.target == crate::config::BackupTarget::Archive)
             .then(|| format!("{}/", self.settings().backup.prefix.trim_matches('/')));
         for bucket in buckets {
-            let mut after: Option<String> = None;
-            loop {
-                let page = self
-                    .blobs
-                    .list_page(bucket, "", after.as_deref(), PAGE as usize)
-                    .await?;
-                let Some(last) = page.last() else {
-                    break;
-                };
-                after = Some(last.key.clone());
-                report.summary.objects += page.len() as u64;
-                let page: Vec<_> = page
-                    .into_iter()
-                    .filter(|o| {
-                        !(bucket == self.bucket(Layer::Archive)
-                            && backups.as_deref().is_some_and(|p| o.key.starts_with(p)))
-                    })
-                    .collect();
-                let owned: Vec<_> = futures::stream::iter(page)
-                    .map(|o| async move {
-                        let verdict = self.owner_verdict(bucket, &o.key, cutoff).await;
-                        verdict.map(|v| (o, v))
-                    })
-                    .buffered(PARALLEL)
-                    .try_collect()
-                    .await?;
-                for (o, verdict) in owned {
-                    let (problem, dataset, detail) = match verdict {
-                        Verdict::Kept => continue,
-                        Verdict::InFlight => {
-                            report.summary.in_flight += 1;
-                            continue;
-                        }
-                        Verdict::Uncataloged(dataset, why) => {
-                            if o.modified.is_some_and(|m| m > cutoff) {
-                                report.summary.in_flight += 1;
-                                continue;
-                            }
-                            (Problem::UncatalogedObject, dataset, why)
-                        }
-                        Verdict::Leftover(dataset) => (
-                            Problem::DeletedLeftover,
-                            Some(dataset),
-                            "the object of a deleted dataset".to_owned(),
-                        ),
-                    };
-                    let mut f = at(
-                        finding(problem, dataset, format!("{detail} ({} bytes)", o.size)),
-                        bucket,
-                        &o.key,
-                    );
-                    if opts.repair {
-                        match self.blobs.delete(bucket, &o.key).await {
-                            Ok(()) => f.repaired = self.record(&f, "object deleted").await,
-                            Err(e) => f.detail.push_str(&format!("; deleting it failed: {e}")),
-                        }
+            // The store walks on its own while this checks the page before.
+            let (tx, mut pages) = tokio::sync::mpsc::channel(1);
+            let walk = self.blobs.walk(bucket, "", PAGE as usize, tx);
+            let check = async {
+                while let Some(page) = pages.recv().await {
+                    self.check_objects(bucket, page, backups.as_deref(), opts, cutoff, report)
+                        .await?;
+                }
+                Ok::<_, LakeError>(())
+            };
+            let (walked, checked) = tokio::join!(walk, check);
+            checked?;
+            walked?;
+        }
+        Ok(())
+    }
+
+    /// One page of the store's walk against the catalog.
+    async fn check_objects(
+        &self,
+        bucket: &str,
+        page: Vec<ListedObject>,
+        backups: Option<&str>,
+        opts: &FsckOptions,
+        cutoff: chrono::DateTime<Utc>,
+        report: &mut Report<'_>,
+    ) -> Result<(), LakeError> {
+        report.summary.objects += page.len() as u64;
+        let page: Vec<_> = page
+            .into_iter()
+            .filter(|o| {
+                !(bucket == self.bucket(Layer::Archive)
+                    && backups.is_some_and(|p| o.key.starts_with(p)))
+            })
+            .collect();
+        let owned: Vec<_> = futures::stream::iter(page)
+            .map(|o| async move {
+                let verdict = self.owner_verdict(bucket, &o.key, cutoff).await;
+                verdict.map(|v| (o, v))
+            })
+            .buffered(PARALLEL)
+            .try_collect()
+            .await?;
+        for (o, verdict) in owned {
+            let (problem, dataset, detail) = match verdict {
+                Verdict::Kept => continue,
+                Verdict::InFlight => {
+                    report.summary.in_flight += 1;
+                    continue;
+                }
+                Verdict::Uncataloged(dataset, why) => {
+                    if o.modified.is_some_and(|m| m > cutoff) {
+                        report.summary.in_flight += 1;
+                        continue;
                     }
-                    report.found(f).await;
+                    (Problem::UncatalogedObject, dataset, why)
+                }
+                Verdict::Leftover(dataset) => (
+                    Problem::DeletedLeftover,
+                    Some(dataset),
+                    "the object of a deleted dataset".to_owned(),
+                ),
+            };
+            let mut f = at(
+                finding(problem, dataset, format!("{detail} ({} bytes)", o.size)),
+                bucket,
+                &o.key,
+            );
+            if opts.repair {
+                match self.blobs.delete(bucket, &o.key).await {
+                    Ok(()) => f.repaired = self.record(&f, "object deleted").await,
+                    Err(e) => f.detail.push_str(&format!("; deleting it failed: {e}")),
                 }
             }
+            report.found(f).await;
         }
         Ok(())
     }

@@ -137,9 +137,10 @@ pub async fn list_by_prefix(store: &dyn BlobStore, bucket: &str) {
     );
 }
 
-/// Pages of a listing, in byte order of the whole key (`a.b` before `a/x`, `a/x` before `a0`),
-/// continue after the last key of the previous page and together are the whole listing.
-pub async fn list_pages_walk_in_key_order(store: &dyn BlobStore, bucket: &str) {
+/// A walk sends every key under its prefix exactly once, in pages no larger than asked, with
+/// each object's size and time; a prefix that ends mid-name walks only the keys it begins; a
+/// receiver that goes away ends the walk without error.
+pub async fn walk_sends_every_key_once(store: &dyn BlobStore, bucket: &str) {
     let keys = [
         "a/x.csv",
         "a.b",
@@ -149,6 +150,7 @@ pub async fn list_pages_walk_in_key_order(store: &dyn BlobStore, bucket: &str) {
         "b",
         "a/y/a.csv",
         "c/d/e/f.csv",
+        "ab/c.csv",
     ];
     for k in keys {
         store
@@ -156,35 +158,50 @@ pub async fn list_pages_walk_in_key_order(store: &dyn BlobStore, bucket: &str) {
             .await
             .expect("put");
     }
-    let mut sorted: Vec<&str> = keys.to_vec();
-    sorted.sort_unstable();
-    for limit in [1, 2, 3, 100] {
-        let mut after: Option<String> = None;
-        let mut walked = Vec::new();
-        loop {
-            let page = store
-                .list_page(bucket, "", after.as_deref(), limit)
-                .await
-                .expect("list_page");
-            assert!(page.len() <= limit, "{page:?}");
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for o in page {
-                assert_eq!(o.size, o.key.len() as u64, "{o:?}");
-                assert!(o.modified.is_some(), "{o:?}");
-                walked.push(o.key);
+    async fn walked(store: &dyn BlobStore, bucket: &str, prefix: &str, page: usize) -> Vec<String> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<lake_host::blob::ListedObject>>(1);
+        let collect = async {
+            let mut keys = Vec::new();
+            while let Some(objects) = rx.recv().await {
+                assert!(!objects.is_empty() && objects.len() <= page, "{objects:?}");
+                for o in objects {
+                    assert_eq!(o.size, o.key.len() as u64, "{o:?}");
+                    assert!(o.modified.is_some(), "{o:?}");
+                    keys.push(o.key);
+                }
             }
-        }
-        assert_eq!(walked, sorted, "pages of {limit}");
+            keys
+        };
+        let (done, mut keys) = tokio::join!(store.walk(bucket, prefix, page, tx), collect);
+        done.expect("walk");
+        keys.sort_unstable();
+        keys
     }
-    let under: Vec<String> = store
-        .list_page(bucket, "a/", Some("a/x.csv"), 10)
-        .await
-        .expect("list_page")
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    assert_eq!(under, ["a/y.csv", "a/y/a.csv", "a/y/z.csv"]);
+    let mut all: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+    all.sort_unstable();
+    for page in [1, 2, 3, 100] {
+        assert_eq!(
+            walked(store, bucket, "", page).await,
+            all,
+            "pages of {page}"
+        );
+    }
+    assert_eq!(
+        walked(store, bucket, "a/y", 2).await,
+        ["a/y.csv", "a/y/a.csv", "a/y/z.csv"]
+    );
+    assert_eq!(walked(store, bucket, "a", 10).await.len(), 7);
+    assert!(walked(store, bucket, "nothing/", 10).await.is_empty());
+    // One page taken, then the receiver goes: the walk ends, Ok.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let first = async move {
+        let page = rx.recv().await;
+        drop(rx);
+        page
+    };
+    let (done, page) = tokio::join!(store.walk(bucket, "", 1, tx), first);
+    done.expect("a walk nobody reads any more ends without error");
+    assert_eq!(page.map(|p| p.len()), Some(1));
 }
 
 pub async fn copy_leaves_source(store: &dyn BlobStore, bucket: &str, other_bucket: &str) {
@@ -316,7 +333,7 @@ macro_rules! conformance {
             conformance!(@one $make, missing_is_not_found);
             conformance!(@one $make, invalid_keys_rejected);
             conformance!(@one $make, list_by_prefix);
-            conformance!(@one $make, list_pages_walk_in_key_order);
+            conformance!(@one $make, walk_sends_every_key_once);
             conformance!(@one $make, delete_is_idempotent);
             conformance!(@one $make, failed_body_leaves_nothing);
             conformance!(@one $make, overwrite_is_whole);

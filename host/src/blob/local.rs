@@ -62,60 +62,74 @@ impl LocalStore {
     }
 }
 
-/// One page of a listing, walked in key order: each directory's entries sorted as the keys they
-/// lead to sort (a directory `d` as `d/`), and directories whose keys all sort before `after`
-/// skipped without being read. Holds one directory's names per level, never the bucket's keys.
-struct Walk<'a> {
-    prefix: &'a str,
-    after: Option<&'a str>,
-    limit: usize,
+/// A walk of one bucket's directory tree in the order the file system lists it: one open
+/// directory per level and one page of objects in memory, so a directory of a million entries
+/// costs no more than one of ten.
+struct Walk {
+    prefix: String,
+    page: usize,
+    pages: tokio::sync::mpsc::Sender<Vec<ListedObject>>,
 }
 
-impl Walk<'_> {
-    fn dir(&self, path: &Path, rel: &str, out: &mut Vec<ListedObject>) -> Result<(), BlobError> {
-        let entries = match std::fs::read_dir(path) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_err(path, e)),
-        };
-        let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| io_err(path, e))?;
-            let ft = entry.file_type().map_err(|e| io_err(path, e))?;
+impl Walk {
+    /// Walks from `start` (the directory of key prefix `rel`, empty or ending in `/`); false
+    /// when the receiver has gone.
+    fn run(&self, start: PathBuf, rel: String) -> Result<bool, BlobError> {
+        let mut out = Vec::with_capacity(self.page);
+        let mut stack: Vec<(std::fs::ReadDir, PathBuf, String)> = Vec::new();
+        match std::fs::read_dir(&start) {
+            Ok(entries) => stack.push((entries, start, rel)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => return Err(io_err(&start, e)),
+        }
+        while let Some((entries, dir, rel)) = stack.last_mut() {
+            let Some(entry) = entries.next() else {
+                stack.pop();
+                continue;
+            };
+            let entry = entry.map_err(|e| io_err(dir, e))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue; // not a key any put could have written
             };
+            let ft = entry.file_type().map_err(|e| io_err(dir, e))?;
             if ft.is_dir() {
-                names.push((format!("{rel}{name}/"), true));
-            } else if ft.is_file() {
-                names.push((format!("{rel}{name}"), false));
-            }
-        }
-        names.sort_unstable();
-        for (key, is_dir) in names {
-            if is_dir {
-                let under = key.starts_with(self.prefix) || self.prefix.starts_with(&key);
-                // Every key below `key` sorts before `after` unless `after` is itself below it.
-                let passed = self
-                    .after
-                    .is_some_and(|a| key.as_str() < a && !a.starts_with(&key));
-                if under && !passed {
-                    self.dir(&path.join(&key[rel.len()..key.len() - 1]), &key, out)?;
+                let key = format!("{rel}{name}/");
+                // Descend where the prefix continues below this directory, or covers it.
+                if key.starts_with(&self.prefix) || self.prefix.starts_with(&key) {
+                    let path = entry.path();
+                    match std::fs::read_dir(&path) {
+                        Ok(entries) => stack.push((entries, path, key)),
+                        // Removed since it was listed (a delete pruning empty parents).
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_err(&path, e)),
+                    }
                 }
-            } else if key.starts_with(self.prefix) && self.after.is_none_or(|a| key.as_str() > a) {
-                let meta =
-                    std::fs::metadata(path.join(&key[rel.len()..])).map_err(|e| io_err(path, e))?;
+            } else if ft.is_file() {
+                let key = format!("{rel}{name}");
+                if !key.starts_with(&self.prefix) {
+                    continue;
+                }
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // deleted meanwhile
+                    Err(e) => return Err(io_err(dir, e)),
+                };
                 out.push(ListedObject {
                     size: meta.len(),
                     modified: meta.modified().ok().map(chrono::DateTime::from),
                     key,
                 });
-            }
-            if out.len() >= self.limit {
-                return Ok(());
+                if out.len() >= self.page
+                    && self
+                        .pages
+                        .blocking_send(std::mem::replace(&mut out, Vec::with_capacity(self.page)))
+                        .is_err()
+                {
+                    return Ok(false);
+                }
             }
         }
-        Ok(())
+        Ok(out.is_empty() || self.pages.blocking_send(out).is_ok())
     }
 }
 
@@ -298,31 +312,36 @@ impl BlobStore for LocalStore {
         Ok(out)
     }
 
-    async fn list_page(
+    async fn walk(
         &self,
         bucket: &str,
         prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ListedObject>, BlobError> {
+        page: usize,
+        pages: tokio::sync::mpsc::Sender<Vec<ListedObject>>,
+    ) -> Result<(), BlobError> {
         crate::config::check_bucket_name(bucket).map_err(|_| BlobError::InvalidKey {
             key: bucket.to_owned(),
             reason: "invalid bucket name",
         })?;
-        let dir = self.root.join(bucket);
-        let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            let walk = Walk {
-                prefix: &prefix,
-                after: after.as_deref(),
-                limit: limit.max(1),
-            };
-            walk.dir(&dir, "", &mut out)?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| BlobError::Unavailable(format!("listing {bucket}: {e}")))?
+        // Start in the directory the prefix names, not at the bucket's top.
+        let rel = match prefix.rfind('/') {
+            Some(i) => &prefix[..=i],
+            None => "",
+        };
+        if !rel.is_empty() {
+            check_key(rel.trim_end_matches('/'))?;
+        }
+        let start = self.root.join(bucket).join(rel);
+        let walk = Walk {
+            prefix: prefix.to_owned(),
+            page: page.max(1),
+            pages,
+        };
+        let rel = rel.to_owned();
+        tokio::task::spawn_blocking(move || walk.run(start, rel))
+            .await
+            .map_err(|e| BlobError::Unavailable(format!("listing {bucket}: {e}")))?
+            .map(|_| ())
     }
 
     async fn copy(

@@ -597,38 +597,46 @@ impl BlobStore for S3Store {
         Ok(out)
     }
 
-    async fn list_page(
+    async fn walk(
         &self,
         bucket: &str,
         prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ListedObject>, BlobError> {
-        let page = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_start_after(after.map(str::to_owned))
-            .max_keys(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
-            .send()
-            .await
-            .map_err(|e| map_err(bucket, prefix, e))?;
-        let mut out: Vec<ListedObject> = page
-            .contents()
-            .iter()
-            .filter_map(|o| {
-                Some(ListedObject {
-                    key: o.key()?.to_owned(),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    modified: o
-                        .last_modified()
-                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+        page: usize,
+        pages: tokio::sync::mpsc::Sender<Vec<ListedObject>>,
+    ) -> Result<(), BlobError> {
+        let mut token: Option<String> = None;
+        loop {
+            let answer = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .max_keys(i32::try_from(page.clamp(1, 1000)).unwrap_or(1000))
+                .send()
+                .await
+                .map_err(|e| map_err(bucket, prefix, e))?;
+            let objects: Vec<ListedObject> = answer
+                .contents()
+                .iter()
+                .filter_map(|o| {
+                    Some(ListedObject {
+                        key: o.key()?.to_owned(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        modified: o.last_modified().and_then(|t| {
+                            chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+                        }),
+                    })
                 })
-            })
-            .collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+                .collect();
+            if !objects.is_empty() && pages.send(objects).await.is_err() {
+                return Ok(()); // nobody is listening any more
+            }
+            match answer.next_continuation_token() {
+                Some(next) if answer.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                _ => return Ok(()),
+            }
+        }
     }
 
     async fn copy(
