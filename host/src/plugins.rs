@@ -7,10 +7,13 @@
 //! Running one invocation on several instances at once (a large parse cut into segments, a merge
 //! spread over instances) is [`parallel`]'s.
 
+mod ipc;
 mod local;
 mod parallel;
 mod policy;
+mod redact;
 mod runtime;
+mod slots;
 mod split;
 
 pub use parallel::Parallel;
@@ -310,6 +313,8 @@ pub enum ErrorKind {
     LoadFailed,
     /// `timeout`.
     Timeout,
+    /// `cancelled`.
+    Cancelled,
     /// `memory_limit`.
     MemoryLimit,
     /// `fuel_exhausted`.
@@ -336,6 +341,7 @@ impl ErrorKind {
             ErrorKind::CapabilityDenied => "capability_denied",
             ErrorKind::LoadFailed => "load_failed",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::Cancelled => "cancelled",
             ErrorKind::MemoryLimit => "memory_limit",
             ErrorKind::FuelExhausted => "fuel_exhausted",
             ErrorKind::Panic => "panic",
@@ -376,6 +382,9 @@ pub enum InvokeError {
     /// The wall-clock limit passed.
     #[error("plugin timed out after {0:?}")]
     Timeout(Duration),
+    /// Whoever awaited the invocation went away (an HTTP client hung up), so it was stopped.
+    #[error("plugin stopped: its caller went away")]
+    Cancelled,
     /// The memory limit was hit.
     #[error("plugin ran out of memory: {0}")]
     MemoryLimit(String),
@@ -416,6 +425,7 @@ impl InvokeError {
             InvokeError::Sink(_) => ErrorKind::OutputNotStored,
             InvokeError::Load(_) => ErrorKind::LoadFailed,
             InvokeError::Timeout(_) => ErrorKind::Timeout,
+            InvokeError::Cancelled => ErrorKind::Cancelled,
             InvokeError::MemoryLimit(_) => ErrorKind::MemoryLimit,
             InvokeError::FuelExhausted => ErrorKind::FuelExhausted,
             InvokeError::Panic(_) => ErrorKind::Panic,
@@ -453,8 +463,9 @@ pub struct Plugins {
     entries: Arc<RwLock<BTreeMap<String, Arc<Entry>>>>,
     rejected: Arc<RwLock<Vec<Rejected>>>,
     cfg: Arc<PluginsConfig>,
-    /// Bounds invocations in flight to the instance pool (more wait their turn).
-    slots: Arc<tokio::sync::Semaphore>,
+    /// Bounds invocations in flight to the instance pool, and each plugin to its share of it
+    /// (more wait their turn).
+    slots: Arc<slots::Slots>,
     /// Instances one large parse cut into segments runs on at once (the cores).
     workers: usize,
     /// Per-plugin request spacing for connectors, shared by all invocations.
@@ -541,9 +552,7 @@ impl Plugins {
             entries: Arc::default(),
             rejected: Arc::default(),
             cfg: Arc::new(cfg.clone()),
-            slots: Arc::new(tokio::sync::Semaphore::new(
-                runtime::POOL_INSTANCES as usize / 2,
-            )),
+            slots: Arc::new(slots::Slots::new(runtime::POOL_INSTANCES / 2)),
             rates: Arc::default(),
             workers: crate::config::instances(cfg.parse_parallelism),
             loading: Arc::new(tokio::sync::watch::Sender::new(LoadState::default())),
@@ -750,6 +759,11 @@ impl Plugins {
         self.ready(name).await.map(|e| e.manifest.clone())
     }
 
+    /// Instance slots held now by invocations in flight (each segment worker holds one).
+    pub fn invocations_in_flight(&self) -> usize {
+        self.slots.in_use()
+    }
+
     /// The limits a plugin runs with: defaults, then its overrides from lake.toml.
     pub fn limits_for(&self, name: &str) -> Limits {
         let o = self.cfg.overrides.get(name);
@@ -813,12 +827,24 @@ impl Plugins {
         };
         let runtime = self.runtime.clone();
         let (e, l) = (entry.clone(), limits.clone());
-        let slot = self.slots.clone().acquire_owned().await;
+        let slot = self.slots.take(name, 1).await;
+        // Dropping this future (the caller went away) stops the guest at its next tick.
+        let cancel = runtime::Cancel::default();
+        let stop = cancel.on_drop();
         let joined = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            f(&runtime, &e, &l)
+            let done = cancel.watching(|| f(&runtime, &e, &l));
+            if let (Err(InvokeError::Cancelled), usage) = &done {
+                tracing::warn!(
+                    plugin = %e.manifest.name,
+                    wall_ms = usage.wall.as_millis() as u64,
+                    "Stopped a plugin invocation: its caller went away"
+                );
+            }
+            done
         })
         .await;
+        stop.disarm();
         let (result, usage) = joined.unwrap_or_else(|e| {
             (
                 Err(InvokeError::Trap(format!("invocation thread failed: {e}"))),

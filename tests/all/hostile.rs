@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lake_host::config::{ByteSize, PluginOverride, PluginsConfig};
 use lake_host::plugins::{InvokeError, Plugins};
 
-const FEATURES: [&str; 12] = [
+const FEATURES: [&str; 13] = [
     "spin",
     "membomb",
     "panic",
@@ -21,6 +21,7 @@ const FEATURES: [&str; 12] = [
     "describepanic",
     "outflood",
     "zerocols",
+    "sleep",
 ];
 
 /// Builds every test component once per test run (a file lock serialises the test processes) and
@@ -87,6 +88,13 @@ fn registry(grants: &[(&str, &str)]) -> (Plugins, tempfile::TempDir) {
     let mut overrides = BTreeMap::new();
     overrides.insert(
         "hostile-spin".to_owned(),
+        PluginOverride {
+            timeout_secs: Some(1.0),
+            ..Default::default()
+        },
+    );
+    overrides.insert(
+        "hostile-sleep".to_owned(),
         PluginOverride {
             timeout_secs: Some(1.0),
             ..Default::default()
@@ -427,6 +435,105 @@ async fn a_plugin_output_past_its_bounds_fails_the_invocation() {
     }
     assert!(took < Duration::from_secs(30), "{took:?}");
     // The host still serves: a plain parse right after works.
+    let (result, _) = run(&p, "hostile-loud").await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+/// A guest asleep in a host call runs no code for the epoch to interrupt; its sleep still ends
+/// at the time limit, and the invocation with `timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleep_counts_against_the_time_limit() {
+    let (p, _dir) = registry(&[]);
+    let (result, took) = run(&p, "hostile-sleep").await;
+    let err = result.expect_err("a 45 s sleep under a 1 s limit must not finish");
+    assert!(matches!(err, InvokeError::Timeout(_)), "{err}");
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped near 1 s, not {took:?}"
+    );
+    assert_eq!(p.invocations_in_flight(), 0);
+}
+
+/// Waits until no invocation holds a slot; how long that took.
+async fn settled(p: &Plugins, within: Duration) -> Duration {
+    let t = Instant::now();
+    while p.invocations_in_flight() > 0 {
+        assert!(
+            t.elapsed() < within,
+            "{} invocations still running after {within:?}",
+            p.invocations_in_flight()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.elapsed()
+}
+
+/// Sleepers and spinners with a long limit: more than a plugin's share of the instance slots are
+/// asked for, yet another plugin's parse is served at once; when their callers go away (their
+/// futures dropped, as when an HTTP client hangs up), every one of them stops within moments and
+/// gives its slot back, long before its 60 s limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_whose_callers_go_away_stop_and_no_plugin_takes_every_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["sleep", "spin", "loud"] {
+        std::fs::copy(
+            components().join(format!("hostile-{f}.wasm")),
+            dir.path().join(format!("hostile-{f}.wasm")),
+        )
+        .expect("copy");
+    }
+    let cfg = PluginsConfig {
+        dir: dir.path().to_path_buf(),
+        cache_dir: crate::plugins::shared_cache(),
+        timeout_secs: 60.0,
+        ..PluginsConfig::default()
+    };
+    let p = Plugins::open(&cfg).expect("runtime");
+    // One caller that goes away from a spinning guest, one from a sleeping one.
+    for name in ["hostile-spin", "hostile-sleep"] {
+        let gone = tokio::time::timeout(Duration::from_millis(500), run(&p, name)).await;
+        assert!(gone.is_err(), "{name} finished under a 60 s limit");
+        let took = settled(&p, Duration::from_secs(5)).await;
+        println!("{name}: stopped {took:?} after its caller went away");
+    }
+    // 40 sleepers: more than one plugin's share of the 64 slots.
+    let sleepers: Vec<_> = (0..40)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { run(&p, "hostile-sleep").await })
+        })
+        .collect();
+    let t = Instant::now();
+    while p.invocations_in_flight() < 32 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "sleepers did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        p.invocations_in_flight(),
+        32,
+        "one plugin holds at most half of the 64 slots"
+    );
+    // Another plugin is served while they sleep.
+    let t = Instant::now();
+    let iris = crate::plugins::parse(
+        &p,
+        &crate::plugins::shared().join("fixtures/csv/iris.csv"),
+        serde_json::json!({}),
+    )
+    .await
+    .expect("csv while 40 sleepers wait");
+    assert_eq!(iris.num_rows(), 150);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    for s in &sleepers {
+        s.abort();
+    }
+    let took = settled(&p, Duration::from_secs(5)).await;
+    println!("40 sleepers: every slot back {took:?} after their callers went away");
+    // The plugin still answers afterwards.
     let (result, _) = run(&p, "hostile-loud").await;
     assert!(result.is_ok(), "{result:?}");
 }

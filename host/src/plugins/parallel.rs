@@ -221,23 +221,25 @@ impl Plugins {
         let limits = first.limits.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<Bytes>)>(self.workers * 2);
         let rx = Arc::new(std::sync::Mutex::new(rx));
-        let slots = self
-            .slots
-            .clone()
-            .acquire_many_owned(self.workers as u32)
-            .await;
+        let slots = self.slots.take(name, self.workers as u32).await;
+        // Dropping this future (the caller went away) stops every worker at its next tick.
+        let cancel = runtime::Cancel::default();
+        let stop = cancel.on_drop();
         let mut workers = Vec::new();
         for _ in 0..self.workers {
-            let (rx, runtime, e, l, pinned) = (
+            let (rx, runtime, e, l, pinned, cancel) = (
                 rx.clone(),
                 self.runtime.clone(),
                 entry.clone(),
                 limits.clone(),
                 pinned.clone(),
+                cancel.clone(),
             );
             workers.push(tokio::task::spawn_blocking(move || {
                 let mut next = || rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
-                let r = runtime.parse_each(&e.pre, &e.manifest.name, &pinned, &mut next, &l);
+                let r = cancel.watching(|| {
+                    runtime.parse_each(&e.pre, &e.manifest.name, &pinned, &mut next, &l)
+                });
                 tracing::debug!(
                     segments = r.0.as_ref().map_or(0, Vec::len),
                     wall_ms = r.1.wall.as_millis() as u64,
@@ -297,6 +299,7 @@ impl Plugins {
                 _ => broken = true,
             }
         }
+        stop.disarm();
         drop(slots);
         if cutter.len() > 0 {
             kept.extend(cutter.rest());
@@ -354,7 +357,7 @@ impl Plugins {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-        let workers = workers.clamp(1, runtime::POOL_INSTANCES as usize / 2);
+        let workers = workers.clamp(1, self.slots.share() as usize);
         let Some(entry) = self.entry(name).filter(|_| workers > 1) else {
             let mut inputs = shared;
             inputs.push(split);
@@ -369,7 +372,10 @@ impl Plugins {
                 .chain([split.schema.clone()])
                 .collect(),
         );
-        let slots = self.slots.clone().acquire_many_owned(workers as u32).await;
+        let slots = self.slots.take(name, workers as u32).await;
+        // Dropping this future (the caller went away) stops every instance at its next tick.
+        let cancel = runtime::Cancel::default();
+        let stop = cancel.on_drop();
         type Job = Result<runtime::StepJob, String>;
         // A failed instance stops the others taking more batches.
         let failed = Arc::new(AtomicBool::new(false));
@@ -380,7 +386,7 @@ impl Plugins {
         for _ in 0..workers {
             let (own_tx, own_rx) = sync_channel::<Job>(2);
             own_txs.push(own_tx);
-            let (runtime, e, l, schemas, params, split_rx, failed) = (
+            let (runtime, e, l, schemas, params, split_rx, failed, cancel) = (
                 self.runtime.clone(),
                 entry.clone(),
                 limits.clone(),
@@ -388,6 +394,7 @@ impl Plugins {
                 params.clone(),
                 split_rx.clone(),
                 failed.clone(),
+                cancel.clone(),
             );
             handles.push(tokio::task::spawn_blocking(move || {
                 let mut own: Option<Receiver<Job>> = Some(own_rx);
@@ -404,8 +411,9 @@ impl Plugins {
                     let rx = split_rx.lock().unwrap_or_else(|p| p.into_inner());
                     rx.recv().ok()
                 };
-                let (result, usage) =
-                    runtime.step_jobs(&e.pre, &e.manifest.name, &params, &schemas, &mut next, &l);
+                let (result, usage) = cancel.watching(|| {
+                    runtime.step_jobs(&e.pre, &e.manifest.name, &params, &schemas, &mut next, &l)
+                });
                 if result.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }
@@ -464,6 +472,7 @@ impl Plugins {
             }
         }
         let _ = feeder.await;
+        stop.disarm();
         drop(slots);
         usage.wall = started.elapsed();
         // Stable: each instance's outputs stay in their order under one `seq`.

@@ -16,6 +16,10 @@ use crate::config::PluginOverride;
 /// Retries of a `429`/`503` answer that carried `Retry-After`.
 pub(super) const MAX_RETRIES: u32 = 3;
 
+/// Requests one invocation has open at once (each holds a connection, so a file descriptor, until
+/// its answer is read); more wait their turn.
+pub(crate) const MAX_OPEN_REQUESTS: usize = 8;
+
 /// One request a connector made, as provenance records it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Fetch {
@@ -64,6 +68,8 @@ pub(crate) struct HttpPolicy {
     rate: Arc<RateLimiter>,
     deadline: Instant,
     fetches: Arc<Mutex<Vec<Fetch>>>,
+    /// Requests of this invocation with a connection open (at most [`MAX_OPEN_REQUESTS`]).
+    open: Arc<tokio::sync::Semaphore>,
 }
 
 /// `scheme://host:port`, lowercase, with the default port spelled out.
@@ -90,6 +96,7 @@ impl HttpPolicy {
             rate: Arc::default(),
             deadline: Instant::now(),
             fetches: Arc::default(),
+            open: Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_REQUESTS)),
         }
     }
 
@@ -138,6 +145,7 @@ impl HttpPolicy {
             rate,
             deadline,
             fetches: Arc::default(),
+            open: Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_REQUESTS)),
         }
     }
 
@@ -221,6 +229,20 @@ impl HttpPolicy {
         out
     }
 
+    /// The response body `body` with the host's credentials replaced as it streams (an upstream
+    /// echoing its request), or `body` itself where the host adds none.
+    pub(crate) fn redact_body<B>(&self, body: B) -> Result<super::redact::Redacting<B>, B> {
+        let secrets = self.secrets();
+        if secrets.is_empty() {
+            return Err(body);
+        }
+        Ok(super::redact::Redacting::new(
+            body,
+            secrets.into_iter().map(String::into_bytes).collect(),
+            &self.plugin,
+        ))
+    }
+
     /// Removes the host's credentials from a response's headers before the plugin sees them: a
     /// redirect's `Location` that repeats the query's `api_key`, an upstream echoing the token
     /// header. Returns how many headers were changed.
@@ -244,6 +266,15 @@ impl HttpPolicy {
             changed += 1;
         }
         changed
+    }
+
+    /// Waits until this invocation has fewer than [`MAX_OPEN_REQUESTS`] connections open (never
+    /// past the deadline: `None` then); the permit is held until the answer has been read.
+    pub(crate) async fn open_request(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout_at(self.deadline.into(), self.open.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Waits for this origin's next slot under the rate limit (never past the deadline).
@@ -404,6 +435,33 @@ mod tests {
         assert_eq!(h["x-echo"], "REDACTED");
         assert_eq!(h["etag"], "\"abc\"");
         Ok(())
+    }
+
+    /// However many requests a connector starts at once, at most `MAX_OPEN_REQUESTS` hold a
+    /// connection; the next waits for one to be read, and gives up at the deadline.
+    #[tokio::test]
+    async fn open_requests_are_bounded_per_invocation() {
+        let p = HttpPolicy {
+            deadline: Instant::now() + Duration::from_secs(2),
+            ..HttpPolicy::deny_all()
+        };
+        let mut held = Vec::new();
+        for _ in 0..MAX_OPEN_REQUESTS {
+            held.push(p.open_request().await);
+        }
+        assert!(held.iter().all(Option::is_some), "a connection each");
+        let waiting = tokio::time::timeout(Duration::from_millis(200), p.open_request()).await;
+        assert!(waiting.is_err(), "a ninth request opened a connection");
+        drop(held.pop());
+        let again = p.open_request().await;
+        assert!(again.is_some(), "a freed connection is taken");
+        let t = Instant::now();
+        let late = p.open_request().await;
+        assert!(
+            late.is_none(),
+            "no connection frees: none past the deadline"
+        );
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     }
 
     #[test]

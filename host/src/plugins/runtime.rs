@@ -22,6 +22,11 @@ use wasmtime_wasi_http::{
     WasiHttpView,
 };
 
+mod deadline;
+
+pub(crate) use deadline::Cancel;
+use deadline::Deadline;
+
 use super::policy::{Fetch, HttpPolicy, MAX_RETRIES, retry_after};
 use super::{InvokeError, Kind, Limits, Manifest, Parallel, Part, PluginErrorKind, Table, Usage};
 
@@ -176,6 +181,8 @@ pub(super) struct HostState {
     output: OutputBudget,
     http: WasiHttpCtx,
     policy: PolicyHooks,
+    /// When the invocation must end, and its caller's cancel token.
+    deadline: Deadline,
 }
 
 impl WasiView for HostState {
@@ -230,6 +237,12 @@ impl WasiHttpHooks for PolicyHooks {
                     return Err(HttpError::HttpRequestDenied);
                 }
             };
+            // Each request open holds a connection (a file descriptor) until its answer is read.
+            let Some(open) = policy.open_request().await else {
+                fetch.error = Some("the invocation's time limit passed".into());
+                policy.record(fetch);
+                return Err(HttpError::ConnectionTimeout);
+            };
             let (mut parts, body) = request.into_parts();
             policy.add_credentials(&mut parts);
             // Only bodiless requests are asked again: their body is known to be empty.
@@ -281,7 +294,16 @@ impl WasiHttpHooks for PolicyHooks {
                             );
                         }
                         use http_body_util::BodyExt;
-                        return Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as HttpIo));
+                        let res = res.map(|body| match policy.redact_body(body.boxed_unsync()) {
+                            Ok(redacted) => redacted.boxed_unsync(),
+                            Err(body) => body,
+                        });
+                        let io = async move {
+                            let done = io.await;
+                            drop(open);
+                            done
+                        };
+                        return Ok((res, Box::new(io) as HttpIo));
                     }
                     Err(e) => {
                         fetch.error = Some(format!("{e:?}"));
@@ -475,14 +497,17 @@ impl Runtime {
 
         let mut parser_linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut parser_linker).map_err(engine_error)?;
+        deadline::cap_sleeps(&mut parser_linker).map_err(engine_error)?;
         parser_world::ParserPlugin::add_to_linker::<_, HasSelf<_>>(&mut parser_linker, |s| s)
             .map_err(engine_error)?;
         let mut step_linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut step_linker).map_err(engine_error)?;
+        deadline::cap_sleeps(&mut step_linker).map_err(engine_error)?;
         step_world::StepPlugin::add_to_linker::<_, HasSelf<_>>(&mut step_linker, |s| s)
             .map_err(engine_error)?;
         let mut connector_linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut connector_linker).map_err(engine_error)?;
+        deadline::cap_sleeps(&mut connector_linker).map_err(engine_error)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut connector_linker)
             .map_err(engine_error)?;
         parser_world::lake::plugin::host::add_to_linker::<_, HasSelf<_>>(
@@ -673,7 +698,11 @@ impl Runtime {
         let stderr = MemoryOutputPipe::new(limits.stderr_bytes);
         // Nothing granted: no preopened directories, no environment, no arguments, no sockets
         // (denied by default in wasmtime 48), stdout discarded, stderr captured for panic messages.
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        let deadline = Deadline::after(limits.timeout);
+        let wasi = WasiCtx::builder()
+            .stderr(stderr.clone())
+            .monotonic_clock(deadline.clock())
+            .build();
         let mut store = Store::new(
             &self.engine,
             HostState {
@@ -689,15 +718,14 @@ impl Runtime {
                 output: OutputBudget::of(limits),
                 http: WasiHttpCtx::new(),
                 policy: PolicyHooks(policy),
+                deadline,
             },
         );
         store.limiter(|s| &mut s.limiter);
         // What one call may hand back (a step's finished batches, say) is bounded by the memory
         // the plugin is granted, not by wasmtime's default 128 MiB per call.
         store.set_hostcall_fuel(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
-        let ticks = (limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        deadline::arm(&mut store);
         if self.fuel {
             store
                 .set_fuel(limits.fuel.unwrap_or(u64::MAX))
@@ -1055,6 +1083,9 @@ fn classify(e: wasmtime::Error, stderr: &MemoryOutputPipe, limits: &Limits) -> I
     if let Some(m) = e.downcast_ref::<MemoryLimit>() {
         return InvokeError::MemoryLimit(m.to_string());
     }
+    if e.downcast_ref::<deadline::Cancelled>().is_some() {
+        return InvokeError::Cancelled;
+    }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => InvokeError::Timeout(limits.timeout),
         Some(Trap::OutOfFuel) => InvokeError::FuelExhausted,
@@ -1198,6 +1229,9 @@ impl Decoded {
         };
         for bytes in streams {
             self.budget.charge_bytes(bytes.len() as u64)?;
+            super::ipc::check_stream(&bytes).map_err(|m| {
+                InvokeError::Output(format!("the plugin returned unreadable Arrow IPC: {m}"))
+            })?;
             let mut buffer = arrow_buffer::Buffer::from_vec(bytes);
             let mut decoder = arrow_ipc::reader::StreamDecoder::new();
             while !buffer.is_empty() {

@@ -1,5 +1,5 @@
 //! A parser that misbehaves on its first chunk, in the way its cargo feature selects: spin forever,
-//! allocate without bound, panic, read a host file, open a socket, or flood the log. The sandbox must stop each one
+//! allocate without bound, panic, read a host file, open a socket, sleep, or flood the log. The sandbox must stop each one
 //! with its own clear error and keep the host serving.
 
 use lake_sdk::{Info, Params, Parser, PluginError, RecordBatch, Result, SchemaRef};
@@ -140,6 +140,15 @@ fn misbehave(_chunk: &[u8]) -> Result<()> {
             "reading /etc/passwd failed: {e}"
         ))),
     }
+}
+
+#[cfg(feature = "sleep")]
+const NAME: &str = "hostile-sleep";
+/// Sleeps for 45 s in a host call, where no guest code runs for the epoch to interrupt.
+#[cfg(feature = "sleep")]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    std::thread::sleep(std::time::Duration::from_secs(45));
+    Err(PluginError::Internal("slept 45 s".into()))
 }
 
 #[cfg(feature = "socket")]
