@@ -299,8 +299,16 @@ impl Pipelines<'_> {
             .first()
             .ok_or_else(|| LakeError::Invalid("no inputs".into()))?;
         let id = DatasetId::new();
-        let (buf, written) = crate::tables::write_parquet(table).map_err(LakeError::Invalid)?;
-        let sha = crate::blob::Sha256::of(&buf).to_hex();
+        // Encoding and hashing a large table is seconds of CPU: off the async workers.
+        let owned = table.clone();
+        let (buf, written, sha) = tokio::task::spawn_blocking(move || {
+            let (buf, written) = crate::tables::write_parquet(&owned)?;
+            let sha = crate::blob::Sha256::of(&buf).to_hex();
+            Ok::<_, String>((buf, written, sha))
+        })
+        .await
+        .map_err(|e| LakeError::Unavailable(format!("writing the output: {e}")))?
+        .map_err(LakeError::Invalid)?;
         let size = buf.len() as u64;
         let name = req
             .name

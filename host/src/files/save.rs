@@ -51,20 +51,27 @@ impl Files<'_> {
         };
         crate::lake::check_file_name(name.trim())?;
         let stem = name.trim().replace(['.', ' '], "_");
-        let (file_name, bytes) = match format {
-            SaveFormat::Parquet => (
-                format!("{stem}.parquet"),
-                crate::tables::write_parquet(&merged.table)
-                    .map(|(bytes, _)| bytes)
-                    .map_err(LakeError::Invalid)?,
-            ),
-            SaveFormat::Csv => (format!("{stem}.csv"), write_csv(&merged.table)?),
-        };
+        // Encoding and hashing a large result is seconds of CPU: off the async workers.
+        let encoding = merged.clone();
+        let (file_name, bytes, sha) = tokio::task::spawn_blocking(move || {
+            let (file_name, bytes) = match format {
+                SaveFormat::Parquet => (
+                    format!("{stem}.parquet"),
+                    crate::tables::write_parquet(&encoding.table)
+                        .map(|(bytes, _)| bytes)
+                        .map_err(LakeError::Invalid)?,
+                ),
+                SaveFormat::Csv => (format!("{stem}.csv"), write_csv(&encoding.table)?),
+            };
+            let sha = blob::Sha256::of(&bytes).to_hex();
+            Ok::<_, LakeError>((file_name, bytes, sha))
+        })
+        .await
+        .map_err(|e| LakeError::Unavailable(format!("writing the result: {e}")))??;
         let id = DatasetId::new();
         let bucket = self.bucket(Layer::Processed).to_owned();
         let prefix = format!("{SOURCE}/{id}/");
         let key = format!("{prefix}{file_name}");
-        let sha = blob::Sha256::of(&bytes).to_hex();
         let size = bytes.len() as u64;
         let body: ByteStream = Box::pin(futures::stream::once(async move {
             Ok::<_, std::io::Error>(Bytes::from(bytes))
