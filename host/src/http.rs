@@ -382,11 +382,32 @@ pub(crate) async fn one_of_the_uploads(
         .into_response();
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        drain(req).await;
         return r;
     };
     let resp = next.run(req).await;
     drop(permit);
     resp
+}
+
+/// Bytes of a refused request's body read and dropped before answering.
+const DRAIN_MAX: usize = 64 << 20;
+
+/// Reads and drops what a refused request is still sending (up to [`DRAIN_MAX`], while it keeps
+/// coming): a client busy writing its body reads the answer only once the body is sent, and a
+/// server that answered and closed without reading would reset its connection instead.
+async fn drain(req: Request) {
+    use futures::StreamExt;
+    let mut body = req.into_body().into_data_stream();
+    let mut left = DRAIN_MAX;
+    while let Ok(Some(Ok(chunk))) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), body.next()).await
+    {
+        left = left.saturating_sub(chunk.len());
+        if left == 0 {
+            break;
+        }
+    }
 }
 
 /// Browsers may call the API from the origins `[server] cors_origins` lists, and from no other.

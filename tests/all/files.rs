@@ -1053,3 +1053,57 @@ async fn an_upload_that_goes_quiet_is_ended_and_leaves_nothing() {
     let temp_files = std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
     assert_eq!(temp_files, 0, "no temp file stays in {}", tmp.display());
 }
+
+/// An upload past `[server] max_concurrent_uploads` gets its 429 over a real connection while it
+/// is still sending a large body: the server reads and drops the body rather than closing on it,
+/// which the client would see as a reset connection instead of an answer (the load benchmark's
+/// connection errors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_one_too_many_gets_its_429_not_a_reset_connection() {
+    let mut s = settings(1 << 30);
+    s.access.max_concurrent_uploads = 1;
+    let t = embedded(s).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = t.app.clone();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    // The one upload let in: it sends a line and then waits.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    tx.send(Ok(bytes::Bytes::from_static(b"a,b\n1,2\n")))
+        .await
+        .expect("send");
+    let mut rx = rx;
+    let held = tokio::spawn(
+        client
+            .post(format!("http://{addr}/files/upload?filename=held.csv"))
+            .body(reqwest::Body::wrap_stream(futures::stream::poll_fn(
+                move |cx| rx.poll_recv(cx),
+            )))
+            .send(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for i in 0..3 {
+        let body = vec![b'x'; 8 << 20];
+        let r = client
+            .post(format!("http://{addr}/files/upload?filename=more-{i}.csv"))
+            .body(body)
+            .send()
+            .await
+            .expect("an answer, not a reset connection");
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS.as_u16());
+        assert_eq!(r.headers()["retry-after"], "5");
+        let e: serde_json::Value = r.json().await.expect("json");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("uploads are being received")),
+            "{e}"
+        );
+    }
+    drop(tx);
+    let done = held.await.expect("join").expect("the upload let in");
+    assert_eq!(done.status(), StatusCode::CREATED.as_u16());
+}
