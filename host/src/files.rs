@@ -158,6 +158,9 @@ pub struct MergeOutcome {
     pub columns: usize,
     /// The result's columns.
     pub schema: Vec<Column>,
+    /// Memory the result holds in the merge cache, bytes (what counts against
+    /// `[files] merge_cache_bytes`).
+    pub bytes: u64,
     /// The first rows, as JSON objects.
     #[schema(value_type = Vec<Object>)]
     pub preview: Vec<serde_json::Value>,

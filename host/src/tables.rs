@@ -257,6 +257,33 @@ impl<W: Write + Send> TableWriter<W> {
     }
 }
 
+/// The memory `batches` hold: each buffer's allocation counted once, however many arrays,
+/// slices and batches share it. (`RecordBatch::get_array_memory_size` counts a shared buffer
+/// once per batch: a plugin's output, decoded from a few IPC buffers, would weigh many times
+/// what it holds.)
+pub fn held_bytes(batches: &[RecordBatch]) -> usize {
+    fn visit(data: &arrow_data::ArrayData, seen: &mut HashSet<usize>, total: &mut usize) {
+        let nulls = data.nulls().map(|n| n.buffer());
+        for b in data.buffers().iter().chain(nulls) {
+            if seen.insert(b.data_ptr().as_ptr() as usize) {
+                // An allocation the buffer does not own says no capacity: count what it shows.
+                *total += b.capacity().max(b.len());
+            }
+        }
+        for child in data.child_data() {
+            visit(child, seen, total);
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for batch in batches {
+        for column in batch.columns() {
+            visit(&column.to_data(), &mut seen, &mut total);
+        }
+    }
+    total
+}
+
 /// A table in memory as one Parquet file, and what was written.
 pub fn write_parquet(table: &Table) -> Result<(Vec<u8>, Written), String> {
     let mut w = TableWriter::new(Vec::new(), &table.schema, None)?;
@@ -650,6 +677,37 @@ mod tests {
             Some((s, _)) => s.fields().iter().map(|f| f.name().clone()).collect(),
             None => fields.iter().map(|s| (*s).to_owned()).collect(),
         }
+    }
+
+    /// A table whose batches are slices of one buffer (as a plugin's decoded output is) weighs
+    /// that buffer once, not once per batch; separate buffers add up.
+    #[test]
+    fn held_bytes_counts_a_shared_buffer_once() -> Result<(), arrow_schema::ArrowError> {
+        use arrow_array::{Array, Int64Array};
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let whole = Int64Array::from_iter_values(0..1_000_000);
+        let bytes = whole.get_buffer_memory_size();
+        assert!(bytes >= 8_000_000, "{bytes}");
+        let sliced: Vec<RecordBatch> = (0..100)
+            .map(|i| {
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(whole.slice(i * 10_000, 10_000))],
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        let per_batch: usize = sliced.iter().map(RecordBatch::get_array_memory_size).sum();
+        assert!(per_batch >= 100 * bytes, "the per-batch sum counts it 100 times");
+        assert_eq!(held_bytes(&sliced), bytes);
+        // Two separate buffers count twice; the same batch twice counts once.
+        let other = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..1_000_000))],
+        )?;
+        let first = RecordBatch::try_new(schema, vec![Arc::new(whole)])?;
+        assert_eq!(held_bytes(&[first.clone(), other]), 2 * bytes);
+        assert_eq!(held_bytes(&[first.clone(), first]), bytes);
+        Ok(())
     }
 
     #[test]

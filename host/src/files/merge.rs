@@ -44,9 +44,14 @@ impl MergeCache {
     pub(super) fn new(cfg: &crate::config::FilesConfig) -> Self {
         let results = moka::future::Cache::builder()
             .max_capacity(cfg.merge_cache_bytes.0)
+            // What a result really holds (each buffer once: a plugin's batches are slices of
+            // the few buffers its output was decoded from).
             .weigher(|_k: &String, v: &Arc<Merged>| {
-                u32::try_from(table_bytes(&v.table)).unwrap_or(u32::MAX)
+                u32::try_from(crate::tables::held_bytes(&v.table.batches)).unwrap_or(u32::MAX)
             })
+            // Least recently used goes first; a new result is always let in (moka's default
+            // TinyLFU may refuse one it has not seen often).
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .time_to_live(Duration::from_secs(cfg.merge_cache_ttl_secs))
             .build();
         let specs = moka::sync::Cache::builder()
@@ -55,13 +60,6 @@ impl MergeCache {
             .build();
         Self { results, specs }
     }
-}
-
-fn table_bytes(t: &Table) -> usize {
-    t.batches
-        .iter()
-        .map(RecordBatch::get_array_memory_size)
-        .sum()
 }
 
 impl Files<'_> {
@@ -108,12 +106,17 @@ impl Files<'_> {
             .await
             .map_err(|e: Arc<LakeError>| (*e).clone())?;
         let cached = !computed.load(std::sync::atomic::Ordering::Relaxed);
+        if !cached {
+            // Settle the cache's weights and evictions now, not at some later request.
+            state.results.run_pending_tasks().await;
+        }
         Ok(MergeOutcome {
             cache_key,
             cached,
             rows: merged.table.num_rows() as u64,
             columns: merged.table.schema.fields().len(),
             schema: columns_of(&merged.table.schema),
+            bytes: crate::tables::held_bytes(&merged.table.batches) as u64,
             preview: preview_rows(&merged.table, preview)?,
         })
     }
