@@ -172,8 +172,19 @@ impl Report<'_> {
         if f.repaired.is_some() {
             self.summary.repaired += 1;
         }
-        // A reader that went away stops nothing: the run finishes and its repairs are recorded.
+        // A reader that went away stops nothing here: a repair finishes and is recorded.
         let _ = self.to.send(f).await;
+    }
+
+    /// A check (not a repair) whose reader went away stops at the next page rather than read
+    /// the whole lake (every byte, verifying) for nobody.
+    fn unread(&self, opts: &FsckOptions) -> Result<(), LakeError> {
+        if !opts.repair && self.to.is_closed() {
+            return Err(LakeError::Unavailable(
+                "the check stopped: nobody reads its findings any more".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -376,6 +387,7 @@ impl Fsck<'_> {
     ) -> Result<(), LakeError> {
         let mut after: Option<(DatasetId, String)> = None;
         loop {
+            report.unread(opts)?;
             let page = self
                 .catalog
                 .files_after(after.as_ref().map(|(d, n)| (*d, n.as_str())), PAGE)
@@ -496,6 +508,7 @@ impl Fsck<'_> {
         cutoff: chrono::DateTime<Utc>,
         report: &mut Report<'_>,
     ) -> Result<(), LakeError> {
+        report.unread(opts)?;
         report.summary.objects += page.len() as u64;
         let page: Vec<_> = page
             .into_iter()
@@ -563,10 +576,8 @@ impl Fsck<'_> {
         if let Some(v) = Verdict::of(&owners) {
             return Ok(v);
         }
-        // The Iceberg catalog's files live under `{prefix}metadata/` of the version they describe.
-        if let Some(parent) = prefix.strip_suffix("metadata/")
-            && !parent.is_empty()
-        {
+        // The Iceberg catalog's files live under the prefix of the version they describe.
+        if let Some(parent) = crate::iceberg::described_prefix(prefix) {
             let owners = self.catalog.owners_of(bucket, parent, "", cutoff).await?;
             if owners.iter().any(|o| o.status != DatasetStatus::Deleted) {
                 return Ok(Verdict::Kept);

@@ -59,6 +59,22 @@ pub struct TablePage {
 /// Chains named per round while naming new tables.
 const NAMING_ROUND: u32 = 500;
 
+/// Where the Iceberg catalog keeps the files describing the dataset version at `prefix`: the
+/// one place that spells the layout (writers here, the delete that takes them along, fsck).
+pub fn metadata_prefix(prefix: &str) -> String {
+    format!("{prefix}{METADATA_DIR}")
+}
+
+/// The dataset prefix whose Iceberg files live under `prefix`, if `prefix` is such a place.
+pub fn described_prefix(prefix: &str) -> Option<&str> {
+    prefix
+        .strip_suffix(METADATA_DIR)
+        .filter(|parent| !parent.is_empty())
+}
+
+/// The directory under a dataset's prefix holding its Iceberg files.
+const METADATA_DIR: &str = "metadata/";
+
 /// A chain's readable name: the dataset name without the lake's ` (table)` and the file's
 /// extensions, in lower case, letters and digits joined by `_` (`GSE1_series matrix.txt.gz
 /// (table)` is `gse1_series_matrix`), never empty, never starting with a digit, at most 64
@@ -327,8 +343,8 @@ impl Iceberg<'_> {
         let ids: Vec<String> = versions.iter().map(|(_, d)| d.id.to_string()).collect();
         let digest = crate::blob::Sha256::of(ids.join(",").as_bytes()).to_hex();
         let key = format!(
-            "{}metadata/{:05}-{}.metadata.json",
-            newest.prefix,
+            "{}{:05}-{}.metadata.json",
+            metadata_prefix(&newest.prefix),
             versions.len(),
             &digest[..16]
         );
@@ -428,12 +444,12 @@ impl Iceberg<'_> {
             .map_err(|e| LakeError::Invalid(format!("{}.{}: {e}", t.layer, t.name)))?;
         let mut lists = Vec::with_capacity(plan.len());
         for (i, d) in datasets.iter().enumerate() {
-            let manifest_key = format!("{}metadata/{}-m0.avro", d.prefix, d.id);
+            let manifest_key = format!("{}{}-m0.avro", metadata_prefix(&d.prefix), d.id);
             let manifest_len = self
                 .put_once(&d.bucket, &manifest_key, plan.manifest(i))
                 .await?;
             let manifest_uri = self.blobs().uri(&d.bucket, &manifest_key);
-            let list_key = format!("{}metadata/snap-{}.avro", d.prefix, snapshot_id(d));
+            let list_key = format!("{}snap-{}.avro", metadata_prefix(&d.prefix), snapshot_id(d));
             self.put_once(
                 &d.bucket,
                 &list_key,
@@ -471,6 +487,14 @@ impl Iceberg<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metadata_place_and_its_dataset_name_each_other() {
+        let prefix = "files/0190aaaa-0000-7000-8000-00000000beef/";
+        assert_eq!(described_prefix(&metadata_prefix(prefix)), Some(prefix));
+        assert_eq!(described_prefix("metadata/"), None);
+        assert_eq!(described_prefix(prefix), None);
+    }
 
     #[test]
     fn names_are_readable_and_safe() {

@@ -980,7 +980,7 @@ impl Lake {
             }
         }
         // The Iceberg catalog's files describing this version (`iceberg.rs`) go with it.
-        let derived = format!("{}metadata/", d.prefix);
+        let derived = crate::iceberg::metadata_prefix(&d.prefix);
         match self.blobs.list(&d.bucket, &derived).await {
             Ok(objects) => {
                 for o in objects {

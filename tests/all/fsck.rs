@@ -305,6 +305,31 @@ async fn fsck_names_each_problem_and_repairs_the_safe_ones_on_postgres_and_garag
     scenario(&t, 1100).await;
 }
 
+/// A check whose reader went away (the HTTP client of `GET /admin/fsck` left) stops at its next
+/// page instead of reading the whole lake for nobody; a repair goes on to the end.
+#[tokio::test]
+async fn a_check_nobody_reads_stops_a_repair_finishes() {
+    let t = crate::http_api::embedded(1 << 30).await;
+    seed(&t.lake, Layer::Processed, 5).await;
+    for repair in [false, true] {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        drop(rx);
+        let opts = FsckOptions {
+            verify: true,
+            repair,
+            grace: Duration::ZERO,
+        };
+        let run = t.lake.fsck().run(&opts, &tx).await;
+        if repair {
+            let summary = run.expect("a repair runs to the end");
+            assert_eq!(summary.files, 5, "{summary:?}");
+        } else {
+            let e = run.expect_err("a check nobody reads stops");
+            assert!(e.to_string().contains("nobody reads"), "{e}");
+        }
+    }
+}
+
 /// The NDJSON lines of a response.
 async fn ndjson(t: &TestLake, req: Request<Body>) -> (StatusCode, Vec<Value>) {
     let resp = t.app.clone().oneshot(req).await.expect("infallible");
