@@ -697,7 +697,10 @@ mod tests {
             })
             .collect::<Result<_, _>>()?;
         let per_batch: usize = sliced.iter().map(RecordBatch::get_array_memory_size).sum();
-        assert!(per_batch >= 100 * bytes, "the per-batch sum counts it 100 times");
+        assert!(
+            per_batch >= 100 * bytes,
+            "the per-batch sum counts it 100 times"
+        );
         assert_eq!(held_bytes(&sliced), bytes);
         // Two separate buffers count twice; the same batch twice counts once.
         let other = RecordBatch::try_new(

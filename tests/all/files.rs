@@ -1118,7 +1118,12 @@ async fn three_one_million_row_merges_all_stay_cached() {
     let mut left = String::from("sample_id,gene,batch,value\n");
     let mut right = String::from("sample_id,tissue,value\n");
     for i in 0..n {
-        left.push_str(&format!("S{i:07},G{},B{},{}.5\n", i % 20_000, i % 1000, i % 977));
+        left.push_str(&format!(
+            "S{i:07},G{},B{},{}.5\n",
+            i % 20_000,
+            i % 1000,
+            i % 977
+        ));
         right.push_str(&format!("S{:07},T{},{}\n", n - 1 - i, i % 50, i % 131));
     }
     let l = created(upload_raw(&t, "left_1M.csv", left.as_bytes()).await);
@@ -1126,18 +1131,27 @@ async fn three_one_million_row_merges_all_stay_cached() {
     assert_eq!((l["rows"].as_u64(), r["rows"].as_u64()), (Some(n), Some(n)));
     let (l, r) = (str_of(&l, "file_id"), str_of(&r, "file_id"));
     let uri = |suffixes: &str| {
-        format!("/files/merge?file_id_1={l}&file_id_2={r}&on=sample_id&suffixes={suffixes}&preview=1")
+        format!(
+            "/files/merge?file_id_1={l}&file_id_2={r}&on=sample_id&suffixes={suffixes}&preview=1"
+        )
     };
     let kinds = ["_a,_b", "_x,_y", "_left,_right"];
     let mut keys = Vec::new();
     for s in kinds {
         let (status, m) = get(&t, &uri(s)).await;
         assert_eq!(status, StatusCode::OK, "{m}");
-        assert_eq!((m["rows"].as_u64(), m["cached"].as_bool()), (Some(n), Some(false)), "{m}");
+        assert_eq!(
+            (m["rows"].as_u64(), m["cached"].as_bool()),
+            (Some(n), Some(false)),
+            "{m}"
+        );
         let bytes = m["bytes"].as_u64().expect("bytes");
         // Six columns of a million rows: tens of MB, a third of the cache at most. (Counted
         // once per batch, a shared buffer made each weigh over 400 MB: only one stayed.)
-        assert!(bytes > 20_000_000 && bytes < (1 << 30) / 3, "{s}: {bytes} bytes");
+        assert!(
+            bytes > 20_000_000 && bytes < (1 << 30) / 3,
+            "{s}: {bytes} bytes"
+        );
         keys.push(m["cache_key"].clone());
     }
     for (s, key) in kinds.iter().zip(&keys) {

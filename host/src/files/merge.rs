@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_array::RecordBatch;
 
 use crate::blob;
 use crate::catalog::{Dataset, DatasetId};
