@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use crate::blob;
 use crate::catalog::{Dataset, DatasetId};
 use crate::lake::LakeError;

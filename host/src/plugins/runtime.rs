@@ -1169,7 +1169,7 @@ impl OutputBudget {
     fn charge_bytes(&mut self, n: u64) -> Result<(), InvokeError> {
         self.bytes = self.bytes.checked_sub(n).ok_or_else(|| {
             InvokeError::Output(format!(
-                "the plugin returned more than {} bytes of Arrow IPC in one invocation (plugins.max_output_bytes)",
+                "the plugin returned more than {} bytes of Arrow IPC (counting what view columns point to) in one invocation (plugins.max_output_bytes)",
                 self.limits.0
             ))
         })?;
@@ -1207,8 +1207,32 @@ impl OutputBudget {
                 b.num_rows()
             )));
         }
-        Ok(())
+        // A view column's values may all point into one small buffer: what it says it holds
+        // (and the Parquet it becomes) counts, not the bytes it came in.
+        self.charge_bytes(view_bytes(b))
     }
+}
+
+/// The bytes the long values of a batch's view columns (`Utf8View`, `BinaryView`) stand for, each
+/// view counted (values of 12 bytes or less live in the view itself, already counted).
+fn view_bytes(b: &RecordBatch) -> u64 {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    let long = |views: &[u128]| -> u64 {
+        views
+            .iter()
+            .map(|v| u64::from(*v as u32))
+            .filter(|len| *len > 12)
+            .sum()
+    };
+    b.columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            arrow_schema::DataType::Utf8View => long(c.as_string_view().views()),
+            arrow_schema::DataType::BinaryView => long(c.as_binary_view().views()),
+            _ => 0,
+        })
+        .sum()
 }
 
 impl Decoded {
@@ -1308,6 +1332,38 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A million views of one 1 KiB value: a few MB of IPC standing for 1 GB of values (and of
+    /// Parquet) is charged as 1 GB.
+    #[test]
+    fn views_into_one_value_are_charged_for_what_they_stand_for()
+    -> Result<(), arrow_schema::ArrowError> {
+        let long = "x".repeat(1024);
+        let views =
+            arrow_array::StringViewArray::from_iter_values(std::iter::repeat_n(long.as_str(), 1));
+        let index = arrow_array::UInt32Array::from(vec![0u32; 1_000_000]);
+        let many = arrow_select::take::take(&views, &index, None)?;
+        let schema =
+            std::sync::Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+                "s",
+                arrow_schema::DataType::Utf8View,
+                false,
+            )]));
+        let batch = RecordBatch::try_new(schema, vec![many])?;
+        assert_eq!(view_bytes(&batch), 1024 * 1_000_000);
+        let mut limits = Limits::describe();
+        limits.output_bytes = 64 << 20;
+        limits.output_batches = 10;
+        let mut budget = OutputBudget::of(&limits);
+        let refused = budget.charge_batch(&batch);
+        assert!(
+            matches!(&refused, Err(InvokeError::Output(m)) if m.contains("max_output_bytes")),
+            "{refused:?}"
+        );
+        limits.output_bytes = 2 << 30;
+        assert!(OutputBudget::of(&limits).charge_batch(&batch).is_ok());
+        Ok(())
+    }
 
     #[test]
     fn a_plugin_message_is_one_line_that_forges_nothing() {
