@@ -266,8 +266,14 @@ async fn odd_files_in_the_plugin_directory_are_refused_and_start_goes_on() {
 /// like any other, from inside a running server's runtime of either kind: loading never takes
 /// the process down ("Cannot start a runtime from within a runtime").
 fn loud_and_panicking_registry() -> (PluginsConfig, tempfile::TempDir) {
+    with_only(&["loud", "describepanic", "panic"])
+}
+
+/// A plugin directory holding only the hostile components of `features`, and the default
+/// configuration reading it.
+fn with_only(features: &[&str]) -> (PluginsConfig, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    for f in ["loud", "describepanic", "panic"] {
+    for f in features {
         std::fs::copy(
             components().join(format!("hostile-{f}.wasm")),
             dir.path().join(format!("hostile-{f}.wasm")),
@@ -406,17 +412,10 @@ async fn a_plugin_output_past_its_bounds_fails_the_invocation() {
         other => panic!("200 batches under a bound of 100 must fail: {other:?}"),
     }
     // The same bound in bytes.
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(
-        components().join("hostile-outflood.wasm"),
-        dir.path().join("hostile-outflood.wasm"),
-    )
-    .expect("copy");
+    let (cfg, _dir) = with_only(&["outflood"]);
     let cfg = PluginsConfig {
-        dir: dir.path().to_path_buf(),
-        cache_dir: crate::plugins::shared_cache(),
         max_output_bytes: ByteSize(1 << 20),
-        ..PluginsConfig::default()
+        ..cfg
     };
     let small = Plugins::open(&cfg).expect("runtime");
     let (result, _) = run(&small, "hostile-outflood").await;
@@ -474,19 +473,10 @@ async fn settled(p: &Plugins, within: Duration) -> Duration {
 /// gives its slot back, long before its 60 s limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invocations_whose_callers_go_away_stop_and_no_plugin_takes_every_slot() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for f in ["sleep", "spin", "loud"] {
-        std::fs::copy(
-            components().join(format!("hostile-{f}.wasm")),
-            dir.path().join(format!("hostile-{f}.wasm")),
-        )
-        .expect("copy");
-    }
+    let (cfg, _dir) = with_only(&["sleep", "spin", "loud"]);
     let cfg = PluginsConfig {
-        dir: dir.path().to_path_buf(),
-        cache_dir: crate::plugins::shared_cache(),
         timeout_secs: 60.0,
-        ..PluginsConfig::default()
+        ..cfg
     };
     let p = Plugins::open(&cfg).expect("runtime");
     // One caller that goes away from a spinning guest, one from a sleeping one.
