@@ -484,9 +484,11 @@ impl Fsck<'_> {
             // The store walks on its own while this checks the page before.
             let (tx, mut pages) = tokio::sync::mpsc::channel(1);
             let walk = self.blobs.walk(bucket, "", PAGE as usize, tx);
-            let check = async {
+            let (backups, report) = (backups.as_deref(), &mut *report);
+            // Owns the receiver: a check that stops early drops it, which ends the walk.
+            let check = async move {
                 while let Some(page) = pages.recv().await {
-                    self.check_objects(bucket, page, backups.as_deref(), opts, cutoff, report)
+                    self.check_objects(bucket, page, backups, opts, cutoff, report)
                         .await?;
                 }
                 Ok::<_, LakeError>(())

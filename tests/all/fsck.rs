@@ -330,6 +330,43 @@ async fn a_check_nobody_reads_stops_a_repair_finishes() {
     }
 }
 
+/// The reader leaves in the middle of the store's walk (2,500 uncataloged objects, three pages):
+/// the check ends with its error instead of waiting forever on a walk nobody takes pages from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_leaving_mid_walk_ends_the_check() {
+    let t = crate::http_api::embedded(1 << 30).await;
+    let raw = t.lake.bucket(Layer::Raw).to_owned();
+    for i in 0..2_500 {
+        t.lake
+            .blobs()
+            .put(
+                &raw,
+                &format!("files/{}/stray-{i}.csv", uuid::Uuid::new_v4()),
+                lake_host::blob::body_of(b"x\n1\n".to_vec()),
+            )
+            .await
+            .expect("put");
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let reader = tokio::spawn(async move {
+        for _ in 0..10 {
+            rx.recv().await.expect("a finding");
+        }
+        // ...and the reader goes.
+    });
+    let opts = FsckOptions {
+        verify: false,
+        repair: false,
+        grace: Duration::ZERO,
+    };
+    let run = tokio::time::timeout(Duration::from_secs(60), t.lake.fsck().run(&opts, &tx))
+        .await
+        .expect("the check ends once its reader has gone");
+    reader.await.expect("reader");
+    let e = run.expect_err("a check nobody reads stops");
+    assert!(e.to_string().contains("nobody reads"), "{e}");
+}
+
 /// The NDJSON lines of a response.
 async fn ndjson(t: &TestLake, req: Request<Body>) -> (StatusCode, Vec<Value>) {
     let resp = t.app.clone().oneshot(req).await.expect("infallible");
