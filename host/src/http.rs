@@ -382,7 +382,10 @@ pub(crate) async fn one_of_the_uploads(
         .into_response();
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        drain(req).await;
+        // A client waiting for `100 Continue` has sent no body and will send none.
+        if !req.headers().contains_key(header::EXPECT) {
+            drain(req).await;
+        }
         return r;
     };
     let resp = next.run(req).await;

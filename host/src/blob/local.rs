@@ -334,7 +334,8 @@ impl BlobStore for LocalStore {
         let start = self.root.join(bucket).join(rel);
         let walk = Walk {
             prefix: prefix.to_owned(),
-            page: page.max(1),
+            // One page is at most what S3 answers at once.
+            page: page.clamp(1, 1000),
             pages,
         };
         let rel = rel.to_owned();

@@ -21,6 +21,8 @@ const MARK: &[u8] = b"REDACTED";
 pub(crate) struct Redacting<B> {
     inner: B,
     secrets: Arc<[Vec<u8>]>,
+    /// Bytes a secret split across frames can start with: the longest secret's length, less one.
+    keep: usize,
     /// Bytes received but not yet passed on (a possible start of a secret).
     held: Vec<u8>,
     /// The inner body has ended (its trailers, if any, wait in `trailers`).
@@ -34,9 +36,16 @@ pub(crate) struct Redacting<B> {
 impl<B> Redacting<B> {
     /// Wraps `inner`; `secrets` are the byte strings that must not come through (none empty).
     pub(crate) fn new(inner: B, secrets: Vec<Vec<u8>>, plugin: &str) -> Self {
+        let secrets: Arc<[Vec<u8>]> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
         Redacting {
             inner,
-            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+            keep: secrets
+                .iter()
+                .map(Vec::len)
+                .max()
+                .unwrap_or(1)
+                .saturating_sub(1),
+            secrets,
             held: Vec::new(),
             ended: false,
             trailers: None,
@@ -48,11 +57,10 @@ impl<B> Redacting<B> {
     /// Passes on what of `held` no secret can still straddle (all of it at the end), with the
     /// secrets in it replaced.
     fn release(&mut self, all: bool) -> Bytes {
-        let longest = self.secrets.iter().map(Vec::len).max().unwrap_or(0);
         let upto = if all {
             self.held.len()
         } else {
-            self.held.len().saturating_sub(longest.saturating_sub(1))
+            self.held.len().saturating_sub(self.keep)
         };
         let mut out = Vec::with_capacity(upto);
         let (mut i, mut start) = (0, 0);
