@@ -89,10 +89,19 @@ class Lake:
             seen.append(line)
         else:
             raise SystemExit(f"lake serve exited before listening: {''.join(seen)}")
-        # Keep draining the server's log (LAKE_BENCH_LOG=info shows it, e.g. merge stage timings).
+        # Keep draining the server's log (LAKE_BENCH_LOG=info shows it, e.g. merge stage timings);
+        # the uploads' stage timings are kept for the comparison.
         show = "LAKE_BENCH_LOG" in os.environ
-        threading.Thread(target=lambda: [sys.stderr.write(l) if show else None
-                                         for l in self.proc.stderr], daemon=True).start()
+        self.stages = []
+
+        def drain():
+            for line in self.proc.stderr:
+                if show:
+                    sys.stderr.write(line)
+                if "File uploaded" in line or "Parsed in segments" in line:
+                    self.stages.append(dict(
+                        kv.split("=", 1) for kv in line.split() if "=" in kv))
+        threading.Thread(target=drain, daemon=True).start()
         u = urllib.parse.urlparse(url)
         self.host, self.port = u.hostname, u.port
         self.rss = Rss(self.proc.pid)
@@ -193,6 +202,151 @@ def run_peers(python, data, reps):
     return out
 
 
+PEER_SNIPPETS = {
+    # The same file to a Parquet file, as a lab member would on a laptop.
+    "polars_sink_parquet": (
+        "import polars as pl,sys,time\n"
+        "t=time.perf_counter();pl.scan_csv(sys.argv[1]).sink_parquet(sys.argv[2])\n"
+        "print(time.perf_counter()-t)"),
+    "duckdb_copy": (
+        "import duckdb,sys,time\n"
+        "c=duckdb.connect();t=time.perf_counter()\n"
+        "c.execute(f\"COPY (SELECT * FROM read_csv('{sys.argv[1]}')) TO '{sys.argv[2]}' "
+        "(FORMAT parquet)\")\n"
+        "print(time.perf_counter()-t)"),
+    # Two tables already in Parquet, read and joined in memory.
+    "polars_parquet_join": (
+        "import polars as pl,sys,time\n"
+        "t=time.perf_counter()\n"
+        "j=pl.read_parquet(sys.argv[1]).join(pl.read_parquet(sys.argv[2]),on='sample_id',"
+        "how='inner')\n"
+        "print(time.perf_counter()-t, j.height)"),
+    "polars_csv_gz_parquet": (
+        "import polars as pl,sys,time\n"
+        "t=time.perf_counter();pl.read_csv(sys.argv[1]).write_parquet(sys.argv[2])\n"
+        "print(time.perf_counter()-t)"),
+}
+
+
+def peer(python, name, *args):
+    r = subprocess.run([python, "-c", PEER_SNIPPETS[name], *args], capture_output=True,
+                       text=True, check=True)
+    return float(r.stdout.split()[0])
+
+
+def distinct_copies(path, n):
+    """`n` copies of a CSV, each with one extra row (its first data row again), so no upload of
+    one is a duplicate of another. Made once, kept beside the original."""
+    out = []
+    with open(path, "rb") as f:
+        f.readline()
+        row = f.readline()
+    for i in range(n):
+        copy = f"{path[:-4]}_copy{i}.csv"
+        if not os.path.exists(copy):
+            shutil.copyfile(path, copy + ".tmp")
+            with open(copy + ".tmp", "ab") as f:
+                for _ in range(i + 1):
+                    f.write(row)
+            os.replace(copy + ".tmp", copy)
+        out.append(copy)
+    return out
+
+
+def compare(binary, data, python, reps):
+    """The lake and its peers on the same files in one run: upload-to-table of the 251 MB CSV
+    against Polars' sink_parquet and DuckDB's COPY, the same file gzipped, and a cold 1M x 1M
+    merge against Polars joining the two tables from Parquet. Each figure is a median of `reps`."""
+    ensure_data(data, [1_000_000, 5_000_000], python)
+    big = os.path.join(data, "left_5M.csv")
+    copies = distinct_copies(big, reps)
+    gz = big + ".gz"
+    if not os.path.exists(gz):
+        subprocess.run(["sh", "-c", f"gzip -c1 '{big}' > '{gz}.tmp' && mv '{gz}.tmp' '{gz}'"],
+                       check=True)
+    gz_copies = []
+    for i, c in enumerate(copies):
+        g = c + ".gz"
+        if not os.path.exists(g):
+            subprocess.run(["sh", "-c", f"gzip -c1 '{c}' > '{g}.tmp' && mv '{g}.tmp' '{g}'"],
+                           check=True)
+        gz_copies.append(g)
+    work = tempfile.mkdtemp(prefix="lake-compare-")
+    out = os.path.join(work, "peer.parquet")
+    rec = {"load_start": os.getloadavg()}
+    lake = Lake(binary, work, {"LAKE_LOG": "warn,lake_host::files=info,lake_host::plugins=info"})
+    try:
+        while not lake.request("GET", "/plugins")[1].get("loading", {}).get("done", True):
+            time.sleep(0.1)
+        base = lake.rss.mark()
+        ups, stages = [], []
+        for c in copies:
+            t, v = timed(lambda: lake.upload(c))
+            assert v["rows"] and not v.get("duplicate"), v
+            ups.append(t)
+            stages.append(lake.stages[-1] if lake.stages else {})
+        rec["upload_s"] = ups
+        rec["upload_stages"] = stages
+        rec["upload_rss_growth_mb"] = mb(lake.rss.peak() - base)
+        gzs = []
+        for g in gz_copies:
+            t, v = timed(lambda: lake.upload(g))
+            assert v["rows"] and not v.get("duplicate"), v
+            gzs.append(t)
+        rec["upload_gz_s"] = gzs
+        _, left = timed(lambda: lake.upload(os.path.join(data, "left_1M.csv")))
+        _, right = timed(lambda: lake.upload(os.path.join(data, "right_1M.csv")))
+        merges = []
+        for i in range(reps):
+            q = urllib.parse.urlencode({
+                "file_id_1": left["file_id"], "file_id_2": right["file_id"], "on": "sample_id",
+                "how": "inner", "suffixes": f"_l{i},_r{i}", "preview": 5})
+            t, (s, v) = timed(lambda: lake.request("GET", f"/files/merge?{q}"))
+            assert s == 200 and not v["cached"], v
+            merges.append(t)
+        rec["merge_cold_s"] = merges
+        rec["merge_rows"] = v["rows"]
+    finally:
+        lake.stop()
+    try:
+        rec["polars_sink_parquet_s"] = [peer(python, "polars_sink_parquet", big, out)
+                                        for _ in range(reps)]
+        rec["duckdb_copy_s"] = [peer(python, "duckdb_copy", big, out) for _ in range(reps)]
+        rec["polars_gz_s"] = [peer(python, "polars_csv_gz_parquet", gz, out) for _ in range(reps)]
+        pl_, pr = os.path.join(work, "l.parquet"), os.path.join(work, "r.parquet")
+        peer(python, "polars_sink_parquet", os.path.join(data, "left_1M.csv"), pl_)
+        peer(python, "polars_sink_parquet", os.path.join(data, "right_1M.csv"), pr)
+        rec["polars_parquet_join_s"] = [peer(python, "polars_parquet_join", pl_, pr)
+                                        for _ in range(reps)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rec["load_end"] = os.getloadavg()
+    med = {k: statistics.median(v) for k, v in rec.items()
+           if k.endswith("_s") and isinstance(v, list)}
+    print(json.dumps(rec, indent=1))
+    print()
+    print(f"load average at start {rec['load_start'][0]:.2f}, at end {rec['load_end'][0]:.2f} "
+          f"({os.cpu_count()} cores); medians of {reps}")
+    print()
+    print("| work | the lake | Polars | lake / Polars | DuckDB | lake / DuckDB |")
+    print("|---|---|---|---|---|---|")
+    up, pol, duck = med["upload_s"], med["polars_sink_parquet_s"], med["duckdb_copy_s"]
+    print(f"| upload-to-table, 251 MB CSV (5M x 5) | {up:.2f} s | {pol:.2f} s (sink_parquet) | "
+          f"{up / pol:.2f}x | {duck:.2f} s (COPY) | {up / duck:.2f}x |")
+    g, pg = med["upload_gz_s"], med["polars_gz_s"]
+    print(f"| upload-to-table, the same gzipped | {g:.2f} s | {pg:.2f} s (read_csv.gz) | "
+          f"{g / pg:.2f}x | - | - |")
+    m, pj = med["merge_cold_s"], med["polars_parquet_join_s"]
+    print(f"| merge 1M x 1M inner, cold | {m:.3f} s | {pj:.3f} s (Parquet join) | "
+          f"{m / pj:.2f}x | - | - |")
+    print()
+    print(f"upload server RSS growth over {reps} uploads: {rec['upload_rss_growth_mb']} MB")
+    for i, st in enumerate(rec["upload_stages"]):
+        print(f"upload {i} stages (ms): " + ", ".join(
+            f"{k}={v}" for k, v in st.items() if k.endswith("_ms")))
+    return rec
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -205,7 +359,12 @@ def main():
     ap.add_argument("--python", default=sys.executable, help="python with the bench requirements")
     ap.add_argument("--peers", action="store_true", help="run the peers through workloads.py")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--compare", action="store_true",
+                    help="only the side-by-side table: the lake, Polars and DuckDB on the same files")
     a = ap.parse_args()
+    if a.compare:
+        compare(a.lake, a.data, a.python, a.reps)
+        return
 
     sizes = [int(s) for s in a.sizes.split(",")]
     all_sizes = sizes + ([5_000_000] if a.five_m else [])

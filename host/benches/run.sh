@@ -5,6 +5,9 @@
 #     bash host/benches/run.sh plugins    # plugin runtime: overhead, CSV and XLSX parse, restart
 #     bash host/benches/run.sh files      # file service: upload+parse, merge cold/cached, save,
 #                                         # 2 GB upload RSS, 5M x 5M, peers (seed, Polars, DuckDB)
+#     bash host/benches/run.sh compare    # the lake beside Polars and DuckDB on the same files in one
+#                                         # run: upload-to-table of 251 MB (plain, gzip), cold 1M merge;
+#                                         # ratios, the machine's load, upload stages
 #     bash host/benches/run.sh auth       # token check: added GET /catalog latency at 500 req/s
 #     bash host/benches/run.sh iceberg    # Iceberg catalog: LoadTable over 10k tables on PostgreSQL,
 #                                         # PyIceberg's scan planning of a 100-version table
@@ -48,6 +51,17 @@ for suite in ${suites[*]}; do
             "$venv/bin/python" host/benches/files.py --lake "$target/release/lake" \
                 --python "$venv/bin/python" --peers --five-m ${LAKE_BENCH_FILES_ARGS:-}
             ;;
+        compare)
+            venv="${BENCH_VENV:-/tmp/benchvenv}"
+            if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import polars, duckdb, pandas' 2>/dev/null; then
+                python3 -m venv "$venv"
+                "$venv/bin/pip" install -q -r ../shared/bench/requirements.txt
+            fi
+            cargo build --release -p lake-host
+            target="${CARGO_TARGET_DIR:-target}"
+            "$venv/bin/python" host/benches/files.py --lake "$target/release/lake" \
+                --python "$venv/bin/python" --compare ${LAKE_BENCH_FILES_ARGS:-}
+            ;;
         auth)
             cargo build --release -p lake-host
             target="${CARGO_TARGET_DIR:-target}"
@@ -75,6 +89,6 @@ for suite in ${suites[*]}; do
             lake_services_up >/dev/null
             cargo bench -p lake-host --bench load
             ;;
-        *) echo "unknown suite $suite (api, plugins, files, auth, iceberg, fsck, load)" >&2; exit 2 ;;
+        *) echo "unknown suite $suite (api, plugins, files, compare, auth, iceberg, fsck, load)" >&2; exit 2 ;;
     esac
 done

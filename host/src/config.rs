@@ -318,6 +318,9 @@ pub struct PluginsConfig {
     /// Bytes one collection may store in all; past it the connector is stopped and what it
     /// stored deleted.
     pub max_collect_bytes: ByteSize,
+    /// Parquet bytes one step run may read from its inputs in all (an input named twice counts
+    /// twice); a run asking for more is refused before anything is read.
+    pub max_step_input_bytes: ByteSize,
     /// Instances one large CSV parse may run on at once; 0 means one per core (at most 4), 1 keeps
     /// every parse serial.
     pub parse_parallelism: usize,
@@ -340,6 +343,7 @@ impl Default for PluginsConfig {
             max_output_bytes: ByteSize(64 << 30),
             max_output_batches: 1_000_000,
             max_collect_bytes: ByteSize(256 << 30),
+            max_step_input_bytes: ByteSize(8 << 30),
             parse_parallelism: 0,
             instance_pool: true,
             overrides: BTreeMap::new(),

@@ -201,7 +201,8 @@ pub(crate) struct FileState {
     /// Serialises the duplicate check with the insert it guards.
     commit: tokio::sync::Mutex<()>,
     preview_rows: usize,
-    row_group_rows: usize,
+    /// Rows per Parquet row group of every table the lake writes.
+    pub(crate) row_group_rows: usize,
     /// Instances an inner or left merge runs on.
     merge_workers: usize,
 }

@@ -100,6 +100,8 @@ pub struct Settings {
     pub job_lease: Duration,
     /// Bytes one collection may store (`plugins.max_collect_bytes`).
     pub max_collect_bytes: u64,
+    /// Parquet bytes one step run may read (`plugins.max_step_input_bytes`).
+    pub max_step_input_bytes: u64,
     /// How long an upload may send nothing before it is ended (`server.body_idle_secs`).
     pub body_idle: Duration,
     /// Presigned URL lifetime.
@@ -175,6 +177,7 @@ impl Settings {
             promotion_parallelism: cfg.layers.promotion_parallelism,
             job_lease: Duration::from_secs(cfg.server.job_lease_secs),
             max_collect_bytes: cfg.plugins.max_collect_bytes.0,
+            max_step_input_bytes: cfg.plugins.max_step_input_bytes.0,
             body_idle: Duration::from_secs(cfg.server.body_idle_secs),
             presign_ttl: Duration::from_secs(cfg.server.presign_ttl_secs),
             max_upload_bytes: cfg.server.max_upload_bytes.0,

@@ -123,6 +123,75 @@ fn check_inputs(ids: &[DatasetId]) -> Result<(), LakeError> {
     Ok(())
 }
 
+/// The file name of a run's table in its dataset.
+const TABLE_FILE: &str = "table.parquet";
+
+/// What a run's plugin produced.
+enum Produced {
+    /// A step's table, whole in memory.
+    Table(Table),
+    /// A parser's table, already streamed into the object of the dataset `id` will name.
+    Stored {
+        id: DatasetId,
+        stored: crate::tables::StoredTable,
+    },
+}
+
+/// A plugin invocation watched for its caller going away. Dropping [`Pipelines::run`]'s future
+/// stops the plugin at its next tick (see `Plugins::invoke`); this guard, still armed then,
+/// appends the run's failed entry (code `cancelled`) from a task of its own, so every invocation
+/// is recorded whether or not anyone waits for its end.
+struct Abandoned {
+    armed: Option<Watched>,
+}
+
+/// What the entry of an abandoned run says.
+struct Watched {
+    lake: crate::lake::Lake,
+    actor: Option<crate::provenance::Actor>,
+    invocation: crate::plugins::Invocation<()>,
+    started: std::time::Instant,
+    params: serde_json::Value,
+    file: Option<String>,
+    layer: Layer,
+    inputs: Vec<DatasetId>,
+}
+
+impl Abandoned {
+    /// The invocation returned: its own outcome is recorded, not this.
+    fn disarm(mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let Some(mut w) = self.armed.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        w.invocation.usage.wall = w.started.elapsed();
+        let plugin = w
+            .invocation
+            .manifest
+            .as_ref()
+            .map_or_else(String::new, |m| m.name.clone());
+        let record = InvocationRecord::of(&w.invocation, w.params, w.file.as_deref(), w.layer);
+        runtime.spawn(crate::provenance::acting_as(w.actor, async move {
+            let recorded = w
+                .lake
+                .pipelines()
+                .record_failure(record, w.inputs, InvokeError::Cancelled, &plugin)
+                .await;
+            if let Err(e) = recorded {
+                tracing::warn!(plugin, error = %e, "An abandoned run could not be recorded");
+            }
+        }));
+    }
+}
+
 impl Pipelines<'_> {
     /// Runs a plugin over datasets. Errors in the request (unknown plugin or dataset, wrong input
     /// count) are `LakeError`s and record nothing; every invocation is recorded, failed or not.
@@ -141,6 +210,25 @@ impl Pipelines<'_> {
             inputs.push(self.get_dataset(*id).await?);
         }
         let target_layer = req.target_layer.unwrap_or(Layer::Processed);
+        let input_ids: Vec<DatasetId> = inputs.iter().map(|d| d.id).collect();
+        // From the plugin's start until its entry is written, a caller going away records the run.
+        let watch = |file: Option<String>| Abandoned {
+            armed: Some(Watched {
+                lake: self.lake.clone(),
+                actor: crate::provenance::current_actor(),
+                invocation: crate::plugins::Invocation {
+                    manifest: Some(manifest.clone()),
+                    limits: plugins.limits_for(&manifest.name),
+                    usage: crate::plugins::Usage::default(),
+                    result: Err(InvokeError::Cancelled),
+                },
+                started: std::time::Instant::now(),
+                params: req.params.clone(),
+                file,
+                layer: target_layer,
+                inputs: input_ids.clone(),
+            }),
+        };
 
         let invocation = match manifest.kind {
             Kind::Parser => {
@@ -152,11 +240,53 @@ impl Pipelines<'_> {
                     )));
                 };
                 let file = self.pick_file(input, req.file.as_deref()).await?;
-                let body = self
-                    .blobs
-                    .get(&input.bucket, &format!("{}{}", input.prefix, file.name))
-                    .await?;
-                let inv = plugins.parse(&manifest.name, params, body).await;
+                let from = format!("{}{}", input.prefix, file.name);
+                let body = self.blobs.get(&input.bucket, &from).await?;
+                // The table streams into its object as the parser returns it.
+                let id = DatasetId::new();
+                let bucket = self.bucket(target_layer).to_owned();
+                let key = format!("{}/{id}/{TABLE_FILE}", input.source);
+                let to = (bucket.as_str(), key.as_str());
+                let rows = self.files.row_group_rows;
+                let watch = watch(Some(file.name.clone()));
+                let (name, blobs) = (&manifest.name, self.blobs.as_ref());
+                let mut parsed = crate::tables::parse_into_store(
+                    &plugins,
+                    blobs,
+                    name,
+                    params.clone(),
+                    body,
+                    to,
+                    rows,
+                    true,
+                )
+                .await;
+                if let Ok((inv, stored)) = &parsed
+                    && crate::tables::parse_again_serially(inv, stored)
+                {
+                    parsed = match blobs.get(&input.bucket, &from).await {
+                        Ok(body) => {
+                            crate::tables::parse_into_store(
+                                &plugins, blobs, name, params, body, to, rows, false,
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                }
+                watch.disarm();
+                let (inv, stored) = parsed?;
+                let result = match (inv.result, stored) {
+                    (Ok(_), Some(stored)) => Ok(Produced::Stored { id, stored }),
+                    (Ok(_), None) => Err(InvokeError::Output("the parser stored nothing".into())),
+                    (Err(e), _) => Err(e),
+                };
+                let inv = crate::plugins::Invocation {
+                    manifest: inv.manifest,
+                    limits: inv.limits,
+                    usage: inv.usage,
+                    result,
+                };
                 (inv, Some(file.name))
             }
             Kind::Step => {
@@ -166,6 +296,7 @@ impl Pipelines<'_> {
                         manifest.name
                     )));
                 }
+                self.check_input_bytes(&inputs).await?;
                 let mut tables = Vec::with_capacity(inputs.len());
                 for d in &inputs {
                     tables.push(
@@ -173,7 +304,16 @@ impl Pipelines<'_> {
                             .await?,
                     );
                 }
-                (plugins.step(&manifest.name, params, tables).await, None)
+                let watch = watch(None);
+                let inv = plugins.step(&manifest.name, params, tables).await;
+                watch.disarm();
+                let inv = crate::plugins::Invocation {
+                    manifest: inv.manifest,
+                    limits: inv.limits,
+                    usage: inv.usage,
+                    result: inv.result.map(Produced::Table),
+                };
+                (inv, None)
             }
             Kind::Connector => {
                 return Err(LakeError::Invalid(format!(
@@ -185,18 +325,46 @@ impl Pipelines<'_> {
         let (inv, file) = invocation;
         let invocation =
             InvocationRecord::of(&inv, req.params.clone(), file.as_deref(), target_layer);
-        let input_ids: Vec<DatasetId> = inputs.iter().map(|d| d.id).collect();
+        // The plugin has run: its table is stored and the run recorded even if the caller goes
+        // away meanwhile.
+        let lake = self.lake.clone();
+        let record = crate::provenance::acting_as(crate::provenance::current_actor(), async move {
+            lake.pipelines()
+                .record_run(&req, &inputs, input_ids, target_layer, inv, invocation)
+                .await
+        });
+        tokio::spawn(record).await.unwrap_or_else(|e| {
+            Err(LakeError::Unavailable(format!(
+                "recording the run failed: {e}"
+            )))
+        })
+    }
+
+    /// Stores a finished invocation's table and records the run, or records its failure.
+    async fn record_run(
+        &self,
+        req: &RunRequest,
+        inputs: &[Dataset],
+        input_ids: Vec<DatasetId>,
+        target_layer: Layer,
+        inv: crate::plugins::Invocation<Produced>,
+        invocation: InvocationRecord,
+    ) -> Result<RunOutcome, LakeError> {
+        let plugin = inv
+            .manifest
+            .as_ref()
+            .map_or_else(|| req.plugin.clone(), |m| m.name.clone());
         match inv.result {
-            Ok(table) => {
+            Ok(produced) => {
                 let written = self
-                    .store_table(&req, &inputs, target_layer, &table, &manifest.name)
+                    .store_table(req, inputs, target_layer, produced, &plugin)
                     .await;
                 match written {
-                    Ok((dataset, file)) => {
+                    Ok((dataset, file, written)) => {
                         let record = PipelineRecord::succeeded(
                             invocation,
-                            table.num_rows() as u64,
-                            table.schema.fields().len(),
+                            written.rows,
+                            written.schema.fields().len(),
                             FileFacts {
                                 name: file.name.clone(),
                                 size: file.size,
@@ -222,7 +390,7 @@ impl Pipelines<'_> {
                             .into_iter()
                             .rev()
                             .find(|e| e.action == Action::Pipeline);
-                        metrics::counter!("lake_pipeline_runs_total", "plugin" => manifest.name.clone(), "status" => "succeeded").increment(1);
+                        metrics::counter!("lake_pipeline_runs_total", "plugin" => plugin.clone(), "status" => "succeeded").increment(1);
                         entry
                             .map(|e| RunOutcome::Succeeded(Run::from_entry(e)))
                             .ok_or_else(|| {
@@ -231,13 +399,13 @@ impl Pipelines<'_> {
                     }
                     Err(e) => {
                         let err = InvokeError::Output(e.to_string());
-                        self.record_failure(invocation, input_ids, err, &manifest.name)
+                        self.record_failure(invocation, input_ids, err, &plugin)
                             .await
                     }
                 }
             }
             Err(err) => {
-                self.record_failure(invocation, input_ids, err, &manifest.name)
+                self.record_failure(invocation, input_ids, err, &plugin)
                     .await
             }
         }
@@ -260,6 +428,31 @@ impl Pipelines<'_> {
             error,
             run_id: entry.id,
         }))
+    }
+
+    /// Refuses a step run whose inputs' Parquet comes to more than `plugins.max_step_input_bytes`
+    /// before anything is read: each input is fetched and decoded as the step reads it, so the
+    /// bytes named bound what the request holds.
+    async fn check_input_bytes(&self, inputs: &[Dataset]) -> Result<(), LakeError> {
+        let limit = self.settings.max_step_input_bytes;
+        let mut total = 0u64;
+        for d in inputs {
+            total += self
+                .catalog
+                .list_files(d.id)
+                .await?
+                .iter()
+                .filter(|f| f.name.ends_with(".parquet"))
+                .map(|f| f.size)
+                .sum::<u64>();
+        }
+        if total > limit {
+            return Err(LakeError::Invalid(format!(
+                "inputs: {total} bytes of Parquet, more than the {limit} one step run may read \
+                 (plugins.max_step_input_bytes)"
+            )));
+        }
+        Ok(())
     }
 
     async fn pick_file(&self, d: &Dataset, wanted: Option<&str>) -> Result<FileRecord, LakeError> {
@@ -286,30 +479,40 @@ impl Pipelines<'_> {
         }
     }
 
-    /// Writes a table as Parquet into a new pending dataset; the caller commits it with provenance.
+    /// Catalogs a run's table as a new pending dataset, writing it first when a step returned it
+    /// whole (a parser's is already stored); the caller commits it with provenance.
     async fn store_table(
         &self,
         req: &RunRequest,
         inputs: &[Dataset],
         layer: Layer,
-        table: &Table,
+        produced: Produced,
         plugin: &str,
-    ) -> Result<(Dataset, FileRecord), LakeError> {
+    ) -> Result<(Dataset, FileRecord, crate::tables::Written), LakeError> {
         let first = inputs
             .first()
             .ok_or_else(|| LakeError::Invalid("no inputs".into()))?;
-        let id = DatasetId::new();
-        // Encoding and hashing a large table is seconds of CPU: off the async workers.
-        let owned = table.clone();
-        let (buf, written, sha) = tokio::task::spawn_blocking(move || {
-            let (buf, written) = crate::tables::write_parquet(&owned)?;
-            let sha = crate::blob::Sha256::of(&buf).to_hex();
-            Ok::<_, String>((buf, written, sha))
-        })
-        .await
-        .map_err(|e| LakeError::Unavailable(format!("writing the output: {e}")))?
-        .map_err(LakeError::Invalid)?;
-        let size = buf.len() as u64;
+        let (id, stored, body) = match produced {
+            Produced::Stored { id, stored } => (id, stored, None),
+            Produced::Table(table) => {
+                // Encoding and hashing a large table is seconds of CPU: off the async workers.
+                let (buf, written, sha) = tokio::task::spawn_blocking(move || {
+                    let (buf, written) = crate::tables::write_parquet(&table)?;
+                    let sha = crate::blob::Sha256::of(&buf).to_hex();
+                    Ok::<_, String>((buf, written, sha))
+                })
+                .await
+                .map_err(|e| LakeError::Unavailable(format!("writing the output: {e}")))?
+                .map_err(LakeError::Invalid)?;
+                let stored = crate::tables::StoredTable {
+                    written,
+                    size: buf.len() as u64,
+                    sha256: sha,
+                };
+                (DatasetId::new(), stored, Some(buf))
+            }
+        };
+        let written = stored.written;
         let name = req
             .name
             .clone()
@@ -321,7 +524,7 @@ impl Pipelines<'_> {
             Utc::now().format("%Y-%m-%d").to_string().into(),
         );
         metadata.insert("version".into(), "1".into());
-        metadata.insert("rows".into(), table.num_rows().into());
+        metadata.insert("rows".into(), written.rows.into());
         if !written.renamed.is_empty() {
             metadata.insert("renamed_columns".into(), serde_json::json!(written.renamed));
         }
@@ -348,31 +551,35 @@ impl Pipelines<'_> {
             status: DatasetStatus::Pending,
             promoted_from: None,
         };
-        let dataset = self.catalog.insert_dataset(&new, &[], None).await?;
+        let key = format!("{}{TABLE_FILE}", new.prefix);
+        let dataset = match self.catalog.insert_dataset(&new, &[], None).await {
+            Ok(d) => d,
+            Err(e) => {
+                if body.is_none() {
+                    // The parser's object: no row will name it.
+                    let _ = self.blobs.delete(&new.bucket, &key).await;
+                }
+                return Err(e.into());
+            }
+        };
         let file = FileRecord {
-            name: "table.parquet".into(),
-            size,
-            sha256: sha,
+            name: TABLE_FILE.into(),
+            size: stored.size,
+            sha256: stored.sha256,
             content_type: "application/vnd.apache.parquet".into(),
             created_at: Utc::now(),
         };
-        let body: crate::blob::ByteStream =
-            Box::pin(futures::stream::once(
-                async move { Ok(bytes::Bytes::from(buf)) },
-            ));
-        if let Err(e) = self
-            .blobs
-            .put(
-                &dataset.bucket,
-                &format!("{}{}", dataset.prefix, file.name),
-                body,
-            )
-            .await
-        {
-            let _ = self.catalog.set_status(id, DatasetStatus::Failed).await;
-            return Err(e.into());
+        if let Some(buf) = body {
+            let body: crate::blob::ByteStream =
+                Box::pin(futures::stream::once(
+                    async move { Ok(bytes::Bytes::from(buf)) },
+                ));
+            if let Err(e) = self.blobs.put(&dataset.bucket, &key, body).await {
+                let _ = self.catalog.set_status(id, DatasetStatus::Failed).await;
+                return Err(e.into());
+            }
         }
-        Ok((dataset, file))
+        Ok((dataset, file, written))
     }
 
     /// Recorded runs, newest first.

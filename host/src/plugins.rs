@@ -874,15 +874,39 @@ impl Plugins {
         }
     }
 
-    /// Runs a parser over a byte stream in one instance, handing the schema and then each batch to
-    /// `sink` as the plugin returns them (on the invocation's thread), so neither side ever holds
-    /// the whole table. A sink error ends the run as [`InvokeError::Sink`].
+    /// Runs a parser over a byte stream, handing the schema and then each batch, in input order, to
+    /// `sink` as the plugin returns them (on a blocking thread), so neither side ever holds the
+    /// whole table. A sink error ends the run as [`InvokeError::Sink`].
+    ///
+    /// A large input to a parser that opted in to segments is parsed on every core at once (see
+    /// [`parallel`]). Such a parse that fails has handed `sink` part of the table and reports an
+    /// error worded for one segment: when the invocation failed with `usage.instances` above one,
+    /// discard what the sink took and run [`Plugins::parse_into_serial`] for the error a person
+    /// should read.
     pub async fn parse_into(
         &self,
         name: &str,
         params: Vec<(String, String)>,
         input: ByteStream,
-        mut sink: impl FnMut(&SchemaRef, Option<RecordBatch>) -> Result<(), String> + Send + 'static,
+        sink: impl FnMut(&SchemaRef, Option<RecordBatch>) -> Result<(), String> + Send + 'static,
+    ) -> Invocation<SchemaRef> {
+        let sink: Sink = Box::new(sink);
+        match self.segment_plan(name, &params).await {
+            Some(plan) => {
+                self.parse_into_in_segments(name, params, plan, input, sink)
+                    .await
+            }
+            None => self.parse_into_serial(name, params, input, sink).await,
+        }
+    }
+
+    /// [`Plugins::parse_into`] in one instance, whatever the input.
+    pub async fn parse_into_serial(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        input: ByteStream,
+        mut sink: Sink,
     ) -> Invocation<SchemaRef> {
         let mut next = blocking_chunks(input);
         self.invoke(name, move |runtime, e, l| {
@@ -1029,6 +1053,9 @@ impl PartCheck {
         }
     }
 }
+
+/// Where a parse's batches go, in order: the schema with no batch first, then each batch.
+pub type Sink = Box<dyn FnMut(&SchemaRef, Option<RecordBatch>) -> Result<(), String> + Send>;
 
 /// The interface version this host speaks.
 pub const WIT_VERSION: &str = "0.1.0";

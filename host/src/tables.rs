@@ -592,6 +592,124 @@ pub fn decode_ahead(
     }
 }
 
+/// A parser's table as [`parse_into_store`] stored it.
+#[derive(Debug)]
+pub struct StoredTable {
+    /// What was written: schema as stored, renamed columns, rows.
+    pub written: Written,
+    /// The object's size, bytes.
+    pub size: u64,
+    /// The object's SHA-256, hex.
+    pub sha256: String,
+}
+
+/// Whether a parse that [`parse_into_store`] ran in segments failed in a way one instance may
+/// word otherwise: then it is run again over the whole input with `split` off, so the error a
+/// person reads is the one a single parse of the whole input reports (a segment's would name the
+/// wrong line). A timeout or a caller gone would only happen again.
+pub fn parse_again_serially(
+    inv: &crate::plugins::Invocation<SchemaRef>,
+    stored: &Option<StoredTable>,
+) -> bool {
+    use crate::plugins::InvokeError;
+    stored.is_none()
+        && inv.usage.instances > 1
+        && !matches!(
+            inv.result,
+            Ok(_) | Err(InvokeError::Timeout(_) | InvokeError::Cancelled)
+        )
+}
+
+/// Runs the parser `parser` over `input` and streams its table as Parquet into `to` (bucket, key)
+/// as the batches come, so neither the plugin's output nor the file is ever whole in memory; in
+/// segments on several instances when `split` and the parser opted in (see
+/// [`parse_again_serially`] for what a failure then asks of the caller).
+///
+/// Returns the invocation and, when it succeeded, what was stored. When the parser fails nothing
+/// is kept and the invocation says why (the input's fault or the plugin's). The outer error is the
+/// store's or the writer's (reading the input, taking the table, encoding it): nothing is kept
+/// then either, and the input is not to blame.
+#[allow(clippy::too_many_arguments)]
+pub async fn parse_into_store(
+    plugins: &crate::plugins::Plugins,
+    blobs: &dyn crate::blob::BlobStore,
+    parser: &str,
+    params: Vec<(String, String)>,
+    input: crate::blob::ByteStream,
+    (bucket, key): (&str, &str),
+    row_group_rows: usize,
+    split: bool,
+) -> Result<(crate::plugins::Invocation<SchemaRef>, Option<StoredTable>), crate::lake::LakeError> {
+    use crate::lake::LakeError;
+    use crate::plugins::InvokeError;
+    let discard = |why: &'static str| async move {
+        if let Err(e) = blobs.delete(bucket, key).await {
+            tracing::warn!(bucket, key, error = %e, why, "An uncataloged object was left behind");
+        }
+    };
+    let (sink, out) = ParquetSink::new(row_group_rows);
+    let sink = Arc::new(std::sync::Mutex::new(sink));
+    let (out, hash) = crate::blob::hashing(out, None);
+    let writer = sink.clone();
+    let parse = async {
+        let into: crate::plugins::Sink = Box::new(move |schema, batch| {
+            writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(schema, batch)
+        });
+        let inv = if split {
+            plugins.parse_into(parser, params, input, into).await
+        } else {
+            plugins.parse_into_serial(parser, params, input, into).await
+        };
+        let ok = inv.result.is_ok();
+        let closed = tokio::task::spawn_blocking(move || {
+            sink.lock().unwrap_or_else(|p| p.into_inner()).close(ok)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        (inv, closed)
+    };
+    let ((inv, closed), put) = tokio::join!(parse, blobs.put(bucket, key, out));
+    match (&inv.result, closed, put) {
+        // The store failed (reading the input back or taking the table): not the input's fault.
+        (Err(InvokeError::Sink(e) | InvokeError::Input(e)), _, put) => {
+            discard("the store failed").await;
+            Err(match put {
+                Err(pe) => pe.into(),
+                Ok(_) => LakeError::Unavailable(format!("storing the parsed table: {e}")),
+            })
+        }
+        (Err(_), _, put) => {
+            // The broken stream made the put fail, so nothing is stored; make sure of it.
+            if put.is_ok() {
+                discard("the parse failed").await;
+            }
+            Ok((inv, None))
+        }
+        (Ok(_), Err(e), _) => {
+            discard("the writer failed").await;
+            Err(LakeError::Unavailable(format!(
+                "writing the parsed table: {e}"
+            )))
+        }
+        (Ok(_), Ok(_), Err(e)) => Err(e.into()),
+        (Ok(_), Ok(written), Ok(size)) => {
+            let (sha, _) = hash.finish();
+            Ok((
+                inv,
+                Some(StoredTable {
+                    written,
+                    size,
+                    sha256: sha.to_hex(),
+                }),
+            ))
+        }
+    }
+}
+
 /// A dataset's Parquet files as one step input. The files' bytes are fetched first (Parquet needs
 /// random access to its footer; they are compressed), then [`decode_ahead`] decodes them a batch
 /// at a time, so two inputs start decoding at once and the decoding overlaps the plugin's work.

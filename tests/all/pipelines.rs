@@ -8,9 +8,13 @@ use axum::http::{Method, StatusCode};
 use lake_host::config::{PluginOverride, PluginsConfig};
 use serde_json::json;
 
-use crate::http_api::{TestLake, embedded_with};
+use crate::http_api::TestLake;
 
 async fn lake_with_plugins() -> TestLake {
+    lake_with_plugins_and(crate::http_api::settings(1 << 30)).await
+}
+
+async fn lake_with_plugins_and(settings: lake_host::lake::Settings) -> TestLake {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(
         crate::hostile::components().join("hostile-spin.wasm"),
@@ -32,7 +36,7 @@ async fn lake_with_plugins() -> TestLake {
         ..PluginsConfig::default()
     };
     let plugins = lake_host::plugins::Plugins::open(&cfg).expect("plugins");
-    let t = embedded_with(1 << 30, Some(plugins)).await;
+    let t = crate::http_api::embedded_settings(settings, Some(plugins)).await;
     drop(dir);
     t
 }
@@ -332,4 +336,107 @@ async fn a_run_takes_a_bounded_number_of_inputs() {
         runs_before, runs_after,
         "nothing recorded for a refused run"
     );
+}
+
+/// A run whose caller goes away while its plugin runs is stopped and still recorded: its entry
+/// says `cancelled`, names the plugin, its input and how long it ran, and nothing else is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_caller_goes_away_is_recorded_as_cancelled() {
+    use std::time::{Duration, Instant};
+    let t = lake_with_plugins().await;
+    let raw = raw_upload(&t, "anything", "x.csv", b"a\n1\n").await;
+    let gone = tokio::time::timeout(
+        Duration::from_millis(400),
+        t.call(
+            Method::POST,
+            "/pipelines/run",
+            Some(json!({"plugin": "hostile-spin", "inputs": [raw]})),
+        ),
+    )
+    .await;
+    assert!(
+        gone.is_err(),
+        "the spinning plugin answered within 0.4 s: {gone:?}"
+    );
+    let waited = Instant::now();
+    let run = loop {
+        let (s, runs) = t.call(Method::GET, "/pipelines/runs", None).await;
+        assert_eq!(s, StatusCode::OK, "{runs}");
+        let spins: Vec<&serde_json::Value> = runs
+            .as_array()
+            .expect("runs")
+            .iter()
+            .filter(|r| r["details"]["plugin"] == "hostile-spin")
+            .collect();
+        assert!(spins.len() <= 1, "one invocation, one entry: {runs}");
+        if let Some(run) = spins.first() {
+            break (*run).clone();
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the abandoned run was never recorded: {runs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["details"]["error"]["code"], "cancelled", "{run}");
+    assert_eq!(run["inputs"], json!([raw]));
+    assert_eq!(run["details"]["input_file"], "x.csv");
+    let wall = run["details"]["usage"]["wall"].as_f64().expect("wall");
+    assert!((0.3..1.5).contains(&wall), "ran {wall} s of a 1.5 s limit");
+    // The plugin was stopped, not left to reach its limit and record a second entry.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, runs) = t.call(Method::GET, "/pipelines/runs", None).await;
+    let spins = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(|r| r["details"]["plugin"] == "hostile-spin")
+        .count();
+    assert_eq!(spins, 1, "{runs}");
+    let (_, page) = t.call(Method::GET, "/catalog?layer=processed", None).await;
+    assert_eq!(
+        page["items"],
+        json!([]),
+        "an abandoned run leaves no dataset"
+    );
+}
+
+/// A step run reads at most `plugins.max_step_input_bytes` of Parquet from its inputs (a dataset
+/// named twice counts twice): past it the run is refused before anything is read or recorded,
+/// and says which setting to raise. A parser, which streams its input, is not bound by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_run_reads_a_bounded_number_of_bytes() {
+    let mut s = crate::http_api::settings(1 << 30);
+    s.max_step_input_bytes = 1;
+    let t = lake_with_plugins_and(s).await;
+    let raw = raw_upload(&t, "plates", "plates.csv", b"well,od\nA1,0.5\nA2,0.7\n").await;
+    let (s, parsed) = t
+        .call(
+            Method::POST,
+            "/pipelines/run",
+            Some(json!({"plugin": "csv", "inputs": [raw]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{parsed}");
+    let table = parsed["output"].as_str().expect("output").to_owned();
+    let size = parsed["details"]["output_file"]["size"]
+        .as_u64()
+        .expect("size");
+    let (_, before) = t.call(Method::GET, "/pipelines/runs", None).await;
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/pipelines/run",
+            Some(json!({"plugin": "select", "inputs": [table], "params": {"columns": ["well"]}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let m = v["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        m.contains(&format!("{size} bytes")) && m.contains("plugins.max_step_input_bytes"),
+        "{m}"
+    );
+    let (_, after) = t.call(Method::GET, "/pipelines/runs", None).await;
+    assert_eq!(before, after, "nothing recorded for a refused run");
 }

@@ -566,3 +566,103 @@ async fn a_merge_split_over_instances_gives_exactly_the_serial_result() {
     assert_eq!(one.to_string(), many.to_string());
     assert!(many.to_string().contains("id"), "names the columns: {many}");
 }
+
+/// A large CSV parsed into a sink on two instances reaches it whole and in input order; stored
+/// through `tables::parse_into_store`, a bad record deep in it fails with the error a single
+/// parse of the whole file reports (the segments' failure is parsed again in one instance), and
+/// nothing is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_csv_streams_into_its_sink_in_input_order() {
+    use std::sync::{Arc, Mutex};
+    let cache = shared_cache();
+    let with = |n: usize| {
+        Plugins::open(&PluginsConfig {
+            cache_dir: cache.clone(),
+            dir: cache.join("none"),
+            parse_parallelism: n,
+            ..PluginsConfig::default()
+        })
+        .expect("plugin runtime")
+    };
+    let (parallel, serial) = (with(2), with(1));
+    let data = big_csv(600_000, None);
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let into = got.clone();
+    let inv = parallel
+        .parse_into(
+            "csv",
+            Vec::new(),
+            stream(data.clone(), 1 << 20),
+            move |_, b| {
+                into.lock().expect("batches").extend(b);
+                Ok(())
+            },
+        )
+        .await;
+    assert_eq!(inv.usage.instances, 3, "the head, then two workers");
+    let schema = inv.result.expect("parallel parse");
+    let streamed = Table {
+        schema,
+        batches: std::mem::take(&mut *got.lock().expect("batches")),
+    };
+    let whole = serial
+        .parse("csv", Vec::new(), stream(data, 1 << 20))
+        .await
+        .result
+        .expect("serial parse");
+    assert_eq!(streamed.schema.fields(), whole.schema.fields());
+    assert_eq!(streamed.num_rows(), 600_000);
+    let (fa, fb) = (flatten(&streamed), flatten(&whole));
+    for (i, (x, y)) in fa.iter().zip(&fb).enumerate() {
+        assert_eq!(x, y, "row {i}");
+    }
+
+    // Stored: the bad record's error is the serial parse's; nothing is left in the store.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = lake_host::blob::local::LocalStore::open(dir.path().join("objects"))
+        .await
+        .expect("store");
+    use lake_host::blob::BlobStore;
+    let bad = big_csv(600_000, Some(550_000));
+    let serial_error = serial
+        .parse("csv", Vec::new(), stream(bad.clone(), 1 << 20))
+        .await
+        .result
+        .expect_err("bad record");
+    blobs
+        .put("raw", "in/bad.csv", stream(bad, 1 << 20))
+        .await
+        .expect("put");
+    let to = ("processed", "out/table.parquet");
+    let store = |p: Plugins, split: bool| {
+        let blobs = &blobs;
+        async move {
+            let input = blobs.get("raw", "in/bad.csv").await.expect("get");
+            lake_host::tables::parse_into_store(
+                &p,
+                blobs,
+                "csv",
+                Vec::new(),
+                input,
+                to,
+                128 * 1024,
+                split,
+            )
+            .await
+            .expect("the store worked")
+        }
+    };
+    // In segments: the failure asks for one more parse in one instance.
+    let (inv, stored) = store(parallel.clone(), true).await;
+    assert!(stored.is_none());
+    assert_eq!(inv.usage.instances, 3, "the head, then two workers");
+    assert!(lake_host::tables::parse_again_serially(&inv, &stored));
+    let (inv, stored) = store(parallel.clone(), false).await;
+    assert!(stored.is_none());
+    assert!(!lake_host::tables::parse_again_serially(&inv, &stored));
+    let error = inv.result.expect_err("bad record");
+    assert_eq!(error.to_string(), serial_error.to_string());
+    assert_eq!(inv.usage.instances, 1, "the error comes from one instance");
+    let left = blobs.get("processed", "out/table.parquet").await;
+    assert!(left.is_err(), "a failed parse keeps nothing");
+}

@@ -3,8 +3,6 @@
 //! The host only recognises; it never decodes. Compressed and UTF-16 text is recognised by its magic
 //! bytes (`crate::plugins::text_encoding`) and handed to the sandboxed csv parser, which decodes it.
 
-use std::sync::Arc;
-
 use futures::StreamExt;
 
 use crate::blob::ByteStream;
@@ -129,21 +127,28 @@ pub(super) fn csv_params(head: &[u8], name: &str) -> Vec<(String, String)> {
 /// Bytes of an upload read to tell its format.
 pub(super) const HEAD_BYTES: usize = 64 << 10;
 
-/// Keeps the first [`HEAD_BYTES`] of a stream as it passes.
-pub(super) fn keep_head(inner: ByteStream) -> (ByteStream, Arc<std::sync::Mutex<Vec<u8>>>) {
-    let head = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let h = head.clone();
-    let stream = inner.map(move |chunk| {
-        if let Ok(c) = &chunk {
-            let mut h = h.lock().unwrap_or_else(|p| p.into_inner());
-            if h.len() < HEAD_BYTES {
-                let take = (HEAD_BYTES - h.len()).min(c.len());
-                h.extend_from_slice(&c[..take]);
+/// Reads the first [`HEAD_BYTES`] of a stream (fewer when it ends or fails first) and gives them
+/// back with the whole stream again, read chunks included.
+pub(super) async fn read_head(inner: ByteStream) -> (Vec<u8>, ByteStream) {
+    // A stream that ended is not polled again (a request body's would panic).
+    let mut inner = inner.fuse();
+    let mut head = Vec::new();
+    let mut read = Vec::new();
+    while head.len() < HEAD_BYTES {
+        match inner.next().await {
+            Some(Ok(c)) => {
+                let take = (HEAD_BYTES - head.len()).min(c.len());
+                head.extend_from_slice(&c[..take]);
+                read.push(Ok(c));
             }
+            Some(Err(e)) => {
+                read.push(Err(e));
+                break;
+            }
+            None => break,
         }
-        chunk
-    });
-    (Box::pin(stream), head)
+    }
+    (head, Box::pin(futures::stream::iter(read).chain(inner)))
 }
 
 #[cfg(test)]

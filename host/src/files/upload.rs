@@ -1,10 +1,9 @@
 //! Uploading a file: the bytes to raw (streamed, hashed), the parser's table to processed (streamed
 //! Parquet), both cataloged in one transaction, or neither.
 
-use std::sync::Arc;
-
 use arrow_schema::SchemaRef;
 use chrono::Utc;
+use futures::StreamExt;
 
 use crate::blob::{self, ByteStream};
 use crate::catalog::{DatasetId, DatasetStatus, FileRecord, NewDataset};
@@ -16,7 +15,7 @@ use crate::provenance::{
     UploadFacts, params_json,
 };
 
-use super::sniff::{csv_params, detect_format, keep_head, table_file_name};
+use super::sniff::{csv_params, detect_format, read_head, table_file_name};
 use super::{DatasetIds, FileInfo, Files, Format, ParseFailure, SOURCE, columns_of};
 
 /// An upload's bytes at their raw key, not yet cataloged.
@@ -42,6 +41,8 @@ struct ParseOutcome {
     parsed: Result<Parsed, ParseFailure>,
     /// The invocation and its parameters, when a parser ran.
     run: Option<ParserRun>,
+    /// How long storing the bytes (and parsing them meanwhile) took.
+    stored_at: std::time::Duration,
 }
 
 /// A parser's invocation and the parameters it was given.
@@ -96,23 +97,17 @@ impl Files<'_> {
                 "invalid file name {name:?}: must not start with '.'"
             )));
         }
-        let raw = self.store_raw(filename, name, body).await?;
-        // Known bytes: drop the copy just written and answer with the file that has them.
+        let started = std::time::Instant::now();
+        let (raw, parse) = self.store_and_parse(&plugins, filename, name, body).await?;
+        let stored_at = started.elapsed();
+        // Known bytes: drop what was just written and answer with the file that has them.
         if let Some(existing) = self.file_with_sha(&raw.file.sha256).await? {
-            self.discard(&raw.bucket, &raw.key).await;
+            self.discard_upload(&raw, &parse).await;
             return Ok(FileInfo {
                 duplicate: true,
                 ..existing
             });
         }
-        let parse = match self.parse_stored(&plugins, &raw).await {
-            Ok(p) => p,
-            Err(e) => {
-                // No row will name the raw object: remove it (best effort; the store may be down).
-                self.discard(&raw.bucket, &raw.key).await;
-                return Err(e);
-            }
-        };
 
         // Catalog both datasets (or the raw one alone) with their provenance, in one transaction.
         let _guard = self.state.commit.lock().await;
@@ -131,6 +126,19 @@ impl Files<'_> {
             self.discard_upload(&raw, &parse).await;
             return Err(e.into());
         }
+        // Where the time went: receiving, hashing and storing the bytes while the parser turns
+        // them into the stored table (see "Parsed in segments" for the parse's parts), then the
+        // catalog.
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        tracing::info!(
+            file = %info.file_id,
+            bytes = raw.file.size,
+            rows = parse.parsed.as_ref().map_or(0, |p| p.rows),
+            store_and_parse_ms = ms(parse.stored_at),
+            parse_tail_ms = ms(stored_at.saturating_sub(parse.stored_at)),
+            commit_ms = ms(started.elapsed().saturating_sub(stored_at)),
+            "File uploaded"
+        );
         self.openlineage().emit(&provenance);
         self.iceberg().publish(
             datasets
@@ -148,23 +156,65 @@ impl Files<'_> {
         Ok(info)
     }
 
-    /// Streams an upload's bytes to their raw key, hashing them and keeping their head.
-    async fn store_raw(
+    /// Streams an upload's bytes to their raw key, hashing them, and, when their first bytes tell
+    /// a format a parser reads, through that parser into the table's Parquet object at the same
+    /// time: the parse keeps pace with the bytes as they arrive, so little is left to do after
+    /// the last one. The outer error is the store's or the request's (nothing is kept then); the
+    /// parse outcome says why a file has no table.
+    async fn store_and_parse(
         &self,
+        plugins: &crate::plugins::Plugins,
         filename: &str,
         name: String,
         body: ByteStream,
-    ) -> Result<StoredRaw, LakeError> {
+    ) -> Result<(StoredRaw, ParseOutcome), LakeError> {
         let id = DatasetId::new();
         let bucket = self.bucket(Layer::Raw).to_owned();
         let prefix = format!("{SOURCE}/{id}/");
         let key = format!("{prefix}{name}");
-        let (stream, head) = keep_head(body);
-        let (stream, hash) = blob::hashing(stream, Some(self.settings().max_upload_bytes));
-        let size = self.blobs().put(&bucket, &key, stream).await?;
+        let (head, body) = read_head(body).await;
+        let (body, hash) = blob::hashing(body, Some(self.settings().max_upload_bytes));
+        let detected = detect_format(&head, &name);
+        let (format, parser, params) = match &detected {
+            Ok(Format::Csv) => (Format::Csv, "csv", csv_params(&head, &name)),
+            Ok(Format::Xlsx) => (Format::Xlsx, "xlsx", Vec::new()),
+            Ok(Format::Unknown) | Err(_) => (Format::Unknown, "", Vec::new()),
+        };
+        let table_id = DatasetId::new();
+        let out_name = table_file_name(&name);
+        let out_bucket = self.bucket(Layer::Processed).to_owned();
+        let out_key = format!("{SOURCE}/{table_id}/{out_name}");
+        let to = (out_bucket.as_str(), out_key.as_str());
+        let rows = self.state.row_group_rows;
+        let blobs = self.blobs().as_ref();
+        let started = std::time::Instant::now();
+        let (size, parsed) = if format == Format::Unknown {
+            (blobs.put(&bucket, &key, body).await?, None)
+        } else {
+            let (body, copy) = tee(body);
+            let parse = crate::tables::parse_into_store(
+                plugins,
+                blobs,
+                parser,
+                params.clone(),
+                copy,
+                to,
+                rows,
+                true,
+            );
+            match tokio::join!(blobs.put(&bucket, &key, body), parse) {
+                (Ok(size), parsed) => (size, Some(parsed)),
+                (Err(e), parsed) => {
+                    // The bytes are not all there: whatever the parser made of them goes too.
+                    if let Ok((_, Some(_))) = parsed {
+                        self.discard(&out_bucket, &out_key).await;
+                    }
+                    return Err(e.into());
+                }
+            }
+        };
         let (sha, _) = hash.finish();
-        let head = std::mem::take(&mut *head.lock().unwrap_or_else(|p| p.into_inner()));
-        Ok(StoredRaw {
+        let raw = StoredRaw {
             filename: filename.to_owned(),
             id,
             bucket,
@@ -178,47 +228,86 @@ impl Files<'_> {
                 created_at: Utc::now(),
             },
             head,
-        })
-    }
-
-    /// Parses stored bytes with the parser their format calls for; the format's own failure when
-    /// none does.
-    async fn parse_stored(
-        &self,
-        plugins: &crate::plugins::Plugins,
-        raw: &StoredRaw,
-    ) -> Result<ParseOutcome, LakeError> {
-        let name = &raw.file.name;
-        let detected = detect_format(&raw.head, name);
-        let (format, parser, params) = match &detected {
-            Ok(Format::Csv) => (Format::Csv, "csv", csv_params(&raw.head, name)),
-            Ok(Format::Xlsx) => (Format::Xlsx, "xlsx", Vec::new()),
-            Ok(Format::Unknown) | Err(_) => (Format::Unknown, "", Vec::new()),
         };
-        let table_id = DatasetId::new();
-        if format == Format::Unknown {
+        let stored_at = started.elapsed();
+        let Some(mut parsed) = parsed else {
             let why = detected
                 .err()
                 .unwrap_or_else(|| "the format is not known".into());
-            return Ok(ParseOutcome {
+            return Ok((
+                raw,
+                ParseOutcome {
+                    format,
+                    table_id,
+                    parsed: Err(ParseFailure {
+                        code: "unsupported_format".into(),
+                        message: why,
+                    }),
+                    run: None,
+                    stored_at,
+                },
+            ));
+        };
+        if let Ok((inv, stored)) = &parsed
+            && crate::tables::parse_again_serially(inv, stored)
+        {
+            parsed = match blobs.get(&raw.bucket, &raw.key).await {
+                Ok(body) => {
+                    crate::tables::parse_into_store(
+                        plugins,
+                        blobs,
+                        parser,
+                        params.clone(),
+                        body,
+                        to,
+                        rows,
+                        false,
+                    )
+                    .await
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
+        let (inv, stored) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                // No row will name the raw object: remove it (best effort; the store may be down).
+                self.discard(&raw.bucket, &raw.key).await;
+                return Err(e);
+            }
+        };
+        let parsed = match stored {
+            Some(stored) => Ok(Parsed {
+                key: out_key,
+                file: FileRecord {
+                    name: out_name.clone(),
+                    size: stored.size,
+                    sha256: stored.sha256,
+                    content_type: crate::lake::content_type_for(&out_name).to_owned(),
+                    created_at: Utc::now(),
+                },
+                rows: stored.written.rows,
+                schema: stored.written.schema,
+                renamed: stored.written.renamed,
+            }),
+            None => Err(inv.result.as_ref().err().map_or_else(
+                || ParseFailure {
+                    code: "output".into(),
+                    message: "the parser stored nothing".into(),
+                },
+                parse_failure,
+            )),
+        };
+        Ok((
+            raw,
+            ParseOutcome {
                 format,
                 table_id,
-                parsed: Err(ParseFailure {
-                    code: "unsupported_format".into(),
-                    message: why,
-                }),
-                run: None,
-            });
-        }
-        let (parsed, inv) = self
-            .parse_upload(plugins, parser, params.clone(), raw, table_id)
-            .await?;
-        Ok(ParseOutcome {
-            format,
-            table_id,
-            parsed,
-            run: Some((inv, params)),
-        })
+                parsed,
+                run: Some((inv, params)),
+                stored_at,
+            },
+        ))
     }
 
     /// Deletes what an upload stored when nothing will catalog it.
@@ -320,94 +409,27 @@ impl Files<'_> {
         }
         (datasets, provenance)
     }
+}
 
-    /// Parses a stored upload with `parser`, streaming the table as Parquet into the processed
-    /// layer. The outer error is the store's; the inner one is why the file has no table.
-    async fn parse_upload(
-        &self,
-        plugins: &crate::plugins::Plugins,
-        parser: &str,
-        params: Vec<(String, String)>,
-        raw: &StoredRaw,
-        table_id: DatasetId,
-    ) -> Result<(Result<Parsed, ParseFailure>, Invocation<SchemaRef>), LakeError> {
-        let input = self.blobs().get(&raw.bucket, &raw.key).await?;
-        let name = &raw.file.name;
-        let out_name = table_file_name(name);
-        let out_bucket = self.bucket(Layer::Processed).to_owned();
-        let out_key = format!("{SOURCE}/{table_id}/{out_name}");
-        let (sink, out_stream) = crate::tables::ParquetSink::new(self.state.row_group_rows);
-        let sink = Arc::new(std::sync::Mutex::new(sink));
-        let (out_stream, out_hash) = blob::hashing(out_stream, None);
-
-        let writer = sink.clone();
-        let parse = async {
-            let inv = plugins
-                .parse_into(parser, params, input, move |schema, batch| {
-                    writer
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .take(schema, batch)
-                })
-                .await;
-            let ok = inv.result.is_ok();
-            let closer = sink.clone();
-            let closed = tokio::task::spawn_blocking(move || {
-                closer.lock().unwrap_or_else(|p| p.into_inner()).close(ok)
-            })
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r);
-            (inv, closed)
-        };
-        let put = self.blobs().put(&out_bucket, &out_key, out_stream);
-        let ((inv, closed), put) = tokio::join!(parse, put);
-
-        let schema = match (&inv.result, closed, put) {
-            // The store failed (reading the upload back or taking the table): not the file's fault.
-            (Err(InvokeError::Sink(e) | InvokeError::Input(e)), _, put) => {
-                self.discard(&out_bucket, &out_key).await;
-                return Err(match put {
-                    Err(pe) => pe.into(),
-                    Ok(_) => LakeError::Unavailable(format!("storing the parsed table: {e}")),
-                });
+/// A stream and a copy of it for a second reader: each chunk goes to the copy (waiting while the
+/// copy's reader is behind) and then on. A reader of the copy that stops taking chunks is no
+/// longer waited for; the copy ends as soon as the stream does, and carries its error.
+fn tee(inner: ByteStream) -> (ByteStream, ByteStream) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
+    let teed = futures::stream::unfold((inner, Some(tx)), |(mut inner, mut tx)| async move {
+        let chunk = inner.next().await?;
+        if let Some(t) = &tx {
+            let copy = match &chunk {
+                Ok(c) => Ok(c.clone()),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            };
+            if t.send(copy).await.is_err() {
+                tx = None;
             }
-            (Err(e), _, put) => {
-                // The broken stream made the put fail, so nothing is stored; make sure of it.
-                if put.is_ok() {
-                    self.discard(&out_bucket, &out_key).await;
-                }
-                let failure = parse_failure(e);
-                return Ok((Err(failure), inv));
-            }
-            (Ok(_), Err(e), _) => {
-                self.discard(&out_bucket, &out_key).await;
-                return Err(LakeError::Unavailable(format!(
-                    "writing the parsed table: {e}"
-                )));
-            }
-            (Ok(_), Ok(_), Err(e)) => return Err(e.into()),
-            (Ok(_), Ok(written), Ok(size)) => (written, size),
-        };
-        let (written, size) = schema;
-        let (sha, _) = out_hash.finish();
-        Ok((
-            Ok(Parsed {
-                key: out_key,
-                file: FileRecord {
-                    name: out_name.clone(),
-                    size,
-                    sha256: sha.to_hex(),
-                    content_type: crate::lake::content_type_for(&out_name).to_owned(),
-                    created_at: Utc::now(),
-                },
-                rows: written.rows,
-                schema: written.schema,
-                renamed: written.renamed,
-            }),
-            inv,
-        ))
-    }
+        }
+        Some((chunk, (inner, tx)))
+    });
+    (Box::pin(teed.fuse()), blob::stream_of(rx))
 }
 
 /// Why a parse gave no table, as the file record says it: the error's kind, and the plugin's own

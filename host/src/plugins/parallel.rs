@@ -14,7 +14,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::split::{self, text_encoding};
-use super::{Invocation, InvokeError, Plugins, StepInput, Table, Usage, runtime};
+use super::{Invocation, InvokeError, Plugins, Sink, StepInput, Table, Usage, runtime};
 use crate::blob::ByteStream;
 
 /// Which input a parser accepts in pieces, so the host may parse a large input on several
@@ -110,36 +110,9 @@ impl Plugins {
         name: &str,
         params: Vec<(String, String)>,
         plan: split::CsvPlan,
-        mut input: ByteStream,
+        input: ByteStream,
     ) -> Invocation {
-        // Look ahead far enough to know whether the input is large.
-        let mut head: Vec<std::io::Result<bytes::Bytes>> = Vec::new();
-        let mut size = 0;
-        while size < split::MIN_BYTES {
-            match input.next().await {
-                Some(Ok(c)) => {
-                    size += c.len();
-                    head.push(Ok(c));
-                }
-                Some(Err(e)) => {
-                    head.push(Err(e));
-                    break;
-                }
-                None => break,
-            }
-        }
-        // Compressed or UTF-16 input cannot be cut at raw byte offsets: the parser decodes it in
-        // one stream.
-        let mut start = Vec::with_capacity(16);
-        for c in head.iter().flatten() {
-            start.extend_from_slice(&c[..c.len().min(16 - start.len())]);
-            if start.len() == 16 {
-                break;
-            }
-        }
-        let plain = text_encoding(&start).is_none();
-        let large = size >= split::MIN_BYTES && plain;
-        let input: ByteStream = Box::pin(futures::stream::iter(head).chain(input));
+        let (input, large) = look_ahead(input).await;
         if large {
             return self.parse_parallel(name, params, plan, input).await;
         }
@@ -237,18 +210,25 @@ impl Plugins {
             );
             workers.push(tokio::task::spawn_blocking(move || {
                 let mut next = || rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
-                let r = cancel.watching(|| {
-                    runtime.parse_each(&e.pre, &e.manifest.name, &pinned, &mut next, &l)
+                let mut tables = Vec::new();
+                let mut keep = |i: usize, t: Table| {
+                    tables.push((i, t));
+                    Ok(())
+                };
+                let (r, usage) = cancel.watching(|| {
+                    runtime.parse_each(&e.pre, &e.manifest.name, &pinned, &mut next, &mut keep, &l)
                 });
                 tracing::debug!(
-                    segments = r.0.as_ref().map_or(0, Vec::len),
-                    wall_ms = r.1.wall.as_millis() as u64,
+                    segments = tables.len(),
+                    wall_ms = usage.wall.as_millis() as u64,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "segment worker done"
                 );
-                r
+                (r.map(|_| tables), usage)
             }));
         }
+        // Once every worker is gone, feeding them fails instead of waiting.
+        drop(rx);
         // Segments go out as the input arrives; `sent` counts those a worker took.
         let mut sent = 0;
         let mut broken = false;
@@ -335,6 +315,216 @@ impl Plugins {
                 schema: first_table.schema.clone(),
                 batches,
             }),
+        }
+    }
+
+    /// [`Plugins::parse_into`] for a parser that opted in to segments: a large plain input is
+    /// parsed on `self.workers` instances at once and its batches reach `sink` in input order
+    /// (from a thread of their own), so the table is never whole in memory: at most
+    /// [`WINDOW`] segments per worker are parsed ahead of the one being written. Anything else
+    /// parses in one instance. Unlike [`Plugins::parse`], a failure is not parsed again here
+    /// (the sink already has part of the table): the invocation's `usage.instances` above one
+    /// tells the caller to discard what the sink took and parse serially for the serial error.
+    pub(super) async fn parse_into_in_segments(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        plan: split::CsvPlan,
+        input: ByteStream,
+        sink: Sink,
+    ) -> Invocation<SchemaRef> {
+        use bytes::Bytes;
+        let (mut input, large) = look_ahead(input).await;
+        if !large {
+            return self.parse_into_serial(name, params, input, sink).await;
+        }
+        let started = std::time::Instant::now();
+        let mut cutter = split::Cutter::new(plan);
+        // The input read so far, for a serial parse when the head cannot be sampled.
+        let mut kept: Vec<Bytes> = Vec::new();
+        let serially = |kept: Vec<Bytes>, rest: ByteStream, sink: Sink| {
+            let replay = futures::stream::iter(kept.into_iter().map(Ok)).chain(rest);
+            self.parse_into_serial(name, params.clone(), Box::pin(replay), sink)
+        };
+        let head = loop {
+            if let Some(seg) = cutter.cut_head(split::HEAD_BYTES) {
+                break seg;
+            }
+            if cutter.len() > split::HEAD_LIMIT {
+                kept.extend(cutter.rest());
+                return serially(kept, input, sink).await;
+            }
+            match input.next().await {
+                Some(Ok(c)) => cutter.push(c),
+                Some(Err(e)) => {
+                    kept.extend(cutter.rest());
+                    let failed = futures::stream::once(async { Err::<Bytes, _>(e) });
+                    return serially(kept, Box::pin(failed), sink).await;
+                }
+                None => {
+                    kept.extend(cutter.rest());
+                    return serially(kept, Box::pin(futures::stream::empty()), sink).await;
+                }
+            }
+        };
+        kept.extend(head.iter().cloned());
+        let first = self
+            .parse_serial(
+                name,
+                params.clone(),
+                Box::pin(futures::stream::iter(
+                    head.into_iter().map(Ok::<_, std::io::Error>),
+                )),
+            )
+            .await;
+        let (Ok(first_table), Some(entry)) = (&first.result, self.entry(name)) else {
+            return serially(kept, input, sink).await;
+        };
+        let Some(pinned) = split::pinned_params(&params, first_table) else {
+            return serially(kept, input, sink).await;
+        };
+        cutter.learn_header(&kept);
+        drop(kept);
+
+        let schema = first_table.schema.clone();
+        let limits = first.limits.clone();
+        // A segment is fed only with a permit, which its table gives back once written.
+        let window = Arc::new(tokio::sync::Semaphore::new(self.workers * WINDOW));
+        let permits: Permits = Arc::default();
+        let (out_tx, out_rx) = std::sync::mpsc::channel::<Option<(usize, Table)>>();
+        let _ = out_tx.send(Some((0, first_table.clone())));
+        let writer = {
+            let (schema, window, permits) = (schema.clone(), window.clone(), permits.clone());
+            tokio::task::spawn_blocking(move || {
+                let written = write_in_order(&schema, out_rx, &permits, sink);
+                // Whatever ended the writing, the feeder stops waiting for room.
+                window.close();
+                written
+            })
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<Bytes>)>(self.workers * 2);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let slots = self.slots.take(name, self.workers as u32).await;
+        // Dropping this future (the caller went away) stops every worker at its next tick.
+        let cancel = runtime::Cancel::default();
+        let stop = cancel.on_drop();
+        let mut workers = Vec::new();
+        for _ in 0..self.workers {
+            let (rx, runtime, e, l, pinned, cancel, out) = (
+                rx.clone(),
+                self.runtime.clone(),
+                entry.clone(),
+                limits.clone(),
+                pinned.clone(),
+                cancel.clone(),
+                out_tx.clone(),
+            );
+            workers.push(tokio::task::spawn_blocking(move || {
+                let mut next = || rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
+                // Set when the writer stopped first: another failure is the invocation's error.
+                let mut writer_gone = false;
+                let mut hand_on = |i: usize, t: Table| {
+                    out.send(Some((i, t))).map_err(|_| {
+                        writer_gone = true;
+                        InvokeError::Sink("the table's writer stopped".into())
+                    })
+                };
+                let (r, usage) = cancel.watching(|| {
+                    runtime.parse_each(
+                        &e.pre,
+                        &e.manifest.name,
+                        &pinned,
+                        &mut next,
+                        &mut hand_on,
+                        &l,
+                    )
+                });
+                if r.is_err() && !writer_gone {
+                    // The writer stops at once instead of waiting for this worker's segment.
+                    let _ = out.send(None);
+                }
+                (r.map_err(|e| (e, writer_gone)), usage)
+            }));
+        }
+        drop(out_tx);
+        // Once every worker is gone, feeding them fails instead of waiting.
+        drop(rx);
+        let mut sent = 0;
+        let mut failed_input = None;
+        'feed: loop {
+            while let Some(seg) = cutter.cut(split::SEGMENT_BYTES) {
+                let Ok(permit) = window.clone().acquire_owned().await else {
+                    break 'feed;
+                };
+                permits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(sent + 1, permit);
+                if tx.send((sent + 1, cutter.framed(&seg))).await.is_err() {
+                    break 'feed;
+                }
+                sent += 1;
+            }
+            match input.next().await {
+                Some(Ok(c)) => cutter.push(c),
+                Some(Err(e)) => {
+                    failed_input = Some(e);
+                    break;
+                }
+                None => {
+                    let rest = cutter.rest();
+                    if !rest.is_empty() && tx.send((sent + 1, cutter.framed(&rest))).await.is_ok() {
+                        sent += 1;
+                    }
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let mut usage = first.usage.clone();
+        let mut error = None;
+        for w in workers {
+            match w.await {
+                Ok((r, u)) => {
+                    usage.add_instances(&u);
+                    usage.peak_memory_bytes = usage.peak_memory_bytes.max(u.peak_memory_bytes);
+                    // A worker that found the writer gone reports no error of its own.
+                    if let Err((e, false)) = r {
+                        error.get_or_insert(e);
+                    }
+                }
+                Err(e) => {
+                    error.get_or_insert(InvokeError::Trap(format!("a segment worker failed: {e}")));
+                }
+            }
+        }
+        stop.disarm();
+        drop(slots);
+        let written = writer
+            .await
+            .unwrap_or_else(|e| Err(InvokeError::Sink(format!("the table's writer failed: {e}"))));
+        usage.wall = started.elapsed();
+        tracing::debug!(
+            sent,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "segments parsed into the sink"
+        );
+        let result = match (failed_input, error, written) {
+            (Some(e), _, _) => Err(InvokeError::Input(e.to_string())),
+            // A sink error is the store's, whoever noticed it first.
+            (_, _, Err(e @ InvokeError::Sink(_))) => Err(e),
+            (_, Some(e), _) | (_, None, Err(e)) => Err(e),
+            (None, None, Ok(n)) if n == sent + 1 => Ok(schema),
+            (None, None, Ok(n)) => Err(InvokeError::Output(format!(
+                "{n} of {} segments reached the table",
+                sent + 1
+            ))),
+        };
+        Invocation {
+            manifest: first.manifest.clone(),
+            limits,
+            usage,
+            result,
         }
     }
 
@@ -490,9 +680,182 @@ impl Plugins {
     }
 }
 
+/// Segments parsed ahead of the one being written, per worker.
+const WINDOW: usize = 2;
+
+/// The feeder's permits, by segment index, until the segment's table is written.
+type Permits =
+    Arc<std::sync::Mutex<std::collections::HashMap<usize, tokio::sync::OwnedSemaphorePermit>>>;
+
+/// Hands segments' tables to `sink` in index order (0, 1, 2, ...) as they arrive in any order,
+/// giving each segment's permit back once written. `None` from a worker means it failed: the
+/// writing stops. Returns how many segments were written; a table whose columns differ from the
+/// first segment's is the plugin's error.
+fn write_in_order(
+    schema: &SchemaRef,
+    tables: std::sync::mpsc::Receiver<Option<(usize, Table)>>,
+    permits: &Permits,
+    mut sink: Sink,
+) -> Result<usize, InvokeError> {
+    let mut waiting = std::collections::BTreeMap::new();
+    let mut next = 0;
+    sink(schema, None).map_err(InvokeError::Sink)?;
+    for got in tables {
+        let Some((i, t)) = got else {
+            return Ok(next);
+        };
+        waiting.insert(i, t);
+        while let Some(t) = waiting.remove(&next) {
+            if t.schema.fields() != schema.fields() {
+                return Err(InvokeError::Output(format!(
+                    "segment {next} of the input parsed to other columns than the first"
+                )));
+            }
+            for b in t.batches {
+                sink(schema, Some(b)).map_err(InvokeError::Sink)?;
+            }
+            permits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&next);
+            next += 1;
+        }
+    }
+    Ok(next)
+}
+
+/// Reads ahead far enough to know whether `input` is large and plain text (so it may be cut at
+/// raw byte offsets); returns the whole stream again with the answer.
+async fn look_ahead(mut input: ByteStream) -> (ByteStream, bool) {
+    let mut head: Vec<std::io::Result<bytes::Bytes>> = Vec::new();
+    let mut size = 0;
+    while size < split::MIN_BYTES {
+        match input.next().await {
+            Some(Ok(c)) => {
+                size += c.len();
+                head.push(Ok(c));
+            }
+            Some(Err(e)) => {
+                head.push(Err(e));
+                break;
+            }
+            None => break,
+        }
+    }
+    // Compressed or UTF-16 input cannot be cut at raw byte offsets: the parser decodes it in
+    // one stream.
+    let mut start = Vec::with_capacity(16);
+    for c in head.iter().flatten() {
+        start.extend_from_slice(&c[..c.len().min(16 - start.len())]);
+        if start.len() == 16 {
+            break;
+        }
+    }
+    let plain = text_encoding(&start).is_none();
+    let large = size >= split::MIN_BYTES && plain;
+    let input: ByteStream = Box::pin(futures::stream::iter(head).chain(input));
+    (input, large)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn segment(values: &[i64]) -> Result<Table, String> {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "n",
+            arrow_schema::DataType::Int64,
+            false,
+        )]));
+        let col = Arc::new(arrow_array::Int64Array::from(values.to_vec()));
+        let batch = arrow_array::RecordBatch::try_new(schema.clone(), vec![col])
+            .map_err(|e| e.to_string())?;
+        Ok(Table {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    /// Segments finished out of order reach the sink in input order, each giving its permit
+    /// back once written; a segment with other columns is the plugin's error.
+    #[test]
+    fn segments_reach_the_sink_in_input_order() -> Result<(), String> {
+        let first = segment(&[0])?;
+        let schema = first.schema.clone();
+        let window = Arc::new(tokio::sync::Semaphore::new(4));
+        let permits: Permits = Arc::default();
+        for i in 1..=3 {
+            let p = window
+                .clone()
+                .try_acquire_owned()
+                .map_err(|e| e.to_string())?;
+            permits.lock().map_err(|e| e.to_string())?.insert(i, p);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, t) in [
+            (2, segment(&[2, 2])?),
+            (0, first),
+            (3, segment(&[3])?),
+            (1, segment(&[1])?),
+        ] {
+            tx.send(Some((i, t))).map_err(|e| e.to_string())?;
+        }
+        drop(tx);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = seen.clone();
+        let sink: Sink = Box::new(move |_, b: Option<arrow_array::RecordBatch>| {
+            if let Some(b) = b {
+                let col = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow_array::Int64Array>();
+                into.lock()
+                    .map_err(|e| e.to_string())?
+                    .extend(col.into_iter().flat_map(|c| c.values().to_vec()));
+            }
+            Ok(())
+        });
+        let written = write_in_order(&schema, rx, &permits, sink).map_err(|e| e.to_string())?;
+        assert_eq!(written, 4);
+        assert_eq!(
+            *seen.lock().map_err(|e| e.to_string())?,
+            vec![0, 1, 2, 2, 3]
+        );
+        assert!(permits.lock().map_err(|e| e.to_string())?.is_empty());
+        assert_eq!(window.available_permits(), 4);
+
+        // Segment 1 with another column: refused, nothing after it written.
+        let other = Table {
+            schema: Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+                "m",
+                arrow_schema::DataType::Int64,
+                false,
+            )])),
+            batches: vec![],
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, t) in [(0, segment(&[0])?), (1, other), (2, segment(&[2])?)] {
+            tx.send(Some((i, t))).map_err(|e| e.to_string())?;
+        }
+        drop(tx);
+        let sink: Sink = Box::new(|_, _| Ok(()));
+        let refused = write_in_order(&schema, rx, &permits, sink);
+        assert!(
+            matches!(&refused, Err(InvokeError::Output(m)) if m.contains("segment 1")),
+            "{refused:?}"
+        );
+
+        // A worker that failed ends the writing at once, before the segment it held.
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(Some((0, segment(&[0])?)))
+            .map_err(|e| e.to_string())?;
+        tx.send(Some((2, segment(&[2])?)))
+            .map_err(|e| e.to_string())?;
+        tx.send(None).map_err(|e| e.to_string())?;
+        let sink: Sink = Box::new(|_, _| Ok(()));
+        assert_eq!(write_in_order(&schema, rx, &permits, sink).ok(), Some(1));
+        Ok(())
+    }
 
     #[test]
     fn a_parser_that_does_not_opt_in_is_never_cut() {

@@ -811,17 +811,19 @@ impl Runtime {
         })
     }
 
-    /// Runs a parser over several independent inputs in one instance, one `parse` each, until
-    /// `next_job` has no more or one fails: the parallel CSV workers, which so keep their warmed-up
-    /// memory between segments of the same file.
+    /// Runs a parser over several independent inputs in one instance, one `parse` each, handing
+    /// each table to `done` with its index, until `next_job` has no more or one fails: the
+    /// parallel CSV workers, which so keep their warmed-up memory between segments of the same
+    /// file. Returns how many segments it parsed.
     pub(super) fn parse_each(
         &self,
         pre: &Pre,
         plugin: &str,
         params: &[(String, String)],
         next_job: &mut dyn FnMut() -> Option<(usize, Vec<bytes::Bytes>)>,
+        done: &mut dyn FnMut(usize, Table) -> Result<(), InvokeError>,
         limits: &Limits,
-    ) -> (Result<Vec<(usize, Table)>, InvokeError>, Usage) {
+    ) -> (Result<usize, InvokeError>, Usage) {
         let Pre::Parser(pre) = pre else {
             return (
                 Err(InvokeError::Load(format!("{plugin} is not a parser"))),
@@ -832,12 +834,13 @@ impl Runtime {
             let inst = pre.instantiate(&mut *store).map_err(trap)?;
             let parse = inst.lake_plugin_parser().parse();
             let params = params.to_vec();
-            let mut done = Vec::new();
+            let mut parsed = 0;
             while let Some((index, chunks)) = next_job() {
                 let mut chunks = chunks.into_iter().map(Ok);
-                done.push((index, parse_one(store, &parse, &params, &mut chunks, trap)?));
+                done(index, parse_one(store, &parse, &params, &mut chunks, trap)?)?;
+                parsed += 1;
             }
-            Ok(done)
+            Ok(parsed)
         })
     }
 
