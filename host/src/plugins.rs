@@ -515,7 +515,7 @@ impl Plugins {
     /// rejected, with its reason; it never stops the lake.
     pub fn open(cfg: &PluginsConfig) -> Result<Self, InvokeError> {
         let plugins = Self::new(cfg)?;
-        plugins.load_all(plugin_files(&cfg.dir));
+        plugins.load_all(plugin_files(&cfg.dir), false);
         Ok(plugins)
     }
 
@@ -526,17 +526,13 @@ impl Plugins {
     pub fn start(cfg: &PluginsConfig) -> Result<Self, InvokeError> {
         let plugins = Self::new(cfg)?;
         let files = plugin_files(&cfg.dir);
-        plugins.loading.send_modify(|s| {
-            s.pending = bundled::BUNDLED
-                .iter()
-                .map(|(n, _)| (*n).to_owned())
-                .collect();
-            s.total = bundled::BUNDLED.len() + files.len();
-        });
+        plugins
+            .loading
+            .send_modify(|s| s.total = bundled::BUNDLED.len() + files.len());
         let loader = plugins.clone();
         std::thread::Builder::new()
             .name("plugin-loader".into())
-            .spawn(move || loader.load_all(files))
+            .spawn(move || loader.load_all(files, true))
             .map_err(|e| InvokeError::Load(format!("starting the plugin loader: {e}")))?;
         Ok(plugins)
     }
@@ -555,12 +551,24 @@ impl Plugins {
             slots: Arc::new(slots::Slots::new(runtime::POOL_INSTANCES / 2)),
             rates: Arc::default(),
             workers: crate::config::instances(cfg.parse_parallelism),
-            loading: Arc::new(tokio::sync::watch::Sender::new(LoadState::default())),
+            // Every bundled plugin is pending from the start, so a request may reorder them
+            // before the loader begins.
+            loading: Arc::new(tokio::sync::watch::Sender::new(LoadState {
+                pending: bundled::BUNDLED
+                    .iter()
+                    .map(|(n, _)| (*n).to_owned())
+                    .collect(),
+                total: bundled::BUNDLED.len(),
+                ..LoadState::default()
+            })),
         })
     }
 
     /// Loads the bundled components, then the plugin directory's, logging each with its progress.
-    fn load_all(&self, files: Vec<std::path::PathBuf>) {
+    /// The bundled ones go in the order of `pending`, which a request for one not yet loaded
+    /// reorders (see [`Plugins::ready`]): a cold server compiles first what it is asked for. A
+    /// `detached` loader (its own thread) stops once nobody else holds the registry.
+    fn load_all(&self, files: Vec<std::path::PathBuf>, detached: bool) {
         let total = bundled::BUNDLED.len() + files.len();
         self.loading.send_modify(|s| s.total = total);
         let started = std::time::Instant::now();
@@ -576,12 +584,29 @@ impl Plugins {
                 s.loaded = n;
             });
         };
-        for (name, bytes) in bundled::BUNDLED {
+        let abandoned = || detached && Arc::strong_count(&self.loading) == 1;
+        loop {
+            // Read apart from the loop's body: the body writes the state this reads.
+            let next = self.loading.borrow().pending.first().cloned();
+            let Some(next) = next else {
+                break;
+            };
+            if abandoned() {
+                return;
+            }
+            let Some((name, bytes)) = bundled::BUNDLED.iter().find(|(n, _)| *n == next) else {
+                self.loading
+                    .send_modify(|s| s.pending.retain(|p| *p != next));
+                continue;
+            };
             step(name, &mut || {
                 self.add(bytes, "bundled", name);
             });
         }
         for p in files {
+            if abandoned() {
+                return;
+            }
             let source = p.display().to_string();
             step(&source, &mut || match read_component(&p) {
                 Ok(bytes) => {
@@ -793,6 +818,16 @@ impl Plugins {
     /// is done and no component has the name.
     async fn ready(&self, name: &str) -> Option<Arc<Entry>> {
         let mut rx = self.loading.subscribe();
+        // A bundled plugin still to be compiled goes next (after the one being compiled now).
+        self.loading
+            .send_if_modified(|s| match s.pending.iter().position(|p| p == name) {
+                Some(i) if i > 1 => {
+                    let wanted = s.pending.remove(i);
+                    s.pending.insert(1, wanted);
+                    true
+                }
+                _ => false,
+            });
         loop {
             if let Some(e) = self.entry(name) {
                 return Some(e);

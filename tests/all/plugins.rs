@@ -666,3 +666,31 @@ async fn a_large_csv_streams_into_its_sink_in_input_order() {
     let left = blobs.get("processed", "out/table.parquet").await;
     assert!(left.is_err(), "a failed parse keeps nothing");
 }
+
+/// A server starting on a cold cache compiles first what it is asked for: a request for the last
+/// bundled plugin waits for the component being compiled when it came and then its own, not for
+/// every one listed before it (under load, a cold replica's merges had waited minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_compiles_first_what_it_is_asked_for() {
+    let cold = tempfile::tempdir().expect("tempdir");
+    let p = Plugins::start(&PluginsConfig {
+        cache_dir: cold.path().join("cache"),
+        dir: cold.path().join("none"),
+        ..PluginsConfig::default()
+    })
+    .expect("plugin runtime");
+    let total = p.load_state().total;
+    assert!(total >= 14, "{total} components");
+    let geo = p
+        .manifest("geo")
+        .await
+        .expect("geo, the last bundled plugin");
+    assert_eq!(geo.kind, Kind::Connector);
+    let state = p.load_state();
+    assert!(
+        state.loaded <= 2 && !state.done && state.pending.len() >= total - 2,
+        "geo waited for more than the component in progress: {state:?}"
+    );
+    // The loader stops at its next component once nobody holds the registry.
+    drop(p);
+}
