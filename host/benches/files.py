@@ -210,7 +210,7 @@ PEER_SNIPPETS = {
         "print(time.perf_counter()-t)"),
     "duckdb_copy": (
         "import duckdb,sys,time\n"
-        "c=duckdb.connect();t=time.perf_counter()\n"
+        "c=duckdb.connect();c.execute('SET enable_progress_bar=false');t=time.perf_counter()\n"
         "c.execute(f\"COPY (SELECT * FROM read_csv('{sys.argv[1]}')) TO '{sys.argv[2]}' "
         "(FORMAT parquet)\")\n"
         "print(time.perf_counter()-t)"),
@@ -231,7 +231,7 @@ PEER_SNIPPETS = {
 def peer(python, name, *args):
     r = subprocess.run([python, "-c", PEER_SNIPPETS[name], *args], capture_output=True,
                        text=True, check=True)
-    return float(r.stdout.split()[0])
+    return float(r.stdout.strip().splitlines()[-1].split()[0])
 
 
 def distinct_copies(path, n):
@@ -280,12 +280,27 @@ def compare(binary, data, python, reps):
             time.sleep(0.1)
         base = lake.rss.mark()
         ups, stages = [], []
+        ticks = os.sysconf("SC_CLK_TCK")
+
+        def cpu_s():
+            with open(f"/proc/{lake.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / ticks
+        cpu = []
         for c in copies:
+            seen = len(lake.stages)
+            c0 = cpu_s()
             t, v = timed(lambda: lake.upload(c))
+            cpu.append(round(cpu_s() - c0, 2))
             assert v["rows"] and not v.get("duplicate"), v
             ups.append(t)
-            stages.append(lake.stages[-1] if lake.stages else {})
+            time.sleep(0.2)  # the log lines follow the answer
+            merged = {}
+            for st in lake.stages[seen:]:
+                merged.update(st)
+            stages.append(merged)
         rec["upload_s"] = ups
+        rec["upload_server_cpu_s"] = cpu
         rec["upload_stages"] = stages
         rec["upload_rss_growth_mb"] = mb(lake.rss.peak() - base)
         gzs = []
@@ -340,10 +355,11 @@ def compare(binary, data, python, reps):
     print(f"| merge 1M x 1M inner, cold | {m:.3f} s | {pj:.3f} s (Parquet join) | "
           f"{m / pj:.2f}x | - | - |")
     print()
-    print(f"upload server RSS growth over {reps} uploads: {rec['upload_rss_growth_mb']} MB")
+    print(f"upload server RSS growth over {reps} uploads: {rec['upload_rss_growth_mb']} MB; "
+          f"server CPU per upload: {rec['upload_server_cpu_s']} s")
     for i, st in enumerate(rec["upload_stages"]):
         print(f"upload {i} stages (ms): " + ", ".join(
-            f"{k}={v}" for k, v in st.items() if k.endswith("_ms")))
+            f"{k}={v}" for k, v in st.items() if k.endswith("_ms") or k == "segments"))
     return rec
 
 

@@ -336,6 +336,10 @@ impl Plugins {
         use bytes::Bytes;
         let (mut input, large) = look_ahead(input).await;
         if !large {
+            tracing::debug!(
+                plugin = name,
+                "A small or encoded input parses in one instance"
+            );
             return self.parse_into_serial(name, params, input, sink).await;
         }
         let started = std::time::Instant::now();
@@ -343,6 +347,10 @@ impl Plugins {
         // The input read so far, for a serial parse when the head cannot be sampled.
         let mut kept: Vec<Bytes> = Vec::new();
         let serially = |kept: Vec<Bytes>, rest: ByteStream, sink: Sink| {
+            tracing::debug!(
+                plugin = name,
+                "A large input parses in one instance after all"
+            );
             let replay = futures::stream::iter(kept.into_iter().map(Ok)).chain(rest);
             self.parse_into_serial(name, params.clone(), Box::pin(replay), sink)
         };
@@ -378,9 +386,15 @@ impl Plugins {
             )
             .await;
         let (Ok(first_table), Some(entry)) = (&first.result, self.entry(name)) else {
+            tracing::debug!(plugin = name, "The first segment did not parse");
             return serially(kept, input, sink).await;
         };
         let Some(pinned) = split::pinned_params(&params, first_table) else {
+            tracing::debug!(
+                plugin = name,
+                schema = ?first_table.schema,
+                "The first segment's types cannot be pinned"
+            );
             return serially(kept, input, sink).await;
         };
         cutter.learn_header(&kept);
@@ -396,10 +410,11 @@ impl Plugins {
         let writer = {
             let (schema, window, permits) = (schema.clone(), window.clone(), permits.clone());
             tokio::task::spawn_blocking(move || {
-                let written = write_in_order(&schema, out_rx, &permits, sink);
+                let mut busy = std::time::Duration::ZERO;
+                let written = write_in_order(&schema, out_rx, &permits, sink, &mut busy);
                 // Whatever ended the writing, the feeder stops waiting for room.
                 window.close();
-                written
+                (written, busy)
             })
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<Bytes>)>(self.workers * 2);
@@ -483,9 +498,11 @@ impl Plugins {
         drop(tx);
         let mut usage = first.usage.clone();
         let mut error = None;
+        let mut workers_wall = std::time::Duration::ZERO;
         for w in workers {
             match w.await {
                 Ok((r, u)) => {
+                    workers_wall += u.wall;
                     usage.add_instances(&u);
                     usage.peak_memory_bytes = usage.peak_memory_bytes.max(u.peak_memory_bytes);
                     // A worker that found the writer gone reports no error of its own.
@@ -500,14 +517,23 @@ impl Plugins {
         }
         stop.disarm();
         drop(slots);
-        let written = writer
-            .await
-            .unwrap_or_else(|e| Err(InvokeError::Sink(format!("the table's writer failed: {e}"))));
+        let (written, sink_busy) = writer.await.unwrap_or_else(|e| {
+            (
+                Err(InvokeError::Sink(format!("the table's writer failed: {e}"))),
+                std::time::Duration::ZERO,
+            )
+        });
         usage.wall = started.elapsed();
-        tracing::debug!(
-            sent,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "segments parsed into the sink"
+        // Where the time went: the first segment alone, the instances' parse (the boundary
+        // transfer included), and the sink (Parquet encoding, waiting for the store).
+        tracing::info!(
+            plugin = name,
+            segments = sent + 1,
+            wall_ms = usage.wall.as_millis() as u64,
+            head_ms = first.usage.wall.as_millis() as u64,
+            parse_ms = workers_wall.as_millis() as u64,
+            sink_ms = sink_busy.as_millis() as u64,
+            "Parsed in segments"
         );
         let result = match (failed_input, error, written) {
             (Some(e), _, _) => Err(InvokeError::Input(e.to_string())),
@@ -696,6 +722,7 @@ fn write_in_order(
     tables: std::sync::mpsc::Receiver<Option<(usize, Table)>>,
     permits: &Permits,
     mut sink: Sink,
+    busy: &mut std::time::Duration,
 ) -> Result<usize, InvokeError> {
     let mut waiting = std::collections::BTreeMap::new();
     let mut next = 0;
@@ -704,6 +731,7 @@ fn write_in_order(
         let Some((i, t)) = got else {
             return Ok(next);
         };
+        let started = std::time::Instant::now();
         waiting.insert(i, t);
         while let Some(t) = waiting.remove(&next) {
             if t.schema.fields() != schema.fields() {
@@ -720,6 +748,7 @@ fn write_in_order(
                 .remove(&next);
             next += 1;
         }
+        *busy += started.elapsed();
     }
     Ok(next)
 }
@@ -815,7 +844,8 @@ mod tests {
             }
             Ok(())
         });
-        let written = write_in_order(&schema, rx, &permits, sink).map_err(|e| e.to_string())?;
+        let written = write_in_order(&schema, rx, &permits, sink, &mut std::time::Duration::ZERO)
+            .map_err(|e| e.to_string())?;
         assert_eq!(written, 4);
         assert_eq!(
             *seen.lock().map_err(|e| e.to_string())?,
@@ -839,7 +869,7 @@ mod tests {
         }
         drop(tx);
         let sink: Sink = Box::new(|_, _| Ok(()));
-        let refused = write_in_order(&schema, rx, &permits, sink);
+        let refused = write_in_order(&schema, rx, &permits, sink, &mut std::time::Duration::ZERO);
         assert!(
             matches!(&refused, Err(InvokeError::Output(m)) if m.contains("segment 1")),
             "{refused:?}"
@@ -853,7 +883,10 @@ mod tests {
             .map_err(|e| e.to_string())?;
         tx.send(None).map_err(|e| e.to_string())?;
         let sink: Sink = Box::new(|_, _| Ok(()));
-        assert_eq!(write_in_order(&schema, rx, &permits, sink).ok(), Some(1));
+        assert_eq!(
+            write_in_order(&schema, rx, &permits, sink, &mut std::time::Duration::ZERO).ok(),
+            Some(1)
+        );
         Ok(())
     }
 
