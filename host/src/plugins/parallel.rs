@@ -809,6 +809,7 @@ mod tests {
     /// back once written; a segment with other columns is the plugin's error.
     #[test]
     fn segments_reach_the_sink_in_input_order() -> Result<(), String> {
+        let mut busy = std::time::Duration::ZERO;
         let first = segment(&[0])?;
         let schema = first.schema.clone();
         let window = Arc::new(tokio::sync::Semaphore::new(4));
@@ -844,8 +845,8 @@ mod tests {
             }
             Ok(())
         });
-        let written = write_in_order(&schema, rx, &permits, sink, &mut std::time::Duration::ZERO)
-            .map_err(|e| e.to_string())?;
+        let written =
+            write_in_order(&schema, rx, &permits, sink, &mut busy).map_err(|e| e.to_string())?;
         assert_eq!(written, 4);
         assert_eq!(
             *seen.lock().map_err(|e| e.to_string())?,
@@ -869,7 +870,7 @@ mod tests {
         }
         drop(tx);
         let sink: Sink = Box::new(|_, _| Ok(()));
-        let refused = write_in_order(&schema, rx, &permits, sink, &mut std::time::Duration::ZERO);
+        let refused = write_in_order(&schema, rx, &permits, sink, &mut busy);
         assert!(
             matches!(&refused, Err(InvokeError::Output(m)) if m.contains("segment 1")),
             "{refused:?}"
@@ -884,7 +885,7 @@ mod tests {
         tx.send(None).map_err(|e| e.to_string())?;
         let sink: Sink = Box::new(|_, _| Ok(()));
         assert_eq!(
-            write_in_order(&schema, rx, &permits, sink, &mut std::time::Duration::ZERO).ok(),
+            write_in_order(&schema, rx, &permits, sink, &mut busy).ok(),
             Some(1)
         );
         Ok(())
