@@ -15,6 +15,13 @@ async fn lake_with_plugins() -> TestLake {
 }
 
 async fn lake_with_plugins_and(settings: lake_host::lake::Settings) -> TestLake {
+    lake_with_csv_limit(settings, None).await
+}
+
+async fn lake_with_csv_limit(
+    settings: lake_host::lake::Settings,
+    csv_timeout: Option<f64>,
+) -> TestLake {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(
         crate::hostile::components().join("hostile-spin.wasm"),
@@ -29,6 +36,15 @@ async fn lake_with_plugins_and(settings: lake_host::lake::Settings) -> TestLake 
             ..Default::default()
         },
     );
+    if let Some(secs) = csv_timeout {
+        overrides.insert(
+            "csv".to_owned(),
+            PluginOverride {
+                timeout_secs: Some(secs),
+                ..Default::default()
+            },
+        );
+    }
     let cfg = PluginsConfig {
         dir: dir.path().to_path_buf(),
         cache_dir: crate::plugins::shared_cache(),
@@ -439,4 +455,42 @@ async fn a_step_run_reads_a_bounded_number_of_bytes() {
     );
     let (_, after) = t.call(Method::GET, "/pipelines/runs", None).await;
     assert_eq!(before, after, "nothing recorded for a refused run");
+}
+
+/// An upload is parsed while its bytes arrive, so over a slow link the parse can run out of time
+/// waiting for them: it is then parsed again from the stored bytes, and the file gets its table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_still_gets_its_table() {
+    use futures::StreamExt;
+    let t = lake_with_csv_limit(crate::http_api::settings(1 << 30), Some(4.0)).await;
+    // The first chunk is more than the 16 MiB a parse reads ahead before it starts, so the parse
+    // runs at once; the rest comes 1.5 s apart, past the parser's 4 s limit (which counts the
+    // time it waits for bytes).
+    let mut first = b"a,b\n".to_vec();
+    let mut rows = 0u64;
+    while first.len() <= 17 << 20 {
+        first.extend_from_slice(format!("{rows},{}\n", rows * 2).as_bytes());
+        rows += 1;
+    }
+    let mut chunks = vec![bytes::Bytes::from(first)];
+    chunks.extend((0..3).map(|i| bytes::Bytes::from(format!("-{i},0\n"))));
+    let body: lake_host::blob::ByteStream = Box::pin(
+        futures::stream::iter(chunks)
+            .enumerate()
+            .then(|(i, c)| async move {
+                if i > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                }
+                Ok(c)
+            }),
+    );
+    let info = t
+        .lake
+        .files()
+        .upload("slow.csv", body)
+        .await
+        .expect("the upload");
+    assert_eq!(info.parse_error, None);
+    assert_eq!((info.rows, info.columns), (Some(rows + 3), Some(2)));
+    assert!(info.dataset_ids.table.is_some());
 }

@@ -248,6 +248,26 @@ impl Files<'_> {
                 },
             ));
         };
+        // The parse kept pace with the client: over a slow link its time limit ran out while it
+        // waited for bytes. Parse the stored bytes again, at the store's pace.
+        if let Ok((inv, None)) = &parsed
+            && matches!(inv.result, Err(InvokeError::Timeout(_)))
+        {
+            tracing::info!(
+                parser,
+                "A parse timed out while the upload arrived; parsing the stored bytes"
+            );
+            parsed = match blobs.get(&raw.bucket, &raw.key).await {
+                Ok(body) => {
+                    let params = params.clone();
+                    crate::tables::parse_into_store(
+                        plugins, blobs, parser, params, body, to, rows, true,
+                    )
+                    .await
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
         if let Ok((inv, stored)) = &parsed
             && crate::tables::parse_again_serially(inv, stored)
         {
