@@ -21,6 +21,14 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 suites=("${@:-api plugins}")
+# The peers' venv (Polars, DuckDB, pandas at ../shared/bench's pinned versions), made once.
+peers_venv() {
+    venv="${BENCH_VENV:-/tmp/benchvenv}"
+    if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import polars, duckdb, pandas' 2>/dev/null; then
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q -r ../shared/bench/requirements.txt
+    fi
+}
 for suite in ${suites[*]}; do
     case "$suite" in
         api)
@@ -41,22 +49,14 @@ for suite in ${suites[*]}; do
             LAKE_BENCH_DATA="$data" cargo bench -p lake-host --bench plugins
             ;;
         files)
-            venv="${BENCH_VENV:-/tmp/benchvenv}"
-            if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import polars, duckdb, pandas' 2>/dev/null; then
-                python3 -m venv "$venv"
-                "$venv/bin/pip" install -q -r ../shared/bench/requirements.txt
-            fi
+            peers_venv
             cargo build --release -p lake-host
             target="${CARGO_TARGET_DIR:-target}"
             "$venv/bin/python" host/benches/files.py --lake "$target/release/lake" \
                 --python "$venv/bin/python" --peers --five-m ${LAKE_BENCH_FILES_ARGS:-}
             ;;
         compare)
-            venv="${BENCH_VENV:-/tmp/benchvenv}"
-            if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import polars, duckdb, pandas' 2>/dev/null; then
-                python3 -m venv "$venv"
-                "$venv/bin/pip" install -q -r ../shared/bench/requirements.txt
-            fi
+            peers_venv
             cargo build --release -p lake-host
             target="${CARGO_TARGET_DIR:-target}"
             "$venv/bin/python" host/benches/files.py --lake "$target/release/lake" \
