@@ -311,6 +311,16 @@ def compare(binary, data, python, reps):
         rec["upload_gz_s"] = gzs
         _, left = timed(lambda: lake.upload(os.path.join(data, "left_1M.csv")))
         _, right = timed(lambda: lake.upload(os.path.join(data, "right_1M.csv")))
+        # The merges start once the uploads' work has settled (server CPU under 5% over half a
+        # second, or 15 s at most), as they would on a server not just fed 1.5 GB: right after
+        # the uploads the same merge took up to twice as long.
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 15:
+            c0 = cpu_s()
+            time.sleep(0.5)
+            if cpu_s() - c0 < 0.025:
+                break
+        rec["settle_s"] = round(time.monotonic() - t0, 1)
         merges = []
         for i in range(reps):
             q = urllib.parse.urlencode({
@@ -355,11 +365,101 @@ def compare(binary, data, python, reps):
     print(f"| merge 1M x 1M inner, cold | {m:.3f} s | {pj:.3f} s (Parquet join) | "
           f"{m / pj:.2f}x | - | - |")
     print()
+    print(f"the merges started {rec['settle_s']} s after the uploads, once the server was idle")
     print(f"upload server RSS growth over {reps} uploads: {rec['upload_rss_growth_mb']} MB; "
           f"server CPU per upload: {rec['upload_server_cpu_s']} s")
     for i, st in enumerate(rec["upload_stages"]):
         print(f"upload {i} stages (ms): " + ", ".join(
             f"{k}={v}" for k, v in st.items() if k.endswith("_ms") or k == "segments"))
+    return rec
+
+
+def growth(binary, data, python, gbs):
+    """How cost grows: upload-to-table of CSVs from 100 MB to the largest `gbs` asks for (time,
+    MB/s, server RSS growth), one 251 MB upload against two at once, and cold merges of 100k, 1M
+    and 5M rows a side, with Polars joining the same tables from Parquet beside each merge."""
+    sizes = [100_000, 1_000_000, 5_000_000]
+    ensure_data(data, sizes, python)
+    work = tempfile.mkdtemp(prefix="lake-growth-")
+    with open(os.path.join(work, "lake.toml"), "w") as f:
+        f.write('[server]\nmax_upload_bytes = "64GiB"\n'
+                '[plugins.overrides.merge]\nmemory = "4GiB"\n'
+                '[files]\nmerge_cache_bytes = "4GiB"\n')
+    rec = {"load_start": os.getloadavg(), "uploads": [], "merges": []}
+    lake = Lake(binary, work, {})
+    try:
+        while not lake.request("GET", "/plugins")[1].get("loading", {}).get("done", True):
+            time.sleep(0.1)
+        base = lake.rss.mark()
+        rec["rss_idle_mb"] = mb(base)
+        files = [(0.1, big_csv(data, 0.1)), (0.25, os.path.join(data, "left_5M.csv"))]
+        files += [(gb, big_csv(data, gb)) for gb in gbs]
+        for gb, path in files:
+            before = lake.rss.mark()
+            t, v = timed(lambda: lake.upload(path))
+            assert v["rows"] and not v.get("duplicate"), v
+            r = {"file": os.path.basename(path), "bytes": v["size"], "rows": v["rows"],
+                 "seconds": round(t, 2), "mb_s": round(v["size"] / 1e6 / t, 1),
+                 "rss_growth_mb": mb(lake.rss.peak() - before)}
+            rec["uploads"].append(r)
+            print(json.dumps(r), file=sys.stderr)
+        a, b, c = distinct_copies(os.path.join(data, "left_5M.csv"), 3)
+        one, _ = timed(lambda: lake.upload(a))
+        lake.rss.mark()
+        both = {}
+
+        def up(p):
+            both[p] = timed(lambda: lake.upload(p))[0]
+        t0 = time.perf_counter()
+        ts = [threading.Thread(target=up, args=(p,)) for p in (b, c)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert len(both) == 2, "an upload of the two at once failed"
+        rec["one_upload_s"] = round(one, 2)
+        rec["two_at_once_s"] = round(time.perf_counter() - t0, 2)
+        rec["two_at_once_rss_growth_mb"] = mb(lake.rss.peak() - base)
+        for n in sizes:
+            lb = label(n)
+            _, left = timed(lambda: lake.upload(os.path.join(data, f"left_{lb}.csv")))
+            _, right = timed(lambda: lake.upload(os.path.join(data, f"right_{lb}.csv")))
+            lake.rss.mark()
+            t, m = timed(lambda: merge(lake, left["file_id"], right["file_id"]))
+            rec["merges"].append({"rows": lb, "seconds": round(t, 3), "rows_out": m["rows"],
+                                  "rss_peak_mb": mb(lake.rss.peak())})
+    finally:
+        lake.stop()
+    try:
+        for r, n in zip(rec["merges"], sizes):
+            lb = label(n)
+            pl_, pr = os.path.join(work, f"l{lb}.parquet"), os.path.join(work, f"r{lb}.parquet")
+            peer(python, "polars_sink_parquet", os.path.join(data, f"left_{lb}.csv"), pl_)
+            peer(python, "polars_sink_parquet", os.path.join(data, f"right_{lb}.csv"), pr)
+            r["polars_parquet_join_s"] = round(peer(python, "polars_parquet_join", pl_, pr), 3)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rec["load_end"] = os.getloadavg()
+    print(json.dumps(rec, indent=1))
+    print()
+    print(f"load average at start {rec['load_start'][0]:.2f}, at end {rec['load_end'][0]:.2f} "
+          f"({os.cpu_count()} cores); idle server RSS {rec['rss_idle_mb']} MB")
+    print()
+    print("| upload | rows | seconds | MB/s | server RSS growth MB |")
+    print("|---|---|---|---|---|")
+    for r in rec["uploads"]:
+        print(f"| {r['bytes'] / 1e6:.0f} MB | {r['rows']} | {r['seconds']} | {r['mb_s']} | "
+              f"{r['rss_growth_mb']} |")
+    print()
+    print(f"one 251 MB upload {rec['one_upload_s']} s; two at once {rec['two_at_once_s']} s "
+          f"({rec['two_at_once_s'] / rec['one_upload_s']:.2f}x one); server RSS growth "
+          f"{rec['two_at_once_rss_growth_mb']} MB")
+    print()
+    print("| merge, rows a side | seconds (cold) | Polars Parquet join s | rows out | server peak RSS MB |")
+    print("|---|---|---|---|---|")
+    for r in rec["merges"]:
+        print(f"| {r['rows']} | {r['seconds']} | {r['polars_parquet_join_s']} | {r['rows_out']} | "
+              f"{r['rss_peak_mb']} |")
     return rec
 
 
@@ -377,7 +477,13 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--compare", action="store_true",
                     help="only the side-by-side table: the lake, Polars and DuckDB on the same files")
+    ap.add_argument("--growth", default=None, metavar="GB,GB",
+                    help="only the growth curve: uploads from 100 MB to these sizes in GB, two at "
+                         "once, merges of 100k to 5M rows")
     a = ap.parse_args()
+    if a.growth:
+        growth(a.lake, a.data, a.python, [float(g) for g in a.growth.split(",")])
+        return
     if a.compare:
         compare(a.lake, a.data, a.python, a.reps)
         return

@@ -8,6 +8,8 @@
 #     bash host/benches/run.sh compare    # the lake beside Polars and DuckDB on the same files in one
 #                                         # run: upload-to-table of 251 MB (plain, gzip), cold 1M merge;
 #                                         # ratios, the machine's load, upload stages
+#     bash host/benches/run.sh growth     # how cost grows: uploads 100 MB to 2 GB (time, RSS), two
+#                                         # 251 MB uploads at once, merges of 100k, 1M, 5M rows
 #     bash host/benches/run.sh auth       # token check: added GET /catalog latency at 500 req/s
 #     bash host/benches/run.sh iceberg    # Iceberg catalog: LoadTable over 10k tables on PostgreSQL,
 #                                         # PyIceberg's scan planning of a 100-version table
@@ -62,6 +64,13 @@ for suite in ${suites[*]}; do
             "$venv/bin/python" host/benches/files.py --lake "$target/release/lake" \
                 --python "$venv/bin/python" --compare ${LAKE_BENCH_FILES_ARGS:-}
             ;;
+        growth)
+            peers_venv
+            cargo build --release -p lake-host
+            target="${CARGO_TARGET_DIR:-target}"
+            "$venv/bin/python" host/benches/files.py --lake "$target/release/lake" \
+                --python "$venv/bin/python" --growth "${LAKE_BENCH_GROWTH_GB:-1,2}"
+            ;;
         auth)
             cargo build --release -p lake-host
             target="${CARGO_TARGET_DIR:-target}"
@@ -89,6 +98,6 @@ for suite in ${suites[*]}; do
             lake_services_up >/dev/null
             cargo bench -p lake-host --bench load
             ;;
-        *) echo "unknown suite $suite (api, plugins, files, compare, auth, iceberg, fsck, load)" >&2; exit 2 ;;
+        *) echo "unknown suite $suite (api, plugins, files, compare, growth, auth, iceberg, fsck, load)" >&2; exit 2 ;;
     esac
 done

@@ -241,38 +241,25 @@ impl Pipelines<'_> {
                 };
                 let file = self.pick_file(input, req.file.as_deref()).await?;
                 let from = format!("{}{}", input.prefix, file.name);
-                let body = self.blobs.get(&input.bucket, &from).await?;
                 // The table streams into its object as the parser returns it.
                 let id = DatasetId::new();
                 let bucket = self.bucket(target_layer).to_owned();
                 let key = format!("{}/{id}/{TABLE_FILE}", input.source);
                 let to = (bucket.as_str(), key.as_str());
+                let from = (input.bucket.as_str(), from.as_str());
                 let rows = self.files.row_group_rows;
                 let watch = watch(Some(file.name.clone()));
                 let (name, blobs) = (&manifest.name, self.blobs.as_ref());
-                let mut parsed = crate::tables::parse_into_store(
-                    &plugins,
-                    blobs,
-                    name,
-                    params.clone(),
-                    body,
-                    to,
-                    rows,
-                    true,
-                )
-                .await;
+                let parse = |params, split| {
+                    crate::tables::parse_stored(
+                        &plugins, blobs, name, params, from, to, rows, split,
+                    )
+                };
+                let mut parsed = parse(params.clone(), true).await;
                 if let Ok((inv, stored)) = &parsed
                     && crate::tables::parse_again_serially(inv, stored)
                 {
-                    parsed = match blobs.get(&input.bucket, &from).await {
-                        Ok(body) => {
-                            crate::tables::parse_into_store(
-                                &plugins, blobs, name, params, body, to, rows, false,
-                            )
-                            .await
-                        }
-                        Err(e) => Err(e.into()),
-                    };
+                    parsed = parse(params, false).await;
                 }
                 watch.disarm();
                 let (inv, stored) = parsed?;

@@ -1157,7 +1157,7 @@ pub fn params_from_json(v: &serde_json::Value) -> Result<Vec<(String, String)>, 
 
 /// Pulls an async byte stream from a blocking thread: the guest runs on one, and each call waits
 /// for the next chunk.
-fn blocking_chunks(
+pub(super) fn blocking_chunks(
     mut input: ByteStream,
 ) -> impl FnMut() -> Option<std::io::Result<bytes::Bytes>> + Send {
     let handle = tokio::runtime::Handle::current();

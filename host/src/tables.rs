@@ -27,6 +27,8 @@ use arrow_schema::{Field, Schema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::file::writer::SerializedFileWriter;
 use serde::{Deserialize, Serialize};
 
 use crate::plugins::{StepInput, Table};
@@ -192,11 +194,21 @@ pub struct Written {
 }
 
 /// Writes batches as one Parquet file (Snappy-compressed) into `W`, under unique column names.
+///
+/// Row groups are encoded on a few threads at once (see [`Encoders`]) and appended in order, so
+/// the thread feeding the writer only gathers rows and copies out finished column chunks: an
+/// upload parsed on every core is no longer held to the pace of one encoder.
 pub struct TableWriter<W: Write + Send> {
-    writer: ArrowWriter<W>,
+    file: SerializedFileWriter<W>,
+    encoders: Encoders,
     schema: SchemaRef,
     renamed: Vec<Renamed>,
     rows: u64,
+    /// Rows per row group (`None`: the whole table in one).
+    group_rows: Option<usize>,
+    /// The row group being gathered.
+    gathering: Vec<RecordBatch>,
+    gathered: usize,
 }
 
 impl<W: Write + Send> std::fmt::Debug for TableWriter<W> {
@@ -223,31 +235,75 @@ impl<W: Write + Send> TableWriter<W> {
         }
         let (schema, renamed) =
             unique_names(schema).unwrap_or_else(|| (schema.clone(), Vec::new()));
-        let writer = ArrowWriter::try_new(out, with_field_ids(&schema), Some(props.build()))
+        let stored = with_field_ids(&schema);
+        let (file, factory) = ArrowWriter::try_new(out, stored.clone(), Some(props.build()))
+            .and_then(|w| w.into_serialized_writer())
             .map_err(|e| format!("the table cannot be written as Parquet: {e}"))?;
+        let group_rows = file.properties().max_row_group_row_count();
         Ok(Self {
-            writer,
+            file,
+            encoders: Encoders::new(factory, stored),
             schema,
             renamed,
             rows: 0,
+            group_rows,
+            gathering: Vec::new(),
+            gathered: 0,
         })
     }
 
     /// Writes one batch (under the stored names).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
-        self.rows += batch.num_rows() as u64;
-        if self.renamed.is_empty() {
-            self.writer.write(batch)
-        } else {
-            self.writer.write(&rename_batch(batch, &self.schema)?)
+        if batch.num_columns() != self.schema.fields().len() {
+            return Err(format!(
+                "writing Parquet: a batch of {} columns for a table of {}",
+                batch.num_columns(),
+                self.schema.fields().len()
+            ));
         }
-        .map_err(|e| format!("writing Parquet: {e}"))
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows += batch.num_rows() as u64;
+        let mut rest = if self.renamed.is_empty() {
+            batch.clone()
+        } else {
+            rename_batch(batch, &self.schema)?
+        };
+        loop {
+            let room = self.group_rows.map_or(usize::MAX, |n| n - self.gathered);
+            if rest.num_rows() < room {
+                self.gathered += rest.num_rows();
+                self.gathering.push(rest);
+                return Ok(());
+            }
+            self.gathering.push(rest.slice(0, room));
+            self.gathered += room;
+            rest = rest.slice(room, rest.num_rows() - room);
+            self.seal(false)?;
+            if rest.num_rows() == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Hands the gathered row group (the `last` or not) to the encoders and appends what they
+    /// have finished.
+    fn seal(&mut self, last: bool) -> Result<(), String> {
+        if self.gathering.is_empty() {
+            return Ok(());
+        }
+        let group = std::mem::take(&mut self.gathering);
+        self.gathered = 0;
+        self.encoders.submit(group, last, &mut self.file)
     }
 
     /// Writes the footer and hands back the output and what was written.
-    pub fn finish(self) -> Result<(W, Written), String> {
+    pub fn finish(mut self) -> Result<(W, Written), String> {
+        self.seal(true)?;
+        self.encoders.drain(&mut self.file)?;
         let out = self
-            .writer
+            .file
             .into_inner()
             .map_err(|e| format!("finishing Parquet: {e}"))?;
         Ok((
@@ -258,6 +314,185 @@ impl<W: Write + Send> TableWriter<W> {
                 rows: self.rows,
             },
         ))
+    }
+}
+
+/// A row group's encoded column chunks, or why it could not be encoded.
+type Encoded = Result<Vec<ArrowColumnChunk>, String>;
+
+/// The threads encoding a [`TableWriter`]'s row groups: as many as the machine has cores (at most
+/// [`MAX_ENCODERS`]), started with the second row group (a table of one row group is encoded on
+/// the caller's thread). At most one row group per encoder is in flight, so the memory held is a
+/// few row groups whatever the table's length; finished row groups are appended in order.
+struct Encoders {
+    factory: Arc<ArrowRowGroupWriterFactory>,
+    schema: SchemaRef,
+    /// The jobs' queue, once the threads run.
+    jobs: Option<std::sync::mpsc::SyncSender<(usize, Vec<RecordBatch>)>>,
+    done: Option<std::sync::mpsc::Receiver<(usize, Encoded)>>,
+    threads: usize,
+    /// Row groups handed out and not yet back.
+    in_flight: usize,
+    /// Finished row groups waiting for an earlier one.
+    ready: std::collections::BTreeMap<usize, Vec<ArrowColumnChunk>>,
+    /// The next row group to hand out, and the next to append.
+    next_out: usize,
+    next_in: usize,
+}
+
+/// The most threads one table is encoded on.
+const MAX_ENCODERS: usize = 4;
+
+impl Encoders {
+    fn new(factory: ArrowRowGroupWriterFactory, schema: SchemaRef) -> Self {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_ENCODERS);
+        Self {
+            factory: Arc::new(factory),
+            schema,
+            jobs: None,
+            done: None,
+            threads,
+            in_flight: 0,
+            ready: Default::default(),
+            next_out: 0,
+            next_in: 0,
+        }
+    }
+
+    /// Encodes row group `index` of `batches` (all shaped like `schema`).
+    fn encode(
+        factory: &ArrowRowGroupWriterFactory,
+        schema: &SchemaRef,
+        index: usize,
+        batches: &[RecordBatch],
+    ) -> Encoded {
+        let fail = |e: parquet::errors::ParquetError| format!("encoding Parquet: {e}");
+        let mut writers = factory.create_column_writers(index).map_err(fail)?;
+        for batch in batches {
+            let mut leaves_to = writers.iter_mut();
+            for (field, column) in schema.fields().iter().zip(batch.columns()) {
+                for leaf in compute_leaves(field, column).map_err(fail)? {
+                    leaves_to
+                        .next()
+                        .ok_or("encoding Parquet: more leaves than columns")?
+                        .write(&leaf)
+                        .map_err(fail)?;
+                }
+            }
+        }
+        writers
+            .into_iter()
+            .map(|w| w.close().map_err(fail))
+            .collect()
+    }
+
+    /// Starts the threads, when there is more than one core to run them on.
+    fn start(&mut self) -> Result<(), String> {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Vec<RecordBatch>)>(0);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..self.threads {
+            let (queue, done_tx) = (queue.clone(), done_tx.clone());
+            let (factory, schema) = (self.factory.clone(), self.schema.clone());
+            std::thread::Builder::new()
+                .name(format!("parquet-encode-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((index, batches)) = job else { return };
+                        let encoded =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                Self::encode(&factory, &schema, index, &batches)
+                            }))
+                            .unwrap_or_else(|_| Err("encoding Parquet: the encoder failed".into()));
+                        drop(batches);
+                        if done_tx.send((index, encoded)).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| format!("starting a Parquet encoder: {e}"))?;
+        }
+        self.jobs = Some(jobs);
+        self.done = Some(done);
+        Ok(())
+    }
+
+    /// Encodes the next row group, `last` or not: on the caller's thread when the machine has one
+    /// core or the table only one row group, on the encoders' otherwise. Appends what is finished.
+    fn submit<W: Write + Send>(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        last: bool,
+        file: &mut SerializedFileWriter<W>,
+    ) -> Result<(), String> {
+        let index = self.next_out;
+        self.next_out += 1;
+        if self.threads < 2 || (last && self.jobs.is_none()) {
+            let encoded = Self::encode(&self.factory, &self.schema, index, &batches);
+            drop(batches);
+            self.in_flight += 1;
+            return self.finished(index, encoded, file);
+        }
+        if self.jobs.is_none() {
+            self.start()?;
+        }
+        while self.in_flight >= self.threads {
+            self.wait(file)?;
+        }
+        self.jobs
+            .as_ref()
+            .ok_or("the Parquet encoders are gone")?
+            .send((index, batches))
+            .map_err(|_| "the Parquet encoders stopped")?;
+        self.in_flight += 1;
+        while let Some(Ok((i, encoded))) = self.done.as_ref().map(|d| d.try_recv()) {
+            self.finished(i, encoded, file)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for one row group to come back.
+    fn wait<W: Write + Send>(&mut self, file: &mut SerializedFileWriter<W>) -> Result<(), String> {
+        let (i, encoded) = self
+            .done
+            .as_ref()
+            .ok_or("the Parquet encoders are gone")?
+            .recv()
+            .map_err(|_| "the Parquet encoders stopped")?;
+        self.finished(i, encoded, file)
+    }
+
+    /// Waits for every row group handed out and appends them; the threads then end.
+    fn drain<W: Write + Send>(&mut self, file: &mut SerializedFileWriter<W>) -> Result<(), String> {
+        while self.in_flight > 0 {
+            self.wait(file)?;
+        }
+        self.jobs = None;
+        Ok(())
+    }
+
+    /// Takes row group `index` back and appends every finished one that is next in order.
+    fn finished<W: Write + Send>(
+        &mut self,
+        index: usize,
+        encoded: Encoded,
+        file: &mut SerializedFileWriter<W>,
+    ) -> Result<(), String> {
+        self.in_flight -= 1;
+        self.ready.insert(index, encoded?);
+        while let Some(chunks) = self.ready.remove(&self.next_in) {
+            let fail = |e: parquet::errors::ParquetError| format!("writing Parquet: {e}");
+            let mut group = file.next_row_group().map_err(fail)?;
+            for chunk in chunks {
+                chunk.append_to_row_group(&mut group).map_err(fail)?;
+            }
+            group.close().map_err(fail)?;
+            self.next_in += 1;
+        }
+        Ok(())
     }
 }
 
@@ -714,6 +949,35 @@ pub async fn parse_into_store(
     }
 }
 
+/// [`parse_into_store`] over the stored object `from` (bucket, key): a parse run again over bytes
+/// the store already holds (a split parse's failure, a parse that timed out waiting for a slow
+/// client), or a pipeline run's over its input file. The store failing to hand the bytes back is
+/// the outer error, like its failing to take the table.
+#[allow(clippy::too_many_arguments)]
+pub async fn parse_stored(
+    plugins: &crate::plugins::Plugins,
+    blobs: &dyn crate::blob::BlobStore,
+    parser: &str,
+    params: Vec<(String, String)>,
+    (bucket, key): (&str, &str),
+    to: (&str, &str),
+    row_group_rows: usize,
+    split: bool,
+) -> Result<(crate::plugins::Invocation<SchemaRef>, Option<StoredTable>), crate::lake::LakeError> {
+    let input = blobs.get(bucket, key).await?;
+    parse_into_store(
+        plugins,
+        blobs,
+        parser,
+        params,
+        input,
+        to,
+        row_group_rows,
+        split,
+    )
+    .await
+}
+
 /// A dataset's Parquet files as one step input. The files' bytes are fetched first (Parquet needs
 /// random access to its footer; they are compressed), then [`decode_ahead`] decodes them a batch
 /// at a time, so two inputs start decoding at once and the decoding overlaps the plugin's work.
@@ -799,6 +1063,100 @@ mod tests {
             Some((s, _)) => s.fields().iter().map(|f| f.name().clone()).collect(),
             None => fields.iter().map(|s| (*s).to_owned()).collect(),
         }
+    }
+
+    /// Row groups encoded on several threads come back whole and in order: the file reads back
+    /// row for row as written (nested and nullable columns included), each row group as long as
+    /// the limit asks, whatever the batches' sizes.
+    #[test]
+    fn row_groups_encoded_at_once_come_back_in_order() -> Result<(), Box<dyn std::error::Error>> {
+        use arrow_array::builder::{Int64Builder, ListBuilder};
+        use arrow_array::{Array, Float64Array, Int64Array, StringArray};
+        let item = Arc::new(Field::new("item", DataType::Int64, true));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("x", DataType::Float64, true),
+            Field::new("tags", DataType::List(item.clone()), true),
+        ]));
+        let mut batches = Vec::new();
+        let mut next = 0i64;
+        for (i, len) in [1000usize, 7000, 3, 4096, 12_345, 1, 2500, 9000]
+            .into_iter()
+            .enumerate()
+        {
+            let n: Vec<i64> = (next..next + len as i64).collect();
+            next += len as i64;
+            let name: StringArray = n
+                .iter()
+                .map(|v| (v % 7 != 0).then(|| format!("row {v} of batch {i}")))
+                .collect();
+            let x: Float64Array = n
+                .iter()
+                .map(|v| (v % 5 != 0).then_some(*v as f64 / 3.0))
+                .collect();
+            let mut tags = ListBuilder::new(Int64Builder::new()).with_field(item.clone());
+            for v in &n {
+                if v % 11 == 0 {
+                    tags.append_null();
+                } else {
+                    for t in 0..(v % 4) {
+                        tags.values().append_value(v * 10 + t);
+                    }
+                    tags.append(true);
+                }
+            }
+            batches.push(RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(n)),
+                    Arc::new(name),
+                    Arc::new(x),
+                    Arc::new(tags.finish()),
+                ],
+            )?);
+        }
+        let group = 4096;
+        let mut w = TableWriter::new(Vec::new(), &schema, Some(group))?;
+        for b in &batches {
+            w.write(b)?;
+        }
+        let (bytes, written) = w.finish()?;
+        let total = next as usize;
+        assert_eq!(written.rows, total as u64);
+
+        let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes.clone()))?;
+        let sizes: Vec<i64> = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert_eq!(sizes.len(), total.div_ceil(group), "row groups: {sizes:?}");
+        assert!(
+            sizes[..sizes.len() - 1].iter().all(|&r| r == group as i64),
+            "{sizes:?}"
+        );
+        assert_eq!(sizes.iter().sum::<i64>(), total as i64);
+
+        let (reader, rows) = parquet_reader(Bytes::from(bytes))?;
+        assert_eq!(rows, total as u64);
+        let back = reader.collect::<Result<Vec<_>, _>>()?;
+        let back = arrow_select::concat::concat_batches(&back[0].schema(), &back)?;
+        let sent = arrow_select::concat::concat_batches(&schema, &batches)?;
+        assert_eq!(back.num_rows(), total);
+        for c in 0..sent.num_columns() {
+            // The stored list's item carries its field id: compare values, not field metadata.
+            let read = arrow_cast::cast(back.column(c), sent.column(c).data_type())?;
+            assert_eq!(
+                read.to_data(),
+                sent.column(c).to_data(),
+                "column {} differs",
+                schema.field(c).name()
+            );
+        }
+        assert_eq!(back.column(3).null_count(), sent.column(3).null_count());
+        Ok(())
     }
 
     /// A table whose batches are slices of one buffer (as a plugin's decoded output is) weighs

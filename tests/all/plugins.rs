@@ -667,6 +667,79 @@ async fn a_large_csv_streams_into_its_sink_in_input_order() {
     assert!(left.is_err(), "a failed parse keeps nothing");
 }
 
+/// A large gzip CSV parsed into a sink is inflated by the host and cut like a plain one: two
+/// workers parse it, and the rows are the plain file's. A gzip stream cut short or damaged is the
+/// input's fault, worded as the parsers' own gzip reader words it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_gzip_csv_is_inflated_and_parsed_on_every_core() {
+    use lake_host::plugins::PluginErrorKind;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    let cache = shared_cache();
+    let p = Plugins::open(&PluginsConfig {
+        cache_dir: cache.clone(),
+        dir: cache.join("none"),
+        parse_parallelism: 2,
+        ..PluginsConfig::default()
+    })
+    .expect("plugin runtime");
+    let data = big_csv(600_000, None);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&data).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    assert!(gz.len() < data.len() / 2, "compressed");
+
+    let into = |got: &Arc<Mutex<Vec<RecordBatch>>>| {
+        let got = got.clone();
+        move |_: &arrow_schema::SchemaRef, b: Option<RecordBatch>| {
+            got.lock().expect("batches").extend(b);
+            Ok(())
+        }
+    };
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let inv = p
+        .parse_into("csv", Vec::new(), stream(gz.clone(), 256 << 10), into(&got))
+        .await;
+    assert_eq!(inv.usage.instances, 3, "the head, then two workers");
+    let schema = inv.result.expect("the gzip parses");
+    let streamed = Table {
+        schema,
+        batches: std::mem::take(&mut *got.lock().expect("batches")),
+    };
+    let whole = p
+        .parse("csv", Vec::new(), stream(data, 1 << 20))
+        .await
+        .result
+        .expect("the plain file parses");
+    assert_eq!(streamed.schema.fields(), whole.schema.fields());
+    assert_eq!(streamed.num_rows(), 600_000);
+    assert_eq!(flatten(&streamed), flatten(&whole));
+
+    let cut = gz[..gz.len() * 2 / 3].to_vec();
+    // A compression method other than deflate (the magic bytes still say gzip).
+    let mut damaged = gz.clone();
+    damaged[2] = 7;
+    for (what, bytes, says) in [
+        ("cut short", cut, "ends early"),
+        ("damaged", damaged, "is corrupt"),
+    ] {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let inv = p
+            .parse_into("csv", Vec::new(), stream(bytes, 256 << 10), into(&got))
+            .await;
+        match inv.result {
+            Err(InvokeError::Plugin {
+                kind: PluginErrorKind::InvalidInput,
+                message,
+            }) => assert!(
+                message.contains("gzip-compressed input") && message.contains(says),
+                "{what}: {message}"
+            ),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
 /// A server starting on a cold cache compiles first what it is asked for: a request for the last
 /// bundled plugin waits for the component being compiled when it came and then its own, not for
 /// every one listed before it (under load, a cold replica's merges had waited minutes).

@@ -1,7 +1,10 @@
 //! What an upload is: its format read from the first bytes, its CSV dialect, a name safe to store.
 //!
-//! The host only recognises; it never decodes. Compressed and UTF-16 text is recognised by its magic
+//! The host recognises; it does not parse. Compressed and UTF-16 text is recognised by its magic
 //! bytes (`crate::plugins::text_encoding`) and handed to the sandboxed csv parser, which decodes it.
+//! The one exception is gzip's first bytes, inflated here (at most 64 KiB of text) so a gzip
+//! CSV's dialect is read like a plain one's: the parse then gets definite parameters and can be
+//! cut for every core (the host inflates the rest as it arrives, `plugins/parallel.rs`).
 
 use futures::StreamExt;
 
@@ -42,6 +45,26 @@ pub fn detect_format(head: &[u8], name: &str) -> Result<Format, String> {
     Ok(Format::Csv)
 }
 
+/// The first text of a gzip file from its first bytes (as much as they give, at most 64 KiB), to
+/// read its dialect; `None` when they do not inflate.
+fn inflated_head(head: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut gz = flate2::bufread::MultiGzDecoder::new(head);
+    let mut text = vec![0; 64 << 10];
+    let mut filled = 0;
+    while filled < text.len() {
+        match gz.read(&mut text[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            // The head is the start of the file: its compressed bytes stop mid-stream.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(_) => return None,
+        }
+    }
+    text.truncate(filled);
+    (filled > 0).then_some(text)
+}
+
 /// The name without a compression suffix: `samples.csv.gz` is a `samples.csv`.
 pub(super) fn without_compression(name: &str) -> &str {
     let lower = name.to_ascii_lowercase();
@@ -74,7 +97,13 @@ pub(super) fn table_file_name(name: &str) -> String {
 /// Compressed or UTF-16 bytes cannot be read here, so the parser is asked to sniff both itself
 /// (`"auto"`) once it has decoded them.
 pub(super) fn csv_params(head: &[u8], name: &str) -> Vec<(String, String)> {
-    if crate::plugins::text_encoding(head).is_some() {
+    if let Some(encoding) = crate::plugins::text_encoding(head) {
+        if encoding == "gzip"
+            && let Some(plain) = inflated_head(head)
+            && crate::plugins::text_encoding(&plain).is_none()
+        {
+            return csv_params(&plain, without_compression(name));
+        }
         let lower = without_compression(name).to_ascii_lowercase();
         let delimiter = if lower.ends_with(".tsv") || lower.ends_with(".tab") {
             "\"\\t\""
@@ -216,6 +245,47 @@ mod tests {
         // A head that ends inside a UTF-8 character is still UTF-8.
         if !p(b"name\ncaf\xc3", "x.csv").is_empty() {
             return Err("a cut character is not Latin-1".into());
+        }
+        Ok(())
+    }
+
+    /// A gzip CSV's dialect is read from its first text, even when the head holds only the start
+    /// of the compressed stream; what does not inflate to plain text is left to the parser.
+    #[test]
+    fn a_gzip_csvs_dialect_is_read_from_its_first_text() -> Result<(), String> {
+        use std::io::Write;
+        let gz = |text: &[u8]| -> Result<Vec<u8>, String> {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(text).map_err(|e| e.to_string())?;
+            e.finish().map_err(|e| e.to_string())
+        };
+        let mut text = b"sample;gene;value\n".to_vec();
+        for i in 0..200_000 {
+            text.extend_from_slice(format!("S{i:08};G{};{}.5\n", i % 977, i % 13).as_bytes());
+        }
+        let whole = gz(&text)?;
+        let head = &whole[..whole.len().min(64 << 10)];
+        assert!(head.len() < whole.len(), "the head is only the start");
+        let params = csv_params(head, "x.csv.gz");
+        if params != vec![("delimiter".to_owned(), "\";\"".to_owned())] {
+            return Err(format!("semicolons in a gzip head: {params:?}"));
+        }
+        if !csv_params(&gz(b"a,b\n1,2\n")?, "x.csv.gz").is_empty() {
+            return Err("a plain comma CSV, gzipped, needs no parameters".into());
+        }
+        let tsv = csv_params(&gz(b"a,b\n1,2\n")?, "x.tsv.gz");
+        if tsv != vec![("delimiter".to_owned(), "\"\\t\"".to_owned())] {
+            return Err(format!("a .tsv.gz is tab-separated by its name: {tsv:?}"));
+        }
+        // UTF-16 inside, or a damaged stream: the parser sniffs for itself.
+        let auto = |params: Vec<(String, String)>| params.iter().any(|(_, v)| v == "\"auto\"");
+        if !auto(csv_params(&gz(b"\xFF\xFEa\0,\0b\0")?, "x.csv.gz")) {
+            return Err("UTF-16 inside gzip".into());
+        }
+        let mut damaged = gz(b"a;b\n1;2\n")?;
+        damaged[2] = 7;
+        if !auto(csv_params(&damaged, "x.csv.gz")) {
+            return Err("a damaged gzip head".into());
         }
         Ok(())
     }

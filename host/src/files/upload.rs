@@ -248,6 +248,10 @@ impl Files<'_> {
                 },
             ));
         };
+        let from = (raw.bucket.as_str(), raw.key.as_str());
+        let parse_stored = |params, split| {
+            crate::tables::parse_stored(plugins, blobs, parser, params, from, to, rows, split)
+        };
         // The parse kept pace with the client: over a slow link its time limit ran out while it
         // waited for bytes. Parse the stored bytes again, at the store's pace.
         if let Ok((inv, None)) = &parsed
@@ -257,36 +261,12 @@ impl Files<'_> {
                 parser,
                 "A parse timed out while the upload arrived; parsing the stored bytes"
             );
-            parsed = match blobs.get(&raw.bucket, &raw.key).await {
-                Ok(body) => {
-                    let params = params.clone();
-                    crate::tables::parse_into_store(
-                        plugins, blobs, parser, params, body, to, rows, true,
-                    )
-                    .await
-                }
-                Err(e) => Err(e.into()),
-            };
+            parsed = parse_stored(params.clone(), true).await;
         }
         if let Ok((inv, stored)) = &parsed
             && crate::tables::parse_again_serially(inv, stored)
         {
-            parsed = match blobs.get(&raw.bucket, &raw.key).await {
-                Ok(body) => {
-                    crate::tables::parse_into_store(
-                        plugins,
-                        blobs,
-                        parser,
-                        params.clone(),
-                        body,
-                        to,
-                        rows,
-                        false,
-                    )
-                    .await
-                }
-                Err(e) => Err(e.into()),
-            };
+            parsed = parse_stored(params.clone(), false).await;
         }
         let (inv, stored) = match parsed {
             Ok(p) => p,

@@ -1,6 +1,7 @@
 //! Parallel invocation: one plugin run on several sandboxed instances at once, with exactly the
 //! one-instance result. A parser whose manifest opts in ([`Parallel::DelimitedRecords`]) has a
-//! large plain input cut at record boundaries ([`super::split`]) and parsed a segment per instance;
+//! large plain input cut at record boundaries ([`super::split`]) and parsed a segment per instance
+//! (a gzip input streamed into a sink is inflated by the host first, then cut the same way);
 //! [`Plugins::step_split`] spreads one input of a step (the merge join) over instances. Whether a
 //! parser is split is decided by its opt-in alone, never by its name: a bundled plugin's comes
 //! from `plugins/bundled.txt` (the `parallel` column), and `[plugins.overrides.NAME] parallel` in
@@ -112,8 +113,8 @@ impl Plugins {
         plan: split::CsvPlan,
         input: ByteStream,
     ) -> Invocation {
-        let (input, large) = look_ahead(input).await;
-        if large {
+        let (input, ahead) = look_ahead(input).await;
+        if ahead == Ahead::Large {
             return self.parse_parallel(name, params, plan, input).await;
         }
         self.parse_serial(name, params, input).await
@@ -325,6 +326,11 @@ impl Plugins {
     /// parses in one instance. Unlike [`Plugins::parse`], a failure is not parsed again here
     /// (the sink already has part of the table): the invocation's `usage.instances` above one
     /// tells the caller to discard what the sink took and parse serially for the serial error.
+    ///
+    /// A gzip input is inflated here first, on a thread of its own as it arrives (memory-safe
+    /// Rust, 1 MiB at a time), so a compressed upload is cut and parsed on every core like a plain
+    /// one instead of being inflated and parsed in one instance. The parser sees the plain text; a
+    /// stream that does not inflate is the input's fault ([`InvokeError::Plugin`], invalid input).
     pub(super) async fn parse_into_in_segments(
         &self,
         name: &str,
@@ -333,8 +339,38 @@ impl Plugins {
         input: ByteStream,
         sink: Sink,
     ) -> Invocation<SchemaRef> {
+        let (input, ahead) = look_ahead(input).await;
+        if ahead != Ahead::Gzip {
+            return self
+                .parse_into_cut(name, params, plan, input, ahead == Ahead::Large, sink)
+                .await;
+        }
+        let inflate_failed = Arc::new(std::sync::OnceLock::new());
+        let (plain, ahead) = look_ahead(inflate(input, inflate_failed.clone())).await;
+        let large = ahead == Ahead::Large;
+        let mut inv = self
+            .parse_into_cut(name, params, plan, plain, large, sink)
+            .await;
+        if let Some(why) = inflate_failed.get() {
+            inv.result = Err(InvokeError::Plugin {
+                kind: super::PluginErrorKind::InvalidInput,
+                message: why.clone(),
+            });
+        }
+        inv
+    }
+
+    /// [`Plugins::parse_into_in_segments`] over plain text (`large` says whether to cut it).
+    async fn parse_into_cut(
+        &self,
+        name: &str,
+        params: Vec<(String, String)>,
+        plan: split::CsvPlan,
+        mut input: ByteStream,
+        large: bool,
+        sink: Sink,
+    ) -> Invocation<SchemaRef> {
         use bytes::Bytes;
-        let (mut input, large) = look_ahead(input).await;
         if !large {
             tracing::debug!(
                 plugin = name,
@@ -753,9 +789,20 @@ fn write_in_order(
     Ok(next)
 }
 
+/// What [`look_ahead`] found at the start of an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ahead {
+    /// Plain text of at least [`split::MIN_BYTES`]: it may be cut at raw byte offsets.
+    Large,
+    /// gzip: inflate it first.
+    Gzip,
+    /// Small, or wrapped in something else (another compression, UTF-16): one instance.
+    Serial,
+}
+
 /// Reads ahead far enough to know whether `input` is large and plain text (so it may be cut at
-/// raw byte offsets); returns the whole stream again with the answer.
-async fn look_ahead(mut input: ByteStream) -> (ByteStream, bool) {
+/// raw byte offsets) or gzip; returns the whole stream again with the answer.
+async fn look_ahead(mut input: ByteStream) -> (ByteStream, Ahead) {
     let mut head: Vec<std::io::Result<bytes::Bytes>> = Vec::new();
     let mut size = 0;
     while size < split::MIN_BYTES {
@@ -772,7 +819,7 @@ async fn look_ahead(mut input: ByteStream) -> (ByteStream, bool) {
         }
     }
     // Compressed or UTF-16 input cannot be cut at raw byte offsets: the parser decodes it in
-    // one stream.
+    // one stream, except gzip, which the host inflates.
     let mut start = Vec::with_capacity(16);
     for c in head.iter().flatten() {
         start.extend_from_slice(&c[..c.len().min(16 - start.len())]);
@@ -780,11 +827,119 @@ async fn look_ahead(mut input: ByteStream) -> (ByteStream, bool) {
             break;
         }
     }
-    let plain = text_encoding(&start).is_none();
-    let large = size >= split::MIN_BYTES && plain;
+    let ahead = match text_encoding(&start) {
+        Some("gzip") => Ahead::Gzip,
+        Some(_) => Ahead::Serial,
+        None if size >= split::MIN_BYTES => Ahead::Large,
+        None => Ahead::Serial,
+    };
     let input: ByteStream = Box::pin(futures::stream::iter(head).chain(input));
-    (input, large)
+    (input, ahead)
 }
+
+/// The bytes of a byte stream, read from a blocking thread without copying them first.
+struct StreamRead<F> {
+    next: F,
+    chunk: bytes::Bytes,
+    /// Set when the stream itself failed (the client or the store), not the inflating.
+    failed: bool,
+    /// Set once the stream ended: it is not asked again.
+    ended: bool,
+}
+
+impl<F: FnMut() -> Option<std::io::Result<bytes::Bytes>>> std::io::Read for StreamRead<F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::io::BufRead::fill_buf(self)?.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        std::io::BufRead::consume(self, n);
+        Ok(n)
+    }
+}
+
+impl<F: FnMut() -> Option<std::io::Result<bytes::Bytes>>> std::io::BufRead for StreamRead<F> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.chunk.is_empty() && !self.ended {
+            match (self.next)() {
+                Some(Ok(c)) => self.chunk = c,
+                Some(Err(e)) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+                None => self.ended = true,
+            }
+        }
+        Ok(&self.chunk)
+    }
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.chunk.len());
+        bytes::Buf::advance(&mut self.chunk, n);
+    }
+}
+
+/// Inflates a gzip stream (every member, as `gzip -d` does) on a blocking thread as it arrives,
+/// [`INFLATED_PIECE`] at a time, at most a few pieces ahead of the reader. When the compressed
+/// bytes do not inflate, `failed` says why (for a person) and the stream ends with an error; a
+/// failure of the input itself passes through as it came.
+fn inflate(input: ByteStream, failed: Arc<std::sync::OnceLock<String>>) -> ByteStream {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    let next = super::blocking_chunks(input);
+    tokio::task::spawn_blocking(move || {
+        let read = StreamRead {
+            next,
+            chunk: bytes::Bytes::new(),
+            failed: false,
+            ended: false,
+        };
+        let mut gz = flate2::bufread::MultiGzDecoder::new(read);
+        loop {
+            let mut piece = vec![0u8; INFLATED_PIECE];
+            let mut filled = 0;
+            let mut error = None;
+            while filled < piece.len() {
+                match gz.read(&mut piece[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+            }
+            let end = filled < piece.len();
+            piece.truncate(filled);
+            if filled > 0 && tx.blocking_send(Ok(piece.into())).is_err() {
+                return;
+            }
+            if let Some(e) = error {
+                if !gz.get_ref().failed {
+                    // Worded as the parsers' own gzip reader words it.
+                    let _ = failed.set(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        "the gzip-compressed input ends early: the file was cut short".into()
+                    } else {
+                        format!("the gzip-compressed input is corrupt: {e}")
+                    });
+                }
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+            if end {
+                return;
+            }
+        }
+    });
+    // Fused: a reader asks again after the end.
+    Box::pin(
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|piece| (piece, rx))
+        })
+        .fuse(),
+    )
+}
+
+/// How much inflated text [`inflate`] hands on at a time.
+const INFLATED_PIECE: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {
