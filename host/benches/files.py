@@ -10,6 +10,10 @@ sample_id) cold and cached at each size; save_merged (Parquet) of the largest; t
 streamed upload of a --big-gb CSV; optionally 5M x 5M; and, with --peers, the seed pipeline, Polars
 lazy and DuckDB on the same files through ../shared/bench/workloads.py. Prints a JSON record and a
 Markdown table. Only the processes it starts are stopped, by handle.
+
+    --compare   only the side-by-side table: the lake, Polars and DuckDB on the same files
+    --growth GB,GB   only how cost grows: uploads from 100 MB to these sizes, two 251 MB uploads
+                     at once against one, cold merges of 100k, 1M and 5M rows a side
 """
 import argparse
 import http.client
@@ -129,6 +133,24 @@ class Lake:
         if s not in (200, 201):
             raise SystemExit(f"upload {name}: {s} {v}")
         return v
+
+    def cpu_s(self):
+        """The server's CPU seconds so far (user + system)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def settle(self, most=15.0):
+        """Waits until the server's CPU stays under 5% for half a second (at most `most` s) and
+        says how long that took: merges timed right after gigabytes of uploads took up to twice
+        as long as on a server at rest."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < most:
+            c0 = self.cpu_s()
+            time.sleep(0.5)
+            if self.cpu_s() - c0 < 0.025:
+                break
+        return round(time.monotonic() - t0, 1)
 
     def stop(self):
         self.rss.stop = True
@@ -280,12 +302,7 @@ def compare(binary, data, python, reps):
             time.sleep(0.1)
         base = lake.rss.mark()
         ups, stages = [], []
-        ticks = os.sysconf("SC_CLK_TCK")
-
-        def cpu_s():
-            with open(f"/proc/{lake.proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / ticks
+        cpu_s = lake.cpu_s
         cpu = []
         for c in copies:
             seen = len(lake.stages)
@@ -311,16 +328,8 @@ def compare(binary, data, python, reps):
         rec["upload_gz_s"] = gzs
         _, left = timed(lambda: lake.upload(os.path.join(data, "left_1M.csv")))
         _, right = timed(lambda: lake.upload(os.path.join(data, "right_1M.csv")))
-        # The merges start once the uploads' work has settled (server CPU under 5% over half a
-        # second, or 15 s at most), as they would on a server not just fed 1.5 GB: right after
-        # the uploads the same merge took up to twice as long.
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 15:
-            c0 = cpu_s()
-            time.sleep(0.5)
-            if cpu_s() - c0 < 0.025:
-                break
-        rec["settle_s"] = round(time.monotonic() - t0, 1)
+        # The merges start once the uploads' work has settled, as on a server not just fed 1.5 GB.
+        rec["settle_s"] = lake.settle()
         merges = []
         for i in range(reps):
             q = urllib.parse.urlencode({
@@ -404,12 +413,15 @@ def growth(binary, data, python, gbs):
             rec["uploads"].append(r)
             print(json.dumps(r), file=sys.stderr)
         a, b, c = distinct_copies(os.path.join(data, "left_5M.csv"), 3)
+        lake.settle()
         one, _ = timed(lambda: lake.upload(a))
         lake.rss.mark()
         both = {}
 
         def up(p):
             both[p] = timed(lambda: lake.upload(p))[0]
+        lake.settle()
+        before = lake.rss.mark()
         t0 = time.perf_counter()
         ts = [threading.Thread(target=up, args=(p,)) for p in (b, c)]
         for t in ts:
@@ -419,15 +431,16 @@ def growth(binary, data, python, gbs):
         assert len(both) == 2, "an upload of the two at once failed"
         rec["one_upload_s"] = round(one, 2)
         rec["two_at_once_s"] = round(time.perf_counter() - t0, 2)
-        rec["two_at_once_rss_growth_mb"] = mb(lake.rss.peak() - base)
+        rec["two_at_once_rss_growth_mb"] = mb(lake.rss.peak() - before)
         for n in sizes:
             lb = label(n)
             _, left = timed(lambda: lake.upload(os.path.join(data, f"left_{lb}.csv")))
             _, right = timed(lambda: lake.upload(os.path.join(data, f"right_{lb}.csv")))
+            settled = lake.settle()
             lake.rss.mark()
             t, m = timed(lambda: merge(lake, left["file_id"], right["file_id"]))
             rec["merges"].append({"rows": lb, "seconds": round(t, 3), "rows_out": m["rows"],
-                                  "rss_peak_mb": mb(lake.rss.peak())})
+                                  "rss_peak_mb": mb(lake.rss.peak()), "settle_s": settled})
     finally:
         lake.stop()
     try:
