@@ -240,9 +240,10 @@ impl<W: Write + Send> TableWriter<W> {
             .and_then(|w| w.into_serialized_writer())
             .map_err(|e| format!("the table cannot be written as Parquet: {e}"))?;
         let group_rows = file.properties().max_row_group_row_count();
+        let encoders = Encoders::new(factory, stored, &file);
         Ok(Self {
             file,
-            encoders: Encoders::new(factory, stored),
+            encoders,
             schema,
             renamed,
             rows: 0,
@@ -320,15 +321,28 @@ impl<W: Write + Send> TableWriter<W> {
 /// A row group's encoded column chunks, or why it could not be encoded.
 type Encoded = Result<Vec<ArrowColumnChunk>, String>;
 
+/// A row group to encode: its index, the factory of its column writers, its batches.
+type Job = (usize, Arc<ArrowRowGroupWriterFactory>, Vec<RecordBatch>);
+
 /// The threads encoding a [`TableWriter`]'s row groups: as many as the machine has cores (at most
 /// [`MAX_ENCODERS`]), started with the second row group (a table of one row group is encoded on
 /// the caller's thread). At most one row group per encoder is in flight, so the memory held is a
 /// few row groups whatever the table's length; finished row groups are appended in order.
+///
+/// A column whose dictionary outgrew its limit in a row group (ids, measurements: nearly every
+/// value distinct) is written plain in the row groups handed out after that one, instead of
+/// building a dictionary again in each only to drop it.
 struct Encoders {
     factory: Arc<ArrowRowGroupWriterFactory>,
     schema: SchemaRef,
+    /// The file's properties and schema, for the factories of later row groups.
+    props: parquet::file::properties::WriterProperties,
+    root: parquet::schema::types::TypePtr,
+    /// Each leaf column's path, and whether it is written plain from now on.
+    columns: Vec<parquet::schema::types::ColumnPath>,
+    plain: Vec<bool>,
     /// The jobs' queue, once the threads run.
-    jobs: Option<std::sync::mpsc::SyncSender<(usize, Vec<RecordBatch>)>>,
+    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
     done: Option<std::sync::mpsc::Receiver<(usize, Encoded)>>,
     threads: usize,
     /// Row groups handed out and not yet back.
@@ -344,13 +358,23 @@ struct Encoders {
 const MAX_ENCODERS: usize = 4;
 
 impl Encoders {
-    fn new(factory: ArrowRowGroupWriterFactory, schema: SchemaRef) -> Self {
+    fn new<W: Write + Send>(
+        factory: ArrowRowGroupWriterFactory,
+        schema: SchemaRef,
+        file: &SerializedFileWriter<W>,
+    ) -> Self {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(MAX_ENCODERS);
+        let descr = file.schema_descr();
+        let columns: Vec<_> = descr.columns().iter().map(|c| c.path().clone()).collect();
         Self {
             factory: Arc::new(factory),
             schema,
+            props: file.properties().as_ref().clone(),
+            root: descr.root_schema_ptr(),
+            plain: vec![false; columns.len()],
+            columns,
             jobs: None,
             done: None,
             threads,
@@ -390,18 +414,19 @@ impl Encoders {
 
     /// Starts the threads, when there is more than one core to run them on.
     fn start(&mut self) -> Result<(), String> {
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Vec<RecordBatch>)>(0);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(0);
         let (done_tx, done) = std::sync::mpsc::channel();
         let queue = Arc::new(std::sync::Mutex::new(queue));
         for n in 0..self.threads {
-            let (queue, done_tx) = (queue.clone(), done_tx.clone());
-            let (factory, schema) = (self.factory.clone(), self.schema.clone());
+            let (queue, done_tx, schema) = (queue.clone(), done_tx.clone(), self.schema.clone());
             std::thread::Builder::new()
                 .name(format!("parquet-encode-{n}"))
                 .spawn(move || {
                     loop {
                         let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok((index, batches)) = job else { return };
+                        let Ok((index, factory, batches)) = job else {
+                            return;
+                        };
                         let encoded =
                             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                                 Self::encode(&factory, &schema, index, &batches)
@@ -445,7 +470,7 @@ impl Encoders {
         self.jobs
             .as_ref()
             .ok_or("the Parquet encoders are gone")?
-            .send((index, batches))
+            .send((index, self.factory.clone(), batches))
             .map_err(|_| "the Parquet encoders stopped")?;
         self.in_flight += 1;
         while let Some(Ok((i, encoded))) = self.done.as_ref().map(|d| d.try_recv()) {
@@ -474,6 +499,49 @@ impl Encoders {
         Ok(())
     }
 
+    /// Writes plain, in the row groups handed out from now on, every column whose dictionary
+    /// `chunks` (one row group's) gave up on: a dictionary page, then data pages not encoded
+    /// with it.
+    fn give_up_dictionaries(&mut self, chunks: &[ArrowColumnChunk]) -> Result<(), String> {
+        use parquet::basic::{Encoding, PageType};
+        let mut changed = false;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let Some(stats) = chunk.close().metadata.page_encoding_stats() else {
+                continue;
+            };
+            let dictionary = stats
+                .iter()
+                .any(|e| e.page_type == PageType::DICTIONARY_PAGE);
+            let gave_up = stats.iter().any(|e| {
+                matches!(e.page_type, PageType::DATA_PAGE | PageType::DATA_PAGE_V2)
+                    && !matches!(
+                        e.encoding,
+                        Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY
+                    )
+            });
+            if dictionary && gave_up && self.plain.get(i) == Some(&false) {
+                self.plain[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let mut props = self.props.clone().into_builder();
+        for (path, _) in self.columns.iter().zip(&self.plain).filter(|(_, p)| **p) {
+            props = props.set_column_dictionary_enabled(path.clone(), false);
+        }
+        // The factory only reads a file writer's schema and properties: this one writes nowhere.
+        let shadow =
+            SerializedFileWriter::new(std::io::sink(), self.root.clone(), Arc::new(props.build()))
+                .map_err(|e| format!("writing Parquet: {e}"))?;
+        self.factory = Arc::new(ArrowRowGroupWriterFactory::new(
+            &shadow,
+            self.schema.clone(),
+        ));
+        Ok(())
+    }
+
     /// Takes row group `index` back and appends every finished one that is next in order.
     fn finished<W: Write + Send>(
         &mut self,
@@ -482,7 +550,9 @@ impl Encoders {
         file: &mut SerializedFileWriter<W>,
     ) -> Result<(), String> {
         self.in_flight -= 1;
-        self.ready.insert(index, encoded?);
+        let chunks = encoded?;
+        self.give_up_dictionaries(&chunks)?;
+        self.ready.insert(index, chunks);
         while let Some(chunks) = self.ready.remove(&self.next_in) {
             let fail = |e: parquet::errors::ParquetError| format!("writing Parquet: {e}");
             let mut group = file.next_row_group().map_err(fail)?;
@@ -1156,6 +1226,58 @@ mod tests {
             );
         }
         assert_eq!(back.column(3).null_count(), sent.column(3).null_count());
+        Ok(())
+    }
+
+    /// A column whose dictionary outgrew its limit in a row group (every value distinct) is
+    /// written plain in later row groups; a column of few values keeps its dictionary; the file
+    /// reads back as written.
+    #[test]
+    fn a_column_that_outgrew_its_dictionary_is_written_plain_after()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use arrow_array::StringArray;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+        ]));
+        let group = 4096;
+        let rows = group * 6;
+        // 4096 distinct ids of 80 bytes: 320 KiB of dictionary, over the 256 KiB limit.
+        let id: StringArray = (0..rows).map(|i| Some(format!("{i:080}"))).collect();
+        let kind: StringArray = (0..rows).map(|i| Some(["a", "b", "c"][i % 3])).collect();
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(id), Arc::new(kind)])?;
+        let mut w = TableWriter::new(Vec::new(), &schema, Some(group))?;
+        for at in (0..rows).step_by(1000) {
+            w.write(&batch.slice(at, 1000.min(rows - at)))?;
+        }
+        let (bytes, _) = w.finish()?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes.clone()))?;
+        let groups = builder.metadata().row_groups();
+        assert_eq!(groups.len(), 6);
+        // The first row groups were handed out before any came back; from the fourth on, at
+        // most one encoder was still busy when it was handed out (two threads, or one).
+        for (i, g) in groups.iter().enumerate() {
+            assert!(
+                g.column(1).dictionary_page_offset().is_some(),
+                "kind, row group {i}"
+            );
+        }
+        for (i, g) in groups.iter().enumerate().skip(3) {
+            assert!(
+                g.column(0).dictionary_page_offset().is_none(),
+                "id, row group {i}"
+            );
+        }
+        assert!(
+            groups[0].column(0).dictionary_page_offset().is_some(),
+            "id tried at first"
+        );
+        let (reader, _) = parquet_reader(Bytes::from(bytes))?;
+        let back = reader.collect::<Result<Vec<_>, _>>()?;
+        let back = arrow_select::concat::concat_batches(&back[0].schema(), &back)?;
+        for c in 0..2 {
+            assert_eq!(back.column(c).to_data(), batch.column(c).to_data());
+        }
         Ok(())
     }
 
