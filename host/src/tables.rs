@@ -321,13 +321,53 @@ impl<W: Write + Send> TableWriter<W> {
 /// A row group's encoded column chunks, or why it could not be encoded.
 type Encoded = Result<Vec<ArrowColumnChunk>, String>;
 
-/// A row group to encode: its index, the factory of its column writers, its batches.
-type Job = (usize, Arc<ArrowRowGroupWriterFactory>, Vec<RecordBatch>);
+/// Work for the process's encoder threads.
+type Task = Box<dyn FnOnce() + Send>;
 
-/// The threads encoding a [`TableWriter`]'s row groups: as many as the machine has cores (at most
-/// [`MAX_ENCODERS`]), started with the second row group (a table of one row group is encoded on
-/// the caller's thread). At most one row group per encoder is in flight, so the memory held is a
-/// few row groups whatever the table's length; finished row groups are appended in order.
+/// The process's Parquet encoder threads, shared by every table being written: one per core (at
+/// most [`MAX_ENCODERS`]), started with the first table of more than one row group. Two uploads at
+/// once share them instead of each starting a thread per core, so the encoders never outnumber
+/// the cores. `None` when the machine has one core or no thread could be started.
+fn encoder_pool() -> Option<&'static (std::sync::mpsc::SyncSender<Task>, usize)> {
+    static POOL: std::sync::OnceLock<Option<(std::sync::mpsc::SyncSender<Task>, usize)>> =
+        std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_ENCODERS);
+        if cores < 2 {
+            return None;
+        }
+        // A task is handed over only to a thread free to take it.
+        let (tasks, queue) = std::sync::mpsc::sync_channel::<Task>(0);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let started = (0..cores)
+            .filter(|n| {
+                let queue = queue.clone();
+                std::thread::Builder::new()
+                    .name(format!("parquet-encode-{n}"))
+                    .spawn(move || {
+                        loop {
+                            let task = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                            let Ok(task) = task else {
+                                return;
+                            };
+                            task();
+                        }
+                    })
+                    .map_err(|e| tracing::warn!("Could not start a Parquet encoder: {e}"))
+                    .is_ok()
+            })
+            .count();
+        (started > 1).then_some((tasks, started))
+    })
+    .as_ref()
+}
+
+/// How a [`TableWriter`]'s row groups are encoded: on the process's encoder threads
+/// ([`encoder_pool`]) from its second row group (a table of one row group is encoded on the
+/// caller's thread). At most one row group per encoder is in flight, so the memory held is a few
+/// row groups whatever the table's length; finished row groups are appended in order.
 ///
 /// A column whose dictionary outgrew its limit in a row group (ids, measurements: nearly every
 /// value distinct) is written plain in the row groups handed out after that one, instead of
@@ -341,9 +381,12 @@ struct Encoders {
     /// Each leaf column's path, and whether it is written plain from now on.
     columns: Vec<parquet::schema::types::ColumnPath>,
     plain: Vec<bool>,
-    /// The jobs' queue, once the threads run.
-    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
-    done: Option<std::sync::mpsc::Receiver<(usize, Encoded)>>,
+    /// The process's encoders, once this table has a second row group.
+    pool: Option<std::sync::mpsc::SyncSender<Task>>,
+    /// Where the encoders send this table's row groups back.
+    done_tx: std::sync::mpsc::Sender<(usize, Encoded)>,
+    done: std::sync::mpsc::Receiver<(usize, Encoded)>,
+    /// Row groups this table may have in flight at once: one per encoder.
     threads: usize,
     /// Row groups handed out and not yet back.
     in_flight: usize,
@@ -363,10 +406,8 @@ impl Encoders {
         schema: SchemaRef,
         file: &SerializedFileWriter<W>,
     ) -> Self {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_ENCODERS);
         let descr = file.schema_descr();
+        let (done_tx, done) = std::sync::mpsc::channel();
         let columns: Vec<_> = descr.columns().iter().map(|c| c.path().clone()).collect();
         Self {
             factory: Arc::new(factory),
@@ -375,9 +416,10 @@ impl Encoders {
             root: descr.root_schema_ptr(),
             plain: vec![false; columns.len()],
             columns,
-            jobs: None,
-            done: None,
-            threads,
+            pool: None,
+            done_tx,
+            done,
+            threads: 1,
             in_flight: 0,
             ready: Default::default(),
             next_out: 0,
@@ -412,39 +454,6 @@ impl Encoders {
             .collect()
     }
 
-    /// Starts the threads, when there is more than one core to run them on.
-    fn start(&mut self) -> Result<(), String> {
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(0);
-        let (done_tx, done) = std::sync::mpsc::channel();
-        let queue = Arc::new(std::sync::Mutex::new(queue));
-        for n in 0..self.threads {
-            let (queue, done_tx, schema) = (queue.clone(), done_tx.clone(), self.schema.clone());
-            std::thread::Builder::new()
-                .name(format!("parquet-encode-{n}"))
-                .spawn(move || {
-                    loop {
-                        let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok((index, factory, batches)) = job else {
-                            return;
-                        };
-                        let encoded =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                Self::encode(&factory, &schema, index, &batches)
-                            }))
-                            .unwrap_or_else(|_| Err("encoding Parquet: the encoder failed".into()));
-                        drop(batches);
-                        if done_tx.send((index, encoded)).is_err() {
-                            return;
-                        }
-                    }
-                })
-                .map_err(|e| format!("starting a Parquet encoder: {e}"))?;
-        }
-        self.jobs = Some(jobs);
-        self.done = Some(done);
-        Ok(())
-    }
-
     /// Encodes the next row group, `last` or not: on the caller's thread when the machine has one
     /// core or the table only one row group, on the encoders' otherwise. Appends what is finished.
     fn submit<W: Write + Send>(
@@ -455,25 +464,40 @@ impl Encoders {
     ) -> Result<(), String> {
         let index = self.next_out;
         self.next_out += 1;
-        if self.threads < 2 || (last && self.jobs.is_none()) {
+        if self.pool.is_none()
+            && !last
+            && let Some((pool, threads)) = encoder_pool()
+        {
+            self.pool = Some(pool.clone());
+            self.threads = *threads;
+        }
+        let Some(pool) = self.pool.clone() else {
             let encoded = Self::encode(&self.factory, &self.schema, index, &batches);
             drop(batches);
             self.in_flight += 1;
             return self.finished(index, encoded, file);
-        }
-        if self.jobs.is_none() {
-            self.start()?;
-        }
+        };
         while self.in_flight >= self.threads {
             self.wait(file)?;
         }
-        self.jobs
-            .as_ref()
-            .ok_or("the Parquet encoders are gone")?
-            .send((index, self.factory.clone(), batches))
+        let (factory, schema, done) = (
+            self.factory.clone(),
+            self.schema.clone(),
+            self.done_tx.clone(),
+        );
+        let task: Task = Box::new(move || {
+            let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Self::encode(&factory, &schema, index, &batches)
+            }))
+            .unwrap_or_else(|_| Err("encoding Parquet: the encoder failed".into()));
+            drop(batches);
+            // A table given up on no longer waits for its row groups.
+            let _ = done.send((index, encoded));
+        });
+        pool.send(task)
             .map_err(|_| "the Parquet encoders stopped")?;
         self.in_flight += 1;
-        while let Some(Ok((i, encoded))) = self.done.as_ref().map(|d| d.try_recv()) {
+        while let Ok((i, encoded)) = self.done.try_recv() {
             self.finished(i, encoded, file)?;
         }
         Ok(())
@@ -483,19 +507,16 @@ impl Encoders {
     fn wait<W: Write + Send>(&mut self, file: &mut SerializedFileWriter<W>) -> Result<(), String> {
         let (i, encoded) = self
             .done
-            .as_ref()
-            .ok_or("the Parquet encoders are gone")?
             .recv()
             .map_err(|_| "the Parquet encoders stopped")?;
         self.finished(i, encoded, file)
     }
 
-    /// Waits for every row group handed out and appends them; the threads then end.
+    /// Waits for every row group handed out and appends them.
     fn drain<W: Write + Send>(&mut self, file: &mut SerializedFileWriter<W>) -> Result<(), String> {
         while self.in_flight > 0 {
             self.wait(file)?;
         }
-        self.jobs = None;
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lake_host::config::{ByteSize, PluginOverride, PluginsConfig};
 use lake_host::plugins::{InvokeError, Plugins};
 
-const FEATURES: [&str; 13] = [
+const FEATURES: [&str; 15] = [
     "spin",
     "membomb",
     "panic",
@@ -22,6 +22,8 @@ const FEATURES: [&str; 13] = [
     "outflood",
     "zerocols",
     "sleep",
+    "schemaflip",
+    "badipc",
 ];
 
 /// Builds every test component once per test run (a file lock serialises the test processes) and
@@ -434,6 +436,52 @@ async fn a_plugin_output_past_its_bounds_fails_the_invocation() {
     }
     assert!(took < Duration::from_secs(30), "{took:?}");
     // The host still serves: a plain parse right after works.
+    let (result, _) = run(&p, "hostile-loud").await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+/// Output that is no Arrow IPC at all, or a table whose schema changes mid-stream, fails the
+/// invocation as the plugin's invalid output, whether the table is held in memory or streamed to a
+/// sink (as an upload writes it); the sink is told nothing past the first schema, and the host
+/// serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_that_does_not_decode_or_changes_its_schema_is_the_plugins_error() {
+    use lake_host::plugins::ErrorKind;
+    let (p, _dir) = registry(&[]);
+    for (name, says) in [
+        ("hostile-badipc", "unreadable Arrow IPC"),
+        ("hostile-schemaflip", "different schemas"),
+    ] {
+        let (result, _) = run(&p, name).await;
+        match result {
+            Err(e @ InvokeError::Output(_)) => {
+                assert!(e.to_string().contains(says), "{name}: {e}");
+                assert_eq!(e.kind(), ErrorKind::InvalidOutput, "{name}");
+                assert!(!e.is_caller_fault(), "{name}: {e}");
+            }
+            other => panic!("{name} must fail as invalid output: {other:?}"),
+        }
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = seen.clone();
+        let inv = p
+            .parse_into(name, Vec::new(), one_chunk(), move |s, b| {
+                let fields: Vec<String> = s.fields().iter().map(|f| f.name().clone()).collect();
+                into.lock()
+                    .expect("seen")
+                    .push((fields, b.map(|b| b.num_rows())));
+                Ok(())
+            })
+            .await;
+        match inv.result {
+            Err(InvokeError::Output(m)) => assert!(m.contains(says), "{name}: {m}"),
+            other => panic!("{name} streamed must fail as invalid output: {other:?}"),
+        }
+        let seen = seen.lock().expect("seen").clone();
+        assert!(
+            seen.iter().all(|(fields, _)| fields == &["n"]),
+            "{name}: the sink saw a second schema: {seen:?}"
+        );
+    }
     let (result, _) = run(&p, "hostile-loud").await;
     assert!(result.is_ok(), "{result:?}");
 }

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -120,202 +121,69 @@ impl Plugins {
         self.parse_serial(name, params, input).await
     }
 
-    /// A parser over a large input in segments: the first segment alone (for the schema), then the
-    /// rest on `self.workers` instances at once. Any failure parses the whole input again
-    /// serially, so errors read exactly as a serial parse reports them.
+    /// A parser over a large input in segments, the table held in memory: the parse into a sink
+    /// ([`Plugins::parse_into_cut`]) whose sink keeps the batches. A split parse that fails parses
+    /// the whole input again in one instance, so errors read exactly as a serial parse reports
+    /// them; every input byte read is kept for that (the input's own buffers, not copies) and the
+    /// rest of the input follows it.
     async fn parse_parallel(
         &self,
         name: &str,
         params: Vec<(String, String)>,
         plan: split::CsvPlan,
-        mut input: ByteStream,
+        input: ByteStream,
     ) -> Invocation {
         use bytes::Bytes;
-        let started = std::time::Instant::now();
-        let mut cutter = split::Cutter::new(plan);
-        // Every input byte, in order, for the serial fallback: the input's own buffers, not copies.
-        let mut kept: Vec<Bytes> = Vec::new();
-        let mut failed_input: Option<std::io::Error> = None;
-        let serially = |kept: Vec<Bytes>, rest: ByteStream| {
+        use std::sync::Mutex;
+        let kept: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+        let failed: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
+        // The input stays here, so a serial parse can go on with what the split one left unread.
+        let rest = Arc::new(tokio::sync::Mutex::new(input));
+        let read = {
+            let (kept, failed, rest) = (kept.clone(), failed.clone(), rest.clone());
+            futures::stream::unfold(rest, |rest| async move {
+                let next = rest.lock().await.next().await;
+                next.map(|c| (c, rest))
+            })
+            .map(move |c| match c {
+                Ok(b) => {
+                    held(&kept).push(b.clone());
+                    Ok(b)
+                }
+                Err(e) => {
+                    let again = std::io::Error::new(e.kind(), e.to_string());
+                    *held(&failed) = Some(e);
+                    Err(again)
+                }
+            })
+        };
+        let batches: Arc<Mutex<Vec<RecordBatch>>> = Arc::default();
+        let into = batches.clone();
+        let sink: Sink = Box::new(move |_, b| {
+            held(&into).extend(b);
+            Ok(())
+        });
+        let inv = self
+            .parse_into_cut(name, params.clone(), plan, Box::pin(read), true, sink)
+            .await;
+        if inv.result.is_err() && inv.usage.instances > 1 {
+            let kept = std::mem::take(&mut *held(&kept));
+            let failed = held(&failed).take();
+            let rest: ByteStream = match failed {
+                Some(e) => Box::pin(futures::stream::once(async { Err(e) })),
+                None => {
+                    std::mem::replace(&mut *rest.lock().await, Box::pin(futures::stream::empty()))
+                }
+            };
             let replay = futures::stream::iter(kept.into_iter().map(Ok)).chain(rest);
-            self.parse_serial(name, params.clone(), Box::pin(replay))
-        };
-
-        let head = loop {
-            if let Some(seg) = cutter.cut_head(split::HEAD_BYTES) {
-                break seg;
-            }
-            if cutter.len() > split::HEAD_LIMIT {
-                // Records too long to sample cheaply: parse serially.
-                kept.extend(cutter.rest());
-                return serially(kept, input).await;
-            }
-            match input.next().await {
-                Some(Ok(c)) => cutter.push(c),
-                Some(Err(e)) => {
-                    kept.extend(cutter.rest());
-                    return serially(
-                        kept,
-                        Box::pin(futures::stream::once(async { Err::<Bytes, _>(e) })),
-                    )
-                    .await;
-                }
-                None => {
-                    kept.extend(cutter.rest());
-                    return serially(
-                        kept,
-                        Box::pin(futures::stream::empty::<std::io::Result<Bytes>>()),
-                    )
-                    .await;
-                }
-            }
-        };
-        kept.extend(head.iter().cloned());
-        let first = self
-            .parse_serial(
-                name,
-                params.clone(),
-                Box::pin(futures::stream::iter(
-                    head.into_iter().map(Ok::<_, std::io::Error>),
-                )),
-            )
-            .await;
-        let (Ok(first_table), Some(entry)) = (&first.result, self.entry(name)) else {
-            return serially(kept, input).await;
-        };
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "first segment parsed"
-        );
-        let Some(pinned) = split::pinned_params(&params, first_table) else {
-            return serially(kept, input).await;
-        };
-        cutter.learn_header(&kept);
-
-        let limits = first.limits.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<Bytes>)>(self.workers * 2);
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        let slots = self.slots.take(name, self.workers as u32).await;
-        // Dropping this future (the caller went away) stops every worker at its next tick.
-        let cancel = runtime::Cancel::default();
-        let stop = cancel.on_drop();
-        let mut workers = Vec::new();
-        for _ in 0..self.workers {
-            let (rx, runtime, e, l, pinned, cancel) = (
-                rx.clone(),
-                self.runtime.clone(),
-                entry.clone(),
-                limits.clone(),
-                pinned.clone(),
-                cancel.clone(),
-            );
-            workers.push(tokio::task::spawn_blocking(move || {
-                let mut next = || rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
-                let mut tables = Vec::new();
-                let mut keep = |i: usize, t: Table| {
-                    tables.push((i, t));
-                    Ok(())
-                };
-                let (r, usage) = cancel.watching(|| {
-                    runtime.parse_each(&e.pre, &e.manifest.name, &pinned, &mut next, &mut keep, &l)
-                });
-                tracing::debug!(
-                    segments = tables.len(),
-                    wall_ms = usage.wall.as_millis() as u64,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "segment worker done"
-                );
-                (r.map(|_| tables), usage)
-            }));
+            return self.parse_serial(name, params, Box::pin(replay)).await;
         }
-        // Once every worker is gone, feeding them fails instead of waiting.
-        drop(rx);
-        // Segments go out as the input arrives; `sent` counts those a worker took.
-        let mut sent = 0;
-        let mut broken = false;
-        'feed: loop {
-            while let Some(seg) = cutter.cut(split::SEGMENT_BYTES) {
-                kept.extend(seg.iter().cloned());
-                if tx.send((sent + 1, cutter.framed(&seg))).await.is_err() {
-                    broken = true;
-                    break 'feed;
-                }
-                sent += 1;
-            }
-            match input.next().await {
-                Some(Ok(c)) => cutter.push(c),
-                Some(Err(e)) => {
-                    failed_input = Some(e);
-                    break;
-                }
-                None => {
-                    let rest = cutter.rest();
-                    if !rest.is_empty() {
-                        kept.extend(rest.iter().cloned());
-                        if tx.send((sent + 1, cutter.framed(&rest))).await.is_err() {
-                            broken = true;
-                        } else {
-                            sent += 1;
-                        }
-                    }
-                    break;
-                }
-            }
-        }
-        drop(tx);
-        tracing::debug!(
-            sent,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "input cut into segments"
-        );
-        let mut done = Vec::new();
-        let mut usage = first.usage.clone();
-        for w in workers {
-            match w.await {
-                Ok((Ok(d), u)) => {
-                    done.extend(d);
-                    usage.add_instances(&u);
-                    usage.peak_memory_bytes = usage.peak_memory_bytes.max(u.peak_memory_bytes);
-                }
-                _ => broken = true,
-            }
-        }
-        stop.disarm();
-        drop(slots);
-        if cutter.len() > 0 {
-            kept.extend(cutter.rest());
-        }
-        if let Some(e) = failed_input {
-            return serially(
-                kept,
-                Box::pin(futures::stream::once(async { Err::<Bytes, _>(e) })),
-            )
-            .await;
-        }
-        if broken || done.len() != sent {
-            return serially(kept, input).await;
-        }
-        done.sort_by_key(|(i, _)| *i);
-        let mut batches = first_table.batches.clone();
-        for (_, t) in done {
-            if t.schema.fields() != first_table.schema.fields() {
-                return serially(
-                    kept,
-                    Box::pin(futures::stream::empty::<std::io::Result<Bytes>>()),
-                )
-                .await;
-            }
-            batches.extend(t.batches);
-        }
-        usage.wall = started.elapsed();
+        let batches = std::mem::take(&mut *held(&batches));
         Invocation {
-            manifest: first.manifest.clone(),
-            limits,
-            usage,
-            result: Ok(Table {
-                schema: first_table.schema.clone(),
-                batches,
-            }),
+            manifest: inv.manifest,
+            limits: inv.limits,
+            usage: inv.usage,
+            result: inv.result.map(|schema| Table { schema, batches }),
         }
     }
 
@@ -787,6 +655,11 @@ fn write_in_order(
         *busy += started.elapsed();
     }
     Ok(next)
+}
+
+/// A lock's guard, poisoned or not (what it guards is whole after any panic: a list or a value).
+fn held<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What [`look_ahead`] found at the start of an input.

@@ -1,6 +1,7 @@
 //! A parser that misbehaves on its first chunk, in the way its cargo feature selects: spin forever,
-//! allocate without bound, panic, read a host file, open a socket, sleep, or flood the log. The sandbox must stop each one
-//! with its own clear error and keep the host serving.
+//! allocate without bound, panic, read a host file, open a socket, sleep, flood the log, answer
+//! bytes that are no Arrow IPC, or change its table's schema mid-stream. The sandbox must stop each
+//! one with its own clear error and keep the host serving.
 
 use lake_sdk::{Info, Params, Parser, PluginError, RecordBatch, Result, SchemaRef};
 
@@ -164,11 +165,11 @@ fn misbehave(_chunk: &[u8]) -> Result<()> {
 }
 
 /// What `push` returns: nothing, except for the features that flood the host with output.
-#[cfg(not(any(feature = "outflood", feature = "zerocols")))]
+#[cfg(not(any(feature = "outflood", feature = "zerocols", feature = "schemaflip")))]
 fn output() -> Result<Vec<RecordBatch>> {
     Ok(Vec::new())
 }
-#[cfg(not(feature = "outflood"))]
+#[cfg(not(any(feature = "outflood", feature = "schemaflip")))]
 fn schema() -> SchemaRef {
     lake_sdk::table::empty_schema()
 }
@@ -212,7 +213,84 @@ fn output() -> Result<Vec<RecordBatch>> {
     Ok(vec![b])
 }
 
+#[cfg(feature = "schemaflip")]
+const NAME: &str = "hostile-schemaflip";
+#[cfg(feature = "schemaflip")]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    Ok(())
+}
+/// A batch of one integer column `n`, then one of one text column `s`: a table whose schema changes
+/// mid-stream.
+#[cfg(feature = "schemaflip")]
+fn output() -> Result<Vec<RecordBatch>> {
+    let n = lake_sdk::arrow_array::Int64Array::from_iter_values(0..3);
+    let s = lake_sdk::arrow_array::StringArray::from_iter_values(["a", "b", "c"]);
+    Ok(vec![
+        lake_sdk::batch!("n" => n)?,
+        lake_sdk::batch!("s" => s)?,
+    ])
+}
+#[cfg(feature = "schemaflip")]
+fn schema() -> SchemaRef {
+    std::sync::Arc::new(lake_sdk::Schema::new(vec![lake_sdk::Field::new(
+        "n",
+        lake_sdk::DataType::Int64,
+        true,
+    )]))
+}
+
+#[cfg(feature = "badipc")]
+const NAME: &str = "hostile-badipc";
+#[cfg(feature = "badipc")]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    Ok(())
+}
+
+/// Under `badipc` the component is exported by hand, below the SDK (which only ever encodes valid
+/// Arrow IPC), so that `push` answers bytes that are no IPC stream at all: a continuation marker
+/// and a length, then text.
+#[cfg(all(feature = "badipc", target_arch = "wasm32"))]
+mod raw {
+    use lake_sdk::glue::parser::bindings::exports::lake::plugin::parser::{
+        Guest, GuestParse, Parse,
+    };
+    use lake_sdk::glue::parser::bindings::exports::lake::plugin::plugin::Guest as Describe;
+    use lake_sdk::glue::parser::bindings::lake::plugin::types as t;
+
+    struct Export;
+    struct Garbage;
+
+    impl Describe for Export {
+        fn describe() -> t::Info {
+            lake_sdk::glue::parser::info(
+                <crate::Hostile as lake_sdk::Parser>::info(),
+                t::Kind::Parser,
+            )
+        }
+    }
+    impl Guest for Export {
+        type Parse = Garbage;
+    }
+    impl GuestParse for Garbage {
+        fn start(_params: Vec<(String, String)>) -> Result<Parse, t::PluginError> {
+            Ok(Parse::new(Garbage))
+        }
+        fn push(&self, _chunk: Vec<u8>) -> Result<Vec<Vec<u8>>, t::PluginError> {
+            let mut bytes = vec![0xff, 0xff, 0xff, 0xff, 0x40, 0x00, 0x00, 0x00];
+            bytes.extend_from_slice(b"this is not an Arrow IPC message, only text past a length");
+            Ok(vec![bytes])
+        }
+        fn finish(&self) -> Result<Vec<Vec<u8>>, t::PluginError> {
+            Ok(Vec::new())
+        }
+    }
+    lake_sdk::glue::parser::bindings::__export_parser_world!(
+        Export with_types_in lake_sdk::glue::parser::bindings
+    );
+}
+
 #[allow(unused_imports)]
 use PluginError as _;
 
+#[cfg(not(feature = "badipc"))]
 lake_sdk::export_parser!(crate::Hostile);
