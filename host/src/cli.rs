@@ -685,6 +685,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let scheduler = lake
         .jobs()
         .spawn_scheduler(std::time::Duration::from_secs(30));
+    let stopping = lake.clone();
     let app = crate::http::router(crate::http::AppState::new(lake, metrics));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, catalog = %if cfg.catalog.url.expose().starts_with("sqlite:") { "sqlite" } else { "postgres" }, storage = ?cfg.storage.backend, "Lake listening");
@@ -698,6 +699,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
     .await
     .context("serving HTTP")?;
     scheduler.abort();
+    // A backup or collection under way may finish; what does not is recorded as stopped.
+    stopping.jobs().stop(crate::jobs::STOP_GRACE).await;
     Ok(())
 }
 

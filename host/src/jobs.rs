@@ -7,7 +7,8 @@
 //! and time slot) under a unique index, so one replica runs each slot ([`Jobs::record_scheduled`]).
 //! Every scheduler tick on every replica fails the jobs silent for their lease ([`Jobs::lease`], `server.job_lease_secs`): a killed
 //! server's job ends `failed`, never `succeeded`. The scheduler ([`Jobs::spawn_scheduler`]) then
-//! asks the backup and collection services for their due slots.
+//! asks the backup and collection services for their due slots. A server told to stop lets its
+//! jobs go on for [`STOP_GRACE`] and then ends the rest as failed ([`Jobs::stop`]).
 
 use std::fmt;
 use std::future::Future;
@@ -63,9 +64,49 @@ pub enum Ended {
     },
 }
 
+/// How long a stopping server lets the jobs it runs go on before it ends them as failed
+/// ([`Jobs::stop`]).
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What a job's record says when its server stopped before it finished.
+const STOPPED: &str = "the server stopped before the job finished; run it again";
+
+/// The jobs this server is running, so that a stopping server can wait for them and end the rest
+/// ([`Jobs::stop`]).
+#[derive(Debug, Default)]
+pub struct JobsState {
+    running: std::sync::Mutex<std::collections::BTreeSet<uuid::Uuid>>,
+    /// Woken whenever a job of this server ends.
+    ended: tokio::sync::Notify,
+}
+
+impl JobsState {
+    fn running(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<uuid::Uuid>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Job `id` counted as running on this server for as long as this lives (however its work ends,
+/// dropped included).
+struct Running<'a>(&'a JobsState, uuid::Uuid);
+
+impl<'a> Running<'a> {
+    fn new(state: &'a JobsState, id: uuid::Uuid) -> Self {
+        state.running().insert(id);
+        Running(state, id)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running().remove(&self.1);
+        self.0.ended.notify_waiters();
+    }
+}
+
 crate::lake::service! {
-    /// The job queue: record, claim, heartbeat, end, and the scheduler.
-    Jobs, jobs
+    /// The job queue: record, claim, heartbeat, end, the scheduler, and the stop.
+    Jobs, jobs, JobsState = jobs
 }
 
 impl Jobs<'_> {
@@ -132,6 +173,7 @@ impl Jobs<'_> {
         work: impl Future<Output = Ended>,
     ) -> Result<Job, LakeError> {
         self.lake.catalog.start_job(id).await?;
+        let _running = Running::new(self.state, id);
         let ended = self.heartbeating(id, work).await;
         let (status, result, error) = match ended {
             Ended::Succeeded(r) => (JobStatus::Succeeded, Some(r), None),
@@ -189,6 +231,36 @@ impl Jobs<'_> {
         }
         let _stop = Stop(beat);
         work.await
+    }
+
+    /// Lets the jobs this server runs go on for up to `grace`, then ends each one still running as
+    /// failed (its record says the server stopped), so that no job of a stopped server looks alive
+    /// until its lease runs out. Returns the jobs it ended. A job that ends by itself after that
+    /// finds its record already ended and leaves it.
+    pub async fn stop(&self, grace: Duration) -> Vec<uuid::Uuid> {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            // Made before the check, so an end between the two still wakes it.
+            let ended = self.state.ended.notified();
+            if self.state.running().is_empty() {
+                return Vec::new();
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                break;
+            }
+        }
+        let left: Vec<uuid::Uuid> = self.state.running().iter().copied().collect();
+        for id in &left {
+            match self.end(*id, JobStatus::Failed, None, Some(STOPPED)).await {
+                Ok(job) => tracing::warn!(
+                    job = %id,
+                    kind = job.kind,
+                    "The server stopped before a job finished; marked failed"
+                ),
+                Err(e) => tracing::error!(job = %id, error = %e, "Ending a job at stop failed"),
+            }
+        }
+        left
     }
 
     /// How long a running job may stay silent: `server.job_lease_secs`; it says it is alive every

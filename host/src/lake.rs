@@ -346,6 +346,7 @@ pub struct Lake {
     pub(crate) files: Arc<crate::files::FileState>,
     pub(crate) collect: Arc<crate::collect::CollectState>,
     pub(crate) access: Arc<crate::identity::AccessState>,
+    pub(crate) jobs: Arc<crate::jobs::JobsState>,
 }
 
 /// How long an upload's claim on a file name lasts when its server died mid-upload.
@@ -483,6 +484,7 @@ impl Lake {
             reports: Arc::default(),
             plugins: None,
             collect: Arc::default(),
+            jobs: Arc::default(),
         }
     }
 

@@ -695,3 +695,81 @@ async fn retention_keeps_the_newest_and_a_cut_short_backup_is_completed() {
             .is_empty()
     );
 }
+
+/// A stopping server lets its jobs go on for the grace it gives them: one that ends within it is
+/// recorded as it ended, one still running after it is recorded failed at once (its record says
+/// the server stopped) instead of looking alive until its lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_ends_the_jobs_it_could_not_finish() {
+    use lake_host::jobs::{Ended, JobKind};
+    let t = embedded_settings(settings(1 << 20), None).await;
+    let lake = t.lake.clone();
+    assert!(
+        lake.jobs()
+            .stop(std::time::Duration::from_secs(5))
+            .await
+            .is_empty(),
+        "nothing runs: the stop is immediate"
+    );
+    let quick = lake
+        .jobs()
+        .record(JobKind::Backup, json!({"kind": "manual"}))
+        .await
+        .expect("job");
+    let stuck = lake
+        .jobs()
+        .record(JobKind::Collection, json!({"source": "test"}))
+        .await
+        .expect("job");
+    let (l1, l2) = (lake.clone(), lake.clone());
+    let (q, s) = (quick.id, stuck.id);
+    let quick_run = tokio::spawn(async move {
+        l1.jobs()
+            .run(q, async {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                Ended::Succeeded(json!({"done": true}))
+            })
+            .await
+    });
+    let stuck_run =
+        tokio::spawn(async move { l2.jobs().run(s, std::future::pending::<Ended>()).await });
+    // Both claimed before the stop.
+    for id in [q, s] {
+        for _ in 0..200 {
+            if lake.catalog().get_job(id).await.expect("job").status == JobStatus::Running {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    let stopped_at = std::time::Instant::now();
+    let ended = lake.jobs().stop(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        ended,
+        [s],
+        "only the job still running after the grace is ended"
+    );
+    assert!(stopped_at.elapsed() >= std::time::Duration::from_secs(2));
+    let quick = quick_run.await.expect("join").expect("recorded");
+    assert_eq!(quick.status, JobStatus::Succeeded, "{quick:?}");
+    let stuck = lake.catalog().get_job(s).await.expect("job");
+    assert_eq!(stuck.status, JobStatus::Failed, "{stuck:?}");
+    assert!(
+        stuck
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("server stopped")),
+        "{stuck:?}"
+    );
+    // The stuck work, dropped at last as a stopping runtime drops it, changes nothing.
+    stuck_run.abort();
+    let _ = stuck_run.await;
+    let stuck = lake.catalog().get_job(s).await.expect("job");
+    assert_eq!(stuck.status, JobStatus::Failed);
+    assert!(
+        lake.jobs()
+            .stop(std::time::Duration::from_secs(5))
+            .await
+            .is_empty()
+    );
+}
