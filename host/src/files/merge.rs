@@ -25,10 +25,14 @@ pub(super) struct Merged {
     pub(super) invocation: crate::provenance::InvocationRecord,
 }
 
-/// The largest right table an inner or left merge shares out among instances. Measured on 2 cores
-/// (BENCHMARKS.md, 2026-12-01): 1M x 1M took 0.66-0.87 s in two instances against 0.92-1.26 s in
-/// one; 5M x 5M took 5.8 s and 1.76 GB in two against 5.5 s and 1.28 GB in one.
-const MERGE_SPLIT_MAX_RIGHT_ROWS: u64 = 2_000_000;
+/// The largest right table an inner or left merge shares out among instances, each of which holds
+/// its own index of it. Measured on 2 cores (BENCHMARKS.md): on 2026-12-01 1M x 1M took 0.66-0.87
+/// s in two instances against 0.92-1.26 s in one, and 5M x 5M no less time in two (5.8 s against
+/// 5.5 s, on that day's machine and build); on 2026-12-06 5M x 5M took 2.6 s in two against 3.5 s
+/// in one, for 941 MB of instance memory against 470 MB. Past about 8M rows a side one instance's
+/// copy nears the default 1 GiB an invocation may hold, and two copies cost more memory than the
+/// second core is worth.
+const MERGE_SPLIT_MAX_RIGHT_ROWS: u64 = 8_000_000;
 
 /// Merge results and the specs behind their keys.
 #[derive(Debug)]
