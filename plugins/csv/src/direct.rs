@@ -165,17 +165,37 @@ impl Direct {
             }
         };
 
-        let mut pos = 0;
-        while pos < text.len() {
-            let (line, next) = match memchr(b'\n', &text.as_bytes()[pos..]) {
-                Some(k) => (&text[pos..pos + k], pos + k + 1),
-                None => (&text[pos..], text.len()),
-            };
+        // One pass finds every field and line end: each delimiter is a field's end, each `\n` a
+        // line's (short fields make a search per field cost more than the search itself).
+        let bytes = text.as_bytes();
+        let fields = self.columns.len();
+        let mut line_start = 0;
+        // Set once a line has more fields than columns: it is not handled here.
+        let mut extra = false;
+        self.ends.clear();
+        let hits = memchr::memchr2_iter(self.delimiter, b'\n', bytes).chain(
+            // A last line without a terminator (only when `last`: `end` stops after a `\n`).
+            (bytes.last().is_some_and(|&b| b != b'\n')).then_some(bytes.len()),
+        );
+        for at in hits {
+            if at < bytes.len() && bytes[at] == self.delimiter {
+                if self.ends.len() + 1 < fields {
+                    self.ends.push(at - line_start);
+                } else {
+                    extra = true;
+                }
+                continue;
+            }
+            let line = &text[line_start..at];
             let line = line.strip_suffix('\r').unwrap_or(line);
             // csv_core skips empty lines: they are not records.
             if !line.is_empty() {
+                if extra || self.ends.len() + 1 != fields {
+                    return Ok((line_start, true));
+                }
+                self.ends.push(line.len());
                 if !self.record(line)? {
-                    return Ok((pos, true));
+                    return Ok((line_start, true));
                 }
                 self.records += 1;
                 if self.rows >= self.batch_rows {
@@ -183,29 +203,16 @@ impl Direct {
                 }
             }
             self.lines += 1;
-            pos = next;
+            line_start = at + 1;
+            extra = false;
+            self.ends.clear();
         }
         Ok((end, gave_way))
     }
 
-    /// Reads one record (its line without the terminator); `false` when it is not handled here.
+    /// Reads one record (its line without the terminator), whose field ends `self.ends` holds (one
+    /// per column); `false` when it is not handled here.
     fn record(&mut self, line: &str) -> Result<bool> {
-        let bytes = line.as_bytes();
-        self.ends.clear();
-        let mut start = 0;
-        for _ in 1..self.columns.len() {
-            match memchr(self.delimiter, &bytes[start..]) {
-                Some(k) => {
-                    self.ends.push(start + k);
-                    start += k + 1;
-                }
-                None => return Ok(false),
-            }
-        }
-        if memchr(self.delimiter, &bytes[start..]).is_some() {
-            return Ok(false);
-        }
-        self.ends.push(bytes.len());
         if std::mem::take(&mut self.header) {
             return Ok(true);
         }
