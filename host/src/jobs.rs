@@ -252,11 +252,13 @@ impl Jobs<'_> {
         let left: Vec<uuid::Uuid> = self.state.running().iter().copied().collect();
         for id in &left {
             match self.end(*id, JobStatus::Failed, None, Some(STOPPED)).await {
-                Ok(job) => tracing::warn!(
+                // `end` keeps (and says so) a record another replica ended first.
+                Ok(job) if job.error.as_deref() == Some(STOPPED) => tracing::warn!(
                     job = %id,
                     kind = job.kind,
                     "The server stopped before a job finished; marked failed"
                 ),
+                Ok(_) => {}
                 Err(e) => tracing::error!(job = %id, error = %e, "Ending a job at stop failed"),
             }
         }

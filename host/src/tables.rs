@@ -381,13 +381,12 @@ struct Encoders {
     /// Each leaf column's path, and whether it is written plain from now on.
     columns: Vec<parquet::schema::types::ColumnPath>,
     plain: Vec<bool>,
-    /// The process's encoders, once this table has a second row group.
-    pool: Option<std::sync::mpsc::SyncSender<Task>>,
+    /// The process's encoders and how many there are (the row groups this table may have in
+    /// flight at once), once this table has a second row group.
+    pool: Option<&'static (std::sync::mpsc::SyncSender<Task>, usize)>,
     /// Where the encoders send this table's row groups back.
     done_tx: std::sync::mpsc::Sender<(usize, Encoded)>,
     done: std::sync::mpsc::Receiver<(usize, Encoded)>,
-    /// Row groups this table may have in flight at once: one per encoder.
-    threads: usize,
     /// Row groups handed out and not yet back.
     in_flight: usize,
     /// Finished row groups waiting for an earlier one.
@@ -419,7 +418,6 @@ impl Encoders {
             pool: None,
             done_tx,
             done,
-            threads: 1,
             in_flight: 0,
             ready: Default::default(),
             next_out: 0,
@@ -464,20 +462,16 @@ impl Encoders {
     ) -> Result<(), String> {
         let index = self.next_out;
         self.next_out += 1;
-        if self.pool.is_none()
-            && !last
-            && let Some((pool, threads)) = encoder_pool()
-        {
-            self.pool = Some(pool.clone());
-            self.threads = *threads;
+        if self.pool.is_none() && !last {
+            self.pool = encoder_pool();
         }
-        let Some(pool) = self.pool.clone() else {
+        let Some((pool, threads)) = self.pool else {
             let encoded = Self::encode(&self.factory, &self.schema, index, &batches);
             drop(batches);
             self.in_flight += 1;
             return self.finished(index, encoded, file);
         };
-        while self.in_flight >= self.threads {
+        while self.in_flight >= *threads {
             self.wait(file)?;
         }
         let (factory, schema, done) = (
