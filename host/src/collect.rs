@@ -552,7 +552,7 @@ impl Collections<'_> {
         };
 
         let failure = match (&inv.result, store_err) {
-            (_, Some(e)) => Some(("unavailable".to_owned(), e)),
+            (_, Some((code, e))) => Some((code.to_owned(), e)),
             (Err(e), None) => Some((e.code().to_owned(), e.to_string())),
             (Ok(_), None) if files.is_empty() => Some((
                 "plugin_error".to_owned(),
@@ -824,15 +824,23 @@ impl Collections<'_> {
     }
 
     /// Streams the connector's parts to their raw keys. Returns the finished files, every key
-    /// written (to delete on failure) and the store's error, if any; on an error it stops taking
-    /// parts, which fails the connector too.
+    /// written (to delete on failure) and why it stopped, if it did, with its code: what the
+    /// connector sent was refused (a name that is not a plain file name, facts or bytes past their
+    /// bounds: `invalid_output`, the connector's fault) or the store failed (`unavailable`). On
+    /// either it stops taking parts, which fails the connector too.
     async fn store_parts(
         &self,
         mut rx: tokio::sync::mpsc::Receiver<Part>,
         bucket: &str,
         prefix: &str,
         progress: Option<ProgressFn>,
-    ) -> (Vec<CollectedFile>, Vec<String>, Option<String>) {
+    ) -> (
+        Vec<CollectedFile>,
+        Vec<String>,
+        Option<(&'static str, String)>,
+    ) {
+        const REFUSED: &str = "invalid_output";
+        const FAILED: &str = "unavailable";
         type Open = (
             String,
             tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
@@ -851,7 +859,11 @@ impl Collections<'_> {
         while let Some(part) = rx.recv().await {
             if open.is_none() {
                 if let Err(e) = crate::lake::check_file_name(&part.name) {
-                    return (files, keys, Some(format!("the connector's object: {e}")));
+                    return (
+                        files,
+                        keys,
+                        Some((REFUSED, format!("the connector's object: {e}"))),
+                    );
                 }
                 let key = format!("{prefix}{}", part.name);
                 let (btx, brx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
@@ -885,7 +897,7 @@ impl Collections<'_> {
                     drop(btx);
                     let _ = put.await;
                 }
-                return (files, keys, Some(why));
+                return (files, keys, Some((REFUSED, why)));
             }
             if !part.bytes.is_empty() && btx.send(Ok(Bytes::from(part.bytes))).await.is_err() {
                 // The put ended early: its error is taken below.
@@ -897,7 +909,11 @@ impl Collections<'_> {
                     },
                     None => String::new(),
                 };
-                return (files, keys, Some(format!("storing {name}: {err}")));
+                return (
+                    files,
+                    keys,
+                    Some((FAILED, format!("storing {name}: {err}"))),
+                );
             }
             report(Progress::Bytes(n));
             if part.last {
@@ -907,8 +923,12 @@ impl Collections<'_> {
                 drop(btx);
                 let size = match put.await {
                     Ok(Ok(size)) => size,
-                    Ok(Err(e)) => return (files, keys, Some(format!("storing {name}: {e}"))),
-                    Err(e) => return (files, keys, Some(format!("storing {name}: {e}"))),
+                    Ok(Err(e)) => {
+                        return (files, keys, Some((FAILED, format!("storing {name}: {e}"))));
+                    }
+                    Err(e) => {
+                        return (files, keys, Some((FAILED, format!("storing {name}: {e}"))));
+                    }
                 };
                 let (sha, _) = hash.finish();
                 let content_type = part

@@ -758,10 +758,9 @@ async fn upload_file(
         .and_then(|v| v.to_str().ok())
         .filter(|c| *c != "application/x-www-form-urlencoded");
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let d = s
-        .lake
-        .put_file(id, &filename, content_type, Box::pin(stream))
-        .await?;
+    // A client that goes quiet mid-body is cut off, so its name's claim and temp file go too.
+    let body = crate::blob::idle_limited(Box::pin(stream), s.lake.settings().body_idle);
+    let d = s.lake.put_file(id, &filename, content_type, body).await?;
     Ok((StatusCode::CREATED, Json(d)))
 }
 

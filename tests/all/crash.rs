@@ -489,12 +489,20 @@ async fn merge_key(url: &str, left: &str, right: &str) -> String {
     m["cache_key"].as_str().expect("key").to_owned()
 }
 
+/// (e) A save of a merge result killed while it writes its object. The replica's store traffic
+/// goes through a metered proxy: once the merge result is in the replica's memory, the proxy lets
+/// the save's first MiB through to Garage and then holds the rest, so the kill lands in the middle
+/// of the save for certain (the save is seen under way and unanswered before it). The client gets
+/// no answer (its connection drops: never a 201), no dataset of that name appears, `fsck` finds
+/// only what it repairs, and the retry on the other replica completes.
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_in_the_middle_of_a_save() {
     let Some(envs) = shared_envs().await else {
         return;
     };
-    let (a, url_a, _da) = replica(&envs, &[]);
+    let mut held = envs.clone();
+    let store = through_metered_store_proxy(&mut held).await;
+    let (a, url_a, _da) = replica(&held, &[]);
     let (_b, url_b, _db) = replica(&envs, &[]);
     let rows = 300_000;
     let mut left = String::from("sample_id,gene,tpm\n");
@@ -506,6 +514,9 @@ async fn killed_in_the_middle_of_a_save() {
     let l = small_upload(&url_a, "left.csv", left).await;
     let r = small_upload(&url_a, "right.csv", right).await;
     let key = merge_key(&url_a, &l, &r).await;
+    // The result is in A's memory: what A sends its store from here on is the save's object (about
+    // 7 MB of CSV). Its first MiB goes through; the rest waits at the proxy.
+    let holding_at = store.hold_after(1 << 20);
     let save = {
         let url = url_a.clone();
         let key = key.clone();
@@ -517,10 +528,35 @@ async fn killed_in_the_middle_of_a_save() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    drop(a);
-    let _ = save.await;
+    until(
+        Duration::from_secs(120),
+        "the save's first MiB at the store",
+        async || store.sent() >= holding_at,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !save.is_finished(),
+        "the save is under way, held in the middle of writing its object"
+    );
+    drop(a); // SIGKILL
+    store.stop();
+    let outcome = save.await.expect("task");
+    match &outcome {
+        Err(e) => assert!(!e.is_timeout(), "the connection dropped: {e:?}"),
+        Ok(resp) => panic!("the killed save answered: {resp:?}"),
+    }
     healthy(&url_b).await;
+    let (status, page) = get_json(&format!("{url_b}/catalog?q=joined")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|d| d["name"] != "joined"),
+        "the killed save left no dataset: {page}"
+    );
     let found = fsck_repairs_only_safe_problems(&url_b).await;
     eprintln!("after killing a save: {:?}", kinds(&found));
     // The client's retry: the merge result lived in the killed replica's memory, so it merges
@@ -533,6 +569,7 @@ async fn killed_in_the_middle_of_a_save() {
     )
     .await;
     assert_eq!(status, 201, "{saved}");
+    assert_eq!(saved["rows"], rows, "{saved}");
     assert!(fsck_repairs_only_safe_problems(&url_b).await.is_empty());
 }
 
@@ -541,26 +578,114 @@ struct Proxy {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
     conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// What a metered proxy has sent on to the service, and may.
+    meter: Meter,
+}
+
+/// The bytes a metered proxy sends on towards the service: how many so far, and how many it may
+/// send in all (past that, every connection's further bytes wait, and so do their senders).
+#[derive(Clone)]
+struct Meter {
+    sent: Arc<AtomicU64>,
+    allowed: Arc<AtomicU64>,
+}
+
+impl Meter {
+    /// Takes up to `want` bytes of the allowance, waiting while none is left; returns how many.
+    async fn take(&self, want: usize) -> usize {
+        let want = want as u64;
+        loop {
+            let allowed = self.allowed.load(Ordering::SeqCst);
+            let taken = self
+                .sent
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |sent| {
+                    let room = allowed.saturating_sub(sent);
+                    (room > 0).then(|| sent + room.min(want))
+                });
+            if let Ok(before) = taken {
+                return allowed.saturating_sub(before).min(want) as usize;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Copies `from` to `to` until `from` ends, then closes `to`'s side; with a meter, every byte is
+/// taken from its allowance first.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    meter: Option<Meter>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut at = 0;
+        while at < n {
+            let take = match &meter {
+                Some(m) => m.take(n - at).await,
+                None => n - at,
+            };
+            if to.write_all(&buf[at..at + take]).await.is_err() {
+                return;
+            }
+            at += take;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Proxy {
     async fn to(target: SocketAddr) -> Proxy {
+        Proxy::serve(target, false).await
+    }
+
+    /// A proxy that counts the bytes sent on to the service and can hold them back
+    /// ([`Proxy::hold_after`]).
+    async fn metered(target: SocketAddr) -> Proxy {
+        Proxy::serve(target, true).await
+    }
+
+    async fn serve(target: SocketAddr, metered: bool) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let up = Arc::new(AtomicBool::new(true));
         let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (u, c) = (up.clone(), conns.clone());
+        let meter = Meter {
+            sent: Arc::new(AtomicU64::new(0)),
+            allowed: Arc::new(AtomicU64::new(u64::MAX)),
+        };
+        let (u, c, m) = (up.clone(), conns.clone(), meter.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if !u.load(Ordering::SeqCst) {
                     drop(inbound); // stopped: closed at once
                     continue;
                 }
+                let counted = metered.then(|| m.clone());
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    match counted {
+                        None => {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                        Some(m) => {
+                            let (in_read, in_write) = inbound.into_split();
+                            let (out_read, out_write) = outbound.into_split();
+                            tokio::join!(
+                                pump(in_read, out_write, Some(m)),
+                                pump(out_read, in_write, None)
+                            );
+                        }
                     }
                 });
                 if let Ok(mut list) = c.lock() {
@@ -568,7 +693,25 @@ impl Proxy {
                 }
             }
         });
-        Proxy { addr, up, conns }
+        Proxy {
+            addr,
+            up,
+            conns,
+            meter,
+        }
+    }
+
+    /// Bytes sent on to the service so far.
+    fn sent(&self) -> u64 {
+        self.meter.sent.load(Ordering::SeqCst)
+    }
+
+    /// Lets `more` bytes more through towards the service, then holds the rest (a metered proxy);
+    /// returns the count [`Proxy::sent`] reaches when it starts holding.
+    fn hold_after(&self, more: u64) -> u64 {
+        let until = self.sent() + more;
+        self.meter.allowed.store(until, Ordering::SeqCst);
+        until
     }
 
     /// The service goes away: every connection through the proxy is cut, new ones are closed.
@@ -599,12 +742,24 @@ fn addr_of(url: &str) -> SocketAddr {
 async fn through_store_proxy(envs: &mut [(String, String)]) -> Proxy {
     let endpoint = env(envs, "LAKE_STORAGE__S3__ENDPOINT").to_owned();
     let proxy = Proxy::to(addr_of(&endpoint)).await;
+    route_store_through(envs, &proxy);
+    proxy
+}
+
+/// `envs` with the S3 endpoint through a metered proxy.
+async fn through_metered_store_proxy(envs: &mut [(String, String)]) -> Proxy {
+    let endpoint = env(envs, "LAKE_STORAGE__S3__ENDPOINT").to_owned();
+    let proxy = Proxy::metered(addr_of(&endpoint)).await;
+    route_store_through(envs, &proxy);
+    proxy
+}
+
+fn route_store_through(envs: &mut [(String, String)], proxy: &Proxy) {
     for (k, v) in envs.iter_mut() {
         if k == "LAKE_STORAGE__S3__ENDPOINT" {
             *v = format!("http://{}", proxy.addr);
         }
     }
-    proxy
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1054,6 +1054,121 @@ async fn an_upload_that_goes_quiet_is_ended_and_leaves_nothing() {
     assert_eq!(temp_files, 0, "no temp file stays in {}", tmp.display());
 }
 
+/// The files in `objects/.tmp` of an embedded lake (where the local store writes an object
+/// before it is whole).
+fn temp_files(t: &TestLake) -> usize {
+    let tmp = t
+        .dir
+        .as_ref()
+        .expect("embedded")
+        .path()
+        .join("objects/.tmp");
+    std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Issue 22, found 9: a quiet `PUT /catalog/{id}/files/{name}` (headers and part of the body,
+/// then silence without closing) holds its name's claim and a temp file while it is alive (the
+/// same name is refused meanwhile); after `server.body_idle_secs` it is ended with a 400 that
+/// says so, its claim is given back (the same PUT then succeeds at once) and nothing stays in
+/// `objects/.tmp`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_put_gives_its_name_back_and_leaves_nothing() {
+    use std::time::{Duration, Instant};
+    let idle = Duration::from_secs(3);
+    let mut s = settings(1 << 30);
+    s.body_idle = idle;
+    let t = embedded(s).await;
+    let id = t.create(json!({"name": "plates", "source": "lab"})).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    tx.send(Ok(bytes::Bytes::from_static(b"well,od\nA1,0.5\n")))
+        .await
+        .expect("send");
+    let mut rx = rx;
+    let body = Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("/catalog/{id}/files/plate.csv"))
+        .body(body)
+        .expect("request");
+    let started = Instant::now();
+    let quiet = tokio::spawn(tower::ServiceExt::oneshot(t.app.clone(), req));
+
+    // Under way: the name is claimed and the bytes so far are in a temp file.
+    let far = chrono::Utc::now() + chrono::Duration::hours(1);
+    let claimed = |claims: &[lake_host::catalog::StaleClaim]| {
+        claims
+            .iter()
+            .any(|c| c.dataset.to_string() == id && c.name == "plate.csv")
+    };
+    loop {
+        let claims = t
+            .lake
+            .catalog()
+            .stale_claims(far, 100)
+            .await
+            .expect("claims");
+        if claimed(&claims) && temp_files(&t) == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < idle,
+            "the quiet PUT claims its name and writes a temp file: {claims:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, e) = t.upload(&id, "plate.csv", b"well,od\nA1,0.7\n").await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "the name is held while the upload is alive: {e}"
+    );
+
+    // Cut off after the idle time, with a 400 that says why.
+    let resp = tokio::time::timeout(Duration::from_secs(30), quiet)
+        .await
+        .expect("the quiet PUT is ended after server.body_idle_secs")
+        .expect("join")
+        .expect("infallible");
+    assert!(started.elapsed() >= idle, "{:?}", started.elapsed());
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let e: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["error"]["code"], "bad_body", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("sent nothing")),
+        "{e}"
+    );
+
+    // The claim is given back and nothing is left behind: the same PUT succeeds at once.
+    let claims = t
+        .lake
+        .catalog()
+        .stale_claims(far, 100)
+        .await
+        .expect("claims");
+    assert!(!claimed(&claims), "the claim is dropped: {claims:?}");
+    assert_eq!(temp_files(&t), 0, "no temp file stays in objects/.tmp");
+    let retried = Instant::now();
+    let (status, d) = t.upload(&id, "plate.csv", b"well,od\nA1,0.7\n").await;
+    assert_eq!(status, StatusCode::CREATED, "the name is free again: {d}");
+    assert!(retried.elapsed() < Duration::from_secs(10));
+    let (_, files) = get(&t, &format!("/catalog/{id}/files")).await;
+    let files = files.as_array().expect("files");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        (&files[0]["name"], &files[0]["size"]),
+        (&json!("plate.csv"), &json!(15)),
+        "only the retried file: {files:?}"
+    );
+    assert_eq!(temp_files(&t), 0);
+    drop(tx);
+}
+
 /// An upload past `[server] max_concurrent_uploads` gets its 429 over a real connection while it
 /// is still sending a large body: the server reads and drops the body rather than closing on it,
 /// which the client would see as a reset connection instead of an answer (the load benchmark's

@@ -1,10 +1,11 @@
 //! `lake fsck`: a lake broken on purpose in every way the check knows (a deleted object, a
 //! truncated one, a tampered byte, an object nobody cataloged, a deleted dataset's leftover, a
-//! stale claim, a promotion stopped part-way), found by name, and the safe ones repaired with a
-//! `repair` entry each; on the embedded backends and on PostgreSQL + Garage, over more objects
-//! than one page so the paging of both walks is exercised; and the CLI on a lake directory.
+//! stale claim, a promotion stopped part-way, provenance naming datasets the catalog does not
+//! have, jobs silent past their lease), found by name, and the safe ones repaired with a `repair`
+//! entry each; on the embedded backends and on PostgreSQL + Garage, over more objects than one
+//! page so the paging of both walks is exercised; and the CLI on a lake directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,15 +15,15 @@ use chrono::Utc;
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use lake_host::blob::{Sha256, body_of};
-use lake_host::catalog::{DatasetId, DatasetStatus, FileRecord, NewDataset};
+use lake_host::catalog::{DatasetId, DatasetStatus, FileRecord, JobStatus, NewDataset, NewJob};
 use lake_host::fsck::{Finding, FsckOptions, FsckSummary, Problem};
 use lake_host::lake::Lake;
 use lake_host::layers::Layer;
-use lake_host::provenance::Action;
+use lake_host::provenance::{Action, NewProvenance, RepairRecord};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::http_api::TestLake;
+use crate::http_api::{TestLake, embedded_settings, production_settings, settings};
 
 /// A seeded dataset: its id, bucket and object key.
 #[derive(Debug, Clone)]
@@ -303,6 +304,277 @@ async fn fsck_names_each_problem_and_repairs_the_safe_ones_on_postgres_and_garag
         return;
     };
     scenario(&t, 1100).await;
+}
+
+/// Provenance naming datasets the catalog never had (an entry whose output was lost before it was
+/// cataloged, one whose input came from nowhere the lake knows): fsck names each entry and the
+/// missing dataset, here and in `GET /admin/fsck`; references to live datasets and to a deleted
+/// one (its row stays) resolve. `--repair` leaves them reported and unrepaired, records no
+/// `repair` entry and keeps the entries as written: provenance is append-only history, and no
+/// change to it is safe without a person.
+async fn dangling_scenario(t: &TestLake) {
+    let lake = &t.lake;
+    let catalog = lake.catalog();
+    let seeded = seed(lake, Layer::Processed, 3).await;
+    let manual = |inputs: Vec<DatasetId>, outputs: Vec<DatasetId>| {
+        NewProvenance::manual(inputs, outputs, "recorded by the fsck test".into())
+    };
+    let lost_output = DatasetId::new();
+    let to_lost = catalog
+        .append_provenance(&manual(vec![seeded[0].id], vec![lost_output]))
+        .await
+        .expect("entry");
+    let unknown_input = DatasetId::new();
+    let from_unknown = catalog
+        .append_provenance(&manual(vec![unknown_input], vec![seeded[1].id]))
+        .await
+        .expect("entry");
+    // References that resolve: to live datasets, and to a deleted one.
+    lake.delete(seeded[2].id, Some("fsck test"))
+        .await
+        .expect("delete dataset");
+    catalog
+        .append_provenance(&manual(
+            vec![seeded[0].id],
+            vec![seeded[1].id, seeded[2].id],
+        ))
+        .await
+        .expect("entry");
+    let expected = [(to_lost.id, lost_output), (from_unknown.id, unknown_input)];
+    let check = |found: &[Finding]| {
+        assert_eq!(
+            found.len(),
+            expected.len(),
+            "the dangling references and nothing else: {found:#?}"
+        );
+        for (entry, dataset) in &expected {
+            let f = found
+                .iter()
+                .find(|f| f.dataset == Some(*dataset))
+                .unwrap_or_else(|| panic!("dataset {dataset} is named: {found:#?}"));
+            assert_eq!(f.problem, Problem::DanglingReference, "{f:?}");
+            assert!(
+                f.detail.contains(&entry.to_string()),
+                "the entry {entry} is named: {f:?}"
+            );
+            assert!(f.detail.contains(&dataset.to_string()), "{f:?}");
+            assert!(!f.safe_to_repair, "{f:?}");
+            assert_eq!(f.repaired, None, "{f:?}");
+            assert_eq!(
+                (f.bucket.as_deref(), f.key.as_deref()),
+                (None, None),
+                "{f:?}"
+            );
+        }
+    };
+
+    let (found, summary) = fsck(lake, true, false).await;
+    check(&found);
+    assert_eq!((summary.problems, summary.repaired), (2, 0), "{summary:?}");
+
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri("/admin/fsck?grace_secs=0")
+        .body(Body::empty())
+        .expect("request");
+    let (status, lines) = ndjson(t, req).await;
+    assert_eq!(status, StatusCode::OK, "{lines:?}");
+    let named: BTreeSet<String> = lines
+        .iter()
+        .filter(|l| l["problem"] == "dangling_reference")
+        .map(|l| {
+            assert_eq!(l["safe_to_repair"], false, "{l}");
+            assert_eq!(l["repaired"], Value::Null, "{l}");
+            l["dataset"].as_str().expect("dataset").to_owned()
+        })
+        .collect();
+    assert_eq!(
+        named,
+        BTreeSet::from([lost_output.to_string(), unknown_input.to_string()]),
+        "{lines:?}"
+    );
+    assert_eq!(lines.last().expect("summary")["summary"]["problems"], 2);
+
+    // Repair: nothing it may do; the references stay reported and nothing is recorded.
+    let (found, summary) = fsck(lake, true, true).await;
+    check(&found);
+    assert_eq!((summary.problems, summary.repaired), (2, 0), "{summary:?}");
+    let repairs = catalog
+        .entries_by_action(Action::Repair, 100)
+        .await
+        .expect("entries");
+    assert!(repairs.is_empty(), "no repair is recorded: {repairs:?}");
+    let kept = catalog.entry(to_lost.id).await.expect("the entry stays");
+    assert_eq!(
+        (kept.inputs, kept.outputs),
+        (vec![seeded[0].id], vec![lost_output]),
+        "the entry is as it was written"
+    );
+    let (found, _) = fsck(lake, false, false).await;
+    check(&found);
+}
+
+#[tokio::test]
+async fn fsck_names_dangling_references_and_leaves_them_embedded() {
+    let t = crate::http_api::embedded(1 << 30).await;
+    dangling_scenario(&t).await;
+}
+
+#[tokio::test]
+async fn fsck_names_dangling_references_and_leaves_them_on_postgres_and_garage() {
+    let Some(t) = crate::http_api::production().await else {
+        return;
+    };
+    dangling_scenario(&t).await;
+}
+
+/// Settings with this job lease (`server.job_lease_secs`, here shorter than config allows).
+fn leased(lease: Duration) -> lake_host::lake::Settings {
+    let mut s = settings(1 << 30);
+    s.job_lease = lease;
+    s
+}
+
+/// Jobs whose replica stopped, silent past their lease (one claimed and heard from once, one
+/// queued and never claimed): fsck names each by kind, id and status, while a live job (heard
+/// from within its lease) and an ended one are left alone. A check changes nothing; `--repair`
+/// fails exactly the abandoned ones, with the reason on the job, and records a `repair` entry
+/// for each.
+async fn abandoned_scenario(t: &TestLake) {
+    let lake = &t.lake;
+    let catalog = lake.catalog();
+    let lease = lake.jobs().lease();
+    assert_eq!(lease, Duration::from_secs(2), "the test's lease");
+    let job = |kind: &str| NewJob {
+        id: uuid::Uuid::now_v7(),
+        kind: kind.to_owned(),
+        request: json!({ "asked_by": "the fsck test" }),
+        schedule_key: None,
+    };
+    let claimed = catalog.insert_job(&job("collection")).await.expect("job");
+    catalog.start_job(claimed.id).await.expect("claim");
+    catalog.heartbeat_job(claimed.id).await.expect("heartbeat");
+    let queued = catalog.insert_job(&job("backup")).await.expect("job");
+    let ended = catalog.insert_job(&job("backup")).await.expect("job");
+    catalog.start_job(ended.id).await.expect("claim");
+    catalog
+        .finish_job(
+            ended.id,
+            JobStatus::Succeeded,
+            Some(&json!({ "objects": 0 })),
+            None,
+        )
+        .await
+        .expect("finish");
+    // Their replica stopped: silence past the lease.
+    tokio::time::sleep(lease + Duration::from_millis(500)).await;
+    // A live replica's job: claimed now, and heard from before each check.
+    let live = catalog.insert_job(&job("collection")).await.expect("job");
+    catalog.start_job(live.id).await.expect("claim");
+
+    let check = |found: &[Finding], repaired: bool| {
+        assert_eq!(
+            found.len(),
+            2,
+            "the two abandoned jobs and nothing else: {found:#?}"
+        );
+        for (j, status) in [(&claimed, "running"), (&queued, "queued")] {
+            let f = found
+                .iter()
+                .find(|f| f.detail.contains(&j.id.to_string()))
+                .unwrap_or_else(|| panic!("job {} is named: {found:#?}", j.id));
+            assert_eq!(f.problem, Problem::AbandonedJob, "{f:?}");
+            assert!(
+                f.detail.starts_with(&format!(
+                    "{} job {} is {status} but silent since",
+                    j.kind, j.id
+                )),
+                "{f:?}"
+            );
+            assert_eq!(f.dataset, None, "{f:?}");
+            assert!(f.safe_to_repair, "{f:?}");
+            assert_eq!(
+                f.repaired.as_deref(),
+                repaired.then_some("marked failed"),
+                "{f:?}"
+            );
+        }
+    };
+
+    catalog.heartbeat_job(live.id).await.expect("heartbeat");
+    let (found, summary) = fsck(lake, false, false).await;
+    check(&found, false);
+    assert_eq!((summary.problems, summary.repaired), (2, 0), "{summary:?}");
+    let still = catalog.get_job(claimed.id).await.expect("job");
+    assert_eq!(still.status, JobStatus::Running, "a check changes nothing");
+
+    catalog.heartbeat_job(live.id).await.expect("heartbeat");
+    let (found, summary) = fsck(lake, false, true).await;
+    check(&found, true);
+    assert_eq!((summary.problems, summary.repaired), (2, 2), "{summary:?}");
+    for j in [&claimed, &queued] {
+        let failed = catalog.get_job(j.id).await.expect("job");
+        assert_eq!(failed.status, JobStatus::Failed, "{failed:?}");
+        let error = failed.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with("abandoned:") && error.contains("stopped before it finished"),
+            "the job says why it failed: {failed:?}"
+        );
+        assert!(failed.finished_at.is_some(), "{failed:?}");
+    }
+    let live_now = catalog.get_job(live.id).await.expect("job");
+    assert_eq!(
+        live_now.status,
+        JobStatus::Running,
+        "a job heard from within its lease is left alone"
+    );
+    let ended_now = catalog.get_job(ended.id).await.expect("job");
+    assert_eq!(
+        (ended_now.status, ended_now.error),
+        (JobStatus::Succeeded, None),
+        "an ended job is left alone"
+    );
+    let repairs: Vec<RepairRecord> = catalog
+        .entries_by_action(Action::Repair, 100)
+        .await
+        .expect("entries")
+        .into_iter()
+        .map(|e| serde_json::from_value(e.parameters).expect("a repair record"))
+        .collect();
+    assert_eq!(
+        repairs.len(),
+        2,
+        "one repair entry per failed job: {repairs:?}"
+    );
+    for j in [&claimed, &queued] {
+        let r = repairs
+            .iter()
+            .find(|r| r.found.contains(&j.id.to_string()))
+            .unwrap_or_else(|| panic!("a repair entry for job {}: {repairs:?}", j.id));
+        assert_eq!(
+            (r.problem.as_str(), r.done.as_str()),
+            ("abandoned_job", "marked failed"),
+            "{r:?}"
+        );
+    }
+
+    catalog.heartbeat_job(live.id).await.expect("heartbeat");
+    let (found, _) = fsck(lake, false, false).await;
+    assert!(found.is_empty(), "nothing is left: {found:#?}");
+}
+
+#[tokio::test]
+async fn fsck_fails_abandoned_jobs_and_records_each_repair_embedded() {
+    let t = embedded_settings(leased(Duration::from_secs(2)), None).await;
+    abandoned_scenario(&t).await;
+}
+
+#[tokio::test]
+async fn fsck_fails_abandoned_jobs_and_records_each_repair_on_postgres_and_garage() {
+    let Some(t) = production_settings(leased(Duration::from_secs(2)), None).await else {
+        return;
+    };
+    abandoned_scenario(&t).await;
 }
 
 /// A check whose reader went away (the HTTP client of `GET /admin/fsck` left) stops at its next

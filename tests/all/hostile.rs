@@ -1,5 +1,7 @@
 //! Hostile components against the sandbox: an infinite loop, a memory bomb, a panic, a file read and
-//! a socket. Each fails with its own clear error within its limit, and the host keeps serving.
+//! a socket, floods of logs, progress and output. Each fails with its own clear error within its
+//! limit, and the host keeps serving. Components that lie about themselves (kind, name, interface
+//! version) and files that are no component are refused at load with the reason.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 use lake_host::config::{ByteSize, PluginOverride, PluginsConfig};
 use lake_host::plugins::{InvokeError, Plugins};
 
-const FEATURES: [&str; 15] = [
+const FEATURES: [&str; 23] = [
     "spin",
     "membomb",
     "panic",
@@ -24,6 +26,14 @@ const FEATURES: [&str; 15] = [
     "sleep",
     "schemaflip",
     "badipc",
+    "progressflood",
+    "shadow",
+    "emptyname",
+    "longname",
+    "ctrlname",
+    "kindlie",
+    "witlie",
+    "otherwit",
 ];
 
 /// Builds every test component once per test run (a file lock serialises the test processes) and
@@ -220,8 +230,11 @@ async fn components_that_misdescribe_themselves_are_refused_at_load() {
 }
 
 /// Files in the plugin directory that are not components, or not files at all, are listed as
-/// refused and the rest load: an empty file, a truncated component, a FIFO (whose read would
-/// block start for ever), a link to `/dev/zero` (which would grow memory without end).
+/// refused with the reason and the rest load, whether the registry loads them before returning
+/// (`lake plugin list`) or on its own thread while the server answers (`lake serve`): an empty
+/// file, a truncated component, random bytes, a file past the 256 MiB a component may be (sparse,
+/// and never read), a FIFO (whose read would block start for ever), a link to `/dev/zero` (which
+/// would grow memory without end).
 #[cfg(unix)]
 #[tokio::test]
 async fn odd_files_in_the_plugin_directory_are_refused_and_start_goes_on() {
@@ -234,6 +247,21 @@ async fn odd_files_in_the_plugin_directory_are_refused_and_start_goes_on() {
     let whole = std::fs::read(components().join("hostile-spin.wasm")).expect("read");
     std::fs::write(dir.path().join("cut.wasm"), &whole[..whole.len() / 2]).expect("write");
     std::fs::write(dir.path().join("empty.wasm"), b"").expect("write");
+    // 64 KiB of a fixed pseudo-random sequence (xorshift), so every run sees the same bytes.
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let noise: Vec<u8> = (0..64 << 10)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 56) as u8
+        })
+        .collect();
+    std::fs::write(dir.path().join("noise.wasm"), &noise).expect("write");
+    // One byte past the limit, as a sparse file: it costs no disk, and the host must not read it.
+    let huge = std::fs::File::create(dir.path().join("huge.wasm")).expect("create");
+    huge.set_len((256 << 20) + 1).expect("set_len");
+    drop(huge);
     std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.wasm")).expect("link");
     let fifo = dir.path().join("fifo.wasm");
     let made = std::process::Command::new("mkfifo")
@@ -246,22 +274,159 @@ async fn odd_files_in_the_plugin_directory_are_refused_and_start_goes_on() {
         cache_dir: crate::plugins::shared_cache(),
         ..PluginsConfig::default()
     };
+    let check = |p: &Plugins| {
+        let rejected = p.rejected();
+        let reason_of = |file: &str| {
+            rejected
+                .iter()
+                .find(|r| r.source.ends_with(file))
+                .map(|r| r.reason.clone())
+                .unwrap_or_else(|| panic!("{file} not refused: {rejected:?}"))
+        };
+        for file in ["cut.wasm", "noise.wasm"] {
+            let why = reason_of(file);
+            assert!(
+                why.starts_with("plugin failed to load: not a valid component: "),
+                "{file}: {why}"
+            );
+        }
+        assert_eq!(reason_of("empty.wasm"), "empty file");
+        assert_eq!(
+            reason_of("huge.wasm"),
+            "268435457 bytes, larger than the 256 MiB a component may be"
+        );
+        for file in ["zero.wasm", "fifo.wasm"] {
+            assert_eq!(
+                reason_of(file),
+                "not a regular file (a link, FIFO or device is never read)",
+                "{file}"
+            );
+        }
+        assert_eq!(rejected.len(), 6, "only the odd files: {rejected:?}");
+        assert!(p.get("hostile-panic").is_some(), "the good component loads");
+        assert!(p.get("csv").is_some(), "the bundled ones load");
+    };
     let p = Plugins::open(&cfg).expect("runtime");
-    let rejected = p.rejected();
-    for (file, why) in [
-        ("cut.wasm", ""),
-        ("empty.wasm", "empty"),
-        ("zero.wasm", "not a regular file"),
-        ("fifo.wasm", "not a regular file"),
-    ] {
-        let r = rejected
-            .iter()
-            .find(|r| r.source.ends_with(file))
-            .unwrap_or_else(|| panic!("{file} not refused: {rejected:?}"));
-        assert!(r.reason.contains(why), "{file}: {}", r.reason);
+    check(&p);
+    let started = Plugins::start(&cfg).expect("runtime");
+    started.loaded().await;
+    check(&started);
+}
+
+/// A component whose `describe` says it is a connector while it exports the parser world is
+/// refused at load with both kinds named (it would otherwise be handed a connector's grants and
+/// run as what it is not), and the others load.
+#[tokio::test]
+async fn a_component_lying_about_its_kind_is_refused_at_load() {
+    let (cfg, _dir) = with_only(&["kindlie", "panic"]);
+    let p = Plugins::open(&cfg).expect("runtime");
+    assert_eq!(
+        refusal(&p, "hostile-kindlie.wasm"),
+        "plugin failed to load: the component says it is a connector but exports the parser world"
+    );
+    assert!(p.get("hostile-kindlie").is_none());
+    assert_eq!(p.rejected().len(), 1, "{:?}", p.rejected());
+    let (result, _) = run(&p, "hostile-panic").await;
+    assert!(matches!(result, Err(InvokeError::Panic(_))), "{result:?}");
+}
+
+/// A third-party component calling itself `csv` is refused at load (it would take the bundled
+/// parser's uploads and grants), whether loaded before returning or by `lake serve`'s loader;
+/// the bundled `csv` keeps its name and still parses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_taking_a_bundled_plugins_name_is_refused_and_the_bundled_one_keeps_it() {
+    let (cfg, _dir) = with_only(&["shadow"]);
+    let p = Plugins::open(&cfg).expect("runtime");
+    let started = Plugins::start(&cfg).expect("runtime");
+    started.loaded().await;
+    for p in [&p, &started] {
+        assert_eq!(
+            refusal(p, "hostile-shadow.wasm"),
+            "the name csv belongs to a bundled plugin"
+        );
+        let csv = p.get("csv").expect("the bundled csv stays");
+        assert_eq!(csv.source, "bundled");
+        assert_eq!(p.list().iter().filter(|m| m.name == "csv").count(), 1);
+        let iris = crate::plugins::parse(
+            p,
+            &crate::plugins::shared().join("fixtures/csv/iris.csv"),
+            serde_json::json!({}),
+        )
+        .await
+        .expect("the bundled csv parses");
+        assert_eq!(iris.num_rows(), 150);
     }
-    assert!(p.get("hostile-panic").is_some(), "the good component loads");
-    assert!(p.get("csv").is_some(), "the bundled ones load");
+}
+
+/// A component built against another version of the interface is refused at load with the
+/// version it was built against and the one this lake speaks: one truly built against
+/// `lake:plugin@0.2.0` (its exports name that version), and one exporting 0.1.0 whose `describe`
+/// claims 0.2.0.
+#[tokio::test]
+async fn a_component_of_another_interface_version_is_refused_at_load() {
+    use lake_host::plugins::WIT_VERSION;
+    let (cfg, _dir) = with_only(&["otherwit", "witlie", "panic"]);
+    let p = Plugins::open(&cfg).expect("runtime");
+    assert_eq!(
+        refusal(&p, "hostile-otherwit.wasm"),
+        format!(
+            "plugin failed to load: built against lake:plugin@0.2.0, this lake speaks {WIT_VERSION}"
+        )
+    );
+    assert_eq!(
+        refusal(&p, "hostile-witlie.wasm"),
+        format!("built against lake:plugin@0.2.0, this lake speaks {WIT_VERSION}")
+    );
+    assert!(p.get("hostile-otherwit").is_none() && p.get("hostile-witlie").is_none());
+    assert_eq!(p.rejected().len(), 2, "{:?}", p.rejected());
+    assert!(p.get("hostile-panic").is_some(), "the others load");
+}
+
+/// Plugin names that are empty, 10 KiB long, or hold a bell and a newline (which would forge log
+/// lines) are refused at load; the refusal shows the name escaped and cut to 80 characters, so the
+/// listing of refused plugins carries no control character and no 10 KiB.
+#[tokio::test]
+async fn names_that_are_empty_huge_or_hold_control_characters_are_refused_at_load() {
+    let (cfg, _dir) = with_only(&["emptyname", "longname", "ctrlname"]);
+    let p = Plugins::open(&cfg).expect("runtime");
+    let rule = "is not 1 to 64 letters, digits, '-', '_' or '.' starting with a letter or digit";
+    assert_eq!(
+        refusal(&p, "hostile-emptyname.wasm"),
+        format!("its name \"\" {rule}")
+    );
+    assert_eq!(
+        refusal(&p, "hostile-longname.wasm"),
+        format!("its name \"{}\" {rule}", "a".repeat(80))
+    );
+    assert_eq!(
+        refusal(&p, "hostile-ctrlname.wasm"),
+        format!("its name \"hostile\\u{{7}}ctrl\\nname\" {rule}")
+    );
+    let rejected = p.rejected();
+    assert_eq!(rejected.len(), 3, "{rejected:?}");
+    for r in &rejected {
+        assert!(!r.reason.chars().any(char::is_control), "{r:?}");
+        assert!(
+            r.reason.len() < 300,
+            "{} bytes: {}",
+            r.reason.len(),
+            r.source
+        );
+    }
+    assert!(
+        p.list().iter().all(|m| m.source == "bundled"),
+        "none of them loads"
+    );
+}
+
+/// Why the component in `file` was refused; fails the test when it was not.
+fn refusal(p: &Plugins, file: &str) -> String {
+    let rejected = p.rejected();
+    rejected
+        .iter()
+        .find(|r| r.source.ends_with(file))
+        .map(|r| r.reason.clone())
+        .unwrap_or_else(|| panic!("{file} was not refused: {rejected:?}"))
 }
 
 /// A component whose `describe` writes to stderr and sleeps, or panics, is loaded or refused
@@ -333,6 +498,73 @@ async fn a_log_flood_is_capped_per_invocation() {
     // The next invocation has a budget of its own.
     let again = p.parse("hostile-logflood", Vec::new(), one_chunk()).await;
     assert_eq!(again.usage.logs_dropped, 100_000 - 1000);
+}
+
+/// A plugin that reports progress a million times, with the largest values the interface
+/// carries (`done` of `u64::MAX`, past a `total` of zero, or with no total), costs the host
+/// nothing that grows with the calls (it keeps only the last report): the invocation succeeds
+/// with its own empty table, nothing counts against the log budget, and the process's resident
+/// memory does not grow with the calls (measured when the test has its process to itself, under
+/// nextest). A flood without end stops at the time limit like any loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progress_flood_is_bounded_by_the_invocation() {
+    let (cfg, _dir) = with_only(&["progressflood", "loud"]);
+    let p = Plugins::open(&cfg).expect("runtime");
+    // A first, small flood, so what every invocation allocates once is resident before measuring.
+    let warm = flood(&p, "1000").await;
+    assert_eq!(warm.result.expect("1000 reports").num_rows(), 0);
+    let before = resident_bytes();
+    let t = Instant::now();
+    let inv = flood(&p, "1000000").await;
+    let took = t.elapsed();
+    let grew = resident_bytes().saturating_sub(before);
+    println!(
+        "1,000,000 progress reports: {took:?}, resident memory +{} KiB",
+        grew >> 10
+    );
+    let table = inv.result.expect("a million progress reports are no error");
+    assert_eq!(table.num_rows(), 0);
+    assert_eq!(inv.usage.logs_dropped, 0, "{:?}", inv.usage);
+    assert!(took < Duration::from_secs(120), "{took:?}");
+    if std::env::var_os("NEXTEST").is_some() {
+        // Keeping each report (24 bytes or more) would be 24 MB here.
+        assert!(grew < 16 << 20, "resident memory grew {grew} bytes");
+    }
+    // Without end: stopped at its limit, and the host serves on.
+    let short = Plugins::open(&PluginsConfig {
+        timeout_secs: 1.0,
+        ..cfg
+    })
+    .expect("runtime");
+    let t = Instant::now();
+    let inv = flood(&short, "forever").await;
+    let err = inv.result.expect_err("an endless flood must not finish");
+    assert!(matches!(err, InvokeError::Timeout(_)), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let (result, _) = run(&short, "hostile-loud").await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+/// One invocation of `hostile-progressflood` reporting progress `calls` times.
+async fn flood(p: &Plugins, calls: &str) -> lake_host::plugins::Invocation {
+    p.parse(
+        "hostile-progressflood",
+        vec![("calls".to_owned(), calls.to_owned())],
+        one_chunk(),
+    )
+    .await
+}
+
+/// The process's resident memory (`VmRSS`), in bytes; 0 where `/proc` does not tell.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib << 10)
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 //! Every workbook in the shared xlsx fixtures is read: `datetime`, `float` and `escape` against the
 //! CSV that xlsx2csv 0.8.6 made from them (the oracle), `datasets` against facts read by hand from
 //! its XML (readxl's four R datasets). The steps run over `iris.csv` parsed by the `csv` plugin.
+//! Also the `csv` parser at the edges of width: a 1,200-column CSV large enough to be cut into
+//! segments parsed on several instances, and the host's cap on the columns a plugin may return.
 
 use std::path::{Path, PathBuf};
 
@@ -794,4 +796,159 @@ async fn cast_converts_iris_columns_or_names_the_bad_value() {
             .all(|v| v.as_deref() == Some("3"))
     );
     assert!(ints.num_rows() > 0);
+}
+
+/// A cell of [`wide_csv`] as the CSV has it: by column, an integer, a float, quoted text holding a
+/// comma (a doubled quote too every third row), or short text left empty now and then.
+fn wide_cell(r: usize, c: usize) -> String {
+    match c % 4 {
+        0 => ((r * 7 + c) % 1000).to_string(),
+        1 => format!("{}.25", (r + c) % 500),
+        2 if r.is_multiple_of(3) => format!("\"q\"\"{r},{c}\""),
+        2 => format!("\"t{r},{c}\""),
+        _ if (r + c).is_multiple_of(5) => String::new(),
+        _ => format!("w{c}"),
+    }
+}
+
+/// The same cell as the parsed table shows it (Arrow's display; an empty cell shows empty).
+fn wide_value(r: usize, c: usize) -> String {
+    match c % 4 {
+        2 if r.is_multiple_of(3) => format!("q\"{r},{c}"),
+        2 => format!("t{r},{c}"),
+        _ => wide_cell(r, c),
+    }
+}
+
+/// A CSV of `rows` records of `cols` columns named `c0`, `c1`, ...
+fn wide_csv(rows: usize, cols: usize) -> Vec<u8> {
+    let mut out = (0..cols)
+        .map(|c| format!("c{c}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    out.push('\n');
+    for r in 0..rows {
+        let row: Vec<String> = (0..cols).map(|c| wide_cell(r, c)).collect();
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// One cell of a table as text (Arrow's display, null as empty), whatever the batch boundaries.
+fn cell_at(t: &Table, row: usize, col: usize) -> String {
+    let mut r = row;
+    for b in &t.batches {
+        if r < b.num_rows() {
+            let f = arrow_cast::display::ArrayFormatter::try_new(
+                b.column(col).as_ref(),
+                &Default::default(),
+            )
+            .expect("formatter");
+            return f.value(r).to_string();
+        }
+        r -= b.num_rows();
+    }
+    panic!("row {row} is past the table's {} rows", t.num_rows());
+}
+
+/// Issue 22, found 11: a valid CSV of 1,200 columns and about 19 MiB (past the 16 MiB from which
+/// a parse is cut into segments) parses on several instances at once into the right table
+/// (records of a wide table once came out of the segments with "unequal lengths"): every row,
+/// every column with its type, and cells of the first segment (the 1,000 records type inference
+/// reads), of later ones and of the last row, as the CSV has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_csv_over_the_cut_size_parses_in_parallel() {
+    use lake_host::config::PluginsConfig;
+    let cache = shared_cache();
+    let parallel = Plugins::open(&PluginsConfig {
+        cache_dir: cache.clone(),
+        dir: cache.join("none"),
+        parse_parallelism: 2,
+        ..PluginsConfig::default()
+    })
+    .expect("plugin runtime");
+    let (rows, cols) = (2_400, 1_200);
+    let data = wide_csv(rows, cols);
+    assert!(
+        data.len() > 17 << 20 && data.len() < 20 << 20,
+        "past the cut size: {} bytes",
+        data.len()
+    );
+    let inv = parallel
+        .parse("csv", Vec::new(), stream(data, 1 << 20))
+        .await;
+    assert_eq!(
+        inv.usage.instances, 3,
+        "the head, then two workers: the parse was cut into segments"
+    );
+    let t = inv.result.expect("the wide CSV parses in segments");
+    assert_eq!(t.num_rows(), rows);
+    assert_eq!(t.schema.fields().len(), cols);
+    assert_eq!(t.schema.field(cols - 1).name(), "c1199");
+    for (c, want) in [
+        (0, DataType::Int64),
+        (1, DataType::Float64),
+        (1196, DataType::Int64),
+        (1197, DataType::Float64),
+    ] {
+        assert_eq!(t.schema.field(c).data_type(), &want, "column {c}");
+    }
+    for c in [2, 3, 1198, 1199] {
+        let dt = t.schema.field(c).data_type();
+        assert!(
+            matches!(
+                dt,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ),
+            "column {c}: {dt}"
+        );
+    }
+    let mut checked = 0;
+    for r in (0..rows).step_by(37).chain([1, 999, 1000, 1001, rows - 1]) {
+        for c in [0, 1, 2, 3, 598, 599, 1196, 1197, 1198, 1199] {
+            assert_eq!(cell_at(&t, r, c), wide_value(r, c), "row {r}, column {c}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 600, "{checked} cells");
+}
+
+/// Issue 22, found 5: the widest table the host takes from a plugin is 10,000 columns (the
+/// runtime's `MAX_OUTPUT_COLUMNS`, not exported, so spelt out here): a CSV of exactly 10,000
+/// columns parses; one of 10,001 is refused as the plugin's invalid output, with an error that
+/// names the width and the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_wider_than_the_column_cap_is_refused() {
+    let p = open(&shared_cache());
+    let csv = |cols: usize| -> Vec<u8> {
+        let header: Vec<String> = (0..cols).map(|c| format!("c{c}")).collect();
+        let row: Vec<String> = (0..cols).map(|c| (c % 10).to_string()).collect();
+        format!(
+            "{}\n{}\n{}\n",
+            header.join(","),
+            row.join(","),
+            row.join(",")
+        )
+        .into_bytes()
+    };
+    let at_cap = p
+        .parse("csv", Vec::new(), stream(csv(10_000), 64 << 10))
+        .await
+        .result
+        .expect("10,000 columns are taken");
+    assert_eq!(at_cap.schema.fields().len(), 10_000);
+    assert_eq!(at_cap.num_rows(), 2);
+    let over = p
+        .parse("csv", Vec::new(), stream(csv(10_001), 64 << 10))
+        .await
+        .result
+        .expect_err("10,001 columns are refused");
+    assert!(matches!(over, InvokeError::Output(_)), "{over:?}");
+    assert_eq!(over.code(), "invalid_output");
+    let m = over.to_string();
+    assert!(
+        m.contains("10001 columns") && m.contains("at most 10000"),
+        "the error names the width and the cap: {m}"
+    );
 }

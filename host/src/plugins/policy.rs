@@ -210,13 +210,29 @@ impl HttpPolicy {
         }
     }
 
-    /// The credential values the host adds, as sent (raw and escaped): what must never come back
-    /// to the plugin.
+    /// The credential values the host adds, as they are (the query's decoded values, the headers'
+    /// values).
+    fn raw_secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.query.iter().map(|(_, v)| v.clone()).collect();
+        for (_, v) in &self.headers {
+            if let Ok(v) = v.to_str() {
+                out.push(v.to_owned());
+            }
+        }
+        out.retain(|s| s.len() >= 4);
+        out
+    }
+
+    /// The credential values the host adds, as sent (raw and escaped) and as an upstream that
+    /// normalises a URL writes them back (escapes in lowercase hex): what must never come back to
+    /// the plugin. Longest first, each once.
     fn secrets(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (_, v) in &self.query {
             out.push(v.clone());
-            out.push(percent_encoding::utf8_percent_encode(v, QUERY).to_string());
+            let escaped = percent_encoding::utf8_percent_encode(v, QUERY).to_string();
+            out.push(lowercase_escapes(&escaped));
+            out.push(escaped);
         }
         for (_, v) in &self.headers {
             if let Ok(v) = v.to_str() {
@@ -224,7 +240,7 @@ impl HttpPolicy {
             }
         }
         out.retain(|s| s.len() >= 4);
-        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         out.dedup();
         out
     }
@@ -245,24 +261,33 @@ impl HttpPolicy {
 
     /// Removes the host's credentials from a response's headers before the plugin sees them: a
     /// redirect's `Location` that repeats the query's `api_key`, an upstream echoing the token
-    /// header. Returns how many headers were changed.
+    /// header. A value that still holds a credential once its escapes are decoded (an upstream
+    /// that escaped it in its own way, `/` left as it is or `%2f`) is replaced whole. Returns how
+    /// many headers were changed.
     pub(crate) fn scrub(&self, headers: &mut http::HeaderMap) -> usize {
         let secrets = self.secrets();
         if secrets.is_empty() {
             return 0;
         }
+        let raw = self.raw_secrets();
         let mut changed = 0;
         for value in headers.values_mut() {
             let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            if !secrets.iter().any(|s| text.contains(s.as_str())) {
-                continue;
-            }
-            let mut clean = text;
+            let mut clean = text.clone();
             for s in &secrets {
                 clean = clean.replace(s.as_str(), "REDACTED");
             }
-            *value = http::HeaderValue::from_str(&clean)
-                .unwrap_or_else(|_| http::HeaderValue::from_static("REDACTED"));
+            let decoded = percent_encoding::percent_decode_str(&clean).decode_utf8_lossy();
+            let hidden = raw.iter().any(|s| decoded.contains(s.as_str()));
+            if clean == text && !hidden {
+                continue;
+            }
+            *value = if hidden {
+                http::HeaderValue::from_static("REDACTED")
+            } else {
+                http::HeaderValue::from_str(&clean)
+                    .unwrap_or_else(|_| http::HeaderValue::from_static("REDACTED"))
+            };
             changed += 1;
         }
         changed
@@ -324,6 +349,24 @@ fn forbidden_host(host: &str) -> bool {
                 | "instance-data.ec2.internal"
         ),
     }
+}
+
+/// `text` with the hex digits of its `%XX` escapes in lowercase.
+fn lowercase_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut hex = 0;
+    for c in text.chars() {
+        if hex > 0 {
+            out.push(c.to_ascii_lowercase());
+            hex -= 1;
+        } else {
+            if c == '%' {
+                hex = 2;
+            }
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Characters escaped in a query value.
@@ -434,6 +477,55 @@ mod tests {
         );
         assert_eq!(h["x-echo"], "REDACTED");
         assert_eq!(h["etag"], "\"abc\"");
+        Ok(())
+    }
+
+    /// An upstream that writes the credential back escaped its own way (lowercase hex, `/` left
+    /// unescaped, every byte escaped) still never hands it to the plugin.
+    #[test]
+    fn credentials_escaped_by_the_upstream_are_removed_too() -> TestResult {
+        let o = PluginOverride {
+            hosts: vec!["http://127.0.0.1:8081".into()],
+            credentials: Credentials {
+                query: [("api_key".to_owned(), Secret::new("qs3cr3t/K+42"))].into(),
+                headers: [("X-Token".to_owned(), Secret::new("hdr-T0KEN-77"))].into(),
+            },
+            ..Default::default()
+        };
+        let p = HttpPolicy::for_plugin("x", Some(&o), Arc::default(), Instant::now());
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::LOCATION,
+            "http://127.0.0.1:8081/e?api_key=qs3cr3t%2fK%2b42&db=gene".parse()?,
+        );
+        h.insert("x-python-quote", "/e?api_key=qs3cr3t/K%2B42".parse()?);
+        h.insert(
+            "x-all-escaped",
+            "%71%73%33%63%72%33%74%2F%4B%2B%34%32".parse()?,
+        );
+        h.insert("x-token-escaped", "hdr%2DT0KEN%2D77".parse()?);
+        h.insert("x-other", "qs3cr3t".parse()?);
+        assert_eq!(p.scrub(&mut h), 4);
+        assert_eq!(
+            h[http::header::LOCATION],
+            "http://127.0.0.1:8081/e?api_key=REDACTED&db=gene"
+        );
+        assert_eq!(h["x-python-quote"], "REDACTED");
+        assert_eq!(h["x-all-escaped"], "REDACTED");
+        assert_eq!(h["x-token-escaped"], "REDACTED");
+        assert_eq!(h["x-other"], "qs3cr3t", "a part of a secret is no secret");
+        let secrets = p.secrets();
+        assert!(
+            secrets.contains(&"qs3cr3t%2fK%2b42".to_owned()),
+            "{secrets:?}"
+        );
+        assert!(
+            secrets.contains(&"qs3cr3t%2FK%2B42".to_owned()),
+            "{secrets:?}"
+        );
+        let mut sorted = secrets.clone();
+        sorted.dedup();
+        assert_eq!(sorted, secrets, "each once");
         Ok(())
     }
 

@@ -124,6 +124,12 @@ pub(super) fn denied_imports(imports: &[String], granted: &[String], kind: Kind)
     })
 }
 
+/// The version of the interface `lake:plugin/{interface}` a component exports, if it does.
+fn exported_version<'a>(exports: &'a [String], interface: &str) -> Option<&'a str> {
+    let prefix = format!("lake:plugin/{interface}@");
+    exports.iter().find_map(|e| e.strip_prefix(prefix.as_str()))
+}
+
 /// Log lines a plugin may write in one invocation.
 pub(super) const LOG_LINES: u32 = 1000;
 /// Bytes of log text a plugin may write in one invocation.
@@ -553,20 +559,25 @@ impl Runtime {
             .exports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        let world = if exports.iter().any(|e| e.starts_with("lake:plugin/parser@")) {
-            Kind::Parser
-        } else if exports.iter().any(|e| e.starts_with("lake:plugin/step@")) {
-            Kind::Step
-        } else if exports
-            .iter()
-            .any(|e| e.starts_with("lake:plugin/connector@"))
-        {
-            Kind::Connector
+        let (world, built_against) = if let Some(v) = exported_version(&exports, "parser") {
+            (Kind::Parser, v)
+        } else if let Some(v) = exported_version(&exports, "step") {
+            (Kind::Step, v)
+        } else if let Some(v) = exported_version(&exports, "connector") {
+            (Kind::Connector, v)
         } else {
             return Err(InvokeError::Load(format!(
                 "the component exports none of the lake:plugin worlds (it exports {exports:?})"
             )));
         };
+        // A component built against another version of the interface would only fail to link,
+        // with the linker's words; say what is wrong instead.
+        if built_against != super::WIT_VERSION {
+            return Err(InvokeError::Load(format!(
+                "built against lake:plugin@{built_against}, this lake speaks {}",
+                super::WIT_VERSION
+            )));
+        }
         if let Some(denied) = denied_imports(&imports, granted, world) {
             return Err(InvokeError::Denied(denied));
         }
@@ -1265,6 +1276,13 @@ impl Decoded {
                 let batch = decoder.decode(&mut buffer).map_err(unreadable)?;
                 if let Some(s) = decoder.schema() {
                     match &self.schema {
+                        // A table of no rows is held to the same width as one with rows.
+                        None if s.fields().len() > MAX_OUTPUT_COLUMNS => {
+                            return Err(InvokeError::Output(format!(
+                                "the plugin returned a table of {} columns; at most {MAX_OUTPUT_COLUMNS} are taken",
+                                s.fields().len()
+                            )));
+                        }
                         None => {
                             sink(&s, None)?;
                             self.schema = Some(s);
@@ -1365,6 +1383,39 @@ mod tests {
         );
         limits.output_bytes = 2 << 30;
         assert!(OutputBudget::of(&limits).charge_batch(&batch).is_ok());
+        Ok(())
+    }
+
+    /// A table of no rows is held to the column cap too: its schema alone is refused.
+    #[test]
+    fn a_schema_wider_than_the_column_cap_is_refused_without_a_batch() -> Result<(), InvokeError> {
+        let schema = |n: usize| {
+            std::sync::Arc::new(arrow_schema::Schema::new(
+                (0..n)
+                    .map(|i| {
+                        arrow_schema::Field::new(
+                            format!("c{i}"),
+                            arrow_schema::DataType::Int8,
+                            true,
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        let mut limits = Limits::describe();
+        limits.output_bytes = 64 << 20;
+        limits.output_batches = 10;
+        let wide = encode(&schema(MAX_OUTPUT_COLUMNS + 1), &[])?;
+        let refused = decode([wide], &limits);
+        assert!(
+            matches!(&refused, Err(InvokeError::Output(m)) if m.contains(&format!("{} columns", MAX_OUTPUT_COLUMNS + 1))),
+            "{refused:?}"
+        );
+        let widest = encode(&schema(MAX_OUTPUT_COLUMNS), &[])?;
+        assert_eq!(
+            decode([widest], &limits)?.schema.fields().len(),
+            MAX_OUTPUT_COLUMNS
+        );
         Ok(())
     }
 

@@ -1,7 +1,10 @@
 //! A parser that misbehaves on its first chunk, in the way its cargo feature selects: spin forever,
-//! allocate without bound, panic, read a host file, open a socket, sleep, flood the log, answer
-//! bytes that are no Arrow IPC, or change its table's schema mid-stream. The sandbox must stop each
-//! one with its own clear error and keep the host serving.
+//! allocate without bound, panic, read a host file, open a socket, sleep, flood the log or the
+//! progress calls, answer bytes that are no Arrow IPC, or change its table's schema mid-stream. The
+//! sandbox must stop each one with its own clear error and keep the host serving. Other features
+//! make it lie about itself in `describe` (its kind, its interface version, a name that is empty,
+//! 10 KiB long, holds control characters or is a bundled plugin's), or build it against another
+//! version of the interface: the host must refuse each at load with the reason.
 
 use lake_sdk::{Info, Params, Parser, PluginError, RecordBatch, Result, SchemaRef};
 
@@ -18,7 +21,8 @@ impl Parser for Hostile {
         }
     }
 
-    fn start(_params: Params) -> Result<Self> {
+    fn start(params: Params) -> Result<Self> {
+        starting(&params)?;
         Ok(Hostile)
     }
 
@@ -30,6 +34,12 @@ impl Parser for Hostile {
     fn finish(&mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         Ok((schema(), Vec::new()))
     }
+}
+
+/// What `start` does besides answering: nothing, except for the progress flood.
+#[cfg(not(feature = "progressflood"))]
+fn starting(_params: &Params) -> Result<()> {
+    Ok(())
 }
 
 /// What `describe` does besides answering: nothing, except for the two features that make it
@@ -239,6 +249,72 @@ fn schema() -> SchemaRef {
     )]))
 }
 
+#[cfg(feature = "progressflood")]
+const NAME: &str = "hostile-progressflood";
+/// Reports progress `calls` times (a parameter: a number, or `forever`), with the largest values
+/// the interface carries: `done` past `total`, a `total` of zero, no `total` at all; then reports
+/// `calls` of `calls` and parses nothing.
+#[cfg(feature = "progressflood")]
+fn starting(params: &Params) -> Result<()> {
+    let calls = params
+        .pairs()
+        .iter()
+        .find(|(k, _)| k == "calls")
+        .map_or("forever", |(_, v)| v.as_str());
+    if calls == "forever" {
+        let mut i = 0u64;
+        loop {
+            lake_sdk::progress(u64::MAX - i, Some(i));
+            i = i.wrapping_add(1);
+        }
+    }
+    let n: u64 = calls
+        .parse()
+        .map_err(|_| PluginError::InvalidParams(format!("calls: {calls:?} is not a number")))?;
+    for i in 0..n {
+        let total = if i % 2 == 0 { Some(0) } else { None };
+        lake_sdk::progress(u64::MAX - i, total);
+    }
+    lake_sdk::progress(n, Some(n));
+    Ok(())
+}
+
+#[cfg(feature = "shadow")]
+const NAME: &str = "csv";
+#[cfg(feature = "emptyname")]
+const NAME: &str = "";
+/// 10 KiB of `a`.
+#[cfg(feature = "longname")]
+const NAME: &str = {
+    const LONG: [u8; 10 << 10] = [b'a'; 10 << 10];
+    match std::str::from_utf8(&LONG) {
+        Ok(s) => s,
+        Err(_) => panic!("ASCII is UTF-8"),
+    }
+};
+#[cfg(feature = "ctrlname")]
+const NAME: &str = "hostile\u{7}ctrl\nname";
+#[cfg(feature = "kindlie")]
+const NAME: &str = "hostile-kindlie";
+#[cfg(feature = "witlie")]
+const NAME: &str = "hostile-witlie";
+#[cfg(feature = "otherwit")]
+const NAME: &str = "hostile-otherwit";
+/// Only what it says of itself is wrong: it never gets to run.
+#[cfg(any(
+    feature = "progressflood",
+    feature = "shadow",
+    feature = "emptyname",
+    feature = "longname",
+    feature = "ctrlname",
+    feature = "kindlie",
+    feature = "witlie",
+    feature = "otherwit"
+))]
+fn misbehave(_chunk: &[u8]) -> Result<()> {
+    Ok(())
+}
+
 #[cfg(feature = "badipc")]
 const NAME: &str = "hostile-badipc";
 #[cfg(feature = "badipc")]
@@ -246,10 +322,23 @@ fn misbehave(_chunk: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Under `badipc` the component is exported by hand, below the SDK (which only ever encodes valid
-/// Arrow IPC), so that `push` answers bytes that are no IPC stream at all: a continuation marker
-/// and a length, then text.
-#[cfg(all(feature = "badipc", target_arch = "wasm32"))]
+/// Under `badipc`, `kindlie`, `witlie` and `emptyname` the component is exported by hand, below
+/// the SDK (which only ever encodes valid Arrow IPC and describes its plugin truly): under
+/// `badipc`, `push` answers bytes that are no IPC stream at all (a continuation marker and a
+/// length, then text);
+/// under `kindlie`, `describe` says it is a connector while it exports the parser world; under
+/// `witlie`, `describe` says it was built against `lake:plugin@0.2.0` while it exports 0.1.0;
+/// under `emptyname`, `describe` gives an empty name (the SDK's export would put the package's
+/// name in its place).
+#[cfg(all(
+    any(
+        feature = "badipc",
+        feature = "kindlie",
+        feature = "witlie",
+        feature = "emptyname"
+    ),
+    target_arch = "wasm32"
+))]
 mod raw {
     use lake_sdk::glue::parser::bindings::exports::lake::plugin::parser::{
         Guest, GuestParse, Parse,
@@ -260,12 +349,23 @@ mod raw {
     struct Export;
     struct Garbage;
 
+    /// The kind `describe` says.
+    #[cfg(not(feature = "kindlie"))]
+    const KIND: t::Kind = t::Kind::Parser;
+    #[cfg(feature = "kindlie")]
+    const KIND: t::Kind = t::Kind::Connector;
+    /// The interface version `describe` says.
+    #[cfg(not(feature = "witlie"))]
+    const WIT_VERSION: &str = lake_sdk::WIT_VERSION;
+    #[cfg(feature = "witlie")]
+    const WIT_VERSION: &str = "0.2.0";
+
     impl Describe for Export {
         fn describe() -> t::Info {
-            lake_sdk::glue::parser::info(
-                <crate::Hostile as lake_sdk::Parser>::info(),
-                t::Kind::Parser,
-            )
+            let mut info =
+                lake_sdk::glue::parser::info(<crate::Hostile as lake_sdk::Parser>::info(), KIND);
+            WIT_VERSION.clone_into(&mut info.wit_version);
+            info
         }
     }
     impl Guest for Export {
@@ -289,8 +389,60 @@ mod raw {
     );
 }
 
+/// Under `otherwit` the component is built against `lake:plugin@0.2.0` (`wit/plugin.wit`, the
+/// parser world of a later release), which this lake does not speak; it describes itself truly.
+#[cfg(all(feature = "otherwit", target_arch = "wasm32"))]
+mod other {
+    lake_sdk::glue::__wit_bindgen::generate!({
+        world: "parser-plugin",
+        path: "wit/plugin.wit",
+        runtime_path: "lake_sdk::glue::__wit_bindgen::rt",
+    });
+
+    use exports::lake::plugin::parser::{Guest, GuestParse, Parse};
+    use exports::lake::plugin::plugin::Guest as Describe;
+    use lake::plugin::types as t;
+
+    struct Export;
+    struct Nothing;
+
+    impl Describe for Export {
+        fn describe() -> t::Info {
+            t::Info {
+                name: crate::NAME.to_owned(),
+                version: "0.0.1".to_owned(),
+                wit_version: "0.2.0".to_owned(),
+                kind: t::Kind::Parser,
+                description: "built against lake:plugin@0.2.0 (tests only)".to_owned(),
+                capabilities: Vec::new(),
+            }
+        }
+    }
+    impl Guest for Export {
+        type Parse = Nothing;
+    }
+    impl GuestParse for Nothing {
+        fn start(_params: Vec<(String, String)>) -> Result<Parse, t::PluginError> {
+            Ok(Parse::new(Nothing))
+        }
+        fn push(&self, _chunk: Vec<u8>) -> Result<Vec<Vec<u8>>, t::PluginError> {
+            Ok(Vec::new())
+        }
+        fn finish(&self) -> Result<Vec<Vec<u8>>, t::PluginError> {
+            Ok(Vec::new())
+        }
+    }
+    export!(Export);
+}
+
 #[allow(unused_imports)]
 use PluginError as _;
 
-#[cfg(not(feature = "badipc"))]
+#[cfg(not(any(
+    feature = "badipc",
+    feature = "kindlie",
+    feature = "witlie",
+    feature = "emptyname",
+    feature = "otherwit"
+)))]
 lake_sdk::export_parser!(crate::Hostile);
