@@ -36,8 +36,9 @@ const FEATURES: [&str; 23] = [
     "otherwit",
 ];
 
-/// Builds every test component once per test run (a file lock serialises the test processes) and
-/// returns the directory holding `hostile-<feature>.wasm` and the `fetch.wasm` connector.
+/// Builds every test component once for the sources they are built from (a file lock serialises
+/// the test processes; a stamp of the sources lets the next process skip the builds) and returns
+/// the directory holding `hostile-<feature>.wasm` and the `fetch.wasm` connector.
 pub fn components() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -45,6 +46,12 @@ pub fn components() -> PathBuf {
     std::fs::create_dir_all(&out).expect("output dir");
     let lock = std::fs::File::create(tmp.join("hostile.lock")).expect("lock file");
     lock.lock().expect("lock");
+    let stamp = out.join("sources.stamp");
+    let sources = sources_stamp(&root);
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == sources) {
+        lock.unlock().expect("unlock");
+        return out;
+    }
     let build = |package: &str, feature: Option<&str>| {
         let mut cmd = std::process::Command::new(env!("CARGO"));
         cmd.args([
@@ -84,8 +91,44 @@ pub fn components() -> PathBuf {
         .expect("copy");
     }
     std::fs::copy(build("fetch", None), out.join("fetch.wasm")).expect("copy");
+    std::fs::write(&stamp, sources).expect("stamp");
     lock.unlock().expect("unlock");
     out
+}
+
+/// What the test components are built from, as one line per file (path, length, modification
+/// time) and the feature list: equal stamps mean the built components are current.
+fn sources_stamp(root: &Path) -> String {
+    fn walk(dir: &Path, lines: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_name() == "target" {
+                continue;
+            }
+            let Ok(meta) = e.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                walk(&path, lines);
+            } else {
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                lines.push(format!("{} {} {modified}", path.display(), meta.len()));
+            }
+        }
+    }
+    let mut lines = vec![FEATURES.join(",")];
+    for dir in ["tests/components", "sdk", "wit"] {
+        walk(&root.join(dir), &mut lines);
+    }
+    lines.sort();
+    lines.join("\n")
 }
 
 fn registry(grants: &[(&str, &str)]) -> (Plugins, tempfile::TempDir) {
