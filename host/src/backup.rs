@@ -473,8 +473,9 @@ impl Backups<'_> {
             }
             objects.retain(|o| !gone.contains(&o.dataset_id));
         }
-        // Encoding and hashing a catalog of 100,000 datasets is seconds of CPU: off the async
-        // workers, so that a scheduled backup does not hold up the requests a replica serves.
+        // Encoding and hashing the snapshot is CPU work that grows with the catalog: off the
+        // async workers, so that a scheduled backup does not hold up the requests a replica
+        // serves.
         let kind_owned = kind.to_owned();
         let (catalog_json, manifest, manifest_json) = tokio::task::spawn_blocking(move || {
             let catalog_json = serde_json::to_vec(&dump).map_err(json_err)?;

@@ -825,9 +825,10 @@ impl Collections<'_> {
 
     /// Streams the connector's parts to their raw keys. Returns the finished files, every key
     /// written (to delete on failure) and why it stopped, if it did, with its code: what the
-    /// connector sent was refused (a name that is not a plain file name, facts or bytes past their
-    /// bounds: `invalid_output`, the connector's fault) or the store failed (`unavailable`). On
-    /// either it stops taking parts, which fails the connector too.
+    /// connector sent was refused (a name that is not a plain file name, facts past their bounds:
+    /// `invalid_output`, the connector's fault), went past `plugins.max_collect_bytes`
+    /// (`too_large`) or the store failed (`unavailable`). On any of them it stops taking parts,
+    /// which fails the connector too.
     async fn store_parts(
         &self,
         mut rx: tokio::sync::mpsc::Receiver<Part>,
@@ -840,6 +841,7 @@ impl Collections<'_> {
         Option<(&'static str, String)>,
     ) {
         const REFUSED: &str = "invalid_output";
+        const TOO_LARGE: &str = "too_large";
         const FAILED: &str = "unavailable";
         type Open = (
             String,
@@ -881,23 +883,28 @@ impl Collections<'_> {
             };
             let n = part.bytes.len() as u64;
             total += n;
+            // Past the operator's bound an honest connector of a large source is too large, not
+            // wrong; facts past theirs are the connector's fault.
             let refused = if total > self.settings().max_collect_bytes {
-                Some(format!(
-                    "the connector sent more than {} bytes (plugins.max_collect_bytes)",
-                    self.settings().max_collect_bytes
+                Some((
+                    TOO_LARGE,
+                    format!(
+                        "the connector sent more than {} bytes (plugins.max_collect_bytes)",
+                        self.settings().max_collect_bytes
+                    ),
                 ))
             } else if part.last {
-                check_facts(&part.facts).err()
+                check_facts(&part.facts).err().map(|why| (REFUSED, why))
             } else {
                 None
             };
-            if let Some(why) = refused {
+            if let Some((code, why)) = refused {
                 if let Some((_, btx, put, _)) = open.take() {
                     let _ = btx.send(Err(std::io::Error::other(why.clone()))).await;
                     drop(btx);
                     let _ = put.await;
                 }
-                return (files, keys, Some((REFUSED, why)));
+                return (files, keys, Some((code, why)));
             }
             if !part.bytes.is_empty() && btx.send(Ok(Bytes::from(part.bytes))).await.is_err() {
                 // The put ended early: its error is taken below.

@@ -235,8 +235,9 @@ impl Jobs<'_> {
 
     /// Lets the jobs this server runs go on for up to `grace`, then ends each one still running as
     /// failed (its record says the server stopped), so that no job of a stopped server looks alive
-    /// until its lease runs out. Returns the jobs it ended. A job that ends by itself after that
-    /// finds its record already ended and leaves it.
+    /// until its lease runs out. Returns the jobs still running at the deadline (a record ended
+    /// meanwhile, by the job itself or another replica, is kept as it is). A job that ends by
+    /// itself after that finds its record already ended and leaves it.
     pub async fn stop(&self, grace: Duration) -> Vec<uuid::Uuid> {
         let deadline = tokio::time::Instant::now() + grace;
         loop {
@@ -252,7 +253,7 @@ impl Jobs<'_> {
         let left: Vec<uuid::Uuid> = self.state.running().iter().copied().collect();
         for id in &left {
             match self.end(*id, JobStatus::Failed, None, Some(STOPPED)).await {
-                // `end` keeps (and says so) a record another replica ended first.
+                // `end` keeps (and says so) a record ended first, here or elsewhere.
                 Ok(job) if job.error.as_deref() == Some(STOPPED) => tracing::warn!(
                     job = %id,
                     kind = job.kind,

@@ -501,6 +501,9 @@ async fn killed_in_the_middle_of_a_save() {
         return;
     };
     let mut held = envs.clone();
+    // Nothing but the save talks to A's store once the proxy holds: no scheduled backup.
+    held.push(("LAKE_BACKUP__DAILY_AT".to_owned(), String::new()));
+    held.push(("LAKE_BACKUP__WEEKLY_AT".to_owned(), String::new()));
     let store = through_metered_store_proxy(&mut held).await;
     let (a, url_a, _da) = replica(&held, &[]);
     let (_b, url_b, _db) = replica(&envs, &[]);

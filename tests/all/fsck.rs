@@ -444,7 +444,7 @@ async fn abandoned_scenario(t: &TestLake) {
     let lake = &t.lake;
     let catalog = lake.catalog();
     let lease = lake.jobs().lease();
-    assert_eq!(lease, Duration::from_secs(2), "the test's lease");
+    assert_eq!(lease, Duration::from_secs(5), "the test's lease");
     let job = |kind: &str| NewJob {
         id: uuid::Uuid::now_v7(),
         kind: kind.to_owned(),
@@ -467,7 +467,7 @@ async fn abandoned_scenario(t: &TestLake) {
         .await
         .expect("finish");
     // Their replica stopped: silence past the lease.
-    tokio::time::sleep(lease + Duration::from_millis(500)).await;
+    tokio::time::sleep(lease + Duration::from_secs(1)).await;
     // A live replica's job: claimed now, and heard from before each check.
     let live = catalog.insert_job(&job("collection")).await.expect("job");
     catalog.start_job(live.id).await.expect("claim");
@@ -565,13 +565,13 @@ async fn abandoned_scenario(t: &TestLake) {
 
 #[tokio::test]
 async fn fsck_fails_abandoned_jobs_and_records_each_repair_embedded() {
-    let t = embedded_settings(leased(Duration::from_secs(2)), None).await;
+    let t = embedded_settings(leased(Duration::from_secs(5)), None).await;
     abandoned_scenario(&t).await;
 }
 
 #[tokio::test]
 async fn fsck_fails_abandoned_jobs_and_records_each_repair_on_postgres_and_garage() {
-    let Some(t) = production_settings(leased(Duration::from_secs(2)), None).await else {
+    let Some(t) = production_settings(leased(Duration::from_secs(5)), None).await else {
         return;
     };
     abandoned_scenario(&t).await;

@@ -583,7 +583,7 @@ async fn a_progress_flood_is_bounded_by_the_invocation() {
     let inv = flood(&short, "forever").await;
     let err = inv.result.expect_err("an endless flood must not finish");
     assert!(matches!(err, InvokeError::Timeout(_)), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     let (result, _) = run(&short, "hostile-loud").await;
     assert!(result.is_ok(), "{result:?}");
 }

@@ -1155,7 +1155,8 @@ struct Decoded {
     budget: OutputBudget,
 }
 
-/// The widest batch a plugin may return.
+/// The widest table a plugin may return (its schema is checked as it arrives; each batch again,
+/// as a backstop).
 pub const MAX_OUTPUT_COLUMNS: usize = 10_000;
 /// The most rows one returned batch may hold.
 pub const MAX_BATCH_ROWS: usize = 16 << 20;
