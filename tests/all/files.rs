@@ -1044,14 +1044,7 @@ async fn an_upload_that_goes_quiet_is_ended_and_leaves_nothing() {
     let raw = t.lake.bucket(lake_host::layers::Layer::Raw).to_owned();
     let left = t.lake.blobs().list(&raw, "").await.expect("list");
     assert!(left.is_empty(), "{left:?}");
-    let tmp = t
-        .dir
-        .as_ref()
-        .expect("embedded")
-        .path()
-        .join("objects/.tmp");
-    let temp_files = std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(temp_files, 0, "no temp file stays in {}", tmp.display());
+    assert_eq!(temp_files(&t), 0, "no temp file stays in objects/.tmp");
 }
 
 /// The files in `objects/.tmp` of an embedded lake (where the local store writes an object

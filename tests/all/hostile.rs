@@ -241,13 +241,7 @@ async fn components_that_misdescribe_themselves_are_refused_at_load() {
     };
     let p = Plugins::open(&cfg).expect("runtime");
     let rejected = p.rejected();
-    let reason_of = |file: &str| {
-        rejected
-            .iter()
-            .find(|r| r.source.ends_with(file))
-            .map(|r| r.reason.clone())
-            .unwrap_or_else(|| panic!("{file} was not refused: {rejected:?}"))
-    };
+    let reason_of = |file: &str| refusal(&p, file);
     assert!(
         reason_of("hostile-badname.wasm").contains("its name"),
         "{rejected:?}"
@@ -319,13 +313,7 @@ async fn odd_files_in_the_plugin_directory_are_refused_and_start_goes_on() {
     };
     let check = |p: &Plugins| {
         let rejected = p.rejected();
-        let reason_of = |file: &str| {
-            rejected
-                .iter()
-                .find(|r| r.source.ends_with(file))
-                .map(|r| r.reason.clone())
-                .unwrap_or_else(|| panic!("{file} not refused: {rejected:?}"))
-        };
+        let reason_of = |file: &str| refusal(p, file);
         for file in ["cut.wasm", "noise.wasm"] {
             let why = reason_of(file);
             assert!(
