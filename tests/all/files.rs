@@ -1093,13 +1093,15 @@ async fn a_quiet_put_gives_its_name_back_and_leaves_nothing() {
             .iter()
             .any(|c| c.dataset.to_string() == id && c.name == "plate.csv")
     };
-    loop {
-        let claims = t
-            .lake
+    let claims = async || {
+        t.lake
             .catalog()
             .stale_claims(far, 100)
             .await
-            .expect("claims");
+            .expect("claims")
+    };
+    loop {
+        let claims = claims().await;
         if claimed(&claims) && temp_files(&t) == 1 {
             break;
         }
@@ -1138,12 +1140,7 @@ async fn a_quiet_put_gives_its_name_back_and_leaves_nothing() {
     );
 
     // The claim is given back and nothing is left behind: the same PUT succeeds at once.
-    let claims = t
-        .lake
-        .catalog()
-        .stale_claims(far, 100)
-        .await
-        .expect("claims");
+    let claims = claims().await;
     assert!(!claimed(&claims), "the claim is dropped: {claims:?}");
     assert_eq!(temp_files(&t), 0, "no temp file stays in objects/.tmp");
     let retried = Instant::now();

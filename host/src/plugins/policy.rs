@@ -227,20 +227,14 @@ impl HttpPolicy {
     /// normalises a URL writes them back (escapes in lowercase hex): what must never come back to
     /// the plugin. Longest first, each once.
     fn secrets(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.raw_secrets();
         for (_, v) in &self.query {
-            out.push(v.clone());
             // As sent, and as the usual URL libraries write it back (`/` left as it is, as
             // Python's `quote` does), each in upper- and lowercase hex.
             for set in [QUERY, PATH_SAFE] {
                 let escaped = percent_encoding::utf8_percent_encode(v, set).to_string();
                 out.push(lowercase_escapes(&escaped));
                 out.push(escaped);
-            }
-        }
-        for (_, v) in &self.headers {
-            if let Ok(v) = v.to_str() {
-                out.push(v.to_owned());
             }
         }
         out.retain(|s| s.len() >= 4);
