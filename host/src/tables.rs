@@ -371,16 +371,20 @@ fn encoder_pool() -> Option<&'static (std::sync::mpsc::SyncSender<Task>, usize)>
 ///
 /// A column whose dictionary outgrew its limit in a row group (ids, measurements: nearly every
 /// value distinct) is written plain in the row groups handed out after that one, instead of
-/// building a dictionary again in each only to drop it.
+/// building a dictionary again in each only to drop it; a column Snappy shrank by less than a
+/// twentieth in a row group (random measurements, bit-packed dictionary indices) is stored
+/// uncompressed after it, instead of compressing it again for nothing.
 struct Encoders {
     factory: Arc<ArrowRowGroupWriterFactory>,
     schema: SchemaRef,
     /// The file's properties and schema, for the factories of later row groups.
     props: parquet::file::properties::WriterProperties,
     root: parquet::schema::types::TypePtr,
-    /// Each leaf column's path, and whether it is written plain from now on.
+    /// Each leaf column's path, whether it is written plain from now on, and whether it is
+    /// stored uncompressed from now on.
     columns: Vec<parquet::schema::types::ColumnPath>,
     plain: Vec<bool>,
+    stored: Vec<bool>,
     /// The process's encoders and how many there are (the row groups this table may have in
     /// flight at once), once this table has a second row group.
     pool: Option<&'static (std::sync::mpsc::SyncSender<Task>, usize)>,
@@ -399,6 +403,10 @@ struct Encoders {
 /// The most threads one table is encoded on.
 const MAX_ENCODERS: usize = 4;
 
+/// The share of a column's bytes compression must save in a row group (1 in 20) for the column
+/// to stay compressed in later row groups.
+const MIN_SAVED: (i64, i64) = (1, 20);
+
 impl Encoders {
     fn new<W: Write + Send>(
         factory: ArrowRowGroupWriterFactory,
@@ -414,6 +422,7 @@ impl Encoders {
             props: file.properties().as_ref().clone(),
             root: descr.root_schema_ptr(),
             plain: vec![false; columns.len()],
+            stored: vec![false; columns.len()],
             columns,
             pool: None,
             done_tx,
@@ -514,28 +523,37 @@ impl Encoders {
         Ok(())
     }
 
-    /// Writes plain, in the row groups handed out from now on, every column whose dictionary
-    /// `chunks` (one row group's) gave up on: a dictionary page, then data pages not encoded
-    /// with it.
-    fn give_up_dictionaries(&mut self, chunks: &[ArrowColumnChunk]) -> Result<(), String> {
-        use parquet::basic::{Encoding, PageType};
+    /// Adapts the row groups handed out from now on to what one row group (`chunks`) showed:
+    /// a column whose dictionary gave up (a dictionary page, then data pages not encoded with
+    /// it) is written plain; a column Snappy shrank by less than [`MIN_SAVED`] is stored
+    /// uncompressed.
+    fn adapt(&mut self, chunks: &[ArrowColumnChunk]) -> Result<(), String> {
+        use parquet::basic::{Compression, Encoding, PageType};
         let mut changed = false;
         for (i, chunk) in chunks.iter().enumerate() {
-            let Some(stats) = chunk.close().metadata.page_encoding_stats() else {
-                continue;
-            };
-            let dictionary = stats
-                .iter()
-                .any(|e| e.page_type == PageType::DICTIONARY_PAGE);
-            let gave_up = stats.iter().any(|e| {
-                matches!(e.page_type, PageType::DATA_PAGE | PageType::DATA_PAGE_V2)
-                    && !matches!(
-                        e.encoding,
-                        Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY
-                    )
-            });
-            if dictionary && gave_up && self.plain.get(i) == Some(&false) {
-                self.plain[i] = true;
+            let meta = &chunk.close().metadata;
+            if let Some(stats) = meta.page_encoding_stats() {
+                let dictionary = stats
+                    .iter()
+                    .any(|e| e.page_type == PageType::DICTIONARY_PAGE);
+                let gave_up = stats.iter().any(|e| {
+                    matches!(e.page_type, PageType::DATA_PAGE | PageType::DATA_PAGE_V2)
+                        && !matches!(
+                            e.encoding,
+                            Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY
+                        )
+                });
+                if dictionary && gave_up && self.plain.get(i) == Some(&false) {
+                    self.plain[i] = true;
+                    changed = true;
+                }
+            }
+            let (packed, whole) = (meta.compressed_size(), meta.uncompressed_size());
+            let barely = meta.compression() != Compression::UNCOMPRESSED
+                && whole > 0
+                && (whole - packed) * MIN_SAVED.1 < whole * MIN_SAVED.0;
+            if barely && self.stored.get(i) == Some(&false) {
+                self.stored[i] = true;
                 changed = true;
             }
         }
@@ -543,8 +561,13 @@ impl Encoders {
             return Ok(());
         }
         let mut props = self.props.clone().into_builder();
-        for (path, _) in self.columns.iter().zip(&self.plain).filter(|(_, p)| **p) {
-            props = props.set_column_dictionary_enabled(path.clone(), false);
+        for ((path, plain), stored) in self.columns.iter().zip(&self.plain).zip(&self.stored) {
+            if *plain {
+                props = props.set_column_dictionary_enabled(path.clone(), false);
+            }
+            if *stored {
+                props = props.set_column_compression(path.clone(), Compression::UNCOMPRESSED);
+            }
         }
         // The factory only reads a file writer's schema and properties: this one writes nowhere.
         let shadow =
@@ -566,7 +589,7 @@ impl Encoders {
     ) -> Result<(), String> {
         self.in_flight -= 1;
         let chunks = encoded?;
-        self.give_up_dictionaries(&chunks)?;
+        self.adapt(&chunks)?;
         self.ready.insert(index, chunks);
         while let Some(chunks) = self.ready.remove(&self.next_in) {
             let fail = |e: parquet::errors::ParquetError| format!("writing Parquet: {e}");
@@ -1287,6 +1310,74 @@ mod tests {
             groups[0].column(0).dictionary_page_offset().is_some(),
             "id tried at first"
         );
+        let (reader, _) = parquet_reader(Bytes::from(bytes))?;
+        let back = reader.collect::<Result<Vec<_>, _>>()?;
+        let back = arrow_select::concat::concat_batches(&back[0].schema(), &back)?;
+        for c in 0..2 {
+            assert_eq!(back.column(c).to_data(), batch.column(c).to_data());
+        }
+        Ok(())
+    }
+
+    /// A column Snappy does not shrink (random measurements) is stored uncompressed in later row
+    /// groups; a column it shrinks stays compressed; the file reads back the same.
+    #[test]
+    fn a_column_compression_does_not_shrink_is_stored_uncompressed_after()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use arrow_array::{Float64Array, StringArray};
+        use parquet::basic::Compression;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("noise", DataType::Float64, false),
+            Field::new("note", DataType::Utf8, false),
+        ]));
+        let group = 4096;
+        let rows = group * 6;
+        // Random bits (xorshift): nothing for Snappy to find.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let noise: Float64Array = (0..rows)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                f64::from_bits(state >> 2)
+            })
+            .collect();
+        let note: StringArray = (0..rows)
+            .map(|i| {
+                Some(format!(
+                    "sample {i:08} of the same long repeated description"
+                ))
+            })
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(noise), Arc::new(note)])?;
+        let mut w = TableWriter::new(Vec::new(), &schema, Some(group))?;
+        for at in (0..rows).step_by(1000) {
+            w.write(&batch.slice(at, 1000.min(rows - at)))?;
+        }
+        let (bytes, _) = w.finish()?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes.clone()))?;
+        let groups = builder.metadata().row_groups();
+        assert_eq!(groups.len(), 6);
+        assert_eq!(groups[0].column(0).compression(), Compression::SNAPPY);
+        // As with dictionaries: from the fourth row group on, the first had come back.
+        for (i, g) in groups.iter().enumerate().skip(3) {
+            assert_eq!(
+                g.column(0).compression(),
+                Compression::UNCOMPRESSED,
+                "noise, row group {i}"
+            );
+        }
+        for (i, g) in groups.iter().enumerate() {
+            assert_eq!(
+                g.column(1).compression(),
+                Compression::SNAPPY,
+                "note, row group {i}"
+            );
+            assert!(
+                g.column(1).compressed_size() * 2 < g.column(1).uncompressed_size(),
+                "note, row group {i}"
+            );
+        }
         let (reader, _) = parquet_reader(Bytes::from(bytes))?;
         let back = reader.collect::<Result<Vec<_>, _>>()?;
         let back = arrow_select::concat::concat_batches(&back[0].schema(), &back)?;

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::{
@@ -191,18 +190,32 @@ impl BlobStore for LocalStore {
             .root
             .join(".tmp")
             .join(uuid::Uuid::new_v4().to_string());
-        let result: Result<u64, BlobError> = async {
-            let mut file = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| io_err(&tmp, e))?;
-            let mut n = 0u64;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(BlobError::Body)?;
-                file.write_all(&chunk).await.map_err(|e| io_err(&tmp, e))?;
-                n += chunk.len() as u64;
+        // The file is written on a blocking thread of its own, chunk by chunk as they arrive (no
+        // copy into an async file's buffer, no hand-off per chunk).
+        let (chunks, received) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+        let path = tmp.clone();
+        let writer = tokio::task::spawn_blocking(move || write_synced(&path, received));
+        let mut sent = Ok(());
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    if chunks.send(chunk).await.is_err() {
+                        break; // the writer stopped: its error says why
+                    }
+                }
+                Err(e) => {
+                    sent = Err(BlobError::Body(e));
+                    break;
+                }
             }
-            file.sync_all().await.map_err(|e| io_err(&tmp, e))?;
-            drop(file);
+        }
+        drop(chunks);
+        let result: Result<u64, BlobError> = async {
+            let written = writer
+                .await
+                .map_err(|e| io_err(&tmp, io::Error::other(e)))?
+                .map_err(|e| io_err(&tmp, e))?;
+            sent?;
             if let Some(parent) = dest.parent() {
                 tokio::fs::create_dir_all(parent)
                     .await
@@ -211,7 +224,7 @@ impl BlobStore for LocalStore {
             tokio::fs::rename(&tmp, &dest)
                 .await
                 .map_err(|e| io_err(&dest, e))?;
-            Ok(n)
+            Ok(written)
         }
         .await;
         if result.is_err() {
@@ -401,3 +414,48 @@ impl BlobStore for LocalStore {
         Ok(None)
     }
 }
+
+/// Bytes written between two requests to start writing back (see [`write_synced`]).
+const WRITE_BACK_EVERY: u64 = 8 << 20;
+
+/// Writes the chunks to a new file at `path` and syncs it; the bytes written. The kernel is asked
+/// to start writing each 8 MiB to disk as soon as it is in the page cache, so the sync at the end
+/// waits for the last few MiB, not the whole object (a 251 MB upload's own sync took a tenth of
+/// a second at the end before).
+fn write_synced(
+    path: &Path,
+    mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+) -> io::Result<u64> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    let (mut written, mut kicked) = (0u64, 0u64);
+    while let Some(chunk) = chunks.blocking_recv() {
+        file.write_all(&chunk)?;
+        written += chunk.len() as u64;
+        if written - kicked >= WRITE_BACK_EVERY {
+            start_write_back(&file, kicked, written - kicked);
+            kicked = written;
+        }
+    }
+    file.sync_all()?;
+    Ok(written)
+}
+
+/// Starts writing `len` bytes at `offset` back to disk, without waiting (Linux; elsewhere the
+/// sync at the end does it all). A refusal changes nothing: the sync at the end still writes.
+#[cfg(target_os = "linux")]
+fn start_write_back(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a plain system call on a descriptor `file` owns for the call's duration; it reads
+    // and writes no memory of this process.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_write_back(_: &std::fs::File, _: u64, _: u64) {}

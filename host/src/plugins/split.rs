@@ -204,9 +204,10 @@ impl Cutter {
         let q = self.plan.quote;
         let mut in_quote = self.in_quote;
         if self.scanned < min {
+            // A vectorised search: a plain byte loop here was 6% of a large upload's CPU.
             let quotes: usize = self
                 .slices(self.scanned, min)
-                .map(|(_, s)| s.iter().filter(|&&b| b == q).count())
+                .map(|(_, s)| memchr::memchr_iter(q, s).count())
                 .sum();
             in_quote ^= quotes % 2 == 1;
             self.scanned = min;
