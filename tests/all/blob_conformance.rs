@@ -411,6 +411,73 @@ async fn local_reports_host_only_immutability() {
     );
 }
 
+/// A local put that fails, or is dropped half-way (its client gone), leaves no temporary file; one
+/// that completes leaves only its object, whole.
+#[tokio::test]
+async fn local_puts_leave_no_temporary_file_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = lake_host::blob::local::LocalStore::open(dir.path())
+        .await
+        .expect("open");
+    store
+        .prepare_bucket("lake-raw", &BucketPolicy::default())
+        .await
+        .expect("bucket");
+    let temporary = || {
+        std::fs::read_dir(dir.path().join(".tmp"))
+            .expect("the store's temporary directory")
+            .count()
+    };
+    // Failed past the first write-back (8 MiB).
+    let r = store
+        .put(
+            "lake-raw",
+            "failed",
+            failing_after(vec![pattern(9 << 20, 3), vec![1]]),
+        )
+        .await;
+    assert!(matches!(r, Err(BlobError::Body(_))), "{r:?}");
+    assert_eq!(temporary(), 0, "after a failed body");
+    // Dropped while waiting for more of the body.
+    let stalled: ByteStream = Box::pin(
+        futures::stream::iter([Ok(Bytes::from(pattern(1 << 20, 4)))])
+            .chain(futures::stream::pending()),
+    );
+    let dropped = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        store.put("lake-raw", "dropped", stalled),
+    )
+    .await;
+    assert!(dropped.is_err(), "the stalled put should still be waiting");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while temporary() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(temporary(), 0, "after a dropped put");
+    // Complete, with an empty chunk inside the body (not taken for its end).
+    let data = pattern(20 << 20, 5);
+    let mut chunks: Vec<Vec<u8>> = data.chunks(3 << 20).map(<[u8]>::to_vec).collect();
+    chunks.insert(2, Vec::new());
+    let n = store
+        .put("lake-raw", "whole", stream_of(chunks))
+        .await
+        .expect("put");
+    assert_eq!(n, data.len() as u64);
+    assert!(
+        read_all(&store, "lake-raw", "whole").await == data,
+        "the object came back different"
+    );
+    assert_eq!(temporary(), 0, "after a complete put");
+    let listed: Vec<String> = store
+        .list("lake-raw", "")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(listed, vec!["whole".to_owned()]);
+}
+
 #[tokio::test]
 async fn garage_presigned_get_serves_the_bytes_and_lifecycle_applies() {
     let Some(store) = crate::garage() else { return };

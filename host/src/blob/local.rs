@@ -191,13 +191,16 @@ impl BlobStore for LocalStore {
             .join(".tmp")
             .join(uuid::Uuid::new_v4().to_string());
         // The file is written on a blocking thread of its own, chunk by chunk as they arrive (no
-        // copy into an async file's buffer, no hand-off per chunk).
+        // copy into an async file's buffer, no hand-off per chunk). An empty chunk says the body
+        // is complete; without it (a failed body, or this future dropped) the writer neither
+        // syncs nor keeps the file.
         let (chunks, received) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
         let path = tmp.clone();
         let writer = tokio::task::spawn_blocking(move || write_synced(&path, received));
         let mut sent = Ok(());
         while let Some(chunk) = body.next().await {
             match chunk {
+                Ok(chunk) if chunk.is_empty() => {}
                 Ok(chunk) => {
                     if chunks.send(chunk).await.is_err() {
                         break; // the writer stopped: its error says why
@@ -209,13 +212,15 @@ impl BlobStore for LocalStore {
                 }
             }
         }
+        if sent.is_ok() {
+            // Refused only when the writer stopped, whose error says why.
+            let _ = chunks.send(bytes::Bytes::new()).await;
+        }
         drop(chunks);
         let result: Result<u64, BlobError> = async {
-            let written = writer
-                .await
-                .map_err(|e| io_err(&tmp, io::Error::other(e)))?
-                .map_err(|e| io_err(&tmp, e))?;
+            let written = writer.await.map_err(|e| io_err(&tmp, io::Error::other(e)));
             sent?;
+            let written = written?.map_err(|e| io_err(&tmp, e))?;
             if let Some(parent) = dest.parent() {
                 tokio::fs::create_dir_all(parent)
                     .await
@@ -418,10 +423,11 @@ impl BlobStore for LocalStore {
 /// Bytes written between two requests to start writing back (see [`write_synced`]).
 const WRITE_BACK_EVERY: u64 = 8 << 20;
 
-/// Writes the chunks to a new file at `path` and syncs it; the bytes written. The kernel is asked
-/// to start writing each 8 MiB to disk as soon as it is in the page cache, so the sync at the end
-/// waits for the last few MiB, not the whole object (a 251 MB upload's own sync took a tenth of
-/// a second at the end before).
+/// Writes the chunks to a new file at `path` until an empty one says the body is complete, and
+/// syncs it; the bytes written. The kernel is asked to start writing each 8 MiB to disk as soon
+/// as it is in the page cache, so the sync at the end waits for the last few MiB, not the whole
+/// object (a 251 MB upload's own sync took a tenth of a second at the end before). Chunks that
+/// stop without the empty one leave no file.
 fn write_synced(
     path: &Path,
     mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
@@ -429,14 +435,22 @@ fn write_synced(
     use std::io::Write;
     let mut file = std::fs::File::create(path)?;
     let (mut written, mut kicked) = (0u64, 0u64);
-    while let Some(chunk) = chunks.blocking_recv() {
+    let written = loop {
+        let Some(chunk) = chunks.blocking_recv() else {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(io::Error::other("the body ended before it was complete"));
+        };
+        if chunk.is_empty() {
+            break written;
+        }
         file.write_all(&chunk)?;
         written += chunk.len() as u64;
         if written - kicked >= WRITE_BACK_EVERY {
             start_write_back(&file, kicked, written - kicked);
             kicked = written;
         }
-    }
+    };
     file.sync_all()?;
     Ok(written)
 }
