@@ -1267,6 +1267,33 @@ mod tests {
         Ok(())
     }
 
+    /// `batch` written in slices of 1,000 rows, in row groups of `group` rows: the file.
+    fn written_in_slices(
+        batch: &RecordBatch,
+        group: usize,
+    ) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+        let rows = batch.num_rows();
+        let mut w = TableWriter::new(Vec::new(), &batch.schema(), Some(group))?;
+        for at in (0..rows).step_by(1000) {
+            w.write(&batch.slice(at, 1000.min(rows - at)))?;
+        }
+        Ok(w.finish()?.0)
+    }
+
+    /// Reads `bytes` back and checks that every column is `batch`'s.
+    fn assert_reads_back(
+        bytes: Vec<u8>,
+        batch: &RecordBatch,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (reader, _) = parquet_reader(Bytes::from(bytes))?;
+        let back = reader.collect::<Result<Vec<_>, _>>()?;
+        let back = arrow_select::concat::concat_batches(&back[0].schema(), &back)?;
+        for c in 0..batch.num_columns() {
+            assert_eq!(back.column(c).to_data(), batch.column(c).to_data());
+        }
+        Ok(())
+    }
+
     /// A column whose dictionary outgrew its limit in a row group (every value distinct) is
     /// written plain in later row groups; a column of few values keeps its dictionary; the file
     /// reads back as written.
@@ -1284,11 +1311,7 @@ mod tests {
         let id: StringArray = (0..rows).map(|i| Some(format!("{i:080}"))).collect();
         let kind: StringArray = (0..rows).map(|i| Some(["a", "b", "c"][i % 3])).collect();
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(id), Arc::new(kind)])?;
-        let mut w = TableWriter::new(Vec::new(), &schema, Some(group))?;
-        for at in (0..rows).step_by(1000) {
-            w.write(&batch.slice(at, 1000.min(rows - at)))?;
-        }
-        let (bytes, _) = w.finish()?;
+        let bytes = written_in_slices(&batch, group)?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes.clone()))?;
         let groups = builder.metadata().row_groups();
         assert_eq!(groups.len(), 6);
@@ -1310,13 +1333,7 @@ mod tests {
             groups[0].column(0).dictionary_page_offset().is_some(),
             "id tried at first"
         );
-        let (reader, _) = parquet_reader(Bytes::from(bytes))?;
-        let back = reader.collect::<Result<Vec<_>, _>>()?;
-        let back = arrow_select::concat::concat_batches(&back[0].schema(), &back)?;
-        for c in 0..2 {
-            assert_eq!(back.column(c).to_data(), batch.column(c).to_data());
-        }
-        Ok(())
+        assert_reads_back(bytes, &batch)
     }
 
     /// A column Snappy does not shrink (random measurements) is stored uncompressed in later row
@@ -1350,11 +1367,7 @@ mod tests {
             })
             .collect();
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(noise), Arc::new(note)])?;
-        let mut w = TableWriter::new(Vec::new(), &schema, Some(group))?;
-        for at in (0..rows).step_by(1000) {
-            w.write(&batch.slice(at, 1000.min(rows - at)))?;
-        }
-        let (bytes, _) = w.finish()?;
+        let bytes = written_in_slices(&batch, group)?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes.clone()))?;
         let groups = builder.metadata().row_groups();
         assert_eq!(groups.len(), 6);
@@ -1378,13 +1391,7 @@ mod tests {
                 "note, row group {i}"
             );
         }
-        let (reader, _) = parquet_reader(Bytes::from(bytes))?;
-        let back = reader.collect::<Result<Vec<_>, _>>()?;
-        let back = arrow_select::concat::concat_batches(&back[0].schema(), &back)?;
-        for c in 0..2 {
-            assert_eq!(back.column(c).to_data(), batch.column(c).to_data());
-        }
-        Ok(())
+        assert_reads_back(bytes, &batch)
     }
 
     /// A table whose batches are slices of one buffer (as a plugin's decoded output is) weighs
