@@ -2,9 +2,10 @@
 //! uses (uploads, pipeline outputs, saved merges, step inputs, `lake plugin run`), and the rules
 //! every Parquet object the lake writes follows, whatever plugin produced the batches.
 //!
-//! [`TableWriter`] writes batches as they come (Snappy, a bounded row group); [`ParquetSink`] is
-//! that writer feeding an async byte stream, so a parser's table streams into the store without
-//! ever being whole in memory; [`write_parquet`] is the writer over a table already in memory.
+//! [`TableWriter`] writes batches as they come (Snappy, but for a column it does not shrink; a
+//! bounded row group); [`ParquetSink`] is that writer feeding an async byte stream, so a parser's
+//! table streams into the store without ever being whole in memory; [`write_parquet`] is the
+//! writer over a table already in memory.
 //! [`parquet_reader`] and [`decode_ahead`] read back, a batch at a time.
 //!
 //! Arrow allows a schema with empty or repeated column names, and a spreadsheet's header row often
@@ -193,7 +194,8 @@ pub struct Written {
     pub rows: u64,
 }
 
-/// Writes batches as one Parquet file (Snappy-compressed) into `W`, under unique column names.
+/// Writes batches as one Parquet file (Snappy-compressed, but for a column Snappy does not
+/// shrink) into `W`, under unique column names.
 ///
 /// Row groups are encoded on a few threads at once (see [`Encoders`]) and appended in order, so
 /// the thread feeding the writer only gathers rows and copies out finished column chunks: an
