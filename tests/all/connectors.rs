@@ -822,8 +822,8 @@ fn lowercase_escapes(text: &str) -> String {
 /// An upstream that hands back what it was sent: `/moved` redirects (301) to `/echo` with the
 /// query it got, the host's `api_key` included, quoting the new URL in its body; `/moved-lower`
 /// does the same with the escapes in lowercase; `/moved-python` (302) writes the key back escaped
-/// its own way (`/` unescaped), in its body too; any other path answers 200 with the request line, the token
-/// header and the decoded key in its body and in `x-echo-*` headers.
+/// its own way (`/` unescaped), in its body too; any other path answers 200 with the request
+/// line, the token header and the decoded key in its body and in `x-echo-*` headers.
 #[derive(Clone)]
 struct Echo {
     addr: SocketAddr,
