@@ -65,6 +65,9 @@ pub struct BucketPolicy {
     pub object_lock: Option<(u32, &'static str)>,
     /// Expire objects this many days after creation.
     pub expire_after_days: Option<u32>,
+    /// Objects are written once and seldom read back soon after (raw): a store with a cache of its
+    /// own (the local directory's page cache) may write large ones past it.
+    pub seldom_read: bool,
 }
 
 /// Whether the store enforces part of a policy.

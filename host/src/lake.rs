@@ -522,6 +522,7 @@ impl Lake {
                 } else {
                     None
                 },
+                seldom_read: layer == Layer::Raw,
             };
             let report = self
                 .blobs

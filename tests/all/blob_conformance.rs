@@ -395,6 +395,7 @@ async fn local_reports_host_only_immutability() {
     let policy = BucketPolicy {
         object_lock: Some((90, "GOVERNANCE")),
         expire_after_days: Some(180),
+        seldom_read: false,
     };
     let r = store
         .prepare_bucket("lake-raw", &policy)
@@ -485,6 +486,7 @@ async fn garage_presigned_get_serves_the_bytes_and_lifecycle_applies() {
     let policy = BucketPolicy {
         object_lock: Some((90, "GOVERNANCE")),
         expire_after_days: Some(180),
+        seldom_read: false,
     };
     let report = store
         .prepare_bucket(&bucket, &policy)
@@ -519,4 +521,63 @@ async fn garage_presigned_get_serves_the_bytes_and_lifecycle_applies() {
         .await
         .expect("body");
     assert_eq!(&body[..], b"presigned bytes");
+}
+
+/// A local bucket whose objects are seldom read ([`BucketPolicy::seldom_read`], raw) writes large
+/// bodies past the page cache in aligned blocks: every length (none, under a block, exactly one,
+/// one and a byte, several with a partial page at the end) and every way of cutting the body into
+/// chunks comes back byte for byte; a failed body there leaves no temporary file either.
+#[tokio::test]
+async fn local_puts_past_the_page_cache_come_back_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = lake_host::blob::local::LocalStore::open(dir.path())
+        .await
+        .expect("open");
+    let policy = BucketPolicy {
+        seldom_read: true,
+        ..BucketPolicy::default()
+    };
+    store
+        .prepare_bucket("lake-raw", &policy)
+        .await
+        .expect("bucket");
+    const BLOCK: usize = 4 << 20;
+    let cases: [(usize, usize); 7] = [
+        (0, 1),
+        (100, 7),
+        (BLOCK - 1, 1 << 20),
+        (BLOCK, 65_536),
+        (BLOCK + 1, 3 << 20),
+        (9 * (1 << 20) + 4096, 1_000_003),
+        (3 * BLOCK + 123, 5 << 20),
+    ];
+    for (i, (len, piece)) in cases.into_iter().enumerate() {
+        let data = pattern(len, i as u8);
+        let chunks: Vec<Vec<u8>> = data.chunks(piece).map(<[u8]>::to_vec).collect();
+        let key = format!("object-{i}");
+        let n = store
+            .put("lake-raw", &key, stream_of(chunks))
+            .await
+            .expect("put");
+        assert_eq!(n, len as u64, "{key}: bytes counted");
+        let back = read_all(&store, "lake-raw", &key).await;
+        assert_eq!(back.len(), len, "{key}: length read back");
+        assert!(back == data, "{key}: the object came back different");
+    }
+    let r = store
+        .put(
+            "lake-raw",
+            "failed",
+            failing_after(vec![pattern(BLOCK + 5000, 9)]),
+        )
+        .await;
+    assert!(matches!(r, Err(BlobError::Body(_))), "{r:?}");
+    let left = std::fs::read_dir(dir.path().join(".tmp"))
+        .expect("the store's temporary directory")
+        .count();
+    assert_eq!(left, 0, "a failed put left a temporary file");
+    assert!(
+        store.head("lake-raw", "failed").await.is_err(),
+        "a failed put left an object"
+    );
 }

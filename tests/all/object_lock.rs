@@ -30,6 +30,7 @@ async fn raw_gets_object_lock_and_archive_a_lifecycle() {
     let policy = BucketPolicy {
         object_lock: Some((90, "GOVERNANCE")),
         expire_after_days: None,
+        seldom_read: false,
     };
     let report = store
         .prepare_bucket(&bucket, &policy)
@@ -87,6 +88,7 @@ async fn raw_gets_object_lock_and_archive_a_lifecycle() {
             &BucketPolicy {
                 object_lock: None,
                 expire_after_days: Some(180),
+                seldom_read: false,
             },
         )
         .await

@@ -12,6 +12,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio_util::io::ReaderStream;
 
+mod write;
+
 use super::{
     BlobError, BlobStore, BucketPolicy, BucketReport, ByteStream, Enforcement, ListedObject,
     ObjectInfo, check_key,
@@ -35,6 +37,9 @@ const URI_PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// Buckets whose objects are seldom read back soon ([`BucketPolicy::seldom_read`]): a large
+    /// put into one is written past the page cache.
+    seldom_read: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
 }
 
 impl LocalStore {
@@ -48,7 +53,10 @@ impl LocalStore {
         let root = tokio::fs::canonicalize(&root)
             .await
             .map_err(|e| io_err(&root, e))?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            seldom_read: Default::default(),
+        })
     }
 
     fn path(&self, bucket: &str, key: &str) -> Result<PathBuf, BlobError> {
@@ -169,6 +177,13 @@ impl BlobStore for LocalStore {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| io_err(&dir, e))?;
+        let mut seldom = self.seldom_read.write().unwrap_or_else(|p| p.into_inner());
+        if policy.seldom_read {
+            seldom.insert(bucket.to_owned());
+        } else {
+            seldom.remove(bucket);
+        }
+        drop(seldom);
         let unsupported = |what: &str| Enforcement::Unsupported {
             reason: format!("a local directory has no {what}"),
         };
@@ -196,7 +211,13 @@ impl BlobStore for LocalStore {
         // syncs nor keeps the file.
         let (chunks, received) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
         let path = tmp.clone();
-        let writer = tokio::task::spawn_blocking(move || write_synced(&path, received));
+        let past_cache = self
+            .seldom_read
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(bucket);
+        let writer =
+            tokio::task::spawn_blocking(move || write::write_synced(&path, received, past_cache));
         let mut sent = Ok(());
         while let Some(chunk) = body.next().await {
             match chunk {
@@ -419,57 +440,3 @@ impl BlobStore for LocalStore {
         Ok(None)
     }
 }
-
-/// Bytes written between two requests to start writing back (see [`write_synced`]).
-const WRITE_BACK_EVERY: u64 = 8 << 20;
-
-/// Writes the chunks to a new file at `path` until an empty one says the body is complete, and
-/// syncs it; the bytes written. The kernel is asked to start writing each 8 MiB to disk as soon
-/// as it is in the page cache, so the sync at the end waits for the last few MiB, not the whole
-/// object (a 251 MB upload's own sync took a tenth of a second at the end before). Chunks that
-/// stop without the empty one leave no file.
-fn write_synced(
-    path: &Path,
-    mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-) -> io::Result<u64> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path)?;
-    let (mut written, mut kicked) = (0u64, 0u64);
-    let written = loop {
-        let Some(chunk) = chunks.blocking_recv() else {
-            drop(file);
-            let _ = std::fs::remove_file(path);
-            return Err(io::Error::other("the body ended before it was complete"));
-        };
-        if chunk.is_empty() {
-            break written;
-        }
-        file.write_all(&chunk)?;
-        written += chunk.len() as u64;
-        if written - kicked >= WRITE_BACK_EVERY {
-            start_write_back(&file, kicked, written - kicked);
-            kicked = written;
-        }
-    };
-    file.sync_all()?;
-    Ok(written)
-}
-
-/// Starts writing `len` bytes at `offset` back to disk, without waiting (Linux; elsewhere the
-/// sync at the end does it all). A refusal changes nothing: the sync at the end still writes.
-#[cfg(target_os = "linux")]
-fn start_write_back(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: a plain system call on a descriptor `file` owns for the call's duration; it reads
-    // and writes no memory of this process.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_write_back(_: &std::fs::File, _: u64, _: u64) {}
