@@ -412,18 +412,26 @@ async fn local_reports_host_only_immutability() {
     );
 }
 
-/// A local put that fails, or is dropped half-way (its client gone), leaves no temporary file; one
-/// that completes leaves only its object, whole.
-#[tokio::test]
-async fn local_puts_leave_no_temporary_file_behind() {
+/// A local store in a new directory with its bucket `lake-raw` prepared under `policy`.
+async fn local_raw_bucket(
+    policy: &BucketPolicy,
+) -> (tempfile::TempDir, lake_host::blob::local::LocalStore) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = lake_host::blob::local::LocalStore::open(dir.path())
         .await
         .expect("open");
     store
-        .prepare_bucket("lake-raw", &BucketPolicy::default())
+        .prepare_bucket("lake-raw", policy)
         .await
         .expect("bucket");
+    (dir, store)
+}
+
+/// A local put that fails, or is dropped half-way (its client gone), leaves no temporary file; one
+/// that completes leaves only its object, whole.
+#[tokio::test]
+async fn local_puts_leave_no_temporary_file_behind() {
+    let (dir, store) = local_raw_bucket(&BucketPolicy::default()).await;
     let temporary = || {
         std::fs::read_dir(dir.path().join(".tmp"))
             .expect("the store's temporary directory")
@@ -529,18 +537,11 @@ async fn garage_presigned_get_serves_the_bytes_and_lifecycle_applies() {
 /// chunks comes back byte for byte; a failed body there leaves no temporary file either.
 #[tokio::test]
 async fn local_puts_past_the_page_cache_come_back_whole() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = lake_host::blob::local::LocalStore::open(dir.path())
-        .await
-        .expect("open");
     let policy = BucketPolicy {
         seldom_read: true,
         ..BucketPolicy::default()
     };
-    store
-        .prepare_bucket("lake-raw", &policy)
-        .await
-        .expect("bucket");
+    let (dir, store) = local_raw_bucket(&policy).await;
     const BLOCK: usize = 4 << 20;
     let cases: [(usize, usize); 7] = [
         (0, 1),
