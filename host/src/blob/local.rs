@@ -205,10 +205,11 @@ impl BlobStore for LocalStore {
             .root
             .join(".tmp")
             .join(uuid::Uuid::new_v4().to_string());
-        // The file is written on a blocking thread of its own, chunk by chunk as they arrive (no
-        // copy into an async file's buffer, no hand-off per chunk). An empty chunk says the body
-        // is complete; without it (a failed body, or this future dropped) the writer neither
-        // syncs nor keeps the file.
+        // The file is written on a blocking thread of its own as the chunks arrive (no copy into
+        // an async file's buffer, no hand-off per chunk): through the page cache, or in a bucket
+        // seldom read back gathered into aligned blocks written past it (see `write`). An empty
+        // chunk says the body is complete; without it (a failed body, or this future dropped)
+        // the writer neither syncs nor keeps the file.
         let (chunks, received) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
         let path = tmp.clone();
         let past_cache = self
