@@ -541,14 +541,14 @@ impl Plugins {
             }));
         }
         let shared_inputs = shared.len() as u32;
+        // Every batch is encoded once, here: each instance is handed the same bytes of a shared
+        // input's batch (a clone of the job shares them).
         let feeder = tokio::task::spawn_blocking(move || {
             for (i, input) in shared.into_iter().enumerate() {
+                let schema = input.schema;
                 for batch in input.batches {
-                    let job = batch.map(|batch| runtime::StepJob {
-                        input: i as u32,
-                        seq: 0,
-                        batch,
-                    });
+                    let job =
+                        batch.and_then(|batch| runtime::StepJob::new(i as u32, 0, &schema, &batch));
                     let stop = job.is_err();
                     if own_txs.iter().any(|tx| tx.send(job.clone()).is_err()) || stop {
                         return;
@@ -556,11 +556,10 @@ impl Plugins {
                 }
             }
             drop(own_txs);
+            let schema = split.schema;
             for (seq, batch) in split.batches.enumerate() {
-                let job = batch.map(|batch| runtime::StepJob {
-                    input: shared_inputs,
-                    seq: seq + 1,
-                    batch,
+                let job = batch.and_then(|batch| {
+                    runtime::StepJob::new(shared_inputs, seq + 1, &schema, &batch)
                 });
                 let stop = job.is_err();
                 if split_tx.send(job).is_err() || stop {

@@ -9,6 +9,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -866,13 +867,9 @@ impl Runtime {
     ) -> (Result<Table, InvokeError>, Usage) {
         let schemas: Vec<SchemaRef> = inputs.iter().map(|t| t.schema.clone()).collect();
         let mut batches = inputs.into_iter().enumerate().flat_map(|(i, t)| {
-            t.batches.map(move |b| {
-                b.map(|batch| StepJob {
-                    input: i as u32,
-                    seq: 0,
-                    batch,
-                })
-            })
+            let schema = t.schema;
+            t.batches
+                .map(move |b| b.and_then(|batch| StepJob::new(i as u32, 0, &schema, &batch)))
         });
         let (result, usage) = self.step_jobs(
             pre,
@@ -920,17 +917,19 @@ impl Runtime {
                 .map_err(trap)?
                 .map_err(plugin_error)?;
             let mut out = Vec::new();
-            // Each batch is dropped once the plugin has its copy, so the host does not hold the
-            // inputs while the plugin holds them too.
+            // Each job's bytes are dropped once the plugin has its copy (once every instance has,
+            // for a shared one), so the host does not hold the inputs while the plugin holds them
+            // too.
             while let Some(job) = next_job() {
                 let job = job.map_err(InvokeError::Input)?;
-                let schema = schemas.get(job.input as usize).ok_or_else(|| {
-                    InvokeError::Input(format!("the step has no input {}", job.input))
-                })?;
-                let ipc = encode(schema, std::slice::from_ref(&job.batch))?;
-                drop(job.batch);
+                if job.input as usize >= schemas.len() {
+                    return Err(InvokeError::Input(format!(
+                        "the step has no input {}",
+                        job.input
+                    )));
+                }
                 let returned = run
-                    .call_push(&mut *store, handle, job.input, &ipc)
+                    .call_push(&mut *store, handle, job.input, &job.ipc)
                     .map_err(trap)?
                     .map_err(plugin_error)?;
                 store.data_mut().output.charge_streams(&returned)?;
@@ -1135,12 +1134,32 @@ fn encode(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, Invoke
 /// What a step instance returned: IPC streams, each under the `seq` of the call that returned it.
 pub(super) type StepOutputs = Vec<(usize, Vec<u8>)>;
 
-/// One batch for a step instance: of input `input`, with `seq` ordering what its push returns.
+/// One batch for a step instance: of input `input`, with `seq` ordering what its push returns,
+/// as the IPC stream the plugin is handed. It is encoded once: a batch every instance of a split
+/// step takes (the right table of a merge) is shared, not encoded again per instance.
 #[derive(Debug, Clone)]
 pub(super) struct StepJob {
     pub(super) input: u32,
     pub(super) seq: usize,
-    pub(super) batch: RecordBatch,
+    pub(super) ipc: Arc<Vec<u8>>,
+}
+
+impl StepJob {
+    /// Encodes `batch` (shaped `schema`) as input `input`'s job `seq`; the batch itself can be
+    /// dropped once this returns.
+    pub(super) fn new(
+        input: u32,
+        seq: usize,
+        schema: &SchemaRef,
+        batch: &RecordBatch,
+    ) -> Result<Self, String> {
+        let ipc = encode(schema, std::slice::from_ref(batch)).map_err(|e| e.to_string())?;
+        Ok(Self {
+            input,
+            seq,
+            ipc: Arc::new(ipc),
+        })
+    }
 }
 
 /// What a parser hands on as it decodes: the table's schema once, then each batch.

@@ -795,16 +795,36 @@ impl KeyArr {
     fn eq(&self, i: usize, other: &KeyArr, j: usize) -> bool {
         match (self, other) {
             (KeyArr::Int(a), KeyArr::Int(b)) => a.values()[i] == b.values()[j],
-            (KeyArr::Utf8(a), KeyArr::Utf8(b)) => a.value(i) == b.value(j),
-            (KeyArr::LargeUtf8(a), KeyArr::LargeUtf8(b)) => a.value(i) == b.value(j),
-            (KeyArr::Utf8View(a), KeyArr::Utf8View(b)) => a.value(i) == b.value(j),
-            (KeyArr::Binary(a), KeyArr::Binary(b)) => a.value(i) == b.value(j),
-            (KeyArr::LargeBinary(a), KeyArr::LargeBinary(b)) => a.value(i) == b.value(j),
-            (KeyArr::BinaryView(a), KeyArr::BinaryView(b)) => a.value(i) == b.value(j),
-            (KeyArr::Fixed(a), KeyArr::Fixed(b)) => a.value(i) == b.value(j),
+            (KeyArr::Utf8(a), KeyArr::Utf8(b)) => bytes_eq(a.value(i), b.value(j)),
+            (KeyArr::LargeUtf8(a), KeyArr::LargeUtf8(b)) => bytes_eq(a.value(i), b.value(j)),
+            (KeyArr::Utf8View(a), KeyArr::Utf8View(b)) => bytes_eq(a.value(i), b.value(j)),
+            (KeyArr::Binary(a), KeyArr::Binary(b)) => bytes_eq(a.value(i), b.value(j)),
+            (KeyArr::LargeBinary(a), KeyArr::LargeBinary(b)) => bytes_eq(a.value(i), b.value(j)),
+            (KeyArr::BinaryView(a), KeyArr::BinaryView(b)) => bytes_eq(a.value(i), b.value(j)),
+            (KeyArr::Fixed(a), KeyArr::Fixed(b)) => bytes_eq(a.value(i), b.value(j)),
             _ => false,
         }
     }
+}
+
+/// Whether two keys' bytes are equal. Keys are mostly short ids, and in the sandbox `==` on
+/// slices calls the guest's `memcmp` for every probe: a key of 8 to 16 bytes is compared here as
+/// two overlapping 8-byte words instead, inline.
+fn bytes_eq(a: impl AsRef<[u8]>, b: impl AsRef<[u8]>) -> bool {
+    let (a, b) = (a.as_ref(), b.as_ref());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        let word = |s: &[u8], at: usize| {
+            s.get(at..at + 8)
+                .and_then(|w| <[u8; 8]>::try_from(w).ok())
+                .map(u64::from_ne_bytes)
+        };
+        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+    }
+    a == b
 }
 
 /// Left rows probed together, a few hundred kilobytes of slots and keys to keep in the cache.
@@ -1241,7 +1261,14 @@ fn gather_utf8(arrays: &[&dyn Array], indices: &[(usize, usize)]) -> Option<Arra
     values.truncate(total);
     let offsets = arrow_buffer::OffsetBuffer::new(arrow_buffer::ScalarBuffer::from(offsets));
     let nulls = nulls.map(|mut n| arrow_buffer::NullBuffer::new(n.finish()));
-    let out = StringArray::try_new(offsets, arrow_buffer::Buffer::from_vec(values), nulls).ok()?;
+    // SAFETY: the offsets start at 0, never decrease (each adds a length) and end at
+    // `values.len()`, all within `i32`; each value's bytes are one whole value of a `StringArray`
+    // copied as they were, so every value is valid UTF-8 on its own. (Validating them again was
+    // 3% of a merge; the host validates what a plugin returns anyway.)
+    #[allow(unsafe_code)]
+    let out = unsafe {
+        StringArray::new_unchecked(offsets, arrow_buffer::Buffer::from_vec(values), nulls)
+    };
     Some(Arc::new(out))
 }
 
@@ -1255,6 +1282,22 @@ mod tests {
     use arrow_cast::display::{ArrayFormatter, FormatOptions};
     use arrow_schema::TimeUnit;
     use serde_json::json;
+
+    #[test]
+    fn bytes_eq_agrees_with_slice_equality() {
+        let base: Vec<u8> = (0u8..24).map(|b| b'a' + b).collect();
+        for n in 0..=20 {
+            let a = &base[..n];
+            let copy = a.to_vec();
+            assert!(bytes_eq(a, &copy), "{n} bytes");
+            for at in 0..n {
+                let mut b = a.to_vec();
+                b[at] ^= 1;
+                assert!(!bytes_eq(a, &b), "{n} bytes, byte {at} differs");
+            }
+            assert!(!bytes_eq(a, &base[..n + 1]), "{n} bytes against {}", n + 1);
+        }
+    }
 
     #[test]
     fn strings_gather_like_interleave() {
@@ -1283,6 +1326,10 @@ mod tests {
         let fast = gather_utf8(&arrays, &indices).expect("utf-8");
         let slow = interleave(&arrays, &indices).expect("interleave");
         assert_eq!(fast.as_ref(), slow.as_ref());
+        // Built without checking: it holds what a checked array would.
+        fast.to_data()
+            .validate_full()
+            .expect("valid offsets and UTF-8");
         let no_nulls: Vec<&dyn Array> = vec![&c];
         let fast = gather_utf8(&no_nulls, &[(0, 1), (0, 0)]).expect("utf-8");
         assert_eq!(fast.null_count(), 0);
