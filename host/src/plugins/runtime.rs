@@ -1153,7 +1153,11 @@ impl StepJob {
         schema: &SchemaRef,
         batch: &RecordBatch,
     ) -> Result<Self, String> {
-        let ipc = encode(schema, std::slice::from_ref(batch)).map_err(|e| e.to_string())?;
+        // `encode` words its failures as the plugin's output's; this one is the host's input.
+        let ipc = encode(schema, std::slice::from_ref(batch)).map_err(|e| match e {
+            InvokeError::Output(m) => format!("encoding input {input} for the plugin: {m}"),
+            other => other.to_string(),
+        })?;
         Ok(Self {
             input,
             seq,
